@@ -1,0 +1,43 @@
+"""shax_core: trace NumPy-style Python to a small IR, differentiate it the YOLO way, run it.
+
+    >>> import shax_core as sx
+    >>> p = sx.parse("def f(a :: f32[]) = let x = sin a in [x]")
+    >>> sx.evaluate(p, 0.0)
+    [array(0., dtype=float32)]
+"""
+
+from shax_core import primitives  # noqa: F401  (declares the registry first)
+from shax_core.evaluate import EvaluationError, Executable, compile, evaluate
+from shax_core.infer import infer
+from shax_core.ir import (
+    Eqn,
+    Program,
+    ShaxError,
+    ShaxTypeError,
+    Type,
+    Var,
+    VerifyError,
+    verify,
+)
+from shax_core.text import ParseError, parse, parse_module, print_module, print_program
+
+__all__ = [
+    "Eqn",
+    "EvaluationError",
+    "Executable",
+    "ParseError",
+    "Program",
+    "ShaxError",
+    "ShaxTypeError",
+    "Type",
+    "Var",
+    "VerifyError",
+    "compile",
+    "evaluate",
+    "infer",
+    "parse",
+    "parse_module",
+    "print_module",
+    "print_program",
+    "verify",
+]

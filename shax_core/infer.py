@@ -1,0 +1,49 @@
+"""Shape and dtype inference: fill in the type of every binding from the shape rules.
+
+Before (as parsed from the seed's "After tracing" text):
+
+    def f(arg0 :: f32[6]) = let x1 = broadcast [1] [2,6] arg0 in [x1]
+
+After:
+
+    def f(arg0 :: f32[6]) = let x1 :: f32[2, 6] = broadcast [1] [2,6] arg0 in [x1]
+
+A binding annotated with a type other than the one its rule gives is an error that prints the
+equation and both types.
+"""
+
+from __future__ import annotations
+
+from shax_core.ir import Eqn, Program, ShaxTypeError, Type, Var
+from shax_core.primitives import lookup
+
+
+def infer(program: Program) -> Program:
+    env: dict[str, Var] = {}
+    for p in program.params:
+        if p.type is None:
+            raise ShaxTypeError(f"{program.name}: parameter {p.name} needs a type annotation")
+        env[p.name] = p
+    eqns = []
+    for eqn in program.eqns:
+        try:
+            ins = tuple(env[v.name] for v in eqn.ins)
+        except KeyError as e:
+            raise ShaxTypeError(f"{program.name}: {e.args[0]} is used before it is defined") from None
+        typed = Eqn(eqn.out, eqn.prim, eqn.params, ins)
+        t: Type = lookup(eqn.prim).out_type(typed, [v.type for v in ins])
+        if eqn.out.type is not None and eqn.out.type != t:
+            from shax_core.text import format_eqn
+
+            raise ShaxTypeError(
+                f"{program.name}: `{format_eqn(typed)}` is annotated {eqn.out.type}, "
+                f"but {eqn.prim} of {', '.join(str(v.type) for v in ins) or 'no operands'} gives {t}"
+            )
+        out = Var(eqn.out.name, t)
+        env[out.name] = out
+        eqns.append(Eqn(out, eqn.prim, eqn.params, ins))
+    try:
+        outs = tuple(env[v.name] for v in program.outs)
+    except KeyError as e:
+        raise ShaxTypeError(f"{program.name}: output {e.args[0]} is not defined") from None
+    return Program(program.name, program.params, tuple(eqns), outs)

@@ -1,0 +1,191 @@
+"""The IR: types, variables, equations and programs, all immutable values.
+
+A program in the seed's text form::
+
+    def f(arg0 :: f32[], arg1 :: f32[]) =
+      let x2 :: f32[] = add arg0 arg1
+          x3 :: f32[] = sin x2
+      in [x3]
+
+is ``Program(name="f", params=(arg0, arg1), eqns=(Eqn(x2, "add", (), (arg0, arg1)), ...),
+outs=(x3,))``. Every equation binds exactly one variable (SSA); constants are equations too
+(``fromList``), so the IR has one kind of binding. Passes never mutate a Program: they build a
+new one.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from typing import Any
+
+import numpy as np
+
+DTYPES: dict[str, np.dtype] = {
+    "f32": np.dtype(np.float32),
+    "f64": np.dtype(np.float64),
+    "bool": np.dtype(np.bool_),
+}
+FLOAT_DTYPES = frozenset({"f32", "f64"})
+
+
+class ShaxError(Exception):
+    """Base of every error shax_core raises on bad input."""
+
+
+class ShaxTypeError(ShaxError):
+    """A program is ill-typed; the message names the equation."""
+
+
+class VerifyError(ShaxError):
+    """A program breaks an IR invariant (SSA, scoping, types)."""
+
+
+@dataclass(frozen=True, slots=True)
+class Type:
+    """An array type: dtype name and shape. Printed ``f32[2, 6]``; a scalar is ``f32[]``."""
+
+    dtype: str
+    shape: tuple[int, ...]
+
+    def __post_init__(self):
+        if self.dtype not in DTYPES:
+            raise ShaxTypeError(f"unknown dtype {self.dtype!r}; expected one of {list(DTYPES)}")
+        if not isinstance(self.shape, tuple):
+            object.__setattr__(self, "shape", tuple(self.shape))
+        for d in self.shape:
+            if not isinstance(d, int | np.integer) or isinstance(d, bool) or d < 0:
+                raise ShaxTypeError(f"bad dimension {d!r} in shape {list(self.shape)}")
+
+    def __str__(self) -> str:
+        return f"{self.dtype}[{', '.join(map(str, self.shape))}]"
+
+    @property
+    def rank(self) -> int:
+        return len(self.shape)
+
+    @property
+    def size(self) -> int:
+        return int(np.prod(self.shape, dtype=np.int64)) if self.shape else 1
+
+    @property
+    def np_dtype(self) -> np.dtype:
+        return DTYPES[self.dtype]
+
+    @property
+    def nbytes(self) -> int:
+        return self.size * self.np_dtype.itemsize
+
+    @property
+    def is_float(self) -> bool:
+        return self.dtype in FLOAT_DTYPES
+
+    def with_shape(self, shape) -> Type:
+        return Type(self.dtype, tuple(shape))
+
+    def with_dtype(self, dtype: str) -> Type:
+        return Type(dtype, self.shape)
+
+
+def dtype_name(dtype) -> str:
+    """The IR name of a NumPy dtype (``float32`` -> ``f32``)."""
+    dt = np.dtype(dtype)
+    for name, d in DTYPES.items():
+        if d == dt:
+            return name
+    raise ShaxTypeError(f"unsupported dtype {dt}; shax supports f32, f64 and bool")
+
+
+def type_of(array) -> Type:
+    a = np.asarray(array)
+    return Type(dtype_name(a.dtype), tuple(a.shape))
+
+
+@dataclass(frozen=True, slots=True)
+class Var:
+    """A name bound once; ``type`` is None until inference fills it in."""
+
+    name: str
+    type: Type | None = None
+
+    def __str__(self) -> str:
+        return self.name
+
+
+@dataclass(frozen=True, slots=True)
+class Eqn:
+    """``out = prim[params] ins``. ``params`` is ordered as the primitive's parameter spec."""
+
+    out: Var
+    prim: str
+    params: tuple[Any, ...]
+    ins: tuple[Var, ...]
+
+
+@dataclass(frozen=True, slots=True)
+class Program:
+    name: str
+    params: tuple[Var, ...]
+    eqns: tuple[Eqn, ...]
+    outs: tuple[Var, ...]
+    _hash: list = field(default_factory=list, compare=False, repr=False)
+
+    def __str__(self) -> str:
+        from shax_core.text import print_program
+
+        return print_program(self)
+
+    def __hash__(self) -> int:
+        if not self._hash:
+            self._hash.append(hash((self.name, self.params, self.eqns, self.outs)))
+        return self._hash[0]
+
+    @property
+    def in_types(self) -> tuple[Type, ...]:
+        return tuple(p.type for p in self.params)
+
+    @property
+    def out_types(self) -> tuple[Type, ...]:
+        return tuple(v.type for v in self.outs)
+
+    @property
+    def is_typed(self) -> bool:
+        return all(p.type for p in self.params) and all(e.out.type for e in self.eqns)
+
+    def replace(self, **changes) -> Program:
+        fields = dict(name=self.name, params=self.params, eqns=self.eqns, outs=self.outs)
+        fields.update(changes)
+        return Program(**fields)
+
+
+def verify(program: Program) -> Program:
+    """Check SSA (each name bound once), scoping (use after definition), arities and types.
+
+    Returns the program so it can be used inline; raises VerifyError naming the equation.
+    """
+    from shax_core.primitives import lookup
+
+    seen: dict[str, Type | None] = {}
+    for p in program.params:
+        if p.name in seen:
+            raise VerifyError(f"{program.name}: parameter {p.name} bound twice")
+        if p.type is None:
+            raise VerifyError(f"{program.name}: parameter {p.name} has no type")
+        seen[p.name] = p.type
+    for i, eqn in enumerate(program.eqns):
+        where = f"{program.name}: equation {i} ({eqn.out.name} = {eqn.prim} ...)"
+        for v in eqn.ins:
+            if v.name not in seen:
+                raise VerifyError(f"{where}: {v.name} is used before it is defined")
+            if v.type is not None and seen[v.name] is not None and v.type != seen[v.name]:
+                raise VerifyError(f"{where}: {v.name} used as {v.type}, defined as {seen[v.name]}")
+        if eqn.out.name in seen:
+            raise VerifyError(f"{where}: {eqn.out.name} is bound twice")
+        prim = lookup(eqn.prim)
+        expected = prim.out_type(eqn, [seen[v.name] for v in eqn.ins])
+        if eqn.out.type is not None and eqn.out.type != expected:
+            raise VerifyError(f"{where}: annotated {eqn.out.type}, but the rule gives {expected}")
+        seen[eqn.out.name] = eqn.out.type or expected
+    for v in program.outs:
+        if v.name not in seen:
+            raise VerifyError(f"{program.name}: output {v.name} is not defined")
+    return program

@@ -1,0 +1,448 @@
+"""The bind layer: one function per primitive that works on NumPy arrays and on tracers.
+
+``bind(name, *args, **params)`` evaluates the primitive's impl when no argument is a tracer,
+and otherwise records an equation in the builder of the innermost tracer. Builders have levels:
+during linearization the primal builder is level 0 and the linear (tangent) builder level 1, so
+``t * cos(x)`` records ``cos x`` in the primal program and ``mul`` in the linear program, with
+``cos x`` becoming a residual. That dispatch is the whole of partial evaluation.
+
+The ops here do NumPy-style implicit broadcasting and Python-scalar promotion by emitting
+explicit ``fromList``/``broadcast``/``convert`` equations, so the IR itself never broadcasts
+implicitly. Registry rules and ``shax_core.numpy`` are both written with these ops.
+"""
+
+from __future__ import annotations
+
+import numbers
+from collections.abc import Sequence
+
+import numpy as np
+
+from shax_core.ir import DTYPES, Eqn, ShaxError, ShaxTypeError, Type, Var, dtype_name
+from shax_core.ir import type_of as array_type
+from shax_core.primitives.base import Zero, lookup
+
+
+class TracerBoolError(ShaxError, TypeError):
+    pass
+
+
+class Builder:
+    """Collects equations for one program being built. ``level`` orders nested builders."""
+
+    def __init__(self, level: int = 0, prefix: str = "x"):
+        self.level = level
+        self.prefix = prefix
+        self.params: list[Var] = []
+        self.eqns: list[Eqn] = []
+        self._count = 0
+        self._constants: dict = {}
+
+    def fresh(self, type_: Type) -> Var:
+        v = Var(f"{self.prefix}{self._count}", type_)
+        self._count += 1
+        return v
+
+    def add_param(self, type_: Type, name: str | None = None) -> Tracer:
+        v = Var(name or f"arg{len(self.params)}", type_)
+        self.params.append(v)
+        return Tracer(self, v)
+
+    def emit(self, prim: str, params: tuple, ins: Sequence[Var], out_type: Type) -> Tracer:
+        out = self.fresh(out_type)
+        self.eqns.append(Eqn(out, prim, params, tuple(ins)))
+        return Tracer(self, out)
+
+    def constant(self, value, dtype: str) -> Tracer:
+        """A constant as a ``fromList`` equation (scalars are shared within a builder)."""
+        a = np.asarray(value, dtype=DTYPES[dtype])
+        key = (dtype, a.shape, a.tobytes()) if a.size <= 16 else None
+        if key is not None and key in self._constants:
+            return self._constants[key]
+        data = tuple(bool(x) if dtype == "bool" else float(x) for x in a.ravel())
+        t = self.emit("fromList", (tuple(a.shape), data, dtype), (), Type(dtype, a.shape))
+        if key is not None:
+            self._constants[key] = t
+        return t
+
+    def lift(self, x) -> Var:
+        """The variable of ``x`` inside this builder (a constant for arrays and scalars)."""
+        if isinstance(x, Tracer):
+            if x.builder is self:
+                return x.var
+            if x.builder.level < self.level:
+                return self.lift_foreign(x)
+            raise ShaxError("a value from an inner trace escaped into an outer one")
+        a = np.asarray(x)
+        return self.constant(a, dtype_name(a.dtype)).var
+
+    def lift_foreign(self, x: Tracer) -> Var:
+        raise ShaxError(
+            "a traced value from another function was captured; pass it as an argument instead"
+        )
+
+
+class Tracer:
+    """A value being recorded: a builder and the variable it is bound to."""
+
+    __slots__ = ("builder", "var")
+    __array_priority__ = 1000  # so `ndarray * tracer` defers to Tracer.__rmul__
+
+    def __init__(self, builder: Builder, var: Var):
+        self.builder = builder
+        self.var = var
+
+    @property
+    def type(self) -> Type:
+        return self.var.type
+
+    shape = property(lambda self: self.var.type.shape)
+    dtype = property(lambda self: self.var.type.np_dtype)
+    ndim = property(lambda self: len(self.var.type.shape))
+    size = property(lambda self: self.var.type.size)
+
+    def __repr__(self) -> str:
+        return f"Tracer({self.var.name} :: {self.var.type})"
+
+    def __bool__(self):
+        raise TracerBoolError(
+            f"cannot branch on the traced value {self.var.name} :: {self.var.type}: shax records "
+            "one straight-line program, so Python `if`, `while`, `and`/`or` and bool() cannot "
+            "depend on traced data. Compute both branches and pick with "
+            "shax_core.numpy.where(cond, a, b) (the `select` primitive) instead."
+        )
+
+    def __float__(self):
+        raise TracerBoolError(
+            f"cannot convert the traced value {self.var.name} to a Python number while tracing; "
+            "keep it as an array"
+        )
+
+    __int__ = __index__ = __float__
+
+    def __len__(self):
+        if not self.shape:
+            raise TypeError("len() of a scalar")
+        return self.shape[0]
+
+    def __iter__(self):
+        return (self[i] for i in range(len(self)))
+
+    def __hash__(self):
+        return id(self)
+
+    __add__ = lambda s, o: add(s, o)  # noqa: E731
+    __radd__ = lambda s, o: add(o, s)  # noqa: E731
+    __sub__ = lambda s, o: sub(s, o)  # noqa: E731
+    __rsub__ = lambda s, o: sub(o, s)  # noqa: E731
+    __mul__ = lambda s, o: mul(s, o)  # noqa: E731
+    __rmul__ = lambda s, o: mul(o, s)  # noqa: E731
+    __truediv__ = lambda s, o: div(s, o)  # noqa: E731
+    __rtruediv__ = lambda s, o: div(o, s)  # noqa: E731
+    __pow__ = lambda s, o: power(s, o)  # noqa: E731
+    __rpow__ = lambda s, o: power(o, s)  # noqa: E731
+    __neg__ = lambda s: neg(s)  # noqa: E731
+    __pos__ = lambda s: s  # noqa: E731
+    __abs__ = lambda s: bind("abs", s)  # noqa: E731
+    __matmul__ = lambda s, o: matmul(s, o)  # noqa: E731
+    __rmatmul__ = lambda s, o: matmul(o, s)  # noqa: E731
+    __lt__ = lambda s, o: compare("lt", s, o)  # noqa: E731
+    __le__ = lambda s, o: compare("le", s, o)  # noqa: E731
+    __gt__ = lambda s, o: compare("gt", s, o)  # noqa: E731
+    __ge__ = lambda s, o: compare("ge", s, o)  # noqa: E731
+    __eq__ = lambda s, o: compare("eq", s, o)  # noqa: E731
+    __ne__ = lambda s, o: compare("ne", s, o)  # noqa: E731
+
+    @property
+    def T(self):
+        return transpose(self, tuple(reversed(range(self.ndim))))
+
+    def reshape(self, *shape):
+        return reshape(self, shape[0] if len(shape) == 1 and not _is_int(shape[0]) else shape)
+
+    def sum(self, axis=None):
+        return reduce_sum(self, _axes(axis, self.ndim))
+
+    def __getitem__(self, index):
+        return getitem(self, index)
+
+
+def _is_int(x) -> bool:
+    return isinstance(x, numbers.Integral)
+
+
+def _axes(axis, ndim) -> tuple[int, ...]:
+    if axis is None:
+        return tuple(range(ndim))
+    if _is_int(axis):
+        axis = (axis,)
+    return tuple(sorted(a % ndim if ndim else a for a in axis))
+
+
+# ---------------------------------------------------------------------------------------------
+# bind
+
+
+def top_builder(args) -> Builder | None:
+    best = None
+    for a in args:
+        if isinstance(a, Tracer) and (best is None or a.builder.level > best.level):
+            best = a.builder
+    return best
+
+
+def _freeze(v):
+    if isinstance(v, list | tuple):
+        return tuple(_freeze(x) for x in v)
+    if isinstance(v, np.integer):
+        return int(v)
+    if isinstance(v, np.floating):
+        return float(v)
+    return v
+
+
+def bind(name: str, *args, **params):
+    """Apply primitive ``name``: NumPy evaluation on arrays, an equation on tracers."""
+    prim = lookup(name)
+    values = tuple(_freeze(params[p.name]) for p in prim.params)
+    builder = top_builder(args)
+    if builder is None:
+        arrays = [np.asarray(a) for a in args]
+        return prim.impl(*arrays, **prim.kwargs(values))
+    ins = [builder.lift(a) for a in args]
+    out_type = prim.out_type(Eqn(Var("_"), name, values, tuple(ins)), [v.type for v in ins])
+    return builder.emit(name, values, ins, out_type)
+
+
+def type_of_value(x) -> Type:
+    if isinstance(x, Tracer):
+        return x.type
+    if isinstance(x, Zero):
+        return x.type
+    return array_type(x)
+
+
+type_of = type_of_value
+
+
+def shape_of(x) -> tuple[int, ...]:
+    return type_of_value(x).shape
+
+
+def constant_like(value, like, dtype: str | None = None):
+    """``value`` as a constant of ``like``'s dtype, in ``like``'s builder (or as an array)."""
+    dtype = dtype or type_of_value(like).dtype
+    if isinstance(like, Tracer):
+        return like.builder.constant(value, dtype)
+    return np.asarray(value, dtype=DTYPES[dtype])
+
+
+def full_like(like, value, shape=None, dtype: str | None = None):
+    """``value`` broadcast to ``shape`` (default: like's shape): ``broadcast [] shape c``."""
+    shape = tuple(shape_of(like) if shape is None else shape)
+    c = constant_like(value, like, dtype)
+    return c if shape == () else broadcast(c, (), shape)
+
+
+def instantiate(t, anchor):
+    """A real zeros value for a symbolic Zero, built next to a non-zero value in ``anchor``."""
+    if not isinstance(t, Zero):
+        return t
+    like = next((a for a in anchor if not isinstance(a, Zero)), None)
+    if like is None:
+        raise ShaxError("cannot instantiate a zero with nothing to anchor it")
+    return full_like(like, 0.0, t.type.shape, t.type.dtype)
+
+
+# ---------------------------------------------------------------------------------------------
+# implicit broadcasting and promotion
+
+
+def _promote(x, y):
+    """Python scalars take the other operand's dtype; f32 with f64 converts to f64."""
+    x_py = not isinstance(x, Tracer | np.ndarray | np.generic)
+    y_py = not isinstance(y, Tracer | np.ndarray | np.generic)
+    if x_py and y_py:
+        x, y = np.float32(x), np.float32(y)
+    elif x_py:
+        x = constant_like(x, y, _scalar_dtype(x, y))
+    elif y_py:
+        y = constant_like(y, x, _scalar_dtype(y, x))
+    tx, ty = type_of_value(x), type_of_value(y)
+    if tx.dtype != ty.dtype:
+        if "f64" in (tx.dtype, ty.dtype):
+            x, y = convert(x, "f64"), convert(y, "f64")
+        elif "f32" in (tx.dtype, ty.dtype):
+            x, y = convert(x, "f32"), convert(y, "f32")
+    return x, y
+
+
+def _scalar_dtype(scalar, other) -> str:
+    other_dtype = type_of_value(other).dtype
+    if isinstance(scalar, bool) and other_dtype == "bool":
+        return "bool"
+    return other_dtype if other_dtype != "bool" else "f32"
+
+
+def broadcast_to(x, shape):
+    """NumPy broadcasting of ``x`` to ``shape`` as one ``broadcast`` equation (or none)."""
+    shape = tuple(shape)
+    xs = shape_of(x)
+    if xs == shape:
+        return x
+    offset = len(shape) - len(xs)
+    if offset < 0 or any(d != 1 and d != shape[offset + i] for i, d in enumerate(xs)):
+        raise ShaxTypeError(f"cannot broadcast shape {list(xs)} to {list(shape)}")
+    return broadcast(x, tuple(range(offset, len(shape))), shape)
+
+
+def _broadcast_shapes(a, b) -> tuple[int, ...]:
+    try:
+        return tuple(np.broadcast_shapes(a, b))
+    except ValueError:
+        raise ShaxTypeError(f"shapes {list(a)} and {list(b)} do not broadcast together") from None
+
+
+def _binary(name, x, y):
+    x, y = _promote(x, y)
+    shape = _broadcast_shapes(shape_of(x), shape_of(y))
+    return bind(name, broadcast_to(x, shape), broadcast_to(y, shape))
+
+
+def add(x, y):
+    return _binary("add", x, y)
+
+
+def sub(x, y):
+    return _binary("sub", x, y)
+
+
+def mul(x, y):
+    return _binary("mul", x, y)
+
+
+def div(x, y):
+    return _binary("div", x, y)
+
+
+def power(x, y):
+    return _binary("pow", x, y)
+
+
+def maximum(x, y):
+    return _binary("max", x, y)
+
+
+def minimum(x, y):
+    return _binary("min", x, y)
+
+
+def compare(name, x, y):
+    return _binary(name, x, y)
+
+
+def neg(x):
+    return bind("negate", x)
+
+
+def select(pred, on_true, on_false):
+    on_true, on_false = _promote(on_true, on_false)
+    shape = _broadcast_shapes(shape_of(pred), _broadcast_shapes(shape_of(on_true), shape_of(on_false)))
+    return bind(
+        "select",
+        broadcast_to(pred, shape),
+        broadcast_to(on_true, shape),
+        broadcast_to(on_false, shape),
+    )
+
+
+def convert(x, dtype: str):
+    if type_of_value(x).dtype == dtype:
+        return x
+    return bind("convert", x, dtype=dtype)
+
+
+def broadcast(x, dims, shape):
+    return bind("broadcast", x, dims=tuple(dims), shape=tuple(shape))
+
+
+def transpose(x, perm):
+    return bind("transpose", x, perm=tuple(perm))
+
+
+def reshape(x, shape):
+    shape = tuple(int(d) for d in shape)
+    size = type_of_value(x).size
+    if -1 in shape:
+        known = int(np.prod([d for d in shape if d != -1])) or 1
+        shape = tuple(size // known if d == -1 else d for d in shape)
+    if shape == shape_of(x):
+        return x
+    return bind("reshape", x, shape=shape)
+
+
+def reduce_sum(x, axes):
+    return bind("reduce_sum", x, axes=tuple(axes))
+
+
+def reduce_max(x, axes):
+    return bind("reduce_max", x, axes=tuple(axes))
+
+
+def slice_(x, start, limit):
+    return bind("slice", x, start=tuple(start), limit=tuple(limit))
+
+
+def pad(x, config, value=0.0):
+    return bind("pad", x, config=tuple(tuple(p) for p in config), value=float(value))
+
+
+def concatenate(xs, axis: int):
+    return bind("concatenate", *xs, axis=int(axis))
+
+
+def dot_general(x, y, lhs_contract, rhs_contract, lhs_batch=(), rhs_batch=()):
+    return bind(
+        "dot_general",
+        x,
+        y,
+        lhs_contract=tuple(lhs_contract),
+        rhs_contract=tuple(rhs_contract),
+        lhs_batch=tuple(lhs_batch),
+        rhs_batch=tuple(rhs_batch),
+    )
+
+
+def matmul(x, y):
+    """NumPy's ``@`` for rank 1 and 2 operands (``dot`` in the IR)."""
+    x, y = _promote(x, y)
+    return bind("dot", x, y)
+
+
+def getitem(x, index):
+    """Basic indexing (ints and unit-step slices) as ``slice`` + ``reshape``."""
+    shape = shape_of(x)
+    if not isinstance(index, tuple):
+        index = (index,)
+    if len(index) > len(shape):
+        raise IndexError(f"too many indices for an array of shape {list(shape)}")
+    start, limit, keep = [], [], []
+    for axis, n in enumerate(shape):
+        ix = index[axis] if axis < len(index) else slice(None)
+        if _is_int(ix):
+            i = int(ix) + n if ix < 0 else int(ix)
+            if not 0 <= i < n:
+                raise IndexError(f"index {ix} out of range for axis {axis} of size {n}")
+            start.append(i)
+            limit.append(i + 1)
+        elif isinstance(ix, slice):
+            lo, hi, step = ix.indices(n)
+            if step != 1:
+                raise IndexError("shax supports only unit-step slices")
+            start.append(lo)
+            limit.append(max(lo, hi))
+            keep.append(max(lo, hi) - lo)
+        else:
+            raise IndexError(f"unsupported index {ix!r}: use ints and unit-step slices")
+    y = slice_(x, start, limit) if (tuple(start), tuple(limit)) != ((0,) * len(shape), shape) else x
+    return reshape(y, keep)

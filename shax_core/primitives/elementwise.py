@@ -1,0 +1,266 @@
+"""Elementwise primitives: arithmetic, the Floating functions, comparisons, select, convert.
+
+Operands of a binary primitive have exactly the same type: implicit broadcasting is made
+explicit by ``shax_core.ops`` before an equation is recorded. Each block declares the forward
+(impl) next to its derivative.
+"""
+
+from __future__ import annotations
+
+import numpy as np
+
+from shax_core import ops
+from shax_core.ir import ShaxTypeError, Type
+from shax_core.primitives.base import (
+    Zero,
+    defbilinear,
+    define,
+    defjvp,
+    deflinear,
+    defzero,
+    is_linear,
+)
+
+
+
+def select(pred, on_true, on_false):
+    return ops.select(pred, on_true, on_false)
+
+
+# ---------------------------------------------------------------------------------------------
+# shape rules
+
+
+def _float_unary(x: Type) -> Type:
+    if not x.is_float:
+        raise ShaxTypeError(f"expects a float operand, got {x}")
+    return x
+
+
+def _same(*types: Type) -> Type:
+    first = types[0]
+    for t in types[1:]:
+        if t != first:
+            raise ShaxTypeError(
+                "operand types differ: " + " vs ".join(map(str, types))
+                + " (broadcast explicitly first)"
+            )
+    return first
+
+
+def _float_binary(x: Type, y: Type) -> Type:
+    return _float_unary(_same(x, y))
+
+
+def _compare(x: Type, y: Type) -> Type:
+    return _same(x, y).with_dtype("bool")
+
+
+def _unary(name, fn, doc=""):
+    return define(name, arity=1, shape=_float_unary, impl=fn, traits=["elementwise"], doc=doc)
+
+
+def _binary(name, fn, traits=()):
+    return define(
+        name, arity=2, shape=_float_binary, impl=fn, traits=["elementwise", *traits]
+    )
+
+
+# ---------------------------------------------------------------------------------------------
+# linear arithmetic
+
+add = _binary("add", np.add, traits=["commutative"])
+defjvp(add, lambda t, x, y, **_: t, lambda t, x, y, **_: t)
+add.transpose = lambda ct, x, y: [ct if is_linear(x) else None, ct if is_linear(y) else None]
+add.traits |= {"linear"}
+
+sub = _binary("sub", np.subtract)
+defjvp(sub, lambda t, x, y, **_: t, lambda t, x, y, **_: -t)
+sub.transpose = lambda ct, x, y: [ct if is_linear(x) else None, -ct if is_linear(y) else None]
+sub.traits |= {"linear"}
+
+negate = _unary("negate", np.negative)
+deflinear(negate, lambda ct, x: [-ct])
+
+identity = define("id", arity=1, shape=lambda x: x, impl=lambda x: x)
+deflinear(identity, lambda ct, x: [ct])
+
+# ---------------------------------------------------------------------------------------------
+# bilinear and division
+
+mul = _binary("mul", np.multiply, traits=["commutative"])
+defbilinear(
+    mul,
+    lambda ct, y, **_: ct * y,  # x̄ = ct·y
+    lambda ct, x, **_: x * ct,  # ȳ = x·ct
+)
+
+div = _binary("div", np.divide)
+defjvp(
+    div,
+    lambda t, x, y, ans: t / y,  # d(x/y)/dx = 1/y
+    lambda t, x, y, ans: t * -(ans / y),  # d(x/y)/dy = -x/y²
+)
+
+
+def _div_transpose(ct, x, y):
+    if is_linear(y):
+        raise ops.ShaxError("div is linear only in its numerator; its denominator is a tangent")
+    return [ct / y, None]
+
+
+div.transpose = _div_transpose
+
+
+def _pow_dy(t, x, y, ans):
+    # d(x^y)/dy = log(x)·x^y, taken as 0 where x == 0 (so 0^y stays differentiable in y)
+    safe_x = select(x == 0.0, 1.0, x)
+    return t * (ops.bind("log", safe_x) * ans)
+
+
+pow_ = _binary("pow", np.power)
+defjvp(pow_, lambda t, x, y, ans: t * (y * x ** (y - 1.0)), _pow_dy)
+
+# ---------------------------------------------------------------------------------------------
+# the Floating functions: forward, derivative
+
+
+def _sqrt_(x):
+    return ops.bind("sqrt", x)
+
+
+def _unary_jvp(name, fn, derivative):
+    prim = _unary(name, fn)
+    defjvp(prim, lambda t, x, ans: t * derivative(x, ans))
+    return prim
+
+
+def _op(name):
+    return lambda x: ops.bind(name, x)
+
+
+sin, cos, sinh, cosh = _op("sin"), _op("cos"), _op("sinh"), _op("cosh")
+
+_unary_jvp("sin", np.sin, lambda x, ans: cos(x))
+_unary_jvp("cos", np.cos, lambda x, ans: -sin(x))
+_unary_jvp("exp", np.exp, lambda x, ans: ans)
+_unary_jvp("log", np.log, lambda x, ans: 1.0 / x)
+_unary_jvp("sqrt", np.sqrt, lambda x, ans: 0.5 / ans)
+_unary_jvp("tan", np.tan, lambda x, ans: 1.0 + ans * ans)
+_unary_jvp("asin", np.arcsin, lambda x, ans: 1.0 / _sqrt_(1.0 - x * x))
+_unary_jvp("acos", np.arccos, lambda x, ans: -1.0 / _sqrt_(1.0 - x * x))
+_unary_jvp("atan", np.arctan, lambda x, ans: 1.0 / (1.0 + x * x))
+_unary_jvp("sinh", np.sinh, lambda x, ans: cosh(x))
+_unary_jvp("cosh", np.cosh, lambda x, ans: sinh(x))
+_unary_jvp("tanh", np.tanh, lambda x, ans: 1.0 - ans * ans)
+_unary_jvp("asinh", np.arcsinh, lambda x, ans: 1.0 / _sqrt_(x * x + 1.0))
+_unary_jvp("acosh", np.arccosh, lambda x, ans: 1.0 / _sqrt_(x * x - 1.0))
+_unary_jvp("atanh", np.arctanh, lambda x, ans: 1.0 / (1.0 - x * x))
+_unary_jvp("log1p", np.log1p, lambda x, ans: 1.0 / (1.0 + x))
+_unary_jvp("expm1", np.expm1, lambda x, ans: ans + 1.0)
+# |x|' = +1 at 0, as JAX does (a subgradient; sign(0) = 0 would lose the gradient there)
+_unary_jvp("abs", np.abs, lambda x, ans: select(x >= 0.0, 1.0, -1.0))
+defzero(_unary("sign", np.sign))
+
+# ---------------------------------------------------------------------------------------------
+# max / min: each side gets half the gradient at ties (as the seed, JAX and autograd do)
+
+
+def _balanced(x, other, ans):
+    """1 where x alone attains ans, 1/2 where both do, 0 elsewhere."""
+    return select(x == ans, 1.0, 0.0) / select(other == ans, 2.0, 1.0)
+
+
+for _name, _fn in (("max", np.maximum), ("min", np.minimum)):
+    defjvp(
+        _binary(_name, _fn, traits=["commutative"]),
+        lambda t, x, y, ans: t * _balanced(x, y, ans),
+        lambda t, x, y, ans: t * _balanced(y, x, ans),
+    )
+
+# ---------------------------------------------------------------------------------------------
+# comparisons: bool results, no tangents
+
+for _name, _fn in (
+    ("eq", np.equal),
+    ("ne", np.not_equal),
+    ("lt", np.less),
+    ("le", np.less_equal),
+    ("gt", np.greater),
+    ("ge", np.greater_equal),
+):
+    defzero(define(_name, arity=2, shape=_compare, impl=_fn, traits=["elementwise", "compare"]))
+
+# ---------------------------------------------------------------------------------------------
+# select pred on_true on_false: linear in both branches, the predicate is a residual
+
+
+def _select_shape(pred: Type, a: Type, b: Type) -> Type:
+    if pred.dtype != "bool":
+        raise ShaxTypeError(f"select's predicate must be bool, got {pred}")
+    if pred.shape != a.shape:
+        raise ShaxTypeError(f"select's predicate {pred} does not match the branches {a}")
+    return _same(a, b)
+
+
+select_p = define(
+    "select", arity=3, shape=_select_shape, impl=np.where, traits=["elementwise"]
+)
+
+
+def _select_linearize(primals, tangents):
+    pred, a, b = primals
+    _, ta, tb = tangents
+    ans = ops.bind("select", pred, a, b)
+    if isinstance(ta, Zero) and isinstance(tb, Zero):
+        return ans, Zero(ops.type_of(ans))
+    ta, tb = ops.instantiate(ta, [tb]), ops.instantiate(tb, [ta])
+    return ans, ops.bind("select", pred, ta, tb)
+
+
+def _select_transpose(ct, pred, a, b):
+    if is_linear(pred):
+        raise ops.ShaxError("select's predicate cannot be a tangent")
+    zero = ops.full_like(ct, 0.0)
+    return [
+        None,
+        ops.bind("select", pred, ct, zero) if is_linear(a) else None,
+        ops.bind("select", pred, zero, ct) if is_linear(b) else None,
+    ]
+
+
+select_p.linearize = _select_linearize
+select_p.transpose = _select_transpose
+select_p.traits |= {"linear"}
+
+# ---------------------------------------------------------------------------------------------
+# convert dtype x: linear between float types; to or from bool carries no tangent
+
+
+def _convert_impl(x, dtype):
+    from shax_core.ir import DTYPES
+
+    return x.astype(DTYPES[dtype], copy=False)
+
+
+convert = define(
+    "convert",
+    arity=1,
+    params=[("dtype", "dtype")],
+    shape=lambda x, dtype: x.with_dtype(dtype),
+    impl=_convert_impl,
+    traits=["elementwise"],
+)
+
+
+def _convert_linearize(primals, tangents, dtype):
+    (x,), (t,) = primals, tangents
+    ans = ops.bind("convert", x, dtype=dtype)
+    if isinstance(t, Zero) or dtype == "bool" or not ops.type_of(x).is_float:
+        return ans, Zero(ops.type_of(ans))
+    return ans, ops.bind("convert", t, dtype=dtype)
+
+
+convert.linearize = _convert_linearize
+convert.transpose = lambda ct, x, dtype: [ops.bind("convert", ct, dtype=x.type.dtype)]
+convert.traits |= {"linear"}

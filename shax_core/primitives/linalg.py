@@ -1,0 +1,125 @@
+"""Contractions: ``dot`` (NumPy's matmul for rank <= 2) and ``dot_general``.
+
+``dot_general lc rc lb rb x y`` contracts x's axes lc with y's axes rc, pairs batch axes lb
+with rb, and lays the result out as ``[batch..., x kept..., y kept...]`` (kept = neither
+contracted nor batch, in increasing order). ``dot x y`` is ``dot_general [rank x - 1] [0] [] []``;
+the ``canonicalize_dot`` pass rewrites it to the seed's ``[B,M,K]·[B,K,N]`` form.
+
+Transpose (both bilinear halves), with ct :: [batch, x_kept, y_kept]:
+
+    x̄ = transpose(dot_general(ct, y, contract=(ct's y_kept axes, y_kept), batch=(ct's batch, rb)),
+                  argsort(lb + x_kept + lc ordered by rc))
+and symmetrically for ȳ.
+"""
+
+from __future__ import annotations
+
+import numpy as np
+
+from shax_core import ops
+from shax_core.ir import ShaxTypeError, Type
+from shax_core.primitives.base import defbilinear, define
+
+
+def _kept(rank, contract, batch):
+    return tuple(i for i in range(rank) if i not in contract and i not in batch)
+
+
+def _dot_general_shape(x: Type, y: Type, lhs_contract, rhs_contract, lhs_batch, rhs_batch):
+    if x.dtype != y.dtype or not x.is_float:
+        raise ShaxTypeError(f"dot_general needs float operands of one dtype, got {x} and {y}")
+    if len(lhs_contract) != len(rhs_contract) or len(lhs_batch) != len(rhs_batch):
+        raise ShaxTypeError("contracting and batch dimension lists must pair up")
+    for axes, t, what in ((lhs_contract + lhs_batch, x, "lhs"), (rhs_contract + rhs_batch, y, "rhs")):
+        if len(set(axes)) != len(axes) or any(not 0 <= a < t.rank for a in axes):
+            raise ShaxTypeError(f"{what} dimensions {list(axes)} are not distinct axes of {t}")
+    for a, b in zip(lhs_contract + lhs_batch, rhs_contract + rhs_batch, strict=True):
+        if x.shape[a] != y.shape[b]:
+            raise ShaxTypeError(f"lhs axis {a} (size {x.shape[a]}) does not match rhs axis {b} (size {y.shape[b]})")
+    batch = tuple(x.shape[a] for a in lhs_batch)
+    x_kept = tuple(x.shape[a] for a in _kept(x.rank, lhs_contract, lhs_batch))
+    y_kept = tuple(y.shape[a] for a in _kept(y.rank, rhs_contract, rhs_batch))
+    return x.with_shape(batch + x_kept + y_kept)
+
+
+def _dot_general_impl(x, y, lhs_contract, rhs_contract, lhs_batch, rhs_batch):
+    # Lay both operands out as [batch, M, K] and [batch, K, N] (views where possible), then
+    # one matmul: NumPy hands 2-d and stacked blocks to BLAS, transposed views included.
+    xk = _kept(x.ndim, lhs_contract, lhs_batch)
+    yk = _kept(y.ndim, rhs_contract, rhs_batch)
+    batch = tuple(x.shape[a] for a in lhs_batch)
+    x_kept = tuple(x.shape[a] for a in xk)
+    y_kept = tuple(y.shape[a] for a in yk)
+    k = int(np.prod([x.shape[a] for a in lhs_contract], dtype=np.int64))
+    xt = np.transpose(x, lhs_batch + xk + lhs_contract).reshape(batch + (-1 if x_kept else 1, k))
+    yt = np.transpose(y, rhs_batch + rhs_contract + yk).reshape(batch + (k, -1 if y_kept else 1))
+    out = np.matmul(xt, yt)
+    return out.reshape(batch + x_kept + y_kept)
+
+
+dot_general = define(
+    "dot_general",
+    arity=2,
+    params=[
+        ("lhs_contract", "ints"),
+        ("rhs_contract", "ints"),
+        ("lhs_batch", "ints"),
+        ("rhs_batch", "ints"),
+    ],
+    shape=_dot_general_shape,
+    impl=_dot_general_impl,
+    traits=["contraction"],
+)
+
+
+def _transpose_lhs(ct, y, x_type, lhs_contract, rhs_contract, lhs_batch, rhs_batch, swap=False):
+    """x̄ for ct = dot_general(x, y); with swap, ct's kept axes are ordered (y_kept, x_kept)."""
+    y_rank = ops.type_of(y).rank
+    nb = len(lhs_batch)
+    x_kept = _kept(x_type.rank, lhs_contract, lhs_batch)
+    y_kept = _kept(y_rank, rhs_contract, rhs_batch)
+    if swap:
+        ct_y_kept = tuple(range(nb, nb + len(y_kept)))
+    else:
+        ct_y_kept = tuple(range(nb + len(x_kept), nb + len(x_kept) + len(y_kept)))
+    result = ops.dot_general(ct, y, ct_y_kept, y_kept, tuple(range(nb)), rhs_batch)
+    # result axes: [batch, x_kept, y's contracted axes in increasing order]
+    contract_by_y = tuple(np.array(lhs_contract, dtype=int)[np.argsort(rhs_contract)])
+    layout = tuple(lhs_batch) + x_kept + contract_by_y
+    perm = tuple(int(i) for i in np.argsort(layout))
+    return result if perm == tuple(range(len(perm))) else ops.transpose(result, perm)
+
+
+def _transpose_rhs(ct, x, y_type, lhs_contract, rhs_contract, lhs_batch, rhs_batch):
+    return _transpose_lhs(
+        ct, x, y_type, rhs_contract, lhs_contract, rhs_batch, lhs_batch, swap=True
+    )
+
+
+defbilinear(
+    dot_general,
+    lambda ct, y, x_type, **dims: _transpose_lhs(ct, y, x_type, **dims),
+    lambda ct, x, y_type, **dims: _transpose_rhs(ct, x, y_type, **dims),
+)
+
+
+# ---------------------------------------------------------------------------------------------
+# dot x y: NumPy's matmul on rank-1 and rank-2 operands
+
+
+def _dot_dims(x_rank: int) -> dict:
+    return dict(lhs_contract=(x_rank - 1,), rhs_contract=(0,), lhs_batch=(), rhs_batch=())
+
+
+def _dot_shape(x: Type, y: Type):
+    if not (1 <= x.rank <= 2 and 1 <= y.rank <= 2):
+        raise ShaxTypeError(f"dot takes rank-1 or rank-2 operands, got {x} and {y}; use dot_general")
+    return _dot_general_shape(x, y, **_dot_dims(x.rank))
+
+
+dot = define("dot", arity=2, shape=_dot_shape, impl=np.matmul, traits=["contraction"])
+defbilinear(
+    dot,
+    lambda ct, y, x_type: _transpose_lhs(ct, y, x_type, **_dot_dims(x_type.rank)),
+    lambda ct, x, y_type: _transpose_rhs(ct, x, y_type, **_dot_dims(ops.type_of(x).rank)),
+)

@@ -1,0 +1,311 @@
+"""Structural primitives: constants, shape changes, slicing, padding, reductions.
+
+All but ``fromList`` and ``reduce_max`` are linear; their transposes are where the dimension
+bookkeeping lives (see DESIGN.md):
+
+    broadcast [1] [2,6] x   (x :: f32[6])     ──ᵀ──▶  reduce_sum [0] ct
+    slice [0,0] [1,2] x     (x :: f32[2,2])   ──ᵀ──▶  pad [(0,1),(0,0)] 0.0 ct
+"""
+
+from __future__ import annotations
+
+import numpy as np
+
+from shax_core import ops
+from shax_core.ir import DTYPES, ShaxTypeError, Type
+from shax_core.primitives.base import Zero, define, defjvp, deflinear, defzero, is_linear
+
+
+def _check_axes(axes, rank, what="axes") -> None:
+    if len(set(axes)) != len(axes) or any(not 0 <= a < rank for a in axes):
+        raise ShaxTypeError(f"{what} {list(axes)} are not distinct axes of a rank-{rank} operand")
+
+
+def _check_shape(shape) -> None:
+    if any(d < 0 for d in shape):
+        raise ShaxTypeError(f"negative dimension in shape {list(shape)}")
+
+
+# ---------------------------------------------------------------------------------------------
+# fromList shape data: a constant (its dtype is the binding's annotation; f32 by default)
+
+
+def _from_list_shape(shape, data, dtype):
+    _check_shape(shape)
+    n = int(np.prod(shape, dtype=np.int64)) if shape else 1
+    if len(data) != n:
+        raise ShaxTypeError(f"fromList of shape {list(shape)} needs {n} values, got {len(data)}")
+    return Type(dtype, shape)
+
+
+def _from_list_impl(shape, data, dtype):
+    return np.array(data, dtype=DTYPES[dtype]).reshape(shape)
+
+
+defzero(
+    define(
+        "fromList",
+        arity=0,
+        params=[("shape", "ints"), ("data", "literals"), ("dtype", "hidden_dtype")],
+        shape=_from_list_shape,
+        impl=_from_list_impl,
+        traits=["constant"],
+    )
+)
+
+# ---------------------------------------------------------------------------------------------
+# broadcast dims shape x: operand axis i becomes output axis dims[i]; size-1 axes may stretch
+
+
+def _broadcast_shape(x: Type, dims, shape):
+    _check_shape(shape)
+    if len(dims) != x.rank:
+        raise ShaxTypeError(f"broadcast needs one target axis per operand axis, got dims {list(dims)} for {x}")
+    _check_axes(dims, len(shape), "broadcast dims")
+    for i, d in enumerate(dims):
+        if x.shape[i] not in (1, shape[d]):
+            raise ShaxTypeError(f"operand axis {i} of {x} cannot broadcast to size {shape[d]}")
+    return x.with_shape(shape)
+
+
+def _broadcast_impl(x, dims, shape):
+    expanded = [1] * len(shape)
+    for i, d in enumerate(dims):
+        expanded[d] = x.shape[i]
+    return np.broadcast_to(x.reshape(expanded), shape)
+
+
+def _broadcast_transpose(ct, x, dims, shape):
+    # Sum over the new axes and the stretched size-1 axes, then restore the operand's shape.
+    stretched = [d for i, d in enumerate(dims) if x.type.shape[i] == 1 and shape[d] != 1]
+    summed = sorted(set(range(len(shape))) - set(dims) | set(stretched))
+    ct_x = ops.reduce_sum(ct, summed) if summed else ct
+    return [ops.reshape(ct_x, x.type.shape)]
+
+
+deflinear(
+    define(
+        "broadcast",
+        arity=1,
+        params=[("dims", "ints"), ("shape", "ints")],
+        shape=_broadcast_shape,
+        impl=_broadcast_impl,
+        traits=["layout"],
+    ),
+    _broadcast_transpose,
+)
+
+# ---------------------------------------------------------------------------------------------
+# reshape shape x (row-major)
+
+
+def _reshape_shape(x: Type, shape):
+    _check_shape(shape)
+    if int(np.prod(shape, dtype=np.int64)) != x.size:
+        raise ShaxTypeError(f"cannot reshape {x} ({x.size} elements) to {list(shape)}")
+    return x.with_shape(shape)
+
+
+deflinear(
+    define(
+        "reshape",
+        arity=1,
+        params=[("shape", "ints")],
+        shape=_reshape_shape,
+        impl=lambda x, shape: np.reshape(x, shape),
+        traits=["layout"],
+    ),
+    lambda ct, x, shape: [ops.reshape(ct, x.type.shape)],
+)
+
+# ---------------------------------------------------------------------------------------------
+# transpose perm x: output axis i is operand axis perm[i]
+
+
+def _transpose_shape(x: Type, perm):
+    if sorted(perm) != list(range(x.rank)):
+        raise ShaxTypeError(f"{list(perm)} is not a permutation of the axes of {x}")
+    return x.with_shape(tuple(x.shape[p] for p in perm))
+
+
+deflinear(
+    define(
+        "transpose",
+        arity=1,
+        params=[("perm", "ints")],
+        shape=_transpose_shape,
+        impl=lambda x, perm: np.transpose(x, perm),
+        traits=["layout"],
+    ),
+    lambda ct, x, perm: [ops.transpose(ct, tuple(np.argsort(perm)))],
+)
+
+# ---------------------------------------------------------------------------------------------
+# slice start limit x (unit strides) and pad [(lo,hi),...] value x: each other's transpose
+
+
+def _slice_shape(x: Type, start, limit):
+    if not len(start) == len(limit) == x.rank:
+        raise ShaxTypeError(f"slice of {x} needs {x.rank} starts and limits")
+    for s, lim, n in zip(start, limit, x.shape, strict=True):
+        if not 0 <= s <= lim <= n:
+            raise ShaxTypeError(f"slice [{s}, {lim}) is out of range for a dimension of size {n}")
+    return x.with_shape(tuple(lim - s for s, lim in zip(start, limit, strict=True)))
+
+
+deflinear(
+    define(
+        "slice",
+        arity=1,
+        params=[("start", "ints"), ("limit", "ints")],
+        shape=_slice_shape,
+        impl=lambda x, start, limit: x[tuple(map(slice, start, limit))],
+        traits=["layout"],
+    ),
+    lambda ct, x, start, limit: [
+        ops.pad(ct, [(s, n - lim) for s, lim, n in zip(start, limit, x.type.shape, strict=True)])
+    ],
+)
+
+
+def _pad_shape(x: Type, config, value):
+    if len(config) != x.rank:
+        raise ShaxTypeError(f"pad of {x} needs {x.rank} (lo, hi) pairs, got {len(config)}")
+    if any(lo < 0 or hi < 0 for lo, hi in config):
+        raise ShaxTypeError(f"pad amounts must be non-negative, got {list(config)}")
+    return x.with_shape(tuple(n + lo + hi for n, (lo, hi) in zip(x.shape, config, strict=True)))
+
+
+def _pad_transpose(ct, x, config, value):
+    start = [lo for lo, _ in config]
+    limit = [lo + n for (lo, _), n in zip(config, x.type.shape, strict=True)]
+    return [ops.slice_(ct, start, limit)]
+
+
+pad = define(
+        "pad",
+        arity=1,
+        params=[("config", "pairs"), ("value", "scalar")],
+        shape=_pad_shape,
+        impl=lambda x, config, value: np.pad(x, config, constant_values=value),
+        traits=["layout"],
+)
+deflinear(pad, _pad_transpose)
+
+
+def _pad_linearize(primals, tangents, config, value):
+    # pad is affine when value != 0: the tangent is padded with zeros
+    (x,), (t,) = primals, tangents
+    ans = ops.pad(x, config, value)
+    if isinstance(t, Zero):
+        return ans, Zero(ops.type_of(ans))
+    return ans, ops.pad(t, config, 0.0)
+
+
+pad.linearize = _pad_linearize
+
+
+# ---------------------------------------------------------------------------------------------
+# concatenate axis x0 x1 ...
+
+
+def _concatenate_shape(*xs: Type, axis):
+    if not xs:
+        raise ShaxTypeError("concatenate needs at least one operand")
+    first = xs[0]
+    if not 0 <= axis < first.rank:
+        raise ShaxTypeError(f"axis {axis} is out of range for {first}")
+    for x in xs[1:]:
+        same = x.dtype == first.dtype and x.rank == first.rank
+        if not same or any(a != b for i, (a, b) in enumerate(zip(x.shape, first.shape, strict=True)) if i != axis):
+            raise ShaxTypeError(f"cannot concatenate {x} with {first} along axis {axis}")
+    size = sum(x.shape[axis] for x in xs)
+    return first.with_shape(first.shape[:axis] + (size,) + first.shape[axis + 1 :])
+
+
+def _concatenate_transpose(ct, *xs, axis):
+    cts, offset = [], 0
+    shape = ops.shape_of(ct)
+    for x in xs:
+        n = x.type.shape[axis]
+        if is_linear(x):
+            start = [0] * len(shape)
+            limit = list(shape)
+            start[axis], limit[axis] = offset, offset + n
+            cts.append(ops.slice_(ct, start, limit))
+        else:
+            cts.append(None)
+        offset += n
+    return cts
+
+
+deflinear(
+    define(
+        "concatenate",
+        arity=None,
+        params=[("axis", "int")],
+        shape=_concatenate_shape,
+        impl=lambda *xs, axis: np.concatenate(xs, axis=axis),
+        traits=["layout"],
+    ),
+    _concatenate_transpose,
+)
+
+# ---------------------------------------------------------------------------------------------
+# reduce_sum axes x and reduce_max axes x
+
+
+def _reduce_shape(x: Type, axes):
+    _check_axes(axes, x.rank)
+    return x.with_shape(tuple(n for i, n in enumerate(x.shape) if i not in axes))
+
+
+def _kept(rank, axes):
+    return tuple(i for i in range(rank) if i not in axes)
+
+
+deflinear(
+    define(
+        "reduce_sum",
+        arity=1,
+        params=[("axes", "ints")],
+        shape=_reduce_shape,
+        impl=lambda x, axes: np.sum(x, axis=tuple(axes), dtype=x.dtype),
+        traits=["reduction"],
+    ),
+    lambda ct, x, axes: [ops.broadcast(ct, _kept(x.type.rank, axes), x.type.shape)],
+)
+
+
+def _reduce_max_shape(x: Type, axes):
+    if not x.is_float:
+        raise ShaxTypeError(f"reduce_max expects a float operand, got {x}")
+    return _reduce_shape(x, axes)
+
+
+def _reduce_max_impl(x, axes):
+    return np.max(x, axis=tuple(axes)) if x.size else np.full(
+        tuple(n for i, n in enumerate(x.shape) if i not in axes), -np.inf, x.dtype
+    )
+
+
+def _reduce_max_jvp(t, x, ans, axes):
+    # The gradient is split equally among the positions that attain the maximum.
+    kept = _kept(ops.type_of(x).rank, axes)
+    shape = ops.shape_of(x)
+    is_max = ops.convert(x == ops.broadcast(ans, kept, shape), ops.type_of(x).dtype)
+    weight = is_max / ops.broadcast(ops.reduce_sum(is_max, axes), kept, shape)
+    return ops.reduce_sum(t * weight, axes)
+
+
+defjvp(
+    define(
+        "reduce_max",
+        arity=1,
+        params=[("axes", "ints")],
+        shape=_reduce_max_shape,
+        impl=_reduce_max_impl,
+        traits=["reduction"],
+    ),
+    _reduce_max_jvp,
+)

@@ -1,0 +1,392 @@
+"""IR text: the seed's syntax, printed and parsed.
+
+    def f(arg0 :: f32[], arg1 :: f32[]) =
+      let x2 :: f32[] = add arg0 arg1
+          x3 :: f32[] = broadcast [] [2,2] x2
+          x4 = pad [(1,0),(0,0)] 0.0 x3
+          x5 :: f32[] = fromList [] [1.0]
+      in [x4]
+
+Whitespace and newlines are insignificant; binding annotations are optional (``infer`` fills
+them in); several ``def``s may follow each other. A binding whose right-hand side is a bare
+variable (``x0 = arg0``) is the ``id`` primitive. Parameters are printed and parsed by the
+primitive's parameter spec in the registry, so adding a primitive never touches this file.
+``print(parse(t))`` is stable and ``parse(print(p)) == p``; errors carry line and column.
+"""
+
+from __future__ import annotations
+
+import math
+import re
+from dataclasses import dataclass
+
+import numpy as np
+
+from shax_core.ir import DTYPES, Eqn, Program, ShaxError, Type, Var
+from shax_core.primitives import REGISTRY
+
+
+class ParseError(ShaxError):
+    def __init__(self, message: str, line: int, column: int):
+        super().__init__(f"line {line}, column {column}: {message}")
+        self.message = message
+        self.line = line
+        self.column = column
+
+
+# ---------------------------------------------------------------------------------------------
+# printing
+
+
+def format_float(value: float, dtype: str = "f64") -> str:
+    if math.isnan(value):
+        return "nan"
+    if math.isinf(value):
+        return "inf" if value > 0 else "-inf"
+    if dtype == "f32":
+        text = str(np.float32(value))
+    else:
+        text = repr(float(value))
+    return text if any(c in text for c in ".en") else text + ".0"
+
+
+def _format_param(kind: str, value, dtype: str) -> str | None:
+    if kind == "int":
+        return str(value)
+    if kind == "ints":
+        return "[" + ",".join(map(str, value)) + "]"
+    if kind == "pairs":
+        return "[" + ",".join(f"({lo},{hi})" for lo, hi in value) + "]"
+    if kind == "scalar":
+        return format_float(value)
+    if kind == "dtype":
+        return value
+    if kind == "literals":
+        if dtype == "bool":
+            return "[" + ",".join("true" if v else "false" for v in value) + "]"
+        return "[" + ",".join(format_float(v, dtype) for v in value) + "]"
+    return None  # hidden_dtype
+
+
+def format_params(prim_name: str, params) -> str:
+    prim = REGISTRY[prim_name]
+    kw = prim.kwargs(params)
+    dtype = kw.get("dtype", "f32")
+    parts = [_format_param(p.kind, kw[p.name], dtype) for p in prim.params]
+    return " ".join(p for p in parts if p is not None)
+
+
+def format_eqn(eqn: Eqn) -> str:
+    lhs = eqn.out.name
+    if eqn.out.type is not None or eqn.prim == "fromList":
+        t = eqn.out.type or Type(eqn.params[2], eqn.params[0])
+        lhs += f" :: {t}"
+    if eqn.prim == "id":
+        return f"{lhs} = {eqn.ins[0].name}"
+    parts = [eqn.prim]
+    ps = format_params(eqn.prim, eqn.params)
+    if ps:
+        parts.append(ps)
+    parts.extend(v.name for v in eqn.ins)
+    return f"{lhs} = {' '.join(parts)}"
+
+
+def print_program(program: Program) -> str:
+    def binder(v: Var) -> str:
+        return f"{v.name} :: {v.type}" if v.type is not None else v.name
+
+    head = f"def {program.name}("
+    sep = ",\n" + " " * len(head)
+    lines = [head + sep.join(binder(p) for p in program.params) + ") ="]
+    eqns = [format_eqn(e) for e in program.eqns]
+    if eqns:
+        lines.append("  let " + eqns[0])
+        lines.extend("      " + e for e in eqns[1:])
+    else:
+        lines.append("  let")
+    lines.append("  in [" + ", ".join(v.name for v in program.outs) + "]")
+    return "\n".join(lines)
+
+
+def print_module(programs) -> str:
+    return "\n\n".join(print_program(p) for p in programs)
+
+
+# ---------------------------------------------------------------------------------------------
+# lexing
+
+_TOKEN = re.compile(
+    r"""
+    (?P<ws>\s+|--[^\n]*)
+  | (?P<number>[-+]?(?:\d+\.\d*(?:[eE][-+]?\d+)?|\d+(?:[eE][-+]?\d+)?|\.\d+(?:[eE][-+]?\d+)?
+                     |inf(?:inity)?|nan)(?![A-Za-z0-9_']))
+  | (?P<name>[A-Za-z_][A-Za-z0-9_']*)
+  | (?P<sym>::|[()\[\],=])
+    """,
+    re.VERBOSE,
+)
+
+
+@dataclass(frozen=True, slots=True)
+class Token:
+    kind: str  # number | name | sym | eof
+    text: str
+    line: int
+    column: int
+
+    def describe(self) -> str:
+        return "end of input" if self.kind == "eof" else repr(self.text)
+
+
+MAX_TEXT = 64 * 1024 * 1024
+
+
+def tokenize(text: str) -> list[Token]:
+    if not isinstance(text, str):
+        raise ParseError("IR text must be a string", 1, 1)
+    if len(text) > MAX_TEXT:
+        raise ParseError(f"IR text of {len(text)} characters exceeds {MAX_TEXT}", 1, 1)
+    tokens: list[Token] = []
+    pos, line, line_start = 0, 1, 0
+    n = len(text)
+    while pos < n:
+        m = _TOKEN.match(text, pos)
+        if m is None:
+            raise ParseError(f"unexpected character {text[pos]!r}", line, pos - line_start + 1)
+        kind = m.lastgroup
+        if kind != "ws":
+            tokens.append(Token(kind, m.group(), line, pos - line_start + 1))
+        newlines = m.group().count("\n")
+        if newlines:
+            line += newlines
+            line_start = m.start() + m.group().rindex("\n") + 1
+        pos = m.end()
+    tokens.append(Token("eof", "", line, pos - line_start + 1))
+    return tokens
+
+
+# ---------------------------------------------------------------------------------------------
+# parsing (recursive descent over a flat token list; no recursion on program size)
+
+
+class _Parser:
+    def __init__(self, text: str):
+        self.tokens = tokenize(text)
+        self.i = 0
+
+    @property
+    def tok(self) -> Token:
+        return self.tokens[self.i]
+
+    def peek(self, k: int = 1) -> Token:
+        return self.tokens[min(self.i + k, len(self.tokens) - 1)]
+
+    def error(self, expected: str, tok: Token | None = None):
+        tok = tok or self.tok
+        raise ParseError(f"expected {expected}, found {tok.describe()}", tok.line, tok.column)
+
+    def take(self, kind: str, text: str | None = None, expected: str | None = None) -> Token:
+        tok = self.tok
+        if tok.kind != kind or (text is not None and tok.text != text):
+            self.error(expected or (repr(text) if text else kind))
+        self.i += 1
+        return tok
+
+    def at(self, text: str) -> bool:
+        return self.tok.kind in ("sym", "name") and self.tok.text == text
+
+    def integer(self) -> int:
+        tok = self.take("number", expected="an integer")
+        if not re.fullmatch(r"[-+]?\d+", tok.text):
+            self.error("an integer", tok)
+        value = int(tok.text)
+        if abs(value) > 2**62:
+            raise ParseError(f"integer {tok.text} is too large", tok.line, tok.column)
+        return value
+
+    def number(self) -> float:
+        tok = self.take("number", expected="a number")
+        text = tok.text.lower().replace("infinity", "inf")
+        try:
+            return float(text)
+        except ValueError:
+            self.error("a number", tok)
+
+    def dim_list(self, item) -> tuple:
+        self.take("sym", "[")
+        out = []
+        if not self.at("]"):
+            out.append(item())
+            while self.at(","):
+                self.i += 1
+                out.append(item())
+        self.take("sym", "]", expected="',' or ']'")
+        return tuple(out)
+
+    def pair(self) -> tuple[int, int]:
+        self.take("sym", "(")
+        lo = self.integer()
+        self.take("sym", ",")
+        hi = self.integer()
+        self.take("sym", ")")
+        return (lo, hi)
+
+    def literal(self):
+        if self.tok.kind == "name" and self.tok.text in ("true", "false", "True", "False"):
+            return self.take("name").text.lower() == "true"
+        return self.number()
+
+    def type_(self) -> Type:
+        tok = self.take("name", expected="a dtype (f32, f64, bool)")
+        if tok.text not in DTYPES:
+            raise ParseError(
+                f"unknown dtype {tok.text!r}; expected one of {', '.join(DTYPES)}", tok.line, tok.column
+            )
+        shape = self.dim_list(self.integer)
+        if any(d < 0 for d in shape):
+            raise ParseError(f"negative dimension in {tok.text}{list(shape)}", tok.line, tok.column)
+        return Type(tok.text, shape)
+
+    def module(self) -> list[Program]:
+        programs = [self.definition()]
+        while self.tok.kind != "eof":
+            programs.append(self.definition())
+        return programs
+
+    def definition(self) -> Program:
+        self.take("name", "def", expected="'def'")
+        name = self.take("name", expected="a function name").text
+        self.take("sym", "(")
+        env: dict[str, Var] = {}
+        params = []
+        while not self.at(")"):
+            if params:
+                self.take("sym", ",", expected="',' or ')'")
+            tok = self.take("name", expected="a parameter name")
+            self.take("sym", "::", expected="'::' and a type")
+            if tok.text in env:
+                raise ParseError(f"parameter {tok.text} is declared twice", tok.line, tok.column)
+            v = Var(tok.text, self.type_())
+            env[v.name] = v
+            params.append(v)
+        self.take("sym", ")")
+        self.take("sym", "=")
+        self.take("name", "let", expected="'let'")
+        eqns = []
+        while not self.at("in"):
+            if self.tok.kind == "eof":
+                self.error("a binding or 'in'")
+            eqns.append(self.binding(env))
+        self.take("name", "in")
+        outs = self.dim_list(lambda: self.use(env, allow_annotation=True))
+        return Program(name, tuple(params), tuple(eqns), outs)
+
+    def use(self, env, allow_annotation=False) -> Var:
+        tok = self.take("name", expected="a variable")
+        if tok.text not in env:
+            raise ParseError(f"undefined variable {tok.text}", tok.line, tok.column)
+        v = env[tok.text]
+        if allow_annotation and self.at("::"):
+            self.i += 1
+            at = self.tok
+            t = self.type_()
+            if v.type is not None and t != v.type:
+                raise ParseError(f"{v.name} is {v.type}, annotated here as {t}", at.line, at.column)
+        return v
+
+    def binding(self, env) -> Eqn:
+        tok = self.take("name", expected="a variable to bind")
+        if tok.text in env:
+            raise ParseError(f"{tok.text} is bound twice", tok.line, tok.column)
+        if tok.text in ("def", "let", "in") or tok.text in REGISTRY:
+            raise ParseError(f"{tok.text!r} is reserved and cannot be bound", tok.line, tok.column)
+        annotation = None
+        if self.at("::"):
+            self.i += 1
+            annotation = self.type_()
+        self.take("sym", "=", expected="'=' or '::'")
+        head = self.tok
+        if head.kind != "name":
+            self.error("a primitive or a variable")
+        if head.text in REGISTRY:
+            self.i += 1
+            eqn = self.application(head, annotation, tok.text, env)
+        else:
+            eqn = Eqn(Var(tok.text, annotation), "id", (), (self.use(env),))
+        env[tok.text] = eqn.out
+        return eqn
+
+    def application(self, head: Token, annotation, out_name: str, env) -> Eqn:
+        prim = REGISTRY[head.text]
+        values = []
+        for p in prim.params:
+            if p.kind == "hidden_dtype":
+                values.append(None)
+                continue
+            try:
+                values.append(self.param(p.kind))
+            except ParseError as e:
+                raise ParseError(
+                    f"{e.message} (parameter {p.name!r} of {prim.name})", e.line, e.column
+                ) from None
+        if prim.name == "fromList":
+            values = self.constant_values(values, annotation, head)
+        ins = []
+        if prim.arity is None:
+            while self.tok.kind == "name" and self.tok.text != "in" and self.peek().text not in ("::", "="):
+                ins.append(self.use(env))
+        else:
+            for k in range(prim.arity):
+                if self.tok.kind != "name" or self.tok.text == "in" or self.peek().text in ("::", "="):
+                    raise ParseError(
+                        f"{prim.name} takes {prim.arity} operand(s), found {k}", head.line, head.column
+                    )
+                ins.append(self.use(env))
+        return Eqn(Var(out_name, annotation), prim.name, tuple(values), tuple(ins))
+
+    def param(self, kind: str):
+        if kind == "int":
+            return self.integer()
+        if kind == "ints":
+            return self.dim_list(self.integer)
+        if kind == "pairs":
+            return self.dim_list(self.pair)
+        if kind == "scalar":
+            return self.number()
+        if kind == "dtype":
+            tok = self.take("name", expected="a dtype")
+            if tok.text not in DTYPES:
+                raise ParseError(f"unknown dtype {tok.text!r}", tok.line, tok.column)
+            return tok.text
+        if kind == "literals":
+            return self.dim_list(self.literal)
+        raise AssertionError(kind)
+
+    def constant_values(self, values, annotation: Type | None, head: Token) -> list:
+        shape, data, _ = values
+        if annotation is not None:
+            dtype = annotation.dtype
+        else:
+            dtype = "bool" if data and all(isinstance(v, bool) for v in data) else "f32"
+        return [shape, normalize_literals(data, dtype, head), dtype]
+
+
+def normalize_literals(data, dtype: str, where: Token | None = None) -> tuple:
+    """Literals as stored in a ``fromList``: Python floats rounded to the dtype, or bools."""
+    if dtype == "bool":
+        if not all(isinstance(v, bool) or v in (0.0, 1.0) for v in data):
+            line, col = (where.line, where.column) if where else (1, 1)
+            raise ParseError("a bool constant takes true/false literals", line, col)
+        return tuple(bool(v) for v in data)
+    np_dtype = DTYPES[dtype]
+    return tuple(float(np_dtype.type(float(v))) for v in data)
+
+
+def parse_module(text: str) -> list[Program]:
+    """Every ``def`` in ``text``, in order."""
+    return _Parser(text).module()
+
+
+def parse(text: str) -> Program:
+    """The first ``def`` in ``text`` (the rest must parse too)."""
+    return parse_module(text)[0]
