@@ -1,0 +1,309 @@
+"""The JSON graph form of a Program, the canonical form, and the content hash.
+
+A graph is the same Program as plain data (the wire schema for programs)::
+
+    {"format_version": 1,
+     "name": "f",
+     "inputs": [{"name": "x", "dtype": "f32", "shape": [2]}],
+     "equations": [
+        {"out": "y", "primitive": "broadcast", "params": {"dims": [1], "shape": [3, 2]},
+         "inputs": ["x"]},
+        {"out": "c", "primitive": "fromList", "params": {"shape": [], "data": [2.0]},
+         "inputs": [], "dtype": "f32"},
+        {"out": "z", "primitive": "mul", "params": {}, "inputs": ["y", "c"]}],
+     "outputs": ["z"]}
+
+``params`` is keyed by the parameter names of the primitive in the registry
+(``REGISTRY[p].params``). An equation may carry its binding's ``dtype`` and ``shape``
+(inference checks them); for ``fromList`` the ``dtype`` is the constant's dtype (f32 when absent).
+Variables must be defined before use, so a graph cannot contain a cycle. Non-finite scalars and
+literals use the wire spelling (``"NaN"``, ``"Infinity"``, ``"-Infinity"``, see ``wire``).
+
+The canonical form renames parameters ``a0, a1, ...`` and equation outputs ``v0, v1, ...`` in
+order of definition and fixes the program name, so two clients tracing the same function with
+different names produce the same text and the same ``content_hash``.
+"""
+
+from __future__ import annotations
+
+import hashlib
+from typing import Any
+
+from shax_core.infer import infer
+from shax_core.ir import DTYPES, Eqn, Program, ShaxError, Type, Var
+from shax_core.primitives import REGISTRY
+from shax_core.text import normalize_literals, print_program
+from shax_core.wire import decode_float, encode_float
+
+FORMAT_VERSION = 1
+CANONICAL_NAME = "program"
+
+
+class GraphError(ShaxError):
+    """A JSON graph is malformed; the message names the field or the equation."""
+
+    def __init__(self, where: str, message: str):
+        super().__init__(f"{where}: {message}")
+        self.where = where
+        self.message = message
+
+
+# ---------------------------------------------------------------------------------------------
+# Program -> graph
+
+
+def _param_to_json(kind: str, value: Any) -> Any:
+    if kind in ("ints",):
+        return list(value)
+    if kind == "pairs":
+        return [list(p) for p in value]
+    if kind == "scalar":
+        return encode_float(float(value))
+    if kind == "literals":
+        return [v if isinstance(v, bool) else encode_float(float(v)) for v in value]
+    return value  # int, dtype
+
+
+def to_graph(program: Program) -> dict:
+    """The JSON graph of a program (types included where the program has them)."""
+    equations = []
+    for e in program.eqns:
+        prim = REGISTRY[e.prim]
+        params = {
+            p.name: _param_to_json(p.kind, v)
+            for p, v in zip(prim.params, e.params, strict=True)
+            if p.kind != "hidden_dtype"
+        }
+        eq: dict[str, Any] = {
+            "out": e.out.name,
+            "primitive": e.prim,
+            "params": params,
+            "inputs": [v.name for v in e.ins],
+        }
+        if e.out.type is not None:
+            eq["dtype"] = e.out.type.dtype
+            eq["shape"] = list(e.out.type.shape)
+        elif e.prim == "fromList":
+            eq["dtype"] = prim.kwargs(e.params)["dtype"]
+        equations.append(eq)
+    return {
+        "format_version": FORMAT_VERSION,
+        "name": program.name,
+        "inputs": [
+            {"name": p.name, "dtype": p.type.dtype, "shape": list(p.type.shape)}
+            for p in program.params
+        ],
+        "equations": equations,
+        "outputs": [v.name for v in program.outs],
+    }
+
+
+# ---------------------------------------------------------------------------------------------
+# graph -> Program
+
+
+def _is_int(v: Any) -> bool:
+    return isinstance(v, int) and not isinstance(v, bool)
+
+
+def _int(where: str, v: Any) -> int:
+    if not _is_int(v) or abs(v) > 2**62:
+        raise GraphError(where, f"expected an integer, got {v!r}")
+    return v
+
+
+def _list(where: str, v: Any) -> list:
+    if not isinstance(v, list):
+        raise GraphError(where, f"expected a list, got {type(v).__name__}")
+    return v
+
+
+def _name(where: str, v: Any) -> str:
+    if not isinstance(v, str) or not v:
+        raise GraphError(where, f"expected a non-empty string, got {v!r}")
+    return v
+
+
+def _type(where: str, obj: dict) -> Type:
+    dtype = obj.get("dtype")
+    if dtype not in DTYPES:
+        raise GraphError(f"{where}.dtype", f"expected one of {', '.join(DTYPES)}, got {dtype!r}")
+    shape = _list(f"{where}.shape", obj.get("shape"))
+    if len(shape) > 32:
+        raise GraphError(f"{where}.shape", "more than 32 dimensions")
+    dims = tuple(_int(f"{where}.shape[{i}]", d) for i, d in enumerate(shape))
+    if any(d < 0 for d in dims):
+        raise GraphError(f"{where}.shape", f"negative dimension in {list(dims)}")
+    return Type(dtype, dims)
+
+
+def _param_from_json(where: str, kind: str, v: Any) -> Any:
+    if kind == "int":
+        return _int(where, v)
+    if kind == "ints":
+        return tuple(_int(f"{where}[{i}]", x) for i, x in enumerate(_list(where, v)))
+    if kind == "pairs":
+        pairs = []
+        for i, p in enumerate(_list(where, v)):
+            if not isinstance(p, list) or len(p) != 2:
+                raise GraphError(f"{where}[{i}]", f"expected a [low, high] pair, got {p!r}")
+            pairs.append((_int(f"{where}[{i}][0]", p[0]), _int(f"{where}[{i}][1]", p[1])))
+        return tuple(pairs)
+    if kind == "scalar":
+        try:
+            return decode_float(v)
+        except ValueError as e:
+            raise GraphError(where, str(e)) from None
+    if kind == "dtype":
+        if v not in DTYPES:
+            raise GraphError(where, f"expected one of {', '.join(DTYPES)}, got {v!r}")
+        return v
+    if kind == "literals":
+        out = []
+        for i, x in enumerate(_list(where, v)):
+            if isinstance(x, bool):
+                out.append(x)
+                continue
+            try:
+                out.append(decode_float(x))
+            except ValueError as e:
+                raise GraphError(f"{where}[{i}]", str(e)) from None
+        return tuple(out)
+    raise AssertionError(kind)
+
+
+def _equation(i: int, obj: Any, env: dict[str, Var]) -> Eqn:
+    where = f"equations[{i}]"
+    if not isinstance(obj, dict):
+        raise GraphError(where, "expected an object")
+    out = _name(f"{where}.out", obj.get("out"))
+    where = f"equations[{i}] ({out})"
+    prim_name = obj.get("primitive")
+    if prim_name not in REGISTRY:
+        raise GraphError(f"{where}.primitive", f"unknown primitive {prim_name!r}")
+    prim = REGISTRY[prim_name]
+    names = _list(f"{where}.inputs", obj.get("inputs", []))
+    if prim.arity is not None and len(names) != prim.arity:
+        raise GraphError(
+            f"{where}.inputs", f"{prim_name} takes {prim.arity} input(s), got {len(names)}"
+        )
+    ins = []
+    for k, n in enumerate(names):
+        if not isinstance(n, str) or n not in env:
+            raise GraphError(f"{where}.inputs[{k}]", f"{n!r} is not defined before this equation")
+        ins.append(env[n])
+    if out in env:
+        raise GraphError(f"{where}.out", f"{out} is bound twice")
+    params = obj.get("params", {})
+    if not isinstance(params, dict):
+        raise GraphError(f"{where}.params", "expected an object")
+    spec = {p.name: p.kind for p in prim.params if p.kind != "hidden_dtype"}
+    unknown = set(params) - set(spec)
+    if unknown:
+        raise GraphError(
+            f"{where}.params",
+            f"unknown parameter(s) {sorted(unknown)} for {prim_name} "
+            f"(expects {list(spec) or 'none'})",
+        )
+    annotation = None
+    if "shape" in obj:
+        annotation = _type(where, obj)
+    elif "dtype" in obj and obj["dtype"] not in DTYPES:
+        raise GraphError(
+            f"{where}.dtype", f"expected one of {', '.join(DTYPES)}, got {obj['dtype']!r}"
+        )
+    values = []
+    for p in prim.params:
+        if p.kind == "hidden_dtype":
+            values.append(obj.get("dtype", "f32"))
+            continue
+        if p.name not in params:
+            raise GraphError(
+                f"{where}.params", f"{prim_name} needs parameter {p.name!r} ({p.kind})"
+            )
+        values.append(_param_from_json(f"{where}.params.{p.name}", p.kind, params[p.name]))
+    if prim_name == "fromList":
+        shape, data, dtype = values
+        try:
+            data = normalize_literals(data, dtype)
+        except ShaxError as e:
+            raise GraphError(f"{where}.params.data", str(e)) from None
+        values = [shape, data, dtype]
+    return Eqn(Var(out, annotation), prim_name, tuple(values), tuple(ins))
+
+
+def from_graph(graph: Any) -> Program:
+    """A Program from its JSON graph; raises GraphError naming the bad field or equation."""
+    if not isinstance(graph, dict):
+        raise GraphError("graph", "expected an object")
+    version = graph.get("format_version", FORMAT_VERSION)
+    if version != FORMAT_VERSION:
+        raise GraphError("format_version", f"unsupported version {version!r}; expected 1")
+    name = graph.get("name", "f")
+    if not isinstance(name, str) or not name.isidentifier():
+        raise GraphError("name", f"expected an identifier, got {name!r}")
+    env: dict[str, Var] = {}
+    params = []
+    for i, obj in enumerate(_list("inputs", graph.get("inputs"))):
+        if not isinstance(obj, dict):
+            raise GraphError(f"inputs[{i}]", "expected an object")
+        pname = _name(f"inputs[{i}].name", obj.get("name"))
+        if pname in env:
+            raise GraphError(f"inputs[{i}].name", f"{pname} is declared twice")
+        v = Var(pname, _type(f"inputs[{i}]", obj))
+        env[pname] = v
+        params.append(v)
+    eqns = []
+    for i, obj in enumerate(_list("equations", graph.get("equations"))):
+        eqn = _equation(i, obj, env)
+        env[eqn.out.name] = eqn.out
+        eqns.append(eqn)
+    outs = []
+    for i, n in enumerate(_list("outputs", graph.get("outputs"))):
+        if not isinstance(n, str) or n not in env:
+            raise GraphError(f"outputs[{i}]", f"{n!r} is not defined")
+        outs.append(env[n])
+    return Program(name, tuple(params), tuple(eqns), tuple(outs))
+
+
+# ---------------------------------------------------------------------------------------------
+# canonical form and hash
+
+
+def canonicalize(program: Program) -> Program:
+    """The typed program with names fixed by position: params a0.., equations v0..."""
+    if not program.is_typed:
+        program = infer(program)
+    rename: dict[str, Var] = {}
+    params = []
+    for i, p in enumerate(program.params):
+        rename[p.name] = Var(f"a{i}", p.type)
+        params.append(rename[p.name])
+    eqns = []
+    for i, e in enumerate(program.eqns):
+        out = Var(f"v{i}", e.out.type)
+        eqns.append(Eqn(out, e.prim, e.params, tuple(rename[v.name] for v in e.ins)))
+        rename[e.out.name] = out
+    outs = tuple(rename[v.name] for v in program.outs)
+    return Program(CANONICAL_NAME, tuple(params), tuple(eqns), outs)
+
+
+def canonical_text(program: Program) -> str:
+    """IR text of ``canonicalize(program)``: equal for programs that differ only in names."""
+    return print_program(canonicalize(program))
+
+
+def content_hash(program: Program, wrt: Any, pipeline_version: str) -> str:
+    """SHA-256 hex over everything that changes the compiled result.
+
+    ``wrt`` is the list of differentiated input indices; None means every float input, and hashes
+    the same as that list spelled out.
+    """
+    canonical = canonicalize(program)
+    if wrt is None:
+        wrt = [i for i, p in enumerate(canonical.params) if p.type.is_float]
+    h = hashlib.sha256()
+    h.update(print_program(canonical).encode())
+    h.update(b"\n-- wrt " + ",".join(str(int(i)) for i in wrt).encode())
+    h.update(b"\n-- pipeline " + str(pipeline_version).encode())
+    return h.hexdigest()

@@ -1,0 +1,371 @@
+"""Tensors on the wire: Open Inference Protocol tensor objects and the binary tensor extension.
+
+This is the one module both the server and the client use to turn arrays into bytes and back, so
+the two cannot drift apart. It imports NumPy and orjson only.
+
+A tensor object (KServe v2 / Open Inference Protocol)::
+
+    {"name": "a0", "shape": [2, 2], "datatype": "FP32", "data": [1.0, 2.0, 3.0, 4.0]}
+
+``data`` is row-major, flat or nested. Datatypes: ``FP32`` (f32), ``FP64`` (f64), ``BOOL`` (bool);
+anything else is refused rather than coerced. f32 stays f32 both ways.
+
+Non-finite floats in JSON: JSON has no spelling for them, so shax writes and reads the strings
+``"NaN"``, ``"Infinity"`` and ``"-Infinity"`` (the spelling of JavaScript and TF Serving) in place
+of the number. Only those three strings are accepted. The binary extension carries IEEE bits and
+is exact.
+
+Binary tensor extension (Triton): the body is the JSON object followed by the raw little-endian
+bytes of every tensor that has ``"parameters": {"binary_data_size": n}`` (and no ``data``), in the
+order the tensors appear in the JSON; the ``Inference-Header-Content-Length`` header gives the
+byte length of the JSON part. ``split_body`` and ``join_body`` do the framing; ``decode_tensor``
+and ``encode_tensor`` the per-tensor work.
+
+Decoding never validates element by element in Python on the common path: numbers go through one
+``np.asarray`` and binary through ``np.frombuffer``. Only data containing the non-finite strings
+takes a (bounded) Python pass.
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Sequence
+from dataclasses import dataclass, field
+from typing import Any
+
+import numpy as np
+import orjson
+
+from shax_core.ir import ShaxError
+
+HEADER_LENGTH = "Inference-Header-Content-Length"
+BINARY_CONTENT_TYPE = "application/octet-stream"
+
+# OIP datatype name <-> little-endian NumPy dtype
+DATATYPES: dict[str, np.dtype] = {
+    "FP32": np.dtype("<f4"),
+    "FP64": np.dtype("<f8"),
+    "BOOL": np.dtype("bool"),
+}
+IR_DTYPES = {"FP32": "f32", "FP64": "f64", "BOOL": "bool"}
+DATATYPE_OF_IR = {v: k for k, v in IR_DTYPES.items()}
+
+NAN, POS_INF, NEG_INF = "NaN", "Infinity", "-Infinity"
+NONFINITE = {NAN: math.nan, POS_INF: math.inf, NEG_INF: -math.inf}
+
+MAX_RANK = 32
+
+
+class TensorError(ShaxError):
+    """A tensor object is malformed or does not match what was expected; names the tensor."""
+
+    def __init__(self, name: str, message: str):
+        super().__init__(f"tensor {name!r}: {message}")
+        self.name = name
+        self.message = message
+
+
+# ---------------------------------------------------------------------------------------------
+# numbers
+
+
+def encode_float(x: float) -> float | str:
+    """A float as JSON value: itself, or the documented string for NaN and the infinities."""
+    if math.isfinite(x):
+        return x
+    return NAN if math.isnan(x) else (POS_INF if x > 0 else NEG_INF)
+
+
+def decode_float(v: Any) -> float:
+    """Inverse of ``encode_float``; raises ValueError for anything but a number or the 3 strings."""
+    if isinstance(v, str):
+        if v in NONFINITE:
+            return NONFINITE[v]
+        raise ValueError(
+            f"{v!r} is not a number (non-finite values are {NAN}, {POS_INF}, {NEG_INF})"
+        )
+    if isinstance(v, bool) or not isinstance(v, int | float):
+        raise ValueError(f"{v!r} is not a number")
+    return float(v)
+
+
+# ---------------------------------------------------------------------------------------------
+# tensor objects
+
+
+def check_shape(name: str, shape: Any, max_elements: int | None = None) -> tuple[int, ...]:
+    """A declared shape as a tuple of non-negative ints, refused early if it is too large."""
+    if not isinstance(shape, list | tuple) or len(shape) > MAX_RANK:
+        raise TensorError(
+            name, f"shape must be a list of at most {MAX_RANK} integers, got {shape!r}"
+        )
+    for d in shape:
+        if isinstance(d, bool) or not isinstance(d, int) or d < 0 or d > 2**62:
+            raise TensorError(name, f"shape must hold non-negative integers, got {list(shape)}")
+    shape = tuple(shape)
+    n = math.prod(shape)
+    if max_elements is not None and n > max_elements:
+        raise TensorLimitError(
+            name, f"shape {list(shape)} has {n} elements, more than the limit of {max_elements}"
+        )
+    return shape
+
+
+class TensorLimitError(TensorError):
+    """A tensor is larger than the configured element limit."""
+
+
+def _datatype(name: str, datatype: Any) -> np.dtype:
+    if datatype not in DATATYPES:
+        raise TensorError(name, f"datatype must be one of {', '.join(DATATYPES)}, got {datatype!r}")
+    return DATATYPES[datatype]
+
+
+def _json_array(name: str, data: Any, dtype: np.dtype) -> np.ndarray:
+    """JSON data (flat or nested list, or a bare scalar) as a NumPy array of ``dtype``."""
+    try:
+        raw = np.asarray(data)
+    except (ValueError, TypeError) as e:
+        raise TensorError(name, f"data is not a regular (rectangular) array: {e}") from None
+    kind = raw.dtype.kind
+    if dtype.kind == "b":
+        if kind != "b":
+            raise TensorError(name, "BOOL data must hold only true and false")
+        return raw
+    if kind in "iuf":
+        return raw.astype(dtype, copy=False)
+    if kind == "b":
+        raise TensorError(name, f"{_dt_name(dtype)} data must hold numbers, found true/false")
+    # strings (NaN spellings) or objects (huge ints): a bounded pass over the elements
+    try:
+        flat = [decode_float(v) for v in np.ravel(np.asarray(data, dtype=object))]
+    except (ValueError, TypeError) as e:
+        raise TensorError(name, f"bad element in data: {e}") from None
+    with np.errstate(over="ignore"):
+        return np.asarray(flat, dtype=dtype).reshape(raw.shape)
+
+
+def _dt_name(dtype: np.dtype) -> str:
+    for k, v in DATATYPES.items():
+        if v == dtype:
+            return k
+    return str(dtype)
+
+
+def decode_tensor(
+    obj: Any,
+    binary: memoryview | None = None,
+    *,
+    default_name: str = "tensor",
+    max_elements: int | None = None,
+) -> tuple[str, np.ndarray]:
+    """A tensor object -> ``(name, array)``.
+
+    ``binary`` holds exactly this tensor's bytes when the object says ``binary_data_size``.
+    The array has the declared shape and the datatype's native NumPy dtype.
+    """
+    if not isinstance(obj, dict):
+        raise TensorError(default_name, f"a tensor must be an object, got {type(obj).__name__}")
+    name = obj.get("name", default_name)
+    if not isinstance(name, str):
+        raise TensorError(default_name, "name must be a string")
+    shape = check_shape(name, obj.get("shape"), max_elements)
+    dtype = _datatype(name, obj.get("datatype"))
+    n = math.prod(shape)
+    if binary is not None:
+        expected = n * dtype.itemsize
+        if len(binary) != expected:
+            raise TensorError(
+                name,
+                f"binary_data_size is {len(binary)} bytes, but shape {list(shape)} of "
+                f"{_dt_name(dtype)} needs {expected}",
+            )
+        if dtype.kind == "b":
+            raw = np.frombuffer(binary, dtype=np.uint8)
+            if raw.size and raw.max() > 1:
+                raise TensorError(name, "BOOL bytes must be 0 or 1")
+            array = raw.view(np.bool_)
+        else:
+            array = np.frombuffer(binary, dtype=dtype)
+        return name, array.reshape(shape).astype(dtype.newbyteorder("="), copy=False)
+    if "data" not in obj:
+        raise TensorError(name, "has neither data nor parameters.binary_data_size")
+    array = _json_array(name, obj["data"], dtype)
+    if array.size != n:
+        raise TensorError(name, f"shape {list(shape)} needs {n} elements, data has {array.size}")
+    if array.ndim > 1 and array.shape != shape:
+        raise TensorError(
+            name, f"nested data has shape {list(array.shape)}, declared shape is {list(shape)}"
+        )
+    return name, array.reshape(shape).astype(dtype.newbyteorder("="), copy=False)
+
+
+def json_data(array: np.ndarray) -> np.ndarray | list:
+    """Flat row-major JSON data of an array, non-finite values spelled as documented.
+
+    Finite data stays an ndarray: orjson writes it natively (f32 with the shortest repr that
+    round-trips in f32). Only data holding NaN or an infinity becomes a Python list.
+    """
+    flat = np.ascontiguousarray(array).ravel()
+    if flat.dtype.kind == "b":
+        return flat
+    bad = np.flatnonzero(~np.isfinite(flat))
+    if bad.size == 0:
+        return flat
+    values = flat.tolist()
+    for i in bad:
+        values[i] = encode_float(values[i])
+    return values
+
+
+def encode_tensor(name: str, array: np.ndarray, binary: bool = False) -> tuple[dict, bytes | None]:
+    """An array -> (tensor object, raw bytes or None). Raw bytes are little-endian row-major."""
+    array = np.asarray(array)
+    datatype = DATATYPE_OF_IR.get(_ir_dtype(array.dtype))
+    obj: dict[str, Any] = {"name": name, "shape": list(array.shape), "datatype": datatype}
+    if binary:
+        raw = np.ascontiguousarray(array, dtype=DATATYPES[datatype]).tobytes()
+        obj["parameters"] = {"binary_data_size": len(raw)}
+        return obj, raw
+    obj["data"] = json_data(array)
+    return obj, None
+
+
+def _ir_dtype(dtype: np.dtype) -> str:
+    for k, v in {"f32": np.float32, "f64": np.float64, "bool": np.bool_}.items():
+        if dtype == np.dtype(v):
+            return k
+    raise ShaxError(f"cannot send dtype {dtype} (shax sends f32, f64, bool)")
+
+
+def binary_size(obj: Any) -> int | None:
+    """``parameters.binary_data_size`` of a tensor object, or None when its data is JSON."""
+    if not isinstance(obj, dict):
+        return None
+    params = obj.get("parameters")
+    if not isinstance(params, dict) or "binary_data_size" not in params:
+        return None
+    size = params["binary_data_size"]
+    if isinstance(size, bool) or not isinstance(size, int) or size < 0:
+        name = obj.get("name") if isinstance(obj.get("name"), str) else "tensor"
+        raise TensorError(name, f"binary_data_size must be a non-negative integer, got {size!r}")
+    return size
+
+
+# ---------------------------------------------------------------------------------------------
+# framing
+
+
+class FramingError(ShaxError):
+    """The body is not valid JSON, or the binary framing does not add up."""
+
+
+def split_body(body: bytes, header_length: str | int | None) -> tuple[Any, memoryview]:
+    """A request or response body -> (parsed JSON object, the binary tail)."""
+    view = memoryview(body)
+    if header_length is None or header_length == "":
+        json_part, tail = view, view[len(view) :]
+    else:
+        try:
+            n = int(header_length)
+        except ValueError:
+            raise FramingError(
+                f"{HEADER_LENGTH} must be an integer, got {header_length!r}"
+            ) from None
+        if n <= 0 or n > len(body):
+            raise FramingError(
+                f"{HEADER_LENGTH} is {n}, but the body has {len(body)} bytes "
+                "(a raw binary body without a JSON header is not supported)"
+            )
+        json_part, tail = view[:n], view[n:]
+    try:
+        doc = orjson.loads(json_part)
+    except orjson.JSONDecodeError as e:
+        raise FramingError(f"body is not valid JSON: {e}") from None
+    return doc, tail
+
+
+class BinaryReader:
+    """Hands out consecutive slices of the binary tail, in the order tensors appear."""
+
+    def __init__(self, tail: memoryview):
+        self.tail = tail
+        self.offset = 0
+
+    def take(self, obj: Any) -> memoryview | None:
+        size = binary_size(obj)
+        if size is None:
+            return None
+        if self.offset + size > len(self.tail):
+            name = obj.get("name") if isinstance(obj.get("name"), str) else "tensor"
+            raise TensorError(
+                name,
+                f"binary_data_size {size} runs past the end of the body "
+                f"({len(self.tail) - self.offset} binary bytes left)",
+            )
+        chunk = self.tail[self.offset : self.offset + size]
+        self.offset += size
+        return chunk
+
+    def finish(self) -> None:
+        if self.offset != len(self.tail):
+            raise FramingError(
+                f"{len(self.tail) - self.offset} binary bytes after the JSON header are not "
+                "claimed by any tensor's binary_data_size"
+            )
+
+
+def join_body(doc: Any, chunks: Sequence[bytes]) -> tuple[bytes, dict[str, str]]:
+    """(JSON object, raw chunks) -> (body, headers). Plain JSON when there are no chunks."""
+    header = orjson.dumps(doc, option=orjson.OPT_SERIALIZE_NUMPY)
+    if not chunks:
+        return header, {"content-type": "application/json"}
+    body = b"".join([header, *chunks])
+    return body, {"content-type": BINARY_CONTENT_TYPE, HEADER_LENGTH.lower(): str(len(header))}
+
+
+# ---------------------------------------------------------------------------------------------
+# whole requests and responses (the shape both endpoints families share)
+
+
+@dataclass
+class TensorList:
+    """Named arrays decoded from one list member of a body (``inputs``, ``cotangents``, ...)."""
+
+    names: list[str] = field(default_factory=list)
+    arrays: list[np.ndarray] = field(default_factory=list)
+
+
+def decode_tensors(
+    items: Any,
+    reader: BinaryReader,
+    *,
+    member: str,
+    max_elements: int | None = None,
+) -> TensorList:
+    """The tensor objects of one body member, reading binary chunks in order."""
+    if not isinstance(items, list):
+        raise FramingError(f"{member} must be a list of tensor objects")
+    out = TensorList()
+    for i, obj in enumerate(items):
+        chunk = reader.take(obj)
+        name, array = decode_tensor(
+            obj, chunk, default_name=f"{member}[{i}]", max_elements=max_elements
+        )
+        out.names.append(name)
+        out.arrays.append(array)
+    return out
+
+
+def encode_tensors(
+    named: Sequence[tuple[str, np.ndarray]], binary: bool | Sequence[bool]
+) -> tuple[list[dict], list[bytes]]:
+    """Arrays -> (tensor objects, raw chunks in order). ``binary`` is one flag or one per array."""
+    flags = [binary] * len(named) if isinstance(binary, bool) else list(binary)
+    objs, chunks = [], []
+    for (name, array), flag in zip(named, flags, strict=True):
+        obj, raw = encode_tensor(name, array, binary=flag)
+        objs.append(obj)
+        if raw is not None:
+            chunks.append(raw)
+    return objs, chunks
