@@ -1,9 +1,9 @@
 """shax_core: trace NumPy-style Python to a small IR, differentiate it the YOLO way, run it.
 
-    >>> import shax_core as sx
-    >>> p = sx.parse("def f(a :: f32[]) = let x = sin a in [x]")
-    >>> sx.evaluate(p, 0.0)
-    [array(0., dtype=float32)]
+>>> import shax_core as sx
+>>> p = sx.parse("def f(a :: f32[]) = let x = sin a in [x]")
+>>> sx.evaluate(p, 0.0)
+[array(0., dtype=float32)]
 """
 
 from shax_core import primitives  # noqa: F401  (declares the registry first)
@@ -19,9 +19,36 @@ from shax_core.ir import (
     VerifyError,
     verify,
 )
+from shax_core.linearize import linearize_program
 from shax_core.text import ParseError, parse, parse_module, print_module, print_program
+from shax_core.trace import trace
+from shax_core.transpose import TransposeError, transpose_program
+from shax_core.vjp import (
+    PIPELINE_VERSION,
+    grad,
+    jvp,
+    jvp_program,
+    linearize,
+    stages,
+    value_and_grad,
+    vjp,
+    vjp_program,
+)
 
 __all__ = [
+    "PIPELINE_VERSION",
+    "TransposeError",
+    "grad",
+    "jvp",
+    "jvp_program",
+    "linearize",
+    "linearize_program",
+    "stages",
+    "trace",
+    "transpose_program",
+    "value_and_grad",
+    "vjp",
+    "vjp_program",
     "Eqn",
     "EvaluationError",
     "Executable",

@@ -29,7 +29,9 @@ def infer(program: Program) -> Program:
         try:
             ins = tuple(env[v.name] for v in eqn.ins)
         except KeyError as e:
-            raise ShaxTypeError(f"{program.name}: {e.args[0]} is used before it is defined") from None
+            raise ShaxTypeError(
+                f"{program.name}: {e.args[0]} is used before it is defined"
+            ) from None
         typed = Eqn(eqn.out, eqn.prim, eqn.params, ins)
         t: Type = lookup(eqn.prim).out_type(typed, [v.type for v in ins])
         if eqn.out.type is not None and eqn.out.type != t:

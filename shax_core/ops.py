@@ -74,7 +74,13 @@ class Builder:
                 return self.lift_foreign(x)
             raise ShaxError("a value from an inner trace escaped into an outer one")
         a = np.asarray(x)
-        return self.constant(a, dtype_name(a.dtype)).var
+        dtype = dtype_name(a.dtype)
+        flat = a.ravel()
+        if a.size > 1 and (flat == flat[0]).all():
+            # a splat array is a scalar constant broadcast: no large literal in the IR
+            scalar = self.constant(flat[0], dtype)
+            return bind("broadcast", scalar, dims=(), shape=a.shape).var
+        return self.constant(a, dtype).var
 
     def lift_foreign(self, x: Tracer) -> Var:
         raise ShaxError(
@@ -214,6 +220,24 @@ def bind(name: str, *args, **params):
     return builder.emit(name, values, ins, out_type)
 
 
+def bind_at(builder: Builder, name: str, *args, **params):
+    """``bind``, recording into ``builder`` even when no argument is a tracer (constants)."""
+    inner = top_builder(args)
+    if inner is not None and inner.level >= builder.level:
+        return bind(name, *args, **params)
+    prim = lookup(name)
+    values = tuple(_freeze(params[p.name]) for p in prim.params)
+    ins = [builder.lift(a) for a in args]
+    out_type = prim.out_type(Eqn(Var("_"), name, values, tuple(ins)), [v.type for v in ins])
+    return builder.emit(name, values, ins, out_type)
+
+
+def zeros(builder: Builder, type_: Type):
+    """A zeros array of ``type_`` recorded in ``builder``: ``broadcast [] shape (fromList [] [0.0])``."""
+    c = builder.constant(0.0 if type_.dtype != "bool" else False, type_.dtype)
+    return c if type_.shape == () else broadcast(c, (), type_.shape)
+
+
 def type_of_value(x) -> Type:
     if isinstance(x, Tracer):
         return x.type
@@ -347,7 +371,9 @@ def neg(x):
 
 def select(pred, on_true, on_false):
     on_true, on_false = _promote(on_true, on_false)
-    shape = _broadcast_shapes(shape_of(pred), _broadcast_shapes(shape_of(on_true), shape_of(on_false)))
+    shape = _broadcast_shapes(
+        shape_of(pred), _broadcast_shapes(shape_of(on_true), shape_of(on_false))
+    )
     return bind(
         "select",
         broadcast_to(pred, shape),

@@ -240,7 +240,9 @@ class _Parser:
         tok = self.take("name", expected="a dtype (f32, f64, bool)")
         if tok.text not in DTYPES:
             raise ParseError(
-                f"unknown dtype {tok.text!r}; expected one of {', '.join(DTYPES)}", tok.line, tok.column
+                f"unknown dtype {tok.text!r}; expected one of {', '.join(DTYPES)}",
+                tok.line,
+                tok.column,
             )
         shape = self.dim_list(self.integer)
         if any(d < 0 for d in shape):
@@ -333,13 +335,23 @@ class _Parser:
             values = self.constant_values(values, annotation, head)
         ins = []
         if prim.arity is None:
-            while self.tok.kind == "name" and self.tok.text != "in" and self.peek().text not in ("::", "="):
+            while (
+                self.tok.kind == "name"
+                and self.tok.text != "in"
+                and self.peek().text not in ("::", "=")
+            ):
                 ins.append(self.use(env))
         else:
             for k in range(prim.arity):
-                if self.tok.kind != "name" or self.tok.text == "in" or self.peek().text in ("::", "="):
+                if (
+                    self.tok.kind != "name"
+                    or self.tok.text == "in"
+                    or self.peek().text in ("::", "=")
+                ):
                     raise ParseError(
-                        f"{prim.name} takes {prim.arity} operand(s), found {k}", head.line, head.column
+                        f"{prim.name} takes {prim.arity} operand(s), found {k}",
+                        head.line,
+                        head.column,
                     )
                 ins.append(self.use(env))
         return Eqn(Var(out_name, annotation), prim.name, tuple(values), tuple(ins))

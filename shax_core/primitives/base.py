@@ -74,6 +74,8 @@ class Primitive:
     # (cotangent, *inputs (values or Linear), **params) -> [cotangent | None per input]
     transpose: Callable | None = None
     no_tangent: bool = False
+    # (eqn, known) -> an equal existing Var, a cheaper Eqn, or None (see passes/simplify.py)
+    simplify: Callable | None = None
     doc: str = ""
     extra: dict = field(default_factory=dict)
 
@@ -84,7 +86,9 @@ class Primitive:
         """The shape rule applied to an equation; errors name the equation and the types."""
         where = _describe(eqn, in_types)
         if self.arity is not None and len(in_types) != self.arity:
-            raise ShaxTypeError(f"{where}: {self.name} takes {self.arity} inputs, got {len(in_types)}")
+            raise ShaxTypeError(
+                f"{where}: {self.name} takes {self.arity} inputs, got {len(in_types)}"
+            )
         if any(t is None for t in in_types):
             raise ShaxTypeError(f"{where}: an input has no type")
         try:
@@ -102,7 +106,8 @@ def _describe(eqn, in_types) -> str:
     from shax_core.text import format_params
 
     args = " ".join(
-        f"{v.name}:{t}" if t is not None else v.name for v, t in zip(eqn.ins, in_types, strict=False)
+        f"{v.name}:{t}" if t is not None else v.name
+        for v, t in zip(eqn.ins, in_types, strict=False)
     )
     ps = format_params(eqn.prim, eqn.params) if eqn.prim in REGISTRY else ""
     return f"in `{eqn.out.name} = {eqn.prim}{' ' + ps if ps else ''} {args}`"
@@ -142,6 +147,30 @@ def define(
     assert name not in REGISTRY, f"primitive {name} declared twice"
     REGISTRY[name] = prim
     return prim
+
+
+# ---------------------------------------------------------------------------------------------
+# Simplification rule constructors
+
+
+def identity_operand(value: float, side: str = "both") -> Callable:
+    """``x op c == x`` when the constant c equals ``value`` (``x + 0``, ``x * 1``, ``x / 1``)."""
+
+    def rule(eqn, known):
+        x, y = eqn.ins
+        if side in ("both", "right") and known.scalar(y) == value and x.type == eqn.out.type:
+            return x
+        if side in ("both", "left") and known.scalar(x) == value and y.type == eqn.out.type:
+            return y
+        return None
+
+    return rule
+
+
+def involution(eqn, known):
+    """``f (f x) == x`` (``negate``)."""
+    inner = known.eqn(eqn.ins[0])
+    return inner.ins[0] if inner is not None and inner.prim == eqn.prim else None
 
 
 # ---------------------------------------------------------------------------------------------

@@ -18,9 +18,10 @@ from shax_core.primitives.base import (
     defjvp,
     deflinear,
     defzero,
+    identity_operand,
+    involution,
     is_linear,
 )
-
 
 
 def select(pred, on_true, on_false):
@@ -42,7 +43,8 @@ def _same(*types: Type) -> Type:
     for t in types[1:]:
         if t != first:
             raise ShaxTypeError(
-                "operand types differ: " + " vs ".join(map(str, types))
+                "operand types differ: "
+                + " vs ".join(map(str, types))
                 + " (broadcast explicitly first)"
             )
     return first
@@ -61,9 +63,7 @@ def _unary(name, fn, doc=""):
 
 
 def _binary(name, fn, traits=()):
-    return define(
-        name, arity=2, shape=_float_binary, impl=fn, traits=["elementwise", *traits]
-    )
+    return define(name, arity=2, shape=_float_binary, impl=fn, traits=["elementwise", *traits])
 
 
 # ---------------------------------------------------------------------------------------------
@@ -73,17 +73,21 @@ add = _binary("add", np.add, traits=["commutative"])
 defjvp(add, lambda t, x, y, **_: t, lambda t, x, y, **_: t)
 add.transpose = lambda ct, x, y: [ct if is_linear(x) else None, ct if is_linear(y) else None]
 add.traits |= {"linear"}
+add.simplify = identity_operand(0.0)  # x + 0 = x
 
 sub = _binary("sub", np.subtract)
 defjvp(sub, lambda t, x, y, **_: t, lambda t, x, y, **_: -t)
 sub.transpose = lambda ct, x, y: [ct if is_linear(x) else None, -ct if is_linear(y) else None]
 sub.traits |= {"linear"}
+sub.simplify = identity_operand(0.0, "right")  # x - 0 = x
 
 negate = _unary("negate", np.negative)
 deflinear(negate, lambda ct, x: [-ct])
+negate.simplify = involution  # -(-x) = x
 
 identity = define("id", arity=1, shape=lambda x: x, impl=lambda x: x)
 deflinear(identity, lambda ct, x: [ct])
+identity.simplify = lambda eqn, known: eqn.ins[0]
 
 # ---------------------------------------------------------------------------------------------
 # bilinear and division
@@ -94,6 +98,7 @@ defbilinear(
     lambda ct, y, **_: ct * y,  # x̄ = ct·y
     lambda ct, x, **_: x * ct,  # ȳ = x·ct
 )
+mul.simplify = identity_operand(1.0)  # x * 1 = x
 
 div = _binary("div", np.divide)
 defjvp(
@@ -110,6 +115,7 @@ def _div_transpose(ct, x, y):
 
 
 div.transpose = _div_transpose
+div.simplify = identity_operand(1.0, "right")  # x / 1 = x
 
 
 def _pow_dy(t, x, y, ans):
@@ -120,6 +126,7 @@ def _pow_dy(t, x, y, ans):
 
 pow_ = _binary("pow", np.power)
 defjvp(pow_, lambda t, x, y, ans: t * (y * x ** (y - 1.0)), _pow_dy)
+pow_.simplify = identity_operand(1.0, "right")  # x ** 1 = x
 
 # ---------------------------------------------------------------------------------------------
 # the Floating functions: forward, derivative
@@ -203,9 +210,7 @@ def _select_shape(pred: Type, a: Type, b: Type) -> Type:
     return _same(a, b)
 
 
-select_p = define(
-    "select", arity=3, shape=_select_shape, impl=np.where, traits=["elementwise"]
-)
+select_p = define("select", arity=3, shape=_select_shape, impl=np.where, traits=["elementwise"])
 
 
 def _select_linearize(primals, tangents):
@@ -232,6 +237,7 @@ def _select_transpose(ct, pred, a, b):
 select_p.linearize = _select_linearize
 select_p.transpose = _select_transpose
 select_p.traits |= {"linear"}
+select_p.simplify = lambda eqn, known: eqn.ins[1] if eqn.ins[1] == eqn.ins[2] else None
 
 # ---------------------------------------------------------------------------------------------
 # convert dtype x: linear between float types; to or from bool carries no tangent
@@ -264,3 +270,4 @@ def _convert_linearize(primals, tangents, dtype):
 convert.linearize = _convert_linearize
 convert.transpose = lambda ct, x, dtype: [ops.bind("convert", ct, dtype=x.type.dtype)]
 convert.traits |= {"linear"}
+convert.simplify = lambda eqn, known: eqn.ins[0] if eqn.ins[0].type == eqn.out.type else None

@@ -30,12 +30,17 @@ def _dot_general_shape(x: Type, y: Type, lhs_contract, rhs_contract, lhs_batch, 
         raise ShaxTypeError(f"dot_general needs float operands of one dtype, got {x} and {y}")
     if len(lhs_contract) != len(rhs_contract) or len(lhs_batch) != len(rhs_batch):
         raise ShaxTypeError("contracting and batch dimension lists must pair up")
-    for axes, t, what in ((lhs_contract + lhs_batch, x, "lhs"), (rhs_contract + rhs_batch, y, "rhs")):
+    for axes, t, what in (
+        (lhs_contract + lhs_batch, x, "lhs"),
+        (rhs_contract + rhs_batch, y, "rhs"),
+    ):
         if len(set(axes)) != len(axes) or any(not 0 <= a < t.rank for a in axes):
             raise ShaxTypeError(f"{what} dimensions {list(axes)} are not distinct axes of {t}")
     for a, b in zip(lhs_contract + lhs_batch, rhs_contract + rhs_batch, strict=True):
         if x.shape[a] != y.shape[b]:
-            raise ShaxTypeError(f"lhs axis {a} (size {x.shape[a]}) does not match rhs axis {b} (size {y.shape[b]})")
+            raise ShaxTypeError(
+                f"lhs axis {a} (size {x.shape[a]}) does not match rhs axis {b} (size {y.shape[b]})"
+            )
     batch = tuple(x.shape[a] for a in lhs_batch)
     x_kept = tuple(x.shape[a] for a in _kept(x.rank, lhs_contract, lhs_batch))
     y_kept = tuple(y.shape[a] for a in _kept(y.rank, rhs_contract, rhs_batch))
@@ -113,7 +118,9 @@ def _dot_dims(x_rank: int) -> dict:
 
 def _dot_shape(x: Type, y: Type):
     if not (1 <= x.rank <= 2 and 1 <= y.rank <= 2):
-        raise ShaxTypeError(f"dot takes rank-1 or rank-2 operands, got {x} and {y}; use dot_general")
+        raise ShaxTypeError(
+            f"dot takes rank-1 or rank-2 operands, got {x} and {y}; use dot_general"
+        )
     return _dot_general_shape(x, y, **_dot_dims(x.rank))
 
 
@@ -123,3 +130,17 @@ defbilinear(
     lambda ct, y, x_type: _transpose_lhs(ct, y, x_type, **_dot_dims(x_type.rank)),
     lambda ct, x, y_type: _transpose_rhs(ct, x, y_type, **_dot_dims(ops.type_of(x).rank)),
 )
+
+
+def _canonical_dot(x, y):
+    """dot as the seed's canonical ``dot_general [2] [1] [0] [0]`` on ``[1,M,K]·[1,K,N]``."""
+    (xs, ys) = ops.shape_of(x), ops.shape_of(y)
+    m, k = (1, xs[0]) if len(xs) == 1 else xs
+    n = 1 if len(ys) == 1 else ys[1]
+    out_shape = xs[:-1] + ys[1:]
+    x3 = ops.reshape(x, (1, m, k))
+    y3 = ops.reshape(y, (1, k, n))
+    return ops.reshape(ops.dot_general(x3, y3, (2,), (1,), (0,), (0,)), out_shape)
+
+
+dot.extra["canonicalize"] = _canonical_dot

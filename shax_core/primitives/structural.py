@@ -12,7 +12,7 @@ from __future__ import annotations
 import numpy as np
 
 from shax_core import ops
-from shax_core.ir import DTYPES, ShaxTypeError, Type
+from shax_core.ir import DTYPES, Eqn, ShaxTypeError, Type
 from shax_core.primitives.base import Zero, define, defjvp, deflinear, defzero, is_linear
 
 
@@ -60,7 +60,9 @@ defzero(
 def _broadcast_shape(x: Type, dims, shape):
     _check_shape(shape)
     if len(dims) != x.rank:
-        raise ShaxTypeError(f"broadcast needs one target axis per operand axis, got dims {list(dims)} for {x}")
+        raise ShaxTypeError(
+            f"broadcast needs one target axis per operand axis, got dims {list(dims)} for {x}"
+        )
     _check_axes(dims, len(shape), "broadcast dims")
     for i, d in enumerate(dims):
         if x.shape[i] not in (1, shape[d]):
@@ -83,17 +85,29 @@ def _broadcast_transpose(ct, x, dims, shape):
     return [ops.reshape(ct_x, x.type.shape)]
 
 
-deflinear(
-    define(
-        "broadcast",
-        arity=1,
-        params=[("dims", "ints"), ("shape", "ints")],
-        shape=_broadcast_shape,
-        impl=_broadcast_impl,
-        traits=["layout"],
-    ),
-    _broadcast_transpose,
+broadcast = define(
+    "broadcast",
+    arity=1,
+    params=[("dims", "ints"), ("shape", "ints")],
+    shape=_broadcast_shape,
+    impl=_broadcast_impl,
+    traits=["layout"],
 )
+deflinear(broadcast, _broadcast_transpose)
+
+
+def _same_type_is_noop(eqn, known):
+    """A layout change to the same type with the identity mapping is the operand itself."""
+    x = eqn.ins[0]
+    return x if x.type == eqn.out.type else None
+
+
+def _broadcast_simplify(eqn, known):
+    dims = eqn.params[0]
+    return _same_type_is_noop(eqn, known) if tuple(dims) == tuple(range(len(dims))) else None
+
+
+broadcast.simplify = _broadcast_simplify
 
 # ---------------------------------------------------------------------------------------------
 # reshape shape x (row-major)
@@ -106,17 +120,26 @@ def _reshape_shape(x: Type, shape):
     return x.with_shape(shape)
 
 
-deflinear(
-    define(
-        "reshape",
-        arity=1,
-        params=[("shape", "ints")],
-        shape=_reshape_shape,
-        impl=lambda x, shape: np.reshape(x, shape),
-        traits=["layout"],
-    ),
-    lambda ct, x, shape: [ops.reshape(ct, x.type.shape)],
+reshape = define(
+    "reshape",
+    arity=1,
+    params=[("shape", "ints")],
+    shape=_reshape_shape,
+    impl=lambda x, shape: np.reshape(x, shape),
+    traits=["layout"],
 )
+deflinear(reshape, lambda ct, x, shape: [ops.reshape(ct, x.type.shape)])
+
+
+def _reshape_simplify(eqn, known):
+    # reshape s (reshape s' x) = reshape s x
+    inner = known.eqn(eqn.ins[0])
+    if inner is not None and inner.prim == "reshape":
+        return Eqn(eqn.out, "reshape", eqn.params, inner.ins)
+    return _same_type_is_noop(eqn, known)
+
+
+reshape.simplify = _reshape_simplify
 
 # ---------------------------------------------------------------------------------------------
 # transpose perm x: output axis i is operand axis perm[i]
@@ -128,17 +151,32 @@ def _transpose_shape(x: Type, perm):
     return x.with_shape(tuple(x.shape[p] for p in perm))
 
 
-deflinear(
-    define(
-        "transpose",
-        arity=1,
-        params=[("perm", "ints")],
-        shape=_transpose_shape,
-        impl=lambda x, perm: np.transpose(x, perm),
-        traits=["layout"],
-    ),
-    lambda ct, x, perm: [ops.transpose(ct, tuple(np.argsort(perm)))],
+transpose = define(
+    "transpose",
+    arity=1,
+    params=[("perm", "ints")],
+    shape=_transpose_shape,
+    impl=lambda x, perm: np.transpose(x, perm),
+    traits=["layout"],
 )
+deflinear(
+    transpose, lambda ct, x, perm: [ops.transpose(ct, tuple(int(i) for i in np.argsort(perm)))]
+)
+
+
+def _transpose_simplify(eqn, known):
+    (perm,) = eqn.params
+    if tuple(perm) == tuple(range(len(perm))):
+        return eqn.ins[0]
+    inner = known.eqn(eqn.ins[0])
+    if inner is not None and inner.prim == "transpose":
+        # transpose p (transpose q x): output axis i is x's axis q[p[i]]
+        composed = tuple(inner.params[0][p] for p in perm)
+        return Eqn(eqn.out, "transpose", (composed,), inner.ins)
+    return None
+
+
+transpose.simplify = _transpose_simplify
 
 # ---------------------------------------------------------------------------------------------
 # slice start limit x (unit strides) and pad [(lo,hi),...] value x: each other's transpose
@@ -183,12 +221,12 @@ def _pad_transpose(ct, x, config, value):
 
 
 pad = define(
-        "pad",
-        arity=1,
-        params=[("config", "pairs"), ("value", "scalar")],
-        shape=_pad_shape,
-        impl=lambda x, config, value: np.pad(x, config, constant_values=value),
-        traits=["layout"],
+    "pad",
+    arity=1,
+    params=[("config", "pairs"), ("value", "scalar")],
+    shape=_pad_shape,
+    impl=lambda x, config, value: np.pad(x, config, constant_values=value),
+    traits=["layout"],
 )
 deflinear(pad, _pad_transpose)
 
@@ -217,7 +255,9 @@ def _concatenate_shape(*xs: Type, axis):
         raise ShaxTypeError(f"axis {axis} is out of range for {first}")
     for x in xs[1:]:
         same = x.dtype == first.dtype and x.rank == first.rank
-        if not same or any(a != b for i, (a, b) in enumerate(zip(x.shape, first.shape, strict=True)) if i != axis):
+        if not same or any(
+            a != b for i, (a, b) in enumerate(zip(x.shape, first.shape, strict=True)) if i != axis
+        ):
             raise ShaxTypeError(f"cannot concatenate {x} with {first} along axis {axis}")
     size = sum(x.shape[axis] for x in xs)
     return first.with_shape(first.shape[:axis] + (size,) + first.shape[axis + 1 :])
@@ -264,17 +304,39 @@ def _kept(rank, axes):
     return tuple(i for i in range(rank) if i not in axes)
 
 
-deflinear(
-    define(
-        "reduce_sum",
-        arity=1,
-        params=[("axes", "ints")],
-        shape=_reduce_shape,
-        impl=lambda x, axes: np.sum(x, axis=tuple(axes), dtype=x.dtype),
-        traits=["reduction"],
-    ),
-    lambda ct, x, axes: [ops.broadcast(ct, _kept(x.type.rank, axes), x.type.shape)],
+reduce_sum = define(
+    "reduce_sum",
+    arity=1,
+    params=[("axes", "ints")],
+    shape=_reduce_shape,
+    impl=lambda x, axes: np.sum(x, axis=tuple(axes), dtype=x.dtype),
+    traits=["reduction"],
 )
+deflinear(
+    reduce_sum, lambda ct, x, axes: [ops.broadcast(ct, _kept(x.type.rank, axes), x.type.shape)]
+)
+
+
+def _sum_of_slices(x, axes):
+    """reduce_sum as pointwise adds of unit slices (the seed's lowering), then a reshape."""
+    shape = list(ops.shape_of(x))
+    out_shape = [n for i, n in enumerate(shape) if i not in axes]
+    for axis in axes:
+        if shape[axis] == 0:
+            return ops.full_like(x, 0.0, out_shape)
+        parts = []
+        for i in range(shape[axis]):
+            start, limit = [0] * len(shape), list(shape)
+            start[axis], limit[axis] = i, i + 1
+            parts.append(ops.slice_(x, start, limit))
+        x = parts[0]
+        for part in parts[1:]:
+            x = ops.add(x, part)
+        shape[axis] = 1
+    return ops.reshape(x, out_shape)
+
+
+reduce_sum.extra["sums_of_slices"] = _sum_of_slices
 
 
 def _reduce_max_shape(x: Type, axes):
@@ -284,8 +346,10 @@ def _reduce_max_shape(x: Type, axes):
 
 
 def _reduce_max_impl(x, axes):
-    return np.max(x, axis=tuple(axes)) if x.size else np.full(
-        tuple(n for i, n in enumerate(x.shape) if i not in axes), -np.inf, x.dtype
+    return (
+        np.max(x, axis=tuple(axes))
+        if x.size
+        else np.full(tuple(n for i, n in enumerate(x.shape) if i not in axes), -np.inf, x.dtype)
     )
 
 

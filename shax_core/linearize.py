@@ -1,0 +1,147 @@
+"""Linearize once: JVP and partial evaluation in a single walk over the program.
+
+Each equation's linearize rule runs on primal tracers (recorded in the primal builder, level 0)
+and tangent tracers (recorded in the linear builder, level 1). An operation with a tangent
+operand goes to the linear program; one with only primal operands goes to the primal program.
+A primal value that the linear program reads becomes a residual: an extra output of the primal
+program and an extra input of the linear one. Symbolic zeros emit nothing.
+
+Before (``f``)::
+
+    def f(arg0 :: f32[], arg1 :: f32[]) =
+      let x0 :: f32[] = add arg0 arg1
+          x1 :: f32[] = sin x0
+      in [x1]
+
+After: the primal program returns the output and the residual ``cos x0``::
+
+    def f(arg0 :: f32[], arg1 :: f32[]) =
+      let x0 :: f32[] = add arg0 arg1
+          x1 :: f32[] = sin x0
+          x2 :: f32[] = cos x0
+      in [x1, x2]
+
+and the linear program takes the tangents, then the residuals::
+
+    def df(arg0 :: f32[], arg1 :: f32[], arg2 :: f32[]) =
+      let x0 :: f32[] = add arg0 arg1
+          x1 :: f32[] = mul x0 arg2
+      in [x1]
+"""
+
+from __future__ import annotations
+
+from collections import OrderedDict
+from collections.abc import Sequence
+
+from shax_core.infer import infer
+from shax_core.ir import Program, ShaxError, Var
+from shax_core.ops import Builder, Tracer, bind_at, zeros
+from shax_core.primitives import Zero, lookup
+
+
+class _LinearBuilder(Builder):
+    """The tangent side: a primal value it reads becomes a residual input (once per value)."""
+
+    def __init__(self):
+        super().__init__(level=1)
+        self.residuals: dict[str, tuple[Var, Var]] = {}  # primal name -> (primal var, param)
+        self.n_tangents = 0
+
+    def lift_foreign(self, x: Tracer) -> Var:
+        hit = self.residuals.get(x.var.name)
+        if hit is None:
+            param = self.add_param(x.type).var
+            hit = self.residuals[x.var.name] = (x.var, param)
+        return hit[1]
+
+
+def float_inputs(program: Program) -> tuple[int, ...]:
+    return tuple(i for i, p in enumerate(program.params) if p.type.is_float)
+
+
+def check_wrt(program: Program, wrt: Sequence[int] | None) -> tuple[int, ...]:
+    if wrt is None:
+        return float_inputs(program)
+    wrt = tuple(int(i) for i in wrt)
+    n = len(program.params)
+    for i in wrt:
+        if not 0 <= i < n:
+            raise ShaxError(f"wrt index {i} is out of range for {program.name}'s {n} inputs")
+        if not program.params[i].type.is_float:
+            raise ShaxError(
+                f"cannot differentiate with respect to {program.params[i].name} :: "
+                f"{program.params[i].type}: only float inputs have tangents"
+            )
+    if len(set(wrt)) != len(wrt):
+        raise ShaxError(f"wrt {list(wrt)} repeats an input")
+    return wrt
+
+
+def linearize_program(
+    program: Program, wrt: Sequence[int] | None = None
+) -> tuple[Program, Program]:
+    """``(primal, linear)``: primal returns ``[outputs..., residuals...]``; linear takes
+    ``(tangents of wrt inputs..., residuals...)`` and returns the output tangents."""
+    if not program.is_typed:
+        program = infer(program)
+    wrt = check_wrt(program, wrt)
+    primal_b = Builder(level=0)
+    linear_b = _LinearBuilder()
+    primal = {p.name: primal_b.add_param(p.type, p.name) for p in program.params}
+    tangent: dict[str, object] = {p.name: Zero(p.type) for p in program.params}
+    for i in wrt:
+        p = program.params[i]
+        tangent[p.name] = linear_b.add_param(p.type)
+    linear_b.n_tangents = len(wrt)
+
+    for eqn in program.eqns:
+        prim = lookup(eqn.prim)
+        xs = [primal[v.name] for v in eqn.ins]
+        ts = [tangent[v.name] for v in eqn.ins]
+        params = prim.kwargs(eqn.params)
+        if prim.no_tangent or all(isinstance(t, Zero) for t in ts):
+            ans, t_out = bind_at(primal_b, eqn.prim, *xs, **params), Zero(eqn.out.type)
+        else:
+            if prim.linearize is None:
+                raise ShaxError(
+                    f"{eqn.prim} has no linearize rule (in the binding of {eqn.out.name})"
+                )
+            ans, t_out = prim.linearize(xs, ts, **params)
+        if not eqn.out.type.is_float:
+            t_out = Zero(eqn.out.type)
+        primal[eqn.out.name] = ans
+        tangent[eqn.out.name] = t_out
+
+    out_tangents = [tangent[v.name] for v in program.outs]
+    linear_outs = [
+        (zeros(linear_b, t.type) if isinstance(t, Zero) else t).var for t in out_tangents
+    ]
+    residual_vars = [primal_var for primal_var, _ in linear_b.residuals.values()]
+    primal_prog = Program(
+        program.name,
+        tuple(primal_b.params),
+        tuple(primal_b.eqns),
+        tuple(primal[v.name].var for v in program.outs) + tuple(residual_vars),
+    )
+    linear_prog = Program(
+        "d" + program.name, tuple(linear_b.params), tuple(linear_b.eqns), tuple(linear_outs)
+    )
+    _remember_linear_inputs(linear_prog, len(wrt))
+    return primal_prog, linear_prog
+
+
+# transpose_program(linear) needs to know how many leading inputs are tangents; linearize
+# records it here (bounded) so the public one-argument call works on its results.
+_LINEAR_INPUTS: OrderedDict[Program, int] = OrderedDict()
+
+
+def _remember_linear_inputs(linear: Program, n: int) -> None:
+    _LINEAR_INPUTS[linear] = n
+    _LINEAR_INPUTS.move_to_end(linear)
+    while len(_LINEAR_INPUTS) > 256:
+        _LINEAR_INPUTS.popitem(last=False)
+
+
+def recorded_linear_inputs(linear: Program) -> int | None:
+    return _LINEAR_INPUTS.get(linear)

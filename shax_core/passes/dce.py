@@ -1,0 +1,31 @@
+"""Dead-code elimination: drop equations no output depends on (one backward sweep).
+
+Before::
+
+    def f(arg0 :: f32[]) = let x0 :: f32[] = sin arg0
+                               x1 :: f32[] = cos arg0
+                           in [x1]
+
+After::
+
+    def f(arg0 :: f32[]) = let x1 :: f32[] = cos arg0 in [x1]
+
+Parameters are kept: they are the program's calling convention.
+"""
+
+from __future__ import annotations
+
+from shax_core.ir import Program
+
+
+def dce(program: Program) -> Program:
+    live = {v.name for v in program.outs}
+    kept = []
+    for eqn in reversed(program.eqns):
+        if eqn.out.name in live:
+            kept.append(eqn)
+            live.update(v.name for v in eqn.ins)
+    if len(kept) == len(program.eqns):
+        return program
+    kept.reverse()
+    return program.replace(eqns=tuple(kept))

@@ -1,0 +1,94 @@
+"""Algebraic simplification and constant folding, driven by rules declared in the registry.
+
+Each primitive may declare ``simplify(eqn, known)`` returning an existing variable that
+equals the equation's result, a cheaper replacement equation, or None. ``known`` answers
+"is this variable a constant, and which one" and "which equation produced it". Constant
+operands are folded when the result is small. No primitive is named here.
+
+Before::
+
+    let x0 :: f32[] = fromList [] [1.0]
+        x1 :: f32[2] = broadcast [] [2] x0
+        x2 :: f32[2] = mul arg0 x1
+        x3 :: f32[2] = negate x2
+        x4 :: f32[2] = negate x3
+    in [x4]
+
+After (with DCE)::
+
+    let in [arg0]
+"""
+
+from __future__ import annotations
+
+import numpy as np
+
+from shax_core.ir import Eqn, Program, Var
+from shax_core.passes.dce import dce
+from shax_core.passes.rename import rewrite_ins, substitute
+from shax_core.primitives import lookup
+
+FOLD_LIMIT = 64  # fold constant expressions whose result has at most this many elements
+
+
+class Known:
+    """What the simplifier knows about variables defined so far."""
+
+    def __init__(self):
+        self.producer: dict[str, Eqn] = {}
+        self.value: dict[str, np.ndarray] = {}  # small constants, by variable
+
+    def eqn(self, v: Var) -> Eqn | None:
+        return self.producer.get(v.name)
+
+    def array(self, v: Var) -> np.ndarray | None:
+        return self.value.get(v.name)
+
+    def scalar(self, v: Var) -> float | None:
+        """The value of a constant whose elements are all equal (a splat), else None."""
+        a = self.value.get(v.name)
+        if a is not None:
+            flat = a.ravel()
+            if flat.size and (flat == flat[0]).all():
+                return flat[0].item()
+            return None
+        e = self.producer.get(v.name)
+        if e is not None and "layout" in lookup(e.prim).traits and e.ins:
+            return self.scalar(e.ins[0]) if lookup(e.prim).arity == 1 else None
+        return None
+
+
+def _constant_eqn(out: Var, array: np.ndarray) -> Eqn:
+    data = tuple(a.item() for a in array.ravel())
+    return Eqn(out, "fromList", (tuple(array.shape), data, out.type.dtype), ())
+
+
+def simplify(program: Program) -> Program:
+    known = Known()
+    subst: dict[str, Var] = {}
+    eqns = []
+    for eqn in program.eqns:
+        eqn = rewrite_ins(eqn, subst)
+        prim = lookup(eqn.prim)
+        # rules may replace an equation several times (e.g. reshape of reshape of reshape)
+        for _ in range(8):
+            result = prim.simplify(eqn, known) if prim.simplify else None
+            if result is None or result is eqn:
+                break
+            if isinstance(result, Var):
+                break
+            eqn, prim = result, lookup(result.prim)
+        if isinstance(result, Var) and result.type == eqn.out.type:
+            subst[eqn.out.name] = result
+            continue
+        ins_values = [known.array(v) for v in eqn.ins]
+        if "constant" in prim.traits:
+            known.value[eqn.out.name] = prim.impl(**prim.kwargs(eqn.params))
+        elif eqn.ins and all(a is not None for a in ins_values) and eqn.out.type.size <= FOLD_LIMIT:
+            folded = np.asarray(prim.impl(*ins_values, **prim.kwargs(eqn.params)))
+            folded = folded.astype(eqn.out.type.np_dtype, copy=False)
+            eqn = _constant_eqn(eqn.out, folded)
+            known.value[eqn.out.name] = folded
+        known.producer[eqn.out.name] = eqn
+        eqns.append(eqn)
+    return dce(substitute(program, eqns, subst))

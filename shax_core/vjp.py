@@ -1,0 +1,265 @@
+"""Zip primal and transpose into one VJP program, and the public differentiation API.
+
+The stages, for a program ``f``:
+
+    typed       infer(f)
+    rewritten   canonicalize_dot, simplify, CSE, DCE
+    linearized  f   (inputs) -> [outputs..., residuals...]
+    linear      df  (tangents..., residuals...) -> [output tangents...]
+    transposed  dft (output cotangents..., residuals...) -> [input cotangents...]
+    vjp         f_dft (inputs..., output cotangents...) -> [outputs..., input cotangents...]
+
+The zipped program inlines ``f`` and feeds its residuals straight into ``dft``, then runs
+CSE and DCE, as the seed's ``medium_dmediumt``.
+"""
+
+from __future__ import annotations
+
+from collections import OrderedDict
+from collections.abc import Callable, Sequence
+
+import numpy as np
+
+from shax_core.evaluate import Executable
+from shax_core.infer import infer
+from shax_core.ir import Program, ShaxError, type_of
+from shax_core.linearize import check_wrt, linearize_program
+from shax_core.ops import Builder
+from shax_core.passes import cleanup, rewrite
+from shax_core.passes.inline import inline
+from shax_core.trace import as_type, trace
+from shax_core.transpose import transpose_program
+
+PIPELINE_VERSION = "1"
+
+
+def _prepare(program: Program) -> Program:
+    return rewrite(program if program.is_typed else infer(program))
+
+
+def zip_vjp(primal: Program, transposed: Program, n_outputs: int) -> Program:
+    """``f_dft(inputs..., cotangents...) = [outputs..., input cotangents...]``."""
+    b = Builder()
+    args = [b.add_param(p.type) for p in primal.params]
+    cts = [b.add_param(v.type) for v in primal.outs[:n_outputs]]
+    primal_outs = inline(b, primal, args)
+    residuals = primal_outs[n_outputs:]
+    grads = inline(b, transposed, cts + residuals)
+    outs = tuple(t.var for t in primal_outs[:n_outputs] + grads)
+    name = f"{primal.name}_d{primal.name}t"
+    return cleanup(Program(name, tuple(b.params), tuple(b.eqns), outs))
+
+
+def zip_jvp(primal: Program, linear: Program, wrt: Sequence[int], n_outputs: int) -> Program:
+    """``f_jvp(inputs..., tangents of wrt...) = [outputs..., output tangents...]``."""
+    b = Builder()
+    args = [b.add_param(p.type) for p in primal.params]
+    tangents = [b.add_param(primal.params[i].type) for i in wrt]
+    primal_outs = inline(b, primal, args)
+    out_tangents = inline(b, linear, tangents + primal_outs[n_outputs:])
+    outs = tuple(t.var for t in primal_outs[:n_outputs] + out_tangents)
+    return cleanup(Program(f"{primal.name}_jvp", tuple(b.params), tuple(b.eqns), outs))
+
+
+def stages(program_or_f, *specs, wrt: Sequence[int] | None = None) -> dict[str, Program]:
+    """Every stage of the pipeline by name (see the module docstring)."""
+    result: dict[str, Program] = {}
+    if isinstance(program_or_f, Program):
+        program = program_or_f
+    else:
+        program = trace(program_or_f, *specs)
+        result["traced"] = program
+    typed = infer(program)
+    rewritten = rewrite(typed)
+    wrt = check_wrt(rewritten, wrt)
+    primal, linear = linearize_program(rewritten, wrt)
+    primal, linear = cleanup(primal), cleanup(linear)
+    transposed = cleanup(transpose_program(linear, len(wrt)))
+    result.update(
+        typed=typed,
+        rewritten=rewritten,
+        linearized=primal,
+        linear=linear,
+        transposed=transposed,
+        vjp=zip_vjp(primal, transposed, len(rewritten.outs)),
+    )
+    return result
+
+
+def vjp_program(program: Program, wrt: Sequence[int] | None = None) -> Program:
+    """The zipped VJP program of ``program`` with respect to the inputs ``wrt`` (default:
+    every float input)."""
+    return stages(program, wrt=wrt)["vjp"]
+
+
+def jvp_program(program: Program, wrt: Sequence[int] | None = None) -> Program:
+    rewritten = _prepare(program)
+    wrt = check_wrt(rewritten, wrt)
+    primal, linear = linearize_program(rewritten, wrt)
+    return zip_jvp(cleanup(primal), cleanup(linear), wrt, len(rewritten.outs))
+
+
+# ---------------------------------------------------------------------------------------------
+# differentiation of Python functions (trace at the arguments' types, then the pipeline)
+
+_CACHE: OrderedDict = OrderedDict()
+
+
+def _cached(key, build):
+    try:
+        hit = _CACHE[key]
+        _CACHE.move_to_end(key)
+        return hit
+    except KeyError:
+        pass
+    except TypeError:  # unhashable function: no caching
+        return build()
+    value = _CACHE[key] = build()
+    while len(_CACHE) > 128:
+        _CACHE.popitem(last=False)
+    return value
+
+
+def _as_arrays(args):
+    out = []
+    for a in args:
+        a = np.asarray(a)
+        if a.dtype.kind in "iu":
+            a = a.astype(np.float32)
+        elif a.dtype == np.float16:
+            a = a.astype(np.float32)
+        out.append(a)
+    return out
+
+
+def _types(arrays):
+    return tuple(type_of(a) for a in arrays)
+
+
+def _unpack(values, single):
+    return values[0] if single else tuple(values)
+
+
+def _returns_single(f, arrays) -> bool:
+    # decided by tracing: f returns one array or a tuple/list of them
+    return _cached(("single", f, _types(arrays)), lambda: _probe_single(f, arrays))
+
+
+def _probe_single(f, arrays):
+    from shax_core.ops import Builder as _B
+
+    b = _B()
+    res = f(*[b.add_param(a) for a in _types(arrays)])
+    return not isinstance(res, tuple | list)
+
+
+def _wrt_of(argnums, n):
+    if argnums is None:
+        return tuple(range(n))
+    return (argnums,) if isinstance(argnums, int) else tuple(argnums)
+
+
+def vjp(f: Callable, *args, wrt=None):
+    """``(outputs, vjp_fn)``: outputs of ``f(*args)``; ``vjp_fn(*cotangents)`` returns the
+    cotangents of the inputs in ``wrt`` (default all). The function is linearized once."""
+    arrays = _as_arrays(args)
+    types = _types(arrays)
+    wrt = _wrt_of(wrt, len(arrays))
+
+    def build():
+        st = stages(f, *types, wrt=wrt)
+        return Executable(st["linearized"]), Executable(st["transposed"]), len(st["typed"].outs)
+
+    primal_exe, transposed_exe, n_out = _cached(("vjp", f, types, wrt), build)
+    values = primal_exe(*arrays)
+    outputs, residuals = values[:n_out], values[n_out:]
+    single = _returns_single(f, arrays)
+
+    def vjp_fn(*cotangents):
+        if len(cotangents) != n_out:
+            raise ShaxError(f"vjp_fn takes {n_out} cotangent(s), got {len(cotangents)}")
+        cts = [np.asarray(c, dtype=o.dtype) for c, o in zip(cotangents, outputs, strict=True)]
+        return tuple(transposed_exe(*cts, *residuals))
+
+    return _unpack(outputs, single), vjp_fn
+
+
+def value_and_grad(f: Callable, argnums=0):
+    """``(f(x), ∇f(x))`` for a scalar-valued f, as one zipped VJP program."""
+
+    def wrapped(*args):
+        arrays = _as_arrays(args)
+        types = _types(arrays)
+        wrt = _wrt_of(argnums, len(arrays))
+
+        def build():
+            program = trace(f, *types)
+            if len(program.outs) != 1 or program.outs[0].type.shape != ():
+                raise ShaxError(
+                    f"grad needs a function with one scalar output; {program.name} returns "
+                    + ", ".join(str(v.type) for v in program.outs)
+                )
+            return Executable(vjp_program(program, wrt))
+
+        exe = _cached(("grad", f, types, wrt), build)
+        one = np.ones((), dtype=exe.out_types[0].np_dtype)
+        value, *grads = exe(*arrays, one)
+        return value, grads[0] if isinstance(argnums, int) else tuple(grads)
+
+    return wrapped
+
+
+def grad(f: Callable, argnums=0):
+    """∇f for a scalar-valued f (``argnums`` int or tuple, as in JAX)."""
+    vg = value_and_grad(f, argnums)
+    return lambda *args: vg(*args)[1]
+
+
+def jvp(f: Callable, primals: Sequence, tangents: Sequence):
+    """``(outputs, output tangents)`` of f at ``primals`` along ``tangents`` (forward mode)."""
+    arrays = _as_arrays(primals)
+    types = _types(arrays)
+    exe = _cached(("jvp", f, types), lambda: Executable(jvp_program(trace(f, *types))))
+    ts = [np.asarray(t, dtype=a.dtype) for t, a in zip(tangents, arrays, strict=True)]
+    values = exe(*arrays, *ts)
+    n = len(values) // 2
+    single = _returns_single(f, arrays)
+    return _unpack(values[:n], single), _unpack(values[n:], single)
+
+
+def linearize(f: Callable, *args):
+    """``(outputs, jvp_fn)``: the primal runs once now; ``jvp_fn(*tangents)`` runs only the
+    linear program on the saved residuals."""
+    arrays = _as_arrays(args)
+    types = _types(arrays)
+
+    def build():
+        st = stages(f, *types)
+        return Executable(st["linearized"]), Executable(st["linear"]), len(st["typed"].outs)
+
+    primal_exe, linear_exe, n_out = _cached(("lin", f, types), build)
+    values = primal_exe(*arrays)
+    outputs, residuals = values[:n_out], values[n_out:]
+    single = _returns_single(f, arrays)
+
+    def jvp_fn(*tangents):
+        ts = [np.asarray(t, dtype=a.dtype) for t, a in zip(tangents, arrays, strict=True)]
+        return _unpack(linear_exe(*ts, *residuals), single)
+
+    return _unpack(outputs, single), jvp_fn
+
+
+__all__ = [
+    "PIPELINE_VERSION",
+    "as_type",
+    "grad",
+    "jvp",
+    "jvp_program",
+    "linearize",
+    "stages",
+    "value_and_grad",
+    "vjp",
+    "vjp_program",
+    "zip_jvp",
+    "zip_vjp",
+]
