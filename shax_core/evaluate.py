@@ -86,8 +86,9 @@ class Executable:
                 except (TypeError, ValueError) as e:
                     raise EvaluationError(f"argument {p.name} must be {t}: {e}") from None
             if tuple(a.shape) != t.shape:
+                got = f"got shape {list(a.shape)}"
                 raise EvaluationError(
-                    f"argument {p.name} of {self.program.name} must be {t}, got shape {list(a.shape)}"
+                    f"argument {p.name} of {self.program.name} must be {t}, {got}"
                 )
             arrays.append(a)
         return arrays

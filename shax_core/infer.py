@@ -37,9 +37,10 @@ def infer(program: Program) -> Program:
         if eqn.out.type is not None and eqn.out.type != t:
             from shax_core.text import format_eqn
 
+            operands = ", ".join(str(v.type) for v in ins) or "no operands"
             raise ShaxTypeError(
                 f"{program.name}: `{format_eqn(typed)}` is annotated {eqn.out.type}, "
-                f"but {eqn.prim} of {', '.join(str(v.type) for v in ins) or 'no operands'} gives {t}"
+                f"but {eqn.prim} of {operands} gives {t}"
             )
         out = Var(eqn.out.name, t)
         env[out.name] = out

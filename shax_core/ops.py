@@ -55,11 +55,13 @@ class Builder:
 
     def constant(self, value, dtype: str) -> Tracer:
         """A constant as a ``fromList`` equation (scalars are shared within a builder)."""
+        from shax_core.text import canonical_float
+
         a = np.asarray(value, dtype=DTYPES[dtype])
         key = (dtype, a.shape, a.tobytes()) if a.size <= 16 else None
         if key is not None and key in self._constants:
             return self._constants[key]
-        data = tuple(bool(x) if dtype == "bool" else float(x) for x in a.ravel())
+        data = tuple(bool(x) if dtype == "bool" else canonical_float(x) for x in a.ravel())
         t = self.emit("fromList", (tuple(a.shape), data, dtype), (), Type(dtype, a.shape))
         if key is not None:
             self._constants[key] = t
@@ -233,7 +235,7 @@ def bind_at(builder: Builder, name: str, *args, **params):
 
 
 def zeros(builder: Builder, type_: Type):
-    """A zeros array of ``type_`` recorded in ``builder``: ``broadcast [] shape (fromList [] [0.0])``."""
+    """Zeros of ``type_`` recorded in ``builder``: ``broadcast [] shape (fromList [] [0.0])``."""
     c = builder.constant(0.0 if type_.dtype != "bool" else False, type_.dtype)
     return c if type_.shape == () else broadcast(c, (), type_.shape)
 

@@ -306,6 +306,17 @@ class _Parser:
         if self.at("::"):
             self.i += 1
             annotation = self.type_()
+        elif not self.at("="):
+            hint = (
+                ""
+                if not self.tok.text
+                else f" (is {tok.text} an extra operand of the line before?)"
+            )
+            raise ParseError(
+                f"expected '=' or '::' after {tok.text}, found {self.tok.describe()}{hint}",
+                self.tok.line,
+                self.tok.column,
+            )
         self.take("sym", "=", expected="'=' or '::'")
         head = self.tok
         if head.kind != "name":
@@ -391,7 +402,16 @@ def normalize_literals(data, dtype: str, where: Token | None = None) -> tuple:
             raise ParseError("a bool constant takes true/false literals", line, col)
         return tuple(bool(v) for v in data)
     np_dtype = DTYPES[dtype]
-    return tuple(float(np_dtype.type(float(v))) for v in data)
+    return tuple(canonical_float(np_dtype.type(float(v))) for v in data)
+
+
+NAN = float("nan")
+
+
+def canonical_float(v) -> float:
+    """A Python float; every NaN is the one object ``NAN``, so equal programs compare equal."""
+    f = float(v)
+    return NAN if f != f else f
 
 
 def parse_module(text: str) -> list[Program]:

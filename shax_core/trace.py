@@ -25,7 +25,7 @@ from shax_core.ops import Builder, Tracer, constant_like
 
 
 def as_type(spec) -> Type:
-    """A Type from a spec: a Type, ``(shape, dtype)``, something with .shape/.dtype, or an example."""
+    """A Type from a Type, ``(shape, dtype)``, anything with .shape/.dtype, or an example."""
     if isinstance(spec, Type):
         return spec
     if isinstance(spec, tuple) and len(spec) == 2 and isinstance(spec[1], str | np.dtype | type):

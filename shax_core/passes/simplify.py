@@ -27,6 +27,7 @@ from shax_core.ir import Eqn, Program, Var
 from shax_core.passes.dce import dce
 from shax_core.passes.rename import rewrite_ins, substitute
 from shax_core.primitives import lookup
+from shax_core.text import canonical_float
 
 FOLD_LIMIT = 64  # fold constant expressions whose result has at most this many elements
 
@@ -59,7 +60,7 @@ class Known:
 
 
 def _constant_eqn(out: Var, array: np.ndarray) -> Eqn:
-    data = tuple(a.item() for a in array.ravel())
+    data = tuple(canonical_float(a) if out.type.is_float else bool(a) for a in array.ravel())
     return Eqn(out, "fromList", (tuple(array.shape), data, out.type.dtype), ())
 
 

@@ -30,8 +30,8 @@ PARAM_KINDS = frozenset({"int", "ints", "pairs", "scalar", "dtype", "literals", 
 class Param:
     """One parameter of a primitive, e.g. ``Param("dims", "ints")`` printed ``[1, 0]``.
 
-    kinds: ``int`` ``1``; ``ints`` ``[1,2]``; ``pairs`` ``[(1,0),(0,0)]``; ``scalar`` ``0.0``; ``dtype``
-    ``f32``; ``literals`` ``[1.0, 2.0]`` (the data of a constant); ``hidden_dtype`` is not
+    kinds: ``int`` ``1``; ``ints`` ``[1,2]``; ``pairs`` ``[(1,0),(0,0)]``; ``scalar`` ``0.0``;
+    ``dtype`` ``f32``; ``literals`` ``[1.0, 2.0]`` (the data of a constant); ``hidden_dtype`` is not
     printed among the parameters: it is the dtype of the binding's annotation.
     """
 
