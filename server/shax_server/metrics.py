@@ -1,0 +1,142 @@
+"""Prometheus metrics in the text exposition format, without a client library.
+
+A handful of counters, gauges and histograms per app (so apps built in tests never share state).
+Each uvicorn worker process exposes its own numbers, which is what Prometheus expects when it
+scrapes replicas separately.
+"""
+
+from __future__ import annotations
+
+import bisect
+import threading
+from collections import defaultdict
+
+LATENCY_BUCKETS = (0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10, 30)
+
+
+def _labels(names: tuple[str, ...], values: tuple[str, ...]) -> str:
+    if not names:
+        return ""
+    inner = ",".join(
+        f'{n}="{str(v).replace(chr(92), chr(92) * 2).replace(chr(34), chr(92) + chr(34))}"'
+        for n, v in zip(names, values, strict=True)
+    )
+    return "{" + inner + "}"
+
+
+class _Metric:
+    kind = ""
+
+    def __init__(self, name: str, help_: str, labels: tuple[str, ...] = ()):
+        self.name, self.help, self.labelnames = name, help_, labels
+        self.lock = threading.Lock()
+
+    def header(self) -> list[str]:
+        return [f"# HELP {self.name} {self.help}", f"# TYPE {self.name} {self.kind}"]
+
+
+class Counter(_Metric):
+    kind = "counter"
+
+    def __init__(self, *a, **k):
+        super().__init__(*a, **k)
+        self.values: dict[tuple, float] = defaultdict(float)
+
+    def inc(self, *labels: str, amount: float = 1.0) -> None:
+        with self.lock:
+            self.values[labels] += amount
+
+    def render(self) -> list[str]:
+        lines = self.header()
+        with self.lock:
+            items = sorted(self.values.items())
+        lines += [f"{self.name}{_labels(self.labelnames, k)} {v}" for k, v in items]
+        return lines
+
+
+class Gauge(_Metric):
+    kind = "gauge"
+
+    def __init__(self, name: str, help_: str, read=None):
+        super().__init__(name, help_)
+        self.value = 0.0
+        self.read = read  # a callable sampled at scrape time, when given
+
+    def add(self, amount: float) -> None:
+        with self.lock:
+            self.value += amount
+
+    def render(self) -> list[str]:
+        value = self.read() if self.read else self.value
+        return self.header() + [f"{self.name} {value}"]
+
+
+class Histogram(_Metric):
+    kind = "histogram"
+
+    def __init__(self, name: str, help_: str, labels=(), buckets=LATENCY_BUCKETS):
+        super().__init__(name, help_, labels)
+        self.buckets = tuple(buckets)
+        self.series: dict[tuple, list] = {}
+
+    def observe(self, value: float, *labels: str) -> None:
+        with self.lock:
+            s = self.series.setdefault(labels, [[0] * (len(self.buckets) + 1), 0.0, 0])
+            s[0][bisect.bisect_left(self.buckets, value)] += 1
+            s[1] += value
+            s[2] += 1
+
+    def render(self) -> list[str]:
+        lines = self.header()
+        with self.lock:
+            items = sorted((k, ([*v[0]], v[1], v[2])) for k, v in self.series.items())
+        for key, (counts, total, n) in items:
+            cumulative = 0
+            for bound, c in zip((*self.buckets, "+Inf"), counts, strict=True):
+                cumulative += c
+                names = (*self.labelnames, "le")
+                lines.append(f"{self.name}_bucket{_labels(names, (*key, str(bound)))} {cumulative}")
+            lines.append(f"{self.name}_sum{_labels(self.labelnames, key)} {total}")
+            lines.append(f"{self.name}_count{_labels(self.labelnames, key)} {n}")
+        return lines
+
+
+class Metrics:
+    """The service's metrics; ``render()`` is the body of GET /metrics."""
+
+    def __init__(self, cache_entries=lambda: 0, cache_bytes=lambda: 0):
+        self.requests = Counter(
+            "shax_requests_total", "HTTP requests by route and status", ("route", "status")
+        )
+        self.latency = Histogram(
+            "shax_request_duration_seconds", "HTTP request latency by route", ("route",)
+        )
+        self.compile_time = Histogram(
+            "shax_compile_duration_seconds", "time to compile a program's VJP"
+        )
+        self.cache_hits = Counter("shax_cache_hits_total", "compiled-program cache hits")
+        self.cache_misses = Counter("shax_cache_misses_total", "compiled-program cache misses")
+        self.inflight = Gauge("shax_evaluations_in_flight", "evaluations running or queued")
+        self.rejected = Counter(
+            "shax_evaluations_rejected_total", "evaluations refused with 503 (too many in flight)"
+        )
+        self.cache_entries = Gauge("shax_cache_entries", "programs in the cache", cache_entries)
+        self.cache_bytes = Gauge(
+            "shax_cache_bytes", "estimated bytes held by the cache", cache_bytes
+        )
+
+    def render(self) -> str:
+        lines: list[str] = []
+        for m in (
+            self.requests,
+            self.latency,
+            self.compile_time,
+            self.cache_hits,
+            self.cache_misses,
+            self.cache_entries,
+            self.cache_bytes,
+            self.inflight,
+            self.rejected,
+        ):
+            lines += m.render()
+        return "\n".join(lines) + "\n"

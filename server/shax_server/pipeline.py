@@ -1,0 +1,198 @@
+"""From a request's program to a compiled, cacheable entry (no HTTP here beyond Problem).
+
+``prepare`` is the cheap part done on the event loop's behalf in a worker: parse or read the graph,
+check the equation limit, infer types, canonicalize, resolve ``wrt`` and hash. ``build`` is the
+expensive part: run the AD pipeline once (``shax_core.vjp_program``), compile the plans, and check
+their peak memory (computed from the types) against the limit before anything runs.
+
+Tensor names of a compiled program (the same on every endpoint, and the Open Inference Protocol
+model's input/output names): inputs ``a0, a1, ...`` (the canonical parameter names), output
+cotangents ``ct0, ct1, ...``, outputs ``out0, out1, ...``, gradients ``grad_a0, ...`` (one per
+``wrt`` input), input tangents ``t_a0, ...`` and output tangents ``tout0, ...``.
+"""
+
+from __future__ import annotations
+
+import threading
+from dataclasses import dataclass, field
+from typing import Any
+
+import shax_core
+from shax_core import Executable, Program
+from shax_core.graph import canonical_text, canonicalize, content_hash, from_graph
+from shax_core.ir import Type
+from shax_core.wire import DATATYPE_OF_IR
+from shax_server.problems import Problem, limit_exceeded
+from shax_server.settings import Settings
+
+
+def pipeline_version() -> str:
+    return str(getattr(shax_core, "PIPELINE_VERSION", "0"))
+
+
+@dataclass(frozen=True)
+class Source:
+    """A validated, canonical program and its cache key."""
+
+    key: str
+    program: Program  # canonical, typed
+    text: str  # canonical IR text
+    wrt: tuple[int, ...]
+
+
+def read_program(body: dict) -> Program:
+    """The program of a request body: ``program`` (IR text) or ``graph`` (JSON graph)."""
+    has_text, has_graph = "program" in body, "graph" in body
+    if has_text == has_graph:
+        raise Problem(
+            400,
+            "Invalid request",
+            "give exactly one of 'program' (IR text) or 'graph' (JSON graph)",
+            kind="invalid-request",
+        )
+    if has_text:
+        if not isinstance(body["program"], str):
+            raise Problem(
+                400,
+                "Invalid request",
+                "'program' must be a string of IR text",
+                kind="invalid-request",
+            )
+        return shax_core.parse(body["program"])
+    return from_graph(body["graph"])
+
+
+def resolve_wrt(program: Program, wrt: Any) -> tuple[int, ...]:
+    """Input indices to differentiate: given, or every float input."""
+    n = len(program.params)
+    if wrt is None:
+        return tuple(i for i, p in enumerate(program.params) if p.type.is_float)
+    if not isinstance(wrt, list) or not all(
+        isinstance(i, int) and not isinstance(i, bool) for i in wrt
+    ):
+        raise Problem(
+            400, "Invalid request", "'wrt' must be a list of input indices", kind="invalid-request"
+        )
+    for i in wrt:
+        if not 0 <= i < n:
+            raise Problem(
+                400,
+                "Invalid request",
+                f"wrt index {i} is out of range: the program has {n} input(s)",
+                kind="invalid-request",
+            )
+        if not program.params[i].type.is_float:
+            raise Problem(
+                400,
+                "Invalid request",
+                f"wrt index {i}: input {program.params[i].name} "
+                f"is {program.params[i].type}; only float inputs have gradients",
+                kind="invalid-request",
+            )
+    if len(set(wrt)) != len(wrt):
+        raise Problem(400, "Invalid request", "'wrt' lists an input twice", kind="invalid-request")
+    return tuple(wrt)
+
+
+def prepare(program: Program, wrt: Any, settings: Settings) -> Source:
+    if len(program.eqns) > settings.max_equations:
+        raise limit_exceeded(
+            "max_equations",
+            f"the program has {len(program.eqns)} equations, more than the limit of "
+            f"{settings.max_equations}",
+        )
+    canonical = canonicalize(program)
+    resolved = resolve_wrt(canonical, wrt)
+    key = content_hash(canonical, list(resolved), pipeline_version())
+    return Source(key, canonical, canonical_text(canonical), resolved)
+
+
+def check_peak(exe: Executable, what: str, settings: Settings) -> None:
+    if exe.peak_bytes > settings.max_peak_bytes:
+        raise limit_exceeded(
+            "max_peak_bytes",
+            f"evaluating the {what} program needs {exe.peak_bytes} bytes of live arrays at its "
+            f"peak (computed from its types), more than the limit of {settings.max_peak_bytes}",
+        )
+
+
+def tensor_meta(name: str, t: Type) -> dict:
+    return {"name": name, "datatype": DATATYPE_OF_IR[t.dtype], "shape": list(t.shape)}
+
+
+@dataclass
+class Compiled:
+    """Everything the endpoints need about one program; immutable once built except ``lazy``."""
+
+    source: Source
+    vjp: Program
+    vjp_exe: Executable
+    forward_exe: Executable
+    nbytes: int
+    lazy: dict = field(default_factory=dict)
+    lock: threading.Lock = field(default_factory=threading.Lock)
+
+    @property
+    def key(self) -> str:
+        return self.source.key
+
+    @property
+    def program(self) -> Program:
+        return self.source.program
+
+    @property
+    def input_names(self) -> list[str]:
+        return [p.name for p in self.program.params]
+
+    @property
+    def output_names(self) -> list[str]:
+        return [f"out{i}" for i in range(len(self.program.outs))]
+
+    @property
+    def cotangent_names(self) -> list[str]:
+        return [f"ct{i}" for i in range(len(self.program.outs))]
+
+    @property
+    def gradient_names(self) -> list[str]:
+        return [f"grad_{self.program.params[i].name}" for i in self.source.wrt]
+
+    def signature(self) -> dict:
+        p = self.program
+        return {
+            "inputs": [tensor_meta(v.name, v.type) for v in p.params],
+            "outputs": [
+                tensor_meta(n, v.type) for n, v in zip(self.output_names, p.outs, strict=True)
+            ],
+            "gradients": [
+                tensor_meta(n, p.params[i].type)
+                for n, i in zip(self.gradient_names, self.source.wrt, strict=True)
+            ],
+            "wrt": list(self.source.wrt),
+        }
+
+    def jvp_exe(self, settings: Settings) -> Executable:
+        with self.lock:
+            if "jvp" not in self.lazy:
+                jvp = shax_core.jvp_program(self.program, wrt=list(self.source.wrt))
+                exe = shax_core.compile(jvp)
+                check_peak(exe, "JVP", settings)
+                self.lazy["jvp"] = exe
+            return self.lazy["jvp"]
+
+    def stage_texts(self) -> dict[str, str]:
+        with self.lock:
+            if "stages" not in self.lazy:
+                stages = shax_core.stages(self.program, wrt=list(self.source.wrt))
+                self.lazy["stages"] = {k: str(v) for k, v in stages.items()}
+            return self.lazy["stages"]
+
+
+def build(source: Source, settings: Settings) -> Compiled:
+    """Run the AD pipeline once and compile: the expensive, cacheable step."""
+    forward_exe = shax_core.compile(source.program)
+    check_peak(forward_exe, "forward", settings)
+    vjp = shax_core.vjp_program(source.program, wrt=list(source.wrt))
+    vjp_exe = shax_core.compile(vjp)
+    check_peak(vjp_exe, "VJP", settings)
+    nbytes = len(source.text) + len(str(vjp)) + 1024
+    return Compiled(source, vjp, vjp_exe, forward_exe, nbytes)

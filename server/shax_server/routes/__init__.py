@@ -1,0 +1,1 @@
+"""Routers, one per resource: programs (native API), oip (Open Inference Protocol), ops."""

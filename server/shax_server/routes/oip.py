@@ -1,0 +1,231 @@
+"""The Open Inference Protocol (KServe v2 / Triton REST), JSON and binary tensor extension.
+
+A compiled program is a model named by its id. Its inputs are the program's arguments
+(``a0, a1, ...``) then its output cotangents (``ct0, ...``); its outputs are the program's outputs
+(``out0, ...``) then the gradients (``grad_a0, ...``). Inputs are matched by name. Cotangents may be
+left out when every output is a float scalar (then 1.0).
+"""
+
+from __future__ import annotations
+
+from importlib.metadata import PackageNotFoundError, version
+
+from fastapi import APIRouter, Request
+from starlette.responses import Response
+
+from shax_core.wire import decode_tensor
+from shax_server.deps import Authorized, State
+from shax_server.pipeline import tensor_meta
+from shax_server.problems import Problem
+from shax_server.routes.docs import body, ok, problems
+from shax_server.service import (
+    check_tensor,
+    default_cotangents,
+    find_program,
+    read_body,
+    run_vjp,
+    tensor_response,
+)
+
+health = APIRouter(tags=["health"])
+models = APIRouter(tags=["inference"], dependencies=Authorized)
+
+PLATFORM = "shax_vjp"
+
+
+def _version() -> str:
+    try:
+        return version("shax")
+    except PackageNotFoundError:
+        return "0"
+
+
+@health.get("/v2", summary="Server metadata", response_model=None, responses=ok("ServerMetadata"))
+async def server_metadata() -> Response:
+    return tensor_response(
+        {"name": "shax", "version": _version(), "extensions": ["binary_tensor_data"]}, {}, False
+    )
+
+
+@health.get(
+    "/v2/health/live",
+    summary="Liveness: 200 when the process answers",
+    responses={200: {"description": "live (empty body)"}},
+)
+async def live() -> Response:
+    return Response(status_code=200)
+
+
+@health.get(
+    "/v2/health/ready",
+    summary="Readiness: 200 once the cache and worker pool are up",
+    responses={200: {"description": "ready (empty body)"}, **problems(503)},
+)
+async def ready(state: State) -> Response:
+    if not state.ready:
+        raise Problem(
+            503,
+            "Not ready",
+            "the server is starting or stopping",
+            kind="not-ready",
+            headers={"Retry-After": "1"},
+        )
+    return Response(status_code=200)
+
+
+def _metadata(entry) -> dict:
+    p = entry.program
+    inputs = [tensor_meta(n, t) for n, t in zip(entry.input_names, p.in_types, strict=True)]
+    inputs += [tensor_meta(n, t) for n, t in zip(entry.cotangent_names, p.out_types, strict=True)]
+    outputs = [tensor_meta(n, t) for n, t in zip(entry.output_names, p.out_types, strict=True)]
+    outputs += [
+        tensor_meta(n, p.params[i].type)
+        for n, i in zip(entry.gradient_names, entry.source.wrt, strict=True)
+    ]
+    return {"name": entry.key, "platform": PLATFORM, "inputs": inputs, "outputs": outputs}
+
+
+@models.get(
+    "/v2/models/{model_id}",
+    summary="Model metadata: a compiled program's inputs (args, cotangents) and outputs",
+    response_model=None,
+    responses={**ok("ModelMetadata"), **problems(401, 404, 503)},
+)
+async def model_metadata(model_id: str, state: State) -> Response:
+    entry = await find_program(state, model_id)
+    return tensor_response(_metadata(entry), {}, False)
+
+
+@models.get(
+    "/v2/models/{model_id}/ready",
+    summary="Model readiness: 200 when the program is compiled or can be, 404 otherwise",
+    responses={200: {"description": "ready (empty body)"}, **problems(401, 404, 503)},
+)
+async def model_ready(model_id: str, state: State) -> Response:
+    await find_program(state, model_id)
+    return Response(status_code=200)
+
+
+def _flag(value, what: str) -> bool | None:
+    if value is None or isinstance(value, bool):
+        return value
+    raise Problem(400, "Invalid request", f"{what} must be true or false", kind="invalid-request")
+
+
+def _requested_outputs(doc: dict, available: list[str]) -> list[tuple[str, bool]]:
+    """(name, as binary) for each output to return, in the order the client asked for."""
+    params = doc.get("parameters") or {}
+    if not isinstance(params, dict):
+        raise Problem(
+            400, "Invalid request", "'parameters' must be an object", kind="invalid-request"
+        )
+    default = bool(_flag(params.get("binary_data_output"), "binary_data_output"))
+    wanted = doc.get("outputs")
+    if wanted is None:
+        return [(n, default) for n in available]
+    if not isinstance(wanted, list):
+        raise Problem(400, "Invalid request", "'outputs' must be a list", kind="invalid-request")
+    out = []
+    for i, o in enumerate(wanted):
+        if not isinstance(o, dict) or not isinstance(o.get("name"), str):
+            raise Problem(
+                400,
+                "Invalid request",
+                f"outputs[{i}] must be an object with a name",
+                kind="invalid-request",
+            )
+        if o["name"] not in available:
+            raise Problem(
+                400,
+                "Invalid request",
+                f"unknown output {o['name']!r}; the model has {', '.join(available)}",
+                kind="invalid-request",
+            )
+        oparams = o.get("parameters") or {}
+        flag = _flag(
+            oparams.get("binary_data") if isinstance(oparams, dict) else None,
+            f"outputs[{i}].parameters.binary_data",
+        )
+        out.append((o["name"], default if flag is None else flag))
+    return out
+
+
+@models.post(
+    "/v2/models/{model_id}/infer",
+    summary="Inference (OIP): outputs and gradients; JSON or binary tensor extension",
+    response_model=None,
+    responses={**ok("InferResponse", binary=True), **problems(400, 401, 404, 413, 503)},
+    openapi_extra=body("InferRequest", binary=True),
+)
+async def infer(model_id: str, request: Request, state: State) -> Response:
+    doc, reader = await read_body(request)
+    entry = await find_program(state, model_id)
+    p = entry.program
+    expected = dict(zip(entry.input_names, p.in_types, strict=True))
+    expected.update(zip(entry.cotangent_names, p.out_types, strict=True))
+    items = doc.get("inputs")
+    if not isinstance(items, list):
+        raise Problem(
+            400,
+            "Invalid request",
+            "'inputs' must be a list of tensor objects",
+            kind="invalid-request",
+        )
+    given = {}
+    for i, obj in enumerate(items):
+        chunk = reader.take(obj)
+        name, array = decode_tensor(
+            obj, chunk, default_name=f"inputs[{i}]", max_elements=state.settings.max_tensor_elements
+        )
+        if name not in expected:
+            raise Problem(
+                400,
+                "Invalid request",
+                f"unknown input {name!r}; the model takes {', '.join(expected)}",
+                kind="invalid-request",
+                tensor=name,
+            )
+        if name in given:
+            raise Problem(
+                400,
+                "Invalid request",
+                f"input {name!r} is given twice",
+                kind="invalid-request",
+                tensor=name,
+            )
+        given[name] = check_tensor(name, array, expected[name])
+    reader.finish()
+    missing = [n for n in entry.input_names if n not in given]
+    if missing:
+        raise Problem(
+            400,
+            "Invalid request",
+            f"missing input(s) {', '.join(missing)}",
+            kind="invalid-request",
+            tensor=missing[0],
+        )
+    inputs = [given[n] for n in entry.input_names]
+    if any(n in given for n in entry.cotangent_names):
+        absent = [n for n in entry.cotangent_names if n not in given]
+        if absent:
+            raise Problem(
+                400,
+                "Invalid request",
+                f"missing cotangent(s) {', '.join(absent)}",
+                kind="invalid-request",
+                tensor=absent[0],
+            )
+        cotangents = [given[n] for n in entry.cotangent_names]
+    else:
+        cotangents = default_cotangents(entry)
+    wanted = _requested_outputs(doc, entry.output_names + entry.gradient_names)
+    outs, grads = await state.pool.run(run_vjp, entry, inputs, cotangents)
+    results = dict(zip(entry.output_names + entry.gradient_names, outs + grads, strict=True))
+    header = {"model_name": entry.key}
+    if isinstance(doc.get("id"), str):
+        header["id"] = doc["id"]
+    return tensor_response(
+        header,
+        {"outputs": [(n, results[n]) for n, _ in wanted]},
+        [b for _, b in wanted],
+    )

@@ -1,0 +1,212 @@
+"""The native API: compile programs, read their stages, evaluate forward, VJP and JVP."""
+
+from __future__ import annotations
+
+from fastapi import APIRouter, Request
+from starlette.responses import Response
+
+from shax_server.deps import Authorized, State
+from shax_server.pipeline import pipeline_version
+from shax_server.problems import Problem
+from shax_server.routes.docs import body, ok, problems
+from shax_server.service import (
+    binary_output,
+    compile_program,
+    decode_positional,
+    default_cotangents,
+    find_program,
+    read_body,
+    run_forward,
+    run_jvp,
+    run_vjp,
+    tensor_response,
+)
+
+router = APIRouter(tags=["programs"], dependencies=Authorized)
+
+ERRORS = problems(400, 401, 413, 503)
+ID_ERRORS = problems(400, 401, 404, 413, 503)
+
+
+def _json(doc) -> Response:
+    return tensor_response(doc, {}, False)
+
+
+@router.post(
+    "/v1/programs",
+    summary="Compile a program (IR text or JSON graph) and cache its VJP",
+    response_model=None,
+    responses={**ok("CompileResponse"), **ERRORS},
+    openapi_extra=body("CompileRequest"),
+)
+async def compile_(request: Request, state: State) -> Response:
+    doc, _ = await read_body(request)
+    entry, cached = await compile_program(state, doc)
+    return _json(
+        {
+            "id": entry.key,
+            "cached": cached,
+            "pipeline_version": pipeline_version(),
+            "signature": entry.signature(),
+        }
+    )
+
+
+@router.get(
+    "/v1/programs/{program_id}",
+    summary="Signature and the IR text of every pipeline stage",
+    response_model=None,
+    responses={**ok("ProgramInfo"), **problems(401, 404, 503)},
+)
+async def get_program(program_id: str, state: State) -> Response:
+    entry = await find_program(state, program_id)
+    stages = await state.pool.run(entry.stage_texts)
+    return _json(
+        {
+            "id": entry.key,
+            "pipeline_version": pipeline_version(),
+            "signature": entry.signature(),
+            "program": entry.source.text,
+            "stages": stages,
+        }
+    )
+
+
+async def _vjp(state, entry, doc, reader, extra: dict) -> Response:
+    limit = state.settings.max_tensor_elements
+    p = entry.program
+    inputs = decode_positional(
+        doc.get("inputs"),
+        reader,
+        entry.input_names,
+        p.in_types,
+        member="inputs",
+        max_elements=limit,
+    )
+    if doc.get("cotangents") is None:
+        cotangents = default_cotangents(entry)
+    else:
+        cotangents = decode_positional(
+            doc["cotangents"],
+            reader,
+            entry.cotangent_names,
+            p.out_types,
+            member="cotangents",
+            max_elements=limit,
+        )
+    reader.finish()
+    outs, grads = await state.pool.run(run_vjp, entry, inputs, cotangents)
+    return tensor_response(
+        {"id": entry.key, **extra},
+        {
+            "outputs": list(zip(entry.output_names, outs, strict=True)),
+            "gradients": list(zip(entry.gradient_names, grads, strict=True)),
+        },
+        binary_output(doc),
+    )
+
+
+@router.post(
+    "/vjp",
+    summary="One round trip: compile on a miss (program, graph or id), then evaluate the VJP",
+    response_model=None,
+    responses={**ok("VjpResponse", binary=True), **ID_ERRORS},
+    openapi_extra=body("VjpRequest"),
+)
+async def vjp_inline(request: Request, state: State) -> Response:
+    doc, reader = await read_body(request)
+    if "id" in doc and doc["id"] is not None:
+        if "program" in doc or "graph" in doc:
+            raise Problem(
+                400,
+                "Invalid request",
+                "give either 'id' or the program, not both",
+                kind="invalid-request",
+            )
+        if not isinstance(doc["id"], str):
+            raise Problem(400, "Invalid request", "'id' must be a string", kind="invalid-request")
+        entry, cached = await find_program(state, doc["id"]), True
+    else:
+        entry, cached = await compile_program(state, doc)
+    return await _vjp(state, entry, doc, reader, {"cached": cached})
+
+
+@router.post(
+    "/v1/programs/{program_id}/vjp",
+    summary="Evaluate a compiled program's VJP: outputs and gradients",
+    response_model=None,
+    responses={**ok("VjpResponse", binary=True), **ID_ERRORS},
+    openapi_extra=body("VjpByIdRequest"),
+)
+async def vjp(program_id: str, request: Request, state: State) -> Response:
+    doc, reader = await read_body(request)
+    entry = await find_program(state, program_id)
+    return await _vjp(state, entry, doc, reader, {})
+
+
+@router.post(
+    "/v1/programs/{program_id}/eval",
+    summary="Evaluate a compiled program forward only",
+    response_model=None,
+    responses={**ok("EvalResponse", binary=True), **ID_ERRORS},
+    openapi_extra=body("EvalRequest"),
+)
+async def eval_(program_id: str, request: Request, state: State) -> Response:
+    doc, reader = await read_body(request)
+    entry = await find_program(state, program_id)
+    inputs = decode_positional(
+        doc.get("inputs"),
+        reader,
+        entry.input_names,
+        entry.program.in_types,
+        member="inputs",
+        max_elements=state.settings.max_tensor_elements,
+    )
+    reader.finish()
+    outs = await state.pool.run(run_forward, entry, inputs)
+    return tensor_response(
+        {"id": entry.key},
+        {"outputs": list(zip(entry.output_names, outs, strict=True))},
+        binary_output(doc),
+    )
+
+
+@router.post(
+    "/v1/programs/{program_id}/jvp",
+    summary="Forward mode: output tangents for input tangents (one per wrt input)",
+    response_model=None,
+    responses={**ok("JvpResponse", binary=True), **ID_ERRORS},
+    openapi_extra=body("JvpRequest"),
+)
+async def jvp(program_id: str, request: Request, state: State) -> Response:
+    doc, reader = await read_body(request)
+    entry = await find_program(state, program_id)
+    limit = state.settings.max_tensor_elements
+    p = entry.program
+    inputs = decode_positional(
+        doc.get("inputs"),
+        reader,
+        entry.input_names,
+        p.in_types,
+        member="inputs",
+        max_elements=limit,
+    )
+    wrt_types = [p.params[i].type for i in entry.source.wrt]
+    tangents = decode_positional(
+        doc.get("tangents"),
+        reader,
+        [f"t_{p.params[i].name}" for i in entry.source.wrt],
+        wrt_types,
+        member="tangents",
+        max_elements=limit,
+    )
+    reader.finish()
+    outs, touts = await state.pool.run(run_jvp, entry, state.settings, inputs, tangents)
+    return tensor_response(
+        {"id": entry.key},
+        {
+            "outputs": list(zip(entry.output_names, outs, strict=True)),
+            "tangents": [(f"tout{i}", t) for i, t in enumerate(touts)],
+        },
+        binary_output(doc),
+    )

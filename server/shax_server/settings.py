@@ -1,0 +1,48 @@
+"""Service settings, read from the environment with the ``SHAX_`` prefix (e.g. ``SHAX_PORT``).
+
+Every limit is here with a default that suits one machine; ``SHAX_API_KEYS`` is a comma-separated
+list (empty: no authentication).
+"""
+
+from __future__ import annotations
+
+from typing import Annotated
+
+from pydantic import Field, SecretStr, field_validator
+from pydantic_settings import BaseSettings, NoDecode, SettingsConfigDict
+
+MiB = 1024 * 1024
+
+
+class Settings(BaseSettings):
+    model_config = SettingsConfigDict(env_prefix="SHAX_", extra="ignore")
+
+    host: str = "127.0.0.1"
+    port: int = Field(8000, ge=0, le=65535)
+    workers: int = Field(1, ge=1, description="uvicorn worker processes")
+
+    # compiled-program cache (per process)
+    cache_entries: int = Field(256, ge=1)
+    cache_bytes: int = Field(256 * MiB, ge=1)
+
+    # limits
+    max_body_bytes: int = Field(64 * MiB, ge=1)
+    max_equations: int = Field(100_000, ge=1)
+    max_tensor_elements: int = Field(16 * 1024 * 1024, ge=1)
+    max_peak_bytes: int = Field(1024 * MiB, ge=1, description="peak live bytes of one evaluation")
+    max_inflight: int = Field(8, ge=1, description="evaluations running or queued at once")
+    eval_threads: int = Field(2, ge=1, description="threads that run compilations and evaluations")
+    eval_timeout: float = Field(60.0, gt=0, description="seconds before an evaluation gives up")
+    retry_after: int = Field(1, ge=0, description="Retry-After seconds sent with 503")
+
+    api_keys: Annotated[list[SecretStr], NoDecode] = Field(default_factory=list)
+
+    # shared store across replicas (the deployment issue plugs Redis in; see store.py)
+    redis_url: str | None = None
+
+    @field_validator("api_keys", mode="before")
+    @classmethod
+    def _split_keys(cls, v):
+        if isinstance(v, str):
+            return [k.strip() for k in v.split(",") if k.strip()]
+        return v
