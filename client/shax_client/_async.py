@@ -1,0 +1,144 @@
+"""The asynchronous client: ``AsyncClient`` drives the shared flows with ``httpx.AsyncClient``."""
+
+from __future__ import annotations
+
+import asyncio
+from typing import Any
+
+import httpx
+
+from shax_client._base import (
+    DEFAULT_BINARY_THRESHOLD,
+    DEFAULT_TIMEOUT,
+    BaseClient,
+    Call,
+    Flow,
+    MinimizeResult,
+    build_request,
+    map_transport_error,
+    minimize_x0,
+    parse_body,
+    raise_for_problem,
+)
+from shax_client._remote import AsyncRemoteFunction
+
+
+class AsyncClient(BaseClient):
+    """The same API as ``Client``, with coroutines::
+
+        async with AsyncClient("http://127.0.0.1:8000") as client:
+            rf = await client.compile(f, 0.5, -0.75)
+            value, grads = await rf.value_and_grad(0.5, -0.75)
+
+    ``transport`` is an async httpx transport (``httpx.ASGITransport(app)`` runs a shax app
+    in-process); ``http`` an ``httpx.AsyncClient`` to use as is.
+    """
+
+    def __init__(
+        self,
+        base_url: str = "http://127.0.0.1:8000",
+        *,
+        api_key: str | None = None,
+        timeout: float | httpx.Timeout | None = DEFAULT_TIMEOUT,
+        transport: httpx.AsyncBaseTransport | None = None,
+        http: httpx.AsyncClient | None = None,
+        retries: int = 3,
+        backoff: float = 0.1,
+        max_backoff: float = 5.0,
+        binary_threshold: int = DEFAULT_BINARY_THRESHOLD,
+        program_format: str = "text",
+    ):
+        super().__init__(
+            base_url,
+            api_key=api_key,
+            timeout=timeout,
+            retries=retries,
+            backoff=backoff,
+            max_backoff=max_backoff,
+            binary_threshold=binary_threshold,
+            program_format=program_format,
+        )
+        self._owns_http = http is None
+        self._http = http or httpx.AsyncClient(timeout=timeout, transport=transport)
+
+    async def aclose(self) -> None:
+        if self._owns_http:
+            await self._http.aclose()
+
+    async def __aenter__(self) -> AsyncClient:
+        return self
+
+    async def __aexit__(self, *exc) -> None:
+        await self.aclose()
+
+    async def _send(self, call: Call) -> httpx.Response:
+        """One call, with bounded retries (connection errors, 503) when it is idempotent."""
+        for attempt in range(self.retry.retries + 1):
+            request = build_request(self._http, call, self.headers, self.base_url)
+            try:
+                response = await self._http.send(request, stream=call.stream)
+            except httpx.TransportError as exc:
+                if self.retry.retry_error(call, attempt, exc):
+                    await asyncio.sleep(self.retry.delay(attempt))
+                    continue
+                raise map_transport_error(exc) from exc
+            if call.stream and response.status_code >= 400:
+                await response.aread()
+                await response.aclose()
+            if self.retry.retry_status(call, attempt, response.status_code):
+                await response.aclose()
+                await asyncio.sleep(self.retry.delay(attempt, response.headers.get("retry-after")))
+                continue
+            return response
+        raise AssertionError("unreachable: the last attempt returns or raises")
+
+    async def _run(self, flow: Flow) -> Any:
+        try:
+            call = next(flow)
+            while True:
+                call = flow.send(await self._send(call))
+        except StopIteration as stop:
+            return stop.value
+
+    async def request(self, method: str, path: str, json: Any = None) -> Any:
+        response = await self._send(Call(method, path, json, idempotent=method in ("GET", "HEAD")))
+        raise_for_problem(response)
+        return parse_body(response)[0] if response.content else None
+
+    async def compile(self, f, *specs_or_examples, wrt=None) -> AsyncRemoteFunction:
+        entry, new = self._entry_for(f, specs_or_examples, wrt)
+        if new:
+            await self._run(self._upload_flow(entry))
+        return AsyncRemoteFunction(self, entry)
+
+    def value_and_grad(self, f, argnums=0):
+        async def value_and_grad_f(*args):
+            rf = await self.compile(f, *args, wrt=argnums)
+            return await rf.value_and_grad(*args)
+
+        value_and_grad_f.__name__ = f"value_and_grad_{getattr(f, '__name__', 'f')}"
+        return value_and_grad_f
+
+    def grad(self, f, argnums=0):
+        vg = self.value_and_grad(f, argnums)
+
+        async def grad_f(*args):
+            return (await vg(*args))[1]
+
+        grad_f.__name__ = f"grad_{getattr(f, '__name__', 'f')}"
+        return grad_f
+
+    async def minimize(
+        self,
+        f,
+        x0: Any,
+        steps: int = 40,
+        lr: float = 0.05,
+        optimizer: str = "gd",
+        progress: bool = True,
+        every: int = 1,
+        **hyper,
+    ) -> MinimizeResult:
+        args = minimize_x0(x0)
+        rf = await self.compile(f, *args)
+        return await rf.minimize(args, steps, lr, optimizer, progress, every, **hyper)
