@@ -1,8 +1,9 @@
 """The app factory: ``create_app(settings)`` wires settings, cache, pool, routers and errors.
 
-The lifespan builds the per-process state (cache, shared store, worker pool) and flips readiness;
-``/v2/health/ready`` answers 503 until then. Middleware order, outermost first: request metrics,
-body-size limit, then FastAPI's own stack (exception handlers render problem+json).
+Each app owns its state (cache, shared store, worker pool, metrics); the lifespan flips readiness
+(``/v2/health/ready`` answers 503 outside it) and stops the pool's threads at shutdown.
+Middleware order, outermost first: request metrics, body-size limit, then FastAPI's own stack
+(exception handlers render problem+json).
 """
 
 from __future__ import annotations
@@ -75,57 +76,33 @@ def _openapi(app: FastAPI):
 
 
 def create_app(settings: Settings | None = None, store: SharedStore | None = None) -> FastAPI:
+    """A fresh app: its own cache, pool and metrics (nothing is shared between apps)."""
     settings = settings or Settings()
+    metrics = Metrics()
+    cache = ProgramCache(
+        settings, store if store is not None else make_store(settings.redis_url), metrics
+    )
+    metrics.cache_entries.read = lambda: len(cache)
+    metrics.cache_bytes.read = lambda: cache.bytes
+    state = ServiceState(settings, metrics, cache, WorkerPool(settings, metrics))
 
     @asynccontextmanager
     async def lifespan(app: FastAPI):
-        metrics = Metrics()
-        cache = ProgramCache(settings, store or make_store(settings.redis_url), metrics)
-        metrics.cache_entries.read = lambda: len(cache)
-        metrics.cache_bytes.read = lambda: cache.bytes
-        pool = WorkerPool(settings, metrics)
-        state = ServiceState(settings, metrics, cache, pool)
-        app.state.shax = state
-        app.state.metrics_sink.target = metrics
         state.ready = True
         try:
             yield
         finally:
             state.ready = False
-            pool.shutdown()
+            state.pool.shutdown()
 
     app = FastAPI(title="shax", version="0.1.0", description=DESCRIPTION, lifespan=lifespan)
+    app.state.shax = state
     install_handlers(app)
     app.include_router(programs.router)
     app.include_router(oip.health)
     app.include_router(oip.models)
     app.include_router(ops.router)
     app.openapi = _openapi(app)
-    # the metrics middleware is built before the lifespan runs; it reads the metrics through
-    # this indirection so each lifespan's Metrics is the one counted
-    app.state.metrics_sink = _MetricsSink()
     app.add_middleware(BodyLimit, max_bytes=settings.max_body_bytes)
-    app.add_middleware(RequestMetrics, metrics=app.state.metrics_sink)
+    app.add_middleware(RequestMetrics, metrics=metrics)
     return app
-
-
-class _MetricsSink:
-    """Forwards to the current lifespan's Metrics; drops observations before startup."""
-
-    target: Metrics | None = None
-
-    @property
-    def requests(self):
-        return self.target.requests if self.target else _Null()
-
-    @property
-    def latency(self):
-        return self.target.latency if self.target else _Null()
-
-
-class _Null:
-    def inc(self, *a, **k):
-        pass
-
-    def observe(self, *a, **k):
-        pass

@@ -20,9 +20,8 @@ from shax_server.settings import Settings
 
 class WorkerPool:
     def __init__(self, settings: Settings, metrics: Metrics):
-        self.executor = ThreadPoolExecutor(
-            max_workers=settings.eval_threads, thread_name_prefix="shax-eval"
-        )
+        self.threads = settings.eval_threads
+        self.executor: ThreadPoolExecutor | None = None
         self.max_inflight = settings.max_inflight
         self.timeout = settings.eval_timeout
         self.retry_after = settings.retry_after
@@ -60,6 +59,8 @@ class WorkerPool:
         self.loop = asyncio.get_running_loop()
         self.inflight += 1
         self.metrics.inflight.add(1)
+        if self.executor is None:
+            self.executor = ThreadPoolExecutor(self.threads, thread_name_prefix="shax-eval")
         future = self.executor.submit(functools.partial(fn, *args))
         future.add_done_callback(self._release)
         try:
@@ -70,4 +71,7 @@ class WorkerPool:
             ) from None
 
     def shutdown(self) -> None:
-        self.executor.shutdown(wait=False, cancel_futures=True)
+        """Stop the threads; a later job starts a fresh executor."""
+        executor, self.executor = self.executor, None
+        if executor is not None:
+            executor.shutdown(wait=False, cancel_futures=True)
