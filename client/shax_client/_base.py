@@ -421,7 +421,7 @@ class Step:
     """One point of a trajectory: ``step`` is 1-based (the first point is the start)."""
 
     step: int
-    value: float
+    value: np.floating  # a NumPy scalar of the output's dtype (prints like the seed)
     params: list[np.ndarray] | None
 
 
@@ -432,7 +432,7 @@ class MinimizeResult:
     trajectory: list[Step] = field(repr=False)
 
     @property
-    def values(self) -> list[float]:
+    def values(self) -> list[np.floating]:
         return [s.value for s in self.trajectory]
 
 
@@ -441,10 +441,14 @@ def _arrays(objs: Any, member: str) -> list[np.ndarray]:
 
 
 class MinimizeReader:
-    """Turns the NDJSON lines of ``/minimize`` into Steps and, at the end, a MinimizeResult."""
+    """Turns the NDJSON lines of ``/minimize`` into Steps and, at the end, a MinimizeResult.
 
-    def __init__(self) -> None:
-        self.trajectory: list[Step] = []
+    Progress lines carry params (every ``every`` steps); the final line carries every step's
+    value, so the trajectory has all steps, with params where they were reported."""
+
+    def __init__(self, value_dtype: Any = np.float32) -> None:
+        self.value_dtype = np.dtype(value_dtype)
+        self.reported: dict[int, Step] = {}
         self.result: MinimizeResult | None = None
 
     def feed(self, line: str | bytes) -> Step | None:
@@ -452,26 +456,24 @@ class MinimizeReader:
         if not line or not line.strip():
             return None
         doc = orjson.loads(line)
-        if "error" in doc and not doc.get("done"):
-            problem = doc["error"] if isinstance(doc["error"], dict) else doc
+        if "error" in doc:
+            problem = doc["error"] if isinstance(doc["error"], dict) else {"detail": doc["error"]}
             raise errors.error_from_problem(int(problem.get("status", 500)), problem)
         if doc.get("done"):
-            params = _arrays(doc["params"], "params")
-            value = (
-                _arrays([doc["value"]], "value")[0]
-                if isinstance(doc["value"], dict)
-                else np.asarray(doc["value"])
-            )
-            if not self.trajectory and doc.get("trajectory"):
-                self.trajectory = [
-                    Step(int(p["step"]), float(p["value"]), None) for p in doc["trajectory"]
-                ]
-            self.result = MinimizeResult(params, value, self.trajectory)
+            trajectory = [
+                self.reported.get(int(p["step"])) or Step(int(p["step"]), self._value(p), None)
+                for p in doc.get("trajectory") or []
+            ] or sorted(self.reported.values(), key=lambda s: s.step)
+            value = np.asarray(self._value(doc))
+            self.result = MinimizeResult(_arrays(doc["params"], "params"), value, trajectory)
             return None
         params = _arrays(doc["params"], "params") if doc.get("params") is not None else None
-        step = Step(int(doc["step"]), float(doc["value"]), params)
-        self.trajectory.append(step)
+        step = Step(int(doc["step"]), self._value(doc), params)
+        self.reported[step.step] = step
         return step
+
+    def _value(self, doc: dict) -> np.floating:
+        return self.value_dtype.type(float(doc["value"]))  # float() reads "NaN"/"Infinity" too
 
     def finish(self) -> MinimizeResult:
         if self.result is None:
@@ -492,8 +494,10 @@ def make_progress(total: int, enabled: bool):
 
 
 class _NoProgress:
+    n = 0
+
     def update(self, n: int = 1) -> None:
-        pass
+        self.n += n
 
     def set_postfix(self, **_: Any) -> None:
         pass

@@ -62,7 +62,7 @@ class _RemoteBase:
     def _progress_loop(self, reader: MinimizeReader, bar, line) -> None:
         step = reader.feed(line)
         if step is not None:
-            bar.update(step.step - bar.n if hasattr(bar, "n") else 1)
+            bar.update(step.step - bar.n)
             bar.set_postfix(value=f"{step.value:.8g}")
 
 
@@ -113,7 +113,8 @@ class RemoteFunction(_RemoteBase):
         response = client._run(
             client._with_reupload(entry, lambda: client._minimize_call(entry, args, options))
         )
-        reader, bar = MinimizeReader(), make_progress(steps, progress)
+        reader = MinimizeReader(entry.out_types[0].np_dtype)
+        bar = make_progress(steps, progress)
         try:
             for line in response.iter_lines():
                 self._progress_loop(reader, bar, line)
@@ -170,7 +171,8 @@ class AsyncRemoteFunction(_RemoteBase):
         response = await client._run(
             client._with_reupload(entry, lambda: client._minimize_call(entry, args, options))
         )
-        reader, bar = MinimizeReader(), make_progress(steps, progress)
+        reader = MinimizeReader(entry.out_types[0].np_dtype)
+        bar = make_progress(steps, progress)
         try:
             async for line in response.aiter_lines():
                 self._progress_loop(reader, bar, line)

@@ -14,7 +14,7 @@ from fastapi import FastAPI
 from fastapi.openapi.utils import get_openapi
 from pydantic.json_schema import models_json_schema
 
-from shax_server import schemas
+from shax_server import routes_optimize, schemas
 from shax_server.cache import ProgramCache
 from shax_server.deps import ServiceState
 from shax_server.metrics import Metrics
@@ -102,6 +102,7 @@ def create_app(settings: Settings | None = None, store: SharedStore | None = Non
     app.include_router(oip.health)
     app.include_router(oip.models)
     app.include_router(ops.router)
+    app.include_router(routes_optimize.router)  # POST /v1/programs/{id}/minimize (issue 5)
     app.openapi = _openapi(app)
     app.add_middleware(BodyLimit, max_bytes=settings.max_body_bytes)
     app.add_middleware(RequestMetrics, metrics=metrics)

@@ -36,11 +36,11 @@ from typing import Any
 import numpy as np
 import orjson
 from fastapi import APIRouter, Request
+from starlette.responses import StreamingResponse
+
 from shax_core.ir import ShaxError
 from shax_core.optimize import OPTIMIZERS, iterate, make_optimizer
 from shax_core.wire import encode_float, encode_tensors
-from starlette.responses import StreamingResponse
-
 from shax_server.deps import Authorized, State
 from shax_server.problems import Problem, problem_for
 from shax_server.routes.docs import problems
@@ -170,8 +170,10 @@ async def _stream(state, entry, loop: _Loop, options: dict) -> AsyncIterator[byt
             last = point
             value = encode_float(float(point.value))
             trajectory.append({"step": point.step, "value": value})
-            if point.step == 1 or point.step % options["every"] == 0 or (
-                point.step == options["steps"]
+            if (
+                point.step == 1
+                or point.step % options["every"] == 0
+                or (point.step == options["steps"])
             ):
                 params = _tensors(names, loop.params(point.params))
                 yield _line({"step": point.step, "value": value, "params": params})
@@ -204,7 +206,10 @@ async def _stream(state, entry, loop: _Loop, options: dict) -> AsyncIterator[byt
         **problems(400, 401, 404, 413, 503),
     },
     openapi_extra={
-        "requestBody": {"required": True, "content": {"application/json": {"schema": REQUEST_SCHEMA}}}
+        "requestBody": {
+            "required": True,
+            "content": {"application/json": {"schema": REQUEST_SCHEMA}},
+        }
     },
 )
 async def minimize(program_id: str, request: Request, state: State) -> StreamingResponse:
