@@ -25,10 +25,11 @@ import orjson
 
 from shax_client import errors
 from shax_client._arrays import as_typed_all, example_types, nbytes
-from shax_core import Program, ShaxError, Type
+from shax_core import Program, ShaxError, Type, infer
 from shax_core.trace import trace
 from shax_core.wire import (
     HEADER_LENGTH,
+    IR_DTYPES,
     BinaryReader,
     FramingError,
     decode_tensors,
@@ -178,47 +179,71 @@ def build_request(
 
 @dataclass
 class Entry:
-    """What the client knows about one uploaded program (shared by its RemoteFunctions)."""
+    """What the client knows about one uploaded program (shared by its RemoteFunctions).
 
-    program: Program
-    wrt: tuple[int, ...]  # resolved: indices of differentiated inputs
+    A traced function carries its ``program`` (types known locally); IR text given as is is
+    uploaded verbatim (``text``), and its types come from the server's signature, so parse and
+    type errors are the server's to report, with line and column."""
+
+    program: Program | None
+    wrt: tuple[int, ...] | None  # resolved input indices to differentiate (None: server's default)
     wrt_spec: Any  # as the user gave it (None, int, or a tuple): decides grad's return shape
     single: bool  # the Python function returned one value, not a tuple
     program_format: str = "text"
+    text: str | None = None
+    in_types: tuple[Type, ...] = ()
+    out_types: tuple[Type, ...] = ()
     id: str | None = None
     signature: dict = field(default_factory=dict)
     cached: bool | None = None
 
     @property
-    def in_types(self) -> tuple[Type, ...]:
-        return tuple(p.type for p in self.program.params)
-
-    @property
-    def out_types(self) -> tuple[Type, ...]:
-        return tuple(v.type for v in self.program.outs)
+    def name(self) -> str:
+        return self.program.name if self.program is not None else "program"
 
     @property
     def grad_single(self) -> bool:
         if isinstance(self.wrt_spec, int):
             return True
-        return self.wrt_spec is None and len(self.wrt) == 1
+        return self.wrt_spec is None and len(self.wrt or ()) == 1
 
     def upload_doc(self) -> dict:
-        if self.program_format == "graph":
+        if self.text is not None:
+            doc: dict[str, Any] = {"program": self.text}
+        elif self.program_format == "graph":
             from shax_core.graph import to_graph
 
-            doc: dict[str, Any] = {"graph": to_graph(self.program)}
+            doc = {"graph": to_graph(self.program)}
         else:
             doc = {"program": str(self.program)}
-        doc["wrt"] = list(self.wrt)
+        if self.wrt is not None:
+            doc["wrt"] = list(self.wrt)
         return doc
+
+    def adopt_signature(self, signature: dict) -> None:
+        """Keep the server's signature; fill in the types and wrt of an IR-text upload."""
+        self.signature = signature
+        if self.program is None and signature:
+            self.in_types = tuple(signature_type(t) for t in signature["inputs"])
+            self.out_types = tuple(signature_type(t) for t in signature["outputs"])
+            self.wrt = tuple(signature.get("wrt", ()))
+            self.single = len(self.out_types) == 1
+
+
+def signature_type(meta: dict) -> Type:
+    """The IR type of a signature entry ``{"name", "datatype", "shape"}``."""
+    return Type(IR_DTYPES[meta["datatype"]], tuple(meta["shape"]))
+
+
+def resolve_wrt_indices(wrt: Any) -> tuple[int, ...]:
+    return (wrt,) if isinstance(wrt, int) else tuple(wrt)
 
 
 def resolve_wrt(types: Sequence[Type], wrt: Any) -> tuple[int, ...]:
     """Indices to differentiate: ``None`` is every float input; an int or a sequence of ints."""
     if wrt is None:
         return tuple(i for i, t in enumerate(types) if t.is_float)
-    indices = (wrt,) if isinstance(wrt, int) else tuple(wrt)
+    indices = resolve_wrt_indices(wrt)
     for i in indices:
         if not isinstance(i, int) or not 0 <= i < len(types):
             raise ValueError(f"wrt index {i!r} is out of range for {len(types)} input(s)")
@@ -229,12 +254,11 @@ def trace_entry(f, specs: Sequence[Any], wrt: Any, program_format: str) -> Entry
     """Trace ``f`` at the specs' types (locally, with shax_core) into an Entry to upload.
 
     ``f`` may also be a ``shax_core.Program`` or IR text (then ``specs`` are ignored)."""
-    if isinstance(f, str | Program):
-        from shax_core import infer, parse
-
-        program = infer(parse(f) if isinstance(f, str) else f)
-        types = [p.type for p in program.params]
-        return Entry(program, resolve_wrt(types, wrt), wrt, len(program.outs) == 1, program_format)
+    if isinstance(f, str):
+        wrt_list = None if wrt is None else resolve_wrt_indices(wrt)
+        return Entry(None, wrt_list, wrt, True, program_format, text=f)
+    if isinstance(f, Program):
+        return _program_entry(infer(f), wrt, len(f.outs) == 1, program_format)
     types = example_types(specs)
     returned: list[bool] = []
 
@@ -244,12 +268,22 @@ def trace_entry(f, specs: Sequence[Any], wrt: Any, program_format: str) -> Entry
         return result
 
     probe.__name__ = getattr(f, "__name__", "f")
-    program = trace(probe, *types)
-    if any(v.type is None for v in program.outs):
-        from shax_core import infer
+    program = infer(trace(probe, *types))
+    return _program_entry(program, wrt, returned[0], program_format)
 
-        program = infer(program)
-    return Entry(program, resolve_wrt(types, wrt), wrt, returned[0], program_format)
+
+def _program_entry(program: Program, wrt: Any, single: bool, program_format: str) -> Entry:
+    in_types = tuple(p.type for p in program.params)
+    out_types = tuple(v.type for v in program.outs)
+    return Entry(
+        program,
+        resolve_wrt(in_types, wrt),
+        wrt,
+        single,
+        program_format,
+        in_types=in_types,
+        out_types=out_types,
+    )
 
 
 def memo_key(f, types: Sequence[Type], wrt: Any, program_format: str):
@@ -322,7 +356,7 @@ class BaseClient:
         raise_for_problem(response)
         doc, _ = parse_body(response)
         entry.id = doc["id"]
-        entry.signature = doc.get("signature") or {}
+        entry.adopt_signature(doc.get("signature") or {})
         entry.cached = doc.get("cached")
         return entry
 
@@ -407,7 +441,7 @@ class BaseClient:
         outs = entry.out_types
         if len(outs) != 1 or outs[0].shape != () or not outs[0].is_float:
             raise ShaxError(
-                f"grad needs a function with one float scalar output; {entry.program.name} "
+                f"grad needs a function with one float scalar output; {entry.name} "
                 "returns " + ", ".join(str(t) for t in outs)
             )
 

@@ -48,16 +48,16 @@ class _RemoteBase:
         return self._entry.signature
 
     @property
-    def program(self) -> Program:
-        """The traced program, as uploaded."""
+    def program(self) -> Program | None:
+        """The traced program, as uploaded (None when IR text was uploaded as is)."""
         return self._entry.program
 
     @property
-    def wrt(self) -> tuple[int, ...]:
+    def wrt(self) -> tuple[int, ...] | None:
         return self._entry.wrt
 
     def __repr__(self) -> str:
-        return f"<{type(self).__name__} {self._entry.program.name} id={self.id}>"
+        return f"<{type(self).__name__} {self._entry.name} id={self.id}>"
 
     def _progress_loop(self, reader: MinimizeReader, bar, line) -> None:
         step = reader.feed(line)

@@ -20,6 +20,7 @@ problem document stays available as ``exc.problem``.
 
 from __future__ import annotations
 
+import re
 from typing import Any
 
 PROBLEM_TYPE_BASE = "urn:shax:problem:"
@@ -76,7 +77,12 @@ class ProgramError(ShaxClientError):
 
     @property
     def equation(self) -> str | None:
-        return self.problem.get("equation")
+        """The offending equation: the problem's ``equation`` member, else the one the
+        message quotes (``in `x = add a b`: ...``)."""
+        if self.problem.get("equation"):
+            return self.problem["equation"]
+        match = re.search(r"in `([^`]+)`", self.detail)
+        return match.group(1) if match else None
 
     @property
     def field(self) -> str | None:
@@ -139,7 +145,7 @@ def _message(status: int, problem: dict[str, Any]) -> str:
     title = problem.get("title") or f"HTTP {status}"
     detail = problem.get("detail") or problem.get("error") or ""
     where = ""
-    if problem.get("line") is not None:
+    if problem.get("line") is not None and f"line {problem['line']}" not in str(detail):
         where = f" (line {problem['line']}, column {problem.get('column')})"
     return f"{status} {title}: {detail}{where}" if detail else f"{status} {title}{where}"
 
