@@ -49,6 +49,7 @@ async def server_metadata() -> Response:
 
 @health.get(
     "/v2/health/live",
+    response_class=Response,
     summary="Liveness: 200 when the process answers",
     responses={200: {"description": "live (empty body)"}},
 )
@@ -58,6 +59,7 @@ async def live() -> Response:
 
 @health.get(
     "/v2/health/ready",
+    response_class=Response,
     summary="Readiness: 200 once the cache and worker pool are up",
     responses={200: {"description": "ready (empty body)"}, **problems(503)},
 )
@@ -98,6 +100,7 @@ async def model_metadata(model_id: str, state: State) -> Response:
 
 @models.get(
     "/v2/models/{model_id}/ready",
+    response_class=Response,
     summary="Model readiness: 200 when the program is compiled or can be, 404 otherwise",
     responses={200: {"description": "ready (empty body)"}, **problems(401, 404, 503)},
 )
