@@ -1,6 +1,7 @@
 """``shax serve``: run the service with uvicorn (uvloop and httptools).
 
-``serve_main(argv)`` is what ``shax serve`` calls; flags override the ``SHAX_`` environment.
+``serve(host, port, workers)`` is what ``shax serve`` calls (``serve_main(argv)`` parses the flags
+itself); given values override the ``SHAX_`` environment.
 """
 
 from __future__ import annotations
@@ -19,16 +20,19 @@ def build_parser(prog: str = "shax serve") -> argparse.ArgumentParser:
     return parser
 
 
-def serve_main(argv: Sequence[str] | None = None) -> int:
-    """Parse ``argv`` (without the ``serve`` word) and run uvicorn until interrupted."""
+def serve(
+    host: str | None = None,
+    port: int | None = None,
+    workers: int | None = None,
+    log_level: str = "info",
+) -> int:
+    """Run uvicorn until interrupted; arguments left None come from the ``SHAX_`` environment."""
     import uvicorn
 
     from shax_server.settings import Settings
 
-    args = build_parser().parse_args(argv)
-    # flags become environment so that every worker process builds the same Settings
-    for flag, env in (("host", "SHAX_HOST"), ("port", "SHAX_PORT"), ("workers", "SHAX_WORKERS")):
-        value = getattr(args, flag)
+    # arguments become environment so that every worker process builds the same Settings
+    for value, env in ((host, "SHAX_HOST"), (port, "SHAX_PORT"), (workers, "SHAX_WORKERS")):
         if value is not None:
             os.environ[env] = str(value)
     settings = Settings()
@@ -40,10 +44,16 @@ def serve_main(argv: Sequence[str] | None = None) -> int:
         workers=settings.workers,
         loop="uvloop",
         http="httptools",
-        log_level=args.log_level,
+        log_level=log_level,
         server_header=False,
     )
     return 0
+
+
+def serve_main(argv: Sequence[str] | None = None) -> int:
+    """``shax serve`` with its own argument parsing (``argv`` without the ``serve`` word)."""
+    args = build_parser().parse_args(argv)
+    return serve(args.host, args.port, args.workers, args.log_level)
 
 
 if __name__ == "__main__":
