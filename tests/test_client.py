@@ -7,6 +7,7 @@ conftest.py).
 
 from __future__ import annotations
 
+import subprocess
 import sys
 import warnings
 from pathlib import Path
@@ -308,3 +309,25 @@ def test_minimize_optimizers_and_reporting(sync_client):
 def test_minimize_progress_bar(sync_client, capsys):
     sync_client.minimize(f, (0.5, -0.75), steps=5, progress=True)
     assert "minimize" in capsys.readouterr().err
+
+
+# ---------------------------------------------------------------------------------------------
+# the example script
+
+
+def test_seed_demo_script_against_real_server(server_url):
+    script = Path(__file__).parent.parent / "examples" / "seed_demo.py"
+    done = subprocess.run(
+        [sys.executable, str(script), "--url", server_url],
+        capture_output=True,
+        text=True,
+        timeout=120,
+        check=True,
+    )
+    out = done.stdout
+    assert "Iteration 1: -0.23971277\nIteration 2: -0.31265023\nIteration 3: -0.36950287" in out
+    assert "Minimum location: [fromList [] [0.23235208],fromList [] [-1.0176479]]" in out
+    assert "Minimum value: -0.5" in out
+    for label in ("After tracing:", "Linearized definition(s):", "dft(ct):", "VJP:"):
+        assert label in out
+    assert "34.731194" in out and "120.34088" in out and "-86.82799" in out
