@@ -313,6 +313,11 @@ def test_error_mapping_from_a_real_app():
         with pytest.raises(InvalidRequest, match="optimizer"):
             rf.minimize((0.5, -0.75), optimizer="newton", progress=False)
 
+        with pytest.raises(InvalidRequest, match="optimizer"):  # not a name at all
+            client.request(
+                "POST", f"/v1/programs/{rf.id}/minimize", {"x0": [], "optimizer": ["gd"]}
+            )
+
         with pytest.raises(NotFound):
             client.request("GET", "/v1/programs/" + "0" * 64)
 

@@ -91,7 +91,7 @@ def parse_options(doc: dict) -> dict:
     if lr <= 0:
         raise _bad(f"'lr' must be positive, got {lr}")
     name = doc.get("optimizer", "gd")
-    if name not in OPTIMIZERS:
+    if not isinstance(name, str) or name not in OPTIMIZERS:
         raise _bad(f"'optimizer' must be one of {', '.join(sorted(OPTIMIZERS))}, got {name!r}")
     hyper = doc.get("hyper") or {}
     if not isinstance(hyper, dict):
@@ -110,6 +110,13 @@ def parse_options(doc: dict) -> dict:
 def _tensors(names, arrays) -> list[dict]:
     objs, _ = encode_tensors(list(zip(names, arrays, strict=True)), False)
     return objs
+
+
+def _scalar(value) -> Any:
+    """A scalar for JSON: the NumPy scalar itself (orjson writes f32 with its shortest repr),
+    or the wire's spelling of NaN and the infinities."""
+    v = np.asarray(value)[()]
+    return v if np.isfinite(v) else encode_float(float(v))
 
 
 def _line(doc: dict) -> bytes:
@@ -168,7 +175,7 @@ async def _stream(state, entry, loop: _Loop, options: dict) -> AsyncIterator[byt
             if point is None:
                 break
             last = point
-            value = encode_float(float(point.value))
+            value = _scalar(point.value)
             trajectory.append({"step": point.step, "value": value})
             if (
                 point.step == 1
@@ -183,7 +190,7 @@ async def _stream(state, entry, loop: _Loop, options: dict) -> AsyncIterator[byt
             {
                 "done": True,
                 "steps": last.step,
-                "value": encode_float(float(last.value)),
+                "value": _scalar(last.value),
                 "params": _tensors(names, loop.params(last.params)),
                 "trajectory": trajectory,
             }
