@@ -123,7 +123,11 @@ def check_transpose(program: Program, args, rng, wrt=None, rtol=1e-10):
     float_out = [k for k, v in enumerate(program.outs) if v.type.is_float]
     lhs = vdot([ct[k] for k in float_out], [jt[k] for k in float_out])
     rhs = vdot(jtct, t)
-    scale = max(1.0, abs(lhs), abs(rhs))
+    scale = max(
+        1.0,
+        vdot([np.abs(ct[k]) for k in float_out], [np.abs(jt[k]) for k in float_out]),
+        vdot([np.abs(g) for g in jtct], [np.abs(x) for x in t]),
+    )
     assert abs(lhs - rhs) <= rtol * scale, f"<ct, J t> = {lhs!r} but <J^T ct, t> = {rhs!r}"
     return jt, jtct, t, ct
 
@@ -139,6 +143,10 @@ def check_transpose_linear(program: Program, num_linear: int, args_rest, rng, rt
     for g, p in zip(jtct, program.params[:num_linear], strict=True):
         assert g.shape == p.type.shape and g.dtype == p.type.np_dtype
     lhs, rhs = vdot(ct, jt), vdot(jtct, t)
-    scale = max(1.0, abs(lhs), abs(rhs))
+    scale = max(
+        1.0,
+        vdot([np.abs(c) for c in ct], [np.abs(j) for j in jt]),
+        vdot([np.abs(g) for g in jtct], [np.abs(x) for x in t]),
+    )
     assert abs(lhs - rhs) <= rtol * scale, f"<ct, P t> = {lhs!r} but <P^T ct, t> = {rhs!r}"
     return jtct

@@ -659,21 +659,32 @@ def test_from_list_impl(fdtype):
     np.testing.assert_array_equal(raw, want)
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="broadcast with unordered dims ([1,0] [3,2] on f32[2,3]) passes the shape rule, but "
-    "the impl reshapes instead of transposing (and the transpose rule reshapes back too)",
-)
-def test_broadcast_dims_out_of_order_rejected_or_correct():
+UNORDERED_BROADCASTS = [
+    # (dims, shape, operand shape): operand axes land on output axes out of order
+    ((1, 0), (3, 2), (2, 3)),  # a transpose
+    ((2, 0), (2, 4, 3), (3, 1)),  # out of order, a new axis, and a stretched size-1 axis
+    ((2, 0, 1), (4, 2, 3), (3, 4, 1)),
+]
+
+
+@pytest.mark.parametrize("dims,shape,xshape", UNORDERED_BROADCASTS)
+def test_broadcast_dims_out_of_order_rejected_or_correct(dims, shape, xshape):
     """``broadcast [1,0] [3,2] x`` maps operand axis 0 to output axis 1: a transpose. The shape
-    rule must either reject unordered dims or the impl must honour them."""
-    x = np.arange(6.0).reshape(2, 3)
+    rule must either reject unordered dims, or the impl, the linearize rule and the transpose
+    rule must all honour them. (At 18b26f9 the rule accepted them and the impl reshaped.)"""
+    rng = np.random.default_rng(8)
     try:
-        p = one_eqn_program("broadcast", ((1, 0), (3, 2)), [Type("f64", (2, 3))])
+        p = one_eqn_program("broadcast", (dims, shape), [Type("f64", xshape)])
     except sx.ShaxError:
         return
+    x = rng.uniform(-1, 1, xshape)
     (got,) = sx.evaluate(p, x)
-    np.testing.assert_array_equal(got, ref_broadcast(x, (1, 0), (3, 2)))
+    np.testing.assert_array_equal(got, ref_broadcast(x, dims, shape))
+    raw = REGISTRY["broadcast"].impl(x, dims, shape)
+    np.testing.assert_array_equal(raw, ref_broadcast(x, dims, shape))
+    check_jvp(p, [x], rng)
+    check_transpose(p, [x], rng)
+    check_transpose_linear(p, 1, [], rng)
 
 
 def test_pow_zero_base_gradient_in_exponent_is_finite():
