@@ -13,12 +13,13 @@ cotangents ``ct0, ct1, ...``, outputs ``out0, out1, ...``, gradients ``grad_a0, 
 
 from __future__ import annotations
 
+import math
 import threading
 from dataclasses import dataclass, field
 from typing import Any
 
 import shax_core
-from shax_core import Executable, Program
+from shax_core import Executable, Program, infer
 from shax_core.graph import canonical_text, canonicalize, content_hash, from_graph
 from shax_core.ir import Type
 from shax_core.wire import DATATYPE_OF_IR
@@ -101,10 +102,30 @@ def prepare(program: Program, wrt: Any, settings: Settings) -> Source:
             f"the program has {len(program.eqns)} equations, more than the limit of "
             f"{settings.max_equations}",
         )
-    canonical = canonicalize(program)
+    typed = program if program.is_typed else infer(program)
+    check_sizes(typed, settings)
+    canonical = canonicalize(typed)
     resolved = resolve_wrt(canonical, wrt)
     key = content_hash(canonical, list(resolved), pipeline_version())
     return Source(key, canonical, canonical_text(canonical), resolved)
+
+
+def check_sizes(program: Program, settings: Settings) -> None:
+    """Refuse a program with any single value larger than ``max_peak_bytes``, before compiling.
+
+    Sizes are exact Python integers (``math.prod``): a shape like ``[2**32, 2**32]`` must not
+    wrap around to 0 elements in int64 arithmetic and slip past the peak-memory check.
+    """
+    limit = settings.max_peak_bytes
+    for v in (*program.params, *(e.out for e in program.eqns)):
+        t = v.type
+        nbytes = math.prod(t.shape) * t.np_dtype.itemsize
+        if nbytes > limit:
+            raise limit_exceeded(
+                "max_peak_bytes",
+                f"{v.name} :: {t} alone needs {nbytes} bytes, more than the limit of {limit} "
+                "on the peak memory of one evaluation",
+            )
 
 
 def check_peak(exe: Executable, what: str, settings: Settings) -> None:
