@@ -260,8 +260,75 @@ class FramingError(ShaxError):
     """The body is not valid JSON, or the binary framing does not add up."""
 
 
-def split_body(body: bytes, header_length: str | int | None) -> tuple[Any, memoryview]:
-    """A request or response body -> (parsed JSON object, the binary tail)."""
+class NestingError(FramingError):
+    """The JSON part of a body nests arrays and objects deeper than allowed."""
+
+    def __init__(self, depth: int, limit: int):
+        super().__init__(
+            f"the JSON body nests arrays/objects {depth} levels deep, more than the limit of "
+            f"{limit}"
+        )
+        self.depth = depth
+        self.limit = limit
+
+
+_OPEN, _CLOSE, _QUOTE, _BACKSLASH = (ord(c) for c in '[]"\\')
+_OPEN_OBJ, _CLOSE_OBJ = ord("{"), ord("}")
+
+
+def json_depth(data: bytes | memoryview, chunk: int = 1 << 22) -> int:
+    """The deepest nesting of ``[``/``{`` in JSON text, without parsing it (brackets inside
+    strings do not count). Linear time in NumPy, bounded memory (one chunk at a time), so it can
+    run on an untrusted body before the parser does. On text that is not valid JSON the answer
+    is some number (the parser then refuses the text anyway)."""
+    raw = np.frombuffer(data, dtype=np.uint8)
+    depth = best = 0
+    in_string = False
+    escaped_at = -1  # absolute position of the character a backslash escapes
+    for start in range(0, raw.size, chunk):
+        part = raw[start : start + chunk]
+        interesting = (part == _QUOTE) | (part == _BACKSLASH)
+        for c in (_OPEN, _CLOSE, _OPEN_OBJ, _CLOSE_OBJ):
+            interesting |= part == c
+        pos = np.flatnonzero(interesting)
+        if pos.size == 0:
+            continue
+        chars = part[pos]
+        if escaped_at >= start or (chars == _BACKSLASH).any():
+            # escapes present (rare): walk the interesting characters one by one
+            for i, c in zip((pos + start).tolist(), chars.tolist(), strict=True):
+                if i == escaped_at:
+                    escaped_at = -1
+                    continue
+                if c == _BACKSLASH:
+                    escaped_at = i + 1
+                elif c == _QUOTE:
+                    in_string = not in_string
+                elif not in_string:
+                    depth += 1 if c in (_OPEN, _OPEN_OBJ) else -1
+                    best = max(best, depth)
+            continue
+        # no escapes: every quote toggles the string state; count brackets outside strings
+        quote = chars == _QUOTE
+        parity = (np.cumsum(quote) + int(in_string)) % 2  # 1 = inside a string
+        outside = (parity == 0) & ~quote
+        step = np.where((chars == _OPEN) | (chars == _OPEN_OBJ), 1, -1)[outside]
+        if step.size:
+            levels = depth + np.cumsum(step)
+            best = max(best, int(levels.max()))
+            depth = int(levels[-1])
+        in_string = bool(parity[-1])
+    return best
+
+
+def split_body(
+    body: bytes, header_length: str | int | None, max_depth: int | None = None
+) -> tuple[Any, memoryview]:
+    """A request or response body -> (parsed JSON object, the binary tail).
+
+    ``max_depth`` bounds how deeply the JSON part may nest arrays and objects; it is checked
+    before parsing (``NestingError``, a ``FramingError``).
+    """
     view = memoryview(body)
     if header_length is None or header_length == "":
         json_part, tail = view, view[len(view) :]
@@ -278,6 +345,10 @@ def split_body(body: bytes, header_length: str | int | None) -> tuple[Any, memor
                 "(a raw binary body without a JSON header is not supported)"
             )
         json_part, tail = view[:n], view[n:]
+    if max_depth is not None:
+        depth = json_depth(json_part)
+        if depth > max_depth:
+            raise NestingError(depth, max_depth)
     try:
         doc = orjson.loads(json_part)
     except orjson.JSONDecodeError as e:

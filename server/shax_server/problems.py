@@ -23,7 +23,7 @@ from starlette.responses import Response
 from shax_core import EvaluationError, ParseError, ShaxError, ShaxTypeError, VerifyError
 from shax_core.graph import GraphError
 from shax_core.primitives import RuleError
-from shax_core.wire import FramingError, TensorError, TensorLimitError
+from shax_core.wire import FramingError, NestingError, TensorError, TensorLimitError
 
 log = logging.getLogger("shax_server")
 
@@ -88,6 +88,8 @@ def problem_for(exc: ShaxError) -> Problem:
         return p
     if isinstance(exc, TensorError):
         return Problem(400, "Invalid tensor", msg, kind="tensor-error", tensor=exc.name)
+    if isinstance(exc, NestingError):
+        return Problem(400, "Limit exceeded", msg, kind="limit-exceeded", limit="max_json_depth")
     if isinstance(exc, FramingError):
         return Problem(400, "Malformed body", msg, kind="malformed-body")
     if isinstance(exc, ShaxTypeError | VerifyError):

@@ -33,7 +33,8 @@ from shax_server.problems import Problem, not_found
 async def read_body(request: Request) -> tuple[dict, BinaryReader]:
     """The JSON object of a request (and the binary tail when the binary extension is used)."""
     body = await request.body()
-    doc, tail = split_body(body, request.headers.get(HEADER_LENGTH))
+    max_depth = request.app.state.shax.settings.max_json_depth
+    doc, tail = split_body(body, request.headers.get(HEADER_LENGTH), max_depth)
     if not isinstance(doc, dict):
         raise Problem(
             400, "Invalid request", "the body must be a JSON object", kind="invalid-request"

@@ -29,6 +29,9 @@ class Settings(BaseSettings):
     max_body_bytes: int = Field(64 * MiB, ge=1)
     max_equations: int = Field(100_000, ge=1)
     max_tensor_elements: int = Field(16 * 1024 * 1024, ge=1)
+    max_json_depth: int = Field(
+        64, ge=2, description="deepest nesting of arrays/objects in a JSON body (checked unparsed)"
+    )
     max_peak_bytes: int = Field(1024 * MiB, ge=1, description="peak live bytes of one evaluation")
     max_inflight: int = Field(8, ge=1, description="evaluations running or queued at once")
     eval_threads: int = Field(2, ge=1, description="threads that run compilations and evaluations")
