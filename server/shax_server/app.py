@@ -18,7 +18,7 @@ from shax_server import routes_optimize, schemas
 from shax_server.cache import ProgramCache
 from shax_server.deps import ServiceState
 from shax_server.metrics import Metrics
-from shax_server.middleware import BodyLimit, RequestMetrics
+from shax_server.middleware import BodyLimit, RequestID, RequestMetrics
 from shax_server.pool import WorkerPool
 from shax_server.problems import install_handlers
 from shax_server.routes import oip, ops, programs
@@ -106,4 +106,5 @@ def create_app(settings: Settings | None = None, store: SharedStore | None = Non
     app.openapi = _openapi(app)
     app.add_middleware(BodyLimit, max_bytes=settings.max_body_bytes)
     app.add_middleware(RequestMetrics, metrics=metrics)
+    app.add_middleware(RequestID)  # outermost: every response, even a 413, carries the id
     return app

@@ -1,5 +1,9 @@
 """Pure-ASGI middleware: the request body limit and request metrics.
 
+``RequestID`` gives every request an id: the client's ``X-Request-ID`` when it is a short token,
+else a fresh one; it is echoed in the response header and added to every ``shax_server`` log
+record of that request (``request_id=...``).
+
 ``BodyLimit`` refuses a body larger than ``max_body_bytes`` with 413 whether or not it declares a
 Content-Length: declared lengths are checked up front, and streamed (chunked) bodies are counted
 as they arrive, so an oversized body is never buffered beyond the limit. The accepted body is
@@ -8,7 +12,11 @@ replayed to the app unchanged.
 
 from __future__ import annotations
 
+import contextvars
+import logging
+import re
 import time
+import uuid
 
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
@@ -110,3 +118,63 @@ class RequestMetrics:
             label = getattr(route, "path", None) or "unmatched"
             self.metrics.requests.inc(label, str(status))
             self.metrics.latency.observe(time.perf_counter() - start, label)
+
+
+REQUEST_ID_HEADER = "X-Request-ID"
+request_id: contextvars.ContextVar[str] = contextvars.ContextVar("shax_request_id", default="-")
+_VALID_ID = re.compile(r"[A-Za-z0-9._:@/+=-]{1,128}")
+
+
+class RequestIdFilter(logging.Filter):
+    """Adds ``record.request_id`` and appends it to the message of the record."""
+
+    def filter(self, record: logging.LogRecord) -> bool:
+        rid = request_id.get()
+        record.request_id = rid
+        if rid != "-" and not getattr(record, "_shax_rid", False):
+            record.msg = f"{record.msg} [request_id={rid}]"
+            record._shax_rid = True
+        return True
+
+
+_filter = RequestIdFilter()
+
+
+def install_log_filter(logger: logging.Logger | None = None) -> None:
+    logger = logger or logging.getLogger("shax_server")
+    if _filter not in logger.filters:
+        logger.addFilter(_filter)
+
+
+class RequestID:
+    """X-Request-ID in and out; the id is in a context variable while the request runs."""
+
+    def __init__(self, app: ASGIApp):
+        self.app = app
+        install_log_filter()
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        if scope["type"] != "http":
+            await self.app(scope, receive, send)
+            return
+        rid = None
+        for name, value in scope.get("headers", ()):
+            if name == b"x-request-id":
+                text = value.decode("latin-1")
+                if _VALID_ID.fullmatch(text):
+                    rid = text
+                break
+        rid = rid or uuid.uuid4().hex
+        token = request_id.set(rid)
+
+        async def send_with_id(message: Message) -> None:
+            if message["type"] == "http.response.start":
+                headers = [(k, v) for k, v in message.get("headers", ()) if k != b"x-request-id"]
+                headers.append((b"x-request-id", rid.encode()))
+                message = {**message, "headers": headers}
+            await send(message)
+
+        try:
+            await self.app(scope, receive, send_with_id)
+        finally:
+            request_id.reset(token)
