@@ -9,7 +9,6 @@ runs.
 
 from __future__ import annotations
 
-from dataclasses import dataclass
 from functools import partial
 
 import numpy as np
@@ -23,16 +22,33 @@ class EvaluationError(ShaxError):
     """Bad arguments for a compiled program, or a failure while running it."""
 
 
-@dataclass(frozen=True, slots=True)
-class Step:
-    fn: object
-    ins: tuple[int, ...]
-    out: int
-    free: tuple[int, ...]
+INF = float("inf")
+
+
+def _kernel(prim, eqn) -> object:
+    """The function a step calls: the primitive's compiled kernel, or its impl with params."""
+    params = prim.kwargs(eqn.params)
+    if prim.kernel is not None:
+        return prim.kernel(tuple(v.type for v in eqn.ins), eqn.out.type, **params)
+    return partial(prim.impl, **params) if params else prim.impl
+
+
+def _in_place(ufunc, position: int, arity: int):
+    """``ufunc`` writing its result into operand ``position`` (which dies at this step)."""
+    if arity == 1:
+        return lambda a: ufunc(a, out=a)
+    if position == 0:
+        return lambda a, b: ufunc(a, b, out=a)
+    return lambda a, b: ufunc(a, b, out=b)
 
 
 class Executable:
-    """A compiled program: call it on arrays, get ``list[np.ndarray]``."""
+    """A compiled program: call it on arrays, get ``list[np.ndarray]``.
+
+    Plan invariants: constants are evaluated once, at compile time; a slot is cleared right
+    after its last reader; an elementwise step whose operand buffer dies there (and that no
+    live view aliases) writes its result into that buffer instead of allocating.
+    """
 
     def __init__(self, program: Program):
         if not program.is_typed:
@@ -40,33 +56,95 @@ class Executable:
         self.program = program
         self.in_types: tuple[Type, ...] = program.in_types
         self.out_types: tuple[Type, ...] = program.out_types
-        slot_of: dict[str, int] = {}
-        for p in program.params:
-            slot_of[p.name] = len(slot_of)
+        n_params = len(program.params)
+        slot_of: dict[str, int] = {p.name: i for i, p in enumerate(program.params)}
         for e in program.eqns:
             slot_of[e.out.name] = len(slot_of)
-        # last use of each slot: the index of the equation that reads it last
-        last_use: dict[int, int] = {}
+        n_slots = len(slot_of)
+        keep = {slot_of[v.name] for v in program.outs}
+        last_use: dict[int, float] = {s: INF for s in keep}
         for i, e in enumerate(program.eqns):
             for v in e.ins:
-                last_use[slot_of[v.name]] = i
-        keep = {slot_of[v.name] for v in program.outs}
-        frees: list[list[int]] = [[] for _ in program.eqns]
-        for slot, i in last_use.items():
-            if slot not in keep:
-                frees[i].append(slot)
-        steps = []
-        for i, e in enumerate(program.eqns):
-            prim = lookup(e.prim)
-            fn = partial(prim.impl, **prim.kwargs(e.params)) if prim.params else prim.impl
+                s = slot_of[v.name]
+                if last_use.get(s) != INF:
+                    last_use[s] = i
+
+        # buffers: a ufunc step makes a fresh buffer (named by its slot); any other step's
+        # result may alias its operands' buffers; parameters and constants are never owned.
+        prims = [lookup(e.prim) for e in program.eqns]
+        refs: list[frozenset] = [frozenset()] * n_slots
+        template: list = [None] * n_slots
+        for e, prim in zip(program.eqns, prims, strict=True):
             out = slot_of[e.out.name]
-            # a value nobody reads is freed as soon as it is made
-            free = tuple(frees[i]) + ((out,) if out not in last_use and out not in keep else ())
-            steps.append(Step(fn, tuple(slot_of[v.name] for v in e.ins), out, free))
+            if "constant" in prim.traits:
+                template[out] = np.asarray(prim.impl(**prim.kwargs(e.params)))
+            elif isinstance(prim.impl, np.ufunc) and e.out.type.rank:
+                refs[out] = frozenset({out})
+            else:
+                refs[out] = frozenset().union(*(refs[slot_of[v.name]] for v in e.ins))
+        buffer_last: dict[int, float] = {}
+        for slot in range(n_slots):
+            for b in refs[slot]:
+                buffer_last[b] = max(buffer_last.get(b, -1), last_use.get(slot, -1))
+
+        steps = []
+        in_place = 0
+        alloc: list[int] = []
+        for i, (e, prim) in enumerate(zip(program.eqns, prims, strict=True)):
+            out = slot_of[e.out.name]
+            if template[out] is not None:
+                continue
+            ins = tuple(slot_of[v.name] for v in e.ins)
+            fn = _kernel(prim, e)
+            reuse = None
+            # (rank-0 ufunc results are NumPy scalars, not buffers)
+            if isinstance(prim.impl, np.ufunc) and prim.impl.nout == 1 and e.out.type.rank:
+                for pos, s in enumerate(ins):
+                    if (
+                        refs[s] == frozenset({s})
+                        and buffer_last.get(s) == i
+                        and e.ins[pos].type == e.out.type
+                    ):
+                        reuse = pos
+                        break
+            if reuse is not None:
+                fn = _in_place(prim.impl, reuse, len(ins))
+                in_place += 1
+            free = tuple(sorted({s for s in ins if last_use.get(s) == i}))
+            if out not in last_use:  # nobody reads it: drop it at once
+                free += (out,)
+            steps.append((fn, ins, out, free))
+            alloc.append(0 if reuse is not None else e.out.type.nbytes)
         self.steps = tuple(steps)
-        self.n_slots = len(slot_of)
+        self.n_slots = n_slots
+        self.n_params = n_params
+        self.template = template
+        self.in_place_steps = in_place
         self.out_slots = tuple(slot_of[v.name] for v in program.outs)
-        self.peak_bytes = _peak_bytes(program, self.steps)
+        # an output is handed over without a copy only if the plan owns it exclusively
+        seen: set[int] = set()
+        self.out_copy = []
+        for s in self.out_slots:
+            self.out_copy.append(refs[s] != frozenset({s}) or s in seen)
+            seen.add(s)
+        self.peak_bytes = self._peak(alloc)
+
+    def _peak(self, alloc) -> int:
+        size = [0] * self.n_slots
+        for i, p in enumerate(self.program.params):
+            size[i] = p.type.nbytes
+        live = sum(size[: self.n_params])
+        live += sum(a.nbytes for a in self.template if a is not None)
+        peak = live
+        for (_, ins, out, free), nbytes in zip(self.steps, alloc, strict=True):
+            size[out] = nbytes if nbytes else max((size[s] for s in ins), default=0)
+            live += nbytes
+            peak = max(peak, live)
+            for s in free:
+                if nbytes or s not in ins or size[s] != size[out]:
+                    live -= size[s]
+                size[s] = 0
+        return peak
 
     def check_args(self, args) -> list[np.ndarray]:
         if len(args) != len(self.in_types):
@@ -98,36 +176,27 @@ class Executable:
 
     def run(self, arrays) -> list[np.ndarray]:
         """Run on already-checked arrays (see ``check_args``)."""
-        slots: list = [None] * self.n_slots
-        slots[: len(arrays)] = arrays
-        for step in self.steps:
-            slots[step.out] = step.fn(*[slots[i] for i in step.ins])
-            for i in step.free:
+        slots = self.template.copy()
+        slots[: self.n_params] = arrays
+        for fn, ins, out, free in self.steps:
+            n = len(ins)
+            if n == 1:
+                slots[out] = fn(slots[ins[0]])
+            elif n == 2:
+                slots[out] = fn(slots[ins[0]], slots[ins[1]])
+            else:
+                slots[out] = fn(*[slots[i] for i in ins])
+            for i in free:
                 slots[i] = None
         outs = []
-        for slot, t in zip(self.out_slots, self.out_types, strict=True):
+        for slot, t, copy in zip(self.out_slots, self.out_types, self.out_copy, strict=True):
             a = np.asarray(slots[slot])
             if a.dtype != t.np_dtype:
                 a = a.astype(t.np_dtype)
-            if not a.flags.owndata or not a.flags.writeable:
+            elif copy or not a.flags.writeable:
                 a = a.copy()
             outs.append(a)
         return outs
-
-
-def _peak_bytes(program: Program, steps) -> int:
-    size = {}
-    for i, p in enumerate(program.params):
-        size[i] = p.type.nbytes
-    for step, e in zip(steps, program.eqns, strict=True):
-        size[step.out] = e.out.type.nbytes
-    live = sum(size[i] for i in range(len(program.params)))
-    peak = live
-    for step in steps:
-        live += size[step.out]
-        peak = max(peak, live)
-        live -= sum(size[i] for i in step.free)
-    return peak
 
 
 def compile(program: Program) -> Executable:  # noqa: A001 (the public name the API fixes)

@@ -133,15 +133,15 @@ def linearize_program(
 
 # transpose_program(linear) needs to know how many leading inputs are tangents; linearize
 # records it here (bounded) so the public one-argument call works on its results.
-_LINEAR_INPUTS: OrderedDict[Program, int] = OrderedDict()
+_LINEAR_INPUTS: OrderedDict[int, tuple[Program, int]] = OrderedDict()
 
 
 def _remember_linear_inputs(linear: Program, n: int) -> None:
-    _LINEAR_INPUTS[linear] = n
-    _LINEAR_INPUTS.move_to_end(linear)
-    while len(_LINEAR_INPUTS) > 256:
+    _LINEAR_INPUTS[id(linear)] = (linear, n)  # by identity: hashing a big program is costly
+    while len(_LINEAR_INPUTS) > 16:
         _LINEAR_INPUTS.popitem(last=False)
 
 
 def recorded_linear_inputs(linear: Program) -> int | None:
-    return _LINEAR_INPUTS.get(linear)
+    hit = _LINEAR_INPUTS.get(id(linear))
+    return hit[1] if hit is not None and hit[0] is linear else None

@@ -212,7 +212,7 @@ def _freeze(v):
 def bind(name: str, *args, **params):
     """Apply primitive ``name``: NumPy evaluation on arrays, an equation on tracers."""
     prim = lookup(name)
-    values = tuple(_freeze(params[p.name]) for p in prim.params)
+    values = tuple(_freeze(params[p.name]) for p in prim.params) if params else ()
     builder = top_builder(args)
     if builder is None:
         arrays = [np.asarray(a) for a in args]
@@ -323,6 +323,8 @@ def broadcast_to(x, shape):
 
 
 def _broadcast_shapes(a, b) -> tuple[int, ...]:
+    if a == b:
+        return a
     try:
         return tuple(np.broadcast_shapes(a, b))
     except ValueError:
@@ -330,6 +332,8 @@ def _broadcast_shapes(a, b) -> tuple[int, ...]:
 
 
 def _binary(name, x, y):
+    if type(x) is Tracer and type(y) is Tracer and x.var.type == y.var.type:
+        return bind(name, x, y)  # the common case: nothing to promote or broadcast
     x, y = _promote(x, y)
     shape = _broadcast_shapes(shape_of(x), shape_of(y))
     return bind(name, broadcast_to(x, shape), broadcast_to(y, shape))

@@ -35,6 +35,8 @@ from shax_core.primitives import lookup
 
 
 def lower(program: Program, lowering: str) -> Program:
+    if not any(lowering in lookup(e.prim).extra for e in program.eqns):
+        return program
     b = Builder()
     env = {p.name: b.add_param(p.type, p.name) for p in program.params}
     for eqn in program.eqns:

@@ -76,27 +76,29 @@ class Primitive:
     no_tangent: bool = False
     # (eqn, known) -> an equal existing Var, a cheaper Eqn, or None (see passes/simplify.py)
     simplify: Callable | None = None
+    # (in_types, out_type, **params) -> fn(*arrays): impl specialized once at plan time
+    kernel: Callable | None = None
     doc: str = ""
     extra: dict = field(default_factory=dict)
 
     def kwargs(self, params: Sequence[Any]) -> dict[str, Any]:
+        if not params:
+            return {}
         return {p.name: v for p, v in zip(self.params, params, strict=True)}
 
     def out_type(self, eqn, in_types: Sequence[Type | None]) -> Type:
         """The shape rule applied to an equation; errors name the equation and the types."""
-        where = _describe(eqn, in_types)
         if self.arity is not None and len(in_types) != self.arity:
-            raise ShaxTypeError(
-                f"{where}: {self.name} takes {self.arity} inputs, got {len(in_types)}"
-            )
-        if any(t is None for t in in_types):
-            raise ShaxTypeError(f"{where}: an input has no type")
+            where, n = _describe(eqn, in_types), len(in_types)
+            raise ShaxTypeError(f"{where}: {self.name} takes {self.arity} inputs, got {n}")
+        if None in in_types:
+            raise ShaxTypeError(f"{_describe(eqn, in_types)}: an input has no type")
         try:
             return self.shape_rule(*in_types, **self.kwargs(eqn.params))
         except ShaxTypeError as e:
-            raise ShaxTypeError(f"{where}: {e}") from None
+            raise ShaxTypeError(f"{_describe(eqn, in_types)}: {e}") from None
         except (ValueError, TypeError, IndexError) as e:
-            raise ShaxTypeError(f"{where}: bad parameters ({e})") from None
+            raise ShaxTypeError(f"{_describe(eqn, in_types)}: bad parameters ({e})") from None
 
     def __repr__(self) -> str:
         return f"<primitive {self.name}>"

@@ -268,6 +268,7 @@ def _convert_linearize(primals, tangents, dtype):
 
 
 convert.linearize = _convert_linearize
+convert.kernel = lambda in_types, out_type, dtype: lambda a: a.astype(out_type.np_dtype)
 convert.transpose = lambda ct, x, dtype: [ops.bind("convert", ct, dtype=x.type.dtype)]
 convert.traits |= {"linear"}
 convert.simplify = lambda eqn, known: eqn.ins[0] if eqn.ins[0].type == eqn.out.type else None

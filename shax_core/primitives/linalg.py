@@ -62,6 +62,35 @@ def _dot_general_impl(x, y, lhs_contract, rhs_contract, lhs_batch, rhs_batch):
     return out.reshape(batch + x_kept + y_kept)
 
 
+def _dot_general_kernel(in_types, out_type, lhs_contract, rhs_contract, lhs_batch, rhs_batch):
+    """One matmul on views: permutations and reshapes are decided here, once.
+
+    When x is already laid out [batch, kept, contract] and y [batch, contract, kept] (or their
+    transposes, which BLAS reads directly) no copy is made.
+    """
+    x, y = in_types
+    xk = _kept(x.rank, lhs_contract, lhs_batch)
+    yk = _kept(y.rank, rhs_contract, rhs_batch)
+    x_perm = lhs_batch + xk + lhs_contract
+    y_perm = rhs_batch + rhs_contract + yk
+    batch = tuple(x.shape[a] for a in lhs_batch)
+    m = int(np.prod([x.shape[a] for a in xk], dtype=np.int64))
+    k = int(np.prod([x.shape[a] for a in lhs_contract], dtype=np.int64))
+    n = int(np.prod([y.shape[a] for a in yk], dtype=np.int64))
+    x_view = batch + (m, k)
+    y_view = batch + (k, n)
+    out_shape = out_type.shape
+    x_id = x_perm == tuple(range(x.rank)) and x.shape == x_view
+    y_id = y_perm == tuple(range(y.rank)) and y.shape == y_view
+
+    def matmul(a, b):
+        a = a if x_id else a.transpose(x_perm).reshape(x_view)
+        b = b if y_id else b.transpose(y_perm).reshape(y_view)
+        return np.matmul(a, b).reshape(out_shape)
+
+    return matmul
+
+
 dot_general = define(
     "dot_general",
     arity=2,
@@ -75,6 +104,7 @@ dot_general = define(
     impl=_dot_general_impl,
     traits=["contraction"],
 )
+dot_general.kernel = _dot_general_kernel
 
 
 def _transpose_lhs(ct, y, x_type, lhs_contract, rhs_contract, lhs_batch, rhs_batch, swap=False):

@@ -70,18 +70,55 @@ def _broadcast_shape(x: Type, dims, shape):
     return x.with_shape(shape)
 
 
-def _broadcast_impl(x, dims, shape):
+def _broadcast_layout(x_shape, dims, shape):
+    """(perm, expanded): permute operand axes into output order, then view them at rank R."""
+    perm = tuple(int(i) for i in np.argsort(dims))
     expanded = [1] * len(shape)
     for i, d in enumerate(dims):
-        expanded[d] = x.shape[i]
-    return np.broadcast_to(x.reshape(expanded), shape)
+        expanded[d] = x_shape[i]
+    return perm, tuple(expanded)
+
+
+def _broadcast_impl(x, dims, shape):
+    perm, expanded = _broadcast_layout(x.shape, dims, shape)
+    return np.broadcast_to(np.transpose(x, perm).reshape(expanded), shape)
+
+
+SMALL = 4096  # below this many elements a broadcast is materialized (cheaper than a view)
+
+
+def _broadcast_kernel(in_types, out_type, dims, shape):
+    (x,) = in_types
+    perm, expanded = _broadcast_layout(x.shape, dims, shape)
+    ordered = perm == tuple(range(len(perm)))
+    if x.size == out_type.size:
+        return (
+            (lambda a: a.reshape(shape))
+            if ordered
+            else (lambda a: a.transpose(perm).reshape(shape))
+        )
+    dtype = out_type.np_dtype
+    if out_type.size <= SMALL:
+
+        def materialize(a):
+            out = np.empty(shape, dtype)
+            out[...] = (a if ordered else a.transpose(perm)).reshape(expanded)
+            return out
+
+        return materialize
+    return lambda a: np.broadcast_to((a if ordered else a.transpose(perm)).reshape(expanded), shape)
 
 
 def _broadcast_transpose(ct, x, dims, shape):
-    # Sum over the new axes and the stretched size-1 axes, then restore the operand's shape.
-    stretched = [d for i, d in enumerate(dims) if x.type.shape[i] == 1 and shape[d] != 1]
-    summed = sorted(set(range(len(shape))) - set(dims) | set(stretched))
+    # Sum over the new axes and the stretched size-1 axes; the remaining axes come out in
+    # output order, so permute them back to operand order, then restore the size-1 axes.
+    stretched = {d for i, d in enumerate(dims) if x.type.shape[i] == 1 and shape[d] != 1}
+    summed = sorted(set(range(len(shape))) - set(dims) | stretched)
     ct_x = ops.reduce_sum(ct, summed) if summed else ct
+    remaining = [d for d in range(len(shape)) if d not in summed]
+    kept = [remaining.index(d) for d in dims if d not in stretched]
+    if kept != sorted(kept):
+        ct_x = ops.transpose(ct_x, kept)
     return [ops.reshape(ct_x, x.type.shape)]
 
 
@@ -94,6 +131,7 @@ broadcast = define(
     traits=["layout"],
 )
 deflinear(broadcast, _broadcast_transpose)
+broadcast.kernel = _broadcast_kernel
 
 
 def _same_type_is_noop(eqn, known):
@@ -140,6 +178,7 @@ def _reshape_simplify(eqn, known):
 
 
 reshape.simplify = _reshape_simplify
+reshape.kernel = lambda in_types, out_type, shape: lambda a: a.reshape(shape)
 
 # ---------------------------------------------------------------------------------------------
 # transpose perm x: output axis i is operand axis perm[i]
@@ -177,6 +216,7 @@ def _transpose_simplify(eqn, known):
 
 
 transpose.simplify = _transpose_simplify
+transpose.kernel = lambda in_types, out_type, perm: lambda a: a.transpose(perm)
 
 # ---------------------------------------------------------------------------------------------
 # slice start limit x (unit strides) and pad [(lo,hi),...] value x: each other's transpose
@@ -191,15 +231,24 @@ def _slice_shape(x: Type, start, limit):
     return x.with_shape(tuple(lim - s for s, lim in zip(start, limit, strict=True)))
 
 
+slice_p = define(
+    "slice",
+    arity=1,
+    params=[("start", "ints"), ("limit", "ints")],
+    shape=_slice_shape,
+    impl=lambda x, start, limit: x[tuple(map(slice, start, limit))],
+    traits=["layout"],
+)
+
+
+def _slice_kernel(in_types, out_type, start, limit):
+    index = tuple(map(slice, start, limit))
+    return lambda a: a[index]
+
+
+slice_p.kernel = _slice_kernel
 deflinear(
-    define(
-        "slice",
-        arity=1,
-        params=[("start", "ints"), ("limit", "ints")],
-        shape=_slice_shape,
-        impl=lambda x, start, limit: x[tuple(map(slice, start, limit))],
-        traits=["layout"],
-    ),
+    slice_p,
     lambda ct, x, start, limit: [
         ops.pad(ct, [(s, n - lim) for s, lim, n in zip(start, limit, x.type.shape, strict=True)])
     ],
@@ -241,6 +290,21 @@ def _pad_linearize(primals, tangents, config, value):
 
 
 pad.linearize = _pad_linearize
+
+
+def _pad_kernel(in_types, out_type, config, value):
+    index = tuple(slice(lo, lo + n) for (lo, _), n in zip(config, in_types[0].shape))
+    shape, dtype = out_type.shape, out_type.np_dtype
+
+    def pad_into_full(a):
+        out = np.full(shape, value, dtype)
+        out[index] = a
+        return out
+
+    return pad_into_full
+
+
+pad.kernel = _pad_kernel
 
 
 # ---------------------------------------------------------------------------------------------
@@ -314,6 +378,9 @@ reduce_sum = define(
 )
 deflinear(
     reduce_sum, lambda ct, x, axes: [ops.broadcast(ct, _kept(x.type.rank, axes), x.type.shape)]
+)
+reduce_sum.kernel = lambda in_types, out_type, axes: (
+    (lambda a: np.add.reduce(a, axis=axes)) if axes else (lambda a: a)
 )
 
 
