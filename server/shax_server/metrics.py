@@ -66,6 +66,10 @@ class Gauge(_Metric):
         with self.lock:
             self.value += amount
 
+    def set(self, value: float) -> None:
+        with self.lock:
+            self.value = value
+
     def render(self) -> list[str]:
         value = self.read() if self.read else self.value
         return self.header() + [f"{self.name} {value}"]
@@ -124,6 +128,19 @@ class Metrics:
         self.cache_bytes = Gauge(
             "shax_cache_bytes", "estimated bytes held by the cache", cache_bytes
         )
+        # shared store (Redis): see redis_store.py; the redis_* series appear once a Redis store
+        # is attached (``bind_metrics``), so a single process without Redis does not report them
+        self.store_hits = Counter(
+            "shax_store_hits_total", "local cache misses served from the shared store, uncompiled"
+        )
+        self.store_corrupt = Counter(
+            "shax_store_corrupt_total", "shared-store entries ignored as unusable (then compiled)"
+        )
+        self.redis_errors = Counter(
+            "shax_redis_errors_total", "failed Redis calls by operation, reason", ("op", "reason")
+        )
+        self.redis_up = Gauge("shax_redis_up", "1 if the last Redis call succeeded, else 0")
+        self.redis_attached = False
 
     def render(self) -> str:
         lines: list[str] = []
@@ -137,6 +154,9 @@ class Metrics:
             self.cache_bytes,
             self.inflight,
             self.rejected,
+            self.store_hits,
+            self.store_corrupt,
+            *((self.redis_errors, self.redis_up) if self.redis_attached else ()),
         ):
             lines += m.render()
         return "\n".join(lines) + "\n"
