@@ -106,6 +106,11 @@ def _is_int(v: Any) -> bool:
     return isinstance(v, int) and not isinstance(v, bool)
 
 
+def _known(v: Any, table: dict) -> bool:
+    # a JSON list or object is unhashable: ``v in table`` would raise TypeError
+    return isinstance(v, str) and v in table
+
+
 def _int(where: str, v: Any) -> int:
     if not _is_int(v) or abs(v) > 2**62:
         raise GraphError(where, f"expected an integer, got {v!r}")
@@ -126,7 +131,7 @@ def _name(where: str, v: Any) -> str:
 
 def _type(where: str, obj: dict) -> Type:
     dtype = obj.get("dtype")
-    if dtype not in DTYPES:
+    if not _known(dtype, DTYPES):
         raise GraphError(f"{where}.dtype", f"expected one of {', '.join(DTYPES)}, got {dtype!r}")
     shape = _list(f"{where}.shape", obj.get("shape"))
     if len(shape) > 32:
@@ -155,7 +160,7 @@ def _param_from_json(where: str, kind: str, v: Any) -> Any:
         except ValueError as e:
             raise GraphError(where, str(e)) from None
     if kind == "dtype":
-        if v not in DTYPES:
+        if not _known(v, DTYPES):
             raise GraphError(where, f"expected one of {', '.join(DTYPES)}, got {v!r}")
         return v
     if kind == "literals":
@@ -179,7 +184,7 @@ def _equation(i: int, obj: Any, env: dict[str, Var]) -> Eqn:
     out = _name(f"{where}.out", obj.get("out"))
     where = f"equations[{i}] ({out})"
     prim_name = obj.get("primitive")
-    if prim_name not in REGISTRY:
+    if not _known(prim_name, REGISTRY):
         raise GraphError(f"{where}.primitive", f"unknown primitive {prim_name!r}")
     prim = REGISTRY[prim_name]
     names = _list(f"{where}.inputs", obj.get("inputs", []))
@@ -208,7 +213,7 @@ def _equation(i: int, obj: Any, env: dict[str, Var]) -> Eqn:
     annotation = None
     if "shape" in obj:
         annotation = _type(where, obj)
-    elif "dtype" in obj and obj["dtype"] not in DTYPES:
+    elif "dtype" in obj and not _known(obj["dtype"], DTYPES):
         raise GraphError(
             f"{where}.dtype", f"expected one of {', '.join(DTYPES)}, got {obj['dtype']!r}"
         )
