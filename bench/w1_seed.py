@@ -1,0 +1,309 @@
+"""W1 seed-medium: the seed's ``medium`` at a=[1..6], b=[[1,2],[3,4]], cotangent [5,9].
+
+Overhead-bound: a dozen tiny ops. Warm VJP = outputs and both gradients from a ready program;
+cold = IR text in, first gradient out (parse, infer, pipeline, plan, evaluate) for shax, and
+trace + compile + first call of ``jit(vjp)`` for JAX (caches cleared before every run).
+"""
+
+from __future__ import annotations
+
+import numpy as np
+from common import (
+    Config,
+    Section,
+    Target,
+    close,
+    fmt_ratio,
+    fmt_time,
+    have,
+    import_jax,
+    log,
+    measure,
+    missing_note,
+    ratio,
+    table,
+)
+
+A = np.arange(1, 7, dtype=np.float32)
+B = np.array([[1, 2], [3, 4]], dtype=np.float32)
+CT = np.array([5, 9], dtype=np.float32)
+
+
+def medium_generic(m, x0, x8, minimum, maximum, broadcast):
+    """The seed's medium, written once against a NumPy-like module ``m``."""
+    x1 = broadcast(x0)
+    x2 = m.sin(x1)
+    x3 = m.cos(x2)
+    x4 = x2 + x3
+    x5 = m.exp(x4)
+    x6 = x4.T
+    x7 = x5 @ x6
+    x9 = x7 * x8
+    x10 = x7 + x8
+    x11 = minimum(x9, x10)
+    x12 = maximum(x9, x10)
+    x13 = x12 - x11
+    return x13.sum(0)
+
+
+# ---------------------------------------------------------------------------------------------
+# implementations: each returns a zero-argument callable giving (outputs, grad a, grad b)
+
+
+def shax_impl():
+    import shax_core as sx
+    from shax_core.demo import medium
+
+    exe = sx.compile(sx.vjp_program(sx.trace(medium, A, B)))
+    return lambda: exe(A, B, CT)
+
+
+def shax_run_impl():
+    """The same plan through ``Executable.run`` (no argument checks): the plan's own cost."""
+    import shax_core as sx
+    from shax_core.demo import medium
+
+    exe = sx.compile(sx.vjp_program(sx.trace(medium, A, B)))
+    args = [A, B, CT]
+    return lambda: exe.run(args)
+
+
+def numpy_vjp(a, b, ct):
+    """Hand-written forward and backward (what a person would write for this function)."""
+    x1 = np.broadcast_to(a, (2, 6))
+    x2 = np.sin(x1)
+    x3 = np.cos(x2)
+    x4 = x2 + x3
+    x5 = np.exp(x4)
+    x7 = x5 @ x4.T
+    x9 = x7 * b
+    x10 = x7 + b
+    out = np.abs(x9 - x10).sum(0)  # max - min
+    # backward
+    g9 = np.sign(x9 - x10) * ct  # d|u|/du = sign(u) (0 at ties: the equal split cancels)
+    g7 = g9 * b - g9  # through x9 = x7*b and x10 = x7+b (g10 = -g9)
+    gb = g9 * x7 - g9
+    g5 = g7 @ x4
+    g4 = g5 * x5 + (x5.T @ g7).T
+    g2 = g4 * (1.0 - np.sin(x2))
+    ga = (g2 * np.cos(x1)).sum(0)
+    return out, ga, gb
+
+
+def numpy_impl():
+    return lambda: numpy_vjp(A, B, CT)
+
+
+def _jax_fns():
+    jax, jnp = import_jax()
+
+    def medium(a, b):
+        return medium_generic(
+            jnp, a, b, jnp.minimum, jnp.maximum, lambda x: jnp.broadcast_to(x, (2, 6))
+        )
+
+    def vjp_all(a, b, ct):
+        out, pull = jax.vjp(medium, a, b)
+        ga, gb = pull(ct)
+        return out, ga, gb
+
+    return jax, jnp, vjp_all
+
+
+def jax_jit_impl():
+    jax, jnp, vjp_all = _jax_fns()
+    f = jax.jit(vjp_all)
+    a, b, ct = jnp.asarray(A), jnp.asarray(B), jnp.asarray(CT)
+    return lambda: jax.block_until_ready(f(a, b, ct))
+
+
+def jax_eager_impl():
+    jax, jnp, vjp_all = _jax_fns()
+    a, b, ct = jnp.asarray(A), jnp.asarray(B), jnp.asarray(CT)
+    return lambda: jax.block_until_ready(vjp_all(a, b, ct))
+
+
+def torch_impl():
+    import torch
+
+    b = torch.from_numpy(B)
+    ct = torch.from_numpy(CT)
+
+    def run():
+        a = torch.from_numpy(A).requires_grad_()
+        bb = b.detach().requires_grad_()
+        out = medium_generic(torch, a, bb, torch.minimum, torch.maximum, lambda x: x.expand(2, 6))
+        ga, gb = torch.autograd.grad(out, (a, bb), ct)
+        return out.detach(), ga, gb
+
+    return run
+
+
+def autograd_impl():
+    import autograd
+    import autograd.numpy as anp
+
+    def medium(ab):
+        a, b = ab
+        return medium_generic(
+            anp,
+            a,
+            b,
+            anp.minimum,
+            anp.maximum,
+            lambda x: anp.broadcast_to(anp.reshape(x, (1, 6)), (2, 6)),
+        )
+
+    def run():
+        pull, out = autograd.make_vjp(medium)((A, B))
+        ga, gb = pull(CT)
+        return out, ga, gb
+
+    return run
+
+
+# ---------------------------------------------------------------------------------------------
+# cold start
+
+
+def shax_cold_impl():
+    import shax_core as sx
+    from shax_core.demo import medium
+
+    text = sx.print_program(sx.trace(medium, A, B))
+
+    def run():
+        program = sx.infer(sx.parse(text))
+        exe = sx.compile(sx.vjp_program(program))
+        return exe(A, B, CT)
+
+    return run, text
+
+
+def jax_cold_impl():
+    jax, jnp, _ = _jax_fns()
+
+    def run():
+        jax.clear_caches()
+        _, _, vjp_all = _jax_fns()  # a new function object: nothing reused from the last run
+
+        def fresh(a, b, ct):
+            return vjp_all(a, b, ct)
+
+        return jax.block_until_ready(jax.jit(fresh)(A, B, CT))
+
+    return run
+
+
+IMPLS = {
+    "shax": ("shax", shax_impl),
+    "shax (plan.run, unchecked)": ("shax", shax_run_impl),
+    "NumPy (hand-written)": ("numpy", numpy_impl),
+    "JAX jit": ("jax", jax_jit_impl),
+    "JAX eager": ("jax", jax_eager_impl),
+    "PyTorch eager": ("torch", torch_impl),
+    "autograd": ("autograd", autograd_impl),
+}
+
+
+def run(cfg: Config) -> Section:
+    sec = Section("w1", "W1 seed-medium (overhead-bound)")
+    fns, peers_missing = {}, set()
+    for name, (peer, make) in IMPLS.items():
+        if peer != "shax" and not have(peer, cfg):
+            peers_missing.add(peer)
+            continue
+        try:
+            fns[name] = make()
+        except Exception as e:  # noqa: BLE001
+            sec.notes.append(f"{name}: setup failed: {type(e).__name__}: {e}")
+    for p in sorted(peers_missing):
+        sec.notes.append(missing_note(p, cfg))
+
+    # correctness: every implementation must agree with the hand-written NumPy
+    ref = numpy_vjp(A, B, CT)
+    for name, fn in fns.items():
+        got = fn()
+        if not all(close(g, r) for g, r in zip(got, ref)):
+            sec.notes.append(f"{name}: results DIFFER from the hand-written NumPy reference")
+
+    log("W1: warm VJP")
+    warm = measure(fns, cfg)
+    cold_fns = {}
+    shax_cold, _text = shax_cold_impl()
+    cold_fns["shax (parse, infer, vjp_program, compile, evaluate)"] = shax_cold
+    if have("jax", cfg):
+        cold_fns["JAX (trace, jit compile, first call of jit(vjp))"] = jax_cold_impl()
+    log("W1: cold start")
+    cold = measure(cold_fns, cfg, warmup=1)
+
+    np_t = warm.get("NumPy (hand-written)")
+    base = np_t.median if np_t and np_t.ok else None
+    rows = []
+    for name, t in warm.items():
+        shax_vs = ratio(warm["shax"].median, t.median) if name != "shax" else None
+        rows.append(
+            [
+                name,
+                fmt_time(t.median) if t.ok else f"error: {t.error}",
+                fmt_ratio(ratio(t.median, base)),
+                fmt_ratio(shax_vs) if shax_vs else "",
+                str(t.runs),
+            ]
+        )
+    sec.lines += ["Warm VJP (outputs and both gradients):", ""]
+    sec.lines += table(
+        ["implementation", "median", "vs hand-written NumPy", "shax / this", "calls timed"], rows
+    )
+    rows = [
+        [n, fmt_time(t.median) if t.ok else f"error: {t.error}", str(t.runs)]
+        for n, t in cold.items()
+    ]
+    sec.lines += ["", "Cold start (IR text in, first gradient out; imports excluded):", ""]
+    sec.lines += table(["implementation", "median", "runs"], rows)
+
+    s_warm = warm["shax"].median
+    r = ratio(s_warm, base)
+    sec.targets.append(
+        Target(
+            "W1",
+            "warm VJP vs hand-written NumPy",
+            fmt_ratio(r),
+            "<= 1.5x",
+            None if r is None else r <= 1.5,
+        )
+    )
+    for peer in ("PyTorch eager", "autograd"):
+        if peer in warm and warm[peer].ok:
+            rp = ratio(warm[peer].median, s_warm)
+            sec.targets.append(
+                Target(
+                    "W1",
+                    f"ahead of {peer} (their time / shax)",
+                    fmt_ratio(rp),
+                    ">= 5x",
+                    rp is not None and rp >= 5,
+                )
+            )
+    sc = cold["shax (parse, infer, vjp_program, compile, evaluate)"]
+    jax_cold = [t for n, t in cold.items() if n.startswith("JAX")]
+    if jax_cold and jax_cold[0].ok:
+        r = ratio(sc.median, jax_cold[0].median)
+        sec.targets.append(
+            Target(
+                "W1",
+                "cold start vs JAX trace+compile+first call",
+                fmt_ratio(r),
+                "<= 0.04x (1/25)",
+                r is not None and r <= 1 / 25,
+            )
+        )
+    else:
+        sec.targets.append(
+            Target("W1", "cold start vs JAX", fmt_time(sc.median), "<= 1/25 of JAX", None)
+        )
+    sec.data = {
+        "warm": {n: t.median for n, t in warm.items()},
+        "cold": {n: t.median for n, t in cold.items()},
+    }
+    return sec

@@ -1,0 +1,290 @@
+"""W2 mlp (matmul-bound): a 784-512-512-10 tanh MLP on a batch of 256, squared-error loss.
+
+``loss = sum((tanh(tanh(X@W1+b1)@W2+b2)@W3+b3 - Y)**2)``, gradient w.r.t. the six parameters.
+All arrays f32, normal(0, 0.05) from a fixed seed. Reports forward, forward+gradient, their
+ratio, and GFLOP/s against a 1024^3 f32 NumPy matmul on the same machine.
+"""
+
+from __future__ import annotations
+
+import numpy as np
+from common import (
+    Config,
+    Section,
+    Target,
+    close,
+    fmt_ratio,
+    fmt_time,
+    have,
+    import_jax,
+    log,
+    measure,
+    missing_note,
+    ratio,
+    table,
+)
+
+BATCH, D_IN, D_H, D_OUT = 256, 784, 512, 10
+SHAPES = {
+    "W1": (D_IN, D_H),
+    "b1": (D_H,),
+    "W2": (D_H, D_H),
+    "b2": (D_H,),
+    "W3": (D_H, D_OUT),
+    "b3": (D_OUT,),
+}
+# multiply-adds x2: forward = three matmuls; gradient = three weight matmuls and the two
+# activation matmuls (no gradient w.r.t. X is needed)
+FWD_FLOP = 2 * BATCH * (D_IN * D_H + D_H * D_H + D_H * D_OUT)
+GRAD_FLOP = 2 * FWD_FLOP + 2 * BATCH * (D_OUT * D_H + D_H * D_H)
+
+
+def make_data(seed: int = 0):
+    rng = np.random.default_rng(seed)
+
+    def normal(shape):
+        return rng.normal(0.0, 0.05, size=shape).astype(np.float32)
+
+    params = [normal(s) for s in SHAPES.values()]
+    x = normal((BATCH, D_IN))
+    y = normal((BATCH, D_OUT))
+    return params, x, y
+
+
+def loss_generic(m, w1, b1, w2, b2, w3, b3, x, y):
+    h = m.tanh(x @ w1 + b1)
+    h = m.tanh(h @ w2 + b2)
+    return m.sum((h @ w3 + b3 - y) ** 2)
+
+
+# ---------------------------------------------------------------------------------------------
+# implementations: (forward callable, forward+gradient callable)
+
+
+def shax_impls(params, x, y):
+    import shax_core as sx
+    import shax_core.numpy as snp
+
+    def loss(w1, b1, w2, b2, w3, b3, x, y):
+        return loss_generic(snp, w1, b1, w2, b2, w3, b3, x, y)
+
+    program = sx.trace(loss, *params, x, y)
+    fwd = sx.compile(program)
+    vjp = sx.compile(sx.vjp_program(program, wrt=list(range(6))))
+    one = np.ones((), np.float32)
+    args = [*params, x, y]
+    return (lambda: fwd(*args)), (lambda: vjp(*args, one)), vjp
+
+
+def numpy_forward(w1, b1, w2, b2, w3, b3, x, y):
+    h1 = np.tanh(x @ w1 + b1)
+    h2 = np.tanh(h1 @ w2 + b2)
+    d = h2 @ w3 + b3 - y
+    return np.sum(d * d)
+
+
+def numpy_value_and_grad(w1, b1, w2, b2, w3, b3, x, y):
+    """Hand-written forward and backward, as a person writes it with NumPy."""
+    h1 = np.tanh(x @ w1 + b1)
+    h2 = np.tanh(h1 @ w2 + b2)
+    d = h2 @ w3 + b3 - y
+    loss = np.sum(d * d)
+    g = 2.0 * d
+    gw3 = h2.T @ g
+    gb3 = g.sum(0)
+    g = (g @ w3.T) * (1.0 - h2 * h2)
+    gw2 = h1.T @ g
+    gb2 = g.sum(0)
+    g = (g @ w2.T) * (1.0 - h1 * h1)
+    gw1 = x.T @ g
+    gb1 = g.sum(0)
+    return loss, (gw1, gb1, gw2, gb2, gw3, gb3)
+
+
+def numpy_impls(params, x, y):
+    return (lambda: numpy_forward(*params, x, y)), (lambda: numpy_value_and_grad(*params, x, y))
+
+
+def _jax_loss():
+    jax, jnp = import_jax()
+
+    def loss(w1, b1, w2, b2, w3, b3, x, y):
+        return loss_generic(jnp, w1, b1, w2, b2, w3, b3, x, y)
+
+    return jax, jnp, loss
+
+
+def jax_jit_impls(params, x, y):
+    jax, jnp, loss = _jax_loss()
+    args = [jnp.asarray(a) for a in [*params, x, y]]
+    fwd = jax.jit(loss)
+    vg = jax.jit(jax.value_and_grad(loss, argnums=tuple(range(6))))
+    return (
+        lambda: jax.block_until_ready(fwd(*args)),
+        lambda: jax.block_until_ready(vg(*args)),
+    )
+
+
+def jax_eager_impls(params, x, y):
+    jax, jnp, loss = _jax_loss()
+    args = [jnp.asarray(a) for a in [*params, x, y]]
+    vg = jax.value_and_grad(loss, argnums=tuple(range(6)))
+    return (
+        lambda: jax.block_until_ready(loss(*args)),
+        lambda: jax.block_until_ready(vg(*args)),
+    )
+
+
+def torch_impls(params, x, y):
+    import torch
+
+    ps = [torch.from_numpy(p) for p in params]
+    xt, yt = torch.from_numpy(x), torch.from_numpy(y)
+
+    def fwd():
+        with torch.no_grad():
+            return loss_generic(torch, *ps, xt, yt)
+
+    def vg():
+        leaves = [p.detach().requires_grad_() for p in ps]
+        value = loss_generic(torch, *leaves, xt, yt)
+        return value.detach(), torch.autograd.grad(value, leaves)
+
+    return fwd, vg
+
+
+def autograd_impls(params, x, y):
+    import autograd
+    import autograd.numpy as anp
+
+    def loss(ps, x, y):
+        return loss_generic(anp, *ps, x, y)
+
+    vg = autograd.value_and_grad(loss)
+    ps = list(params)
+    return (lambda: loss(ps, x, y)), (lambda: vg(ps, x, y))
+
+
+IMPLS = {
+    "shax": ("shax", None),
+    "NumPy (hand-written)": ("numpy", numpy_impls),
+    "JAX jit": ("jax", jax_jit_impls),
+    "JAX eager": ("jax", jax_eager_impls),
+    "PyTorch eager": ("torch", torch_impls),
+    "autograd": ("autograd", autograd_impls),
+}
+
+
+def _grads_of(name, result):
+    if name == "shax":
+        return result[1:]
+    value, grads = result
+    return list(grads)
+
+
+def run(cfg: Config) -> Section:
+    sec = Section("w2", "W2 mlp (matmul-bound)")
+    params, x, y = make_data()
+    fwd_fns, vg_fns, missing = {}, {}, set()
+    for name, (peer, make) in IMPLS.items():
+        if peer != "shax" and not have(peer, cfg):
+            missing.add(peer)
+            continue
+        try:
+            if peer == "shax":
+                f, g, vjp_exe = shax_impls(params, x, y)
+            else:
+                f, g = make(params, x, y)
+            fwd_fns[name], vg_fns[name] = f, g
+        except Exception as e:  # noqa: BLE001
+            sec.notes.append(f"{name}: setup failed: {type(e).__name__}: {e}")
+    for p in sorted(missing):
+        sec.notes.append(missing_note(p, cfg))
+
+    _, ref = numpy_value_and_grad(*params, x, y)
+    for name, g in vg_fns.items():
+        got = _grads_of(name, g())
+        if not all(close(a, b, rtol=1e-3, atol=1e-4) for a, b in zip(got, ref)):
+            sec.notes.append(f"{name}: gradients DIFFER from the hand-written NumPy reference")
+
+    n = 1024
+    a = np.random.default_rng(1).standard_normal((n, n)).astype(np.float32)
+    log("W2: forward, forward+gradient, matmul peak")
+    fwd = measure(fwd_fns, cfg)
+    vg = measure(vg_fns, cfg)
+    mm = measure({"matmul": lambda: a @ a}, cfg)["matmul"]
+    peak = 2 * n**3 / mm.median / 1e9
+    np_vg = vg["NumPy (hand-written)"].median
+    rows = []
+    for name in vg_fns:
+        tf, tg = fwd.get(name), vg[name]
+        gflops = GRAD_FLOP / tg.median / 1e9
+        rows.append(
+            [
+                name,
+                fmt_time(tf.median) if tf and tf.ok else "—",
+                fmt_time(tg.median) if tg.ok else f"error: {tg.error}",
+                fmt_ratio(ratio(tg.median, tf.median if tf else None)),
+                fmt_ratio(ratio(tg.median, np_vg)),
+                f"{gflops:.1f} ({100 * gflops / peak:.0f}%)",
+            ]
+        )
+    sec.lines += table(
+        [
+            "implementation",
+            "forward",
+            "forward+gradient",
+            "grad/fwd",
+            "vs NumPy (fwd+grad)",
+            f"GFLOP/s fwd+grad (% of {n}³ matmul)",
+        ],
+        rows,
+    )
+    sec.lines += [
+        "",
+        f"{n}³ f32 NumPy matmul: {fmt_time(mm.median)} = {peak:.1f} GFLOP/s. "
+        f"forward = {FWD_FLOP / 1e6:.0f} MFLOP, forward+gradient = {GRAD_FLOP / 1e6:.0f} MFLOP.",
+    ]
+    # what the VJP program does: count the matmuls and the transposes it materializes
+    prims: dict[str, int] = {}
+    for e in vjp_exe.program.eqns:
+        prims[e.prim] = prims.get(e.prim, 0) + 1
+    counts = ", ".join(f"{k} {v}" for k, v in sorted(prims.items()))
+    sec.lines += ["", f"shax VJP program: {len(vjp_exe.program.eqns)} equations ({counts})."]
+
+    s = vg["shax"].median
+    r = ratio(s, np_vg)
+    sec.targets.append(
+        Target(
+            "W2",
+            "fwd+grad vs hand-written NumPy",
+            fmt_ratio(r),
+            "<= 1.05x",
+            None if r is None else r <= 1.05,
+        )
+    )
+    rg = ratio(s, fwd["shax"].median)
+    sec.targets.append(
+        Target(
+            "W2", "shax grad/fwd ratio", fmt_ratio(rg), "<= 2.7", None if rg is None else rg <= 2.7
+        )
+    )
+    for peer in ("JAX jit", "PyTorch eager", "autograd"):
+        if peer in vg and vg[peer].ok:
+            rp = ratio(s, vg[peer].median)
+            sec.targets.append(
+                Target(
+                    "W2",
+                    f"fwd+grad vs {peer}",
+                    fmt_ratio(rp),
+                    "< 1x (ahead)",
+                    rp is not None and rp < 1,
+                )
+            )
+    sec.data = {
+        "fwd": {k: t.median for k, t in fwd.items()},
+        "vg": {k: t.median for k, t in vg.items()},
+        "matmul_gflops": peak,
+        "vjp_prims": prims,
+    }
+    return sec

@@ -1,0 +1,317 @@
+"""W3 elementwise-chain (memory-bound): x f32[1_000_000]; y = x; 32 times
+``y = sin(y) * cos(x) + exp(-(y*y))``; ``loss = sum(y)``; gradient w.r.t. x. Time and peak memory.
+
+Peak memory is measured the same way for every implementation: each runs in its own fresh
+subprocess (``mem_probe.py``) with glibc's malloc told to serve every block over 64 KiB with mmap
+(so freed memory goes back to the OS and warm-up leftovers cannot hide allocations); after a
+warm-up call the process's resident-set high-water mark (VmHWM) is reset through
+/proc/self/clear_refs, one forward+gradient call runs, and the figure is VmHWM minus the RSS
+before the call: the memory the call needed on top of its inputs, whoever allocated it (NumPy,
+PyTorch's or XLA's allocator). For the NumPy-based implementations tracemalloc's peak (NumPy
+allocations only) is reported next to it as a cross-check.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+import sys
+
+import numpy as np
+from common import (
+    BENCH_DIR,
+    Config,
+    Section,
+    Target,
+    close,
+    fmt_bytes,
+    fmt_ratio,
+    fmt_time,
+    have,
+    import_jax,
+    log,
+    measure,
+    missing_note,
+    ratio,
+    table,
+)
+
+STEPS = 32
+
+
+def make_x(n: int) -> np.ndarray:
+    return np.random.default_rng(0).uniform(-1.0, 1.0, n).astype(np.float32)
+
+
+def chain_generic(m, x):
+    y = x
+    cx = m.cos(x)
+    for _ in range(STEPS):
+        y = m.sin(y) * cx + m.exp(-(y * y))
+    return m.sum(y)
+
+
+def chain_literal(m, x):
+    """Exactly as the issue writes it: cos(x) inside the loop (a tracer's CSE may share it)."""
+    y = x
+    for _ in range(STEPS):
+        y = m.sin(y) * m.cos(x) + m.exp(-(y * y))
+    return m.sum(y)
+
+
+# ---------------------------------------------------------------------------------------------
+# implementations: make(x) -> zero-argument callable returning (loss, grad x)
+
+
+def shax_make(x):
+    import shax_core as sx
+    import shax_core.numpy as snp
+
+    def chain(x):
+        return chain_literal(snp, x)
+
+    exe = sx.compile(sx.vjp_program(sx.trace(chain, x)))
+    one = np.ones((), np.float32)
+    return lambda: exe(x, one)
+
+
+def numpy_value_and_grad(x):
+    """Hand-written: the forward keeps each step's y (4 MB each); the backward recomputes the
+    cheap elementwise factors from it, as a person writing a memory-conscious backward would."""
+    cx = np.cos(x)
+    ys = []
+    y = x
+    for _ in range(STEPS):
+        ys.append(y)
+        y = np.sin(y) * cx + np.exp(-(y * y))
+    loss = y.sum()
+    g = np.ones_like(x)
+    gx = np.zeros_like(x)
+    for y in reversed(ys):
+        # d/dy: cos(y)*cos(x) - 2y*exp(-y^2); d/dx (through cos x): -sin(y)*sin(x)
+        gx += g * np.sin(y)
+        g *= np.cos(y) * cx - 2.0 * y * np.exp(-(y * y))
+    gx *= -np.sin(x)
+    gx += g  # y0 = x
+    return loss, gx
+
+
+def numpy_make(x):
+    return lambda: numpy_value_and_grad(x)
+
+
+def jax_jit_make(x):
+    jax, jnp = import_jax()
+    f = jax.jit(jax.value_and_grad(lambda x: chain_literal(jnp, x)))
+    xj = jnp.asarray(x)
+    return lambda: jax.block_until_ready(f(xj))
+
+
+def jax_eager_make(x):
+    jax, jnp = import_jax()
+    f = jax.value_and_grad(lambda x: chain_literal(jnp, x))
+    xj = jnp.asarray(x)
+    return lambda: jax.block_until_ready(f(xj))
+
+
+def torch_make(x):
+    import torch
+
+    xt = torch.from_numpy(x)
+
+    def run():
+        leaf = xt.detach().requires_grad_()
+        loss = chain_literal(torch, leaf)
+        (g,) = torch.autograd.grad(loss, (leaf,))
+        return loss.detach(), g
+
+    return run
+
+
+def autograd_make(x):
+    import autograd
+    import autograd.numpy as anp
+
+    f = autograd.value_and_grad(lambda x: chain_literal(anp, x))
+    return lambda: f(x)
+
+
+IMPLS = {
+    "shax": ("shax", shax_make),
+    "NumPy (hand-written)": ("numpy", numpy_make),
+    "JAX jit": ("jax", jax_jit_make),
+    "JAX eager": ("jax", jax_eager_make),
+    "PyTorch eager": ("torch", torch_make),
+    "autograd": ("autograd", autograd_make),
+}
+NUMPY_BASED = {"shax", "NumPy (hand-written)", "autograd"}
+
+
+# ---------------------------------------------------------------------------------------------
+# peak memory (run in a subprocess per implementation: python w3_chain.py --probe NAME N)
+
+
+def _status_kib(field: str) -> int:
+    with open("/proc/self/status") as fh:
+        for line in fh:
+            if line.startswith(field + ":"):
+                return int(line.split()[1])
+    raise RuntimeError(f"{field} not in /proc/self/status")
+
+
+def probe(name: str, n: int) -> dict:
+    import gc
+    import tracemalloc
+
+    x = make_x(n)
+    fn = IMPLS[name][1](x)
+    fn()  # warm-up: compilation, caches
+    result = None
+    gc.collect()
+    before = _status_kib("VmRSS")
+    with open("/proc/self/clear_refs", "w") as fh:
+        fh.write("5")  # reset VmHWM to the current RSS
+    result = fn()
+    peak = _status_kib("VmHWM")
+    out = {
+        "rss_before": before * 1024,
+        "rss_peak": peak * 1024,
+        "rss_delta": (peak - before) * 1024,
+    }
+    del result
+    if name in NUMPY_BASED:
+        gc.collect()
+        tracemalloc.start()
+        fn()
+        _, tm_peak = tracemalloc.get_traced_memory()
+        tracemalloc.stop()
+        out["tracemalloc_peak"] = tm_peak
+    return out
+
+
+def measure_memory(name: str, n: int, timeout: float) -> dict:
+    env = dict(os.environ, MALLOC_MMAP_THRESHOLD_="65536", MALLOC_TRIM_THRESHOLD_="0")
+    env.setdefault("JAX_PLATFORMS", "cpu")
+    proc = subprocess.run(
+        [sys.executable, os.path.join(BENCH_DIR, "w3_chain.py"), "--probe", name, str(n)],
+        capture_output=True,
+        text=True,
+        timeout=timeout,
+        env=env,
+        cwd=BENCH_DIR,
+    )
+    if proc.returncode != 0:
+        tail = proc.stderr.strip().splitlines()[-1:] or ["?"]
+        return {"error": f"exit {proc.returncode}: {tail[0]}"}
+    return json.loads(proc.stdout.strip().splitlines()[-1])
+
+
+def run(cfg: Config) -> Section:
+    sec = Section("w3", "W3 elementwise-chain (memory-bound)")
+    n = 100_000 if cfg.quick else 1_000_000
+    if cfg.quick:
+        sec.notes.append(f"--quick: n = {n:,} instead of 1,000,000")
+    x = make_x(n)
+    fns, missing = {}, set()
+    for name, (peer, make) in IMPLS.items():
+        if peer != "shax" and not have(peer, cfg):
+            missing.add(peer)
+            continue
+        try:
+            fns[name] = make(x)
+        except Exception as e:  # noqa: BLE001
+            sec.notes.append(f"{name}: setup failed: {type(e).__name__}: {e}")
+    for p in sorted(missing):
+        sec.notes.append(missing_note(p, cfg))
+    ref_loss, ref_g = numpy_value_and_grad(x)
+    for name, fn in fns.items():
+        loss, g = fn()[:2] if name != "shax" else fn()
+        if not (close(loss, ref_loss, rtol=1e-3, atol=1e-2) and close(g, ref_g)):
+            sec.notes.append(f"{name}: results DIFFER from the hand-written NumPy reference")
+
+    log("W3: time")
+    times = measure(fns, cfg)
+    log("W3: peak memory (one subprocess per implementation)")
+    mem = {}
+    for name in fns:
+        if cfg.remaining() < 30 and name not in ("shax", "NumPy (hand-written)"):
+            mem[name] = {"error": "skipped: time budget"}
+            continue
+        try:
+            mem[name] = measure_memory(name, n, timeout=min(120.0, max(cfg.remaining(), 10)))
+        except subprocess.TimeoutExpired:
+            mem[name] = {"error": "timed out"}
+    np_t = times["NumPy (hand-written)"].median
+    np_m = mem.get("NumPy (hand-written)", {}).get("rss_delta")
+    rows = []
+    for name, t in times.items():
+        m = mem.get(name, {})
+        rows.append(
+            [
+                name,
+                fmt_time(t.median) if t.ok else f"error: {t.error}",
+                fmt_ratio(ratio(t.median, np_t)),
+                fmt_bytes(m.get("rss_delta")) if "error" not in m else m["error"],
+                fmt_ratio(ratio(m.get("rss_delta"), np_m)),
+                fmt_bytes(m.get("tracemalloc_peak")) if "tracemalloc_peak" in m else "—",
+            ]
+        )
+    sec.lines += table(
+        [
+            "implementation",
+            "fwd+grad",
+            "vs NumPy",
+            "peak memory (RSS high-water - before)",
+            "vs NumPy",
+            "tracemalloc peak",
+        ],
+        rows,
+    )
+    sec.lines += [
+        "",
+        f"Input x is {fmt_bytes(4 * n)}; the 32 saved y's of the hand-written version alone are "
+        f"{fmt_bytes(32 * 4 * n)}.",
+    ]
+    s = times["shax"].median
+    r = ratio(s, np_t)
+    sec.targets.append(
+        Target(
+            "W3",
+            "fwd+grad time vs hand-written NumPy",
+            fmt_ratio(r),
+            "<= 1.1x",
+            None if r is None else r <= 1.1,
+        )
+    )
+    rm = ratio(mem.get("shax", {}).get("rss_delta"), np_m)
+    sec.targets.append(
+        Target(
+            "W3",
+            "peak memory vs hand-written NumPy",
+            fmt_ratio(rm),
+            "<= 1.2x",
+            None if rm is None else rm <= 1.2,
+        )
+    )
+    for peer in ("JAX jit", "JAX eager", "PyTorch eager", "autograd"):
+        if peer in times and times[peer].ok:
+            rp = ratio(s, times[peer].median)
+            sec.targets.append(
+                Target(
+                    "W3",
+                    f"fwd+grad time vs {peer}",
+                    fmt_ratio(rp),
+                    "< 1x (ahead)",
+                    rp is not None and rp < 1,
+                )
+            )
+    sec.data = {"n": n, "time": {k: t.median for k, t in times.items()}, "mem": mem}
+    return sec
+
+
+if __name__ == "__main__":
+    if len(sys.argv) == 4 and sys.argv[1] == "--probe":
+        print(json.dumps(probe(sys.argv[2], int(sys.argv[3]))))
+    else:
+        sys.exit("usage: w3_chain.py --probe NAME N  (the suite runs this; see run.py)")

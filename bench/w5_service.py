@@ -1,0 +1,324 @@
+"""W5 service: the cached VJP endpoint against the framework's floor, and tensor transport.
+
+A real uvicorn serves each app on a free port of 127.0.0.1 in its own subprocess (``serve.py``,
+same settings for both); the load comes from another subprocess (``load.py``), bounded in
+requests and seconds; every server is stopped at the end, also on errors.
+
+- Requests/s, p50, p99 at 1 and 16 connections of ``POST /v1/programs/{id}/vjp`` for W1 (the
+  program compiled once beforehand, so every request is a cache hit) and of the echo app's
+  ``POST /echo``, which parses the same JSON body through pydantic and returns it.
+- A 4 MiB f32 tensor (1,048,576 elements) round trip, one connection: through shax's
+  ``POST /v1/programs/{id}/eval`` of ``negate`` as JSON and as the binary tensor extension, and
+  through the echo app as a raw ``application/octet-stream`` body (the floor) and as a JSON list
+  with orjson. MB/s = 4,194,304 bytes / median round-trip time / 10^6 (the tensor travels both
+  ways in that time).
+"""
+
+from __future__ import annotations
+
+import http.client
+import json
+import os
+import socket
+import subprocess
+import sys
+import tempfile
+import time
+
+import numpy as np
+import orjson
+from common import BENCH_DIR, Config, Section, Target, fmt_ratio, fmt_time, log, table
+
+N_TENSOR = 1 << 20  # 4 MiB of f32
+W1_BODY = {
+    "inputs": [{"data": [1, 2, 3, 4, 5, 6]}, {"data": [[1, 2], [3, 4]]}],
+    "cotangents": [{"data": [5, 9]}],
+}
+HEADER_LENGTH = "Inference-Header-Content-Length"
+
+
+def free_port() -> int:
+    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+class Server:
+    """``python serve.py KIND PORT`` in a subprocess; a context manager that always stops it."""
+
+    def __init__(self, kind: str, ready_path: str):
+        self.kind, self.ready_path = kind, ready_path
+        self.port = free_port()
+        self.proc: subprocess.Popen | None = None
+        self.log = tempfile.TemporaryFile()
+
+    def __enter__(self) -> Server:
+        env = {k: v for k, v in os.environ.items() if not k.startswith("SHAX_")}
+        self.proc = subprocess.Popen(
+            [sys.executable, os.path.join(BENCH_DIR, "serve.py"), self.kind, str(self.port)],
+            stdout=self.log,
+            stderr=subprocess.STDOUT,
+            env=env,
+            cwd=BENCH_DIR,
+        )
+        deadline = time.monotonic() + 30
+        while time.monotonic() < deadline:
+            if self.proc.poll() is not None:
+                raise RuntimeError(f"{self.kind} server exited: {self.tail()}")
+            try:
+                status, _ = self.request("GET", self.ready_path)
+                if status == 200:
+                    return self
+            except OSError:
+                pass
+            time.sleep(0.1)
+        self.stop()
+        raise RuntimeError(f"{self.kind} server not ready after 30 s: {self.tail()}")
+
+    def __exit__(self, *exc) -> None:
+        self.stop()
+
+    def stop(self) -> None:
+        if self.proc and self.proc.poll() is None:
+            self.proc.terminate()
+            try:
+                self.proc.wait(10)
+            except subprocess.TimeoutExpired:
+                self.proc.kill()
+                self.proc.wait(5)
+
+    def tail(self) -> str:
+        self.log.seek(0)
+        return self.log.read().decode(errors="replace")[-500:]
+
+    def request(self, method, path, body: bytes | None = None, headers=None) -> tuple[int, bytes]:
+        conn = http.client.HTTPConnection("127.0.0.1", self.port, timeout=30)
+        try:
+            conn.request(method, path, body=body, headers=headers or {})
+            resp = conn.getresponse()
+            return resp.status, resp.read()
+        finally:
+            conn.close()
+
+
+def load(
+    server: Server,
+    path: str,
+    body: bytes,
+    headers: dict,
+    connections: int,
+    requests: int,
+    duration: float,
+    warmup: int,
+    tmp: str,
+) -> dict:
+    body_file = os.path.join(tmp, f"body-{len(body)}-{abs(hash(body)) % 10**8}")
+    if not os.path.exists(body_file):
+        with open(body_file, "wb") as fh:
+            fh.write(body)
+    spec = {
+        "host": "127.0.0.1",
+        "port": server.port,
+        "method": "POST",
+        "path": path,
+        "headers": headers,
+        "body_file": body_file,
+        "connections": connections,
+        "requests": requests,
+        "duration": duration,
+        "warmup": warmup,
+    }
+    spec_file = os.path.join(tmp, "spec.json")
+    with open(spec_file, "w") as fh:
+        json.dump(spec, fh)
+    proc = subprocess.run(
+        [sys.executable, os.path.join(BENCH_DIR, "load.py"), spec_file],
+        capture_output=True,
+        text=True,
+        timeout=duration + 90,
+        cwd=BENCH_DIR,
+    )
+    if proc.returncode != 0:
+        raise RuntimeError(f"load generator failed: {proc.stderr.strip()[-300:]}")
+    return json.loads(proc.stdout.strip().splitlines()[-1])
+
+
+def _check(status: int, body: bytes, what: str) -> None:
+    if status != 200:
+        raise RuntimeError(f"{what}: HTTP {status}: {body[:300]!r}")
+
+
+def run(cfg: Config) -> Section:
+    sec = Section("w5", "W5 service")
+    try:
+        import fastapi  # noqa: F401
+        import uvicorn  # noqa: F401
+    except ImportError as e:
+        sec.notes.append(f"W5 skipped: {e} (install the server extra)")
+        return sec
+    import shax_core as sx
+    from shax_core.demo import SEED_A, SEED_B, medium
+
+    duration = 0.6 if cfg.quick else 4.0
+    requests = 400 if cfg.quick else 60_000
+    warmup = 20 if cfg.quick else 300
+    rt_requests = 3 if cfg.quick else 15
+    w1_text = sx.print_program(sx.trace(medium, SEED_A, SEED_B))
+    w1_body = orjson.dumps(W1_BODY)
+    x = np.random.default_rng(0).standard_normal(N_TENSOR).astype(np.float32)
+    json_body = orjson.dumps({"inputs": [{"data": x}]}, option=orjson.OPT_SERIALIZE_NUMPY)
+    bin_header = orjson.dumps(
+        {"inputs": [{"parameters": {"binary_data_size": x.nbytes}}], "binary_data_output": True}
+    )
+    bin_body = bin_header + x.tobytes()
+    bin_headers = {"Content-Type": "application/octet-stream", HEADER_LENGTH: str(len(bin_header))}
+    json_headers = {"Content-Type": "application/json"}
+    echo_json_body = orjson.dumps({"data": x}, option=orjson.OPT_SERIALIZE_NUMPY)
+    rt_text = f"def roundtrip(x :: f32[{N_TENSOR}]) = let y = negate x in [y]"
+
+    rps: dict[tuple[str, int], dict] = {}
+    rt: dict[str, dict] = {}
+    with tempfile.TemporaryDirectory(prefix="shax-bench-") as tmp:
+        log("W5: echo app (framework floor)")
+        with Server("echo", "/health") as echo:
+            _check(*echo.request("POST", "/echo", w1_body, json_headers), "echo")
+            for c in (1, 16):
+                rps[("floor", c)] = load(
+                    echo, "/echo", w1_body, json_headers, c, requests, duration, warmup, tmp
+                )
+            st, out = echo.request(
+                "POST", "/raw", x.tobytes(), {"Content-Type": "application/octet-stream"}
+            )
+            _check(st, out, "raw echo")
+            if np.frombuffer(out, np.float32).shape != x.shape:
+                sec.notes.append("raw echo returned the wrong size")
+            rt["raw octet-stream (echo app, floor)"] = load(
+                echo,
+                "/raw",
+                x.tobytes(),
+                {"Content-Type": "application/octet-stream"},
+                1,
+                rt_requests,
+                60,
+                1,
+                tmp,
+            )
+            rt["JSON list, orjson (echo app)"] = load(
+                echo, "/json", echo_json_body, json_headers, 1, rt_requests, 60, 1, tmp
+            )
+        log("W5: shax")
+        with Server("shax", "/v2/health/ready") as shax:
+            st, out = shax.request(
+                "POST", "/v1/programs", orjson.dumps({"program": w1_text}), json_headers
+            )
+            _check(st, out, "compile W1")
+            pid = orjson.loads(out)["id"]
+            path = f"/v1/programs/{pid}/vjp"
+            st, out = shax.request("POST", path, w1_body, json_headers)
+            _check(st, out, "W1 vjp")
+            grads = orjson.loads(out)["gradients"]
+            ref = sx.compile(sx.vjp_program(sx.parse(w1_text)))(
+                SEED_A, SEED_B, np.array([5, 9], np.float32)
+            )
+            if not np.allclose(np.asarray(grads[0]["data"], np.float32), ref[1].ravel(), rtol=1e-5):
+                sec.notes.append("shax /vjp returned gradients that differ from in-process")
+            for c in (1, 16):
+                rps[("shax", c)] = load(
+                    shax, path, w1_body, json_headers, c, requests, duration, warmup, tmp
+                )
+            st, out = shax.request(
+                "POST", "/v1/programs", orjson.dumps({"program": rt_text}), json_headers
+            )
+            _check(st, out, "compile roundtrip")
+            rpath = f"/v1/programs/{orjson.loads(out)['id']}/eval"
+            _check(*shax.request("POST", rpath, bin_body, bin_headers), "binary eval")
+            rt["shax binary extension (/eval)"] = load(
+                shax, rpath, bin_body, bin_headers, 1, rt_requests, 60, 1, tmp
+            )
+            rt["shax JSON (/eval)"] = load(
+                shax, rpath, json_body, json_headers, 1, rt_requests, 60, 1, tmp
+            )
+
+    from serve import uvicorn_options
+
+    opts = uvicorn_options()
+    sec.lines += [
+        f"uvicorn: 1 worker, loop={opts['loop']}, http={opts['http']}, access log off, on "
+        f"127.0.0.1; load from a separate process ({duration:g} s or {requests:,} requests per "
+        "point, after a warm-up).",
+        "",
+    ]
+    rows = []
+    for c in (1, 16):
+        for who, label in (
+            ("shax", "shax cached POST /v1/programs/{id}/vjp (W1)"),
+            ("floor", "FastAPI echo of the same body (floor)"),
+        ):
+            r = rps.get((who, c))
+            if not r:
+                rows.append([label, str(c), "—", "—", "—", "not measured"])
+                continue
+            bad = {k: v for k, v in r["status"].items() if not k.startswith("2")}
+            rows.append(
+                [
+                    label,
+                    str(c),
+                    f"{r['rps']:,.0f}",
+                    fmt_time(r["p50"]),
+                    fmt_time(r["p99"]),
+                    ", ".join(f"{v} x HTTP {k}" for k, v in bad.items()) or f"{r['ok']:,} ok",
+                ]
+            )
+    sec.lines += table(["endpoint", "connections", "requests/s", "p50", "p99", "responses"], rows)
+
+    def mbps(r):
+        return N_TENSOR * 4 / r["p50"] / 1e6 if r and r.get("p50") else None
+
+    rows = [
+        [
+            k,
+            fmt_time(v.get("p50")),
+            f"{mbps(v):,.1f}" if mbps(v) else "—",
+            f"{v['ok']}/{sum(v['status'].values())}",
+        ]
+        for k, v in rt.items()
+    ]
+    sec.lines += ["", "4 MiB f32 tensor round trip (one connection):", ""]
+    sec.lines += table(["path", "round trip (median)", "MB/s", "ok"], rows)
+
+    s16, f16 = rps.get(("shax", 16)), rps.get(("floor", 16))
+    r = s16["rps"] / f16["rps"] if s16 and f16 and f16["rps"] else None
+    sec.targets.append(
+        Target(
+            "W5",
+            "cached VJP req/s vs floor at 16 connections",
+            f"{100 * r:.0f}%" if r else "—",
+            ">= 70%",
+            None if r is None else r >= 0.7,
+        )
+    )
+    b = mbps(rt.get("shax binary extension (/eval)"))
+    raw = mbps(rt.get("raw octet-stream (echo app, floor)"))
+    js = mbps(rt.get("shax JSON (/eval)"))
+    r = b / raw if b and raw else None
+    sec.targets.append(
+        Target(
+            "W5",
+            "binary 4 MiB round trip vs raw octet-stream",
+            f"{100 * r:.0f}%" if r else "—",
+            ">= 50%",
+            None if r is None else r >= 0.5,
+        )
+    )
+    r = b / js if b and js else None
+    sec.targets.append(
+        Target(
+            "W5",
+            "binary vs JSON round trip",
+            fmt_ratio(r),
+            ">= 10x",
+            None if r is None else r >= 10,
+        )
+    )
+    sec.data = {"rps": {f"{k[0]}@{k[1]}": v for k, v in rps.items()}, "roundtrip": rt}
+    return sec
