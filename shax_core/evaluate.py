@@ -128,6 +128,7 @@ class Executable:
             self.out_copy.append(refs[s] != frozenset({s}) or s in seen)
             seen.add(s)
         self.peak_bytes = self._peak(alloc)
+        self._expected = [(t.np_dtype, t.shape) for t in self.in_types]
 
     def _peak(self, alloc) -> int:
         size = [0] * self.n_slots
@@ -147,6 +148,14 @@ class Executable:
         return peak
 
     def check_args(self, args) -> list[np.ndarray]:
+        if len(args) == len(self._expected) and all(
+            type(a) is np.ndarray and a.dtype == dt and a.shape == shape
+            for a, (dt, shape) in zip(args, self._expected)
+        ):
+            return list(args)  # the common case: arrays of exactly the right type
+        return self._check_args_slow(args)
+
+    def _check_args_slow(self, args) -> list[np.ndarray]:
         if len(args) != len(self.in_types):
             raise EvaluationError(
                 f"{self.program.name} takes {len(self.in_types)} argument(s), got {len(args)}"

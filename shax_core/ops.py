@@ -356,6 +356,19 @@ def div(x, y):
 
 
 def power(x, y):
+    """``x ** y``; small integer and half exponents become multiplications and ``sqrt``
+    (cheaper, and exact derivatives without ``log``)."""
+    if isinstance(y, int | float) and not isinstance(y, bool) and isinstance(x, Tracer):
+        if y == 1:
+            return x
+        if y == 2:
+            return mul(x, x)
+        if y == 3:
+            return mul(mul(x, x), x)
+        if y == 0.5:
+            return bind("sqrt", x)
+        if y == -1:
+            return div(1.0, x)
     return _binary("pow", x, y)
 
 

@@ -64,7 +64,30 @@ def _constant_eqn(out: Var, array: np.ndarray) -> Eqn:
     return Eqn(out, "fromList", (tuple(array.shape), data, out.type.dtype), ())
 
 
+def _fold_splats(eqn: Eqn, prim, known: Known, fresh_name):
+    """For ``op (broadcast c1) (broadcast c2)`` with scalar constants c1, c2 and a large
+    result: ``(fromList [] [op c1 c2], broadcast [] shape that)``; else None."""
+    if "elementwise" not in prim.traits or not eqn.ins or eqn.out.type.size <= FOLD_LIMIT:
+        return None
+    scalars = [known.scalar(v) for v in eqn.ins]
+    if any(s is None for s in scalars):
+        return None
+    arrays = [np.asarray(s, dtype=v.type.np_dtype) for s, v in zip(scalars, eqn.ins)]
+    value = np.asarray(prim.impl(*arrays, **prim.kwargs(eqn.params)), eqn.out.type.np_dtype)
+    scalar = Var(fresh_name(), eqn.out.type.with_shape(()))
+    scalar_eqn = _constant_eqn(scalar, value.reshape(()))
+    return scalar_eqn, Eqn(eqn.out, "broadcast", ((), eqn.out.type.shape), (scalar,))
+
+
 def simplify(program: Program) -> Program:
+    taken = {p.name for p in program.params} | {e.out.name for e in program.eqns}
+    counter = iter(range(len(taken) + 1, 10**12))
+
+    def fresh_name() -> str:
+        name = next(f"k{i}" for i in counter if f"k{i}" not in taken)
+        taken.add(name)
+        return name
+
     known = Known()
     subst: dict[str, Var] = {}
     eqns = []
@@ -83,6 +106,14 @@ def simplify(program: Program) -> Program:
             subst[eqn.out.name] = result
             continue
         ins_values = [known.array(v) for v in eqn.ins]
+        splat = _fold_splats(eqn, prim, known, fresh_name)
+        if splat is not None:
+            # an elementwise op of broadcast scalars is a broadcast of the scalar result
+            scalar_eqn, eqn = splat
+            known.value[scalar_eqn.out.name] = np.asarray(scalar_eqn.params[1][0])
+            known.producer[scalar_eqn.out.name] = scalar_eqn
+            eqns.append(scalar_eqn)
+            ins_values = [None]
         if "constant" in prim.traits:
             known.value[eqn.out.name] = prim.impl(**prim.kwargs(eqn.params))
         elif eqn.ins and all(a is not None for a in ins_values) and eqn.out.type.size <= FOLD_LIMIT:

@@ -126,9 +126,18 @@ def _transpose_lhs(ct, y, x_type, lhs_contract, rhs_contract, lhs_batch, rhs_bat
 
 
 def _transpose_rhs(ct, x, y_type, lhs_contract, rhs_contract, lhs_batch, rhs_batch):
-    return _transpose_lhs(
-        ct, x, y_type, rhs_contract, lhs_contract, rhs_batch, lhs_batch, swap=True
-    )
+    """ȳ for ct = dot_general(x, y), computed as ``xᵀ·ct`` so that it comes out in y's own
+    layout ``[batch, contract, kept]`` (no transpose of the result for the canonical form)."""
+    nb = len(lhs_batch)
+    x_kept = _kept(ops.type_of(x).rank, lhs_contract, lhs_batch)
+    y_kept = _kept(y_type.rank, rhs_contract, rhs_batch)
+    ct_x_kept = tuple(range(nb, nb + len(x_kept)))
+    result = ops.dot_general(x, ct, x_kept, ct_x_kept, lhs_batch, tuple(range(nb)))
+    # result axes: [batch, x's contracted axes in increasing order, y_kept]
+    paired = dict(zip(lhs_contract, rhs_contract, strict=True))
+    layout = tuple(rhs_batch) + tuple(paired[a] for a in sorted(lhs_contract)) + y_kept
+    perm = tuple(int(i) for i in np.argsort(layout))
+    return result if perm == tuple(range(len(perm))) else ops.transpose(result, perm)
 
 
 defbilinear(
