@@ -7,7 +7,8 @@ arity, unknown primitives, undefined variables and cycles, bad dims, odd JSON ty
 
 Whatever parses is pushed on through ``infer``, ``compile`` (the plan; never run, so a memory bomb
 is never attempted) and ``vjp_program``; the only exceptions allowed anywhere are ShaxError
-subclasses. Example counts are fixed and small (the whole file runs in well under 30 s).
+subclasses. Example counts are fixed and small (the whole file runs in well under 30 s);
+SHAX_FUZZ_EXAMPLES=N runs N random (not derandomized) examples per test for a deeper search.
 """
 
 from __future__ import annotations
@@ -15,6 +16,7 @@ from __future__ import annotations
 import copy
 import json
 import math
+import os
 import re
 from pathlib import Path
 
@@ -78,9 +80,9 @@ NASTY = [
 ]
 
 FUZZ = settings(
-    max_examples=150,
+    max_examples=int(os.environ.get("SHAX_FUZZ_EXAMPLES", "150")),
     deadline=None,
-    derandomize=True,
+    derandomize="SHAX_FUZZ_EXAMPLES" not in os.environ,  # CI: fixed examples
     suppress_health_check=[HealthCheck.too_slow, HealthCheck.data_too_large],
 )
 
