@@ -150,3 +150,47 @@ def check_transpose_linear(program: Program, num_linear: int, args_rest, rng, rt
     )
     assert abs(lhs - rhs) <= rtol * scale, f"<ct, P t> = {lhs!r} but <P^T ct, t> = {rhs!r}"
     return jtct
+
+
+def check_hvp(program: Program, args, rng, eps: float = 1e-5, rtol: float = 1e-4):
+    """Reverse over reverse: ``h = vjp_program(vjp_program(p))`` with cotangent ``v`` on the
+    gradients gives ``H v`` (H the Hessian of ``<ct, f>``), checked against central differences
+    of the gradient along v, and against forward over reverse (``jvp_program`` of the VJP)."""
+    wrt = float_indices(program)
+    n = len(program.outs)
+    g = sx.verify(sx.vjp_program(program, wrt))  # (inputs..., cts...) -> [outs..., grads...]
+    h = sx.verify(sx.vjp_program(g, wrt))
+    assert sx.parse(str(h)) == h
+    ct = [random_like(rng, v.type) if v.type.is_float else zeros_of(v.type) for v in program.outs]
+    v = [random_like(rng, program.params[i].type) for i in wrt]
+    zero_outs = [zeros_of(o.type) for o in program.outs]
+    res = sx.evaluate(h, *args, *ct, *zero_outs, *v)
+    assert len(res) == n + len(wrt) + len(wrt)
+    grads, hv = res[n : n + len(wrt)], res[n + len(wrt) :]
+
+    def gradient(xs):
+        return sx.evaluate(g, *xs, *ct)[n:]
+
+    assert_all_close(grads, gradient(args), rtol=1e-12)
+    plus, minus = list(args), list(args)
+    for i, d in zip(wrt, v, strict=True):
+        plus[i] = args[i] + eps * d
+        minus[i] = args[i] - eps * d
+    numeric = [(a - b) / (2 * eps) for a, b in zip(gradient(plus), gradient(minus), strict=True)]
+    scale = 1.0 + max(float(np.max(np.abs(x), initial=0.0)) for x in grads)
+    for got, want in zip(hv, numeric, strict=True):
+        np.testing.assert_allclose(got, want, rtol=rtol, atol=1e-6 * scale)
+    # forward over reverse: the tangents of the gradients along v
+    fwd = sx.verify(sx.jvp_program(g, wrt))
+    hv_fwd = sx.evaluate(fwd, *args, *ct, *v)[n + len(wrt) + n :]
+    assert_all_close(hv_fwd, hv, rtol=1e-9)
+    return hv
+
+
+def assert_all_close(got, want, rtol=1e-10):
+    assert len(got) == len(want)
+    for g, w in zip(got, want, strict=True):
+        g, w = np.asarray(g), np.asarray(w)
+        assert g.dtype == w.dtype and g.shape == w.shape
+        scale = max(1.0, float(np.max(np.abs(w), initial=0.0)))
+        np.testing.assert_allclose(g, w, rtol=rtol, atol=rtol * scale)

@@ -18,6 +18,7 @@ import numpy as np
 import pytest
 from adcheck import (
     assert_close,
+    check_hvp,
     check_jvp,
     check_transpose,
     check_transpose_linear,
@@ -749,6 +750,48 @@ def test_zipped_vjp_matches_transposed(case):
     assert len(grads) == len(want) == len(float_indices(p))
     for g, w in zip(grads, want, strict=True):
         assert_close(g, w, rtol=1e-12, atol=1e-12)
+
+
+SECOND_ORDER = [c for c in DIFFERENTIABLE if c.prim != "convert" or c.params[0] == "f64"]
+
+
+@pytest.mark.parametrize("case", SECOND_ORDER, ids=_id)
+def test_second_order_matches_finite_differences(case):
+    """vjp_program(vjp_program(p)) is valid and its Hessian-vector products match central
+    differences of the gradient: the linearize rules of the ops the first-order rules emit."""
+    rng = np.random.default_rng(9)
+    p = case.program("f64")
+    check_hvp(p, case.sample(rng, "f64"), rng)
+
+
+@pytest.mark.parametrize("case", DIFFERENTIABLE, ids=_id)
+def test_f32_stays_f32_through_ad(case):
+    """In an f32 program, every stage (constants the rules introduce included) stays f32, and
+    the VJP/JVP results match the f64 ones to f32 precision."""
+    rng = np.random.default_rng(10)
+    p32, p64 = case.program("f32"), case.program("f64")
+    args32 = case.sample(rng, "f32")
+    args64 = [a.astype(np.float64) if a.dtype == np.float32 else a for a in args32]
+    if case.prim == "convert":
+        args64 = args32  # the input dtype is the case's own
+    allowed = {"f32", "bool"} if case.prim != "convert" else {"f32", "f64", "bool"}
+    stages = sx.stages(p32)
+    for name, prog in stages.items():
+        for e in prog.eqns:
+            assert e.out.type.dtype in allowed, f"{name}: {e.out.name} = {e.prim} :: {e.out.type}"
+    ct32 = rng.uniform(-1, 1, p32.outs[0].type.shape).astype(p32.outs[0].type.np_dtype)
+    ct64 = ct32.astype(p64.outs[0].type.np_dtype)
+    got = sx.evaluate(sx.vjp_program(p32), *args32, ct32)
+    want = sx.evaluate(sx.vjp_program(p64), *args64, ct64)
+    types = [p32.outs[0].type] + [p32.params[i].type for i in float_indices(p32)]
+    for g, w, t in zip(got, want, types, strict=True):
+        assert g.dtype == t.np_dtype, (g.dtype, t)
+        np.testing.assert_allclose(g, w, rtol=2e-4, atol=2e-5)
+    tangents = [
+        np.ones(p32.params[i].type.shape, p32.params[i].type.np_dtype) for i in float_indices(p32)
+    ]
+    out, tan = sx.evaluate(sx.jvp_program(p32), *args32, *tangents)
+    assert out.dtype == tan.dtype == p32.outs[0].type.np_dtype
 
 
 LINEAR = [c for c in CASES if c.linear_in is not None]

@@ -292,3 +292,17 @@ def test_traced_f_means_the_seed_f():
         gx, gy = sx.evaluate(sx.vjp_program(traced), x, y, np.float32(1))[1:]
         np.testing.assert_allclose(gx, np.cos(2 * (x + y)), rtol=1e-5, atol=1e-6)
         np.testing.assert_allclose(gy, np.cos(2 * (x + y)), rtol=1e-5, atol=1e-6)
+
+
+def test_grad_of_seed_f_in_f32():
+    """The seed's gradient-descent start point: f and its gradient, f32 kept."""
+    x, y = np.float32(0.5), np.float32(-0.75)
+    value, (gx, gy) = sx.value_and_grad(f, argnums=(0, 1))(x, y)
+    assert value.dtype == gx.dtype == gy.dtype == np.float32
+    np.testing.assert_allclose(value, -0.23971277, rtol=RTOL)
+    np.testing.assert_allclose([gx, gy], [np.cos(2 * (x + y))] * 2, rtol=1e-5)
+    gx_only = sx.grad(f)(x, y)
+    np.testing.assert_allclose(gx_only, gx, rtol=1e-6)
+    # one step of the seed's gradient descent (step 0.05) lands on its iteration 1 value
+    x1, y1 = x - np.float32(0.05) * gx, y - np.float32(0.05) * gy
+    np.testing.assert_allclose(f(x1, y1), -0.31265023, rtol=RTOL)
