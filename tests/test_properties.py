@@ -12,7 +12,7 @@ types and values; the stages evaluate like the original; the JVP matches central
 differences; VJP and JVP agree by the dot-product test; Hessian-vector products from
 ``vjp_program(vjp_program(p))`` match finite differences of the gradient.
 
-Set ``SHAX_FUZZ=1`` to explore fresh random programs instead of the fixed derandomized ones.
+``SHAX_FUZZ_EXAMPLES=N`` runs N fresh random (not derandomized) examples per test.
 """
 
 from __future__ import annotations
@@ -31,9 +31,9 @@ from shax_core.ir import Program, Type
 from shax_core.ops import Builder
 
 SETTINGS = settings(
-    max_examples=40,
+    max_examples=int(os.environ.get("SHAX_FUZZ_EXAMPLES", "40")),
     deadline=None,
-    derandomize=not os.environ.get("SHAX_FUZZ"),
+    derandomize="SHAX_FUZZ_EXAMPLES" not in os.environ,  # CI: fixed examples
     suppress_health_check=[HealthCheck.too_slow, HealthCheck.data_too_large],
 )
 
