@@ -38,6 +38,7 @@ from shax_core.infer import infer
 from shax_core.ir import Program, ShaxError, Var
 from shax_core.ops import Builder, Tracer, bind_at, zeros
 from shax_core.primitives import Zero, lookup
+from shax_core.remat import POLICIES, rematerialize
 
 
 class _LinearBuilder(Builder):
@@ -79,10 +80,15 @@ def check_wrt(program: Program, wrt: Sequence[int] | None) -> tuple[int, ...]:
 
 
 def linearize_program(
-    program: Program, wrt: Sequence[int] | None = None
+    program: Program, wrt: Sequence[int] | None = None, policy: str = "recompute"
 ) -> tuple[Program, Program]:
     """``(primal, linear)``: primal returns ``[outputs..., residuals...]``; linear takes
-    ``(tangents of wrt inputs..., residuals...)`` and returns the output tangents."""
+    ``(tangents of wrt inputs..., residuals...)`` and returns the output tangents.
+
+    ``policy`` is the residual policy (see ``shax_core.remat``): ``"recompute"`` (default)
+    recomputes cheap residuals in the linear program; ``"save"`` saves every one."""
+    if policy not in POLICIES:
+        raise ShaxError(f"unknown residual policy {policy!r}; choose one of {list(POLICIES)}")
     if not program.is_typed:
         program = infer(program)
     wrt = check_wrt(program, wrt)
@@ -127,6 +133,10 @@ def linearize_program(
     linear_prog = Program(
         "d" + program.name, tuple(linear_b.params), tuple(linear_b.eqns), tuple(linear_outs)
     )
+    if policy == "recompute":
+        primal_prog, linear_prog = rematerialize(
+            primal_prog, linear_prog, len(program.outs), len(wrt)
+        )
     _remember_linear_inputs(linear_prog, len(wrt))
     return primal_prog, linear_prog
 

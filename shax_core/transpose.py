@@ -2,8 +2,9 @@
 
 The linear program takes ``(tangents..., residuals...)``. Its transpose takes
 ``(output cotangents..., residuals...)`` and returns the cotangent of each tangent input.
-Equations that read no tangent (residual-only work, constants) run forward first; the others
-run backwards through their primitive's transpose rule, cotangents of a value used several
+Equations that read no tangent (residual-only work, constants) run forward, each emitted just
+before the first backward step that reads it; the others run backwards through their
+primitive's transpose rule, cotangents of a value used several
 times are summed, and a cotangent that never arrives is a zero of the right type.
 
 Before::
@@ -57,6 +58,7 @@ def transpose_program(linear: Program, num_linear: int | None = None) -> Program
             value[p.name] = b.add_param(p.type)
 
     backward = []
+    forward: dict[str, object] = {}  # residual-only equations, emitted when first needed
     for eqn in linear.eqns:
         prim = lookup(eqn.prim)
         if any(v.name in is_linear for v in eqn.ins):
@@ -68,9 +70,29 @@ def transpose_program(linear: Program, num_linear: int | None = None) -> Program
             is_linear.add(eqn.out.name)
             backward.append(eqn)
         else:
-            value[eqn.out.name] = bind_at(
+            forward[eqn.out.name] = eqn
+
+    def residual(name: str):
+        """The value of a non-linear variable, emitting its forward equations on first use
+        (so recomputed residuals are computed right before the backward step that reads
+        them, and are not all live at once)."""
+        stack = [name]
+        while stack:
+            n = stack[-1]
+            if n in value:
+                stack.pop()
+                continue
+            eqn = forward[n]
+            missing = [v.name for v in eqn.ins if v.name not in value]
+            if missing:
+                stack.extend(missing)
+                continue
+            prim = lookup(eqn.prim)
+            value[n] = bind_at(
                 b, eqn.prim, *(value[v.name] for v in eqn.ins), **prim.kwargs(eqn.params)
             )
+            stack.pop()
+        return value[name]
 
     ct: dict[str, object] = {}
 
@@ -88,7 +110,7 @@ def transpose_program(linear: Program, num_linear: int | None = None) -> Program
         if c is None:
             continue
         prim = lookup(eqn.prim)
-        args = [Linear(v.type) if v.name in is_linear else value[v.name] for v in eqn.ins]
+        args = [Linear(v.type) if v.name in is_linear else residual(v.name) for v in eqn.ins]
         try:
             in_cts = prim.transpose(c, *args, **prim.kwargs(eqn.params))
         except RuleError as e:

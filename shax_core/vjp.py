@@ -27,7 +27,7 @@ from shax_core.infer import infer
 from shax_core.ir import Program, ShaxError, type_of
 from shax_core.linearize import check_wrt, linearize_program
 from shax_core.ops import Builder
-from shax_core.passes import cleanup, rewrite
+from shax_core.passes import cleanup, dce, rewrite, simplify
 from shax_core.passes.inline import inline
 from shax_core.trace import as_type, trace
 from shax_core.transpose import transpose_program
@@ -39,8 +39,13 @@ def _prepare(program: Program) -> Program:
     return rewrite(program if program.is_typed else infer(program))
 
 
-def zip_vjp(primal: Program, transposed: Program, n_outputs: int) -> Program:
-    """``f_dft(inputs..., cotangents...) = [outputs..., input cotangents...]``."""
+def zip_vjp(
+    primal: Program, transposed: Program, n_outputs: int, cse_across: bool = True
+) -> Program:
+    """``f_dft(inputs..., cotangents...) = [outputs..., input cotangents...]``.
+
+    ``cse_across=False`` keeps recomputed residuals apart from the primal values they equal
+    (merging them would undo the residual policy: the value would be saved after all)."""
     b = Builder()
     args = [b.add_param(p.type) for p in primal.params]
     cts = [b.add_param(v.type) for v in primal.outs[:n_outputs]]
@@ -49,7 +54,8 @@ def zip_vjp(primal: Program, transposed: Program, n_outputs: int) -> Program:
     grads = inline(b, transposed, cts + residuals)
     outs = tuple(t.var for t in primal_outs[:n_outputs] + grads)
     name = f"{primal.name}_d{primal.name}t"
-    return cleanup(Program(name, tuple(b.params), tuple(b.eqns), outs))
+    zipped = Program(name, tuple(b.params), tuple(b.eqns), outs)
+    return cleanup(zipped) if cse_across else dce(simplify(zipped))
 
 
 def zip_jvp(primal: Program, linear: Program, wrt: Sequence[int], n_outputs: int) -> Program:
@@ -63,7 +69,9 @@ def zip_jvp(primal: Program, linear: Program, wrt: Sequence[int], n_outputs: int
     return cleanup(Program(f"{primal.name}_jvp", tuple(b.params), tuple(b.eqns), outs))
 
 
-def stages(program_or_f, *specs, wrt: Sequence[int] | None = None) -> dict[str, Program]:
+def stages(
+    program_or_f, *specs, wrt: Sequence[int] | None = None, policy: str = "recompute"
+) -> dict[str, Program]:
     """Every stage of the pipeline by name (see the module docstring)."""
     result: dict[str, Program] = {}
     if isinstance(program_or_f, Program):
@@ -74,30 +82,35 @@ def stages(program_or_f, *specs, wrt: Sequence[int] | None = None) -> dict[str, 
     typed = infer(program)
     rewritten = rewrite(typed)
     wrt = check_wrt(rewritten, wrt)
-    primal, linear = linearize_program(rewritten, wrt)
+    primal, linear = linearize_program(rewritten, wrt, policy)
     primal, linear = cleanup(primal), cleanup(linear)
     transposed = cleanup(transpose_program(linear, len(wrt)))
+    n = len(rewritten.outs)
     result.update(
         typed=typed,
         rewritten=rewritten,
         linearized=primal,
         linear=linear,
         transposed=transposed,
-        vjp=zip_vjp(primal, transposed, len(rewritten.outs)),
+        vjp=zip_vjp(primal, transposed, n, cse_across=policy == "save"),
     )
     return result
 
 
-def vjp_program(program: Program, wrt: Sequence[int] | None = None) -> Program:
+def vjp_program(
+    program: Program, wrt: Sequence[int] | None = None, policy: str = "recompute"
+) -> Program:
     """The zipped VJP program of ``program`` with respect to the inputs ``wrt`` (default:
-    every float input). Unlike ``stages``, intermediate stages are not cleaned up on their
-    own: the zipped program is cleaned once, which is where it pays."""
+    every float input), under the residual ``policy`` (see ``shax_core.remat``)."""
     with _no_gc():
         rewritten = _prepare(program)
         wrt = check_wrt(rewritten, wrt)
-        primal, linear = linearize_program(rewritten, wrt)
+        primal, linear = linearize_program(rewritten, wrt, policy)
         transposed = transpose_program(linear, len(wrt))
-        return zip_vjp(primal, transposed, len(rewritten.outs))
+        n = len(rewritten.outs)
+        if policy == "save":  # one cleanup after zipping is where it pays
+            return zip_vjp(primal, transposed, n)
+        return zip_vjp(cleanup(primal), cleanup(transposed), n, cse_across=False)
 
 
 def jvp_program(program: Program, wrt: Sequence[int] | None = None) -> Program:
