@@ -13,6 +13,7 @@ implicitly. Registry rules and ``shax_core.numpy`` are both written with these o
 
 from __future__ import annotations
 
+import math
 import numbers
 from collections.abc import Sequence
 
@@ -419,7 +420,7 @@ def reshape(x, shape):
     shape = tuple(int(d) for d in shape)
     size = type_of_value(x).size
     if -1 in shape:
-        known = int(np.prod([d for d in shape if d != -1])) or 1
+        known = math.prod(d for d in shape if d != -1) or 1
         shape = tuple(size // known if d == -1 else d for d in shape)
     if shape == shape_of(x):
         return x

@@ -455,11 +455,6 @@ def test_nginx_accepts_the_rendered_conf(tmp_path):
     assert r.returncode == 0, r.stderr
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="pyproject.toml's [tool.setuptools] packages lacks shax_server.routes, so the image's "
-    "non-editable `pip install .[server]` cannot import shax_server (owner: pyproject.toml)",
-)
 def test_every_package_the_image_needs_is_in_pyproject():
     """The image installs the distribution (not editable): every package dir must be listed."""
     import tomllib

@@ -14,6 +14,8 @@ and symmetrically for ȳ.
 
 from __future__ import annotations
 
+import math
+
 import numpy as np
 
 from shax_core import ops
@@ -55,7 +57,7 @@ def _dot_general_impl(x, y, lhs_contract, rhs_contract, lhs_batch, rhs_batch):
     batch = tuple(x.shape[a] for a in lhs_batch)
     x_kept = tuple(x.shape[a] for a in xk)
     y_kept = tuple(y.shape[a] for a in yk)
-    k = int(np.prod([x.shape[a] for a in lhs_contract], dtype=np.int64))
+    k = math.prod([x.shape[a] for a in lhs_contract])
     xt = np.transpose(x, lhs_batch + xk + lhs_contract).reshape(batch + (-1 if x_kept else 1, k))
     yt = np.transpose(y, rhs_batch + rhs_contract + yk).reshape(batch + (k, -1 if y_kept else 1))
     out = np.matmul(xt, yt)
@@ -74,9 +76,9 @@ def _dot_general_kernel(in_types, out_type, lhs_contract, rhs_contract, lhs_batc
     x_perm = lhs_batch + xk + lhs_contract
     y_perm = rhs_batch + rhs_contract + yk
     batch = tuple(x.shape[a] for a in lhs_batch)
-    m = int(np.prod([x.shape[a] for a in xk], dtype=np.int64))
-    k = int(np.prod([x.shape[a] for a in lhs_contract], dtype=np.int64))
-    n = int(np.prod([y.shape[a] for a in yk], dtype=np.int64))
+    m = math.prod([x.shape[a] for a in xk])
+    k = math.prod([x.shape[a] for a in lhs_contract])
+    n = math.prod([y.shape[a] for a in yk])
     x_view = batch + (m, k)
     y_view = batch + (k, n)
     out_shape = out_type.shape

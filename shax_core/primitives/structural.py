@@ -9,6 +9,8 @@ bookkeeping lives (see DESIGN.md):
 
 from __future__ import annotations
 
+import math
+
 import numpy as np
 
 from shax_core import ops
@@ -32,7 +34,7 @@ def _check_shape(shape) -> None:
 
 def _from_list_shape(shape, data, dtype):
     _check_shape(shape)
-    n = int(np.prod(shape, dtype=np.int64)) if shape else 1
+    n = math.prod(shape)
     if len(data) != n:
         raise ShaxTypeError(f"fromList of shape {list(shape)} needs {n} values, got {len(data)}")
     return Type(dtype, shape)
@@ -153,7 +155,7 @@ broadcast.simplify = _broadcast_simplify
 
 def _reshape_shape(x: Type, shape):
     _check_shape(shape)
-    if int(np.prod(shape, dtype=np.int64)) != x.size:
+    if math.prod(shape) != x.size:
         raise ShaxTypeError(f"cannot reshape {x} ({x.size} elements) to {list(shape)}")
     return x.with_shape(shape)
 
