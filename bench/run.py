@@ -222,9 +222,13 @@ def main(argv=None) -> int:
     facts = machine_facts()
     sections: list[Section] = []
     crashed: list[str] = []
-    for key in WORKLOADS:
-        if cfg.only and key not in cfg.only:
-            continue
+    # each workload gets a share of the budget plus whatever the earlier ones left unused
+    shares = {"w1": 0.09, "w2": 0.09, "w3": 0.2, "w4": 0.5, "w5": 0.12}
+    chosen = [k for k in WORKLOADS if not cfg.only or k in cfg.only]
+    total_share = sum(shares[k] for k in chosen)
+    for key in chosen:
+        left_after = sum(shares[k] for k in chosen[chosen.index(key) + 1 :]) / total_share
+        cfg.deadline = start + budget * (1 - left_after)
         mod = __import__(
             {
                 "w1": "w1_seed",
