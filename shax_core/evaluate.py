@@ -23,6 +23,7 @@ class EvaluationError(ShaxError):
 
 
 INF = float("inf")
+EMPTY: frozenset = frozenset()
 
 
 def _kernel(prim, eqn) -> object:
@@ -72,7 +73,7 @@ class Executable:
         # buffers: a ufunc step makes a fresh buffer (named by its slot); any other step's
         # result may alias its operands' buffers; parameters and constants are never owned.
         prims = [lookup(e.prim) for e in program.eqns]
-        refs: list[frozenset] = [frozenset()] * n_slots
+        refs: list[frozenset] = [EMPTY] * n_slots
         template: list = [None] * n_slots
         for e, prim in zip(program.eqns, prims, strict=True):
             out = slot_of[e.out.name]
@@ -81,7 +82,12 @@ class Executable:
             elif isinstance(prim.impl, np.ufunc) and e.out.type.rank:
                 refs[out] = frozenset({out})
             else:
-                refs[out] = frozenset().union(*(refs[slot_of[v.name]] for v in e.ins))
+                union = EMPTY
+                for v in e.ins:
+                    r = refs[slot_of[v.name]]
+                    if r:
+                        union = r if not union else union | r
+                refs[out] = union
         buffer_last: dict[int, float] = {}
         for slot in range(n_slots):
             for b in refs[slot]:
@@ -110,7 +116,7 @@ class Executable:
             if reuse is not None:
                 fn = _in_place(prim.impl, reuse, len(ins))
                 in_place += 1
-            free = tuple(sorted({s for s in ins if last_use.get(s) == i}))
+            free = tuple(dict.fromkeys(s for s in ins if last_use[s] == i))
             if out not in last_use:  # nobody reads it: drop it at once
                 free += (out,)
             steps.append((fn, ins, out, free))

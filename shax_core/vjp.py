@@ -27,7 +27,7 @@ from shax_core.infer import infer
 from shax_core.ir import Program, ShaxError, type_of
 from shax_core.linearize import check_wrt, linearize_program
 from shax_core.ops import Builder
-from shax_core.passes import cleanup, dce, rewrite, simplify
+from shax_core.passes import cleanup, cse, dce, rewrite, simplify
 from shax_core.passes.inline import inline
 from shax_core.trace import as_type, trace
 from shax_core.transpose import transpose_program
@@ -110,7 +110,8 @@ def vjp_program(
         n = len(rewritten.outs)
         if policy == "save":  # one cleanup after zipping is where it pays
             return zip_vjp(primal, transposed, n)
-        return zip_vjp(cleanup(primal), cleanup(transposed), n, cse_across=False)
+        # each half: CSE within it (not across: see zip_vjp); simplify once, after zipping
+        return zip_vjp(dce(cse(primal)), dce(cse(transposed)), n, cse_across=False)
 
 
 def jvp_program(program: Program, wrt: Sequence[int] | None = None) -> Program:

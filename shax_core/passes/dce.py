@@ -24,7 +24,8 @@ def dce(program: Program) -> Program:
     for eqn in reversed(program.eqns):
         if eqn.out.name in live:
             kept.append(eqn)
-            live.update(v.name for v in eqn.ins)
+            for v in eqn.ins:
+                live.add(v.name)
     if len(kept) == len(program.eqns):
         return program
     kept.reverse()
