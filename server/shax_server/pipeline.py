@@ -102,7 +102,9 @@ def prepare(program: Program, wrt: Any, settings: Settings) -> Source:
             f"the program has {len(program.eqns)} equations, more than the limit of "
             f"{settings.max_equations}",
         )
-    typed = program if program.is_typed else infer(program)
+    # always infer: a fully annotated program counts as "typed" in the core, but annotations
+    # from a request are claims, and the peak-memory check must not trust them
+    typed = infer(program)
     check_sizes(typed, settings)
     canonical = canonicalize(typed)
     resolved = resolve_wrt(canonical, wrt)
