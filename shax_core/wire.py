@@ -116,7 +116,7 @@ class TensorLimitError(TensorError):
 
 
 def _datatype(name: str, datatype: Any) -> np.dtype:
-    if datatype not in DATATYPES:
+    if not isinstance(datatype, str) or datatype not in DATATYPES:  # a list is unhashable
         raise TensorError(name, f"datatype must be one of {', '.join(DATATYPES)}, got {datatype!r}")
     return DATATYPES[datatype]
 
