@@ -202,6 +202,16 @@ def test_odd_ids_and_methods(client):
     )
 
 
+@pytest.mark.parametrize("datatype", [[], {}, ["FP32"]])
+def test_unhashable_datatype_is_a_tensor_error(client, program_id, datatype):
+    """Found by fuzzing: ``datatype not in DATATYPES`` raised TypeError (500) for a list."""
+    body = {"inputs": [{"name": "a0", "shape": [2], "datatype": datatype, "data": [0, 0]}]}
+    for path in (f"/v1/programs/{program_id}/eval", f"/v2/models/{program_id}/infer"):
+        r = client.post(path, json=body)
+        check(r)
+        assert r.status_code == 400 and "datatype must be one of" in r.json()["detail"]
+
+
 def test_server_stays_healthy_after_fuzzing(client):
     assert client.get("/v2/health/ready").status_code == 200
     r = client.post("/vjp", content=json.dumps({"program": SIN, "inputs": [{"data": [0, 0]}]}))
