@@ -203,9 +203,10 @@ def check_stages(st):
         close(out, F)
 
 
+@pytest.mark.parametrize("policy", ["recompute", "save"])
 @pytest.mark.parametrize("source", SOURCES)
-def test_pipeline_reproduces_seed_numbers(sources, source):
-    check_stages(sx.stages(sources[source]))
+def test_pipeline_reproduces_seed_numbers(sources, source, policy):
+    check_stages(sx.stages(sources[source], policy=policy))
 
 
 @pytest.mark.parametrize("source", SOURCES)
