@@ -18,7 +18,7 @@ from __future__ import annotations
 
 import math
 import re
-from dataclasses import dataclass
+from bisect import bisect_right
 
 import numpy as np
 
@@ -122,17 +122,31 @@ _TOKEN = re.compile(
                      |inf(?:inity)?|nan)(?![A-Za-z0-9_']))
   | (?P<name>[A-Za-z_][A-Za-z0-9_']*)
   | (?P<sym>::|[()\[\],=])
+  | (?P<bad>.)
     """,
-    re.VERBOSE,
+    re.VERBOSE | re.DOTALL,
 )
 
 
-@dataclass(frozen=True, slots=True)
 class Token:
-    kind: str  # number | name | sym | eof
-    text: str
-    line: int
-    column: int
+    """A token; its line and column are computed from its offset only when an error needs
+    them (keeping tokenizing to one regex scan)."""
+
+    __slots__ = ("kind", "text", "pos", "_lines")
+
+    def __init__(self, kind: str, text: str, pos: int, lines: list[int]):
+        self.kind = kind  # number | name | sym | eof
+        self.text = text
+        self.pos = pos
+        self._lines = lines  # offsets at which lines start
+
+    @property
+    def line(self) -> int:
+        return bisect_right(self._lines, self.pos)
+
+    @property
+    def column(self) -> int:
+        return self.pos - self._lines[self.line - 1] + 1
 
     def describe(self) -> str:
         return "end of input" if self.kind == "eof" else repr(self.text)
@@ -146,23 +160,22 @@ def tokenize(text: str) -> list[Token]:
         raise ParseError("IR text must be a string", 1, 1)
     if len(text) > MAX_TEXT:
         raise ParseError(f"IR text of {len(text)} characters exceeds {MAX_TEXT}", 1, 1)
+    lines = [0] + [m.end() for m in _NEWLINE.finditer(text)]
     tokens: list[Token] = []
-    pos, line, line_start = 0, 1, 0
-    n = len(text)
-    while pos < n:
-        m = _TOKEN.match(text, pos)
-        if m is None:
-            raise ParseError(f"unexpected character {text[pos]!r}", line, pos - line_start + 1)
+    append = tokens.append
+    for m in _TOKEN.finditer(text):
         kind = m.lastgroup
-        if kind != "ws":
-            tokens.append(Token(kind, m.group(), line, pos - line_start + 1))
-        newlines = m.group().count("\n")
-        if newlines:
-            line += newlines
-            line_start = m.start() + m.group().rindex("\n") + 1
-        pos = m.end()
-    tokens.append(Token("eof", "", line, pos - line_start + 1))
+        if kind == "ws":
+            continue
+        if kind == "bad":
+            bad = Token(kind, m.group(), m.start(), lines)
+            raise ParseError(f"unexpected character {m.group()!r}", bad.line, bad.column)
+        append(Token(kind, m.group(), m.start(), lines))
+    tokens.append(Token("eof", "", len(text), lines))
     return tokens
+
+
+_NEWLINE = re.compile("\n")
 
 
 # ---------------------------------------------------------------------------------------------

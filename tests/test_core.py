@@ -283,3 +283,42 @@ def test_cli_reports_parse_errors_without_a_traceback(tmp_path):
     assert r.returncode == 1
     assert "line 2, column 11: sin takes 1 operand(s), found 0" in r.stderr
     assert "Traceback" not in r.stderr
+
+
+# ---------------------------------------------------------------------------------------------
+# algebraic simplification
+
+
+@pytest.mark.parametrize(
+    "p, q", [((1, 2, 0), (2, 0, 1)), ((0, 2, 1), (1, 0, 2)), ((2, 1, 0), (1, 2, 0))]
+)
+def test_transpose_of_transpose_composes_on_rank_3(p, q):
+    from shax_core.passes import simplify
+
+    text = (
+        f"def f(a :: f32[2, 3, 4]) = let x = transpose {list(q)} a y = transpose {list(p)} x in [y]"
+    )
+    prog = sx.infer(sx.parse(text.replace(" ", " ")))
+    simple = simplify(prog)
+    assert len(simple.eqns) <= 1
+    a = np.arange(24, dtype=np.float32).reshape(2, 3, 4)
+    assert np.array_equal(sx.evaluate(simple, a)[0], a.transpose(q).transpose(p))
+
+
+def test_simplify_removes_identities_and_folds_constants():
+    from shax_core.passes import simplify
+
+    text = """def f(a :: f32[3]) =
+      let one = fromList [] [1.0]
+          ones = broadcast [] [3] one
+          x = mul a ones
+          y = negate x
+          z = negate y
+          r = reshape [3,1] z
+          s = reshape [3] r
+          two = add one one
+      in [s, two]"""
+    simple = simplify(sx.infer(sx.parse(text)))
+    assert simple.outs[0].name == "a"
+    assert [e.prim for e in simple.eqns] == ["fromList"]
+    assert sx.evaluate(simple, np.ones(3, np.float32))[1] == 2.0
