@@ -191,7 +191,7 @@ def main(argv=None) -> int:
         "--budget",
         type=float,
         default=None,
-        help="seconds for the whole suite (default 540, --quick 50)",
+        help="seconds for the whole suite (default 560, --quick 50)",
     )
     args = ap.parse_args(argv)
     if args.threads:
@@ -204,7 +204,7 @@ def main(argv=None) -> int:
     else:
         out = os.path.join(REPO, "docs", "benchmarks.md")
     os.makedirs(os.path.dirname(out), exist_ok=True)
-    budget = args.budget or (50.0 if args.quick else 540.0)
+    budget = args.budget or (50.0 if args.quick else 560.0)
     start = time.monotonic()
     cfg = Config(
         quick=args.quick,

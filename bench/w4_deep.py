@@ -128,10 +128,13 @@ def _jax_deep(n):
 
 
 def child_jax_jaxpr(n: int, max_s: float) -> dict:
-    jax, vjp_all = _jax_deep(n)
+    jax, _ = _jax_deep(n)
     state = {}
 
     def run():
+        # a new function object and cleared caches: make_jaxpr would otherwise hit its cache
+        jax.clear_caches()
+        _, vjp_all = _jax_deep(n)
         state["jaxpr"] = jax.make_jaxpr(vjp_all)(X0, Y0, np.float32(1.0))
 
     total, runs = _repeat(run, max_s)
