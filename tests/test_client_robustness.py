@@ -2,12 +2,6 @@
 
 from __future__ import annotations
 
-import contextlib
-import os
-import socket
-import subprocess
-import sys
-import time
 import warnings
 from pathlib import Path
 
@@ -41,6 +35,8 @@ with warnings.catch_warnings():
 
 from shax_server.app import create_app
 from shax_server.settings import Settings
+
+from tests.servers import free_port, shax_server
 
 ROOT = Path(__file__).parent.parent
 pytestmark = pytest.mark.filterwarnings("ignore::DeprecationWarning")
@@ -153,7 +149,7 @@ def test_connection_errors_are_retried_then_mapped():
         assert client.compile(f, 0.5, -0.75).id == "abc"
     assert len(calls) == 2
 
-    port = _free_port()  # nothing listens there
+    port = free_port()  # nothing listens there
     with Client(f"http://127.0.0.1:{port}", retries=1, backoff=0.001) as client:
         with pytest.raises(ConnectionFailed) as info:
             client.compile(f, 0.5, -0.75)
@@ -203,60 +199,13 @@ def test_reupload_after_cache_eviction_in_process():
         assert client.uploads == 3
 
 
-def _free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
-
-
-@contextlib.contextmanager
-def uvicorn_on(port: int):
-    """A shax server subprocess on 127.0.0.1:port, stopped on exit."""
-    env = dict(os.environ)
-    env.pop("SHAX_API_KEYS", None)
-    cmd = [
-        sys.executable,
-        "-m",
-        "shax_server.cli",
-        "--host",
-        "127.0.0.1",
-        "--port",
-        str(port),
-        "--log-level",
-        "warning",
-    ]
-    proc = subprocess.Popen(cmd, env=env, cwd=ROOT)
-    url = f"http://127.0.0.1:{port}"
-    try:
-        deadline = time.monotonic() + 30
-        while True:
-            if proc.poll() is not None:
-                raise RuntimeError(f"uvicorn exited with {proc.returncode}")
-            try:
-                if httpx.get(f"{url}/v2/health/ready", timeout=1).status_code == 200:
-                    break
-            except httpx.TransportError:
-                pass
-            if time.monotonic() > deadline:
-                raise RuntimeError("uvicorn did not become ready in 30 s")
-            time.sleep(0.1)
-        yield url
-    finally:
-        proc.terminate()
-        try:
-            proc.wait(timeout=10)
-        except subprocess.TimeoutExpired:
-            proc.kill()
-            proc.wait(timeout=10)
-
-
 def test_reupload_after_server_restart():
-    port = _free_port()
+    port = free_port()
     with Client(f"http://127.0.0.1:{port}", backoff=0.05) as client:
-        with uvicorn_on(port):
+        with shax_server(port):
             rf = client.compile(f, 0.5, -0.75)
             before = rf.vjp(0.5, -0.75)
-        with uvicorn_on(port):  # a fresh process: empty cache, and the old connection is gone
+        with shax_server(port):  # a fresh process: empty cache, and the old connection is gone
             after = rf.vjp(0.5, -0.75)
             result = client.minimize(f, (0.5, -0.75), progress=False)  # memoised: no upload
     assert after[0] == before[0] == F0 and after[1] == before[1]
