@@ -218,9 +218,19 @@ def bind(name: str, *args, **params):
     if builder is None:
         arrays = [np.asarray(a) for a in args]
         return prim.impl(*arrays, **prim.kwargs(values))
+    return _record(builder, prim, values, args)
+
+
+def _record(builder: Builder, prim, values: tuple, args) -> Tracer:
     ins = [builder.lift(a) for a in args]
-    out_type = prim.out_type(Eqn(Var("_"), name, values, tuple(ins)), [v.type for v in ins])
-    return builder.emit(name, values, ins, out_type)
+    types = [v.type for v in ins]
+    try:
+        if prim.arity is not None and len(types) != prim.arity:
+            raise ShaxTypeError("arity")
+        out_type = prim.shape_rule(*types, **prim.kwargs(values))
+    except Exception:  # noqa: BLE001  (out_type re-raises it with the equation named)
+        out_type = prim.out_type(Eqn(Var("_"), prim.name, values, tuple(ins)), types)
+    return builder.emit(prim.name, values, ins, out_type)
 
 
 def bind_at(builder: Builder, name: str, *args, **params):
@@ -230,9 +240,7 @@ def bind_at(builder: Builder, name: str, *args, **params):
         return bind(name, *args, **params)
     prim = lookup(name)
     values = tuple(_freeze(params[p.name]) for p in prim.params)
-    ins = [builder.lift(a) for a in args]
-    out_type = prim.out_type(Eqn(Var("_"), name, values, tuple(ins)), [v.type for v in ins])
-    return builder.emit(name, values, ins, out_type)
+    return _record(builder, prim, values, args)
 
 
 def zeros(builder: Builder, type_: Type):
