@@ -10,6 +10,7 @@ frees its slot, so timeouts cannot oversubscribe the pool.
 from __future__ import annotations
 
 import asyncio
+import contextvars
 import functools
 from concurrent.futures import ThreadPoolExecutor
 
@@ -61,7 +62,9 @@ class WorkerPool:
         self.metrics.inflight.add(1)
         if self.executor is None:
             self.executor = ThreadPoolExecutor(self.threads, thread_name_prefix="shax-eval")
-        future = self.executor.submit(functools.partial(fn, *args))
+        # the job sees the request's context (its request id in log records), as to_thread does
+        ctx = contextvars.copy_context()
+        future = self.executor.submit(ctx.run, functools.partial(fn, *args))
         future.add_done_callback(self._release)
         try:
             return await asyncio.wait_for(asyncio.wrap_future(future), self.timeout)
