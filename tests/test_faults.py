@@ -1,0 +1,195 @@
+"""Faults: clients that vanish, evaluations that overrun, and corrupt shared-store entries.
+
+- A client that disconnects mid-request (after sending, or halfway through its body) costs the
+  server nothing lasting: no 500 or traceback in its log, the in-flight gauge returns to 0, and
+  the next request is served (real uvicorn on 127.0.0.1).
+- An evaluation longer than ``SHAX_EVAL_TIMEOUT`` is answered (503 + Retry-After) while it still
+  runs; its worker finishes in the background, frees its slot, and serves the next request.
+- A corrupt entry in the shared store (``MemoryStore``) is ignored with a warning in the log: the
+  program id is unknown (404, the client re-uploads) and a compile recompiles and overwrites it.
+  Redis-specific faults belong to the deployment tests.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import socket
+import sys
+import time
+from pathlib import Path
+
+import httpx
+import orjson
+import pytest
+from shax_server import Settings, create_app
+from shax_server.store import MemoryStore
+
+sys.path.insert(0, str(Path(__file__).parent / "load"))
+import loadtest  # noqa: E402
+
+# a few seconds of dot products from a scalar input (small request, heavy evaluation)
+HEAVY = (
+    "def f(a :: f32[]) = let b = broadcast [] [1024,1024] a c = dot b b d = dot c b e = dot d b "
+    "g = dot e b k = dot g b h = reduce_sum [0,1] k in [h]"
+)
+SIN = {"program": "def f(a :: f32[]) = let y = sin a in [y]", "inputs": [{"data": 0.0}]}
+
+
+def inflight(url_or_text: str) -> float:
+    text = url_or_text
+    if url_or_text.startswith("http"):
+        text = httpx.get(f"{url_or_text}/metrics", timeout=5).text
+    return loadtest._metric(text, "shax_evaluations_in_flight")
+
+
+def wait_idle(url: str, seconds: float = 30) -> None:
+    deadline = time.monotonic() + seconds
+    while inflight(url) != 0:
+        assert time.monotonic() < deadline, "evaluations stayed in flight"
+        time.sleep(0.1)
+
+
+def raw_post(port: int, path: str, body: bytes, declared: int | None = None) -> None:
+    """Send a POST and hang up without reading the answer (``declared`` may exceed the body)."""
+    with socket.create_connection(("127.0.0.1", port), timeout=5) as s:
+        head = (
+            f"POST {path} HTTP/1.1\r\nHost: 127.0.0.1\r\nContent-Type: application/json\r\n"
+            f"Content-Length: {declared if declared is not None else len(body)}\r\n\r\n"
+        )
+        s.sendall(head.encode() + body)
+        s.shutdown(socket.SHUT_RDWR)
+
+
+@pytest.fixture(scope="module")
+def heavy_server(tmp_path_factory):
+    log = tmp_path_factory.mktemp("faults") / "server.log"
+    env = {"SHAX_EVAL_THREADS": "1", "SHAX_MAX_INFLIGHT": "4", "SHAX_EVAL_TIMEOUT": "60"}
+    with open(log, "w") as f, _server_with_log(env, f) as (url, pid):
+        yield url, pid, log
+
+
+def _server_with_log(env, logfile):
+    # loadtest.server with the subprocess's stderr captured to a file
+    import subprocess
+
+    real_popen = subprocess.Popen
+
+    def popen(*a, **k):
+        k["stderr"] = logfile
+        return real_popen(*a, **k)
+
+    subprocess.Popen = popen
+    try:
+        return loadtest.server(env)
+    finally:
+        subprocess.Popen = real_popen
+
+
+def test_client_disconnects_mid_request(heavy_server):
+    url, pid, log = heavy_server
+    port = int(url.rsplit(":", 1)[1])
+    pid_h = httpx.post(f"{url}/v1/programs", json={"program": HEAVY}, timeout=60).json()["id"]
+    body = orjson.dumps({"inputs": [{"data": 0.001}]})
+    for _ in range(3):  # the whole request sent, then gone while it evaluates
+        raw_post(port, f"/v1/programs/{pid_h}/vjp", body)
+    time.sleep(0.2)
+    start = time.perf_counter()
+    assert httpx.get(f"{url}/v2/health/live", timeout=5).status_code == 200
+    assert time.perf_counter() - start < 1.0  # the loop answers while the worker computes
+    full = orjson.dumps(SIN)
+    for _ in range(3):  # half a body, then gone
+        raw_post(port, "/vjp", full[: len(full) // 2], declared=len(full))
+    raw_post(port, "/vjp", b"", declared=10_000)
+    wait_idle(url)
+    r = httpx.post(f"{url}/vjp", json=SIN, timeout=30)
+    assert r.status_code == 200, r.text
+    metrics = httpx.get(f"{url}/metrics", timeout=5).text
+    assert 'status="500"' not in metrics
+    text = log.read_text()
+    assert "Traceback" not in text and "unexpected error" not in text, text[-3000:]
+
+
+# ---- evaluation time limit (in process) ----------------------------------------------------
+
+
+@pytest.fixture
+def anyio_backend():
+    return "asyncio"
+
+
+def _client(app):
+    return httpx.AsyncClient(transport=httpx.ASGITransport(app=app), base_url="http://t")
+
+
+@pytest.mark.anyio
+async def test_evaluation_over_the_time_limit_is_answered_and_the_worker_recovers():
+    app = create_app(Settings(eval_timeout=1.0, eval_threads=1, retry_after=3))
+    state = app.state.shax
+    async with app.router.lifespan_context(app), _client(app) as c:
+        r = await c.post("/v1/programs", json={"program": HEAVY})
+        assert r.status_code == 200, r.text
+        pid = r.json()["id"]
+        # compiled under the 1 s limit; now tighten it (what SHAX_EVAL_TIMEOUT sets) so that
+        # the evaluation, ~10 GFLOP of matrix products, overruns it on any machine
+        state.pool.timeout = 0.02
+        start = time.perf_counter()
+        r = await c.post(f"/v1/programs/{pid}/vjp", json={"inputs": [{"data": 0.001}]})
+        elapsed = time.perf_counter() - start
+        assert r.status_code == 503, r.text
+        assert "longer than the 0.02 s limit" in r.json()["detail"]
+        assert r.headers["Retry-After"] == "3"
+        assert elapsed < 1
+        assert state.pool.inflight == 1  # still running in its worker
+        assert (await c.get("/v2/health/live")).status_code == 200
+        for _ in range(600):  # the overrunning job finishes and frees its slot
+            if state.pool.inflight == 0:
+                break
+            await asyncio.sleep(0.05)
+        assert state.pool.inflight == 0
+        state.pool.timeout = 1.0
+        r = await c.post("/vjp", json=SIN)
+        assert r.status_code == 200, r.text
+
+
+# ---- corrupt shared-store entries ------------------------------------------------------------
+
+
+def _corruptions(text: str, metadata: dict) -> dict[str, object]:
+    other = "def program(a0 :: f32[]) =\n  let v0 :: f32[] = cos a0\n  in [v0]"
+    return {
+        "garbage text": ("\x00\xff not IR at all", metadata),
+        "another program's text": (other, metadata),
+        "metadata not an object": (text, ["wrt", 0]),
+        "wrt out of range": (text, {**metadata, "wrt": [7]}),
+        "vjp text garbage": (text, {**metadata, "vjp": "def nope("}),
+        "vjp of another signature": (text, {**metadata, "vjp": other}),
+        "not a pair": "just a string",
+    }
+
+
+@pytest.mark.anyio
+async def test_corrupt_store_entries_are_ignored_logged_and_recompiled(caplog):
+    store = MemoryStore()
+    app = create_app(Settings(), store=store)
+    async with app.router.lifespan_context(app), _client(app) as c:
+        r = await c.post("/v1/programs", json={"program": SIN["program"]})
+        assert r.status_code == 200
+        pid = r.json()["id"]
+        good = store.items[pid]
+    for what, bad in _corruptions(*good).items():
+        store.items[pid] = bad
+        app = create_app(Settings(), store=store)  # a fresh replica: nothing cached locally
+        caplog.clear()
+        with caplog.at_level(logging.WARNING, logger="shax_server"):
+            async with app.router.lifespan_context(app), _client(app) as c:
+                r = await c.get(f"/v1/programs/{pid}")
+                assert r.status_code in (200, 404), (what, r.text)
+                r = await c.post("/vjp", json=SIN)  # compiles (or restores) and answers
+                assert r.status_code == 200, (what, r.text)
+                assert r.json()["outputs"][0]["data"] == [0.0]
+                r = await c.get(f"/v1/programs/{pid}")
+                assert r.status_code == 200, (what, r.text)
+        logged = " ".join(rec.getMessage() for rec in caplog.records)
+        assert "store entry" in logged, (what, logged)
+        assert store.items[pid][0] == good[0], what  # overwritten with the good entry
