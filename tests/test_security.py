@@ -1,0 +1,195 @@
+"""Security properties: API keys (constant time, never logged), nothing from a request is
+unpickled or evaluated as Python, request ids in and out and in the logs."""
+
+from __future__ import annotations
+
+import ast
+import hmac
+import logging
+import re
+from pathlib import Path
+
+import httpx
+import pytest
+from shax_server import Settings, create_app, deps
+from shax_server.store import MemoryStore
+
+ROOT = Path(__file__).resolve().parent.parent
+PACKAGES = [ROOT / "shax_core", ROOT / "server" / "shax_server", ROOT / "client" / "shax_client"]
+KEY = "k3y-0123456789abcdef-SECRET"
+SIN = {"program": "def f(a :: f32[]) = let y = sin a in [y]", "inputs": [{"data": 0.5}]}
+
+
+@pytest.fixture
+def anyio_backend():
+    return "asyncio"
+
+
+def _client(app):
+    return httpx.AsyncClient(transport=httpx.ASGITransport(app=app), base_url="http://t")
+
+
+# ---- API keys ---------------------------------------------------------------------------------
+
+
+def test_keys_are_compared_with_compare_digest_against_every_key(monkeypatch):
+    calls = []
+    real = hmac.compare_digest
+
+    def spy(a, b):
+        calls.append((a, b))
+        return real(a, b)
+
+    monkeypatch.setattr(deps.hmac, "compare_digest", spy)
+    keys = Settings(api_keys=["first", "second", "third"]).api_keys
+    assert deps._matches("first", keys)  # a match on the first key still compares them all
+    assert len(calls) == 3
+    calls.clear()
+    assert not deps._matches("nope", keys)
+    assert len(calls) == 3
+    # and no plain == on secrets anywhere in the auth code
+    src = Path(deps.__file__).read_text()
+    assert "get_secret_value() ==" not in src and "== key" not in src
+
+
+def test_keys_are_secret_in_settings():
+    s = Settings(api_keys=[KEY])
+    assert KEY not in repr(s) and KEY not in str(s.model_dump())
+
+
+@pytest.mark.anyio
+async def test_api_keys_never_logged(caplog):
+    app = create_app(Settings(api_keys=[KEY]))
+    near_miss = KEY[:-1] + "X"
+    with caplog.at_level(logging.DEBUG):
+        async with app.router.lifespan_context(app), _client(app) as c:
+            for headers in (
+                {"X-API-Key": near_miss},
+                {"Authorization": f"Bearer {near_miss}"},
+                {"X-API-Key": near_miss + "\r\n"},
+                {},
+            ):
+                r = await c.post("/vjp", json=SIN, headers=headers)
+                assert r.status_code == 401, r.text
+                assert "WWW-Authenticate" in r.headers
+                assert KEY not in r.text and near_miss not in r.text
+            r = await c.post("/vjp", json=SIN, headers={"X-API-Key": KEY})
+            assert r.status_code == 200
+            metrics = (await c.get("/metrics")).text
+    logged = "\n".join(f"{rec.getMessage()} {rec.args} {rec.__dict__}" for rec in caplog.records)
+    assert KEY not in logged and near_miss not in logged
+    assert KEY not in metrics and near_miss not in metrics
+
+
+# ---- nothing from a request is executed ---------------------------------------------------------
+
+FORBIDDEN_MODULES = {"pickle", "cPickle", "dill", "marshal", "shelve", "cloudpickle", "joblib"}
+FORBIDDEN_CALLS = {"eval", "exec", "__import__"}
+
+
+def _violations(path: Path) -> list[str]:
+    tree = ast.parse(path.read_text(), filename=str(path))
+    out = []
+
+    def where(node) -> str:
+        return f"{path.relative_to(ROOT)}:{node.lineno}"
+
+    for node in ast.walk(tree):
+        if isinstance(node, ast.Import):
+            for a in node.names:
+                if a.name.split(".")[0] in FORBIDDEN_MODULES:
+                    out.append(f"{where(node)} imports {a.name}")
+        elif isinstance(node, ast.ImportFrom):
+            if (node.module or "").split(".")[0] in FORBIDDEN_MODULES:
+                out.append(f"{where(node)} imports from {node.module}")
+        elif isinstance(node, ast.Call):
+            f = node.func
+            name = f.id if isinstance(f, ast.Name) else None
+            attr = f.attr if isinstance(f, ast.Attribute) else None
+            base = (
+                f.value.id if isinstance(f, ast.Attribute) and isinstance(f.value, ast.Name) else ""
+            )
+            if name in FORBIDDEN_CALLS:
+                out.append(f"{where(node)} calls {name}()")
+            if name == "compile" and len(node.args) >= 3:  # builtin compile(src, file, mode)
+                out.append(f"{where(node)} calls builtin compile()")
+            if attr in ("load", "load_all", "unsafe_load") and base == "yaml":
+                loader = {k.arg: k.value for k in node.keywords}.get("Loader")
+                if not (isinstance(loader, ast.Attribute) and "Safe" in loader.attr):
+                    out.append(f"{where(node)} yaml.{attr} without SafeLoader")
+            if base == "os" and attr in ("system", "popen") or base == "subprocess":
+                for k in node.keywords:
+                    if k.arg == "shell" and not (
+                        isinstance(k.value, ast.Constant) and k.value.value is False
+                    ):
+                        out.append(f"{where(node)} {base}.{attr}(shell=...)")
+                if base == "os":
+                    out.append(f"{where(node)} os.{attr}()")
+            if base in ("np", "numpy") and attr == "load":
+                kw = {k.arg: k.value for k in node.keywords}
+                allow = kw.get("allow_pickle")
+                if isinstance(allow, ast.Constant) and allow.value is True:
+                    out.append(f"{where(node)} np.load(allow_pickle=True)")
+    return out
+
+
+def test_no_pickle_eval_exec_or_shell_in_the_packages():
+    files = [p for pkg in PACKAGES for p in pkg.rglob("*.py")]
+    assert len(files) > 20
+    violations = [v for p in files for v in _violations(p)]
+    assert not violations, violations
+
+
+def test_the_checker_catches_what_it_should(tmp_path):
+    bad = tmp_path / "bad.py"
+    bad.write_text(
+        "import pickle\nimport yaml, subprocess, os\n"
+        "eval('1')\nexec('x=1')\nyaml.load(s)\nsubprocess.run('ls', shell=True)\n"
+        "os.system('ls')\nfrom marshal import loads\n"
+    )
+    global ROOT
+    old, ROOT = ROOT, tmp_path
+    try:
+        found = _violations(bad)
+    finally:
+        ROOT = old
+    assert len(found) == 7, found  # pickle, marshal, eval, exec, yaml, shell, os.system
+
+
+# ---- request ids ------------------------------------------------------------------------------
+
+
+@pytest.mark.anyio
+async def test_request_id_in_and_out():
+    app = create_app(Settings(api_keys=[KEY], max_body_bytes=1000))
+    async with app.router.lifespan_context(app), _client(app) as c:
+        r = await c.get("/v2/health/live", headers={"X-Request-ID": "abc-123"})
+        assert r.headers["X-Request-ID"] == "abc-123"
+        r = await c.get("/v2/health/live")
+        assert re.fullmatch(r"[0-9a-f]{32}", r.headers["X-Request-ID"])
+        for bad in ("x" * 500, "has space", "semi;colon", ""):
+            r = await c.get("/v2/health/live", headers={"X-Request-ID": bad})
+            assert re.fullmatch(r"[0-9a-f]{32}", r.headers["X-Request-ID"]), bad
+        # errors carry it too: 401, 404, and the body limit's 413 (answered by middleware)
+        h = {"X-Request-ID": "req-7"}
+        assert (await c.post("/vjp", json=SIN, headers=h)).headers["X-Request-ID"] == "req-7"
+        r = await c.get("/nope", headers=h)
+        assert r.status_code == 404 and r.headers["X-Request-ID"] == "req-7"
+        r = await c.post("/vjp", content=b" " * 2000, headers=h)
+        assert r.status_code == 413 and r.headers["X-Request-ID"] == "req-7"
+
+
+@pytest.mark.anyio
+async def test_request_id_in_log_records(caplog):
+    """A warning logged while serving a request (here: a corrupt shared-store entry, read in a
+    worker thread) names the request's id."""
+    store = MemoryStore()
+    store.items["f" * 64] = ("garbage", {})
+    app = create_app(Settings(), store=store)
+    with caplog.at_level(logging.WARNING, logger="shax_server"):
+        async with app.router.lifespan_context(app), _client(app) as c:
+            r = await c.get("/v1/programs/" + "f" * 64, headers={"X-Request-ID": "trace-42"})
+            assert r.status_code == 404
+    messages = [rec.getMessage() for rec in caplog.records]
+    assert any("request_id=trace-42" in m for m in messages), messages
+    assert all(getattr(rec, "request_id", None) == "trace-42" for rec in caplog.records)
