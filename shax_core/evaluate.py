@@ -51,8 +51,9 @@ class Executable:
     live view aliases) writes its result into that buffer instead of allocating.
     """
 
-    def __init__(self, program: Program):
-        if not program.is_typed:
+    def __init__(self, program: Program, trusted: bool = False):
+        # annotations are checked (by inference), unless shax's own pipeline made the types
+        if not (trusted and program.is_typed):
             program = infer(program)
         self.program = program
         self.in_types: tuple[Type, ...] = program.in_types

@@ -89,8 +89,13 @@ def linearize_program(
     recomputes cheap residuals in the linear program; ``"save"`` saves every one."""
     if policy not in POLICIES:
         raise ShaxError(f"unknown residual policy {policy!r}; choose one of {list(POLICIES)}")
-    if not program.is_typed:
-        program = infer(program)
+    return linearize_typed(infer(program), wrt, policy)  # annotations are checked, not trusted
+
+
+def linearize_typed(
+    program: Program, wrt: Sequence[int] | None, policy: str
+) -> tuple[Program, Program]:
+    """``linearize_program`` on a program whose types were inferred by shax itself."""
     wrt = check_wrt(program, wrt)
     primal_b = Builder(level=0)
     linear_b = _LinearBuilder()

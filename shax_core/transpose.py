@@ -37,8 +37,8 @@ class TransposeError(ShaxError):
 
 
 def transpose_program(linear: Program, num_linear: int | None = None) -> Program:
-    if not linear.is_typed:
-        linear = infer(linear)
+    """The transpose of ``linear``, whose first ``num_linear`` inputs are tangents (default:
+    what ``linearize_program`` recorded for it)."""
     if num_linear is None:
         num_linear = recorded_linear_inputs(linear)
     if num_linear is None:
@@ -46,6 +46,11 @@ def transpose_program(linear: Program, num_linear: int | None = None) -> Program
             f"transpose_program({linear.name}) needs num_linear: how many leading inputs are "
             "tangents (the rest are residuals)"
         )
+    return transpose_typed(infer(linear), num_linear)  # annotations are checked, not trusted
+
+
+def transpose_typed(linear: Program, num_linear: int) -> Program:
+    """``transpose_program`` on a program whose types were inferred by shax itself."""
     linear = dce(linear)
     b = Builder()
     cts_in = [b.add_param(v.type) for v in linear.outs]

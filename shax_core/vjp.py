@@ -25,18 +25,18 @@ import numpy as np
 from shax_core.evaluate import Executable
 from shax_core.infer import infer
 from shax_core.ir import Program, ShaxError, type_of
-from shax_core.linearize import check_wrt, linearize_program
+from shax_core.linearize import check_wrt, linearize_typed
 from shax_core.ops import Builder
 from shax_core.passes import cleanup, cse, dce, rewrite, simplify
 from shax_core.passes.inline import inline
 from shax_core.trace import as_type, trace
-from shax_core.transpose import transpose_program
+from shax_core.transpose import transpose_typed
 
 PIPELINE_VERSION = "1"
 
 
 def _prepare(program: Program) -> Program:
-    return rewrite(program if program.is_typed else infer(program))
+    return rewrite(infer(program))  # annotations are checked, not trusted
 
 
 def zip_vjp(
@@ -82,9 +82,9 @@ def stages(
     typed = infer(program)
     rewritten = rewrite(typed)
     wrt = check_wrt(rewritten, wrt)
-    primal, linear = linearize_program(rewritten, wrt, policy)
+    primal, linear = linearize_typed(rewritten, wrt, policy)
     primal, linear = cleanup(primal), cleanup(linear)
-    transposed = cleanup(transpose_program(linear, len(wrt)))
+    transposed = cleanup(transpose_typed(linear, len(wrt)))
     n = len(rewritten.outs)
     result.update(
         typed=typed,
@@ -105,8 +105,8 @@ def vjp_program(
     with _no_gc():
         rewritten = _prepare(program)
         wrt = check_wrt(rewritten, wrt)
-        primal, linear = linearize_program(rewritten, wrt, policy)
-        transposed = transpose_program(linear, len(wrt))
+        primal, linear = linearize_typed(rewritten, wrt, policy)
+        transposed = transpose_typed(linear, len(wrt))
         n = len(rewritten.outs)
         if policy == "save":  # one cleanup after zipping is where it pays
             return zip_vjp(primal, transposed, n)
@@ -118,7 +118,7 @@ def jvp_program(program: Program, wrt: Sequence[int] | None = None) -> Program:
     with _no_gc():
         rewritten = _prepare(program)
         wrt = check_wrt(rewritten, wrt)
-        primal, linear = linearize_program(rewritten, wrt)
+        primal, linear = linearize_typed(rewritten, wrt, "recompute")
         return zip_jvp(primal, linear, wrt, len(rewritten.outs))
 
 
@@ -204,7 +204,11 @@ def vjp(f: Callable, *args, wrt=None):
 
     def build():
         st = stages(f, *types, wrt=wrt)
-        return Executable(st["linearized"]), Executable(st["transposed"]), len(st["typed"].outs)
+        return (
+            Executable(st["linearized"], trusted=True),
+            Executable(st["transposed"], trusted=True),
+            len(st["typed"].outs),
+        )
 
     primal_exe, transposed_exe, n_out = _cached(("vjp", f, types, wrt), build)
     values = primal_exe(*arrays)
@@ -235,7 +239,7 @@ def value_and_grad(f: Callable, argnums=0):
                     f"grad needs a function with one scalar output; {program.name} returns "
                     + ", ".join(str(v.type) for v in program.outs)
                 )
-            return Executable(vjp_program(program, wrt))
+            return Executable(vjp_program(program, wrt), trusted=True)
 
         exe = _cached(("grad", f, types, wrt), build)
         one = np.ones((), dtype=exe.out_types[0].np_dtype)
@@ -255,7 +259,9 @@ def jvp(f: Callable, primals: Sequence, tangents: Sequence):
     """``(outputs, output tangents)`` of f at ``primals`` along ``tangents`` (forward mode)."""
     arrays = _as_arrays(primals)
     types = _types(arrays)
-    exe = _cached(("jvp", f, types), lambda: Executable(jvp_program(trace(f, *types))))
+    exe = _cached(
+        ("jvp", f, types), lambda: Executable(jvp_program(trace(f, *types)), trusted=True)
+    )
     ts = [np.asarray(t, dtype=a.dtype) for t, a in zip(tangents, arrays, strict=True)]
     values = exe(*arrays, *ts)
     n = len(values) // 2
@@ -271,7 +277,11 @@ def linearize(f: Callable, *args):
 
     def build():
         st = stages(f, *types)
-        return Executable(st["linearized"]), Executable(st["linear"]), len(st["typed"].outs)
+        return (
+            Executable(st["linearized"], trusted=True),
+            Executable(st["linear"], trusted=True),
+            len(st["typed"].outs),
+        )
 
     primal_exe, linear_exe, n_out = _cached(("lin", f, types), build)
     values = primal_exe(*arrays)

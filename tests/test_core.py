@@ -322,3 +322,13 @@ def test_simplify_removes_identities_and_folds_constants():
     assert simple.outs[0].name == "a"
     assert [e.prim for e in simple.eqns] == ["fromList"]
     assert sx.evaluate(simple, np.ones(3, np.float32))[1] == 2.0
+
+
+def test_annotations_are_checked_not_trusted():
+    # a fully annotated program is still inferred: a lying annotation is a type error
+    bomb = "def f(a :: f32[]) = let x :: f32[1] = broadcast [] [100000,100000] a in [x]"
+    with pytest.raises(sx.ShaxTypeError, match=r"annotated f32\[1\]"):
+        sx.compile(sx.parse(bomb))
+    bad_dot = "def f(a :: f32[2, 3], b :: f32[4]) = let x :: f32[2, 4] = dot a b in [x]"
+    with pytest.raises(sx.ShaxTypeError):
+        sx.vjp_program(sx.parse(bad_dot))
