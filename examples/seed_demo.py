@@ -15,16 +15,12 @@ from __future__ import annotations
 
 import argparse
 import contextlib
-import sys
-from pathlib import Path
 
 import numpy as np
 from shax_client import Client
 
+from shax_core.demo import f, medium  # the seed's two functions, in shax_core.numpy
 from shax_core.text import format_float
-
-sys.path.insert(0, str(Path(__file__).parent))
-from seed import f, medium  # noqa: E402  (the seed's two functions, in shax_core.numpy)
 
 SEED_A = np.arange(1, 7, dtype=np.float32)
 SEED_B = np.array([[1, 2], [3, 4]], dtype=np.float32)

@@ -26,8 +26,7 @@ with warnings.catch_warnings():
 
 from shax_server.app import create_app
 
-sys.path.insert(0, str(Path(__file__).parent.parent / "examples"))
-from seed import f, medium  # noqa: E402
+from shax_core.demo import f, medium
 
 pytestmark = pytest.mark.filterwarnings("ignore::DeprecationWarning")
 
