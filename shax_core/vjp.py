@@ -15,14 +15,12 @@ CSE and DCE, as the seed's ``medium_dmediumt``.
 
 from __future__ import annotations
 
-import gc
 from collections import OrderedDict
 from collections.abc import Callable, Sequence
-from contextlib import contextmanager
 
 import numpy as np
 
-from shax_core.evaluate import Executable
+from shax_core.evaluate import Executable, no_gc
 from shax_core.infer import infer
 from shax_core.ir import Program, ShaxError, type_of
 from shax_core.linearize import check_wrt, linearize_typed
@@ -102,7 +100,7 @@ def vjp_program(
 ) -> Program:
     """The zipped VJP program of ``program`` with respect to the inputs ``wrt`` (default:
     every float input), under the residual ``policy`` (see ``shax_core.remat``)."""
-    with _no_gc():
+    with no_gc():
         rewritten = _prepare(program)
         wrt = check_wrt(rewritten, wrt)
         primal, linear = linearize_typed(rewritten, wrt, policy)
@@ -115,24 +113,11 @@ def vjp_program(
 
 
 def jvp_program(program: Program, wrt: Sequence[int] | None = None) -> Program:
-    with _no_gc():
+    with no_gc():
         rewritten = _prepare(program)
         wrt = check_wrt(rewritten, wrt)
         primal, linear = linearize_typed(rewritten, wrt, "recompute")
         return zip_jvp(primal, linear, wrt, len(rewritten.outs))
-
-
-@contextmanager
-def _no_gc():
-    """The passes allocate millions of small acyclic objects; the cyclic collector's
-    repeated full scans of them cost a third of the pipeline's time and find nothing."""
-    was_enabled = gc.isenabled()
-    gc.disable()
-    try:
-        yield
-    finally:
-        if was_enabled:
-            gc.enable()
 
 
 # ---------------------------------------------------------------------------------------------
