@@ -276,6 +276,11 @@ _OPEN, _CLOSE, _QUOTE, _BACKSLASH = (ord(c) for c in '[]"\\')
 _OPEN_OBJ, _CLOSE_OBJ = ord("{"), ord("}")
 
 
+def _openers(data: bytes | memoryview) -> int:
+    raw = bytes(data) if isinstance(data, memoryview) else data
+    return raw.count(b"[") + raw.count(b"{")
+
+
 def json_depth(data: bytes | memoryview, chunk: int = 1 << 22) -> int:
     """The deepest nesting of ``[``/``{`` in JSON text, without parsing it (brackets inside
     strings do not count). Linear time in NumPy, bounded memory (one chunk at a time), so it can
@@ -345,7 +350,8 @@ def split_body(
                 "(a raw binary body without a JSON header is not supported)"
             )
         json_part, tail = view[:n], view[n:]
-    if max_depth is not None:
+    if max_depth is not None and _openers(json_part) > max_depth:
+        # depth <= the number of openers, so only bodies with many of them need the scan
         depth = json_depth(json_part)
         if depth > max_depth:
             raise NestingError(depth, max_depth)

@@ -247,7 +247,10 @@ async def test_busy_and_timeout(monkeypatch):
         return real(entry, inputs, cotangents)
 
     monkeypatch.setattr(programs, "run_vjp", slow)
-    app, c = _in_process(Settings(max_inflight=1, eval_timeout=5, retry_after=7))
+    # inline_eval_bytes=0: every evaluation goes through the pool (small ones skip it otherwise)
+    app, c = _in_process(
+        Settings(max_inflight=1, eval_timeout=5, retry_after=7, inline_eval_bytes=0)
+    )
     async with app.router.lifespan_context(app), c:
         assert (await c.post("/v1/programs", json=SIN)).status_code == 200
         first = asyncio.create_task(c.post("/vjp", json=SIN))
@@ -262,7 +265,7 @@ async def test_busy_and_timeout(monkeypatch):
         assert (await first).status_code == 200
 
     release.clear()
-    app, c = _in_process(Settings(eval_timeout=0.2))
+    app, c = _in_process(Settings(eval_timeout=0.2, inline_eval_bytes=0))
     async with app.router.lifespan_context(app), c:
         r = await c.post("/vjp", json=SIN)
         assert_problem(r, 503, "longer than")
@@ -273,3 +276,15 @@ async def test_busy_and_timeout(monkeypatch):
 @pytest.fixture
 def anyio_backend():
     return "asyncio"
+
+
+def test_small_plans_run_on_the_event_loop_and_big_ones_in_the_pool():
+    import shax_core as sx
+    from shax_server.pipeline import runs_inline
+
+    settings = Settings()
+    small = sx.compile(sx.parse("def f(a :: f32[6]) = let x = sin a in [x]"))
+    big = sx.compile(sx.parse("def f(a :: f32[1000000]) = let x = sin a in [x]"))
+    assert runs_inline(small, settings)
+    assert not runs_inline(big, settings)  # 8 MB peak: a worker thread keeps the loop free
+    assert not runs_inline(small, Settings(inline_eval_bytes=0))

@@ -25,7 +25,7 @@ class ServiceState:
     ready: bool = False
 
 
-def get_state(request: Request) -> ServiceState:
+async def get_state(request: Request) -> ServiceState:  # async: no thread hop per request
     return request.app.state.shax
 
 

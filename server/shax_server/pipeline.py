@@ -210,6 +210,14 @@ class Compiled:
             return self.lazy["stages"]
 
 
+def runs_inline(exe: Executable, settings: Settings) -> bool:
+    """Whether evaluating ``exe`` is cheap enough to run on the event loop (bounded by its
+    peak memory and its number of steps, both known from the plan)."""
+    return exe.peak_bytes <= settings.inline_eval_bytes and len(exe.steps) <= (
+        settings.inline_eval_steps
+    )
+
+
 def build(source: Source, settings: Settings) -> Compiled:
     """Run the AD pipeline once and compile: the expensive, cacheable step."""
     forward_exe = shax_core.compile(source.program)

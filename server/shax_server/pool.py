@@ -1,8 +1,9 @@
 """The bounded worker pool: compilation and evaluation run here, off the event loop.
 
 NumPy releases the GIL in its kernels, so a few threads keep the event loop free to answer
-health checks while a big program runs. At most ``max_inflight`` jobs are running or queued;
-beyond that a request gets 503 with ``Retry-After`` instead of waiting unboundedly. A job that
+health checks while a big program runs. Small evaluations (see ``runs_inline``) skip the pool.
+At most ``max_inflight`` jobs are running or queued; beyond that a request gets 503 with
+``Retry-After`` instead of waiting unboundedly. A job that
 exceeds ``eval_timeout`` answers 503 too; its thread finishes in the background and only then
 frees its slot, so timeouts cannot oversubscribe the pool.
 """
@@ -49,8 +50,13 @@ class WorkerPool:
         self.inflight -= 1
         self.metrics.inflight.add(-1)
 
-    async def run(self, fn, *args):
-        """``fn(*args)`` in a worker thread, refused with 503 when the pool is full."""
+    async def run(self, fn, *args, inline: bool = False):
+        """``fn(*args)`` in a worker thread, refused with 503 when the pool is full.
+
+        ``inline`` runs a job known to be small (microseconds to a millisecond) right here on
+        the event loop: the thread hop would cost more than the job."""
+        if inline:
+            return fn(*args)
         if self.inflight >= self.max_inflight:
             self.metrics.rejected.inc()
             raise self._busy(

@@ -33,7 +33,14 @@ class Settings(BaseSettings):
         64, ge=2, description="deepest nesting of arrays/objects in a JSON body (checked unparsed)"
     )
     max_peak_bytes: int = Field(1024 * MiB, ge=1, description="peak live bytes of one evaluation")
-    max_inflight: int = Field(8, ge=1, description="evaluations running or queued at once")
+    max_inflight: int = Field(32, ge=1, description="evaluations running or queued at once")
+    inline_eval_bytes: int = Field(
+        1 * MiB,
+        ge=0,
+        description="a plan whose peak memory is at most this many bytes (and that has at most "
+        "inline_eval_steps steps) runs on the event loop: cheaper than a hop to a worker thread",
+    )
+    inline_eval_steps: int = Field(2000, ge=0)
     eval_threads: int = Field(2, ge=1, description="threads that run compilations and evaluations")
     eval_timeout: float = Field(60.0, gt=0, description="seconds before an evaluation gives up")
     retry_after: int = Field(1, ge=0, description="Retry-After seconds sent with 503")

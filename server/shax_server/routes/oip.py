@@ -15,7 +15,7 @@ from starlette.responses import Response
 
 from shax_core.wire import decode_tensor
 from shax_server.deps import Authorized, State
-from shax_server.pipeline import tensor_meta
+from shax_server.pipeline import runs_inline, tensor_meta
 from shax_server.problems import Problem
 from shax_server.routes.docs import body, ok, problems
 from shax_server.service import (
@@ -222,7 +222,8 @@ async def infer(model_id: str, request: Request, state: State) -> Response:
     else:
         cotangents = default_cotangents(entry)
     wanted = _requested_outputs(doc, entry.output_names + entry.gradient_names)
-    outs, grads = await state.pool.run(run_vjp, entry, inputs, cotangents)
+    small = runs_inline(entry.vjp_exe, state.settings)
+    outs, grads = await state.pool.run(run_vjp, entry, inputs, cotangents, inline=small)
     results = dict(zip(entry.output_names + entry.gradient_names, outs + grads, strict=True))
     header = {"model_name": entry.key}
     if isinstance(doc.get("id"), str):

@@ -6,7 +6,7 @@ from fastapi import APIRouter, Request
 from starlette.responses import Response
 
 from shax_server.deps import Authorized, State
-from shax_server.pipeline import pipeline_version
+from shax_server.pipeline import pipeline_version, runs_inline
 from shax_server.problems import Problem
 from shax_server.routes.docs import body, ok, problems
 from shax_server.service import (
@@ -95,7 +95,8 @@ async def _vjp(state, entry, doc, reader, extra: dict) -> Response:
             max_elements=limit,
         )
     reader.finish()
-    outs, grads = await state.pool.run(run_vjp, entry, inputs, cotangents)
+    small = runs_inline(entry.vjp_exe, state.settings)
+    outs, grads = await state.pool.run(run_vjp, entry, inputs, cotangents, inline=small)
     return tensor_response(
         {"id": entry.key, **extra},
         {
@@ -163,7 +164,8 @@ async def eval_(program_id: str, request: Request, state: State) -> Response:
         max_elements=state.settings.max_tensor_elements,
     )
     reader.finish()
-    outs = await state.pool.run(run_forward, entry, inputs)
+    small = runs_inline(entry.forward_exe, state.settings)
+    outs = await state.pool.run(run_forward, entry, inputs, inline=small)
     return tensor_response(
         {"id": entry.key},
         {"outputs": list(zip(entry.output_names, outs, strict=True))},
