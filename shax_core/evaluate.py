@@ -69,13 +69,12 @@ class Executable:
     live view aliases) writes its result into that buffer instead of allocating.
     """
 
-    def __init__(self, program: Program, trusted: bool = False):
+    def __init__(self, program: Program):
         with no_gc():
-            self._build(program, trusted)
+            self._build(program)
 
-    def _build(self, program: Program, trusted: bool) -> None:
-        # annotations are checked (by inference), unless shax's own pipeline made the types
-        if not (trusted and program.is_typed):
+    def _build(self, program: Program) -> None:
+        if not program.checked:  # annotations are checked by inference, never trusted
             program = infer(program)
         self.program = program
         self.in_types: tuple[Type, ...] = program.in_types

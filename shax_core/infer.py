@@ -49,4 +49,4 @@ def infer(program: Program) -> Program:
         outs = tuple(env[v.name] for v in program.outs)
     except KeyError as e:
         raise ShaxTypeError(f"{program.name}: output {e.args[0]} is not defined") from None
-    return Program(program.name, program.params, tuple(eqns), outs)
+    return Program(program.name, program.params, tuple(eqns), outs, checked=True)

@@ -129,6 +129,9 @@ class Program:
     eqns: tuple[Eqn, ...]
     outs: tuple[Var, ...]
     _hash: list = field(default_factory=list, compare=False, repr=False)
+    # True when shax computed every type (``infer``, or a pass over such a program); False
+    # for parsed or hand-built programs, whose annotations are then checked, never trusted
+    checked: bool = field(default=False, compare=False, repr=False)
 
     def __str__(self) -> str:
         from shax_core.text import print_program

@@ -116,7 +116,7 @@ def program_value_and_grad(program: Program, wrt: Sequence[int] | None = None):
 
     if len(program.outs) != 1 or (program.outs[0].type and program.outs[0].type.shape != ()):
         raise ShaxError("minimize needs a program with one scalar output")
-    exe = Executable(vjp_program(program, wrt), trusted=True)
+    exe = Executable(vjp_program(program, wrt))
     one = np.ones((), exe.out_types[0].np_dtype)
 
     def value_and_grad(xs):
