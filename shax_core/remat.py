@@ -31,6 +31,8 @@ from shax_core.primitives import lookup
 
 POLICIES = ("recompute", "save")
 DEFAULT_DEPTH = 3
+# residuals smaller than this are saved: recomputing them frees little memory and costs time
+MIN_BYTES = 1 << 20
 
 
 def _cheap(eqn) -> bool:
@@ -41,9 +43,15 @@ def _cheap(eqn) -> bool:
 
 
 def rematerialize(
-    primal: Program, linear: Program, n_outputs: int, n_tangents: int, depth: int = DEFAULT_DEPTH
+    primal: Program,
+    linear: Program,
+    n_outputs: int,
+    n_tangents: int,
+    depth: int = DEFAULT_DEPTH,
+    min_bytes: int = MIN_BYTES,
 ) -> tuple[Program, Program]:
-    """Rewrite the (primal, linear) pair so cheap residuals are recomputed, not saved."""
+    """Rewrite the (primal, linear) pair so cheap residuals of at least ``min_bytes`` are
+    recomputed, not saved. Returns the pair unchanged (the same objects) if none is."""
     producer = {e.out.name: e for e in primal.eqns}
     params = {p.name for p in primal.params}
     residuals = primal.outs[n_outputs:]
@@ -62,9 +70,10 @@ def rematerialize(
         return memo[key]
 
     order = {e.out.name: i for i, e in enumerate(primal.eqns)}
+    types = {v.name: v.type for v in residuals}
     recompute: set[str] = set()
     for r in sorted({v.name for v in residuals}, key=lambda n: order.get(n, -1)):
-        if r in params or not reachable(r, depth):
+        if r in params or types[r].nbytes < min_bytes or not reachable(r, depth):
             kept.add(r)
             memo.clear()  # a newly kept value can make others reachable
         else:

@@ -25,8 +25,9 @@ from shax_core.infer import infer
 from shax_core.ir import Program, ShaxError, type_of
 from shax_core.linearize import check_wrt, linearize_typed
 from shax_core.ops import Builder
-from shax_core.passes import cleanup, cse, dce, rewrite, simplify
+from shax_core.passes import cleanup, cse, dce, simplify
 from shax_core.passes.inline import inline
+from shax_core.remat import POLICIES, rematerialize
 from shax_core.trace import as_type, trace
 from shax_core.transpose import transpose_typed
 
@@ -34,7 +35,12 @@ PIPELINE_VERSION = "1"
 
 
 def _prepare(program: Program) -> Program:
-    return rewrite(infer(program))  # annotations are checked, not trusted
+    """Infer (annotations are checked, not trusted), then simplify, fold, CSE and DCE.
+
+    ``canonicalize_dot`` (the seed's rewrite) is not needed: ``dot`` and general
+    ``dot_general`` transpose directly, and the plan runs them as one BLAS matmul on views,
+    so the canonical form would only add reshape steps."""
+    return cleanup(infer(program))
 
 
 def zip_vjp(
@@ -70,7 +76,7 @@ def zip_jvp(primal: Program, linear: Program, wrt: Sequence[int], n_outputs: int
 def stages(
     program_or_f, *specs, wrt: Sequence[int] | None = None, policy: str = "recompute"
 ) -> dict[str, Program]:
-    """Every stage of the pipeline by name (see the module docstring)."""
+    """Every stage of the pipeline by name (see the module docstring), each cleaned up."""
     result: dict[str, Program] = {}
     if isinstance(program_or_f, Program):
         program = program_or_f
@@ -78,9 +84,9 @@ def stages(
         program = trace(program_or_f, *specs)
         result["traced"] = program
     typed = infer(program)
-    rewritten = rewrite(typed)
+    rewritten = cleanup(typed)
     wrt = check_wrt(rewritten, wrt)
-    primal, linear = linearize_typed(rewritten, wrt, policy)
+    primal, linear, recomputed = _linearize(rewritten, wrt, policy)
     primal, linear = cleanup(primal), cleanup(linear)
     transposed = cleanup(transpose_typed(linear, len(wrt)))
     n = len(rewritten.outs)
@@ -90,7 +96,7 @@ def stages(
         linearized=primal,
         linear=linear,
         transposed=transposed,
-        vjp=zip_vjp(primal, transposed, n, cse_across=policy == "save"),
+        vjp=zip_vjp(primal, transposed, n, cse_across=not recomputed),
     )
     return {name: _checked(p) if name != "traced" else p for name, p in result.items()}
 
@@ -103,15 +109,25 @@ def vjp_program(
     with no_gc():
         rewritten = _prepare(program)
         wrt = check_wrt(rewritten, wrt)
-        primal, linear = linearize_typed(rewritten, wrt, policy)
+        primal, linear, recomputed = _linearize(rewritten, wrt, policy)
         transposed = transpose_typed(linear, len(wrt))
         n = len(rewritten.outs)
-        if policy == "save":  # one cleanup after zipping is where it pays
-            zipped = zip_vjp(primal, transposed, n)
-        else:
-            # each half: CSE within it (not across: see zip_vjp); simplify once, after zipping
-            zipped = zip_vjp(dce(cse(primal)), dce(cse(transposed)), n, cse_across=False)
+        if not recomputed:  # one cleanup after zipping is where it pays
+            return _checked(zip_vjp(primal, transposed, n))
+        # each half: CSE within it (not across: see zip_vjp); simplify once, after zipping
+        zipped = zip_vjp(dce(cse(primal)), dce(cse(transposed)), n, cse_across=False)
         return _checked(zipped)
+
+
+def _linearize(program: Program, wrt, policy: str) -> tuple[Program, Program, bool]:
+    """``(primal, linear, whether any residual is recomputed)`` under ``policy``."""
+    if policy not in POLICIES:
+        raise ShaxError(f"unknown residual policy {policy!r}; choose one of {list(POLICIES)}")
+    saved = linearize_typed(program, wrt, "save")
+    if policy == "save":
+        return (*saved, False)
+    primal, linear = rematerialize(*saved, len(program.outs), len(wrt))
+    return primal, linear, linear is not saved[1]
 
 
 def _checked(program: Program) -> Program:
