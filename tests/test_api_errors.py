@@ -279,8 +279,9 @@ def anyio_backend():
 
 
 def test_small_plans_run_on_the_event_loop_and_big_ones_in_the_pool():
-    import shax_core as sx
     from shax_server.pipeline import runs_inline
+
+    import shax_core as sx
 
     settings = Settings()
     small = sx.compile(sx.parse("def f(a :: f32[6]) = let x = sin a in [x]"))
