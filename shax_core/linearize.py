@@ -45,7 +45,7 @@ class _LinearBuilder(Builder):
     """The tangent side: a primal value it reads becomes a residual input (once per value)."""
 
     def __init__(self):
-        super().__init__(level=1)
+        super().__init__(level=1, prefix="d")  # tangent-side names: d0, d1, ...
         self.residuals: dict[str, tuple[Var, Var]] = {}  # primal name -> (primal var, param)
         self.n_tangents = 0
 

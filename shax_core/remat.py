@@ -82,7 +82,7 @@ def rematerialize(
         return primal, linear
 
     leaf_vars = {v.name: v for v in residuals} | {p.name: p for p in primal.params}
-    b = Builder(level=0)
+    b = Builder(level=0, prefix="d")
     tangents = [b.add_param(p.type) for p in linear.params[:n_tangents]]
     saved: list = []  # primal vars that the new linear program takes as residuals
     value: dict[str, Tracer] = {}

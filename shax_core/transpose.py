@@ -52,7 +52,7 @@ def transpose_program(linear: Program, num_linear: int | None = None) -> Program
 def transpose_typed(linear: Program, num_linear: int) -> Program:
     """``transpose_program`` on a program whose types were inferred by shax itself."""
     linear = dce(linear)
-    b = Builder()
+    b = Builder(prefix="t")  # distinct from the primal's names, so zipping reuses both
     cts_in = [b.add_param(v.type) for v in linear.outs]
     value = {}  # non-linear values: tracers in b
     is_linear = set()

@@ -22,11 +22,12 @@ import numpy as np
 
 from shax_core.evaluate import Executable, no_gc
 from shax_core.infer import infer
-from shax_core.ir import Program, ShaxError, type_of
+from shax_core.ir import Program, ShaxError, Var, type_of
 from shax_core.linearize import check_wrt, linearize_typed
 from shax_core.ops import Builder
 from shax_core.passes import cleanup, cse, dce, simplify
 from shax_core.passes.inline import inline
+from shax_core.passes.rename import rewrite_ins
 from shax_core.remat import POLICIES, rematerialize
 from shax_core.trace import as_type, trace
 from shax_core.transpose import transpose_typed
@@ -50,27 +51,41 @@ def zip_vjp(
 
     ``cse_across=False`` keeps recomputed residuals apart from the primal values they equal
     (merging them would undo the residual policy: the value would be saved after all)."""
-    b = Builder()
-    args = [b.add_param(p.type) for p in primal.params]
-    cts = [b.add_param(v.type) for v in primal.outs[:n_outputs]]
-    primal_outs = inline(b, primal, args)
-    residuals = primal_outs[n_outputs:]
-    grads = inline(b, transposed, cts + residuals)
-    outs = tuple(t.var for t in primal_outs[:n_outputs] + grads)
-    name = f"{primal.name}_d{primal.name}t"
-    zipped = Program(name, tuple(b.params), tuple(b.eqns), outs)
+    ct_types = [v.type for v in primal.outs[:n_outputs]]
+    zipped = _append(f"{primal.name}_d{primal.name}t", primal, transposed, ct_types, n_outputs)
     return cleanup(zipped) if cse_across else dce(simplify(zipped))
 
 
 def zip_jvp(primal: Program, linear: Program, wrt: Sequence[int], n_outputs: int) -> Program:
     """``f_jvp(inputs..., tangents of wrt...) = [outputs..., output tangents...]``."""
-    b = Builder()
-    args = [b.add_param(p.type) for p in primal.params]
-    tangents = [b.add_param(primal.params[i].type) for i in wrt]
-    primal_outs = inline(b, primal, args)
-    out_tangents = inline(b, linear, tangents + primal_outs[n_outputs:])
-    outs = tuple(t.var for t in primal_outs[:n_outputs] + out_tangents)
-    return cleanup(Program(f"{primal.name}_jvp", tuple(b.params), tuple(b.eqns), outs))
+    t_types = [primal.params[i].type for i in wrt]
+    return cleanup(_append(f"{primal.name}_jvp", primal, linear, t_types, n_outputs))
+
+
+def _append(name: str, first: Program, second: Program, new_types, n_outputs: int) -> Program:
+    """One program running ``first`` then ``second``, where ``second`` takes the new
+    parameters then ``first``'s outputs after the first ``n_outputs`` (the residuals).
+
+    Parameters: ``first``'s, then the new ones; outputs: ``first``'s first ``n_outputs``, then
+    ``second``'s. Equations are reused as they are (the pipeline's builders name variables
+    with distinct prefixes); only if names clash are both inlined under fresh names."""
+    new_params = tuple(Var(f"arg{len(first.params) + i}", t) for i, t in enumerate(new_types))
+    first_names = {p.name for p in first.params} | {e.out.name for e in first.eqns}
+    second_names = {e.out.name for e in second.eqns}
+    new_names = {p.name for p in new_params}
+    if (first_names | new_names) & second_names or first_names & new_names:
+        b = Builder()
+        args = [b.add_param(p.type) for p in first.params]
+        new = [b.add_param(t) for t in new_types]
+        first_outs = inline(b, first, args)
+        second_outs = inline(b, second, new + first_outs[n_outputs:])
+        outs = tuple(t.var for t in first_outs[:n_outputs] + second_outs)
+        return Program(name, tuple(b.params), tuple(b.eqns), outs)
+    args = new_params + first.outs[n_outputs:]
+    subst = {p.name: a for p, a in zip(second.params, args, strict=True)}
+    eqns = first.eqns + tuple(rewrite_ins(e, subst) for e in second.eqns)
+    outs = first.outs[:n_outputs] + tuple(subst.get(v.name, v) for v in second.outs)
+    return Program(name, first.params + new_params, eqns, outs)
 
 
 def stages(
