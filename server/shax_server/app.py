@@ -16,7 +16,7 @@ from pydantic.json_schema import models_json_schema
 
 from shax_server import routes_optimize, schemas
 from shax_server.cache import ProgramCache
-from shax_server.deps import ServiceState
+from shax_server.deps import Authorized, ServiceState
 from shax_server.metrics import Metrics
 from shax_server.middleware import BodyLimit, RequestID, RequestMetrics
 from shax_server.pool import WorkerPool
@@ -98,11 +98,14 @@ def create_app(settings: Settings | None = None, store: SharedStore | None = Non
     app = FastAPI(title="shax", version="0.1.0", description=DESCRIPTION, lifespan=lifespan)
     app.state.shax = state
     install_handlers(app)
-    app.include_router(programs.router)
+    # the API-key check costs a dependency resolution per request: only where keys are set
+    protected = Authorized if settings.api_keys else []
+    app.include_router(programs.router, dependencies=protected)
     app.include_router(oip.health)
-    app.include_router(oip.models)
+    app.include_router(oip.models, dependencies=protected)
     app.include_router(ops.router)
-    app.include_router(routes_optimize.router)  # POST /v1/programs/{id}/minimize (issue 5)
+    # POST /v1/programs/{id}/minimize (issue 5)
+    app.include_router(routes_optimize.router, dependencies=protected)
     app.openapi = _openapi(app)
     app.add_middleware(BodyLimit, max_bytes=settings.max_body_bytes)
     app.add_middleware(RequestMetrics, metrics=metrics)

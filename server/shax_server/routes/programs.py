@@ -5,7 +5,7 @@ from __future__ import annotations
 from fastapi import APIRouter, Request
 from starlette.responses import Response
 
-from shax_server.deps import Authorized, State
+from shax_server.deps import State
 from shax_server.pipeline import pipeline_version, runs_inline
 from shax_server.problems import Problem
 from shax_server.routes.docs import body, ok, problems
@@ -22,7 +22,7 @@ from shax_server.service import (
     tensor_response,
 )
 
-router = APIRouter(tags=["programs"], dependencies=Authorized)
+router = APIRouter(tags=["programs"])  # protected where the app includes it
 
 ERRORS = problems(400, 401, 413, 503)
 ID_ERRORS = problems(400, 401, 404, 413, 503)
