@@ -25,6 +25,7 @@ class EvaluationError(ShaxError):
 
 
 INF = float("inf")
+IN_PLACE_MIN_BYTES = 1 << 16
 
 
 @contextmanager
@@ -125,8 +126,14 @@ class Executable:
             ins = tuple(slot_of[v.name] for v in e.ins)
             fn = _kernel(prim, e)
             reuse = None
-            # (rank-0 ufunc results are NumPy scalars, not buffers)
-            if isinstance(prim.impl, np.ufunc) and prim.impl.nout == 1 and e.out.type.rank:
+            # (rank-0 ufunc results are NumPy scalars, not buffers; on small arrays the
+            # ``out=`` call costs more than the allocation it saves)
+            if (
+                isinstance(prim.impl, np.ufunc)
+                and prim.impl.nout == 1
+                and e.out.type.rank
+                and e.out.type.nbytes >= IN_PLACE_MIN_BYTES
+            ):
                 for pos, s in enumerate(ins):
                     if (
                         refs[s] == frozenset({s})
@@ -144,6 +151,16 @@ class Executable:
             steps.append((fn, ins, out, free))
             alloc.append(0 if reuse is not None else e.out.type.nbytes)
         self.steps = tuple(steps)
+        # the run loop's form of the steps: (fn, x, y, out, free) with y None for one operand
+        # and x None (y the operand tuple) for any other count
+        self._loop = tuple(
+            (fn, ins[0], None, out, free)
+            if len(ins) == 1
+            else (fn, ins[0], ins[1], out, free)
+            if len(ins) == 2
+            else (fn, None, ins, out, free)
+            for fn, ins, out, free in steps
+        )
         self.n_slots = n_slots
         self.n_params = n_params
         self.template = template
@@ -215,14 +232,13 @@ class Executable:
         """Run on already-checked arrays (see ``check_args``)."""
         slots = self.template.copy()
         slots[: self.n_params] = arrays
-        for fn, ins, out, free in self.steps:
-            n = len(ins)
-            if n == 1:
-                slots[out] = fn(slots[ins[0]])
-            elif n == 2:
-                slots[out] = fn(slots[ins[0]], slots[ins[1]])
+        for fn, x, y, out, free in self._loop:
+            if y is None:
+                slots[out] = fn(slots[x])
+            elif x is None:
+                slots[out] = fn(*[slots[i] for i in y])
             else:
-                slots[out] = fn(*[slots[i] for i in ins])
+                slots[out] = fn(slots[x], slots[y])
             for i in free:
                 slots[i] = None
         outs = []

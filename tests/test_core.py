@@ -98,31 +98,33 @@ def test_bad_arguments_name_the_argument():
 
 def test_plan_frees_intermediates_and_reports_peak_memory():
     # a chain of n elementwise ops: the first allocates, the rest update that buffer in place
-    n = 50
+    n, size = 50, 20_000  # 80 kB arrays: big enough for in-place updates to pay
     body = " ".join(f"x{i + 1} = sin x{i}" for i in range(n))
-    p = sx.parse(f"def f(x0 :: f32[1000]) = let {body} in [x{n}]")
+    p = sx.parse(f"def f(x0 :: f32[{size}]) = let {body} in [x{n}]")
     exe = sx.compile(p)
     assert exe.in_place_steps == n - 1
-    assert exe.peak_bytes == 2 * 4000  # the caller's input and one working buffer
-    x = np.ones(1000, np.float32)
+    assert exe.peak_bytes == 2 * 4 * size  # the caller's input and one working buffer
+    x = np.ones(size, np.float32)
     (y,) = exe(x)
-    assert np.allclose(y, _chain_sin(np.ones(1000, np.float32), n))
+    assert np.allclose(y, _chain_sin(np.ones(size, np.float32), n))
     assert (x == 1).all()  # the caller's array is never written
+    small = sx.compile(sx.parse(f"def f(x0 :: f32[100]) = let {body} in [x{n}]"))
+    assert small.in_place_steps == 0  # on tiny arrays out= costs more than it saves
 
 
 def test_in_place_never_clobbers_a_value_still_in_use():
     # x1 dies at x3 but its view x2 (a reshape) is read later: no in-place write into x1
-    text = """def f(a :: f32[4]) =
+    text = """def f(a :: f32[20000]) =
       let x1 = sin a
-          x2 = reshape [2,2] x1
+          x2 = reshape [2,10000] x1
           x3 = cos x1
-          x4 = reshape [2,2] x3
+          x4 = reshape [2,10000] x3
           x5 = add x2 x4
       in [x5, x1]"""
-    a = np.linspace(0, 1, 4, dtype=np.float32)
+    a = np.linspace(0, 1, 20000, dtype=np.float32)
     got = sx.evaluate(sx.parse(text), a)
     s = np.sin(a)
-    assert np.allclose(got[0], (s + np.cos(s)).reshape(2, 2))
+    assert np.allclose(got[0], (s + np.cos(s)).reshape(2, 10000))
     assert np.allclose(got[1], s)
 
 
