@@ -31,6 +31,7 @@ from typing import Any
 
 from shax_core.infer import infer
 from shax_core.ir import DTYPES, Eqn, Program, ShaxError, Type, Var
+from shax_core.passes.rename import canonical_names
 from shax_core.primitives import REGISTRY
 from shax_core.text import normalize_literals, print_program
 from shax_core.wire import decode_float, encode_float
@@ -277,20 +278,8 @@ def from_graph(graph: Any) -> Program:
 
 def canonicalize(program: Program) -> Program:
     """The typed program with names fixed by position: params a0.., equations v0..."""
-    if not program.is_typed:
-        program = infer(program)
-    rename: dict[str, Var] = {}
-    params = []
-    for i, p in enumerate(program.params):
-        rename[p.name] = Var(f"a{i}", p.type)
-        params.append(rename[p.name])
-    eqns = []
-    for i, e in enumerate(program.eqns):
-        out = Var(f"v{i}", e.out.type)
-        eqns.append(Eqn(out, e.prim, e.params, tuple(rename[v.name] for v in e.ins)))
-        rename[e.out.name] = out
-    outs = tuple(rename[v.name] for v in program.outs)
-    return Program(CANONICAL_NAME, tuple(params), tuple(eqns), outs)
+    typed = program if program.checked else infer(program)
+    return canonical_names(typed, "a", "v").replace(name=CANONICAL_NAME)
 
 
 def canonical_text(program: Program) -> str:

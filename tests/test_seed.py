@@ -15,7 +15,6 @@ import numpy as np
 import pytest
 
 import shax_core as sx
-import shax_core.numpy as snp
 from shax_core import passes
 
 FIXTURES = Path(__file__).parent / "fixtures"
@@ -49,26 +48,8 @@ def fixture(name: str) -> sx.Program:
 # the seed's f and medium in Python
 
 
-def f(x, y):
-    z = x + y
-    return snp.sin(z) * snp.cos(z)
-
-
-def medium(x0, x8):
-    x1 = snp.broadcast(x0, [1], [2, 6])
-    x2 = snp.sin(x1)
-    x3 = snp.cos(x2)
-    x4 = x2 + x3
-    x5 = snp.exp(x4)
-    x6 = snp.transpose(x4, [1, 0])
-    x7 = snp.dot(x5, x6)
-    x9 = x7 * x8
-    x10 = x7 + x8
-    x11 = snp.minimum(x9, x10)
-    x12 = snp.maximum(x9, x10)
-    x13 = x12 - x11
-    return snp.reduce_sum(x13, [0])
-
+# the seed's f and medium, written against shax_core.numpy (the seed's HNP)
+from shax_core.demo import f, medium  # noqa: E402
 
 # ---------------------------------------------------------------------------------------------
 # fixtures: parse, infer to exactly the printed types, survive print/parse
