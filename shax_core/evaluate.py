@@ -10,6 +10,8 @@ runs.
 from __future__ import annotations
 
 import gc
+import os
+from concurrent.futures import ThreadPoolExecutor
 from contextlib import contextmanager
 from functools import partial
 
@@ -51,6 +53,41 @@ def _kernel(prim, eqn) -> object:
     if prim.kernel is not None:
         return prim.kernel(tuple(v.type for v in eqn.ins), eqn.out.type, **params)
     return partial(prim.impl, **params) if params else prim.impl
+
+
+PARALLEL_MIN_ELEMENTS = 1 << 18
+_THREADS = min(os.cpu_count() or 1, 8)
+_kernel_pool: ThreadPoolExecutor | None = None
+
+
+def _splits(t: Type) -> bool:
+    """Whether an elementwise result is big enough to compute in chunks on several cores."""
+    return (
+        _THREADS > 1 and t.rank > 0 and t.size >= PARALLEL_MIN_ELEMENTS and t.shape[0] >= _THREADS
+    )
+
+
+def _parallel(ufunc, out_type: Type, position: int | None):
+    """``ufunc`` over chunks of the leading axis, one per core (NumPy releases the GIL in its
+    loops), into a fresh buffer or, with ``position``, into that dying operand. Elementwise,
+    so the chunks are independent; the calling thread computes the first one."""
+    n = out_type.shape[0]
+    cuts = [n * k // _THREADS for k in range(_THREADS + 1)]
+    chunks = [slice(lo, hi) for lo, hi in zip(cuts, cuts[1:])]
+    shape, dtype = out_type.shape, out_type.np_dtype
+
+    def run(*args):
+        global _kernel_pool
+        if _kernel_pool is None:
+            _kernel_pool = ThreadPoolExecutor(_THREADS - 1, thread_name_prefix="shax-kernel")
+        out = args[position] if position is not None else np.empty(shape, dtype)
+        rest = [_kernel_pool.submit(ufunc, *(a[c] for a in args), out=out[c]) for c in chunks[1:]]
+        ufunc(*(a[chunks[0]] for a in args), out=out[chunks[0]])
+        for f in rest:
+            f.result()
+        return out
+
+    return run
 
 
 def _in_place(ufunc, position: int, arity: int):
@@ -118,6 +155,7 @@ class Executable:
 
         steps = []
         in_place = 0
+        self.parallel_steps = 0
         alloc: list[int] = []
         for i, (e, prim) in enumerate(zip(program.eqns, prims, strict=True)):
             out = slot_of[e.out.name]
@@ -142,7 +180,11 @@ class Executable:
                     ):
                         reuse = pos
                         break
-            if reuse is not None:
+            if isinstance(prim.impl, np.ufunc) and _splits(e.out.type):
+                fn = _parallel(prim.impl, e.out.type, reuse)
+                self.parallel_steps += 1
+                in_place += reuse is not None
+            elif reuse is not None:
                 fn = _in_place(prim.impl, reuse, len(ins))
                 in_place += 1
             free = tuple(dict.fromkeys(s for s in ins if last_use[s] == i))

@@ -334,3 +334,19 @@ def test_annotations_are_checked_not_trusted():
     bad_dot = "def f(a :: f32[2, 3], b :: f32[4]) = let x :: f32[2, 4] = dot a b in [x]"
     with pytest.raises(sx.ShaxTypeError):
         sx.vjp_program(sx.parse(bad_dot))
+
+
+def test_big_elementwise_steps_run_in_chunks_and_agree():
+    import importlib
+
+    ev = importlib.import_module("shax_core.evaluate")  # (shax_core.evaluate is the function)
+
+    n = ev.PARALLEL_MIN_ELEMENTS + 3  # not a multiple of the chunk count
+    text = f"def f(a :: f32[{n}], b :: f32[{n}]) = let x = mul a b y = sin x z = gt y a in [y, z]"
+    exe = sx.compile(sx.parse(text))
+    rng = np.random.default_rng(0)
+    a, b = rng.normal(size=(2, n)).astype(np.float32)
+    y, z = exe(a, b)
+    assert np.array_equal(y, np.sin(a * b)) and np.array_equal(z, np.sin(a * b) > a)
+    if ev._THREADS > 1:
+        assert exe.parallel_steps == 3
