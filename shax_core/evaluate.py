@@ -164,10 +164,12 @@ class Executable:
             ins = tuple(slot_of[v.name] for v in e.ins)
             fn = _kernel(prim, e)
             reuse = None
-            # (rank-0 ufunc results are NumPy scalars, not buffers; on small arrays the
-            # ``out=`` call costs more than the allocation it saves)
+            # an elementwise ufunc (not a gufunc such as matmul) may write into a dying
+            # operand and be split into chunks. (Rank-0 ufunc results are NumPy scalars, not
+            # buffers; on small arrays the ``out=`` call costs more than the allocation saves.)
+            elementwise = isinstance(prim.impl, np.ufunc) and "elementwise" in prim.traits
             if (
-                isinstance(prim.impl, np.ufunc)
+                elementwise
                 and prim.impl.nout == 1
                 and e.out.type.rank
                 and e.out.type.nbytes >= IN_PLACE_MIN_BYTES
@@ -180,7 +182,7 @@ class Executable:
                     ):
                         reuse = pos
                         break
-            if isinstance(prim.impl, np.ufunc) and _splits(e.out.type):
+            if elementwise and _splits(e.out.type):
                 fn = _parallel(prim.impl, e.out.type, reuse)
                 self.parallel_steps += 1
                 in_place += reuse is not None

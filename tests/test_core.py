@@ -350,3 +350,12 @@ def test_big_elementwise_steps_run_in_chunks_and_agree():
     assert np.array_equal(y, np.sin(a * b)) and np.array_equal(z, np.sin(a * b) > a)
     if ev._THREADS > 1:
         assert exe.parallel_steps == 3
+
+
+def test_big_matmuls_are_not_split_like_elementwise_steps():
+    # np.matmul is a (g)ufunc too: it must never be chunked or written in place
+    n = 1024
+    p = sx.parse(f"def f(a :: f32[{n}, {n}], b :: f32[{n}, {n}]) = let c = dot a b in [c]")
+    a = np.random.default_rng(1).normal(size=(n, n)).astype(np.float32)
+    (c,) = sx.evaluate(p, a, a.T.copy())
+    assert np.allclose(c, a @ a.T, rtol=1e-4, atol=1e-3)
