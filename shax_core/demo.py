@@ -7,7 +7,7 @@ import numpy as np
 import shax_core.numpy as snp
 from shax_core.evaluate import evaluate
 from shax_core.optimize import minimize
-from shax_core.passes import lower_reduce_sum
+from shax_core.passes import lower_reduce_sum, rewrite
 from shax_core.text import format_float
 from shax_core.vjp import stages
 
@@ -58,8 +58,8 @@ def run(out=print) -> None:
     out(st["traced"])
     out("After type inference:")
     out(st["typed"])
-    out("After rewrites (canonicalizing `dot`s; the seed also lowers `reduce_sum` to slices):")
-    out(lower_reduce_sum(st["rewritten"]))
+    out("After rewrites (canonicalizing `dot`s and lowering `reduce_sum` to `+` and `slice`):")
+    out(lower_reduce_sum(rewrite(st["typed"])))
     out("Linearized definition(s):")
     out(st["linearized"])
     out(st["linear"])

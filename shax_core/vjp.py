@@ -3,7 +3,7 @@
 The stages, for a program ``f``:
 
     typed       infer(f)
-    rewritten   canonicalize_dot, simplify, CSE, DCE
+    rewritten   simplify (constant folding), CSE, DCE
     linearized  f   (inputs) -> [outputs..., residuals...]
     linear      df  (tangents..., residuals...) -> [output tangents...]
     transposed  dft (output cotangents..., residuals...) -> [input cotangents...]

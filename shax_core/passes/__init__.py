@@ -1,7 +1,8 @@
 """Rewrite passes, each a pure ``Program -> Program`` that keeps values and types.
 
-``rewrite`` is the default pipeline run before linearizing: canonical dots, then
-simplification with constant folding, CSE and DCE. ``lower_reduce_sum`` is opt-in.
+``cleanup`` (simplification with constant folding, CSE, DCE) is what the VJP pipeline runs
+before linearizing and after zipping. ``rewrite`` is the seed's rewrites (canonical dots, then
+``cleanup``) and ``lower_reduce_sum`` the seed's lowering; both are opt-in.
 """
 
 from shax_core.ir import Program
@@ -18,7 +19,7 @@ def cleanup(program: Program) -> Program:
 
 
 def rewrite(program: Program) -> Program:
-    """The default rewrites: ``canonicalize_dot``, then ``cleanup``."""
+    """The seed's rewrites: ``canonicalize_dot``, then ``cleanup``."""
     return cleanup(canonicalize_dot(program))
 
 
