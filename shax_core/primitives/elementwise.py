@@ -174,8 +174,9 @@ defzero(_unary("sign", np.sign))
 
 
 def _balanced(x, other, ans):
-    """1 where x alone attains ans, 1/2 where both do, 0 elsewhere."""
-    return select(x == ans, 1.0, 0.0) / select(other == ans, 2.0, 1.0)
+    """1 where x alone attains ans, 1/2 where both do, 0 elsewhere (the seed's
+    ``select(x == ans, 1, 0) / select(other == ans, 2, 1)``, without the division)."""
+    return select(x == ans, select(other == ans, 0.5, 1.0), 0.0)
 
 
 for _name, _fn in (("max", np.maximum), ("min", np.minimum)):
