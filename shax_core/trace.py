@@ -49,6 +49,11 @@ def as_type(spec) -> Type:
 
 def trace(f, *specs, name: str | None = None) -> Program:
     """Record ``f`` applied to arguments of the given types (or like the given examples)."""
+    return trace_returning(f, *specs, name=name)[0]
+
+
+def trace_returning(f, *specs, name: str | None = None) -> tuple[Program, bool]:
+    """``trace``, and whether ``f`` returned one value (True) or a tuple/list of them."""
     builder = Builder()
     args = [builder.add_param(as_type(s)) for s in specs]
     result = f(*args)
@@ -65,4 +70,5 @@ def trace(f, *specs, name: str | None = None) -> Program:
     prog_name = name or getattr(f, "__name__", "f")
     if not prog_name.isidentifier() or prog_name == "<lambda>":
         prog_name = "f"
-    return Program(prog_name, tuple(builder.params), tuple(builder.eqns), tuple(outs))
+    program = Program(prog_name, tuple(builder.params), tuple(builder.eqns), tuple(outs))
+    return program, single

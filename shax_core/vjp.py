@@ -29,7 +29,7 @@ from shax_core.passes import cleanup, cse, dce, simplify
 from shax_core.passes.inline import inline
 from shax_core.passes.rename import rewrite_ins
 from shax_core.remat import POLICIES, rematerialize
-from shax_core.trace import as_type, trace
+from shax_core.trace import as_type, trace, trace_returning
 from shax_core.transpose import transpose_typed
 
 PIPELINE_VERSION = "1"
@@ -200,17 +200,9 @@ def _unpack(values, single):
     return values[0] if single else tuple(values)
 
 
-def _returns_single(f, arrays) -> bool:
-    # decided by tracing: f returns one array or a tuple/list of them
-    return _cached(("single", f, _types(arrays)), lambda: _probe_single(f, arrays))
-
-
-def _probe_single(f, arrays):
-    from shax_core.ops import Builder as _B
-
-    b = _B()
-    res = f(*[b.add_param(a) for a in _types(arrays)])
-    return not isinstance(res, tuple | list)
+def _traced(f, types) -> tuple[Program, bool]:
+    """f traced once per argument types: the program, and whether f returns one value."""
+    return _cached(("trace", f, types), lambda: trace_returning(f, *types))
 
 
 def _wrt_of(argnums, n):
@@ -226,8 +218,10 @@ def vjp(f: Callable, *args, wrt=None):
     types = _types(arrays)
     wrt = _wrt_of(wrt, len(arrays))
 
+    program, single = _traced(f, types)
+
     def build():
-        st = stages(f, *types, wrt=wrt)
+        st = stages(program, wrt=wrt)
         return (
             Executable(st["linearized"]),
             Executable(st["transposed"]),
@@ -237,7 +231,6 @@ def vjp(f: Callable, *args, wrt=None):
     primal_exe, transposed_exe, n_out = _cached(("vjp", f, types, wrt), build)
     values = primal_exe(*arrays)
     outputs, residuals = values[:n_out], values[n_out:]
-    single = _returns_single(f, arrays)
 
     def vjp_fn(*cotangents):
         if len(cotangents) != n_out:
@@ -257,7 +250,7 @@ def value_and_grad(f: Callable, argnums=0):
         wrt = _wrt_of(argnums, len(arrays))
 
         def build():
-            program = trace(f, *types)
+            program = _traced(f, types)[0]
             if len(program.outs) != 1 or program.outs[0].type.shape != ():
                 raise ShaxError(
                     f"grad needs a function with one scalar output; {program.name} returns "
@@ -283,11 +276,11 @@ def jvp(f: Callable, primals: Sequence, tangents: Sequence):
     """``(outputs, output tangents)`` of f at ``primals`` along ``tangents`` (forward mode)."""
     arrays = _as_arrays(primals)
     types = _types(arrays)
-    exe = _cached(("jvp", f, types), lambda: Executable(jvp_program(trace(f, *types))))
+    program, single = _traced(f, types)
+    exe = _cached(("jvp", f, types), lambda: Executable(jvp_program(program)))
     ts = [np.asarray(t, dtype=a.dtype) for t, a in zip(tangents, arrays, strict=True)]
     values = exe(*arrays, *ts)
     n = len(values) // 2
-    single = _returns_single(f, arrays)
     return _unpack(values[:n], single), _unpack(values[n:], single)
 
 
@@ -297,8 +290,10 @@ def linearize(f: Callable, *args):
     arrays = _as_arrays(args)
     types = _types(arrays)
 
+    program, single = _traced(f, types)
+
     def build():
-        st = stages(f, *types)
+        st = stages(program)
         return (
             Executable(st["linearized"]),
             Executable(st["linear"]),
@@ -308,7 +303,6 @@ def linearize(f: Callable, *args):
     primal_exe, linear_exe, n_out = _cached(("lin", f, types), build)
     values = primal_exe(*arrays)
     outputs, residuals = values[:n_out], values[n_out:]
-    single = _returns_single(f, arrays)
 
     def jvp_fn(*tangents):
         ts = [np.asarray(t, dtype=a.dtype) for t, a in zip(tangents, arrays, strict=True)]
