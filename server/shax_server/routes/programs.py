@@ -72,28 +72,25 @@ async def get_program(program_id: str, state: State) -> Response:
     )
 
 
-async def _vjp(state, entry, doc, reader, extra: dict) -> Response:
+def _decode(state, doc, reader, member: str, names, types) -> list:
+    """The tensors of request member ``member``, by position, checked against ``types``."""
     limit = state.settings.max_tensor_elements
-    p = entry.program
-    inputs = decode_positional(
-        doc.get("inputs"),
-        reader,
-        entry.input_names,
-        p.in_types,
-        member="inputs",
-        max_elements=limit,
+    return decode_positional(
+        doc.get(member), reader, names, types, member=member, max_elements=limit
     )
+
+
+def _inputs(state, entry, doc, reader) -> list:
+    return _decode(state, doc, reader, "inputs", entry.input_names, entry.program.in_types)
+
+
+async def _vjp(state, entry, doc, reader, extra: dict) -> Response:
+    p = entry.program
+    inputs = _inputs(state, entry, doc, reader)
     if doc.get("cotangents") is None:
         cotangents = default_cotangents(entry)
     else:
-        cotangents = decode_positional(
-            doc["cotangents"],
-            reader,
-            entry.cotangent_names,
-            p.out_types,
-            member="cotangents",
-            max_elements=limit,
-        )
+        cotangents = _decode(state, doc, reader, "cotangents", entry.cotangent_names, p.out_types)
     reader.finish()
     small = runs_inline(entry.vjp_exe, state.settings)
     outs, grads = await state.pool.run(run_vjp, entry, inputs, cotangents, inline=small)
@@ -155,14 +152,7 @@ async def vjp(program_id: str, request: Request, state: State) -> Response:
 async def eval_(program_id: str, request: Request, state: State) -> Response:
     doc, reader = await read_body(request)
     entry = await find_program(state, program_id)
-    inputs = decode_positional(
-        doc.get("inputs"),
-        reader,
-        entry.input_names,
-        entry.program.in_types,
-        member="inputs",
-        max_elements=state.settings.max_tensor_elements,
-    )
+    inputs = _inputs(state, entry, doc, reader)
     reader.finish()
     small = runs_inline(entry.forward_exe, state.settings)
     outs = await state.pool.run(run_forward, entry, inputs, inline=small)
@@ -183,25 +173,11 @@ async def eval_(program_id: str, request: Request, state: State) -> Response:
 async def jvp(program_id: str, request: Request, state: State) -> Response:
     doc, reader = await read_body(request)
     entry = await find_program(state, program_id)
-    limit = state.settings.max_tensor_elements
     p = entry.program
-    inputs = decode_positional(
-        doc.get("inputs"),
-        reader,
-        entry.input_names,
-        p.in_types,
-        member="inputs",
-        max_elements=limit,
-    )
-    wrt_types = [p.params[i].type for i in entry.source.wrt]
-    tangents = decode_positional(
-        doc.get("tangents"),
-        reader,
-        [f"t_{p.params[i].name}" for i in entry.source.wrt],
-        wrt_types,
-        member="tangents",
-        max_elements=limit,
-    )
+    inputs = _inputs(state, entry, doc, reader)
+    wrt = entry.source.wrt
+    names, types = [f"t_{p.params[i].name}" for i in wrt], [p.params[i].type for i in wrt]
+    tangents = _decode(state, doc, reader, "tangents", names, types)
     reader.finish()
     outs, touts = await state.pool.run(run_jvp, entry, state.settings, inputs, tangents)
     return tensor_response(
