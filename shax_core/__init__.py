@@ -6,7 +6,23 @@
 [array(0., dtype=float32)]
 """
 
-from shax_core import primitives  # noqa: F401  (declares the registry first)
+from shax_core import (
+    primitives,  # noqa: F401  (declares the registry first)
+    tree_util,  # noqa: F401
+)
+from shax_core.api import (  # the transformations, with JAX's signatures
+    custom_jvp,
+    custom_vjp,
+    grad,
+    hessian,
+    jacfwd,
+    jacrev,
+    jvp,
+    linearize,
+    stop_gradient,
+    value_and_grad,
+    vjp,
+)
 from shax_core.evaluate import EvaluationError, Executable, compile, evaluate
 from shax_core.infer import infer
 from shax_core.ir import (
@@ -23,22 +39,19 @@ from shax_core.linearize import linearize_program
 from shax_core.text import ParseError, parse, parse_module, print_module, print_program
 from shax_core.trace import trace
 from shax_core.transpose import TransposeError, transpose_program
-from shax_core.vjp import (
-    PIPELINE_VERSION,
-    grad,
-    jvp,
-    jvp_program,
-    linearize,
-    stages,
-    value_and_grad,
-    vjp,
-    vjp_program,
-)
+from shax_core.vjp import PIPELINE_VERSION, jvp_program, stages, vjp_program
 
 __all__ = [
     "PIPELINE_VERSION",
     "TransposeError",
+    "custom_jvp",
+    "custom_vjp",
     "grad",
+    "hessian",
+    "jacfwd",
+    "jacrev",
+    "stop_gradient",
+    "tree_util",
     "jvp",
     "jvp_program",
     "linearize",

@@ -23,7 +23,7 @@ from bisect import bisect_right
 import numpy as np
 
 from shax_core.ir import DTYPES, Eqn, Program, ShaxError, Type, Var
-from shax_core.primitives import REGISTRY
+from shax_core.primitives import REGISTRY, lookup
 
 
 class ParseError(ShaxError):
@@ -69,7 +69,7 @@ def _format_param(kind: str, value, dtype: str) -> str | None:
 
 
 def format_params(prim_name: str, params) -> str:
-    prim = REGISTRY[prim_name]
+    prim = lookup(prim_name)
     kw = prim.kwargs(params)
     dtype = kw.get("dtype", "f32")
     parts = [_format_param(p.kind, kw[p.name], dtype) for p in prim.params]
@@ -120,7 +120,7 @@ _TOKEN = re.compile(
     (?P<ws>\s+|--[^\n]*)
   | (?P<number>[-+]?(?:\d+\.\d*(?:[eE][-+]?\d+)?|\d+(?:[eE][-+]?\d+)?|\.\d+(?:[eE][-+]?\d+)?
                      |inf(?:inity)?|nan)(?![A-Za-z0-9_']))
-  | (?P<name>[A-Za-z_][A-Za-z0-9_']*)
+  | (?P<name>[A-Za-z_][A-Za-z0-9_'.]*)
   | (?P<sym>::|[()\[\],=])
   | (?P<bad>.)
     """,

@@ -201,6 +201,7 @@ CASES: list[Case] = [
     _unary_case("expm1", np.expm1, U),
     _unary_case("abs", np.abs, away_from_zero()),
     _unary_case("sign", np.sign, away_from_zero()),
+    _unary_case("stop_gradient", lambda x: x, U),
     # max / min (no ties here; ties are tested below)
     Case(
         "max", "max", (), [(F, (2, 3)), (F, (2, 3))], [U, U], np.maximum, derive={1: _tied_or_apart}
@@ -579,7 +580,10 @@ def _case_ids():
 
 
 FLOAT_OUT = [c for c in CASES if c.program("f64").outs[0].type.is_float]
-DIFFERENTIABLE = [c for c in FLOAT_OUT if any(t.is_float for t in c.in_types("f64"))]
+# stop_gradient's derivative is 0 by definition, not the finite difference of its value
+DIFFERENTIABLE = [
+    c for c in FLOAT_OUT if any(t.is_float for t in c.in_types("f64")) and c.prim != "stop_gradient"
+]
 
 
 # ---------------------------------------------------------------------------------------------

@@ -168,6 +168,8 @@ _unary_jvp("expm1", np.expm1, lambda x, ans: ans + 1.0)
 # |x|' = +1 at 0, as JAX does (a subgradient; sign(0) = 0 would lose the gradient there)
 _unary_jvp("abs", np.abs, lambda x, ans: select(x >= 0.0, 1.0, -1.0))
 defzero(_unary("sign", np.sign))
+# stop_gradient x = x, with no tangent: d/dx stop_gradient(x) = 0 (JAX's lax.stop_gradient)
+defzero(_unary("stop_gradient", lambda x: x))
 
 # ---------------------------------------------------------------------------------------------
 # max / min: each side gets half the gradient at ties (as the seed, JAX and autograd do)
