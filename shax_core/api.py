@@ -171,7 +171,7 @@ def _leaf_value(x):
         return x
     if isinstance(x, bool):
         return np.asarray(x)
-    if isinstance(x, int | float):  # Python scalars trace as f32, as in JAX
+    if isinstance(x, int | float) and not isinstance(x, np.generic):  # f32, as in JAX
         return np.asarray(x, np.float32)
     a = np.asarray(x)
     if a.dtype.kind in "iu" or a.dtype == np.float16:
