@@ -462,3 +462,48 @@ def test_custom_rules_against_jax(jax_x64):
         jax.grad(jax.grad(lambda x: jclip(x * x) * 5.0))(0.3),
         rtol=1e-6,
     )
+
+
+# ---------------------------------------------------------------------------------------------
+# optimizers shaped like optax's, and minimize
+
+
+@pytest.mark.parametrize("name", ["gd", "momentum", "adam"])
+def test_optimizers_update_pytrees_of_params(name):
+    from shax_core.optimize import apply_updates, make_optimizer
+
+    params = {"w": np.ones(3, np.float32), "b": (np.float32(2.0),)}
+    opt = make_optimizer(name, lr=0.1)
+    state = opt.init(params)
+    loss = lambda p: snp.sum(p["w"] * p["w"]) + p["b"][0] * p["b"][0]  # noqa: E731
+    first = float(loss(params))
+    for _ in range(30):
+        grads = sx.grad(loss)(params)
+        updates, state = opt.update(grads, state, params)
+        params = apply_updates(params, updates)
+    assert tu.tree_structure(params) == tu.tree_structure({"w": 0, "b": (0,)})
+    assert params["w"].dtype == np.float32
+    assert float(loss(params)) < first / 4
+
+
+def test_minimize_moves_only_argnums():
+    from shax_core.optimize import minimize
+
+    rng = np.random.default_rng(1)
+    X = rng.normal(size=(32, 3)).astype(np.float32)
+    y = (X @ np.array([1.0, -2.0, 0.5], np.float32) + 0.3).astype(np.float32)
+    X0, y0 = X.copy(), y.copy()
+
+    def loss(w, b, X, y):
+        r = X @ w + b - y
+        return snp.sum(r * r) / 32.0
+
+    w0, b0 = np.zeros(3, np.float32), np.float32(0.0)
+    r = minimize(loss, (w0, b0, X, y), steps=300, lr=0.1, argnums=(0, 1))
+    w, b, X1, y1 = r.params
+    np.testing.assert_array_equal(X1, X0)
+    np.testing.assert_array_equal(y1, y0)
+    np.testing.assert_array_equal(X, X0)
+    close(w, [1.0, -2.0, 0.5], rtol=1e-3, atol=1e-3)
+    close(b, 0.3, rtol=1e-3, atol=1e-3)
+    assert float(r.value) < 1e-5
