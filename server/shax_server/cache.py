@@ -15,6 +15,7 @@ Invariants:
 from __future__ import annotations
 
 import asyncio
+import dataclasses
 import logging
 import time
 from collections import OrderedDict
@@ -153,6 +154,14 @@ def _source_from_store(key: str, stored: tuple[str, dict], settings: Settings) -
     if source.key != key:
         log.warning("ignoring shared-store entry %s: its text hashes to %s", key[:16], source.key)
         return None
+    names = metadata.get("names")
+    if (
+        isinstance(names, list)
+        and len(names) == len(source.program.params)
+        and all(isinstance(n, str) and n for n in names)
+        and len(set(names)) == len(names)
+    ):
+        source = dataclasses.replace(source, names=tuple(names))
     return source
 
 
@@ -189,5 +198,6 @@ def _put(store: SharedStore, entry: Compiled) -> None:
         "wrt": list(entry.source.wrt),
         "pipeline_version": pipeline_version(),
         "vjp": str(entry.vjp),
+        "names": list(entry.source.names),
     }
     store.put(entry.key, entry.source.text, metadata)

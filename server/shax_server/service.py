@@ -45,9 +45,10 @@ async def read_body(request: Request) -> tuple[dict, BinaryReader]:
 async def compile_program(state: ServiceState, doc: dict) -> tuple[Compiled, bool]:
     """Compile (or find) the program a body carries as ``program`` or ``graph``."""
     source = await state.pool.run(_prepare, doc, state.settings)
-    return await state.cache.get_or_build(
+    entry, cached = await state.cache.get_or_build(
         source, lambda s: build(s, state.settings), state.pool.run
     )
+    return entry.named(source), cached  # this request's names, the shared compiled parts
 
 
 def _prepare(doc: dict, settings):

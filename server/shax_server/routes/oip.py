@@ -1,9 +1,11 @@
 """The Open Inference Protocol (KServe v2 / Triton REST), JSON and binary tensor extension.
 
-A compiled program is a model named by its id. Its inputs are the program's arguments
-(``a0, a1, ...``) then its output cotangents (``ct0, ...``); its outputs are the program's outputs
-(``out0, ...``) then the gradients (``grad_a0, ...``). Inputs are matched by name. Cotangents may be
-left out when every output is a float scalar (then 1.0).
+A compiled program is a model named by its id. Its inputs are the program's arguments, named as
+the client named them (``x``, ``w``; see ``pipeline``), then its output cotangents (``ct0, ...``);
+its outputs are the program's outputs (``out0, ...``) then the gradients (``grad_x, ...``).
+Inputs are matched by name; the canonical names ``a0, a1, ...`` are accepted too (a program
+compiled by another client under other names is the same model). Cotangents may be left out
+when every output is a float scalar (then 1.0).
 """
 
 from __future__ import annotations
@@ -174,12 +176,14 @@ async def infer(model_id: str, request: Request, state: State) -> Response:
             "'inputs' must be a list of tensor objects",
             kind="invalid-request",
         )
+    canonical = {f"a{i}": n for i, n in enumerate(entry.input_names) if f"a{i}" not in expected}
     given = {}
     for i, obj in enumerate(items):
         chunk = reader.take(obj)
         name, array = decode_tensor(
             obj, chunk, default_name=f"inputs[{i}]", max_elements=state.settings.max_tensor_elements
         )
+        name = canonical.get(name, name)
         if name not in expected:
             raise Problem(
                 400,

@@ -66,7 +66,7 @@ async def get_program(program_id: str, state: State) -> Response:
             "id": entry.key,
             "pipeline_version": pipeline_version(),
             "signature": entry.signature(),
-            "program": entry.source.text,
+            "program": str(entry.source.named_program()),
             "stages": stages,
         }
     )
@@ -176,7 +176,7 @@ async def jvp(program_id: str, request: Request, state: State) -> Response:
     p = entry.program
     inputs = _inputs(state, entry, doc, reader)
     wrt = entry.source.wrt
-    names, types = [f"t_{p.params[i].name}" for i in wrt], [p.params[i].type for i in wrt]
+    names, types = entry.tangent_names, [p.params[i].type for i in wrt]
     tangents = _decode(state, doc, reader, "tangents", names, types)
     reader.finish()
     outs, touts = await state.pool.run(run_jvp, entry, state.settings, inputs, tangents)
