@@ -209,6 +209,12 @@ def flatten_args(args: Sequence, names: Sequence[str] | None = None):
     return leaves, tuple(trees), tuple(counts), _unique(all_names)
 
 
+def call_types(args: Sequence) -> tuple:
+    """A hashable key of positional arguments' structures and leaf types."""
+    leaves, in_trees, _, _ = flatten_args(args)
+    return in_trees, tuple(ops.type_of_value(x) for x in leaves)
+
+
 def trace_pytree(
     f: Callable,
     args: Sequence,
@@ -964,6 +970,7 @@ __all__ = [
     "LIFT_ELEMENTS",
     "Traced",
     "call",
+    "call_types",
     "custom_jvp",
     "custom_vjp",
     "grad",
