@@ -51,7 +51,7 @@ def loss(w):
     y = X @ w
     return snp.sum(y * y)
 
-W = (np.eye(8) * 0.5 + 0.01).astype(np.float32)
+W = (np.eye(8) * 0.3 + 0.01).astype(np.float32)
 
 def loop(x):
     for _ in range(3000):

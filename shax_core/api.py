@@ -97,16 +97,27 @@ class TraceBuilder(Builder):
         self.captured: list[object] = []
         self.captured_params: list[Var] = []
         self._by_identity: dict[int, Var] = {}
+        self._arrays: dict[int, tuple[np.ndarray, Var]] = {}
         self.lift_constants = lift_constants
 
     def lift(self, x) -> Var:
-        if not isinstance(x, Tracer) and self.lift_constants:
-            a = np.asarray(x)
-            if a.size >= LIFT_ELEMENTS and a.dtype.kind in "fb":
-                flat = a.ravel()
-                if not (flat == flat[0]).all():  # a splat stays one scalar literal
-                    return self._capture(x, a, type_of(a), "const")
-        return super().lift(x)
+        if isinstance(x, Tracer):
+            return super().lift(x)
+        if not isinstance(x, np.ndarray):
+            return super().lift(x)
+        # one constant per closed-over array, however often the function reads it
+        hit = self._arrays.get(id(x))
+        if hit is not None and hit[0] is x:
+            return hit[1]
+        var = None
+        if self.lift_constants and x.size >= LIFT_ELEMENTS and x.dtype.kind in "fb":
+            flat = x.ravel()
+            if not (flat == flat[0]).all():  # a splat stays one scalar literal
+                var = self._capture(x, x, type_of(x), "const")
+        if var is None:
+            var = super().lift(x)
+        self._arrays[id(x)] = (x, var)  # holds x: its id stays unique while this trace lives
+        return var
 
     def lift_foreign(self, x: Tracer) -> Var:
         return self._capture(x, x, x.type, "outer")
