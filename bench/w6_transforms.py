@@ -136,9 +136,8 @@ def main() -> None:
     print(f"code: {code} (shax_core from {result['core']})")
     print("| case | figure |")
     print("|---|---|")
-    print(
-        f"| closure 65536x8: first grad (trace+upload+compile+eval) | {result['closure_first_s']:.2f} s |"
-    )
+    first = result["closure_first_s"]
+    print(f"| closure 65536x8: first grad (trace+upload+compile+eval) | {first:.2f} s |")
     print(f"| closure 65536x8: second grad (cached) | {result['closure_again_s'] * 1e3:.1f} ms |")
     print(f"| closure 65536x8: program text sent | {result['closure_text_bytes']:,} bytes |")
     print(f"| closure gradient correct | {result['closure_correct']} |")
