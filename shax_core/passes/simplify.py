@@ -53,9 +53,10 @@ class Known:
             if flat.size and (flat == flat[0]).all():
                 return flat[0].item()
             return None
+        # law of "preserves_splat": f(splat c) is a splat of c (pad is not: it adds its value)
         e = self.producer.get(v.name)
-        if e is not None and "layout" in lookup(e.prim).traits and e.ins:
-            return self.scalar(e.ins[0]) if lookup(e.prim).arity == 1 else None
+        if e is not None and "preserves_splat" in lookup(e.prim).traits:
+            return self.scalar(e.ins[0])
         return None
 
 

@@ -85,7 +85,7 @@ negate = _unary("negate", np.negative)
 deflinear(negate, lambda ct, x: [-ct])
 negate.simplify = involution  # -(-x) = x
 
-identity = define("id", arity=1, shape=lambda x: x, impl=lambda x: x)
+identity = define("id", arity=1, shape=lambda x: x, impl=lambda x: x, traits=["preserves_splat"])
 deflinear(identity, lambda ct, x: [ct])
 identity.simplify = lambda eqn, known: eqn.ins[0]
 

@@ -130,7 +130,7 @@ broadcast = define(
     params=[("dims", "ints"), ("shape", "ints")],
     shape=_broadcast_shape,
     impl=_broadcast_impl,
-    traits=["layout"],
+    traits=["layout", "preserves_splat"],
 )
 deflinear(broadcast, _broadcast_transpose)
 broadcast.kernel = _broadcast_kernel
@@ -166,7 +166,7 @@ reshape = define(
     params=[("shape", "ints")],
     shape=_reshape_shape,
     impl=lambda x, shape: np.reshape(x, shape),
-    traits=["layout"],
+    traits=["layout", "preserves_splat"],
 )
 deflinear(reshape, lambda ct, x, shape: [ops.reshape(ct, x.type.shape)])
 
@@ -198,7 +198,7 @@ transpose = define(
     params=[("perm", "ints")],
     shape=_transpose_shape,
     impl=lambda x, perm: np.transpose(x, perm),
-    traits=["layout"],
+    traits=["layout", "preserves_splat"],
 )
 deflinear(
     transpose, lambda ct, x, perm: [ops.transpose(ct, tuple(int(i) for i in np.argsort(perm)))]
@@ -239,7 +239,7 @@ slice_p = define(
     params=[("start", "ints"), ("limit", "ints")],
     shape=_slice_shape,
     impl=lambda x, start, limit: x[tuple(map(slice, start, limit))],
-    traits=["layout"],
+    traits=["layout", "preserves_splat"],
 )
 
 
