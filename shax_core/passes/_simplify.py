@@ -23,11 +23,10 @@ from __future__ import annotations
 
 import numpy as np
 
-from shax_core.ir import Eqn, Program, Var
-from shax_core.passes.dce import dce
+from shax_core.ir import Eqn, Program, Var, canonical_float
+from shax_core.passes._dce import dce
 from shax_core.passes.rename import rewrite_ins, substitute
-from shax_core.primitives import lookup
-from shax_core.text import canonical_float
+from shax_core.registry import lookup
 
 FOLD_LIMIT = 64  # fold constant expressions whose result has at most this many elements
 

@@ -1,4 +1,8 @@
-"""The bind layer: one function per primitive that works on NumPy arrays and on tracers.
+"""The bind layer (JAX's core): Builder, Tracer, bind, and the array operations rules use.
+
+It sits above ``ir`` and ``registry`` and below every primitive declaration, pass and front
+end: ``bind(name, ...)`` finds the primitive by name in the registry at call time, so this
+module never imports a declaration.
 
 ``bind(name, *args, **params)`` evaluates the primitive's impl when no argument is a tracer,
 and otherwise records an equation in the builder of the innermost tracer. Builders have levels:
@@ -6,9 +10,10 @@ during linearization the primal builder is level 0 and the linear (tangent) buil
 ``t * cos(x)`` records ``cos x`` in the primal program and ``mul`` in the linear program, with
 ``cos x`` becoming a residual. That dispatch is the whole of partial evaluation.
 
-The ops here do NumPy-style implicit broadcasting and Python-scalar promotion by emitting
-explicit ``fromList``/``broadcast``/``convert`` equations, so the IR itself never broadcasts
-implicitly. Registry rules and ``shax_core.numpy`` are both written with these ops.
+The array operations here (``add``, ``mul``, ``broadcast_to``, ``select``, ``power``, ...) do
+NumPy-style implicit broadcasting and weak-scalar promotion by emitting explicit
+``fromList``/``broadcast``/``convert`` equations, so the IR itself never broadcasts implicitly.
+Registry rules and ``shax_core.numpy`` are both written with them.
 """
 
 from __future__ import annotations
@@ -19,9 +24,18 @@ from collections.abc import Sequence
 
 import numpy as np
 
-from shax_core.ir import DTYPES, Eqn, ShaxError, ShaxTypeError, Type, Var, dtype_name
+from shax_core.ir import (
+    DTYPES,
+    Eqn,
+    ShaxError,
+    ShaxTypeError,
+    Type,
+    Var,
+    canonical_float,
+    dtype_name,
+)
 from shax_core.ir import type_of as array_type
-from shax_core.primitives.base import Zero, lookup
+from shax_core.registry import Zero, lookup
 
 
 class TracerBoolError(ShaxError, TypeError):
@@ -56,8 +70,6 @@ class Builder:
 
     def constant(self, value, dtype: str) -> Tracer:
         """A constant as a ``fromList`` equation (scalars are shared within a builder)."""
-        from shax_core.text import canonical_float
-
         a = np.asarray(value, dtype=DTYPES[dtype])
         key = (dtype, a.shape, a.tobytes()) if a.size <= 16 else None
         if key is not None and key in self._constants:
