@@ -19,7 +19,7 @@ import contextlib
 import numpy as np
 from shax_client import Client
 
-from shax_core.demo import f, medium  # the seed's two functions, in shax_core.numpy
+from shax_core.demo import REWRITES_HEADING, f, medium  # the seed's functions, in shax_core.numpy
 from shax_core.text import format_float
 
 SEED_A = np.arange(1, 7, dtype=np.float32)
@@ -54,7 +54,7 @@ def run(client: Client, out=print, progress: bool = False) -> None:
     out(rm.program)
     out("After type inference:")
     out(stages["typed"])
-    out("After rewrites (canonicalizing `dot`s):")
+    out(REWRITES_HEADING)
     out(stages["rewritten"])
     out("Linearized definition(s):")
     out(stages["linearized"])
