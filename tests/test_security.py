@@ -172,7 +172,9 @@ async def test_request_id_in_and_out():
             assert re.fullmatch(r"[0-9a-f]{32}", r.headers["X-Request-ID"]), bad
         # errors carry it too: 401, 404, and the body limit's 413 (answered by middleware)
         h = {"X-Request-ID": "req-7"}
-        assert (await c.post("/vjp", json=SIN, headers=h)).headers["X-Request-ID"] == "req-7"
+        r = await c.post("/vjp", json=SIN, headers=h)
+        assert r.status_code == 401 and r.headers["X-Request-ID"] == "req-7"
+        h["X-API-Key"] = KEY
         r = await c.get("/nope", headers=h)
         assert r.status_code == 404 and r.headers["X-Request-ID"] == "req-7"
         r = await c.post("/vjp", content=b" " * 2000, headers=h)

@@ -53,6 +53,7 @@ pytestmark = [
 
 X = np.array([0.5, -1.0, 2.0], dtype=np.float32)
 START_TIMEOUT = 30.0
+CACHE_SECRET = "stack-test-secret-4f1c"  # what docker-compose.yml sets as SHAX_CACHE_SECRET
 
 
 def free_port() -> int:
@@ -213,7 +214,12 @@ class Stack:
 
 
 def _replica(name: str, port: int, redis_url: str, tmp: Path) -> Proc:
-    env = dict(os.environ, SHAX_REDIS_URL=redis_url, SHAX_REDIS_RETRY_INTERVAL="0.5")
+    env = dict(
+        os.environ,
+        SHAX_REDIS_URL=redis_url,
+        SHAX_REDIS_RETRY_INTERVAL="0.5",
+        SHAX_CACHE_SECRET=CACHE_SECRET,
+    )
     for k in ("SHAX_API_KEYS", "SHAX_HOST", "SHAX_PORT", "SHAX_WORKERS"):
         env.pop(k, None)
     cmd = [sys.executable, "-m", "shax_server.cli", "--host", "127.0.0.1", "--port", str(port)]
