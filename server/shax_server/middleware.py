@@ -12,14 +12,14 @@ replayed to the app unchanged.
 
 from __future__ import annotations
 
-import contextvars
-import logging
 import re
 import time
 import uuid
 
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
+from shax_server import logs
+from shax_server.logs import request_id
 from shax_server.metrics import Metrics
 from shax_server.problems import Problem, limit_exceeded
 
@@ -159,29 +159,7 @@ class RequestMetrics:
 
 
 REQUEST_ID_HEADER = "X-Request-ID"
-request_id: contextvars.ContextVar[str] = contextvars.ContextVar("shax_request_id", default="-")
 _VALID_ID = re.compile(r"[A-Za-z0-9._:@/+=-]{1,128}")
-
-
-class RequestIdFilter(logging.Filter):
-    """Adds ``record.request_id`` and appends it to the message of the record."""
-
-    def filter(self, record: logging.LogRecord) -> bool:
-        rid = request_id.get()
-        record.request_id = rid
-        if rid != "-" and not getattr(record, "_shax_rid", False):
-            record.msg = f"{record.msg} [request_id={rid}]"
-            record._shax_rid = True
-        return True
-
-
-_filter = RequestIdFilter()
-
-
-def install_log_filter(logger: logging.Logger | None = None) -> None:
-    logger = logger or logging.getLogger("shax_server")
-    if _filter not in logger.filters:
-        logger.addFilter(_filter)
 
 
 class RequestID:
@@ -189,7 +167,7 @@ class RequestID:
 
     def __init__(self, app: ASGIApp):
         self.app = app
-        install_log_filter()
+        logs.install()
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
         if scope["type"] != "http":
