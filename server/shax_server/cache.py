@@ -18,7 +18,8 @@ Invariants:
   cost a compile, never a wrong gradient;
 - the store is kept in step: a program uploaded again, or served from this cache, is written
   back when the store has lost it (a Redis restart, an eviction, a corrupt entry deleted),
-  checked at most once per ``REPUBLISH_EVERY`` seconds per program, in the background.
+  checked on every upload and, for by-id hits, at most once per ``store_recheck_seconds`` per
+  program; in the background either way (the answer never waits for it).
 """
 
 from __future__ import annotations
@@ -47,8 +48,6 @@ from shax_server.settings import Settings
 from shax_server.store import NullStore, SharedStore
 
 log = logging.getLogger("shax_server")
-
-REPUBLISH_EVERY = 5.0  # seconds between two checks that the store still has a program
 
 
 def sign(secret: bytes, key: str, text: str, metadata: dict) -> str:
@@ -98,9 +97,9 @@ class ProgramCache:
             self.bytes -= old.nbytes
             self.checked.pop(old.key, None)
 
-    def _hit(self, entry: Compiled) -> Compiled:
+    def _hit(self, entry: Compiled, upload: bool = False) -> Compiled:
         self.metrics.cache_hits.inc()
-        self._republish(entry)
+        self._republish(entry, upload)
         return entry
 
     async def get_or_build(
@@ -110,7 +109,7 @@ class ProgramCache:
         a replica that shared it). ``stored`` is the store's entry when the caller has it."""
         entry = self.peek(source.key)
         if entry is not None:
-            return self._hit(entry), True
+            return self._hit(entry, upload=True), True
         pending = self.building.get(source.key)
         if pending is not None:
             self.metrics.cache_hits.inc()
@@ -219,11 +218,12 @@ class ProgramCache:
         await self._store_call(self.store.put, entry.key, entry.source.text, metadata)
         self.checked[entry.key] = time.monotonic()
 
-    def _republish(self, entry: Compiled) -> None:
+    def _republish(self, entry: Compiled, upload: bool) -> None:
         if not self.shared:
             return
         now = time.monotonic()
-        if now - self.checked.get(entry.key, 0.0) < REPUBLISH_EVERY:
+        recheck = self.settings.store_recheck_seconds
+        if not upload and now - self.checked.get(entry.key, 0.0) < recheck:
             return
         self.checked[entry.key] = now
         self._background(self._republish_if_missing(entry))

@@ -101,6 +101,12 @@ class Settings(BaseSettings):
 
     # shared store across replicas (the deployment issue plugs Redis in; see store.py)
     redis_url: str | None = None
+    store_recheck_seconds: float = Field(
+        5.0,
+        ge=0,
+        description="a program served from the local cache by id is checked to still be in the "
+        "shared store (and written back if not) at most this often",
+    )
     store_probe_interval: float = Field(
         1.0, gt=0, description="seconds between two health probes of the shared store"
     )
