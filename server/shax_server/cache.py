@@ -33,8 +33,7 @@ import time
 from collections import OrderedDict
 
 import shax_core
-from shax_server.metrics import Metrics
-from shax_server.pipeline import (
+from shax_server.compilation import (
     Compiled,
     Source,
     build,
@@ -43,6 +42,7 @@ from shax_server.pipeline import (
     pipeline_version,
     prepare,
 )
+from shax_server.metrics import Metrics
 from shax_server.pool import WorkerPool
 from shax_server.settings import Settings
 from shax_server.store import NullStore, SharedStore

@@ -37,8 +37,8 @@ from shax_core.wire import (
     join_body,
 )
 from shax_server import body
+from shax_server.compilation import Compiled, Source, prepare, read_program
 from shax_server.deps import ServiceState
-from shax_server.pipeline import Compiled, Source, prepare, read_program
 from shax_server.problems import Problem, limit_exceeded, not_found
 
 LAZY_BYTES = body.LAZY_BYTES
