@@ -146,7 +146,7 @@ def _fill(obj: Any, name: str, t: Type) -> Any:
     if not isinstance(obj, dict):
         return obj
     filled = {"name": name, "datatype": DATATYPE_OF_IR[t.dtype], "shape": list(t.shape)}
-    filled.update(obj)
+    filled.update((k, v) for k, v in obj.items() if v is not None)  # null: the program's
     return filled
 
 
