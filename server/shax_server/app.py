@@ -21,7 +21,7 @@ from shax_server.metrics import Metrics
 from shax_server.middleware import BodyLimit, RequestID, RequestMetrics
 from shax_server.pool import WorkerPool
 from shax_server.problems import install_handlers
-from shax_server.routes import oip, ops, programs
+from shax_server.routes import oip, ops, programs, site
 from shax_server.settings import Settings
 from shax_server.store import SharedStore, make_store
 
@@ -95,7 +95,15 @@ def create_app(settings: Settings | None = None, store: SharedStore | None = Non
             state.ready = False
             state.pool.shutdown()
 
-    app = FastAPI(title="shax", version="0.1.0", description=DESCRIPTION, lifespan=lifespan)
+    # /docs and /redoc come from site.install: assets shipped with the package, no CDN (issue 17)
+    app = FastAPI(
+        title="shax",
+        version="0.1.0",
+        description=DESCRIPTION,
+        lifespan=lifespan,
+        docs_url=None,
+        redoc_url=None,
+    )
     app.state.shax = state
     install_handlers(app)
     # the API-key check costs a dependency resolution per request: only where keys are set
@@ -106,6 +114,8 @@ def create_app(settings: Settings | None = None, store: SharedStore | None = Non
     app.include_router(ops.router)
     # POST /v1/programs/{id}/minimize (issue 5)
     app.include_router(routes_optimize.router, dependencies=protected)
+    # landing page, offline docs, stage explorer (issue 17)
+    site.install(app, protected)
     app.openapi = _openapi(app)
     app.add_middleware(BodyLimit, max_bytes=settings.max_body_bytes)
     app.add_middleware(RequestMetrics, metrics=metrics)
