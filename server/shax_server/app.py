@@ -14,7 +14,7 @@ from fastapi import FastAPI
 from fastapi.openapi.utils import get_openapi
 from pydantic.json_schema import models_json_schema
 
-from shax_server import routes_optimize, schemas
+from shax_server import openapi_examples, routes_optimize, schemas
 from shax_server.cache import ProgramCache
 from shax_server.deps import Authorized, ServiceState
 from shax_server.metrics import Metrics
@@ -69,7 +69,7 @@ def _openapi(app: FastAPI):
             components = doc.setdefault("components", {}).setdefault("schemas", {})
             for name, schema in defs.get("$defs", {}).items():
                 components.setdefault(name, schema)
-            app.openapi_schema = doc
+            app.openapi_schema = openapi_examples.annotate(doc)  # examples, IR grammar (issue 17)
         return app.openapi_schema
 
     return build

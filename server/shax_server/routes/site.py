@@ -47,6 +47,28 @@ def package_version() -> str:
         return "0"
 
 
+_TENSORS = {
+    "type": "array",
+    "items": {"description": "nested lists of numbers (or a tensor object with data)"},
+}
+EXPLORE_SCHEMA = {
+    "type": "object",
+    "required": ["program"],
+    "properties": {
+        "program": {"type": "string", "description": "IR text (see docs/ir.md)"},
+        "inputs": {**_TENSORS, "description": "one per parameter; absent: stages only"},
+        "tangents": {**_TENSORS, "description": "one per wrt input; default: the inputs"},
+        "cotangents": {**_TENSORS, "description": "one per output; default: ones"},
+        "wrt": {"type": "array", "items": {"type": "integer"}},
+        "rewrites": {"type": "string", "enum": ["shax", "seed"], "default": "shax"},
+    },
+}
+
+
+def _body(schema: dict) -> dict:
+    return {"requestBody": {"required": True, "content": {"application/json": {"schema": schema}}}}
+
+
 def _json(doc, status: int = 200) -> Response:
     return Response(orjson.dumps(doc), status_code=status, media_type="application/json")
 
@@ -197,6 +219,7 @@ async def explore_link_page(link_id: str) -> HTMLResponse:
     ),
     response_model=None,
     responses={200: {"description": "stages and numbers"}, **problems(400, 401, 413, 503)},
+    openapi_extra=_body(EXPLORE_SCHEMA),
 )
 async def explore_api(request: Request, state: State) -> Response:
     doc, _ = await read_body(request)
@@ -218,6 +241,7 @@ async def samples() -> Response:
     summary="Store an explorer session; its shareable link is /explore/{id}",
     response_model=None,
     responses={200: {"description": "the id and link"}, **problems(400, 401, 413)},
+    openapi_extra=_body(EXPLORE_SCHEMA),
 )
 async def store_link(request: Request, state: State) -> Response:
     doc, _ = await read_body(request)
