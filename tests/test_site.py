@@ -421,3 +421,16 @@ def test_page_assets_ship_in_the_wheel(tmp_path):
     names = set(zipfile.ZipFile(wheel).namelist())
     for f in sorted((ROOT / "server" / "shax_server" / "static").iterdir()):
         assert f"shax_server/static/{f.name}" in names
+
+
+def test_readme_starts_with_the_two_commands_then_shows_the_explorer():
+    text = (ROOT / "README.md").read_text()
+    head = "# shax\n\n```\nmake run "
+    assert text.startswith(head)
+    block = text.split("```")[1].strip().splitlines()
+    assert [line.split()[:2] for line in block] == [["make", "run"], ["make", "test"]]
+    image = re.search(r"!\[[^\]]*\]\((docs/screenshots/explorer\.png)\)", text)
+    assert image and image.start() > text.index("make test")
+    assert (ROOT / image.group(1)).stat().st_size > 50_000
+    for link in re.findall(r"\]\((docs/[^)]+)\)", text):
+        assert (ROOT / link).exists(), link

@@ -143,8 +143,9 @@ def stage_parts(name: str, program: Program, n_in: int, n_out: int, n_wrt: int) 
 
 def layout(program: Program, part: dict[str, str]) -> dict:
     """A layered drawing of the dataflow graph: nodes are parameters and equations, edges their
-    operands. A node's layer is one more than its deepest operand's (parameters and constants at
-    0); within a layer, nodes sit in the order of their operands' mean position (one sweep).
+    operands. A node's layer is one more than its deepest operand's (parameters at 0, a constant
+    just above its first use); within a layer, nodes sit in the order of their operands' mean
+    position (one sweep).
 
     >>> from shax_core import parse, infer
     >>> g = layout(infer(parse("def f(a :: f32[]) = let b = sin a  c = mul a b in [c]")), {})
@@ -174,8 +175,13 @@ def layout(program: Program, part: dict[str, str]) -> dict:
         dst = add(e.out.name, label, e.out.type, layer, "eqn")
         edges.extend([s, dst] for s in srcs)
     operands: dict[int, list[int]] = {}
+    consumers: dict[int, list[int]] = {}
     for s, d in edges:
         operands.setdefault(d, []).append(s)
+        consumers.setdefault(s, []).append(d)
+    for i, n in enumerate(nodes):  # a constant sits just above its first use
+        if n["kind"] == "eqn" and i not in operands and i in consumers:
+            n["layer"] = max(0, min(nodes[d]["layer"] for d in consumers[i]) - 1)
     layers: dict[int, list[int]] = {}
     for i, n in enumerate(nodes):
         layers.setdefault(n["layer"], []).append(i)
@@ -190,7 +196,7 @@ def layout(program: Program, part: dict[str, str]) -> dict:
             )
         for pos, i in enumerate(row):
             nodes[i]["pos"] = pos
-    return {"nodes": nodes, "edges": edges, "layers": len(layers)}
+    return {"nodes": nodes, "edges": edges, "layers": 1 + max(layers, default=-1)}
 
 
 # ---------------------------------------------------------------------------------------------

@@ -40,6 +40,21 @@ explorer = APIRouter(tags=["explorer"])  # compute: protected where the app incl
 explorer_public = APIRouter(tags=["explorer"])
 
 
+# Pages may load only what this server serves. The docs pages need inline script and styles
+# (Swagger UI's bootstrap, both UIs' styling) and blob workers (ReDoc's search); the CSP also
+# stops the one outside fetch of the ReDoc bundle (the Redocly logo in its menu) before it
+# reaches the network, so the docs never wait on a host this machine cannot reach.
+PAGE_CSP = "default-src 'self'; img-src 'self' data:; object-src 'none'; base-uri 'none'"
+DOCS_CSP = (
+    "default-src 'self'; script-src 'self' 'unsafe-inline'; style-src 'self' 'unsafe-inline'; "
+    "img-src 'self' data:; worker-src 'self' blob:; object-src 'none'; base-uri 'none'"
+)
+
+
+def _page(html_text: str, csp: str = PAGE_CSP, **headers) -> HTMLResponse:
+    return HTMLResponse(html_text, headers={"Content-Security-Policy": csp, **headers})
+
+
 def package_version() -> str:
     try:
         return version("shax")
@@ -156,7 +171,7 @@ async def landing(request: Request, state: State) -> Response:
         base=e(str(request.base_url).rstrip("/")),
         **{f"link_{k}": e(v) for k, v in doc["links"].items()},
     )
-    return HTMLResponse(page, headers={"Vary": "Accept"})
+    return _page(page, Vary="Accept")
 
 
 # ---------------------------------------------------------------------------------------------
@@ -166,7 +181,7 @@ async def landing(request: Request, state: State) -> Response:
 @pages.get("/docs")
 async def swagger_ui(request: Request) -> HTMLResponse:
     root = request.scope.get("root_path", "")
-    return get_swagger_ui_html(
+    page = get_swagger_ui_html(
         openapi_url=f"{root}{request.app.openapi_url}",
         title="shax API (Swagger UI)",
         swagger_js_url=f"{root}{DOCS_URL}/swagger-ui-bundle.js",
@@ -174,18 +189,22 @@ async def swagger_ui(request: Request) -> HTMLResponse:
         swagger_favicon_url=f"{root}{SITE_URL}/favicon.svg",
         swagger_ui_parameters={"validatorUrl": None, "tryItOutEnabled": False},
     )
+    page.headers["Content-Security-Policy"] = DOCS_CSP
+    return page
 
 
 @pages.get("/redoc")
 async def redoc(request: Request) -> HTMLResponse:
     root = request.scope.get("root_path", "")
-    return get_redoc_html(
+    page = get_redoc_html(
         openapi_url=f"{root}{request.app.openapi_url}",
         title="shax API (ReDoc)",
         redoc_js_url=f"{root}{DOCS_URL}/redoc.standalone.js",
         redoc_favicon_url=f"{root}{SITE_URL}/favicon.svg",
         with_google_fonts=False,
     )
+    page.headers["Content-Security-Policy"] = DOCS_CSP
+    return page
 
 
 # ---------------------------------------------------------------------------------------------
@@ -194,14 +213,14 @@ async def redoc(request: Request) -> HTMLResponse:
 
 @pages.get("/explore")
 async def explore_page() -> HTMLResponse:
-    return HTMLResponse(_template("explore.html").substitute(site=SITE_URL, link_id=""))
+    return _page(_template("explore.html").substitute(site=SITE_URL, link_id=""))
 
 
 @pages.get("/explore/{link_id}")
 async def explore_link_page(link_id: str) -> HTMLResponse:
     if not LINK_ID.match(link_id):
         raise not_found(f"no explorer session {link_id!r}: ids are 16 hex digits")
-    return HTMLResponse(_template("explore.html").substitute(site=SITE_URL, link_id=link_id))
+    return _page(_template("explore.html").substitute(site=SITE_URL, link_id=link_id))
 
 
 @explorer.post(

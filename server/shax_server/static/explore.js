@@ -17,14 +17,27 @@ function span(cls, text) {
   return s;
 }
 
-// Highlighted IR text as nodes appended to `target`; `errorLine` (1-based) is marked.
-function highlight(target, text, errorLine) {
+// Highlighted IR text as nodes appended to `target`; the error's line (1-based) is marked, and
+// the character at its column (1-based) underlined.
+function highlight(target, text, errorLine, errorColumn) {
   target.textContent = "";
   text.split("\n").forEach((line, i) => {
-    const row = errorLine === i + 1 ? span("err-line", "") : document.createDocumentFragment();
+    const isError = errorLine === i + 1;
+    const row = isError ? span("err-line", "") : document.createDocumentFragment();
+    const at = isError && errorColumn ? errorColumn - 1 : -1;
+    // text from offset `start` with class `cls`, the error column cut out and underlined
+    const push = (piece, cls, start) => {
+      if (at >= start && at < start + piece.length) {
+        if (at > start) push(piece.slice(0, at - start), cls, start);
+        row.appendChild(span(`${cls || ""} err-mark`.trim(), piece[at - start]));
+        if (at + 1 < start + piece.length) push(piece.slice(at - start + 1), cls, at + 1);
+        return;
+      }
+      row.appendChild(cls ? span(cls, piece) : document.createTextNode(piece));
+    };
     let last = 0;
     for (const m of line.matchAll(TOKEN)) {
-      if (m.index > last) row.appendChild(document.createTextNode(line.slice(last, m.index)));
+      if (m.index > last) push(line.slice(last, m.index), null, last);
       const [tok, comment, kw, type, num, name] = m;
       let cls = null;
       if (comment) cls = "tok-comment";
@@ -32,17 +45,17 @@ function highlight(target, text, errorLine) {
       else if (type) cls = "tok-type";
       else if (num) cls = "tok-num";
       else if (name && state.primitives.has(name)) cls = "tok-prim";
-      row.appendChild(cls ? span(cls, tok) : document.createTextNode(tok));
+      push(tok, cls, m.index);
       last = m.index + tok.length;
     }
-    if (last < line.length) row.appendChild(document.createTextNode(line.slice(last)));
+    if (last < line.length) push(line.slice(last), null, last);
     target.appendChild(row);
     target.appendChild(document.createTextNode("\n"));
   });
 }
 
-function refreshEditor(errorLine) {
-  highlight($("editor-highlight"), $("editor").value + " ", errorLine);
+function refreshEditor(errorLine, errorColumn) {
+  highlight($("editor-highlight"), $("editor").value + " ", errorLine, errorColumn);
   $("editor-highlight").scrollTop = $("editor").scrollTop;
   $("editor-highlight").scrollLeft = $("editor").scrollLeft;
 }
@@ -108,7 +121,8 @@ function showError(err) {
   box.dataset.line = p.line || "";
   box.dataset.column = p.column || "";
   box.hidden = false;
-  refreshEditor(p.line);
+  for (const id of ["numbers", "stages", "graph"]) $(id).classList.add("stale");
+  refreshEditor(p.line, p.column);
   if (p.line) scrollEditorTo(p.line);
 }
 
@@ -120,6 +134,7 @@ function scrollEditorTo(line) {
 }
 
 function clearError() {
+  for (const id of ["numbers", "stages", "graph"]) $(id).classList.remove("stale");
   $("error").hidden = true;
   $("error").textContent = "";
   refreshEditor();
