@@ -36,7 +36,7 @@ from shax_core.passes import lower_reduce_sum, rewrite
 from shax_core.primitives import REGISTRY
 from shax_core.text import format_float, tokenize
 from shax_core.wire import BinaryReader, encode_float
-from shax_server.pipeline import check_peak, check_sizes, resolve_wrt
+from shax_server.compilation import check_peak, check_sizes, resolve_wrt
 from shax_server.problems import Problem, limit_exceeded, problem_for
 from shax_server.service import decode_positional
 from shax_server.settings import Settings

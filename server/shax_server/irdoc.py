@@ -110,9 +110,10 @@ def spelling(prim: Primitive) -> str:
         operands = ["a", "b", "..."]
     else:
         operands = list("abcdefgh"[: prim.arity])
-    if prim.name == "id":
+    if prim.bare:  # written as its operand alone
         return "y = a"
-    lhs = "y :: f32[shape]" if prim.name == "fromList" else "y"
+    # a hidden dtype is the binding's annotation
+    lhs = "y :: f32[shape]" if any(p.kind == "hidden_dtype" for p in prim.params) else "y"
     return " ".join([lhs, "=", prim.name, *args, *operands])
 
 
@@ -126,19 +127,27 @@ def meaning(prim: Primitive) -> str:
     return ""
 
 
+def differentiation(prim: Primitive) -> str:
+    """What the AD pipeline has for ``prim``: no tangent, a linearize rule, a transpose rule."""
+    if prim.no_tangent:
+        return "no tangent (its gradient is zero)"
+    have = [name for name in ("linearize", "transpose") if getattr(prim, name) is not None]
+    return " and ".join(have) if have else "not differentiable"
+
+
 def primitive_table() -> str:
     """The markdown table of every registered primitive, in registry order."""
     rows = [
-        "| primitive | written | parameters | operands | traits | meaning |",
+        "| primitive | written | parameters | operands | rules | meaning |",
         "| --- | --- | --- | --- | --- | --- |",
     ]
     for prim in REGISTRY.values():
         params = "; ".join(f"`{p.name}`: {KIND_TEXT[p.kind]}" for p in prim.params) or "none"
         arity = "any number" if prim.arity is None else str(prim.arity)
-        traits = ", ".join(sorted(prim.traits))
         text = meaning(prim).replace("|", "\\|")
         rows.append(
-            f"| `{prim.name}` | `{spelling(prim)}` | {params} | {arity} | {traits} | {text} |"
+            f"| `{prim.name}` | `{spelling(prim)}` | {params} | {arity} | "
+            f"{differentiation(prim)} | {text} |"
         )
     return "\n".join(rows)
 

@@ -15,9 +15,9 @@ import shlex
 from functools import cache
 
 import shax_core
+from shax_server.compilation import prepare
 from shax_server.explore import link_document
 from shax_server.irdoc import GRAMMAR, GRAMMAR_NOTES, PROGRAM_DESCRIPTION
-from shax_server.pipeline import prepare
 from shax_server.samples import SEED_F, SEED_MEDIUM
 from shax_server.settings import Settings
 

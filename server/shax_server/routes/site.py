@@ -23,9 +23,9 @@ from fastapi.openapi.docs import get_redoc_html, get_swagger_ui_html
 from fastapi.staticfiles import StaticFiles
 from starlette.responses import HTMLResponse, Response
 
+from shax_server.compilation import pipeline_version
 from shax_server.deps import State
 from shax_server.explore import LINK_ID, LinkStore, explore, link_document, primitive_names
-from shax_server.pipeline import pipeline_version
 from shax_server.problems import Problem, not_found
 from shax_server.routes.docs import problems
 from shax_server.samples import SAMPLES
