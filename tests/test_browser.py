@@ -236,6 +236,15 @@ def test_explorer_shows_the_seeds_medium(tab):
     np.testing.assert_allclose(vjp, np.concatenate([F, want]), rtol=1e-5)
     shot(page, "explorer.png")
     shot(page, "explorer-full.png", full_page=True)
+    # the seed's own rewrites: the rewritten stage is the seed's "After rewrites" (less its
+    # copies of parameters), the numbers the same
+    page.locator("#rewrites").select_option("seed")
+    wait_until(lambda: "dot_general" in stage_text(page, "rewritten"), "the seed's rewrites")
+    seed = (FIXTURES / "seed_medium_rewritten.shax").read_text()
+    seed_prims = [m for m in re.findall(r"= (\w+)", seed) if not m.startswith("arg")]
+    assert re.findall(r"= (\w+)", stage_text(page, "rewritten")) == seed_prims
+    dft = numbers_in(page.locator("pre[data-numbers='dft']").inner_text())
+    np.testing.assert_allclose(dft, want, rtol=1e-5)
     tab.check_clean()
 
 

@@ -13,6 +13,7 @@ import sys
 import zipfile
 from html.parser import HTMLParser
 
+import httpx
 import numpy as np
 import pytest
 from shax_server import explore, irdoc, openapi_examples, samples
@@ -21,6 +22,7 @@ from shax_server.routes import site
 import shax_core as sx
 from shax_core.primitives import REGISTRY
 from tests.conftest import FIXTURES, ROOT
+from tests.servers import free_port, shax_server
 from tests.test_seed import DF, DFT0, DFT1, F
 
 MEDIUM = samples.SAMPLES["medium"]
@@ -434,3 +436,24 @@ def test_readme_starts_with_the_two_commands_then_shows_the_explorer():
     assert (ROOT / image.group(1)).stat().st_size > 50_000
     for link in re.findall(r"\]\((docs/[^)]+)\)", text):
         assert (ROOT / link).exists(), link
+
+
+def test_with_api_keys_pages_stay_public_and_the_explorer_needs_a_key():
+    with shax_server(free_port(), {"SHAX_API_KEYS": "k-one,k-two"}) as url:
+        with httpx.Client(base_url=url, timeout=30) as c:
+            for page in ("/", "/docs", "/redoc", "/explore", "/static/site/explore.js"):
+                assert c.get(page).status_code == 200, page
+            assert c.get("/v1/explore/samples").status_code == 200
+            assert c.post("/v1/explore", json=MEDIUM).status_code == 401
+            assert c.post("/v1/explore/links", json=MEDIUM).status_code == 401
+            r = c.post("/v1/explore", json=MEDIUM, headers={"X-API-Key": "k-two"})
+            assert r.status_code == 200
+            seed_close(r.json()["numbers"]["f"][0], F)
+
+
+def test_a_shared_session_is_checked_before_it_is_served():
+    key, data = explore.link_document({"program": MEDIUM["program"]})
+    assert site._checked_link(key, data.decode()) == data
+    assert site._checked_link("0" * 16, data.decode()) is None  # another id's session
+    assert site._checked_link(key, "not json") is None
+    assert site._checked_link(key, '["a list"]') is None

@@ -288,11 +288,22 @@ async def load_link(link_id: str, request: Request, state: State) -> Response:
     if data is None:
         stored = await state.pool.run(state.cache.store.get, f"explore-link:{link_id}")
         if stored is not None:
-            data = stored[0].encode()
-            links(request.app).put(link_id, data)
+            data = _checked_link(link_id, stored[0])
+            if data is not None:
+                links(request.app).put(link_id, data)
     if data is None:
         raise not_found(f"no explorer session {link_id!r} (sessions live as long as the server)")
     return Response(data, media_type="application/json")
+
+
+def _checked_link(link_id: str, text: str) -> bytes | None:
+    """A session from the shared store, only if it is a session and has this id."""
+    try:
+        doc = orjson.loads(text)
+        key, data = link_document(doc) if isinstance(doc, dict) else (None, b"")
+    except (orjson.JSONDecodeError, Problem):
+        return None
+    return data if key == link_id else None
 
 
 def links(app: FastAPI) -> LinkStore:
