@@ -74,7 +74,7 @@ class Page:
     """A page on a fresh context that refuses every request not to the server, and keeps the
     refused URLs and the page's JavaScript errors for the test to assert on."""
 
-    def __init__(self, browser, server_url: str, width=1500, height=1100):
+    def __init__(self, browser, server_url: str, width=1600, height=1300):
         self.origin = urlparse(server_url).netloc
         self.base = server_url
         self.context = browser.new_context(viewport={"width": width, "height": height})
@@ -283,6 +283,11 @@ def test_explorer_draws_the_dataflow_graph(tab, client):
     vjp = next(s for s in result.json()["stages"] if s["name"] == "vjp")
     assert svg.locator("g.node").count() == len(vjp["graph"]["nodes"])
     assert svg.locator("path.edge").count() == len(vjp["graph"]["edges"])
+    # the stage's text marks each binding with its part too
+    pane = page.locator(".stage[data-stage='vjp'] pre")
+    for part in ("primal", "residual", "linear"):
+        n = sum(node["part"] == part for node in vjp["graph"]["nodes"])
+        assert pane.locator(f".part-{part}").count() == n, part
     fills = page.eval_on_selector_all(
         "#graph svg g.node",
         """els => els.map(g => [g.dataset.part,

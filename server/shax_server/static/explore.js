@@ -10,6 +10,9 @@ const state = { samples: {}, primitives: new Set(), result: null };
 
 const TOKEN = /(--[^\n]*)|\b(def|let|in)\b|\b((?:f32|f64|bool)\[[^\]]*\])|([-+]?(?:\d+\.\d*(?:[eE][-+]?\d+)?|\d+(?:[eE][-+]?\d+)?|\.\d+)|\b(?:inf|nan)\b)|([A-Za-z_][A-Za-z0-9_']*)/g;
 
+// the name a line binds: an equation (`let x3 :: f32[2] = ...`) or a parameter
+const BINDING = /^\s*(?:def\s+\w+\(|let\s+)?\s*([A-Za-z_][A-Za-z0-9_']*)\s*(?:::|=)/;
+
 function span(cls, text) {
   const s = document.createElement("span");
   s.className = cls;
@@ -19,11 +22,14 @@ function span(cls, text) {
 
 // Highlighted IR text as nodes appended to `target`; the error's line (1-based) is marked, and
 // the character at its column (1-based) underlined.
-function highlight(target, text, errorLine, errorColumn) {
+// `lineClass(line)`, if given, names a class for a line's row (the stage panes mark each
+// binding with its part).
+function highlight(target, text, errorLine, errorColumn, lineClass) {
   target.textContent = "";
   text.split("\n").forEach((line, i) => {
     const isError = errorLine === i + 1;
-    const row = isError ? span("err-line", "") : document.createDocumentFragment();
+    const cls = isError ? "err-line" : lineClass && lineClass(line);
+    const row = cls ? span(cls, "") : document.createDocumentFragment();
     const at = isError && errorColumn ? errorColumn - 1 : -1;
     // text from offset `start` with class `cls`, the error column cut out and underlined
     const push = (piece, cls, start) => {
@@ -167,8 +173,14 @@ function renderStages(result) {
     head.appendChild(btn);
     head.title = st.title;
     pane.appendChild(head);
+    pane.appendChild(el("div", "what", st.title));
     const pre = el("pre");
-    highlight(pre, st.text);
+    const part = {};
+    if (st.graph) for (const node of st.graph.nodes) part[node.id] = node.part;
+    highlight(pre, st.text, null, null, (line) => {
+      const m = BINDING.exec(line);
+      return m && part[m[1]] ? `part-${part[m[1]]}` : null;
+    });
     pane.appendChild(pre);
     root.appendChild(pane);
     const opt = el("option", null, `${st.name} (${st.equations} eqns)`);
