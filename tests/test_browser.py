@@ -299,6 +299,16 @@ def test_explorer_draws_the_dataflow_graph(tab, client):
     assert set(by_part) == {"primal", "residual", "linear"}
     assert all(len(f) == 1 for f in by_part.values())  # one colour per part
     assert len(set.union(*by_part.values())) == 3  # three different colours
+    # a click on a node finds its equation in the stage's text
+    node = vjp["graph"]["nodes"][-1]
+    svg.locator(f"g.node[data-id='{node['id']}']").click()
+    row = page.locator(f".stage[data-stage='vjp'] pre [data-var='{node['id']}']")
+    wait_until(lambda: "flash" in (row.get_attribute("class") or ""), "the flashed equation")
+    assert row.inner_text().strip().startswith(f"{node['id']} ::")
+    # fit to width: the drawing shrinks to the pane
+    page.locator("#graph-fit").check()
+    assert svg.bounding_box()["width"] <= page.locator("#graph").bounding_box()["width"]
+    page.locator("#graph-fit").uncheck()
     page.locator(".stage[data-stage='linear'] header button").click()
     page.locator("#graph svg[data-stage='linear']").wait_for()
     page.locator("#graph-stage").select_option("vjp")

@@ -22,14 +22,15 @@ function span(cls, text) {
 
 // Highlighted IR text as nodes appended to `target`; the error's line (1-based) is marked, and
 // the character at its column (1-based) underlined.
-// `lineClass(line)`, if given, names a class for a line's row (the stage panes mark each
-// binding with its part).
-function highlight(target, text, errorLine, errorColumn, lineClass) {
+// `lineMark(line)`, if given, returns [class, name] for a line's row or null (the stage panes
+// mark each binding with its part and the name it binds).
+function highlight(target, text, errorLine, errorColumn, lineMark) {
   target.textContent = "";
   text.split("\n").forEach((line, i) => {
     const isError = errorLine === i + 1;
-    const cls = isError ? "err-line" : lineClass && lineClass(line);
-    const row = cls ? span(cls, "") : document.createDocumentFragment();
+    const mark = isError ? ["err-line", null] : lineMark && lineMark(line);
+    const row = mark ? span(mark[0], "") : document.createDocumentFragment();
+    if (mark && mark[1]) row.dataset.var = mark[1];
     const at = isError && errorColumn ? errorColumn - 1 : -1;
     // text from offset `start` with class `cls`, the error column cut out and underlined
     const push = (piece, cls, start) => {
@@ -179,7 +180,7 @@ function renderStages(result) {
     if (st.graph) for (const node of st.graph.nodes) part[node.id] = node.part;
     highlight(pre, st.text, null, null, (line) => {
       const m = BINDING.exec(line);
-      return m && part[m[1]] ? `part-${part[m[1]]}` : null;
+      return m && part[m[1]] ? [`part-${part[m[1]]}`, m[1]] : null;
     });
     pane.appendChild(pre);
     root.appendChild(pane);
@@ -289,9 +290,26 @@ function drawGraph() {
     text.setAttribute("text-anchor", "middle");
     text.textContent = node.label.length > 22 ? node.label.slice(0, 21) + "…" : node.label;
     grp.appendChild(text);
+    grp.addEventListener("click", () => showBinding(st.name, node.id));
     svg.appendChild(grp);
   }
+  svg.classList.toggle("fit", $("graph-fit").checked);
   root.appendChild(svg);
+}
+
+// Scroll a stage's text to the line binding `name` and flash it (a click on a graph node).
+function showBinding(stage, name) {
+  const pre = document.querySelector(`.stage[data-stage="${stage}"] pre`);
+  if (!pre) return;
+  for (const row of pre.querySelectorAll("[data-var]")) {
+    if (row.dataset.var !== name) continue;
+    pre.scrollTop = row.offsetTop - pre.offsetTop - pre.clientHeight / 3;
+    row.closest(".stage").scrollIntoView({ block: "nearest", inline: "nearest" });
+    row.classList.remove("flash");
+    void row.offsetWidth; // restart the animation
+    row.classList.add("flash");
+    return;
+  }
 }
 
 // ---- actions
@@ -353,6 +371,10 @@ async function start() {
   $("run").addEventListener("click", run);
   $("share").addEventListener("click", share);
   $("graph-stage").addEventListener("change", drawGraph);
+  $("graph-fit").addEventListener("change", () => {
+    const svg = document.querySelector("#graph svg");
+    if (svg) svg.classList.toggle("fit", $("graph-fit").checked);
+  });
   $("rewrites").addEventListener("change", run);
   const ed = $("editor");
   ed.addEventListener("input", () => refreshEditor());
