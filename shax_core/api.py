@@ -46,15 +46,15 @@ from dataclasses import dataclass
 
 import numpy as np
 
-from shax_core import ops
-from shax_core.evaluate import Executable
-from shax_core.infer import infer
+from shax_core import core as ops
+from shax_core._evaluate import Executable
+from shax_core._infer import infer
+from shax_core.core import Builder, Tracer
 from shax_core.ir import Program, ShaxError, Type, Var, type_of
-from shax_core.ops import Builder, Tracer
+from shax_core.passes import lower
 from shax_core.passes.inline import inline
-from shax_core.passes.lower import lower
-from shax_core.primitives import Linear, Zero
-from shax_core.primitives.base import CUSTOM, define_custom
+from shax_core.pipeline import jvp_program, stages, vjp_program
+from shax_core.registry import CUSTOM, Linear, Zero, define_custom
 from shax_core.tree_util import (
     PyTreeDef,
     leaf_names,
@@ -63,7 +63,6 @@ from shax_core.tree_util import (
     tree_map,
     tree_unflatten,
 )
-from shax_core.vjp import jvp_program, stages, vjp_program
 
 log = logging.getLogger("shax")
 
@@ -956,7 +955,6 @@ def _define_bwd(base, bwd, res_tree, res_types, in_types, in_trees, out_type):
         return out + [None] * (len(ins) - n_in)
 
     prim.transpose = transpose
-    prim.traits = frozenset({"linear"})
     prim.linearize = lambda primals, tangents: (_ for _ in ()).throw(
         ShaxError(f"cannot differentiate the linear part of {base} again in forward mode")
     )

@@ -25,7 +25,10 @@ from typing import Any, NamedTuple
 
 import numpy as np
 
+from shax_core._evaluate import Executable
+from shax_core.api import value_and_grad as api_value_and_grad
 from shax_core.ir import Program, ShaxError
+from shax_core.pipeline import vjp_program
 from shax_core.tree_util import tree_leaves, tree_map
 
 
@@ -141,9 +144,6 @@ class Result:
 
 def program_value_and_grad(program: Program, wrt: Sequence[int] | None = None):
     """``xs -> (value, grads)`` from a program with one scalar output (via its zipped VJP)."""
-    from shax_core.evaluate import Executable
-    from shax_core.vjp import vjp_program
-
     if len(program.outs) != 1 or (program.outs[0].type and program.outs[0].type.shape != ()):
         raise ShaxError("minimize needs a program with one scalar output")
     exe = Executable(vjp_program(program, wrt))
@@ -184,8 +184,6 @@ def minimize(
             value, grads = flat_vg(full)
             return value, grads
     else:
-        from shax_core.api import value_and_grad as api_value_and_grad
-
         vg = api_value_and_grad(f_or_program, argnums=nums)
 
         def value_and_grad(moving):

@@ -348,7 +348,7 @@ def argnums_of(argnums: Any, n: int) -> tuple[int, ...]:
 def as_examples(specs: Sequence[Any]) -> list[Any]:
     """Arguments to trace at: examples as they are (pytrees), and type specs (a ``Type`` or
     ``(shape, dtype)``) as zero arrays of that type (broadcast views: no memory)."""
-    from shax_core.trace import as_type
+    from shax_core import as_type
 
     out = []
     for s in specs:
