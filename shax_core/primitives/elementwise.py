@@ -178,7 +178,7 @@ _unary_jvp("expm1", np.expm1, lambda x, ans: ans + 1.0)
 _unary_jvp("abs", np.abs, lambda x, ans: select(x >= 0.0, 1.0, -1.0))
 defzero(_unary("sign", np.sign))
 # stop_gradient x = x, with no tangent: d/dx stop_gradient(x) = 0 (JAX's lax.stop_gradient)
-defzero(_unary("stop_gradient", lambda x: x))
+defzero(_unary("stop_gradient", np.positive))  # +x: a new array, never a view
 
 # ---------------------------------------------------------------------------------------------
 # max / min: each side gets half the gradient at ties (as the seed, JAX and autograd do)
