@@ -114,9 +114,7 @@ class ProgramCache:
         pending = self.building.get(source.key)
         if pending is not None:
             self.metrics.cache_hits.inc()
-            entry, _ = await self.pool.wait(
-                pending, "compilation"
-            )  # the future's (entry, restored)
+            entry, _ = await self.pool.wait(pending, "compilation")  # (entry, restored)
             return entry, True
         self.metrics.cache_misses.inc()
         if stored is None and self.shared:
@@ -190,7 +188,7 @@ class ProgramCache:
             return self._hit(entry)
         if key in self.building:
             self.metrics.cache_hits.inc()
-            entry, _ = await self.pool.wait(self.building[key], "compilation")
+            entry, _ = await self.pool.wait(self.building[key], "compilation")  # (entry, restored)
             return entry
         if not self.shared:
             return None
@@ -259,7 +257,7 @@ def _source_from_store(key: str, stored: tuple[str, dict], settings: Settings) -
     if source.key != key:
         log.warning("ignoring shared-store entry %s: its text hashes to %s", key[:16], source.key)
         return None
-    names = metadata.get("names")
+    names = metadata.get("names")  # the parameter names it was compiled under (display only)
     if (
         isinstance(names, list)
         and len(names) == len(source.program.params)
