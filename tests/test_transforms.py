@@ -507,3 +507,43 @@ def test_minimize_moves_only_argnums():
     close(w, [1.0, -2.0, 0.5], rtol=1e-3, atol=1e-3)
     close(b, 0.3, rtol=1e-3, atol=1e-3)
     assert float(r.value) < 1e-5
+
+
+# ---------------------------------------------------------------------------------------------
+# random pytrees: flatten/unflatten round trips and grads keep structure
+
+
+def _trees():
+    from hypothesis import strategies as st
+
+    leaf = st.floats(-2, 2, allow_nan=False).map(np.float64)
+    return st.recursive(
+        leaf | st.none(),
+        lambda kids: (
+            st.tuples(kids, kids)
+            | st.lists(kids, max_size=3)
+            | st.dictionaries(st.sampled_from(["a", "b", "w1", "k"]), kids, max_size=3)
+            | st.builds(Pair, kids, kids)
+            | st.builds(Layer, kids, kids)
+        ),
+        max_leaves=6,
+    )
+
+
+def test_random_pytrees_round_trip_and_differentiate():
+    from hypothesis import given, settings
+
+    @settings(max_examples=40, deadline=None)
+    @given(_trees())
+    def check(tree):
+        leaves, treedef = tu.tree_flatten(tree)
+        assert tu.tree_structure(tu.tree_unflatten(treedef, leaves)) == treedef
+        names = tu.leaf_names(tree, "p")
+        assert len(names) == len(leaves) == len(set(names))
+        if not leaves:
+            return
+        g = sx.grad(lambda t: sum(snp.sin(v) for v in tu.tree_leaves(t)))(tree)
+        assert tu.tree_structure(g) == treedef
+        close(tu.tree_leaves(g), np.cos(np.array(leaves, dtype=np.float64)))
+
+    check()
