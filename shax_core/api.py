@@ -205,6 +205,19 @@ def _unique(names: list[str]) -> list[str]:
     return out
 
 
+def flatten_values(args: Sequence):
+    """``(leaves, in_trees, leaf_counts)`` of positional arguments (no names: the fast path
+    of every call)."""
+    leaves: list = []
+    trees, counts = [], []
+    for arg in args:
+        ls, tree = tree_flatten(arg)
+        leaves += [_leaf_value(x) for x in ls]
+        trees.append(tree)
+        counts.append(len(ls))
+    return leaves, tuple(trees), tuple(counts)
+
+
 def flatten_args(args: Sequence, names: Sequence[str] | None = None):
     """``(leaves, in_trees, leaf_counts, leaf names)`` of positional arguments."""
     leaves: list = []
@@ -221,7 +234,7 @@ def flatten_args(args: Sequence, names: Sequence[str] | None = None):
 
 def call_types(args: Sequence) -> tuple:
     """A hashable key of positional arguments' structures and leaf types."""
-    leaves, in_trees, _, _ = flatten_args(args)
+    leaves, in_trees, _ = flatten_values(args)
     return in_trees, tuple(ops.type_of_value(x) for x in leaves)
 
 
@@ -349,22 +362,23 @@ def _memo(key, build):
 
 
 def _trace_memo(f, args, tag):
-    """Trace ``f`` at ``args``; reuse a trace when nothing it captured is a tracer."""
-    leaves, in_trees, _, _ = flatten_args(args)
-    types = tuple(ops.type_of_value(x) for x in leaves)
-    key = ("trace", f, in_trees, types, tag)
+    """``(traced, memo key or None, argument leaves)``: ``f`` traced at ``args``; a trace is
+    reused when nothing it captured is a tracer."""
+    leaves, in_trees, _ = flatten_values(args)
     if any(isinstance(x, Tracer) for x in leaves):
-        return trace_pytree(f, args), None  # inside a trace: closures may read its tracers
+        return trace_pytree(f, args), None, leaves  # inside a trace: closures read its tracers
+    key = ("trace", f, in_trees, tuple(ops.type_of_value(x) for x in leaves), tag)
     try:
         hit = _PROGRAMS.get(key)
     except TypeError:
-        return trace_pytree(f, args), None
+        return trace_pytree(f, args), None, leaves
     if hit is not None:
-        return hit, key
+        _PROGRAMS.move_to_end(key)
+        return hit, key, leaves
     traced = trace_pytree(f, args)
     if traced.captures_tracers:
-        return traced, None
-    return _memo(key, lambda: traced), key
+        return traced, None, leaves
+    return _memo(key, lambda: traced), key, leaves
 
 
 def _logged(what: str, program: Program, build):
@@ -441,21 +455,13 @@ def value_and_grad(f: Callable, argnums=0, has_aux: bool = False) -> Callable:
     @functools.wraps(f)
     def value_and_grad_f(*args):
         nums = _argnums(argnums, len(args))
-        traced, key = _trace_memo(f, args, "vg")
-        n_main, _, aux_tree = _split_aux(traced, has_aux)
-        _scalar_output(traced, n_main, "grad")
-        wrt = traced.leaf_indices(nums)
-        _check_wrt_float(traced, wrt, "grad")
-        program = traced.program
-        vjp = _memo(
-            key and (*key, "vjp", wrt),
-            lambda: _logged("VJP", program, lambda: vjp_program(program, wrt)),
-        )
-        leaves = flatten_args(args)[0]
-        one = np.ones((), program.outs[0].type.np_dtype)
-        cts = [one, *_zero_cotangents([v.type for v in program.outs[1:]])]
-        results = call(vjp, [*leaves, *traced.captured, *cts])
-        n_out = len(program.outs)
+        traced, key, leaves = _trace_memo(f, args, "vg")
+        plan = _memo(key and (*key, "vg", nums, has_aux), lambda: _vg_plan(traced, nums, has_aux))
+        vjp, cts, n_out, aux_tree = plan
+        if key is not None:  # arrays of the traced types: run the compiled plan directly
+            results = _executable(vjp)(*leaves, *traced.captured, *cts)
+        else:
+            results = call(vjp, [*leaves, *traced.captured, *cts])
         outs, grads = results[:n_out], results[n_out:]
         grad_trees = _per_argument(traced, nums, grads)
         grad_value = grad_trees[0] if isinstance(argnums, int) else tuple(grad_trees)
@@ -465,6 +471,20 @@ def value_and_grad(f: Callable, argnums=0, has_aux: bool = False) -> Callable:
         return value, grad_value
 
     return value_and_grad_f
+
+
+def _vg_plan(traced: Traced, nums, has_aux: bool):
+    """``(VJP program, cotangents, number of outputs, aux tree)`` for value_and_grad: the
+    cotangent is 1 for the value and 0 for the aux outputs."""
+    n_main, _, aux_tree = _split_aux(traced, has_aux)
+    _scalar_output(traced, n_main, "grad")
+    wrt = traced.leaf_indices(nums)
+    _check_wrt_float(traced, wrt, "grad")
+    program = traced.program
+    vjp = _logged("VJP", program, lambda: vjp_program(program, wrt))
+    one = np.ones((), program.outs[0].type.np_dtype)
+    cts = [one, *_zero_cotangents([v.type for v in program.outs[1:]])]
+    return vjp, cts, len(program.outs), aux_tree
 
 
 def _per_argument(traced: Traced, nums, flat) -> list:
@@ -493,7 +513,7 @@ def jvp(f: Callable, primals: Sequence, tangents: Sequence, has_aux: bool = Fals
     primals, tangents = tuple(primals), tuple(tangents)
     if len(primals) != len(tangents):
         raise ShaxError(f"jvp got {len(primals)} primal(s) and {len(tangents)} tangent(s)")
-    traced, key = _trace_memo(f, primals, "jvp")
+    traced, key, leaves = _trace_memo(f, primals, "jvp")
     n_main, main_tree, aux_tree = _split_aux(traced, has_aux)
     program = traced.program
     wrt = tuple(i for i in range(traced.n_leaves) if program.params[i].type.is_float)
@@ -501,7 +521,6 @@ def jvp(f: Callable, primals: Sequence, tangents: Sequence, has_aux: bool = Fals
         key and (*key, "jvp", wrt),
         lambda: _logged("JVP", program, lambda: jvp_program(program, wrt)),
     )
-    leaves = flatten_args(primals)[0]
     t_leaves = []
     for p_tree, t in zip(traced.in_trees, tangents, strict=True):
         ls, t_tree = tree_flatten(t)
@@ -522,12 +541,11 @@ def jvp(f: Callable, primals: Sequence, tangents: Sequence, has_aux: bool = Fals
 def vjp(f: Callable, *primals, has_aux: bool = False):
     """``(f(*primals), vjp_fn)`` (and ``aux``): ``vjp_fn(cotangent)`` returns a tuple with the
     cotangent of each primal, as ``jax.vjp``. The primal runs once, saving residuals."""
-    traced, key = _trace_memo(f, primals, "vjp")
+    traced, key, leaves = _trace_memo(f, primals, "vjp")
     n_main, main_tree, aux_tree = _split_aux(traced, has_aux)
     program = traced.program
     wrt = tuple(i for i in range(traced.n_leaves) if program.params[i].type.is_float)
     st = _memo(key and (*key, "stages", wrt), lambda: stages(program, wrt=wrt))
-    leaves = flatten_args(primals)[0]
     n_out = len(program.outs)
     values = call(st["linearized"], [*leaves, *traced.captured])
     outs, residuals = values[:n_out], values[n_out:]
@@ -563,17 +581,16 @@ def _scatter(traced: Traced, wrt, grads) -> list:
 def linearize(f: Callable, *primals):
     """``(f(*primals), f_jvp)``: the primal runs once now; ``f_jvp(*tangents)`` runs only the
     linear program on the saved residuals, as ``jax.linearize``."""
-    traced, key = _trace_memo(f, primals, "lin")
+    traced, key, leaves = _trace_memo(f, primals, "lin")
     program = traced.program
     wrt = tuple(i for i in range(traced.n_leaves) if program.params[i].type.is_float)
     st = _memo(key and (*key, "stages", wrt), lambda: stages(program, wrt=wrt))
-    leaves = flatten_args(primals)[0]
     n_out = len(program.outs)
     values = call(st["linearized"], [*leaves, *traced.captured])
     outs, residuals = values[:n_out], values[n_out:]
 
     def f_jvp(*tangents):
-        t_leaves = flatten_args(tangents)[0]
+        t_leaves = flatten_values(tangents)[0]
         touts = call(st["linear"], [*[t_leaves[i] for i in wrt], *residuals])
         return tree_unflatten(traced.out_tree, touts)
 
@@ -604,13 +621,12 @@ def jacfwd(f: Callable, argnums=0, has_aux: bool = False) -> Callable:
     @functools.wraps(f)
     def jacfwd_f(*args):
         nums = _argnums(argnums, len(args))
-        traced, key = _trace_memo(f, args, "jacfwd")
+        traced, key, leaves = _trace_memo(f, args, "jacfwd")
         n_main, main_tree, aux_tree = _split_aux(traced, has_aux)
         wrt = traced.leaf_indices(nums)
         _check_wrt_float(traced, wrt, "jacfwd")
         program = traced.program
         lin = _memo(key and (*key, "jvp", wrt), lambda: jvp_program(program, wrt))
-        leaves = flatten_args(args)[0]
         n_out = len(program.outs)
         in_types = [program.params[i].type for i in wrt]
         out_types = [v.type for v in program.outs[:n_main]]
@@ -662,13 +678,12 @@ def jacrev(f: Callable, argnums=0, has_aux: bool = False) -> Callable:
     @functools.wraps(f)
     def jacrev_f(*args):
         nums = _argnums(argnums, len(args))
-        traced, key = _trace_memo(f, args, "jacrev")
+        traced, key, leaves = _trace_memo(f, args, "jacrev")
         n_main, main_tree, aux_tree = _split_aux(traced, has_aux)
         wrt = traced.leaf_indices(nums)
         _check_wrt_float(traced, wrt, "jacrev")
         program = traced.program
         vjp = _memo(key and (*key, "vjp", wrt), lambda: vjp_program(program, wrt))
-        leaves = flatten_args(args)[0]
         n_out = len(program.outs)
         out_types = [v.type for v in program.outs]
         in_types = [program.params[i].type for i in wrt]
@@ -717,7 +732,7 @@ def stop_gradient(x):
 # custom rules
 #
 # A custom_jvp / custom_vjp function becomes, per input structure and types, a process-local
-# primitive (``primitives.base.CUSTOM``) whose impl runs the function's own program and whose
+# primitive (``registry.CUSTOM``) whose impl runs the function's own program and whose
 # linearize rule is the user's rule. Its ``custom_body`` lowering replays the function's
 # program, which is what compiling, and sending a program to a server, use: the server never
 # sees a custom primitive (the SDK differentiates such programs on the client, where the rule
@@ -756,7 +771,7 @@ class _CustomBase:
         return prim
 
     def __call__(self, *args):
-        leaves, in_trees, counts, _ = flatten_args(args)
+        leaves, in_trees, counts = flatten_values(args)
         if not any(isinstance(x, Tracer) for x in leaves):
             return self.fun(*args)
         prim = self._primitive(leaves, in_trees, counts, self._make)

@@ -34,6 +34,7 @@ class _Node(NamedTuple):
 
 
 _REGISTRY: dict[type, _Node] = {}
+_BY_TYPE: dict[type, _Node | None] = {}  # what each type is (a node or a leaf), found once
 
 
 def register_pytree_node(
@@ -53,6 +54,7 @@ def register_pytree_node(
 
     default_keys = lambda x, aux: [str(i) for i in range(len(flat(x)[0]))]  # noqa: E731
     _REGISTRY[cls] = _Node(flat, unflatten, keys or default_keys)
+    _BY_TYPE.clear()
 
 
 def _index_keys(x, aux):
@@ -72,16 +74,24 @@ register_pytree_node(type(None), lambda x: ((), None), lambda aux, c: None, lamb
 
 def _node_of(x) -> tuple[type, _Node] | None:
     cls = type(x)
+    try:
+        node = _BY_TYPE[cls]
+    except KeyError:
+        node = _BY_TYPE[cls] = _classify(cls)
+    return None if node is None else (cls, node)
+
+
+def _classify(cls: type) -> _Node | None:
     node = _REGISTRY.get(cls)
     if node is not None:
-        return cls, node
-    if isinstance(x, tuple) and hasattr(cls, "_fields"):  # a namedtuple
-        return cls, _Node(
+        return node
+    if issubclass(cls, tuple) and hasattr(cls, "_fields"):  # a namedtuple
+        return _Node(
             lambda x: (list(x), None), lambda aux, c: cls(*c), lambda x, aux: list(cls._fields)
         )
-    if dataclasses.is_dataclass(x) and not isinstance(x, type):
-        names = tuple(f.name for f in dataclasses.fields(x) if f.init)
-        return cls, _Node(
+    if dataclasses.is_dataclass(cls):
+        names = tuple(f.name for f in dataclasses.fields(cls) if f.init)
+        return _Node(
             lambda x: ([getattr(x, n) for n in names], names),
             lambda names, c: cls(**dict(zip(names, c, strict=True))),
             lambda x, names: list(names),
@@ -142,14 +152,8 @@ def _build(treedef: PyTreeDef, it) -> Any:
     if treedef.cls is None:
         return next(it)
     children = [_build(c, it) for c in treedef.children]
-    node = _REGISTRY.get(treedef.cls) or _node_of_class(treedef.cls)
+    node = _BY_TYPE.get(treedef.cls) or _classify(treedef.cls)
     return node.unflatten(treedef.aux, children)
-
-
-def _node_of_class(cls: type) -> _Node:
-    if issubclass(cls, tuple) and hasattr(cls, "_fields"):
-        return _Node(None, lambda aux, c: cls(*c), None)
-    return _Node(None, lambda names, c: cls(**dict(zip(names, c, strict=True))), None)
 
 
 def tree_leaves(tree, is_leaf=None) -> list:
