@@ -312,3 +312,29 @@ def test_big_closure_is_sent_as_a_binary_input(c):
     assert len(str(rf.program)) < 2000
     g = c.grad(closure_loss)(w)
     close(g, 2 * big.T.astype(np.float64) @ (big @ w), rtol=1e-3)
+
+
+def test_minimize_reports_only_the_moving_params_when_asked(c, server_url):
+    import httpx
+    import orjson
+
+    X, y = _regression()
+    w0, b0 = np.zeros(3, np.float32), np.float32(0.0)
+    rf = c.compile(loss, w0, b0, X, y, wrt=(0, 1))
+    body = {
+        "x0": [
+            {"data": w0.tolist()},
+            {"data": float(b0)},
+            {"data": X.tolist()},
+            {"data": y.tolist()},
+        ],
+        "steps": 3,
+        "report": "moving",
+    }
+    r = httpx.post(f"{server_url}/v1/programs/{rf.id}/minimize", json=body, timeout=30)
+    lines = [orjson.loads(line) for line in r.text.splitlines() if line.strip()]
+    assert [p["name"] for p in lines[-1]["params"]] == ["w", "b"]  # X and y stay with the client
+    assert all(len(line["params"]) == 2 for line in lines if "params" in line)
+    body["report"] = "everything"
+    r = httpx.post(f"{server_url}/v1/programs/{rf.id}/minimize", json=body, timeout=30)
+    assert r.status_code == 400 and "report" in r.json()["detail"]

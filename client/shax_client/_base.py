@@ -888,4 +888,24 @@ def minimize_options(steps: int, lr: float, optimizer: str, every: int, hyper: d
         "optimizer": optimizer,
         "every": int(every),
         "hyper": {k: float(v) for k, v in hyper.items()},
+        "report": "moving",  # the data stays here: only the moving params come back
     }
+
+
+def complete(result: MinimizeResult, entry: Entry, args: Sequence[Any]) -> MinimizeResult:
+    """``result`` (moving params only, as reported) with every input's value."""
+    leaves = entry.leaves_of(args)
+    trajectory = [
+        Step(s.step, s.value, full_params(entry, leaves, s.params)) for s in result.trajectory
+    ]
+    return MinimizeResult(full_params(entry, leaves, result.params), result.value, trajectory)
+
+
+def full_params(entry: Entry, x0_leaves: Sequence[np.ndarray], moving) -> list[np.ndarray]:
+    """Every input's value: the moving (wrt) ones the server reported, the others as sent."""
+    if moving is None:
+        return None
+    full = list(x0_leaves)
+    for i, x in zip(entry.wrt, moving, strict=True):
+        full[i] = x
+    return full

@@ -21,6 +21,7 @@ from shax_client._base import (
     Entry,
     MinimizeReader,
     MinimizeResult,
+    complete,
     make_progress,
     minimize_options,
     minimize_x0,
@@ -134,7 +135,7 @@ class RemoteFunction(_RemoteBase):
         finally:
             response.close()
             bar.close()
-        return reader.finish()
+        return complete(reader.finish(), entry, args)
 
 
 class AsyncRemoteFunction(_RemoteBase):
@@ -192,4 +193,4 @@ class AsyncRemoteFunction(_RemoteBase):
         finally:
             await response.aclose()
             bar.close()
-        return reader.finish()
+        return complete(reader.finish(), entry, args)
