@@ -315,6 +315,10 @@ def test_custom_jvp_safe_log():
     close(sx.hessian(lambda x: snp.sum(safe_log(x)))(x[1:]), np.diag([-4.0, -0.25]), rtol=1e-6)
     # called on arrays, the function itself runs
     close(safe_log(np.array(2.0)), np.log(2.0))
+    # away from the clamp the rule is log's derivative: finite differences agree
+    inside = np.array([0.5, 2.0, 3.0])
+    fd = fd_grad(lambda v: np.sum(np.log(v)), inside)
+    close(sx.grad(lambda x: snp.sum(safe_log(x) * x))(inside), fd * inside + np.log(inside))
 
 
 def test_custom_vjp_clips_the_gradient():
@@ -323,6 +327,9 @@ def test_custom_vjp_clips_the_gradient():
     close(g, [1.0, 1.0, 1.0])
     g = sx.grad(lambda x: snp.sum(clip_gradient(x) * -0.5))(x)
     close(g, [-0.5, -0.5, -0.5])
+    # a cotangent inside [-1, 1] passes unchanged: the gradient is the finite difference's
+    f = lambda x: snp.sum(snp.sin(clip_gradient(x)) * 0.5)  # noqa: E731
+    close(sx.grad(f)(x), fd_grad(lambda v: np.sum(np.sin(v) * 0.5), x), rtol=1e-6)
     # through a chain: d/dx clip(x^2) * 5 = clip(5) * 2x; second derivative 2 (bwd is traced)
     close(sx.grad(lambda x: clip_gradient(x * x) * 5.0)(0.3), 0.6, rtol=1e-6)
     close(sx.grad(sx.grad(lambda x: clip_gradient(x * x) * 5.0))(0.3), 2.0, rtol=1e-6)
