@@ -14,6 +14,7 @@ loop; big binary responses are streamed chunk by chunk, never joined into one bu
 from __future__ import annotations
 
 import asyncio
+import hashlib
 import math
 from collections.abc import Sequence
 from typing import Any
@@ -112,8 +113,16 @@ async def compile_program(
 ) -> tuple[Compiled, bool]:
     """Compile (or find) the program a body carries as ``program`` or ``graph``."""
     if source is None:
-        source = await state.pool.compile(_prepare, doc, state.settings, cost=_text_cost(doc))
+        source = await state.cache.prepare(
+            _request_key(doc), _prepare, doc, state.settings, cost=_text_cost(doc)
+        )
     return await state.cache.get_or_build(source)
+
+
+def _request_key(doc: dict) -> str:
+    """What identifies a posted program before it is parsed: its text or graph, and wrt."""
+    raw = orjson.dumps([doc.get("program"), doc.get("graph"), doc.get("wrt")])
+    return hashlib.sha256(raw).hexdigest()
 
 
 def _text_cost(doc: dict) -> int:
