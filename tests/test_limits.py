@@ -87,6 +87,18 @@ def test_equations(client, no_evaluation):
     problem(r, 413, "max_equations", "51 equations", "limit of 50")
 
 
+def test_far_too_many_equations_are_refused_before_parsing(client, monkeypatch):
+    import shax_server.compilation as compilation
+
+    def refuse(*a, **k):
+        raise AssertionError("parsed although the equation count alone refuses it")
+
+    monkeypatch.setattr(compilation.shax_core, "parse", refuse)
+    eqns = " ".join(f"x{i + 1} = sin x{i}" for i in range(500))
+    r = client.post("/v1/programs", json={"program": f"def f(x0 :: f32[]) = let {eqns} in [x500]"})
+    problem(r, 413, "max_equations", "about 500 equations", "before parsing")
+
+
 def test_memory_bomb_is_refused_before_running(client, no_evaluation):
     start = time.perf_counter()
     bomb = "def f(a :: f32[]) = let x = broadcast [] [100000,100000] a in [x]"

@@ -24,6 +24,7 @@ MULTIPROCESS_ENV = "PROMETHEUS_MULTIPROC_DIR"
 def _multiprocess() -> bool:
     return bool(os.environ.get(MULTIPROCESS_ENV))
 
+
 LATENCY_BUCKETS = (0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10, 30)
 
 
