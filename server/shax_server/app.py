@@ -17,14 +17,14 @@ from fastapi import FastAPI
 from fastapi.openapi.utils import get_openapi
 from pydantic.json_schema import models_json_schema
 
-from shax_server import routes_optimize, schemas
+from shax_server import openapi_examples, routes_optimize, schemas
 from shax_server.cache import ProgramCache
 from shax_server.deps import Authorized, ServiceState
 from shax_server.metrics import Metrics
 from shax_server.middleware import ApiKeyGate, BodyLimit, RequestID, RequestMetrics
 from shax_server.pool import WorkerPool
 from shax_server.problems import install_handlers
-from shax_server.routes import oip, ops, programs
+from shax_server.routes import oip, ops, programs, site
 from shax_server.settings import Settings
 from shax_server.store import SharedStore, make_store
 
@@ -78,7 +78,7 @@ def _openapi(app: FastAPI):
                     operation.get("responses", {}).pop("422", None)
             for name in ("HTTPValidationError", "ValidationError"):
                 components.pop(name, None)
-            app.openapi_schema = doc
+            app.openapi_schema = openapi_examples.annotate(doc)  # examples, IR grammar
         return app.openapi_schema
 
     return build
@@ -110,7 +110,15 @@ def create_app(settings: Settings | None = None, store: SharedStore | None = Non
                     await prober
             state.pool.shutdown()
 
-    app = FastAPI(title="shax", version="0.1.0", description=DESCRIPTION, lifespan=lifespan)
+    # /docs and /redoc come from site.install: assets shipped with the package, no CDN
+    app = FastAPI(
+        title="shax",
+        version="0.1.0",
+        description=DESCRIPTION,
+        lifespan=lifespan,
+        docs_url=None,
+        redoc_url=None,
+    )
     app.state.shax = state
     install_handlers(app)
     # the API-key check costs a dependency resolution per request: only where keys are set
@@ -119,8 +127,10 @@ def create_app(settings: Settings | None = None, store: SharedStore | None = Non
     app.include_router(oip.health)
     app.include_router(oip.models, dependencies=protected)
     app.include_router(ops.router)
-    # POST /v1/programs/{id}/minimize (issue 5)
+    # POST /v1/programs/{id}/minimize
     app.include_router(routes_optimize.router, dependencies=protected)
+    # landing page, offline docs, stage explorer
+    site.install(app, protected)
     app.openapi = _openapi(app)
     app.add_middleware(BodyLimit, max_bytes=settings.max_body_bytes)
     if settings.api_keys:

@@ -117,7 +117,7 @@ class ProgramCache:
         pending = self.building.get(source.key)
         if pending is not None:
             self.metrics.cache_hits.inc()
-            entry, _ = await self.pool.wait(pending, "compilation")
+            entry, _ = await self.pool.wait(pending, "compilation")  # (entry, restored)
             return entry, True
         self.metrics.cache_misses.inc()
         if stored is None and self.shared:
@@ -212,7 +212,7 @@ class ProgramCache:
             return self._hit(entry)
         if key in self.building:
             self.metrics.cache_hits.inc()
-            entry, _ = await self.pool.wait(self.building[key], "compilation")
+            entry, _ = await self.pool.wait(self.building[key], "compilation")  # (entry, restored)
             return entry
         if not self.shared:
             return None
