@@ -260,7 +260,7 @@ def unauthenticated_upload(url: str, mib: int) -> dict:
     return {"status": _status(reply), "seconds": round(time.perf_counter() - start, 3)}
 
 
-def compile_flood(url: str, equations: int, big: int = 2) -> dict:
+def compile_flood(url: str, equations: int, big: int = 2, head_start: float = 0.3) -> dict:
     """``big`` compiles of ``equations`` equations, then a trivial compile from another
     client: the trivial one must not wait for the big ones (its own compile lane)."""
     chain = " ".join(f"x{i + 1} = {'sin' if i % 2 else 'cos'} x{i}" for i in range(equations))
@@ -282,7 +282,7 @@ def compile_flood(url: str, equations: int, big: int = 2) -> dict:
     start = time.perf_counter()
     for t in threads:
         t.start()
-    time.sleep(0.3)  # the big ones are compiling
+    time.sleep(head_start)  # the big ones are compiling
     post("small", "def f(a :: f32[2]) = let y = sin a in [y]")
     for t in threads:
         t.join()
