@@ -61,7 +61,7 @@ def _param_to_json(kind: str, value: Any) -> Any:
     if kind == "scalar":
         return encode_float(float(value))
     if kind == "literals":
-        return [v if isinstance(v, bool) else encode_float(float(v)) for v in value]
+        return [v if isinstance(v, bool | int) else encode_float(float(v)) for v in value]
     return value  # int, dtype
 
 
@@ -167,7 +167,7 @@ def _param_from_json(where: str, kind: str, v: Any) -> Any:
     if kind == "literals":
         out = []
         for i, x in enumerate(_list(where, v)):
-            if isinstance(x, bool):
+            if isinstance(x, bool) or (isinstance(x, int) and abs(x) < 2**63):
                 out.append(x)
                 continue
             try:

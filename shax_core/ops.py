@@ -62,7 +62,12 @@ class Builder:
         key = (dtype, a.shape, a.tobytes()) if a.size <= 16 else None
         if key is not None and key in self._constants:
             return self._constants[key]
-        data = tuple(bool(x) if dtype == "bool" else canonical_float(x) for x in a.ravel())
+        if dtype == "bool":
+            data = tuple(bool(x) for x in a.ravel())
+        elif a.dtype.kind in "iu":
+            data = tuple(int(x) for x in a.ravel())
+        else:
+            data = tuple(canonical_float(x) for x in a.ravel())
         t = self.emit("fromList", (tuple(a.shape), data, dtype), (), Type(dtype, a.shape))
         if key is not None:
             self._constants[key] = t
@@ -305,18 +310,29 @@ def _promote(x, y):
         y = constant_like(y, x, _scalar_dtype(y, x))
     tx, ty = type_of_value(x), type_of_value(y)
     if tx.dtype != ty.dtype:
-        if "f64" in (tx.dtype, ty.dtype):
-            x, y = convert(x, "f64"), convert(y, "f64")
-        elif "f32" in (tx.dtype, ty.dtype):
-            x, y = convert(x, "f32"), convert(y, "f32")
+        common = promote_dtypes(tx.dtype, ty.dtype)
+        x, y = convert(x, common), convert(y, common)
     return x, y
+
+
+def promote_dtypes(a: str, b: str) -> str:
+    """The common dtype: floats win (f64 over f32), then i64 over i32, then bool."""
+    for d in ("f64", "f32", "i64", "i32"):
+        if d in (a, b):
+            return d
+    return a
 
 
 def _scalar_dtype(scalar, other) -> str:
     other_dtype = type_of_value(other).dtype
     if isinstance(scalar, bool) and other_dtype == "bool":
         return "bool"
-    return other_dtype if other_dtype != "bool" else "f32"
+    if other_dtype in ("i32", "i64", "bool"):
+        # an integer scalar keeps an integer array integer; a float scalar makes it f32
+        if isinstance(scalar, numbers.Integral):
+            return other_dtype if other_dtype != "bool" else "i32"
+        return "f32"
+    return other_dtype
 
 
 def broadcast_to(x, shape):
@@ -361,7 +377,17 @@ def mul(x, y):
 
 
 def div(x, y):
+    """True division; integer operands are converted to f32 first (as JAX does)."""
+    if _is_integral(x) and _is_integral(y):
+        x, y = _promote(x, y)
+        x, y = convert(x, "f32"), convert(y, "f32")
     return _binary("div", x, y)
+
+
+def _is_integral(x) -> bool:
+    if isinstance(x, Tracer | np.ndarray | np.generic):
+        return type_of_value(x).dtype in ("i32", "i64", "bool")
+    return isinstance(x, numbers.Integral)
 
 
 def power(x, y):

@@ -22,7 +22,7 @@ from bisect import bisect_right
 
 import numpy as np
 
-from shax_core.ir import DTYPES, Eqn, Program, ShaxError, Type, Var
+from shax_core.ir import DTYPES, INT_DTYPES, Eqn, Program, ShaxError, Type, Var
 from shax_core.primitives import REGISTRY
 
 
@@ -64,6 +64,8 @@ def _format_param(kind: str, value, dtype: str) -> str | None:
     if kind == "literals":
         if dtype == "bool":
             return "[" + ",".join("true" if v else "false" for v in value) + "]"
+        if dtype in INT_DTYPES:
+            return "[" + ",".join(str(int(v)) for v in value) + "]"
         return "[" + ",".join(format_float(v, dtype) for v in value) + "]"
     return None  # hidden_dtype
 
@@ -250,7 +252,7 @@ class _Parser:
         return self.number()
 
     def type_(self) -> Type:
-        tok = self.take("name", expected="a dtype (f32, f64, bool)")
+        tok = self.take("name", expected="a dtype (f32, f64, i32, i64, bool)")
         if tok.text not in DTYPES:
             raise ParseError(
                 f"unknown dtype {tok.text!r}; expected one of {', '.join(DTYPES)}",
@@ -415,6 +417,15 @@ def normalize_literals(data, dtype: str, where: Token | None = None) -> tuple:
             raise ParseError("a bool constant takes true/false literals", line, col)
         return tuple(bool(v) for v in data)
     np_dtype = DTYPES[dtype]
+    if dtype in INT_DTYPES:
+        info = np.iinfo(np_dtype)
+        if not all(
+            not isinstance(v, bool) and float(v).is_integer() and info.min <= v <= info.max
+            for v in data
+        ):
+            line, col = (where.line, where.column) if where else (1, 1)
+            raise ParseError(f"an {dtype} constant takes integer literals in range", line, col)
+        return tuple(int(v) for v in data)
     return tuple(canonical_float(np_dtype.type(float(v))) for v in data)
 
 

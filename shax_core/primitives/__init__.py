@@ -4,7 +4,7 @@ Importing this package declares them all; ``lookup(name)`` finds one. Passes, th
 printer, inference, evaluator, linearizer and transposer read everything they need from here.
 """
 
-from shax_core.primitives import elementwise, linalg, structural  # noqa: F401  (declarations)
+from shax_core.primitives import decompositions, elementwise, indexing, linalg, numeric, structural  # noqa: F401  (declarations)  # noqa: F401, I001
 from shax_core.primitives.base import (
     REGISTRY,
     Linear,
