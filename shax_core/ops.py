@@ -77,7 +77,7 @@ class Builder:
         """The variable of ``x`` inside this builder (a constant for arrays and scalars)."""
         if isinstance(x, Tracer):
             if x.builder is self:
-                return x.var
+                return x.variable
             if x.builder.level < self.level:
                 return self.lift_foreign(x)
             raise ShaxError("a value from an inner trace escaped into an outer one")
@@ -87,8 +87,8 @@ class Builder:
         if a.size > 1 and (flat == flat[0]).all():
             # a splat array is a scalar constant broadcast: no large literal in the IR
             scalar = self.constant(flat[0], dtype)
-            return bind("broadcast", scalar, dims=(), shape=a.shape).var
-        return self.constant(a, dtype).var
+            return bind("broadcast", scalar, dims=(), shape=a.shape).variable
+        return self.constant(a, dtype).variable
 
     def lift_foreign(self, x: Tracer) -> Var:
         raise ShaxError(
@@ -99,28 +99,29 @@ class Builder:
 class Tracer:
     """A value being recorded: a builder and the variable it is bound to."""
 
-    __slots__ = ("builder", "var")
+    __slots__ = ("builder", "variable")
     __array_priority__ = 1000  # so `ndarray * tracer` defers to Tracer.__rmul__
 
     def __init__(self, builder: Builder, var: Var):
         self.builder = builder
-        self.var = var
+        self.variable = var
 
     @property
     def type(self) -> Type:
-        return self.var.type
+        return self.variable.type
 
-    shape = property(lambda self: self.var.type.shape)
-    dtype = property(lambda self: self.var.type.np_dtype)
-    ndim = property(lambda self: len(self.var.type.shape))
-    size = property(lambda self: self.var.type.size)
+    shape = property(lambda self: self.variable.type.shape)
+    dtype = property(lambda self: self.variable.type.np_dtype)
+    ndim = property(lambda self: len(self.variable.type.shape))
+    size = property(lambda self: self.variable.type.size)
 
     def __repr__(self) -> str:
-        return f"Tracer({self.var.name} :: {self.var.type})"
+        return f"Tracer({self.variable.name} :: {self.variable.type})"
 
     def __bool__(self):
         raise TracerBoolError(
-            f"cannot branch on the traced value {self.var.name} :: {self.var.type}: shax records "
+            f"cannot branch on the traced value {self.variable.name} :: {self.variable.type}: "
+            "shax records "
             "one straight-line program, so Python `if`, `while`, `and`/`or` and bool() cannot "
             "depend on traced data. Compute both branches and pick with "
             "shax_core.numpy.where(cond, a, b) (the `select` primitive) instead."
@@ -128,7 +129,8 @@ class Tracer:
 
     def __float__(self):
         raise TracerBoolError(
-            f"cannot convert the traced value {self.var.name} to a Python number while tracing; "
+            f"cannot convert the traced value {self.variable.name} to a Python number while "
+            "tracing; "
             "keep it as an array"
         )
 
@@ -357,7 +359,7 @@ def _broadcast_shapes(a, b) -> tuple[int, ...]:
 
 
 def _binary(name, x, y):
-    if type(x) is Tracer and type(y) is Tracer and x.var.type == y.var.type:
+    if type(x) is Tracer and type(y) is Tracer and x.variable.type == y.variable.type:
         return bind(name, x, y)  # the common case: nothing to promote or broadcast
     x, y = _promote(x, y)
     shape = _broadcast_shapes(shape_of(x), shape_of(y))

@@ -249,11 +249,11 @@ def programs(draw, scalar_output=False, max_ops=10):
     else:
         # the last value and up to two other values nothing else reads (less dead code)
         read = {v.name for e in b.eqns for v in e.ins}
-        leaves = [y for y in made[:-1] if y.var.name not in read]
+        leaves = [y for y in made[:-1] if y.variable.name not in read]
         outs = [last, *leaves[-2:]]
         if draw(st.booleans()):
             outs.append(draw(st.sampled_from(pool)))
-    program = Program("g", tuple(b.params), tuple(b.eqns), tuple(o.var for o in outs))
+    program = Program("g", tuple(b.params), tuple(b.eqns), tuple(o.variable for o in outs))
     sx.verify(program)
     return program, draw(st.integers(0, 2**32 - 1))
 

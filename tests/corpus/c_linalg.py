@@ -25,7 +25,9 @@ def dot_vdot_inner_outer(np, a, b):
 
 @case(R(2, 3, 4), R(4, 3, 5))
 def tensordot_axes(np, a, b):
-    return np.tensordot(a, b, axes=([1, 2], [1, 0])) + np.tensordot(a[0], b[:, :, 0], axes=2)
+    return np.tensordot(a, b, axes=([1, 2], [1, 0])) + np.tensordot(
+        a[0], b[:, :, 0], axes=([0, 1], [1, 0])
+    )
 
 
 @case(R(3, 4), R(4, 5), R(5))

@@ -112,7 +112,8 @@ def tri_mask(np, x):
 
 @case(R(3, 4))
 def astype_roundtrip(np, x):
-    return x.astype(np.float32) * 2.0 + (x > 0).astype(np.float32) * x
+    k = np.arange(12).reshape(3, 4).astype(np.float32)
+    return x.astype(x.dtype) * 2.0 + (x > 0).astype(np.float32) * x + k * x
 
 
 @case(R(3, 4))
