@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 from shax_core import numpy as _snp
-from shax_core import ops as _ops
+from shax_core import core as _core
 from shax_core.numpy import top_k  # noqa: F401  ((values, indices) of the k largest)
 
 
@@ -15,11 +15,11 @@ def stop_gradient(x):
 def dot_general(lhs, rhs, dimension_numbers, precision=None, preferred_element_type=None):
     """``((lhs_contract, rhs_contract), (lhs_batch, rhs_batch))`` as in JAX."""
     (lc, rc), (lb, rb) = dimension_numbers
-    return _ops.dot_general(lhs, rhs, tuple(lc), tuple(rc), tuple(lb), tuple(rb))
+    return _core.dot_general(lhs, rhs, tuple(lc), tuple(rc), tuple(lb), tuple(rb))
 
 
 def erf(x):
-    return _ops.bind("erf", _snp._float(x))
+    return _core.bind("erf", _snp._float(x))
 
 
 def logistic(x):

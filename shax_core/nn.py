@@ -10,7 +10,7 @@ from __future__ import annotations
 import math
 
 from shax_core import numpy as _snp
-from shax_core import ops as _ops
+from shax_core import core as _core
 from shax_core.scipy.special import logsumexp
 
 __all__ = [
@@ -43,21 +43,21 @@ __all__ = [
 def relu(x):
     """``max(x, 0)`` with derivative 0 at 0 (JAX's choice)."""
     x = _snp._float(x)
-    return _snp.where(_ops.compare("gt", x, 0.0), x, 0.0)
+    return _snp.where(_core.compare("gt", x, 0.0), x, 0.0)
 
 
 def relu6(x):
     """``min(max(x, 0), 6)``; the derivative is 0 at both kinks."""
     x = _snp._float(x)
-    inside = _snp.logical_and(_ops.compare("gt", x, 0.0), _ops.compare("lt", x, 6.0))
-    return _snp.where(inside, x, _snp.where(_ops.compare("ge", x, 6.0), 6.0, 0.0))
+    inside = _snp.logical_and(_core.compare("gt", x, 0.0), _core.compare("lt", x, 6.0))
+    return _snp.where(inside, x, _snp.where(_core.compare("ge", x, 6.0), 6.0, 0.0))
 
 
 def sigmoid(x):
     """``1 / (1 + e⁻ˣ)`` without overflow: from ``e^(-|x|)`` on either side."""
     x = _snp._float(x)
-    z = _snp.exp(_ops.neg(_snp.abs(x)))
-    return _snp.where(_ops.compare("ge", x, 0.0), 1.0 / (1.0 + z), z / (1.0 + z))
+    z = _snp.exp(_core.neg(_snp.abs(x)))
+    return _snp.where(_core.compare("ge", x, 0.0), 1.0 / (1.0 + z), z / (1.0 + z))
 
 
 logistic = sigmoid
@@ -76,7 +76,7 @@ def sparse_plus(x):
 
 def log_sigmoid(x):
     """``log(sigmoid(x)) = -softplus(-x)``."""
-    return _ops.neg(softplus(_ops.neg(_snp._float(x))))
+    return _core.neg(softplus(_core.neg(_snp._float(x))))
 
 
 def silu(x):
@@ -94,12 +94,12 @@ def gelu(x, approximate=True):
     if approximate:
         c = math.sqrt(2.0 / math.pi)
         return 0.5 * x * (1.0 + _snp.tanh(c * (x + 0.044715 * (x * x * x))))
-    return 0.5 * x * (1.0 + _ops.bind("erf", x * (1.0 / math.sqrt(2.0))))
+    return 0.5 * x * (1.0 + _core.bind("erf", x * (1.0 / math.sqrt(2.0))))
 
 
 def elu(x, alpha=1.0):
     x = _snp._float(x)
-    positive = _ops.compare("gt", x, 0.0)
+    positive = _core.compare("gt", x, 0.0)
     safe = _snp.where(positive, 0.0, x)  # expm1 never sees large positives
     return _snp.where(positive, x, alpha * _snp.expm1(safe))
 
@@ -116,7 +116,7 @@ def selu(x):
 
 def leaky_relu(x, negative_slope=0.01):
     x = _snp._float(x)
-    return _snp.where(_ops.compare("ge", x, 0.0), x, negative_slope * x)
+    return _snp.where(_core.compare("ge", x, 0.0), x, negative_slope * x)
 
 
 def hard_tanh(x):
@@ -143,8 +143,8 @@ def soft_sign(x):
 
 def _shifted(x, axis):
     m = _snp.max(x, axis=axis, keepdims=True)
-    m = _ops.bind("stop_gradient", _snp._finite_or_zero(m))
-    return _ops.sub(x, m)
+    m = _core.bind("stop_gradient", _snp._finite_or_zero(m))
+    return _core.sub(x, m)
 
 
 def softmax(x, axis=-1, where=None, initial=None):
@@ -175,12 +175,12 @@ def one_hot(x, num_classes, *, dtype=None, axis=-1):
     """``x[..., None] == arange(num_classes)`` as floats (f32 by default)."""
     x = _snp._arr(x)
     classes = _snp.arange(num_classes)
-    hot = _ops.compare(
+    hot = _core.compare(
         "eq",
         _snp.expand_dims(x, -1),
-        _ops.convert(classes, _snp._kind(x)) if _snp._type(x).is_int else classes,
+        _core.convert(classes, _snp._kind(x)) if _snp._type(x).is_int else classes,
     )
-    out = _ops.convert(hot, _snp._dtype(dtype) or "f32")
+    out = _core.convert(hot, _snp._dtype(dtype) or "f32")
     return out if axis in (-1, _snp._ndim(out) - 1) else _snp.moveaxis(out, -1, axis)
 
 

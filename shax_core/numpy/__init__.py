@@ -26,9 +26,9 @@ import string
 
 import numpy as _np
 
-from shax_core import ops as _ops
+from shax_core import core as _core
 from shax_core.ir import ShaxError, ShaxTypeError, dtype_name
-from shax_core.ops import Tracer
+from shax_core.core import Tracer
 from shax_core.primitives import indexing as _ix
 
 DOCS = "docs/numpy.md"
@@ -104,7 +104,7 @@ def _is_tracer(x) -> bool:
 
 
 def _type(x):
-    return _ops.type_of(x if _is_tracer(x) else _np.asarray(x))
+    return _core.type_of(x if _is_tracer(x) else _np.asarray(x))
 
 
 def _shape(x) -> tuple[int, ...]:
@@ -156,17 +156,17 @@ def _flat(xs):
 def _float(x):
     """``x`` as a float array (integers and bools become f32)."""
     x = _arr(x)
-    return x if _type(x).is_float else _ops.convert(x, "f32")
+    return x if _type(x).is_float else _core.convert(x, "f32")
 
 
 def _num(x):
     """``x`` as a number array (bools become i32)."""
     x = _arr(x)
-    return _ops.convert(x, "i32") if _kind(x) == "bool" else x
+    return _core.convert(x, "i32") if _kind(x) == "bool" else x
 
 
 def _cast(x, dt: str | None):
-    return _arr(x) if dt is None else _ops.convert(_arr(x), dt)
+    return _arr(x) if dt is None else _core.convert(_arr(x), dt)
 
 
 def _axis(axis: int, ndim: int, name: str = "axis") -> int:
@@ -189,7 +189,7 @@ def _axes(axis, ndim: int) -> tuple[int, ...]:
 def _keepdims(y, shape, axes, keepdims: bool):
     if not keepdims:
         return y
-    return _ops.reshape(y, tuple(1 if i in axes else n for i, n in enumerate(shape)))
+    return _core.reshape(y, tuple(1 if i in axes else n for i, n in enumerate(shape)))
 
 
 def _refuse(name: str, **options):
@@ -204,7 +204,7 @@ def _refuse(name: str, **options):
 
 def _unary(name: str, prim: str, doc: str = ""):
     def fn(x, /):
-        return _ops.bind(prim, _float(x))
+        return _core.bind(prim, _float(x))
 
     fn.__name__ = name
     fn.__qualname__ = name
@@ -232,8 +232,8 @@ def abs(x, /):  # noqa: A001
     """``|x|``; the derivative at 0 is +1 (as JAX). Integers stay integers."""
     x = _num(x)
     if _type(x).is_int:
-        return _ops.select(_ops.compare("lt", x, 0), _ops.neg(x), x)
-    return _ops.bind("abs", x)
+        return _core.select(_core.compare("lt", x, 0), _core.neg(x), x)
+    return _core.bind("abs", x)
 
 
 absolute = abs
@@ -241,18 +241,18 @@ absolute = abs
 
 def sign(x, /):
     """-1, 0 or 1; no derivative."""
-    return _ops.bind("sign", _float(x))
+    return _core.bind("sign", _float(x))
 
 
 def ceil(x, /):
     """Round up; the derivative is zero."""
-    return _ops.neg(floor(_ops.neg(_float(x))))
+    return _core.neg(floor(_core.neg(_float(x))))
 
 
 def trunc(x, /):
     """Round toward zero; the derivative is zero."""
     x = _float(x)
-    return where(_ops.compare("ge", x, 0.0), floor(x), ceil(x))
+    return where(_core.compare("ge", x, 0.0), floor(x), ceil(x))
 
 
 fix = trunc
@@ -264,14 +264,14 @@ def round(a, decimals=0):  # noqa: A001
     if decimals == 0:
         return rint(a)
     scale = 10.0**decimals
-    return _ops.div(rint(_ops.mul(a, scale)), scale)
+    return _core.div(rint(_core.mul(a, scale)), scale)
 
 
 around = round
 
 
 def negative(x, /):
-    return _ops.neg(_num(x))
+    return _core.neg(_num(x))
 
 
 def positive(x, /):
@@ -279,22 +279,22 @@ def positive(x, /):
 
 
 def add(x, y, /):
-    return _ops.add(_num(x), _num(y))
+    return _core.add(_num(x), _num(y))
 
 
 def subtract(x, y, /):
-    return _ops.sub(_num(x), _num(y))
+    return _core.sub(_num(x), _num(y))
 
 
 def multiply(x, y, /):
     if _kind(_arr(x)) == "bool" and _kind(_arr(y)) == "bool":
         return logical_and(x, y)
-    return _ops.mul(_num(x), _num(y))
+    return _core.mul(_num(x), _num(y))
 
 
 def divide(x, y, /):
     """True division (integers are divided as f32)."""
-    return _ops.div(_num(x), _num(y))
+    return _core.div(_num(x), _num(y))
 
 
 true_divide = divide
@@ -304,20 +304,20 @@ def floor_divide(x, y, /):
     """``floor(x / y)``; integers stay integers. No derivative."""
     x, y = _num(x), _num(y)
     if _type(x).is_int and _type(y).is_int:
-        x, y = _ops._promote(x, y)
-        q = floor(_ops.div(_ops.convert(x, "f64"), _ops.convert(y, "f64")))
-        return _ops.convert(q, _kind(x))
-    return floor(_ops.div(x, y))
+        x, y = _core._promote(x, y)
+        q = floor(_core.div(_core.convert(x, "f64"), _core.convert(y, "f64")))
+        return _core.convert(q, _kind(x))
+    return floor(_core.div(x, y))
 
 
 def remainder(x, y, /):
     """``x - floor(x / y) * y`` (the sign of y, as NumPy); d/dx = 1, d/dy = -floor(x / y)."""
     x, y = _num(x), _num(y)
     if _type(x).is_int and _type(y).is_int:
-        return _ops.sub(x, _ops.mul(floor_divide(x, y), y))
-    x, y = _ops._promote(_float(x), _float(y))
-    q = floor(_ops.div(x, y))
-    return _ops.sub(x, _ops.mul(q, y))
+        return _core.sub(x, _core.mul(floor_divide(x, y), y))
+    x, y = _core._promote(_float(x), _float(y))
+    q = floor(_core.div(x, y))
+    return _core.sub(x, _core.mul(q, y))
 
 
 mod = remainder
@@ -325,8 +325,8 @@ mod = remainder
 
 def fmod(x, y, /):
     """``x - trunc(x / y) * y`` (the sign of x, as C)."""
-    x, y = _ops._promote(_float(x), _float(y))
-    return _ops.sub(x, _ops.mul(trunc(_ops.div(x, y)), y))
+    x, y = _core._promote(_float(x), _float(y))
+    return _core.sub(x, _core.mul(trunc(_core.div(x, y)), y))
 
 
 def power(x, y, /):
@@ -335,27 +335,27 @@ def power(x, y, /):
         if 0 <= y <= 8:
             return _integer_power(_num(x), int(y))
         if -8 <= y < 0:
-            return _ops.div(1.0, _integer_power(_float(x), -int(y)))
+            return _core.div(1.0, _integer_power(_float(x), -int(y)))
     x = _arr(x) if _is_tracer(x) or not isinstance(x, numbers.Real) else x
     y = _arr(y) if _is_tracer(y) or not isinstance(y, numbers.Real) else y
     if not isinstance(x, numbers.Real):
         x = _float(x) if not (_type(x).is_int and isinstance(y, numbers.Integral)) else x
     if not isinstance(y, numbers.Real):
         y = _float(y)
-    return _ops.power(x, y)
+    return _core.power(x, y)
 
 
 def _integer_power(x, n: int):
     """``x ** n`` by repeated squaring (JAX's integer_pow: d/dx x**0 = 0 everywhere)."""
     if n == 0:
-        return _ops.full_like(x, 1)
+        return _core.full_like(x, 1)
     result, base = None, x
     while n:
         if n & 1:
-            result = base if result is None else _ops.mul(result, base)
+            result = base if result is None else _core.mul(result, base)
         n >>= 1
         if n:
-            base = _ops.mul(base, base)
+            base = _core.mul(base, base)
     return result
 
 
@@ -363,61 +363,61 @@ pow = power  # noqa: A001
 
 
 def float_power(x, y, /):
-    return power(_ops.convert(_float(x), "f64"), y)
+    return power(_core.convert(_float(x), "f64"), y)
 
 
 def square(x, /):
     x = _num(x)
-    return _ops.mul(x, x)
+    return _core.mul(x, x)
 
 
 def reciprocal(x, /):
-    return _ops.div(1.0, _float(x))
+    return _core.div(1.0, _float(x))
 
 
 def cbrt(x, /):
     x = _float(x)
-    return _ops.mul(sign(x), _ops.power(abs(x), 1.0 / 3.0))
+    return _core.mul(sign(x), _core.power(abs(x), 1.0 / 3.0))
 
 
 def exp2(x, /):
-    return exp(_ops.mul(_float(x), math.log(2.0)))
+    return exp(_core.mul(_float(x), math.log(2.0)))
 
 
 def log2(x, /):
-    return _ops.div(log(x), math.log(2.0))
+    return _core.div(log(x), math.log(2.0))
 
 
 def log10(x, /):
-    return _ops.div(log(x), math.log(10.0))
+    return _core.div(log(x), math.log(10.0))
 
 
 def logaddexp(x, y, /):
     """``log(exp(x) + exp(y))`` computed stably; each side gets its softmax weight (1/2 at ties)."""
-    x, y = _ops._promote(_float(x), _float(y))
-    m = _ops.bind("stop_gradient", _finite_or_zero(maximum(x, y)))
-    return _ops.add(m, log(_ops.add(exp(_ops.sub(x, m)), exp(_ops.sub(y, m)))))
+    x, y = _core._promote(_float(x), _float(y))
+    m = _core.bind("stop_gradient", _finite_or_zero(maximum(x, y)))
+    return _core.add(m, log(_core.add(exp(_core.sub(x, m)), exp(_core.sub(y, m)))))
 
 
 def logaddexp2(x, y, /):
     ln2 = math.log(2.0)
-    return _ops.div(logaddexp(_ops.mul(_float(x), ln2), _ops.mul(_float(y), ln2)), ln2)
+    return _core.div(logaddexp(_core.mul(_float(x), ln2), _core.mul(_float(y), ln2)), ln2)
 
 
 def _finite_or_zero(m):
-    return where(isfinite(m), m, _ops.full_like(m, 0.0))
+    return where(isfinite(m), m, _core.full_like(m, 0.0))
 
 
 def hypot(x, y, /):
-    x, y = _ops._promote(_float(x), _float(y))
-    return sqrt(_ops.add(_ops.mul(x, x), _ops.mul(y, y)))
+    x, y = _core._promote(_float(x), _float(y))
+    return sqrt(_core.add(_core.mul(x, x), _core.mul(y, y)))
 
 
 def arctan2(y, x, /):
     """The angle of (x, y); d = (x dy - y dx) / (x² + y²)."""
-    y, x = _ops._promote(_float(y), _float(x))
+    y, x = _core._promote(_float(y), _float(x))
     shape = _np.broadcast_shapes(_shape(y), _shape(x))
-    return _ops.bind("atan2", _ops.broadcast_to(y, shape), _ops.broadcast_to(x, shape))
+    return _core.bind("atan2", _core.broadcast_to(y, shape), _core.broadcast_to(x, shape))
 
 
 atan2 = arctan2
@@ -425,23 +425,23 @@ atan2 = arctan2
 
 def maximum(x, y, /):
     """Elementwise max; ties split the derivative 1/2 each (as JAX)."""
-    return _ops.maximum(_num(x), _num(y))
+    return _core.maximum(_num(x), _num(y))
 
 
 def minimum(x, y, /):
     """Elementwise min; ties split the derivative 1/2 each (as JAX)."""
-    return _ops.minimum(_num(x), _num(y))
+    return _core.minimum(_num(x), _num(y))
 
 
 def fmax(x, y, /):
     """``maximum`` that ignores NaN operands."""
-    x, y = _ops._promote(_float(x), _float(y))
+    x, y = _core._promote(_float(x), _float(y))
     return where(isnan(y), x, where(isnan(x), y, maximum(x, y)))
 
 
 def fmin(x, y, /):
     """``minimum`` that ignores NaN operands."""
-    x, y = _ops._promote(_float(x), _float(y))
+    x, y = _core._promote(_float(x), _float(y))
     return where(isnan(y), x, where(isnan(x), y, minimum(x, y)))
 
 
@@ -460,36 +460,36 @@ def clip(a, a_min=None, a_max=None, *, min=None, max=None):  # noqa: A002
 def sinc(x, /):
     """``sin(πx)/(πx)``, 1 at 0 (the 0/0 branch never reaches the derivative)."""
     x = _float(x)
-    zero = _ops.compare("eq", x, 0.0)
-    safe = where(zero, _ops.full_like(x, 1.0), x)
-    px = _ops.mul(safe, math.pi)
-    return where(zero, _ops.full_like(x, 1.0), _ops.div(sin(px), px))
+    zero = _core.compare("eq", x, 0.0)
+    safe = where(zero, _core.full_like(x, 1.0), x)
+    px = _core.mul(safe, math.pi)
+    return where(zero, _core.full_like(x, 1.0), _core.div(sin(px), px))
 
 
 def deg2rad(x, /):
-    return _ops.mul(_float(x), math.pi / 180.0)
+    return _core.mul(_float(x), math.pi / 180.0)
 
 
 def rad2deg(x, /):
-    return _ops.mul(_float(x), 180.0 / math.pi)
+    return _core.mul(_float(x), 180.0 / math.pi)
 
 
 radians, degrees = deg2rad, rad2deg
 
 
 def copysign(x, y, /):
-    x, y = _ops._promote(_float(x), _float(y))
-    return where(signbit(y), _ops.neg(abs(x)), abs(x))
+    x, y = _core._promote(_float(x), _float(y))
+    return where(signbit(y), _core.neg(abs(x)), abs(x))
 
 
 def signbit(x, /):
     x = _float(x)
-    return _ops.compare("lt", x, 0.0)
+    return _core.compare("lt", x, 0.0)
 
 
 def heaviside(x, h0, /):
     x = _float(x)
-    return where(_ops.compare("lt", x, 0.0), 0.0, where(_ops.compare("gt", x, 0.0), 1.0, h0))
+    return where(_core.compare("lt", x, 0.0), 0.0, where(_core.compare("gt", x, 0.0), 1.0, h0))
 
 
 # comparisons and logic
@@ -497,7 +497,7 @@ def heaviside(x, h0, /):
 
 def _compare(name):
     def fn(x, y, /):
-        return _ops.compare(name, _arr(x), _arr(y))
+        return _core.compare(name, _arr(x), _arr(y))
 
     return fn
 
@@ -516,25 +516,25 @@ def _bool(x):
 
 def logical_and(x, y, /):
     x, y = _arr(x), _arr(y)
-    x = x if _kind(x) == "bool" else _ops.compare("ne", x, 0)
-    y = y if _kind(y) == "bool" else _ops.compare("ne", y, 0)
-    return _ops.select(x, y, _ops.full_like(y, False, _broadcast(x, y)))
+    x = x if _kind(x) == "bool" else _core.compare("ne", x, 0)
+    y = y if _kind(y) == "bool" else _core.compare("ne", y, 0)
+    return _core.select(x, y, _core.full_like(y, False, _broadcast(x, y)))
 
 
 def logical_or(x, y, /):
     x, y = _arr(x), _arr(y)
-    x = x if _kind(x) == "bool" else _ops.compare("ne", x, 0)
-    y = y if _kind(y) == "bool" else _ops.compare("ne", y, 0)
-    return _ops.select(x, _ops.full_like(y, True, _broadcast(x, y)), y)
+    x = x if _kind(x) == "bool" else _core.compare("ne", x, 0)
+    y = y if _kind(y) == "bool" else _core.compare("ne", y, 0)
+    return _core.select(x, _core.full_like(y, True, _broadcast(x, y)), y)
 
 
 def logical_not(x, /):
     x = _arr(x)
-    return _ops.compare("eq", x, False if _kind(x) == "bool" else 0)
+    return _core.compare("eq", x, False if _kind(x) == "bool" else 0)
 
 
 def logical_xor(x, y, /):
-    return _ops.compare("ne", logical_not(x), logical_not(y))
+    return _core.compare("ne", logical_not(x), logical_not(y))
 
 
 def _broadcast(*xs):
@@ -553,7 +553,7 @@ def bitwise_or(x, y, /):
 
 def bitwise_xor(x, y, /):
     """``^`` on bools."""
-    return _ops.compare("ne", _bool(x), _bool(y))
+    return _core.compare("ne", _bool(x), _bool(y))
 
 
 def invert(x, /):
@@ -567,26 +567,26 @@ bitwise_not = invert
 def isnan(x, /):
     x = _arr(x)
     if not _type(x).is_float:
-        return _ops.full_like(x, False, dtype="bool")
-    return _ops.compare("ne", x, x)
+        return _core.full_like(x, False, dtype="bool")
+    return _core.compare("ne", x, x)
 
 
 def isinf(x, /):
     x = _arr(x)
     if not _type(x).is_float:
-        return _ops.full_like(x, False, dtype="bool")
-    return _ops.compare("eq", _ops.bind("abs", x), _np.inf)
+        return _core.full_like(x, False, dtype="bool")
+    return _core.compare("eq", _core.bind("abs", x), _np.inf)
 
 
 def isfinite(x, /):
     x = _arr(x)
     if not _type(x).is_float:
-        return _ops.full_like(x, True, dtype="bool")
-    return _ops.compare("lt", _ops.bind("abs", x), _np.inf)
+        return _core.full_like(x, True, dtype="bool")
+    return _core.compare("lt", _core.bind("abs", x), _np.inf)
 
 
 def isclose(a, b, rtol=1e-05, atol=1e-08, equal_nan=False):
-    a, b = _ops._promote(_float(a), _float(b))
+    a, b = _core._promote(_float(a), _float(b))
     close = less_equal(abs(subtract(a, b)), add(atol, multiply(rtol, abs(b))))
     return logical_or(close, logical_and(isnan(a), isnan(b))) if equal_nan else close
 
@@ -597,10 +597,10 @@ def where(condition, x=None, y=None, /):
         return nonzero(condition)
     condition = _arr(condition)
     if _kind(condition) != "bool":
-        condition = _ops.compare("ne", condition, 0)
+        condition = _core.compare("ne", condition, 0)
     x = x if isinstance(x, numbers.Number) and not isinstance(x, _np.generic) else _arr(x)
     y = y if isinstance(y, numbers.Number) and not isinstance(y, _np.generic) else _arr(y)
-    return _ops.select(condition, x, y)
+    return _core.select(condition, x, y)
 
 
 def select(condlist, choicelist, default=0):
@@ -613,7 +613,7 @@ def select(condlist, choicelist, default=0):
 
 def stop_gradient(x):
     """The identity with a zero derivative (``jax.lax.stop_gradient``)."""
-    return _ops.bind("stop_gradient", _arr(x))
+    return _core.bind("stop_gradient", _arr(x))
 
 
 # ---------------------------------------------------------------------------------------------
@@ -622,17 +622,17 @@ def stop_gradient(x):
 
 def broadcast(x, dims, shape):
     """The seed's ``broadcast dims shape x``: operand axis i goes to output axis dims[i]."""
-    return _ops.broadcast(x, dims, shape)
+    return _core.broadcast(x, dims, shape)
 
 
 def reduce_sum(x, axes):
     """The seed's ``reduceSum axes x``."""
-    return _ops.reduce_sum(x, tuple(axes))
+    return _core.reduce_sum(x, tuple(axes))
 
 
 def dot_general(x, y, lhs_contract, rhs_contract, lhs_batch=(), rhs_batch=()):
     """The ``dot_general`` primitive: contract and batch over the given axes."""
-    return _ops.dot_general(x, y, lhs_contract, rhs_contract, lhs_batch, rhs_batch)
+    return _core.dot_general(x, y, lhs_contract, rhs_contract, lhs_batch, rhs_batch)
 
 
 # ---------------------------------------------------------------------------------------------
@@ -644,11 +644,11 @@ def sum(a, axis=None, dtype=None, out=None, keepdims=False, initial=None, where=
     _refuse("sum", out=out)
     a = _num(a)
     if where is not None:
-        a = _ops.select(_arr(where), a, _ops.full_like(a, 0))
+        a = _core.select(_arr(where), a, _core.full_like(a, 0))
     axes = _axes(axis, _ndim(a))
-    y = _keepdims(_ops.reduce_sum(a, axes), _shape(a), axes, keepdims)
+    y = _keepdims(_core.reduce_sum(a, axes), _shape(a), axes, keepdims)
     if initial is not None:
-        y = _ops.add(y, initial)
+        y = _core.add(y, initial)
     return _cast(y, _dtype(dtype))
 
 
@@ -658,13 +658,13 @@ def mean(a, axis=None, dtype=None, out=None, keepdims=False, *, where=None):
     a = _float(a)
     axes = _axes(axis, _ndim(a))
     if where is not None:
-        mask = _ops.broadcast_to(_arr(where), _shape(a))
+        mask = _core.broadcast_to(_arr(where), _shape(a))
         total = sum(a, axis, keepdims=keepdims, where=mask)
         count = sum(mask, axis, keepdims=keepdims)
-        return _cast(_ops.div(total, _ops.convert(count, _kind(a))), _dtype(dtype))
+        return _cast(_core.div(total, _core.convert(count, _kind(a))), _dtype(dtype))
     n = math.prod(_shape(a)[i] for i in axes)
-    y = _keepdims(_ops.reduce_sum(a, axes), _shape(a), axes, keepdims)
-    return _cast(_ops.div(y, float(n)), _dtype(dtype))
+    y = _keepdims(_core.reduce_sum(a, axes), _shape(a), axes, keepdims)
+    return _cast(_core.div(y, float(n)), _dtype(dtype))
 
 
 def average(a, axis=None, weights=None, returned=False, keepdims=False):
@@ -675,21 +675,21 @@ def average(a, axis=None, weights=None, returned=False, keepdims=False):
     a, w = _float(a), _float(weights)
     if _ndim(w) == 1 and _ndim(a) > 1:
         ax = _axis(axis, _ndim(a))
-        w = _ops.reshape(w, tuple(-1 if i == ax else 1 for i in range(_ndim(a))))
-    w = _ops.broadcast_to(w, _shape(a)) if _shape(w) != _shape(a) else w
-    num = sum(_ops.mul(a, w), axis, keepdims=keepdims)
+        w = _core.reshape(w, tuple(-1 if i == ax else 1 for i in range(_ndim(a))))
+    w = _core.broadcast_to(w, _shape(a)) if _shape(w) != _shape(a) else w
+    num = sum(_core.mul(a, w), axis, keepdims=keepdims)
     den = sum(w, axis, keepdims=keepdims)
-    avg = _ops.div(num, den)
+    avg = _core.div(num, den)
     return (avg, den) if returned else avg
 
 
 def _reduce_max(a, axes):
     kind = _kind(a)
     if kind == "bool":
-        return _ops.compare("gt", _ops.reduce_max(_ops.convert(a, "f32"), axes), 0.0)
+        return _core.compare("gt", _core.reduce_max(_core.convert(a, "f32"), axes), 0.0)
     if _type(a).is_int:
-        return _ops.convert(_ops.reduce_max(_ops.convert(a, "f64"), axes), kind)
-    return _ops.reduce_max(a, axes)
+        return _core.convert(_core.reduce_max(_core.convert(a, "f64"), axes), kind)
+    return _core.reduce_max(a, axes)
 
 
 def max(a, axis=None, out=None, keepdims=False, initial=None, where=None):  # noqa: A001
@@ -721,19 +721,19 @@ def ptp(a, axis=None, keepdims=False):
 def all(a, axis=None, keepdims=False):  # noqa: A001
     """True where every element along ``axis`` is true (no derivative)."""
     a = _arr(a)
-    a = a if _kind(a) == "bool" else _ops.compare("ne", a, 0)
+    a = a if _kind(a) == "bool" else _core.compare("ne", a, 0)
     return min(a, axis, keepdims=keepdims)
 
 
 def any(a, axis=None, keepdims=False):  # noqa: A001
     """True where some element along ``axis`` is true (no derivative)."""
     a = _arr(a)
-    a = a if _kind(a) == "bool" else _ops.compare("ne", a, 0)
+    a = a if _kind(a) == "bool" else _core.compare("ne", a, 0)
     return max(a, axis, keepdims=keepdims)
 
 
 def count_nonzero(a, axis=None, keepdims=False):
-    return sum(_ops.compare("ne", _arr(a), 0), axis, keepdims=keepdims)
+    return sum(_core.compare("ne", _arr(a), 0), axis, keepdims=keepdims)
 
 
 def _move_to_end(a, axes):
@@ -742,9 +742,9 @@ def _move_to_end(a, axes):
     kept = [i for i in range(len(shape)) if i not in axes]
     perm = tuple(kept) + tuple(axes)
     if perm != tuple(range(len(shape))):
-        a = _ops.transpose(a, perm)
+        a = _core.transpose(a, perm)
     kept_shape = tuple(shape[i] for i in kept)
-    return _ops.reshape(a, kept_shape + (math.prod(shape[i] for i in axes),)), kept_shape
+    return _core.reshape(a, kept_shape + (math.prod(shape[i] for i in axes),)), kept_shape
 
 
 def prod(a, axis=None, dtype=None, out=None, keepdims=False, initial=None, where=None):
@@ -757,17 +757,17 @@ def prod(a, axis=None, dtype=None, out=None, keepdims=False, initial=None, where
     n = _shape(flat)[-1]
     while n > 1:
         if n % 2:
-            flat = _ops.pad(flat, [(0, 0)] * (_ndim(flat) - 1) + [(0, 1)], 1.0)
+            flat = _core.pad(flat, [(0, 0)] * (_ndim(flat) - 1) + [(0, 1)], 1.0)
             n += 1
-        pairs = _ops.reshape(flat, kept + (n // 2, 2))
+        pairs = _core.reshape(flat, kept + (n // 2, 2))
         first = _slice_axis(pairs, -1, 0, 1)
         second = _slice_axis(pairs, -1, 1, 2)
-        flat = _ops.reshape(_ops.mul(first, second), kept + (n // 2,))
+        flat = _core.reshape(_core.mul(first, second), kept + (n // 2,))
         n //= 2
-    y = _ops.reshape(flat, kept) if n == 1 else _ops.full_like(a, 1, kept)
+    y = _core.reshape(flat, kept) if n == 1 else _core.full_like(a, 1, kept)
     y = _keepdims(y, _shape(a), axes, keepdims)
     if initial is not None:
-        y = _ops.mul(y, initial)
+        y = _core.mul(y, initial)
     return _cast(y, _dtype(dtype))
 
 
@@ -777,9 +777,9 @@ def var(a, axis=None, dtype=None, out=None, ddof=0, keepdims=False, *, where=Non
     a = _float(a)
     axes = _axes(axis, _ndim(a))
     n = math.prod(_shape(a)[i] for i in axes)
-    centered = _ops.sub(a, mean(a, axis, keepdims=True))
-    ss = sum(_ops.mul(centered, centered), axis, keepdims=keepdims)
-    return _cast(_ops.div(ss, float(builtins.max(n - ddof, 0))), _dtype(dtype))
+    centered = _core.sub(a, mean(a, axis, keepdims=True))
+    ss = sum(_core.mul(centered, centered), axis, keepdims=keepdims)
+    return _cast(_core.div(ss, float(builtins.max(n - ddof, 0))), _dtype(dtype))
 
 
 def std(a, axis=None, dtype=None, out=None, ddof=0, keepdims=False, *, where=None):
@@ -797,7 +797,7 @@ def median(a, axis=None, keepdims=False):
     n = _shape(a)[ax]
     lo = _slice_axis(s, ax, (n - 1) // 2, (n - 1) // 2 + 1)
     hi = _slice_axis(s, ax, n // 2, n // 2 + 1)
-    y = _ops.mul(_ops.add(lo, hi), 0.5)
+    y = _core.mul(_core.add(lo, hi), 0.5)
     return y if keepdims else squeeze(y, ax)
 
 
@@ -806,10 +806,10 @@ def argmax(a, axis=None, out=None, keepdims=False):
     _refuse("argmax", out=out)
     a = _num(a)
     if axis is None:
-        y = _ops.bind("argmax", ravel(a), axis=0)
-        return _ops.reshape(y, (1,) * _ndim(a)) if keepdims else y
+        y = _core.bind("argmax", ravel(a), axis=0)
+        return _core.reshape(y, (1,) * _ndim(a)) if keepdims else y
     ax = _axis(axis, _ndim(a))
-    return _keepdims(_ops.bind("argmax", a, axis=ax), _shape(a), (ax,), keepdims)
+    return _keepdims(_core.bind("argmax", a, axis=ax), _shape(a), (ax,), keepdims)
 
 
 def argmin(a, axis=None, out=None, keepdims=False):
@@ -823,7 +823,7 @@ def cumsum(a, axis=None, dtype=None, out=None):
     a = _num(a)
     if axis is None:
         a, axis = ravel(a), 0
-    return _cast(_ops.bind("cumsum", a, axis=_axis(axis, _ndim(a)), reverse=0), _dtype(dtype))
+    return _cast(_core.bind("cumsum", a, axis=_axis(axis, _ndim(a)), reverse=0), _dtype(dtype))
 
 
 def cumprod(a, axis=None, dtype=None, out=None):
@@ -839,7 +839,7 @@ def cumprod(a, axis=None, dtype=None, out=None):
         head = _slice_axis(y, ax, 0, n - shift)
         cfg = [(0, 0)] * _ndim(a)
         cfg[ax] = (shift, 0)
-        y = _ops.mul(y, _ops.pad(head, cfg, 1.0))
+        y = _core.mul(y, _core.pad(head, cfg, 1.0))
         shift *= 2
     return _cast(y, _dtype(dtype))
 
@@ -880,7 +880,7 @@ def empty(shape, dtype=None):
 
 def full(shape, fill_value, dtype=None):
     if _is_tracer(fill_value):
-        return _ops.broadcast_to(_cast(fill_value, _dtype(dtype)), _shape_arg(shape))
+        return _core.broadcast_to(_cast(fill_value, _dtype(dtype)), _shape_arg(shape))
     value = _arr(fill_value)
     return _const(_np.full(_shape_arg(shape), value), _dtype(dtype) or _kind(value))
 
@@ -906,9 +906,9 @@ def full_like(a, fill_value, dtype=None, shape=None):
     dt = _like_dtype(a, dtype)
     shp = _shape(a) if shape is None else _shape_arg(shape)
     if _is_tracer(fill_value):
-        return _ops.broadcast_to(_cast(fill_value, dt), shp)
+        return _core.broadcast_to(_cast(fill_value, dt), shp)
     if _is_tracer(a):
-        return _ops.full_like(a, fill_value, shp, dt)
+        return _core.full_like(a, fill_value, shp, dt)
     return _const(_np.full(shp, fill_value), dt)
 
 
@@ -954,7 +954,7 @@ def array(object, dtype=None, copy=True, ndmin=0):  # noqa: A002
     """An array from data; a list holding tracers is stacked."""
     a = _arr(object)
     if ndmin and _ndim(a) < ndmin:
-        a = _ops.reshape(a, (1,) * (ndmin - _ndim(a)) + _shape(a))
+        a = _core.reshape(a, (1,) * (ndmin - _ndim(a)) + _shape(a))
     a = _cast(a, _dtype(dtype))
     return a if _is_tracer(a) else _const(a)
 
@@ -1012,7 +1012,7 @@ def reshape(a, newshape=None, order="C", *, shape=None):
             raise ShaxValueError(f"cannot reshape {list(_shape(a))} to {list(target)}")
     elif known != size_:
         raise ShaxValueError(f"cannot reshape {list(_shape(a))} to {list(target)}")
-    return _ops.reshape(a, target)
+    return _core.reshape(a, target)
 
 
 def ravel(a, order="C"):
@@ -1026,7 +1026,7 @@ def transpose(a, axes=None):
     perm = tuple(reversed(range(n))) if axes is None else tuple(_axis(i, n) for i in axes)
     if sorted(perm) != list(range(n)):
         raise ShaxValueError(f"axes {axes!r} are not a permutation of {n} axes")
-    return a if perm == tuple(range(n)) else _ops.transpose(a, perm)
+    return a if perm == tuple(range(n)) else _core.transpose(a, perm)
 
 
 def permute_dims(a, axes):
@@ -1068,7 +1068,7 @@ def expand_dims(a, axis):
     shape_ = list(_shape(a))
     for ax in where_:
         shape_.insert(ax, 1)
-    return _ops.reshape(a, tuple(shape_))
+    return _core.reshape(a, tuple(shape_))
 
 
 def squeeze(a, axis=None):
@@ -1081,11 +1081,11 @@ def squeeze(a, axis=None):
         for i in axes:
             if s[i] != 1:
                 raise ShaxValueError(f"cannot squeeze axis {i} of size {s[i]}")
-    return _ops.reshape(a, tuple(n for i, n in enumerate(s) if i not in axes))
+    return _core.reshape(a, tuple(n for i, n in enumerate(s) if i not in axes))
 
 
 def broadcast_to(array, shape):
-    return _ops.broadcast_to(_arr(array), _shape_arg(shape))
+    return _core.broadcast_to(_arr(array), _shape_arg(shape))
 
 
 def broadcast_arrays(*args):
@@ -1124,8 +1124,8 @@ def _common(arrays):
     if len(dts) > 1:
         common = "bool"
         for d in dts:
-            common = _ops.promote_dtypes(common, d)
-        arrays = [_ops.convert(a, common) for a in arrays]
+            common = _core.promote_dtypes(common, d)
+        arrays = [_core.convert(a, common) for a in arrays]
     return arrays
 
 
@@ -1137,7 +1137,7 @@ def concatenate(arrays, axis=0, dtype=None):
     if not arrays:
         raise ShaxValueError("need at least one array to concatenate")
     ax = _axis(axis, _ndim(arrays[0]))
-    out = arrays[0] if len(arrays) == 1 else _ops.concatenate(arrays, ax)
+    out = arrays[0] if len(arrays) == 1 else _core.concatenate(arrays, ax)
     return _cast(out, _dtype(dtype))
 
 
@@ -1179,7 +1179,7 @@ def _slice_axis(a, axis, start, stop):
     lo[ax], hi[ax] = start, stop
     if (tuple(lo), tuple(hi)) == ((0,) * len(s), s):
         return a
-    return _ops.slice_(a, lo, hi)
+    return _core.slice_(a, lo, hi)
 
 
 def split(ary, indices_or_sections, axis=0):
@@ -1220,7 +1220,7 @@ def vsplit(ary, sections):
 def flip(m, axis=None):
     m = _arr(m)
     axes = _axes(axis, _ndim(m))
-    return _ops.bind("rev", m, axes=axes) if axes else m
+    return _core.bind("rev", m, axes=axes) if axes else m
 
 
 def fliplr(m):
@@ -1245,7 +1245,7 @@ def roll(a, shift, axis=None):
         n = _shape(a)[ax]
         s = int(s) % n if n else 0
         if s:
-            a = _ops.concatenate([_slice_axis(a, ax, n - s, n), _slice_axis(a, ax, 0, n - s)], ax)
+            a = _core.concatenate([_slice_axis(a, ax, n - s, n), _slice_axis(a, ax, 0, n - s)], ax)
     return a
 
 
@@ -1267,8 +1267,8 @@ def tile(A, reps):  # noqa: N803
     s = _shape(a)
     inter = tuple(v for pair in zip((1,) * n, s) for v in pair)
     target = tuple(v for pair in zip(reps, s) for v in pair)
-    b = _ops.broadcast_to(_ops.reshape(a, inter), target)
-    return _ops.reshape(b, tuple(r * d for r, d in zip(reps, s)))
+    b = _core.broadcast_to(_core.reshape(a, inter), target)
+    return _core.reshape(b, tuple(r * d for r, d in zip(reps, s)))
 
 
 def repeat(a, repeats, axis=None, *, total_repeat_length=None):
@@ -1280,9 +1280,9 @@ def repeat(a, repeats, axis=None, *, total_repeat_length=None):
     s = _shape(a)
     if isinstance(repeats, numbers.Integral):
         r = int(repeats)
-        expanded = _ops.reshape(a, s[: ax + 1] + (1,) + s[ax + 1 :])
-        b = _ops.broadcast_to(expanded, s[: ax + 1] + (r,) + s[ax + 1 :])
-        return _ops.reshape(b, s[:ax] + (s[ax] * r,) + s[ax + 1 :])
+        expanded = _core.reshape(a, s[: ax + 1] + (1,) + s[ax + 1 :])
+        b = _core.broadcast_to(expanded, s[: ax + 1] + (r,) + s[ax + 1 :])
+        return _core.reshape(b, s[:ax] + (s[ax] * r,) + s[ax + 1 :])
     if _is_tracer(repeats):
         raise UnsupportedError("repeat", "traced repeat counts (the result shape must be static)")
     idx = _np.repeat(_np.arange(s[ax]), _np.asarray(repeats))
@@ -1308,7 +1308,7 @@ def diff(a, n=1, axis=-1, prepend=None, append=None):
         a = concatenate(pieces, ax)
     for _ in range(n):
         m = _shape(a)[ax]
-        a = _ops.sub(_slice_axis(a, ax, 1, m), _slice_axis(a, ax, 0, m - 1))
+        a = _core.sub(_slice_axis(a, ax, 1, m), _slice_axis(a, ax, 0, m - 1))
     return a
 
 
@@ -1339,7 +1339,7 @@ def pad(array, pad_width, mode="constant", constant_values=0, **kwargs):
         cv = _np.asarray(constant_values)
         if cv.size != 1:
             raise UnsupportedError("pad", "per-axis constant_values")
-        return _ops.pad(a, widths, float(cv.ravel()[0]))
+        return _core.pad(a, widths, float(cv.ravel()[0]))
     if mode not in ("edge", "reflect", "symmetric", "wrap"):
         raise UnsupportedError("pad", f"mode={mode!r}")
     for ax, (lo, hi) in enumerate(widths):
@@ -1357,7 +1357,7 @@ def _pad_axis(a, ax, lo, hi, mode):
             edge = _slice_axis(a, ax, i, i + 1)
             shp = list(_shape(a))
             shp[ax] = k
-            return _ops.broadcast_to(edge, shp)
+            return _core.broadcast_to(edge, shp)
 
         parts = ([block(0, lo)] if lo else []) + [a] + ([block(n - 1, hi)] if hi else [])
     elif mode == "wrap":
@@ -1375,21 +1375,21 @@ def _pad_axis(a, ax, lo, hi, mode):
         parts.append(a)
         if hi:
             parts.append(flip(_slice_axis(a, ax, n - hi - off, n - off), ax))
-    return _ops.concatenate(parts, ax)
+    return _core.concatenate(parts, ax)
 
 
 def tril(m, k=0):
     """The lower triangle (elements above the k-th diagonal zeroed)."""
     m = _arr(m)
     r, c = _shape(m)[-2:]
-    return where(_const(_np.tri(r, c, k, dtype=bool)), m, _ops.full_like(m, 0))
+    return where(_const(_np.tri(r, c, k, dtype=bool)), m, _core.full_like(m, 0))
 
 
 def triu(m, k=0):
     """The upper triangle (elements below the k-th diagonal zeroed)."""
     m = _arr(m)
     r, c = _shape(m)[-2:]
-    return where(_const(~_np.tri(r, c, k - 1, dtype=bool)), m, _ops.full_like(m, 0))
+    return where(_const(~_np.tri(r, c, k - 1, dtype=bool)), m, _core.full_like(m, 0))
 
 
 def diagonal(a, offset=0, axis1=0, axis2=1):
@@ -1413,11 +1413,11 @@ def diag(v, k=0):
     if _ndim(v) != 1:
         raise ShaxValueError("diag takes a 1-d or 2-d array")
     n = _shape(v)[0]
-    d = _ops.mul(_ops.broadcast(v, (0,), (n, n)), _const(_np.eye(n), _kind(v)))
+    d = _core.mul(_core.broadcast(v, (0,), (n, n)), _const(_np.eye(n), _kind(v)))
     if k > 0:
-        return _ops.pad(d, [(0, k), (k, 0)], 0.0)
+        return _core.pad(d, [(0, k), (k, 0)], 0.0)
     if k < 0:
-        return _ops.pad(d, [(-k, 0), (0, -k)], 0.0)
+        return _core.pad(d, [(-k, 0), (0, -k)], 0.0)
     return d
 
 
@@ -1513,7 +1513,7 @@ def _normalize_index(x, index):
         new_shape, it = [], iter(_shape(x))
         for v in expanded:
             new_shape.append(1 if v is None else next(it))
-        x = _ops.reshape(x, tuple(new_shape))
+        x = _core.reshape(x, tuple(new_shape))
         expanded = [slice(None) if v is None else v for v in expanded]
     return x, expanded
 
@@ -1526,7 +1526,7 @@ def _strided(a, ax, start, count, step):
     lo, hi = (start, last + 1) if step > 0 else (last, start + 1)
     a = _slice_axis(a, ax, lo, hi)
     if step < 0:
-        a = _ops.bind("rev", a, axes=(ax,))
+        a = _core.bind("rev", a, axes=(ax,))
     k = builtins.abs(step)
     if k == 1 or count == 1:
         return a if k == 1 else _slice_axis(a, ax, 0, 1)
@@ -1534,9 +1534,9 @@ def _strided(a, ax, start, count, step):
     s = _shape(a)
     cfg = [(0, 0)] * len(s)
     cfg[ax] = (0, k - 1)
-    a = _ops.pad(a, cfg, 0.0)
-    grouped = _ops.reshape(a, s[:ax] + (count, k) + s[ax + 1 :])
-    return _ops.reshape(_slice_axis(grouped, ax + 1, 0, 1), s[:ax] + (count,) + s[ax + 1 :])
+    a = _core.pad(a, cfg, 0.0)
+    grouped = _core.reshape(a, s[:ax] + (count, k) + s[ax + 1 :])
+    return _core.reshape(_slice_axis(grouped, ax + 1, 0, 1), s[:ax] + (count,) + s[ax + 1 :])
 
 
 def _basic(x, entries, squeeze_ints: bool):
@@ -1557,7 +1557,7 @@ def _basic(x, entries, squeeze_ints: bool):
         else:
             keep.append(n)
     if squeeze_ints and len(keep) != _ndim(x):
-        x = _ops.reshape(x, tuple(keep))
+        x = _core.reshape(x, tuple(keep))
     return x
 
 
@@ -1566,7 +1566,7 @@ def _as_position_array(v, n, ax):
     if _is_tracer(v):
         if not _type(v).is_int:
             raise ShaxIndexError(f"a traced index must be an integer array, got {_type(v)}")
-        return _ops.convert(v, "i32")
+        return _core.convert(v, "i32")
     a = _np.asarray(v)
     if a.size and (a.max() >= n or a.min() < -n):
         raise ShaxIndexError(
@@ -1590,7 +1590,7 @@ def _getitem(x, index):
     contiguous = advanced == list(range(advanced[0], advanced[-1] + 1))
     if not contiguous:
         rest = [i for i in range(len(shape_)) if i not in advanced]
-        x = _ops.transpose(x, tuple(advanced) + tuple(rest))
+        x = _core.transpose(x, tuple(advanced) + tuple(rest))
         pos = 0
     else:
         pos = advanced[0]
@@ -1598,8 +1598,8 @@ def _getitem(x, index):
     if builtins.all(not _is_tracer(a) for a in arrays):
         idx = _np.stack([_np.broadcast_to(a, bshape) for a in arrays], axis=-1).astype(_np.int32)
     else:
-        cols = [_ops.reshape(_ops.broadcast_to(_arr(a), bshape), bshape + (1,)) for a in arrays]
-        idx = cols[0] if len(cols) == 1 else _ops.concatenate(cols, len(bshape))
+        cols = [_core.reshape(_core.broadcast_to(_arr(a), bshape), bshape + (1,)) for a in arrays]
+        idx = cols[0] if len(cols) == 1 else _core.concatenate(cols, len(bshape))
     return _ix.gather(x, idx, pos)
 
 
@@ -1638,7 +1638,7 @@ class _AtRef:
             idx = idx[0]
         if _is_tracer(idx) or isinstance(idx, _np.ndarray):
             if _kind(_arr(idx)) == "bool":
-                return _ops.broadcast_to(_arr(idx), _shape(self.x))
+                return _core.broadcast_to(_arr(idx), _shape(self.x))
         return None
 
     def _scattered(self, values):
@@ -1649,23 +1649,23 @@ class _AtRef:
         positions = _getitem(table, self.index)
         v = _arr(values)
         if _kind(v) != _kind(x):
-            v = _ops.convert(v, _kind(x))
-        v = _ops.broadcast_to(v, _shape(positions))
-        flat = _ops.reshape(x, (n,))
-        pidx = _ops.reshape(positions, _shape(positions) + (1,))
-        zeros_ = _ops.full_like(flat, 0)
+            v = _core.convert(v, _kind(x))
+        v = _core.broadcast_to(v, _shape(positions))
+        flat = _core.reshape(x, (n,))
+        pidx = _core.reshape(positions, _shape(positions) + (1,))
+        zeros_ = _core.full_like(flat, 0)
         total = _ix.scatter_add(zeros_, pidx, v, 0)
         if not _is_tracer(positions):
             counts = _np.bincount(_np.asarray(positions).ravel(), minlength=n)
             written = _const(counts > 0)
             if counts.max(initial=0) <= 1:
                 return flat, written, total
-            mean_ = _ops.div(total, _const(_np.maximum(counts, 1), _kind(x)))
+            mean_ = _core.div(total, _const(_np.maximum(counts, 1), _kind(x)))
             return flat, written, mean_
-        ones_ = _ops.full_like(v, 1)
-        counts = _ix.scatter_add(_ops.full_like(flat, 0), pidx, ones_, 0)
-        written = _ops.compare("gt", counts, 0)
-        mean_ = _ops.div(total, _ops.maximum(counts, _ops.full_like(counts, 1)))
+        ones_ = _core.full_like(v, 1)
+        counts = _ix.scatter_add(_core.full_like(flat, 0), pidx, ones_, 0)
+        written = _core.compare("gt", counts, 0)
+        mean_ = _core.div(total, _core.maximum(counts, _core.full_like(counts, 1)))
         return flat, written, mean_
 
     def _apply(self, values, combine):
@@ -1673,7 +1673,7 @@ class _AtRef:
         if mask is not None:
             return where(mask, combine(self.x, _arr(values)), self.x)
         flat, written, value = self._scattered(values)
-        return _ops.reshape(where(written, combine(flat, value), flat), _shape(self.x))
+        return _core.reshape(where(written, combine(flat, value), flat), _shape(self.x))
 
     def set(self, values, **_):  # noqa: A003
         return self._apply(values, lambda old, new: new)
@@ -1681,24 +1681,24 @@ class _AtRef:
     def add(self, values, **_):
         mask = self._mask()
         if mask is not None:
-            return _ops.add(self.x, where(mask, _arr(values), 0))
+            return _core.add(self.x, where(mask, _arr(values), 0))
         x = self.x
         n = math.prod(_shape(x))
         table = _np.arange(n, dtype=_np.int32).reshape(_shape(x))
         positions = _getitem(table, self.index)
         v = _arr(values)
-        v = _ops.convert(v, _kind(x)) if _kind(v) != _kind(x) else v
-        v = _ops.broadcast_to(v, _shape(positions))
-        pidx = _ops.reshape(positions, _shape(positions) + (1,))
-        return _ops.reshape(_ix.scatter_add(_ops.reshape(x, (n,)), pidx, v, 0), _shape(x))
+        v = _core.convert(v, _kind(x)) if _kind(v) != _kind(x) else v
+        v = _core.broadcast_to(v, _shape(positions))
+        pidx = _core.reshape(positions, _shape(positions) + (1,))
+        return _core.reshape(_ix.scatter_add(_core.reshape(x, (n,)), pidx, v, 0), _shape(x))
 
     def multiply(self, values, **_):
-        return self._apply(values, _ops.mul)
+        return self._apply(values, _core.mul)
 
     mul = multiply
 
     def divide(self, values, **_):
-        return self._apply(values, _ops.div)
+        return self._apply(values, _core.div)
 
     def power(self, values, **_):
         return self._apply(values, power)
@@ -1780,8 +1780,8 @@ def argsort(a, axis=-1, kind=None, order=None, *, stable=True, descending=False)
     if axis is None:
         a, axis = ravel(a), 0
     if descending:  # stable: ties keep their order
-        return _ops.bind("argsort", negative(a), axis=_axis(axis, _ndim(a)))
-    return _ops.bind("argsort", a, axis=_axis(axis, _ndim(a)))
+        return _core.bind("argsort", negative(a), axis=_axis(axis, _ndim(a)))
+    return _core.bind("argsort", a, axis=_axis(axis, _ndim(a)))
 
 
 def sort(a, axis=-1, kind=None, order=None, *, stable=True, descending=False):
@@ -1796,7 +1796,7 @@ def sort(a, axis=-1, kind=None, order=None, *, stable=True, descending=False):
 def top_k(operand, k):
     """``(values, indices)`` of the k largest along the last axis (ties: lower index first)."""
     a = _arr(operand)
-    perm = _ops.bind("argsort", negative(_num(a)), axis=_ndim(a) - 1)
+    perm = _core.bind("argsort", negative(_num(a)), axis=_ndim(a) - 1)
     perm = _slice_axis(perm, -1, 0, k)
     return take_along_axis(a, perm, -1), perm
 
@@ -1808,7 +1808,7 @@ def top_k(operand, k):
 def _promote_all(*xs):
     xs = [_float(x) for x in xs]
     if len({_kind(x) for x in xs}) > 1:
-        xs = [_ops.convert(x, "f64") for x in xs]
+        xs = [_core.convert(x, "f64") for x in xs]
     return xs
 
 
@@ -1820,7 +1820,7 @@ def matmul(a, b, /):
     if na == 0 or nb == 0:
         raise ShaxValueError("matmul does not take scalar operands (use *)")
     if na <= 2 and nb <= 2:
-        return _ops.bind("dot", a, b)
+        return _core.bind("dot", a, b)
     a2 = reshape(a, (1,) + _shape(a)) if na == 1 else a
     b2 = reshape(b, _shape(b) + (1,)) if nb == 1 else b
     batch = tuple(_np.broadcast_shapes(_shape(a2)[:-2], _shape(b2)[:-2]))
@@ -1828,7 +1828,7 @@ def matmul(a, b, /):
     b2 = broadcast_to(b2, batch + _shape(b2)[-2:])
     nbatch = len(batch)
     bd = tuple(range(nbatch))
-    out = _ops.dot_general(a2, b2, (nbatch + 1,), (nbatch,), bd, bd)
+    out = _core.dot_general(a2, b2, (nbatch + 1,), (nbatch,), bd, bd)
     if na == 1:
         out = squeeze(out, -2)
     if nb == 1:
@@ -1841,10 +1841,10 @@ def dot(a, b):
     a, b = _promote_all(a, b)
     na, nb = _ndim(a), _ndim(b)
     if na == 0 or nb == 0:
-        return _ops.mul(a, b)
+        return _core.mul(a, b)
     if na <= 2 and nb <= 2:
-        return _ops.bind("dot", a, b)
-    return _ops.dot_general(a, b, (na - 1,), (builtins.max(nb - 2, 0),))
+        return _core.bind("dot", a, b)
+    return _core.dot_general(a, b, (na - 1,), (builtins.max(nb - 2, 0),))
 
 
 def vdot(a, b):
@@ -1858,13 +1858,13 @@ def vecdot(x1, x2, /, *, axis=-1):
 def inner(a, b):
     a, b = _promote_all(a, b)
     if _ndim(a) == 0 or _ndim(b) == 0:
-        return _ops.mul(a, b)
-    return _ops.dot_general(a, b, (_ndim(a) - 1,), (_ndim(b) - 1,))
+        return _core.mul(a, b)
+    return _core.dot_general(a, b, (_ndim(a) - 1,), (_ndim(b) - 1,))
 
 
 def outer(a, b):
     a, b = _promote_all(ravel(a), ravel(b))
-    return _ops.mul(reshape(a, (-1, 1)), reshape(b, (1, -1)))
+    return _core.mul(reshape(a, (-1, 1)), reshape(b, (1, -1)))
 
 
 def tensordot(a, b, axes=2):
@@ -1878,7 +1878,7 @@ def tensordot(a, b, axes=2):
         cb_ = [cb_] if isinstance(cb_, numbers.Integral) else list(cb_)
         ca = tuple(_axis(i, _ndim(a)) for i in ca_)
         cb = tuple(_axis(i, _ndim(b)) for i in cb_)
-    return _ops.dot_general(a, b, ca, cb)
+    return _core.dot_general(a, b, ca, cb)
 
 
 def kron(a, b):
@@ -1923,8 +1923,8 @@ def convolve(a, v, mode="full"):
     n, m = _shape(a)[0], _shape(v)[0]
     full_ = None
     for j in range(m):
-        term = _ops.mul(_getitem(v, j), _ops.pad(a, [(j, m - 1 - j)], 0.0))
-        full_ = term if full_ is None else _ops.add(full_, term)
+        term = _core.mul(_getitem(v, j), _core.pad(a, [(j, m - 1 - j)], 0.0))
+        full_ = term if full_ is None else _core.add(full_, term)
     if mode == "full":
         return full_
     if mode == "same":
@@ -2007,7 +2007,7 @@ def einsum(subscripts, *operands, optimize=None, precision=None, preferred_eleme
         others = set(out) | {c for j, (_, u) in enumerate(pairs) if j != i for c in u}
         lone = [k for k, c in enumerate(t) if c not in others]
         if lone:
-            x = _ops.reduce_sum(x, tuple(lone))
+            x = _core.reduce_sum(x, tuple(lone))
             t = [c for c in t if c not in set(t[k] for k in lone)]
         pairs[i] = (x, t)
     acc, acc_t = pairs[0]
@@ -2017,7 +2017,7 @@ def einsum(subscripts, *operands, optimize=None, precision=None, preferred_eleme
         shared = [c for c in acc_t if c in y_t]
         batch = [c for c in shared if c in after]
         contract = [c for c in shared if c not in after]
-        acc = _ops.dot_general(
+        acc = _core.dot_general(
             acc,
             y,
             tuple(acc_t.index(c) for c in contract),
@@ -2028,16 +2028,16 @@ def einsum(subscripts, *operands, optimize=None, precision=None, preferred_eleme
         acc_t = batch + [c for c in acc_t if c not in shared] + [c for c in y_t if c not in shared]
         lone = [k for k, c in enumerate(acc_t) if c not in after]
         if lone:
-            acc = _ops.reduce_sum(acc, tuple(lone))
+            acc = _core.reduce_sum(acc, tuple(lone))
             acc_t = [c for k, c in enumerate(acc_t) if k not in lone]
     extra = [k for k, c in enumerate(acc_t) if c not in out]
     if extra:
-        acc = _ops.reduce_sum(acc, tuple(extra))
+        acc = _core.reduce_sum(acc, tuple(extra))
         acc_t = [c for k, c in enumerate(acc_t) if k not in extra]
     if sorted(acc_t) != sorted(out):
         raise ShaxValueError(f"einsum output {out!r} names an index no operand has")
     perm = tuple(acc_t.index(c) for c in out)
-    return acc if perm == tuple(range(len(perm))) else _ops.transpose(acc, perm)
+    return acc if perm == tuple(range(len(perm))) else _core.transpose(acc, perm)
 
 
 def _einsum_prepare(x, t):
@@ -2053,7 +2053,7 @@ def _einsum_prepare(x, t):
         shp = [1] * len(t)
         shp[p] = shp[q] = n
         mask = _const(_np.eye(n).reshape(shp), _kind(x))
-        x = _ops.reduce_sum(multiply(x, mask), (q,))
+        x = _core.reduce_sum(multiply(x, mask), (q,))
         del t[q]
 
 
@@ -2062,14 +2062,14 @@ def _einsum_prepare(x, t):
 
 
 def astype(x, dtype, copy=False):
-    return _ops.convert(_arr(x), _dtype(dtype))
+    return _core.convert(_arr(x), _dtype(dtype))
 
 
 def result_type(*args):
     kinds = [_kind(_arr(a)) if not isinstance(a, type | _np.dtype) else _dtype(a) for a in args]
     common = "bool"
     for k in kinds:
-        common = _ops.promote_dtypes(common, k)
+        common = _core.promote_dtypes(common, k)
     return _np_dtype(common)
 
 

@@ -13,7 +13,7 @@ from typing import NamedTuple
 import numpy as _np
 
 from shax_core import numpy as _snp
-from shax_core import ops as _ops
+from shax_core import core as _core
 from shax_core.primitives import decompositions as _dec
 
 
@@ -55,19 +55,19 @@ def inv(a):
 def slogdet(a):
     """``(sign, log|det a|)``; the sign has no derivative."""
     a = _square(a, "slogdet")
-    return SlogdetResult(_ops.bind("det_sign", a), _ops.bind("logabsdet", a))
+    return SlogdetResult(_core.bind("det_sign", a), _core.bind("logabsdet", a))
 
 
 def det(a):
     """``sign · exp(log|det a|)``; its derivative is ``det(a) · tr(a⁻¹ da)``."""
     sign, logabsdet = slogdet(a)
-    return _ops.mul(sign, _snp.exp(logabsdet))
+    return _core.mul(sign, _snp.exp(logabsdet))
 
 
 def cholesky(a, *, upper=False):
     """The lower factor ``L`` with ``a = L Lᵀ`` (of the symmetrized a, as JAX)."""
     a = _square(a, "cholesky")
-    L = _ops.bind("cholesky", a)
+    L = _core.bind("cholesky", a)
     return _snp.matrix_transpose(L) if upper else L
 
 
@@ -97,14 +97,14 @@ def multi_dot(arrays):
 def _vector_norm(x, ord, axis, keepdims):
     a = _snp.abs(x)
     if ord is None or ord == 2:
-        return _snp.sqrt(_snp.sum(_ops.mul(x, x), axis, keepdims=keepdims))
+        return _snp.sqrt(_snp.sum(_core.mul(x, x), axis, keepdims=keepdims))
     if ord == _np.inf:
         return _snp.max(a, axis, keepdims=keepdims)
     if ord == -_np.inf:
         return _snp.min(a, axis, keepdims=keepdims)
     if ord == 0:
         return _snp.sum(
-            _ops.convert(_ops.compare("ne", x, 0.0), _snp._kind(x)), axis, keepdims=keepdims
+            _core.convert(_core.compare("ne", x, 0.0), _snp._kind(x)), axis, keepdims=keepdims
         )
     if ord == 1:
         return _snp.sum(a, axis, keepdims=keepdims)
@@ -119,8 +119,8 @@ def norm(x, ord=None, axis=None, keepdims=False):
     nd = _snp._ndim(x)
     if axis is None:
         if ord is None:
-            y = _snp.sqrt(_snp.sum(_ops.mul(x, x)))
-            return _ops.reshape(y, (1,) * nd) if keepdims else y
+            y = _snp.sqrt(_snp.sum(_core.mul(x, x)))
+            return _core.reshape(y, (1,) * nd) if keepdims else y
         axis = tuple(range(nd)) if nd <= 2 else None
         if axis is None:
             raise _snp.ShaxValueError("norm with ord needs a 1-d or 2-d array or an axis")
@@ -128,7 +128,7 @@ def norm(x, ord=None, axis=None, keepdims=False):
         return _vector_norm(x, ord, axis, keepdims)
     r, c = (_snp._axis(a, nd) for a in axis)
     if ord in (None, "fro"):
-        return _snp.sqrt(_snp.sum(_ops.mul(x, x), (r, c), keepdims=keepdims))
+        return _snp.sqrt(_snp.sum(_core.mul(x, x), (r, c), keepdims=keepdims))
     a = _snp.abs(x)
     if ord in (1, -1):
         sums = _snp.sum(a, r, keepdims=True)
@@ -144,7 +144,7 @@ def norm(x, ord=None, axis=None, keepdims=False):
         )
     if keepdims:
         return y
-    return _ops.reshape(y, tuple(n for i, n in enumerate(_snp._shape(y)) if i not in (r, c)))
+    return _core.reshape(y, tuple(n for i, n in enumerate(_snp._shape(y)) if i not in (r, c)))
 
 
 def vector_norm(x, ord=2, axis=None, keepdims=False):

@@ -18,7 +18,7 @@ from __future__ import annotations
 
 import numpy as np
 
-from shax_core import ops
+from shax_core import core
 from shax_core.ir import ShaxTypeError, Type
 from shax_core.primitives.base import define, defjvp, defzero, is_linear
 
@@ -39,28 +39,28 @@ def _solve_shape(a: Type, b: Type, **_):
 
 
 def _mT(x):
-    r = ops.type_of(x).rank
-    return ops.transpose(x, tuple(range(r - 2)) + (r - 1, r - 2))
+    r = core.type_of(x).rank
+    return core.transpose(x, tuple(range(r - 2)) + (r - 1, r - 2))
 
 
 def _mm(x, y):
     """Batched matrix product of ``[..., n, m]`` and ``[..., m, k]``."""
-    r = ops.type_of(x).rank
+    r = core.type_of(x).rank
     batch = tuple(range(r - 2))
-    return ops.dot_general(x, y, (r - 1,), (r - 2,), batch, batch)
+    return core.dot_general(x, y, (r - 1,), (r - 2,), batch, batch)
 
 
 def _eye_like(x):
-    n = ops.shape_of(x)[-1]
-    return ops.constant_like(np.eye(n), x)
+    n = core.shape_of(x)[-1]
+    return core.constant_like(np.eye(n), x)
 
 
 def solve(a, b):
-    return ops.bind("solve", a, b)
+    return core.bind("solve", a, b)
 
 
 def triangular_solve(a, b, lower: int, trans: int):
-    return ops.bind("triangular_solve", a, b, lower=int(lower), trans=int(trans))
+    return core.bind("triangular_solve", a, b, lower=int(lower), trans=int(trans))
 
 
 # ---------------------------------------------------------------------------------------------
@@ -76,7 +76,7 @@ defjvp(
 
 def _solve_transpose(ct, a, b):
     if is_linear(a):
-        raise ops.ShaxError("solve is linear only in its right-hand side; the matrix is a tangent")
+        raise core.ShaxError("solve is linear only in its right-hand side; the matrix is a tangent")
     return [None, solve(_mT(a), ct)]
 
 
@@ -102,8 +102,8 @@ def _tri_solve_shape(a: Type, b: Type, lower, trans):
 
 
 def _tri_mask(x, lower):
-    n = ops.shape_of(x)[-1]
-    return ops.constant_like(_triangle(np.ones((n, n)), lower), x)
+    n = core.shape_of(x)[-1]
+    return core.constant_like(_triangle(np.ones((n, n)), lower), x)
 
 
 def _tri_solve_da(t, a, b, ans, lower, trans):
@@ -127,7 +127,7 @@ defjvp(
 
 def _tri_solve_transpose(ct, a, b, lower, trans):
     if is_linear(a):
-        raise ops.ShaxError("triangular_solve is linear only in its right-hand side")
+        raise core.ShaxError("triangular_solve is linear only in its right-hand side")
     return [None, triangular_solve(a, ct, lower, 1 - trans)]
 
 
@@ -147,11 +147,11 @@ def _cholesky_impl(a):
 
 
 def _cholesky_jvp(t, a, ans):
-    n = ops.shape_of(a)[-1]
+    n = core.shape_of(a)[-1]
     sym = (t + _mT(t)) * 0.5
     y = triangular_solve(ans, sym, 1, 0)  # L⁻¹ sym
     z = triangular_solve(ans, _mT(y), 1, 0)  # L⁻¹ sym L⁻ᵀ
-    phi = ops.constant_like(np.tril(np.ones((n, n)), -1) + 0.5 * np.eye(n), a)
+    phi = core.constant_like(np.tril(np.ones((n, n)), -1) + 0.5 * np.eye(n), a)
     return _mm(ans, z * phi)
 
 
@@ -173,8 +173,8 @@ def _det_shape(a: Type):
 
 
 def _logabsdet_jvp(t, a, ans):
-    r = ops.type_of(a).rank
-    return ops.reduce_sum(solve(a, t) * _eye_like(a), (r - 2, r - 1))  # tr(a⁻¹ ȧ)
+    r = core.type_of(a).rank
+    return core.reduce_sum(solve(a, t) * _eye_like(a), (r - 2, r - 1))  # tr(a⁻¹ ȧ)
 
 
 logabsdet_p = define("logabsdet", arity=1, shape=_det_shape, impl=lambda a: np.linalg.slogdet(a)[1])

@@ -26,7 +26,7 @@ import math
 
 import numpy as np
 
-from shax_core import ops
+from shax_core import core
 from shax_core.ir import ShaxTypeError, Type
 from shax_core.primitives.base import Zero, define, deflinear, defzero, is_linear
 
@@ -73,33 +73,37 @@ def _gather_impl(x, idx, axis):
 
 
 def gather(x, idx, axis: int):
-    return ops.bind("gather", x, idx, axis=int(axis))
+    return core.bind("gather", x, idx, axis=int(axis))
 
 
 def scatter_add(x, idx, u, axis: int):
-    return ops.bind("scatter_add", x, idx, u, axis=int(axis))
+    return core.bind("scatter_add", x, idx, u, axis=int(axis))
 
 
 def _gather_linearize(primals, tangents, axis):
     (x, idx), (t, _) = primals, tangents
     ans = gather(x, idx, axis)
     if isinstance(t, Zero):
-        return ans, Zero(ops.type_of(ans))
+        return ans, Zero(core.type_of(ans))
     return ans, gather(t, idx, axis)
 
 
 def _gather_transpose(ct, x, idx, axis):
     if is_linear(idx):
-        raise ops.ShaxError("gather's indices cannot be a tangent")
-    return [scatter_add(ops.full_like(ct, 0.0, x.type.shape), idx, ct, axis), None]
+        raise core.ShaxError("gather's indices cannot be a tangent")
+    return [scatter_add(core.full_like(ct, 0.0, x.type.shape), idx, ct, axis), None]
 
 
 gather_p = define(
-    "gather", arity=2, params=[("axis", "int")], shape=_gather_shape, impl=_gather_impl
+    "gather",
+    arity=2,
+    params=[("axis", "int")],
+    shape=_gather_shape,
+    impl=_gather_impl,
+    traits=["layout"],
 )
 gather_p.linearize = _gather_linearize
 gather_p.transpose = _gather_transpose
-gather_p.traits |= {"linear"}
 
 
 def _scatter_add_shape(x: Type, idx: Type, u: Type, axis):
@@ -139,14 +143,14 @@ def _scatter_add_linearize(primals, tangents, axis):
     (x, idx, u), (tx, _, tu) = primals, tangents
     ans = scatter_add(x, idx, u, axis)
     if isinstance(tx, Zero) and isinstance(tu, Zero):
-        return ans, Zero(ops.type_of(ans))
-    tx, tu = ops.instantiate(tx, [tu]), ops.instantiate(tu, [tx])
+        return ans, Zero(core.type_of(ans))
+    tx, tu = core.instantiate(tx, [tu]), core.instantiate(tu, [tx])
     return ans, scatter_add(tx, idx, tu, axis)
 
 
 def _scatter_add_transpose(ct, x, idx, u, axis):
     if is_linear(idx):
-        raise ops.ShaxError("scatter_add's indices cannot be a tangent")
+        raise core.ShaxError("scatter_add's indices cannot be a tangent")
     return [
         ct if is_linear(x) else None,
         None,
@@ -163,7 +167,6 @@ scatter_add_p = define(
 )
 scatter_add_p.linearize = _scatter_add_linearize
 scatter_add_p.transpose = _scatter_add_transpose
-scatter_add_p.traits |= {"linear"}
 
 # ---------------------------------------------------------------------------------------------
 # rev axes x: reverse the order along axes (its own transpose)
@@ -181,8 +184,9 @@ rev_p = define(
     params=[("axes", "ints")],
     shape=_rev_shape,
     impl=lambda x, axes: np.flip(x, tuple(axes)) if axes else x,
+    traits=["layout", "preserves_splat"],
 )
-deflinear(rev_p, lambda ct, x, axes: [ops.bind("rev", ct, axes=tuple(axes))])
+deflinear(rev_p, lambda ct, x, axes: [core.bind("rev", ct, axes=tuple(axes))])
 
 # ---------------------------------------------------------------------------------------------
 # cumsum axis reverse x: running sums along axis (from the end when reverse is 1)
@@ -212,7 +216,7 @@ cumsum_p = define(
 # the transpose of a running sum is the running sum from the other end
 deflinear(
     cumsum_p,
-    lambda ct, x, axis, reverse: [ops.bind("cumsum", ct, axis=axis, reverse=1 - reverse)],
+    lambda ct, x, axis, reverse: [core.bind("cumsum", ct, axis=axis, reverse=1 - reverse)],
 )
 
 # ---------------------------------------------------------------------------------------------

@@ -15,7 +15,7 @@ import math
 
 import numpy as np
 
-from shax_core import ops
+from shax_core import core
 from shax_core.primitives.base import define, defjvp, defzero
 from shax_core.primitives.elementwise import _float_binary, _float_unary
 
@@ -30,7 +30,7 @@ def _erf_impl(x):
 TWO_OVER_SQRT_PI = 2.0 / math.sqrt(math.pi)
 
 erf = define("erf", arity=1, shape=_float_unary, impl=_erf_impl, traits=["elementwise"])
-defjvp(erf, lambda t, x, ans: t * (TWO_OVER_SQRT_PI * ops.bind("exp", -(x * x))))
+defjvp(erf, lambda t, x, ans: t * (TWO_OVER_SQRT_PI * core.bind("exp", -(x * x))))
 
 atan2 = define("atan2", arity=2, shape=_float_binary, impl=np.arctan2, traits=["elementwise"])
 defjvp(

@@ -7,7 +7,7 @@ import math
 import numpy as _np
 
 from shax_core import numpy as _snp
-from shax_core import ops as _ops
+from shax_core import core as _core
 
 
 def logsumexp(a, axis=None, b=None, keepdims=False, return_sign=False, where=None):
@@ -17,16 +17,16 @@ def logsumexp(a, axis=None, b=None, keepdims=False, return_sign=False, where=Non
     if b is not None:
         b = _snp._float(b)
     m = _snp.max(a, axis=axis, keepdims=True)
-    m = _ops.bind("stop_gradient", _snp._finite_or_zero(m))
-    e = _snp.exp(_ops.sub(a, m))
+    m = _core.bind("stop_gradient", _snp._finite_or_zero(m))
+    e = _snp.exp(_core.sub(a, m))
     if b is not None:
         e = _snp.multiply(e, b)
     total = _snp.sum(e, axis=axis, keepdims=True)
     if return_sign:
         sign = _snp.sign(total)
-        out = _ops.add(_snp.log(_snp.abs(total)), m)
+        out = _core.add(_snp.log(_snp.abs(total)), m)
     else:
-        out = _ops.add(_snp.log(total), m)
+        out = _core.add(_snp.log(total), m)
     if not keepdims:
         axes = _snp._axes(axis, _snp._ndim(a))
         out = _snp.squeeze(out, axes) if axes else out
@@ -37,7 +37,7 @@ def logsumexp(a, axis=None, b=None, keepdims=False, return_sign=False, where=Non
 
 def erf(x):
     """The error function (the ``erf`` primitive; d erf = 2/√π e^(-x²))."""
-    return _ops.bind("erf", _snp._float(x))
+    return _core.bind("erf", _snp._float(x))
 
 
 def erfc(x):
