@@ -2,8 +2,8 @@
 
 from __future__ import annotations
 
-from shax_core import numpy as _snp
 from shax_core import core as _core
+from shax_core.numpy import _functions as _snp
 from shax_core.numpy import top_k  # noqa: F401  ((values, indices) of the k largest)
 
 

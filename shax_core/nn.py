@@ -9,9 +9,9 @@ from __future__ import annotations
 
 import math
 
-from shax_core import numpy as _snp
 from shax_core import core as _core
-from shax_core.scipy.special import logsumexp
+from shax_core.numpy import _functions as _snp
+from shax_core.scipy.special import expit, logsumexp
 
 __all__ = [
     "celu",
@@ -54,10 +54,8 @@ def relu6(x):
 
 
 def sigmoid(x):
-    """``1 / (1 + e⁻ˣ)`` without overflow: from ``e^(-|x|)`` on either side."""
-    x = _snp._float(x)
-    z = _snp.exp(_core.neg(_snp.abs(x)))
-    return _snp.where(_core.compare("ge", x, 0.0), 1.0 / (1.0 + z), z / (1.0 + z))
+    """``1 / (1 + e⁻ˣ)`` without overflow (``scipy.special.expit``)."""
+    return expit(x)
 
 
 logistic = sigmoid

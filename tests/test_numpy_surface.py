@@ -178,7 +178,7 @@ def test_linalg_matches_numpy():
         lambda np_, a, b: np_.linalg.cholesky(a @ np_.swapaxes(a, -1, -2)),
     ):
         np.testing.assert_allclose(
-            traced(lambda a, b: fn(snp, a, b), a, b), fn(np, a, b), rtol=1e-10
+            traced(lambda a, b, fn=fn: fn(snp, a, b), a, b), fn(np, a, b), rtol=1e-10
         )
     L = np.linalg.cholesky(spd)
     x = traced(

@@ -12,8 +12,8 @@ from typing import NamedTuple
 
 import numpy as _np
 
-from shax_core import numpy as _snp
 from shax_core import core as _core
+from shax_core.numpy import _functions as _snp
 from shax_core.primitives import decompositions as _dec
 
 

@@ -6,7 +6,7 @@ cho_solve((L, True), b)                  x = (L Lᵀ)⁻¹ b  two triangular sol
 
 from __future__ import annotations
 
-from shax_core import numpy as _snp
+from shax_core.numpy import _functions as _snp
 from shax_core.numpy import linalg as _nla
 from shax_core.primitives import decompositions as _dec
 

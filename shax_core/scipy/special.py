@@ -6,8 +6,8 @@ import math
 
 import numpy as _np
 
-from shax_core import numpy as _snp
 from shax_core import core as _core
+from shax_core.numpy import _functions as _snp
 
 
 def logsumexp(a, axis=None, b=None, keepdims=False, return_sign=False, where=None):
@@ -45,9 +45,10 @@ def erfc(x):
 
 
 def expit(x):
-    from shax_core.nn import sigmoid
-
-    return sigmoid(x)
+    """``1 / (1 + e⁻ˣ)`` without overflow: from ``e^(-|x|)`` on either side."""
+    x = _snp._float(x)
+    z = _snp.exp(_core.neg(_snp.abs(x)))
+    return _snp.where(_core.compare("ge", x, 0.0), 1.0 / (1.0 + z), z / (1.0 + z))
 
 
 def logit(x):
@@ -83,9 +84,9 @@ def entr(x):
 
 
 def softmax(x, axis=None):
-    from shax_core.nn import softmax as _softmax
-
-    return _softmax(x, axis=axis)
+    """``exp(x - logsumexp(x))`` along ``axis``."""
+    x = _snp._float(x)
+    return _snp.exp(_core.sub(x, logsumexp(x, axis=axis, keepdims=True)))
 
 
 def __getattr__(name: str):
