@@ -42,8 +42,8 @@ def as_type(spec) -> Type:
         a = np.asarray(spec)
     except Exception as e:  # noqa: BLE001
         raise ShaxError(f"cannot make a type from {spec!r}: {e}") from None
-    if a.dtype.kind in "iu":
-        a = a.astype(np.float32)
+    if a.dtype.kind in "iu" and (a.ndim == 0 or a.dtype not in (np.int32, np.int64)):
+        a = a.astype(np.float32)  # int32/int64 arrays stay integers (indices, labels)
     return type_of(a)
 
 

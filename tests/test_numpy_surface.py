@@ -315,3 +315,14 @@ def test_client_sdk_traces_and_differentiates_int_inputs(server_url):
     np.testing.assert_allclose(value, want_value, rtol=1e-6)
     g = grads[0] if isinstance(grads, tuple | list) else grads
     np.testing.assert_allclose(g, want_grad, rtol=1e-6)
+
+
+def test_grad_takes_integer_index_arrays_as_jax_does():
+    table = RNG.uniform(-1, 1, (5, 2)).astype(np.float32)
+    ids = np.array([3, 3, 0], np.int32)
+    g = sx.grad(lambda t, i: snp.sum(t[i] * 2.0))(table, ids)
+    want = np.zeros_like(table)
+    np.add.at(want, ids, 2.0)
+    np.testing.assert_array_equal(g, want)
+    with pytest.raises(ShaxError, match="only float inputs have tangents"):
+        sx.grad(lambda t, i: snp.sum(t[i]), argnums=1)(table, ids)
