@@ -213,3 +213,15 @@ NUMPY_CASES = [
         lambda a: np.linalg.slogdet(a)[0],
     ),
 ]
+
+NUMPY_CASES.append(
+    Case(
+        "scatter_add-wide-rows-sorted-path",
+        "scatter_add",
+        (1,),
+        [(F, (3, 4, 12)), (I32, (9, 1)), (F, (3, 9, 12))],
+        [U, indices(4), U],
+        ref_scatter_add,
+        linear_in=(0, 2),
+    )
+)

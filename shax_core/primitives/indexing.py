@@ -10,9 +10,9 @@ transpose is ``scatter_add``, which sums repeated positions (a scatter-*set* wou
     x̄ = scatter_add 0 zeros idx ȳ                                 (x̄ :: f32[5, 3])
 
 ``scatter_add axis x idx u`` is ``x`` with ``u`` added at the positions; it is linear in
-``(x, u)`` jointly and transposes to ``(ct, gather ct idx)``. Its NumPy kernel avoids
-``np.add.at`` (slow): ``np.bincount`` for scalar rows, sorted positions with
-``np.add.reduceat`` otherwise.
+``(x, u)`` jointly and transposes to ``(ct, gather ct idx)``. Its NumPy kernel never uses
+``np.add.at``: one ``np.bincount`` per column of values for narrow rows, sorted positions and
+``np.add.reduceat`` for wide ones (bench/w6_gather.py compares them).
 
 ``rev axes x`` (``flip``) is its own transpose; ``cumsum axis reverse x`` transposes to the
 cumulative sum in the other direction. ``argmax axis x`` and ``argsort axis x`` give i32
@@ -114,6 +114,9 @@ def _scatter_add_shape(x: Type, idx: Type, u: Type, axis):
     return x
 
 
+BINCOUNT_COLUMNS = 32  # up to this many values per position: one bincount per column
+
+
 def _scatter_add_impl(x, idx, u, axis):
     k = idx.shape[-1]
     dims = x.shape[axis : axis + k]
@@ -124,18 +127,23 @@ def _scatter_add_impl(x, idx, u, axis):
     out = np.array(x, dtype=x.dtype, copy=True).reshape(pre, m, post)
     if flat.size == 0 or m == 0:
         return out.reshape(x.shape)
-    rows = np.asarray(u, dtype=x.dtype).reshape(pre, flat.size, post)
-    if pre * post == 1:
-        # one scalar per position: a weighted histogram (f64 accumulation, then the dtype)
-        sums = np.bincount(flat, weights=rows[0, :, 0], minlength=m)
-        out[0, :, 0] += sums.astype(x.dtype, copy=False)
+    # u as K rows of c = pre·post columns; each column is one weighted histogram (bincount,
+    # accumulated in f64), or, for wide rows, one sort of the positions and a reduceat per run
+    # of equal positions. Both beat np.add.at, and neither builds K·c index temporaries
+    # (bench/w6_gather.py measures the choices).
+    c = pre * post
+    rows = np.asarray(u).reshape(pre, flat.size, post).transpose(1, 0, 2).reshape(flat.size, c)
+    if c <= BINCOUNT_COLUMNS:
+        sums = np.empty((m, c), dtype=x.dtype)
+        for j in range(c):
+            sums[:, j] = np.bincount(flat, weights=rows[:, j], minlength=m)
+        out += sums.reshape(m, pre, post).transpose(1, 0, 2)
     else:
-        # sort the positions once; each run of equal positions is summed by one reduceat
         order = np.argsort(flat, kind="stable")
         sorted_flat = flat[order]
         starts = np.flatnonzero(np.concatenate(([True], sorted_flat[1:] != sorted_flat[:-1])))
-        sums = np.add.reduceat(rows[:, order, :], starts, axis=1)
-        out[:, sorted_flat[starts], :] += sums
+        run_sums = np.add.reduceat(rows[order], starts, axis=0)  # [distinct positions, c]
+        out[:, sorted_flat[starts], :] += run_sums.reshape(-1, pre, post).transpose(1, 0, 2)
     return out.reshape(x.shape)
 
 
