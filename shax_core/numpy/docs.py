@@ -34,15 +34,28 @@ def _summary(obj) -> str:
     return line.replace("|", "\\|")
 
 
+_JAX_NAMES = {
+    "": "jax.numpy.",
+    "linalg.": "jax.numpy.linalg.",
+    "nn.": "jax.nn.",
+    "scipy.special.": "jax.scipy.special.",
+    "scipy.linalg.": "jax.scipy.linalg.",
+    "lax.": "jax.lax.",
+}
+
+
 def _table(title: str, prefix: str, module, names) -> list[str]:
     lines = [f"## {title}", "", "| name | notes |", "|---|---|"]
     for name in names:
         obj = getattr(module, name)
-        note = _summary(obj) if callable(obj) and not isinstance(obj, type) else ""
-        if isinstance(obj, type):
-            note = "dtype" if name not in ("ndarray",) else "the array type of eager results"
+        if isinstance(obj, type) and issubclass(obj, BaseException):
+            note = "error class: " + _summary(obj)
+        elif isinstance(obj, type):
+            note = "the array type of eager results" if name == "ndarray" else "a dtype"
         elif not callable(obj):
             note = f"the constant {obj!r}"
+        else:
+            note = _summary(obj) or f"as `{_JAX_NAMES.get(prefix, 'jax.numpy.')}{name}`"
         lines.append(f"| `{prefix}{name}` | {note} |")
     return lines + [""]
 
