@@ -198,6 +198,7 @@ def test_redoc_renders_offline(tab, client):
     sections = page.locator("[data-section-id^='operation/']")
     wait_until(lambda: sections.count() >= n, "every operation in ReDoc", TIMEOUT_MS * 2)
     assert "The IR" in page.inner_text("body")
+    shot(page, "redoc.png")
     tab.check_clean()
 
 
