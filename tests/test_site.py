@@ -438,17 +438,33 @@ def test_readme_starts_with_the_two_commands_then_shows_the_explorer():
         assert (ROOT / link).exists(), link
 
 
-def test_with_api_keys_pages_stay_public_and_the_explorer_needs_a_key():
+def test_with_api_keys_the_pages_open_only_where_the_operator_opens_them():
+    pages = ("/", "/docs", "/redoc", "/explore", "/static/site/explore.js")
     with shax_server(free_port(), {"SHAX_API_KEYS": "k-one,k-two"}) as url:
         with httpx.Client(base_url=url, timeout=30) as c:
-            for page in ("/", "/docs", "/redoc", "/explore", "/static/site/explore.js"):
+            for page in pages:  # closed by default, like every path but the health checks
+                assert c.get(page).status_code == 401, page
+    opened = ",".join(site.PUBLIC_PAGES + ("/v2/health/live", "/v2/health/ready"))
+    env = {"SHAX_API_KEYS": "k-one,k-two", "SHAX_OPEN_PATHS": opened}
+    with shax_server(free_port(), env) as url:
+        with httpx.Client(base_url=url, timeout=30) as c:
+            for page in pages:
                 assert c.get(page).status_code == 200, page
+            assert c.get("/static/docs/swagger-ui-bundle.js").status_code == 200
             assert c.get("/v1/explore/samples").status_code == 200
             assert c.post("/v1/explore", json=MEDIUM).status_code == 401
             assert c.post("/v1/explore/links", json=MEDIUM).status_code == 401
-            r = c.post("/v1/explore", json=MEDIUM, headers={"X-API-Key": "k-two"})
+            key = {"X-API-Key": "k-two"}
+            r = c.post("/v1/explore", json=MEDIUM, headers=key)
             assert r.status_code == 200
             seed_close(r.json()["numbers"]["f"][0], F)
+            compiled = c.post("/v1/programs", json={"program": MEDIUM["program"]}, headers=key)
+            program_id = compiled.json()["id"]
+            anonymous = c.get("/", headers={"accept": "application/json"}).json()
+            assert anonymous["models_loaded"] == 1 and anonymous["models"] == []
+            assert program_id not in c.get("/").text
+            keyed = c.get("/", headers={"accept": "application/json", **key}).json()
+            assert keyed["models"] == [program_id]
 
 
 def test_a_shared_session_is_checked_before_it_is_served():
@@ -457,3 +473,44 @@ def test_a_shared_session_is_checked_before_it_is_served():
     assert site._checked_link("0" * 16, data.decode()) is None  # another id's session
     assert site._checked_link(key, "not json") is None
     assert site._checked_link(key, '["a list"]') is None
+
+
+@pytest.mark.parametrize(
+    "change, field",
+    [
+        ({"rewrites": {}}, "rewrites"),
+        ({"rewrites": "AAA"}, "rewrites"),
+        ({"wrt": ["0"]}, "wrt"),
+        ({"wrt": 0}, "wrt"),
+        ({"inputs": "1, 2"}, "inputs"),
+        ({"cotangents": {"data": [5, 9]}}, "cotangents"),
+        ({"program": None}, "program"),
+    ],
+)
+def test_explorer_refuses_what_its_schema_refuses(client, change, field):
+    for path in ("/v1/explore", "/v1/explore/links"):
+        r = client.post(path, json={**MEDIUM, **change})
+        assert r.status_code == 400, (path, r.text)
+        assert f"'{field}'" in r.json()["detail"]
+
+
+def test_explorer_takes_null_as_absent(client):
+    nulls = dict.fromkeys(("tangents", "cotangents", "wrt", "rewrites"))
+    r = client.post("/v1/explore", json={**MEDIUM, **nulls})
+    assert r.status_code == 200 and r.json()["rewrites"] == "shax"
+    assert r.json()["numbers"]["cotangents"][0]["data"] == [1.0, 1.0]  # the default: ones
+
+
+def test_infer_refuses_parameters_that_are_not_objects(client):
+    """Found by schemathesis once the examples gave it a real model id."""
+    example = openapi_examples.operation_examples()[("post", "/v2/models/{model_id}/infer")]
+    model = example["path"]["model_id"]
+    assert client.post("/v1/programs", json={"program": openapi_examples.MEDIUM}).status_code == 200
+    url = f"/v2/models/{model}/infer"
+    assert client.post(url, json=example["body"]).status_code == 200
+    for bad in (False, 0, "", []):
+        r = client.post(url, json={**example["body"], "parameters": bad})
+        assert r.status_code == 400 and "'parameters' must be an object" in r.json()["detail"]
+    outputs = [{"name": "out0", "parameters": False}]
+    r = client.post(url, json={**example["body"], "outputs": outputs})
+    assert r.status_code == 400 and "outputs[0].parameters" in r.json()["detail"]

@@ -311,22 +311,35 @@ def numbers(st: dict[str, Program], doc: dict, wrt: list[int], settings: Setting
     }
 
 
+def _invalid(detail: str) -> Problem:
+    return Problem(400, "Invalid request", detail, kind="invalid-request")
+
+
+def check_session(doc: dict) -> str:
+    """Check a session's fields against the documented schema (null means absent); its
+    rewrites. ``program`` is IR text; ``inputs``, ``tangents``, ``cotangents`` lists; ``wrt``
+    a list of integers; ``rewrites`` one of ``REWRITES``."""
+    if not isinstance(doc.get("program"), str):
+        raise _invalid("'program' must be a string of IR text")
+    for key in ("inputs", "tangents", "cotangents", "wrt"):
+        if doc.get(key) is not None and not isinstance(doc[key], list):
+            raise _invalid(f"'{key}' must be a list")
+    wrt = doc.get("wrt") or []
+    if not all(isinstance(i, int) and not isinstance(i, bool) for i in wrt):
+        raise _invalid("'wrt' must be a list of input indices")
+    rewrites = doc.get("rewrites")
+    if rewrites is None:
+        return "shax"
+    if rewrites not in REWRITES:
+        raise _invalid(f"'rewrites' must be one of {', '.join(REWRITES)}")
+    return rewrites
+
+
 def explore(doc: dict, settings: Settings) -> dict:
     """Every stage of ``doc["program"]`` (IR text) with counts and graphs, and its numbers when
     ``doc["inputs"]`` is given. Errors are problems; parse and type errors carry line/column."""
-    text = doc.get("program")
-    if not isinstance(text, str):
-        raise Problem(
-            400, "Invalid request", "'program' must be a string of IR text", kind="invalid-request"
-        )
-    rewrites = doc.get("rewrites") or "shax"
-    if rewrites not in REWRITES:
-        raise Problem(
-            400,
-            "Invalid request",
-            f"'rewrites' must be one of {', '.join(REWRITES)}",
-            kind="invalid-request",
-        )
+    rewrites = check_session(doc)
+    text = doc["program"]
     try:
         source = parse(text)
         if len(source.eqns) > settings.max_equations:
@@ -389,10 +402,7 @@ MAX_LINK_BYTES = 256 * 1024
 
 def link_document(doc: dict) -> tuple[str, bytes]:
     """(id, canonical JSON) of a session: its known fields only, checked for size."""
-    if not isinstance(doc.get("program"), str):
-        raise Problem(
-            400, "Invalid request", "'program' must be a string of IR text", kind="invalid-request"
-        )
+    check_session(doc)
     kept = {k: doc[k] for k in LINK_FIELDS if doc.get(k) is not None}
     data = orjson.dumps(kept, option=orjson.OPT_SORT_KEYS)
     if len(data) > MAX_LINK_BYTES:
