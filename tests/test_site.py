@@ -14,15 +14,20 @@ import zipfile
 from html.parser import HTMLParser
 
 import httpx
+import hypothesis
 import numpy as np
 import pytest
 from shax_server import explore, irdoc, openapi_examples, samples
 from shax_server.routes import site
+from shax_server.settings import Settings
 
 import shax_core as sx
 from shax_core.primitives import REGISTRY
 from tests.conftest import FIXTURES, ROOT
 from tests.servers import free_port, shax_server
+from tests.test_properties import SETTINGS as RANDOM_SETTINGS
+from tests.test_properties import inputs as random_inputs
+from tests.test_properties import programs as random_programs
 from tests.test_seed import DF, DFT0, DFT1, F
 
 MEDIUM = samples.SAMPLES["medium"]
@@ -514,3 +519,38 @@ def test_infer_refuses_parameters_that_are_not_objects(client):
     outputs = [{"name": "out0", "parameters": False}]
     r = client.post(url, json={**example["body"], "outputs": outputs})
     assert r.status_code == 400 and "outputs[0].parameters" in r.json()["detail"]
+
+
+@RANDOM_SETTINGS  # test_properties' bound (SHAX_FUZZ_EXAMPLES; fixed examples in CI)
+@hypothesis.given(random_programs())
+def test_explorer_on_random_programs(case):
+    """On random f64 programs: every stage's graph is a layered drawing of its program with
+    linearity flowing forward and residuals feeding the linear part; the numbers agree with
+    each other (VJP = primal and dft, df and dft satisfy the dot-product identity)."""
+    program, seed = case
+    values, _ = random_inputs(program, seed)
+    doc = {"program": str(program), "inputs": [v.tolist() for v in values]}
+    result = explore.explore(doc, Settings())
+    for st in result["stages"]:
+        g, p = st["graph"], sx.parse(st["text"])
+        assert len(g["nodes"]) == len(p.params) + len(p.eqns)
+        assert len(g["edges"]) == sum(len(e.ins) for e in p.eqns)
+        assert sum(st["parts"].values()) == st["equations"]
+        for s, d in g["edges"]:
+            assert g["nodes"][s]["layer"] < g["nodes"][d]["layer"]
+            if g["nodes"][s]["part"] == "linear":
+                assert g["nodes"][d]["part"] == "linear"
+        if st["name"] in ("linear", "transposed", "vjp"):
+            for i, node in enumerate(g["nodes"]):
+                if node["part"] == "residual" and node["kind"] == "eqn":
+                    assert any(s == i and g["nodes"][d]["part"] == "linear" for s, d in g["edges"])
+    n = result["numbers"]
+
+    def arrays(tensors):
+        return [np.asarray(t["data"], np.float64) for t in tensors]
+
+    for got, want in zip(arrays(n["vjp"]), arrays(n["f"] + n["dft"]), strict=True):
+        np.testing.assert_allclose(got, want, rtol=1e-12, atol=1e-12)
+    check = n["dot_check"]
+    scale = max(1.0, abs(check["df_dot_ct"]))
+    assert abs(check["df_dot_ct"] - check["dx_dot_dft"]) <= 1e-9 * scale
