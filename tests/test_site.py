@@ -8,8 +8,10 @@ from __future__ import annotations
 import doctest
 import json
 import re
+import shutil
 import subprocess
 import sys
+import time
 import zipfile
 from html.parser import HTMLParser
 
@@ -554,3 +556,43 @@ def test_explorer_on_random_programs(case):
     check = n["dot_check"]
     scale = max(1.0, abs(check["df_dot_ct"]))
     assert abs(check["df_dot_ct"] - check["dx_dot_dft"]) <= 1e-9 * scale
+
+
+def test_a_share_link_made_on_one_replica_opens_on_another(tmp_path):
+    """Sessions go to the shared store too: with a real redis-server, a link stored through
+    one replica loads from a second that never saw it."""
+    server = shutil.which("redis-server")
+    if server is None:
+        pytest.skip("redis-server is not installed (apt-get install redis-server; .ci/run does)")
+    port = free_port()
+    redis = subprocess.Popen(
+        [server, "--bind", "127.0.0.1", "--port", str(port), "--save", "", "--appendonly", "no"]
+        + ["--dir", str(tmp_path)],
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.DEVNULL,
+    )
+    try:
+        import redis as redis_client
+
+        ping = redis_client.Redis(port=port, socket_timeout=1)
+        deadline = time.monotonic() + 15
+        while True:  # answering before the replicas start
+            try:
+                if ping.ping():
+                    break
+            except redis_client.RedisError:
+                if time.monotonic() > deadline:
+                    raise
+                time.sleep(0.05)
+        env = {"SHAX_REDIS_URL": f"redis://127.0.0.1:{port}/0", "SHAX_CACHE_SECRET": "s3cret"}
+        with shax_server(free_port(), env) as one, shax_server(free_port(), env) as two:
+            session = {**MEDIUM, "rewrites": "seed"}
+            made = httpx.post(f"{one}/v1/explore/links", json=session, timeout=30)
+            assert made.status_code == 200, made.text
+            key = made.json()["id"]
+            loaded = httpx.get(f"{two}/v1/explore/links/{key}", timeout=30)
+            assert loaded.status_code == 200, loaded.text
+            assert loaded.json() == {k: v for k, v in session.items() if k in explore.LINK_FIELDS}
+    finally:
+        redis.terminate()
+        redis.wait(timeout=10)
