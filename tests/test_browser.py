@@ -272,6 +272,11 @@ def test_explorer_shows_a_parse_error_at_its_line(tab):
     wait_until(lambda: "Type error" in error.inner_text(), "the type error")
     assert "line 3, column 7" in error.inner_text()
     assert page.locator("#editor-highlight .err-line").inner_text() == typo.splitlines()[2]
+    # a program pasted over the sample: its stages show, the sample's inputs are named wrong
+    page.locator("#editor").fill("def g(x :: f32[3]) =\n  let y = tanh x\n  in [y]")
+    page.locator("#run").click()
+    wait_until(lambda: stage_text(page, "typed").startswith("def g("), "the pasted program")
+    assert "'inputs' has 2 tensor(s)" in page.locator("#numbers-error").inner_text()
     tab.check_clean()
 
 

@@ -328,11 +328,15 @@ def test_explore_type_error_at_its_equation(client):
     assert "c = add" in p["detail"]
 
 
-def test_explore_bad_inputs_name_the_input(client):
+def test_explore_bad_inputs_name_the_input_and_the_stages_stand(client):
     r = client.post("/v1/explore", json={**MEDIUM, "inputs": [[1, 2, 3], [[1, 2], [3, 4]]]})
-    assert r.status_code == 400
-    assert "arg0" in r.json()["detail"] and "[6]" in r.json()["detail"]
-    assert r.json()["tensor"] == "arg0"
+    assert r.status_code == 200
+    assert [s["name"] for s in r.json()["stages"]] == list(explore.STAGE_TITLES)
+    problem = r.json()["numbers"]["problem"]
+    assert problem["status"] == 400 and problem["tensor"] == "arg0"
+    assert "arg0" in problem["detail"] and "[6]" in problem["detail"]
+    r = client.post("/v1/explore", json={**MEDIUM, "inputs": [[1, 2, 3, 4, 5, 6]]})
+    assert "expects 2" in r.json()["numbers"]["problem"]["detail"]
     r = client.post("/v1/explore", json={**MEDIUM, "rewrites": "jax"})
     assert r.status_code == 400 and "rewrites" in r.json()["detail"]
 

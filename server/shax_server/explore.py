@@ -30,7 +30,7 @@ import numpy as np
 import orjson
 
 import shax_core
-from shax_core import ParseError, Program, ShaxTypeError, infer, parse
+from shax_core import ParseError, Program, ShaxError, ShaxTypeError, infer, parse
 from shax_core.ir import dtype_name
 from shax_core.passes import lower_reduce_sum, rewrite
 from shax_core.primitives import REGISTRY
@@ -383,8 +383,22 @@ def explore(doc: dict, settings: Settings) -> dict:
             "outputs": [{"name": f"out{i}", "type": str(t)} for i, t in enumerate(typed.out_types)],
         },
         "stages": stages,
-        "numbers": numbers(st, doc, wrt, settings),
+        "numbers": _numbers_or_problem(st, doc, wrt, settings),
     }
+
+
+def _numbers_or_problem(st, doc: dict, wrt: list[int], settings: Settings) -> dict:
+    """The numbers, or ``{"problem": ...}`` saying what is wrong with the inputs: the stages are
+    the answer's main part and stand on their own (a program pasted over a sample keeps the
+    sample's inputs until they are edited)."""
+    try:
+        return numbers(st, doc, wrt, settings)
+    except Problem as p:
+        if p.status != 400:
+            raise  # limits stay errors of the whole request
+        return {"problem": p.body()}
+    except ShaxError as e:
+        return {"problem": problem_for(e).body()}
 
 
 def primitive_names() -> list[str]:

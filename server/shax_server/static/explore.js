@@ -198,6 +198,13 @@ function renderNumbers(result) {
   const root = $("numbers");
   root.textContent = "";
   const n = result.numbers || {};
+  if (n.problem) {
+    const box = el("div", "error", `${n.problem.title}: ${n.problem.detail}`);
+    box.id = "numbers-error";
+    root.appendChild(box);
+    root.appendChild(el("p", "hint", "The stages below are the program's; fix the inputs to see its numbers."));
+    return;
+  }
   if (!n.f) {
     root.appendChild(el("p", "hint", "Type inputs (a JSON list, one per parameter) to see outputs and gradients."));
     return;
