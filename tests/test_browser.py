@@ -277,6 +277,13 @@ def test_explorer_shows_a_parse_error_at_its_line(tab):
     page.locator("#run").click()
     wait_until(lambda: stage_text(page, "typed").startswith("def g("), "the pasted program")
     assert "'inputs' has 2 tensor(s)" in page.locator("#numbers-error").inner_text()
+    page.locator("#fill-inputs").click()  # ones of the program's types: tanh(1) and 1 - tanh(1)^2
+    wait_until(lambda: page.locator("pre[data-numbers='dft']").count() == 1, "the numbers")
+    assert page.locator("#inputs").input_value() == "[[1,1,1]]"
+    f = numbers_in(page.locator("pre[data-numbers='f']").inner_text())
+    np.testing.assert_allclose(f, np.tanh(np.ones(3, np.float32)), rtol=1e-6)
+    g = numbers_in(page.locator("pre[data-numbers='dft']").inner_text())
+    np.testing.assert_allclose(g, 1 - np.tanh(np.ones(3, np.float32)) ** 2, rtol=1e-6)
     tab.check_clean()
 
 
