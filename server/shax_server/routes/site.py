@@ -6,7 +6,9 @@ bundled files (mounted at ``/static/docs``), the explorer's HTML, CSS and depend
 JavaScript from ``shax_server/static`` (mounted at ``/static/site``).
 
 ``install(app, protected)`` mounts the files and includes the routers; the explorer's compute
-endpoints get the API-key dependency ``protected`` (as the native API does), the pages do not.
+endpoints get the API-key dependency ``protected`` (as the native API does). With API keys set,
+the service's key gate closes every path, these pages too, unless ``SHAX_OPEN_PATHS`` opens them
+(``PUBLIC_PAGES``); the explorer's page then asks for a key when it computes.
 """
 
 from __future__ import annotations
