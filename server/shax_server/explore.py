@@ -25,6 +25,7 @@ import hashlib
 import re
 from collections import OrderedDict
 from dataclasses import dataclass
+from functools import partial
 
 import numpy as np
 import orjson
@@ -144,8 +145,7 @@ def stage_parts(name: str, program: Program, n_in: int, n_out: int, n_wrt: int) 
 def layout(program: Program, part: dict[str, str]) -> dict:
     """A layered drawing of the dataflow graph: nodes are parameters and equations, edges their
     operands. A node's layer is one more than its deepest operand's (parameters at 0, a constant
-    just above its first use); within a layer, nodes sit in the order of their operands' mean
-    position (one sweep).
+    just above its first use); within a layer, nodes are ordered by ``order_rows``.
 
     >>> from shax_core import parse, infer
     >>> g = layout(infer(parse("def f(a :: f32[]) = let b = sin a  c = mul a b in [c]")), {})
@@ -182,21 +182,69 @@ def layout(program: Program, part: dict[str, str]) -> dict:
     for i, n in enumerate(nodes):  # a constant sits just above its first use
         if n["kind"] == "eqn" and i not in operands and i in consumers:
             n["layer"] = max(0, min(nodes[d]["layer"] for d in consumers[i]) - 1)
-    layers: dict[int, list[int]] = {}
+    rows: dict[int, list[int]] = {}
     for i, n in enumerate(nodes):
-        layers.setdefault(n["layer"], []).append(i)
-    for depth in sorted(layers):
-        row = layers[depth]
-        if depth > 0:
-            row.sort(
-                key=lambda i: (
-                    np.mean([nodes[s]["pos"] for s in operands[i]]) if operands.get(i) else 0.0,
-                    i,
-                )
-            )
-        for pos, i in enumerate(row):
-            nodes[i]["pos"] = pos
-    return {"nodes": nodes, "edges": edges, "layers": 1 + max(layers, default=-1)}
+        rows.setdefault(n["layer"], []).append(i)
+    pos = order_rows([rows[k] for k in range(1 + max(rows, default=-1))], operands, consumers)
+    for i, n in enumerate(nodes):
+        n["pos"] = pos[i]
+    return {"nodes": nodes, "edges": edges, "layers": len(rows)}
+
+
+SWEEPS = 6  # barycentric sweeps, alternately down (by operands) and up (by consumers)
+MAX_ORDERED_EDGES = 3000  # past this, one downward sweep only (crossing counts are quadratic)
+
+
+def order_rows(rows: list[list[int]], operands: dict, consumers: dict) -> dict[int, int]:
+    """Each node's position in its row: barycentric sweeps (a node goes to the mean position of
+    its neighbours in the rows already placed), keeping the order with the fewest crossings
+    between consecutive rows.
+
+    >>> sorted(order_rows([[0, 1], [2, 3]], {2: [1], 3: [0]}, {1: [2], 0: [3]}).items())
+    [(0, 0), (1, 1), (2, 1), (3, 0)]
+    """
+    order = [list(r) for r in rows]
+    n_edges = sum(len(v) for v in operands.values())
+    sweeps = SWEEPS if n_edges <= MAX_ORDERED_EDGES else 1
+    best, best_crossings = None, None
+    for sweep in range(sweeps):
+        down = sweep % 2 == 0
+        pos = {i: p for r in order for p, i in enumerate(r)}
+        sequence = range(1, len(order)) if down else range(len(order) - 2, -1, -1)
+        near, far = (operands, consumers) if down else (consumers, operands)
+        for k in sequence:
+            order[k].sort(key=partial(_barycenter, pos=pos, near=near, far=far))
+            pos.update({i: p for p, i in enumerate(order[k])})
+        crossings = _crossings(order, operands) if sweeps > 1 else 0
+        if best_crossings is None or crossings < best_crossings:
+            best, best_crossings = [list(r) for r in order], crossings
+    return {i: p for r in best for p, i in enumerate(r)}
+
+
+def _barycenter(i: int, *, pos: dict, near: dict, far: dict) -> tuple[float, int]:
+    """Where node ``i`` goes: the mean position of its ``near`` neighbours (operands on a
+    downward sweep), else of its ``far`` ones, else where it is; ties keep the order."""
+    for links in (near, far):
+        placed = [pos[j] for j in links.get(i, ())]
+        if placed:
+            return (sum(placed) / len(placed), pos[i])
+    return (pos[i], pos[i])
+
+
+def _crossings(order: list[list[int]], operands: dict) -> int:
+    """Crossings among edges between consecutive rows (the ones a sweep can untangle)."""
+    pos = {i: p for r in order for p, i in enumerate(r)}
+    row = {i: k for k, r in enumerate(order) for i in r}
+    total = 0
+    for k in range(1, len(order)):
+        pairs = sorted(
+            (pos[s], pos[d]) for d in order[k] for s in operands.get(d, ()) if row[s] == k - 1
+        )
+        for a in range(len(pairs)):
+            for b in range(a + 1, len(pairs)):
+                if pairs[a][0] < pairs[b][0] and pairs[a][1] > pairs[b][1]:
+                    total += 1
+    return total
 
 
 # ---------------------------------------------------------------------------------------------
