@@ -184,9 +184,13 @@ def _leaf_value(x):
     if isinstance(x, int | float) and not isinstance(x, np.generic):  # f32, as in JAX
         return np.asarray(x, np.float32)
     a = np.asarray(x)
-    if a.dtype.kind in "iu" or a.dtype == np.float16:
+    if a.dtype.kind in "iu" and (a.ndim == 0 or a.dtype not in (np.int32, np.int64)):
+        # Python ints and odd integer types are f32 values; int32/int64 arrays stay integers
+        # (indices, labels: they have no tangent, as in JAX)
         a = a.astype(np.float32)
-    if a.dtype.kind not in "fb":
+    elif a.dtype == np.float16:
+        a = a.astype(np.float32)
+    if a.dtype.kind not in "fbiu":
         raise ShaxError(f"cannot trace an argument of dtype {a.dtype}: {x!r:.80}")
     return a
 
@@ -477,9 +481,9 @@ def _vg_plan(traced: Traced, nums, has_aux: bool):
     """``(VJP program, cotangents, number of outputs, aux tree)`` for value_and_grad: the
     cotangent is 1 for the value and 0 for the aux outputs."""
     n_main, _, aux_tree = _split_aux(traced, has_aux)
-    _scalar_output(traced, n_main, "grad")
     wrt = traced.leaf_indices(nums)
     _check_wrt_float(traced, wrt, "grad")
+    _scalar_output(traced, n_main, "grad")
     program = traced.program
     vjp = _logged("VJP", program, lambda: vjp_program(program, wrt))
     one = np.ones((), program.outs[0].type.np_dtype)

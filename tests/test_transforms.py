@@ -388,10 +388,15 @@ def test_large_traces_say_so(caplog):
     assert any(r.message.startswith("VJP of chain") for r in caplog.records)
 
 
-def test_integer_arrays_trace_as_f32():
-    g = sx.grad(lambda x: snp.sum(x * x))(np.array([1, 2, 3]))
-    assert g.dtype == np.float32
-    close(g, [2.0, 4.0, 6.0])
+def test_python_ints_are_f32_and_integer_arrays_are_data():
+    g = sx.grad(lambda x: x * x)(3)
+    assert np.asarray(g).dtype == np.float32
+    close(g, 6.0)
+    # int32/int64 arrays stay integers (labels, indices): no tangent, as in JAX
+    w, labels = np.array([1.0, 2.0, 3.0], np.float32), np.array([0, 2, 1])
+    close(sx.grad(lambda w, n: snp.sum(w * w * n))(w, labels), [0.0, 8.0, 6.0])
+    with pytest.raises(sx.ShaxError, match="float inputs"):
+        sx.grad(lambda n: snp.sum(n * n))(labels)
 
 
 # ---------------------------------------------------------------------------------------------

@@ -144,9 +144,13 @@ def test_custom_rules_through_the_sdk(c):
 
 
 def test_integer_arrays_are_accepted(c):
-    g = c.grad(lambda x: snp.sum(x * x))(np.array([1, 2, 3]))
+    w, labels = np.array([1.0, 2.0, 3.0], np.float32), np.array([0, 2, 1])
+    close(c.grad(lambda w, n: snp.sum(w * w * n))(w, labels), [0.0, 8.0, 6.0])
+    g = c.grad(lambda x: x * x)(3)  # a Python int is an f32 value
     assert g.dtype == np.float32
-    close(g, [2.0, 4.0, 6.0])
+    close(g, 6.0)
+    with pytest.raises(sx.ShaxError, match="float inputs"):
+        c.grad(lambda n: snp.sum(n * n))(labels)
 
 
 def test_perturbation_confusion_through_the_sdk(c):
