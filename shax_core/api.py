@@ -431,8 +431,8 @@ def _check_wrt_float(traced: Traced, wrt: Sequence[int], what: str) -> None:
         p = traced.program.params[i]
         if not p.type.is_float:
             raise ShaxError(
-                f"{what} requires float inputs; {p.name} :: {p.type} is not (as in JAX, "
-                "differentiate only with respect to float arguments)"
+                f"{what} requires float inputs; {p.name} :: {p.type} is not: only float inputs "
+                "have tangents (as in JAX, differentiate only with respect to float arguments)"
             )
 
 
