@@ -26,7 +26,7 @@ from __future__ import annotations
 
 from shax_core.core import Builder, Tracer
 from shax_core.ir import Program
-from shax_core.passes.inline import inline
+from shax_core.passes.inline import emit_on_first_use, inline
 from shax_core.registry import lookup
 
 POLICIES = ("recompute", "save")
@@ -88,32 +88,19 @@ def rematerialize(
     saved: list = []  # primal vars that the new linear program takes as residuals
     value: dict[str, Tracer] = {}
 
-    def get(name: str) -> Tracer:
-        # iterative post-order over the (depth-bounded) recomputation tree
-        stack = [name]
-        while stack:
-            n = stack[-1]
-            if n in value:
-                stack.pop()
-                continue
-            if n in kept or n in params:
-                var = leaf_vars[n]
-                value[n] = b.add_param(var.type)
-                saved.append(var)
-                stack.pop()
-                continue
-            eqn = producer[n]
-            missing = [v.name for v in eqn.ins if v.name not in value]
-            if missing:
-                stack.extend(missing)
-                continue
-            value[n] = b.emit(
-                eqn.prim, eqn.params, [value[v.name].var for v in eqn.ins], eqn.out.type
-            )
-            stack.pop()
-        return value[name]
+    def saved_input(name: str) -> Tracer | None:
+        """A saved value becomes an input of the new linear program (a residual)."""
+        if name not in kept and name not in params:
+            return None
+        saved.append(leaf_vars[name])
+        return b.add_param(leaf_vars[name].type)
 
-    args = tangents + [get(v.name) for v in residuals]
+    def emit(eqn, xs: list[Tracer]) -> Tracer:
+        return b.emit(eqn.prim, eqn.params, [x.var for x in xs], eqn.out.type)
+
+    args = tangents + [
+        emit_on_first_use(v.name, value, producer, emit, saved_input) for v in residuals
+    ]
     outs = inline(b, linear, args)
     new_linear = Program(linear.name, tuple(b.params), tuple(b.eqns), tuple(t.var for t in outs))
     new_primal = primal.replace(outs=primal.outs[:n_outputs] + tuple(saved))

@@ -28,6 +28,7 @@ from shax_core._linearize import Linearized
 from shax_core.core import Builder, add, bind_at, zeros
 from shax_core.ir import Program, ShaxError
 from shax_core.passes._dce import dce
+from shax_core.passes.inline import emit_on_first_use
 from shax_core.registry import Linear, RuleError, Zero, lookup
 from shax_core.text import format_eqn
 
@@ -77,27 +78,14 @@ def transpose_typed(linear: Program, num_linear: int) -> Program:
         else:
             forward[eqn.out.name] = eqn
 
+    def forward_eqn(eqn, xs):
+        return bind_at(b, eqn.prim, *xs, **lookup(eqn.prim).kwargs(eqn.params))
+
     def residual(name: str):
         """The value of a non-linear variable, emitting its forward equations on first use
         (so recomputed residuals are computed right before the backward step that reads
         them, and are not all live at once)."""
-        stack = [name]
-        while stack:
-            n = stack[-1]
-            if n in value:
-                stack.pop()
-                continue
-            eqn = forward[n]
-            missing = [v.name for v in eqn.ins if v.name not in value]
-            if missing:
-                stack.extend(missing)
-                continue
-            prim = lookup(eqn.prim)
-            value[n] = bind_at(
-                b, eqn.prim, *(value[v.name] for v in eqn.ins), **prim.kwargs(eqn.params)
-            )
-            stack.pop()
-        return value[name]
+        return emit_on_first_use(name, value, forward, forward_eqn)
 
     ct: dict[str, object] = {}
 
