@@ -21,6 +21,8 @@ from dataclasses import dataclass, field
 
 BENCH_DIR = os.path.dirname(os.path.abspath(__file__))
 REPO = os.path.dirname(BENCH_DIR)
+if REPO not in sys.path:  # the process helpers shared with the tests (tests/servers.py)
+    sys.path.append(REPO)
 
 PEERS = ("numpy", "jax", "torch", "autograd")
 PEER_PACKAGES = {"jax": "jax", "torch": "torch", "autograd": "autograd"}

@@ -16,18 +16,19 @@ requests and seconds; every server is stopped at the end, also on errors.
 
 from __future__ import annotations
 
+import contextlib
 import http.client
 import json
 import os
-import socket
 import subprocess
 import sys
 import tempfile
-import time
 
 import common
 import numpy as np
 import orjson
+
+from tests.servers import free_port, running
 
 N_TENSOR = 1 << 20  # 4 MiB of f32
 W1_BODY = {
@@ -37,55 +38,36 @@ W1_BODY = {
 HEADER_LENGTH = "Inference-Header-Content-Length"
 
 
-def free_port() -> int:
-    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
-
-
 class Server:
     """``python serve.py KIND PORT`` in a subprocess; a context manager that always stops it."""
 
     def __init__(self, kind: str, ready_path: str):
         self.kind, self.ready_path = kind, ready_path
         self.port = free_port()
-        self.proc: subprocess.Popen | None = None
         self.log = tempfile.TemporaryFile()
+        self._running = contextlib.ExitStack()
 
     def __enter__(self) -> Server:
         env = {k: v for k, v in os.environ.items() if not k.startswith("SHAX_")}
-        self.proc = subprocess.Popen(
-            [sys.executable, os.path.join(common.BENCH_DIR, "serve.py"), self.kind, str(self.port)],
-            stdout=self.log,
-            stderr=subprocess.STDOUT,
-            env=env,
-            cwd=common.BENCH_DIR,
-        )
-        deadline = time.monotonic() + 30
-        while time.monotonic() < deadline:
-            if self.proc.poll() is not None:
-                raise RuntimeError(f"{self.kind} server exited: {self.tail()}")
-            try:
-                status, _ = self.request("GET", self.ready_path)
-                if status == 200:
-                    return self
-            except OSError:
-                pass
-            time.sleep(0.1)
-        self.stop()
-        raise RuntimeError(f"{self.kind} server not ready after 30 s: {self.tail()}")
+        cmd = [sys.executable, os.path.join(common.BENCH_DIR, "serve.py"), self.kind]
+        try:
+            self._running.enter_context(
+                running(
+                    [*cmd, str(self.port)],
+                    lambda: self.request("GET", self.ready_path)[0] == 200,
+                    what=f"the {self.kind} server",
+                    stdout=self.log,
+                    stderr=subprocess.STDOUT,
+                    env=env,
+                    cwd=common.BENCH_DIR,
+                )
+            )
+        except RuntimeError as e:
+            raise RuntimeError(f"{e}: {self.tail()}") from None
+        return self
 
     def __exit__(self, *exc) -> None:
-        self.stop()
-
-    def stop(self) -> None:
-        if self.proc and self.proc.poll() is None:
-            self.proc.terminate()
-            try:
-                self.proc.wait(10)
-            except subprocess.TimeoutExpired:
-                self.proc.kill()
-                self.proc.wait(5)
+        self._running.close()
 
     def tail(self) -> str:
         self.log.seek(0)
