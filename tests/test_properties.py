@@ -20,6 +20,7 @@ from __future__ import annotations
 import os
 
 import numpy as np
+from adcheck import assert_all_close as assert_values
 from adcheck import check_hvp, random_like, vdot
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
@@ -269,13 +270,10 @@ def inputs(program, seed):
     return [rng.uniform(-1.0, 1.0, p.type.shape) for p in program.params], rng
 
 
-def assert_values(got, want, rtol=1e-10):
-    assert len(got) == len(want)
-    for g, w in zip(got, want, strict=True):
-        g, w = np.asarray(g), np.asarray(w)
-        assert g.dtype == w.dtype and g.shape == w.shape
-        scale = max(1.0, float(np.max(np.abs(w), initial=0.0)))
-        np.testing.assert_allclose(g, w, rtol=rtol, atol=rtol * scale)
+def directions(program, rng):
+    """Random tangents of the inputs and cotangents of the outputs."""
+    tangents = [rng.uniform(-1, 1, q.type.shape) for q in program.params]
+    return tangents, [rng.uniform(-1, 1, v.type.shape) for v in program.outs]
 
 
 # ---------------------------------------------------------------------------------------------
@@ -349,8 +347,7 @@ def test_vjp_and_jvp_agree_by_dot_product(case):
     p, seed = case
     args, rng = inputs(p, seed)
     n = len(p.outs)
-    t = [rng.uniform(-1, 1, q.type.shape) for q in p.params]
-    ct = [rng.uniform(-1, 1, v.type.shape) for v in p.outs]
+    t, ct = directions(p, rng)
     jt = sx.evaluate(sx.jvp_program(p), *args, *t)[n:]
     jtct = sx.evaluate(sx.vjp_program(p), *args, *ct)[n:]
     lhs, rhs = vdot(ct, jt), vdot(jtct, t)
@@ -443,8 +440,7 @@ def test_residual_policies_agree(case):
     p, seed = case
     args, rng = inputs(p, seed)
     n = len(p.outs)
-    ct = [rng.uniform(-1, 1, v.type.shape) for v in p.outs]
-    t = [rng.uniform(-1, 1, q.type.shape) for q in p.params]
+    t, ct = directions(p, rng)
     results = {}
     for policy in ("save", "recompute"):
         st_ = sx.stages(p, policy=policy)
