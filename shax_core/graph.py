@@ -1,17 +1,29 @@
 """The JSON graph form of a Program, the canonical form, and the content hash.
 
-A graph is the same Program as plain data (the wire schema for programs)::
+A graph is the same Program as plain data (the wire schema for programs):
 
-    {"format_version": 1,
-     "name": "f",
-     "inputs": [{"name": "x", "dtype": "f32", "shape": [2]}],
-     "equations": [
-        {"out": "y", "primitive": "broadcast", "params": {"dims": [1], "shape": [3, 2]},
-         "inputs": ["x"]},
-        {"out": "c", "primitive": "fromList", "params": {"shape": [], "data": [2.0]},
-         "inputs": [], "dtype": "f32"},
-        {"out": "z", "primitive": "mul", "params": {}, "inputs": ["y", "c"]}],
-     "outputs": ["z"]}
+>>> graph = {
+...     "format_version": 1,
+...     "name": "f",
+...     "inputs": [{"name": "x", "dtype": "f32", "shape": [2]}],
+...     "equations": [
+...         {"out": "y", "primitive": "broadcast", "params": {"dims": [1], "shape": [3, 2]},
+...          "inputs": ["x"]},
+...         {"out": "c", "primitive": "fromList", "params": {"shape": [], "data": [2.0]},
+...          "inputs": [], "dtype": "f32"},
+...         {"out": "cs", "primitive": "broadcast", "params": {"dims": [], "shape": [3, 2]},
+...          "inputs": ["c"]},
+...         {"out": "z", "primitive": "mul", "params": {}, "inputs": ["y", "cs"]}],
+...     "outputs": ["z"]}
+>>> print(infer(from_graph(graph)))
+def f(x :: f32[2]) =
+  let y :: f32[3, 2] = broadcast [1] [3,2] x
+      c :: f32[] = fromList [] [2.0]
+      cs :: f32[3, 2] = broadcast [] [3,2] c
+      z :: f32[3, 2] = mul y cs
+  in [z]
+>>> to_graph(from_graph(graph)) == graph
+True
 
 ``params`` is keyed by the parameter names of the primitive in the registry
 (``REGISTRY[p].params``). An equation may carry its binding's ``dtype`` and ``shape``

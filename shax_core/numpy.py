@@ -1,14 +1,24 @@
 """The NumPy-like API (the seed's HNP): the same function runs on arrays and on tracers.
 
-    import shax_core.numpy as snp
-
-    def medium(x0, x8):
-        x1 = snp.broadcast(x0, [1], [2, 6])
-        x2 = snp.sin(x1)
-        ...
+>>> import numpy as np
+>>> import shax_core.numpy as snp
+>>> def start(x0):
+...     return snp.sin(snp.broadcast(x0, [1], [2, 6])) * 2.0
 
 On NumPy arrays each call evaluates at once; on tracers it records an equation. Python
-scalars and NumPy-style broadcasting become explicit ``fromList``/``broadcast`` equations.
+scalars and NumPy-style broadcasting become explicit ``fromList``/``broadcast`` equations:
+
+>>> start(np.zeros(6, np.float32)).shape
+(2, 6)
+>>> from shax_core import trace
+>>> print(trace(start, np.zeros(6, np.float32)))
+def start(arg0 :: f32[6]) =
+  let x0 :: f32[2, 6] = broadcast [1] [2,6] arg0
+      x1 :: f32[2, 6] = sin x0
+      x2 :: f32[] = fromList [] [2.0]
+      x3 :: f32[2, 6] = broadcast [] [2,6] x2
+      x4 :: f32[2, 6] = mul x1 x3
+  in [x4]
 """
 
 from __future__ import annotations

@@ -8,15 +8,36 @@ earlier) is recomputed in the linear program instead of saved. For a chain
 ``y = sin(y)·c + exp(-(y·y))`` this saves only ``y`` per step instead of ``cos y``, ``sin y``
 and ``exp(-(y·y))`` as well.
 
-Before (``save``)::
+>>> from shax_core import linearize_program, parse
+>>> p = parse("def f(x :: f32[300000]) = let y = sin x  z = reduce_sum [0] y in [z]")
 
-    def f(arg0 :: f32[N]) = let x0 = sin arg0  x1 = cos arg0 ... in [out, x1]
-    def df(arg0 :: f32[N], arg1 :: f32[N]) = let x0 = mul arg0 arg1 in [x0]
+Saving every residual (``save``), the primal program returns ``cos x`` (1.2 MB):
 
-After (``recompute``)::
+>>> saved = linearize_program(p, policy="save")
+>>> print(saved.primal)
+def f(x :: f32[300000]) =
+  let x0 :: f32[300000] = sin x
+      x1 :: f32[300000] = cos x
+      x2 :: f32[] = reduce_sum [0] x0
+  in [x2, x1]
 
-    def f(arg0 :: f32[N]) = let x0 = sin arg0 ... in [out, arg0]
-    def df(arg0 :: f32[N], arg1 :: f32[N]) = let x0 = cos arg1  x1 = mul arg0 x0 in [x1]
+Under ``recompute`` it returns the input ``x``, and the linear program computes ``cos`` itself:
+
+>>> recomputed = linearize_program(p, policy="recompute")
+>>> print(recomputed.primal)
+def f(x :: f32[300000]) =
+  let x0 :: f32[300000] = sin x
+      x2 :: f32[] = reduce_sum [0] x0
+  in [x2, x]
+>>> print(recomputed.linear)
+def df(arg0 :: f32[300000],
+       arg1 :: f32[300000]) =
+  let d0 :: f32[300000] = cos arg1
+      d1 :: f32[300000] = mul arg0 d0
+      d2 :: f32[] = reduce_sum [0] d1
+  in [d2]
+>>> sorted(recomputed.recomputed)
+['x1']
 
 The transposed program runs such recomputations forward, each right before the backward step
 that first reads it, so recomputed values are never all live at once.

@@ -7,18 +7,16 @@ before the first backward step that reads it; the others run backwards through t
 primitive's transpose rule, cotangents of a value used several
 times are summed, and a cotangent that never arrives is a zero of the right type.
 
-Before::
-
-    def df(arg0 :: f32[], arg1 :: f32[], arg2 :: f32[]) =
-      let x0 :: f32[] = add arg0 arg1
-          x1 :: f32[] = mul x0 arg2
-      in [x1]
-
-After::
-
-    def dft(arg0 :: f32[], arg1 :: f32[]) =
-      let x0 :: f32[] = mul arg0 arg1
-      in [x0, x0]
+>>> from shax_core.text import parse
+>>> df = parse(
+...     "def df(arg0 :: f32[], arg1 :: f32[], arg2 :: f32[]) ="
+...     "  let d0 = add arg0 arg1  d1 = mul d0 arg2 in [d1]"
+... )
+>>> print(transpose_program(df, 2))
+def dft(arg0 :: f32[],
+        arg1 :: f32[]) =
+  let t0 :: f32[] = mul arg0 arg1
+  in [t0, t0]
 """
 
 from __future__ import annotations
