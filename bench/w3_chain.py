@@ -2,7 +2,7 @@
 ``y = sin(y) * cos(x) + exp(-(y*y))``; ``loss = sum(y)``; gradient w.r.t. x. Time and peak memory.
 
 Peak memory is measured the same way for every implementation: each runs in its own fresh
-subprocess (``mem_probe.py``) with glibc's malloc told to serve every block over 64 KiB with mmap
+subprocess (``w3_chain.py --probe NAME N``) with glibc's malloc told to serve every block over 64 KiB with mmap
 (so freed memory goes back to the OS and warm-up leftovers cannot hide allocations); after a
 warm-up call the process's resident-set high-water mark (VmHWM) is reset through
 /proc/self/clear_refs, one forward+gradient call runs, and the figure is VmHWM minus the RSS

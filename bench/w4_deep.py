@@ -287,7 +287,7 @@ def run(cfg: common.Config) -> common.Section:
     for i, n in enumerate(sizes):
         for name, sr in series.items():
             if name == "jaxpr" and i == 2 and not cfg.quick:
-                continue  # >120 s at n=100,000 (issue 7)
+                continue  # >120 s at n=100,000
             sr.step(n)
     shax = series["shax"].results
     jaxpr = series["jaxpr"].results if jax_ok else {}

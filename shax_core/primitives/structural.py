@@ -1,7 +1,7 @@
 """Structural primitives: constants, shape changes, slicing, padding, reductions.
 
 All but ``fromList`` and ``reduce_max`` are linear; their transposes are where the dimension
-bookkeeping lives (see DESIGN.md):
+bookkeeping lives:
 
 >>> from shax_core import parse, transpose_program
 >>> print(transpose_program(parse("def f(x :: f32[6]) = let y = broadcast [1] [2,6] x in [y]"), 1))
