@@ -2,10 +2,10 @@
 ``y = sin(y) * cos(x) + exp(-(y*y))``; ``loss = sum(y)``; gradient w.r.t. x. Time and peak memory.
 
 Peak memory is measured the same way for every implementation: each runs in its own fresh
-subprocess (``w3_chain.py --probe NAME N``) with glibc's malloc told to serve every block over 64 KiB with mmap
-(so freed memory goes back to the OS and warm-up leftovers cannot hide allocations); after a
-warm-up call the process's resident-set high-water mark (VmHWM) is reset through
-/proc/self/clear_refs, one forward+gradient call runs, and the figure is VmHWM minus the RSS
+subprocess (``w3_chain.py --probe NAME N``) with glibc's malloc told to serve every block over
+64 KiB with mmap (so freed memory goes back to the OS and warm-up leftovers cannot hide
+allocations); after a warm-up call the process's resident-set high-water mark (VmHWM) is reset
+through /proc/self/clear_refs, one forward+gradient call runs, and the figure is VmHWM minus the RSS
 before the call: the memory the call needed on top of its inputs, whoever allocated it (NumPy,
 PyTorch's or XLA's allocator). For the NumPy-based implementations tracemalloc's peak (NumPy
 allocations only) is reported next to it as a cross-check.
