@@ -46,6 +46,7 @@ def no_gc():
 
 
 EMPTY: frozenset = frozenset()
+VIEWS = frozenset({"transpose", "reshape", "broadcast", "slice"})  # of a C-contiguous array
 
 
 def _kernel(prim, eqn) -> object:
@@ -150,6 +151,7 @@ def _buffers(program: Program, prims, slot_of) -> tuple[list[frozenset], list]:
 class _Plan:
     steps: tuple  # (fn, operand slots, result slot, slots to free after it)
     alloc: list[int]  # bytes each step allocates (0 when it writes into a dying operand)
+    views: frozenset[int]  # slots that are NumPy views of an argument (allocate nothing)
     in_place: int
     parallel: int
 
@@ -162,6 +164,8 @@ def _steps(program: Program, prims, slot_of, last_use, refs, template) -> _Plan:
         for b in refs[slot]:
             buffer_last[b] = max(buffer_last.get(b, -1), last_use.get(slot, -1))
     steps, alloc = [], []
+    views: set[int] = set()
+    n_params = len(program.params)
     in_place = parallel = 0
     for i, (e, prim) in enumerate(zip(program.eqns, prims, strict=True)):
         out = slot_of[e.out.name]
@@ -195,8 +199,12 @@ def _steps(program: Program, prims, slot_of, last_use, refs, template) -> _Plan:
         if out not in last_use:  # nobody reads it: drop it at once
             free += (out,)
         steps.append((fn, ins, out, free))
-        alloc.append(0 if reuse is not None else e.out.type.nbytes)
-    return _Plan(tuple(steps), alloc, in_place, parallel)
+        # a structural step (transpose, reshape, slice, broadcast) of an argument is a view
+        # of memory the caller holds anyway: it allocates nothing
+        if e.prim in VIEWS and ins[0] < n_params:
+            views.add(out)
+        alloc.append(0 if reuse is not None or out in views else e.out.type.nbytes)
+    return _Plan(tuple(steps), alloc, frozenset(views), in_place, parallel)
 
 
 def _run_form(steps) -> tuple:
@@ -254,10 +262,13 @@ class Executable:
         self.parallel_steps = plan.parallel
         self.out_slots = tuple(slot_of[v.name] for v in program.outs)
         self.out_copy = _out_copies(self.out_slots, refs)
-        self.peak_bytes = self._peak(plan.alloc)
+        self.peak_bytes = self._peak(plan.alloc, plan.views)
         self._expected = [(t.np_dtype, t.shape) for t in self.in_types]
 
-    def _peak(self, alloc) -> int:
+    def _peak(self, alloc, views) -> int:
+        """The most bytes live at once: the arguments (held by the caller throughout), the
+        constants, each step's fresh buffer until its last reader, and the final copies of
+        outputs the plan does not own alone."""
         size = [0] * self.n_slots
         for i, p in enumerate(self.program.params):
             size[i] = p.type.nbytes
@@ -265,14 +276,22 @@ class Executable:
         live += sum(a.nbytes for a in self.template if a is not None)
         peak = live
         for (_, ins, out, free), nbytes in zip(self.steps, alloc, strict=True):
-            size[out] = nbytes if nbytes else max((size[s] for s in ins), default=0)
+            if out in views:
+                size[out] = 0  # the argument's memory, counted once, held throughout
+            else:
+                size[out] = nbytes if nbytes else max((size[s] for s in ins), default=0)
             live += nbytes
             peak = max(peak, live)
             for s in free:
+                if s < self.n_params:
+                    continue  # the caller holds its arguments for the whole run
                 if nbytes or s not in ins or size[s] != size[out]:
                     live -= size[s]
                 size[s] = 0
-        return peak
+        # outputs the plan does not own alone (views such as a transpose) are copied at the end,
+        # while everything still live is held
+        copies = sum(t.nbytes for t, c in zip(self.out_types, self.out_copy, strict=True) if c)
+        return max(peak, live + copies)
 
     def check_args(self, args) -> list[np.ndarray]:
         if len(args) == len(self._expected) and all(

@@ -47,7 +47,7 @@ def lower(program: Program, lowering: str) -> Program:
         rule = prim.extra.get(lowering)
         params = prim.kwargs(eqn.params)
         env[eqn.out.name] = rule(*xs, **params) if rule else bind_at(b, eqn.prim, *xs, **params)
-    outs = tuple(env[v.name].var for v in program.outs)
+    outs = tuple(env[v.name].variable for v in program.outs)
     return Program(program.name, tuple(b.params), tuple(b.eqns), outs)
 
 
