@@ -12,9 +12,15 @@ and yields every point it visits; ``minimize`` collects the trajectory.
 >>> apply_updates(params, updates)
 {'w': array(0., dtype=float32)}
 
-The seed's run: f(x, y) = sin(x+y)·cos(x+y) from (0.5, -0.75) with step 0.05 in f32 visits
-points whose values are -0.23971277, -0.31265023, ... and whose 40th point is
-(0.23235208, -1.0176479) with value -0.5.
+The seed's run: f(x, y) = sin(x+y)·cos(x+y) from (0.5, -0.75) with step 0.05 in f32:
+
+>>> import numpy as np
+>>> from shax_core.demo import f
+>>> result = minimize(f, [np.float32(0.5), np.float32(-0.75)], steps=40, lr=0.05)
+>>> [str(p.value) for p in result.trajectory[:2]]
+['-0.23971277', '-0.31265023']
+>>> [str(x) for x in result.params], str(result.value)
+(['0.23235208', '-1.0176479'], '-0.5')
 """
 
 from __future__ import annotations

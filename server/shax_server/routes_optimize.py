@@ -1,6 +1,6 @@
 """``POST /v1/programs/{id}/minimize``: gradient descent next to the cached program, streamed.
 
-Owned by the client SDK (issue 5); the app includes it with ``app.include_router(router)``.
+Used by the client SDK's ``minimize``; the app includes it with ``app.include_router(router)``.
 
 Request (tensors are positional, like ``/vjp``'s ``inputs``; only the ``wrt`` inputs move)::
 
