@@ -907,12 +907,6 @@ class custom_vjp(_CustomBase):
         def linearize_rule(primals, tangents):
             out, res = fwd(*_unflatten_args(in_trees, counts, list(primals)))
             res_leaves, res_tree = tree_flatten(res)
-            res_leaves = [
-                ops.convert(r, "f32")
-                if isinstance(r, Tracer) and not r.type.is_float and r.type.dtype != "bool"
-                else r
-                for r in res_leaves
-            ]
             res_types = tuple(ops.type_of_value(r) for r in res_leaves)
             key = (res_tree, res_types)
             lin = bwd_prims.get(key)
@@ -922,12 +916,18 @@ class custom_vjp(_CustomBase):
                 )
             ts = [ops.instantiate(t, anchor=tangents) for t in tangents]
             res_vals = [
-                r if isinstance(r, Tracer) else ops.constant_like(r, primals[0]) for r in res_leaves
+                r if isinstance(r, Tracer) else _constant_in(primals[0], r) for r in res_leaves
             ]
             return _as_primal(out, primals[0]), ops.bind(lin.name, *ts, *res_vals)
 
         prim.linearize = linearize_rule
         return prim
+
+
+def _constant_in(anchor: Tracer, value) -> Tracer:
+    """``value`` (an array or scalar residual) as a constant of ``anchor``'s trace, keeping its
+    dtype (an integer index stays an integer)."""
+    return Tracer(anchor.builder, anchor.builder.lift(_leaf_value(value)))
 
 
 def _as_primal(out, anchor):
@@ -974,9 +974,11 @@ def _define_bwd(base, bwd, res_tree, res_types, in_types, in_trees, out_type):
         return out + [None] * (len(ins) - n_in)
 
     prim.transpose = transpose
-    prim.linearize = lambda primals, tangents: (_ for _ in ()).throw(
-        ShaxError(f"cannot differentiate the linear part of {base} again in forward mode")
-    )
+
+    def linearize_again(primals, tangents):
+        raise ShaxError(f"cannot differentiate the linear part of {base} again in forward mode")
+
+    prim.linearize = linearize_again
     return prim
 
 
