@@ -302,10 +302,7 @@ def _output_var(b: TraceBuilder, r) -> Var:
         r = np.zeros(r.type.shape, r.type.np_dtype)
     if isinstance(r, Tracer):
         return b.lift(r)
-    a = np.asarray(r)
-    if a.dtype.kind in "iu":
-        a = a.astype(np.float32)
-    return b.lift(a)
+    return b.lift(_leaf_value(r))  # a constant output: Python scalars as f32, as inputs are
 
 
 # ---------------------------------------------------------------------------------------------
