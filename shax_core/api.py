@@ -23,9 +23,20 @@ array(48., dtype=float32)
 >>> g({"w": np.array([1.0, 2.0], np.float32), "b": 3.0})
 {'b': array(1., dtype=float32), 'w': array([2., 4.], dtype=float32)}
 
-The traced Program keeps the user's names (``trace_pytree``):
+The traced Program is flat, one parameter per leaf, named from the signature and the tree path
+(``trace_pytree``):
 
-    def loss(params.b :: f32[], params.w :: f32[2], x :: f32[2]) = ...
+>>> def loss(params, x):
+...     return snp.sum(params["w"] * x) + params["b"]
+>>> params = {"w": np.ones(2, np.float32), "b": np.float32(0)}
+>>> print(trace_pytree(loss, (params, np.ones(2, np.float32))).program)
+def loss(params.b :: f32[],
+         params.w :: f32[2],
+         x :: f32[2]) =
+  let x0 :: f32[2] = mul params.w x
+      x1 :: f32[] = reduce_sum [0] x0
+      x2 :: f32[] = add x1 params.b
+  in [x2]
 
 Closed-over arrays of at least ``LIFT_ELEMENTS`` elements are not written into the IR as
 literals: they become parameters too (``const0``, ...), passed as arrays on every call.
