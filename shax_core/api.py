@@ -411,7 +411,8 @@ def _logged(what: str, program: Program, build):
 # argnums, has_aux
 
 
-def _argnums(argnums, n: int) -> tuple[int, ...]:
+def argnums_indices(argnums, n: int) -> tuple[int, ...]:
+    """JAX's ``argnums`` (an int or a tuple; negative counts from the end) as indices."""
     nums = (argnums,) if isinstance(argnums, int) else tuple(argnums)
     out = []
     for a in nums:
@@ -466,7 +467,7 @@ def value_and_grad(f: Callable, argnums=0, has_aux: bool = False) -> Callable:
 
     @functools.wraps(f)
     def value_and_grad_f(*args):
-        nums = _argnums(argnums, len(args))
+        nums = argnums_indices(argnums, len(args))
         traced, key, leaves = _trace_memo(f, args, "vg")
         plan = _memo(key and (*key, "vg", nums, has_aux), lambda: _vg_plan(traced, nums, has_aux))
         vjp, cts, n_out, aux_tree = plan
@@ -632,7 +633,7 @@ def jacfwd(f: Callable, argnums=0, has_aux: bool = False) -> Callable:
 
     @functools.wraps(f)
     def jacfwd_f(*args):
-        nums = _argnums(argnums, len(args))
+        nums = argnums_indices(argnums, len(args))
         traced, key, leaves = _trace_memo(f, args, "jacfwd")
         n_main, main_tree, aux_tree = _split_aux(traced, has_aux)
         wrt = traced.leaf_indices(nums)
@@ -689,7 +690,7 @@ def jacrev(f: Callable, argnums=0, has_aux: bool = False) -> Callable:
 
     @functools.wraps(f)
     def jacrev_f(*args):
-        nums = _argnums(argnums, len(args))
+        nums = argnums_indices(argnums, len(args))
         traced, key, leaves = _trace_memo(f, args, "jacrev")
         n_main, main_tree, aux_tree = _split_aux(traced, has_aux)
         wrt = traced.leaf_indices(nums)
@@ -1006,6 +1007,7 @@ def lower_custom(program: Program) -> Program:
 
 __all__ = [
     "LIFT_ELEMENTS",
+    "argnums_indices",
     "Traced",
     "call",
     "call_types",
