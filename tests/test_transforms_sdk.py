@@ -371,3 +371,19 @@ def test_uploads_use_the_compile_timeout_and_large_ones_say_so(caplog):
                 client.grad(chain)(X3)
     assert seen["/v1/programs"]["read"] == 321  # not the per-call 5 s
     assert any("equations" in r.message for r in caplog.records if r.name == "shax_client")
+
+
+def test_sdk_against_jax(c):
+    jax = pytest.importorskip("jax")
+    jax.config.update("jax_enable_x64", True)
+    try:
+        jnp = jax.numpy
+        params, x, y = rng_arrays()
+        ours = c.grad(lambda p: mlp_loss(snp, p, x, y))(params)
+        theirs = jax.grad(lambda p: mlp_loss(jnp, p, x, y))(params)
+        for k in params:
+            close(ours[k], theirs[k], rtol=1e-10)
+        ours3 = c.grad(sx.grad(sx.grad(lambda v: snp.sin(v) * v)))(0.7)
+        close(ours3, jax.grad(jax.grad(jax.grad(lambda v: jnp.sin(v) * v)))(0.7), rtol=1e-6)
+    finally:
+        jax.config.update("jax_enable_x64", False)
