@@ -20,6 +20,7 @@ import numpy as np
 from shax_core.infer import infer
 from shax_core.ir import Program, ShaxError, Type
 from shax_core.primitives import lookup
+from shax_core.primitives.base import TRANSFORMS
 
 
 class EvaluationError(ShaxError):
@@ -51,7 +52,8 @@ def _kernel(prim, eqn) -> object:
     """The function a step calls: the primitive's compiled kernel, or its impl with params."""
     params = prim.kwargs(eqn.params)
     if prim.kernel is not None:
-        return prim.kernel(tuple(v.type for v in eqn.ins), eqn.out.type, **params)
+        out_type = tuple(v.type for v in eqn.outs) if prim.multiple_results else eqn.out.type
+        return prim.kernel(tuple(v.type for v in eqn.ins), out_type, **params)
     return partial(prim.impl, **params) if params else prim.impl
 
 
@@ -120,8 +122,10 @@ class Executable:
         n_params = len(program.params)
         slot_of: dict[str, int] = {p.name: i for i, p in enumerate(program.params)}
         for e in program.eqns:
-            slot_of[e.out.name] = len(slot_of)
+            for v in e.outs:
+                slot_of[v.name] = len(slot_of)
         n_slots = len(slot_of)
+        self._vars = [*program.params, *(v for e in program.eqns for v in e.outs)]
         keep = {slot_of[v.name] for v in program.outs}
         last_use: dict[int, float] = {s: INF for s in keep}
         for i, e in enumerate(program.eqns):
@@ -137,7 +141,15 @@ class Executable:
         template: list = [None] * n_slots
         for e, prim in zip(program.eqns, prims, strict=True):
             out = slot_of[e.out.name]
-            if "constant" in prim.traits:
+            if (
+                prim.multiple_results
+            ):  # a loop's results may be its operands (zero trips): alias them
+                union = EMPTY
+                for v in e.ins:
+                    union = union | refs[slot_of[v.name]]
+                for v in e.outs:
+                    refs[slot_of[v.name]] = union | {slot_of[v.name]}
+            elif "constant" in prim.traits:
                 template[out] = np.asarray(prim.impl(**prim.kwargs(e.params)))
             elif isinstance(prim.impl, np.ufunc) and e.out.type.rank:
                 refs[out] = frozenset({out})
@@ -157,12 +169,23 @@ class Executable:
         in_place = 0
         self.parallel_steps = 0
         alloc: list[int] = []
+        transient: list[int] = []  # bytes a step holds only while it runs (a loop's body)
+        self.work = 0  # equations executed by one run, loop bodies counted per trip
         for i, (e, prim) in enumerate(zip(program.eqns, prims, strict=True)):
             out = slot_of[e.out.name]
             if template[out] is not None:
                 continue
             ins = tuple(slot_of[v.name] for v in e.ins)
             fn = _kernel(prim, e)
+            transient.append(getattr(fn, "transient_bytes", 0))
+            self.work += getattr(fn, "work", 1)
+            if prim.multiple_results:
+                outs = tuple(slot_of[v.name] for v in e.outs)
+                free = tuple(dict.fromkeys(s for s in ins if last_use[s] == i))
+                free += tuple(s for s in outs if s not in last_use)
+                steps.append((fn, ins, outs, free))
+                alloc.append(sum(v.type.nbytes for v in e.outs))
+                continue
             reuse = None
             # an elementwise ufunc (not a gufunc such as matmul) may write into a dying
             # operand and be split into chunks. (Rank-0 ufunc results are NumPy scalars, not
@@ -197,11 +220,12 @@ class Executable:
         self.steps = tuple(steps)
         # the run loop's form of the steps: (fn, x, y, out, free) with y None for one operand
         # and x None (y the operand tuple) for any other count
+        # (a multi-result step always takes the last form; its ``out`` is a tuple of slots)
         self._loop = tuple(
             (fn, ins[0], None, out, free)
-            if len(ins) == 1
+            if len(ins) == 1 and type(out) is int
             else (fn, ins[0], ins[1], out, free)
-            if len(ins) == 2
+            if len(ins) == 2 and type(out) is int
             else (fn, None, ins, out, free)
             for fn, ins, out, free in steps
         )
@@ -216,17 +240,26 @@ class Executable:
         for s in self.out_slots:
             self.out_copy.append(refs[s] != frozenset({s}) or s in seen)
             seen.add(s)
-        self.peak_bytes = self._peak(alloc)
+        self.peak_bytes = self._peak(alloc, transient)
         self._expected = [(t.np_dtype, t.shape) for t in self.in_types]
 
-    def _peak(self, alloc) -> int:
+    def _peak(self, alloc, transient) -> int:
         size = [0] * self.n_slots
         for i, p in enumerate(self.program.params):
             size[i] = p.type.nbytes
         live = sum(size[: self.n_params])
         live += sum(a.nbytes for a in self.template if a is not None)
         peak = live
-        for (_, ins, out, free), nbytes in zip(self.steps, alloc, strict=True):
+        for (_, ins, out, free), nbytes, extra in zip(self.steps, alloc, transient, strict=True):
+            if type(out) is tuple:  # a loop: fresh results, and its body's working set
+                for s in out:
+                    size[s] = self._vars[s].type.nbytes
+                live += nbytes
+                peak = max(peak, live + extra)
+                for s in free:
+                    live -= size[s]
+                    size[s] = 0
+                continue
             size[out] = nbytes if nbytes else max((size[s] for s in ins), default=0)
             live += nbytes
             peak = max(peak, live)
@@ -280,7 +313,11 @@ class Executable:
             if y is None:
                 slots[out] = fn(slots[x])
             elif x is None:
-                slots[out] = fn(*[slots[i] for i in y])
+                if type(out) is tuple:
+                    for s, a in zip(out, fn(*[slots[i] for i in y])):
+                        slots[s] = a
+                else:
+                    slots[out] = fn(*[slots[i] for i in y])
             else:
                 slots[out] = fn(slots[x], slots[y])
             for i in free:
@@ -294,6 +331,9 @@ class Executable:
                 a = a.copy()
             outs.append(a)
         return outs
+
+
+TRANSFORMS["compile"] = Executable
 
 
 def compile(program: Program) -> Executable:  # noqa: A001 (the public name the API fixes)

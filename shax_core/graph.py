@@ -30,7 +30,7 @@ import hashlib
 from typing import Any
 
 from shax_core.infer import infer
-from shax_core.ir import DTYPES, Eqn, Program, ShaxError, Type, Var
+from shax_core.ir import DTYPES, MAX_NESTING, Eqn, Program, ShaxError, Type, Var
 from shax_core.passes.rename import canonical_names
 from shax_core.primitives import REGISTRY
 from shax_core.text import normalize_literals, print_program
@@ -38,6 +38,7 @@ from shax_core.wire import decode_float, encode_float
 
 FORMAT_VERSION = 1
 CANONICAL_NAME = "program"
+CANONICAL_BODY = "body"
 
 
 class GraphError(ShaxError):
@@ -62,7 +63,11 @@ def _param_to_json(kind: str, value: Any) -> Any:
         return encode_float(float(value))
     if kind == "literals":
         return [v if isinstance(v, bool) else encode_float(float(v)) for v in value]
-    return value  # int, dtype
+    if kind == "program":
+        return to_graph(value)
+    if kind == "programs":
+        return [to_graph(p) for p in value]
+    return value  # int, dtype, word
 
 
 def to_graph(program: Program) -> dict:
@@ -81,7 +86,12 @@ def to_graph(program: Program) -> dict:
             "params": params,
             "inputs": [v.name for v in e.ins],
         }
-        if e.out.type is not None:
+        if e.extra_outs:  # a multi-result primitive: every bound name, and their types
+            del eq["out"]
+            eq["outs"] = [v.name for v in e.outs]
+            if all(v.type is not None for v in e.outs):
+                eq["types"] = [{"dtype": v.type.dtype, "shape": list(v.type.shape)} for v in e.outs]
+        elif e.out.type is not None:
             eq["dtype"] = e.out.type.dtype
             eq["shape"] = list(e.out.type.shape)
         elif e.prim == "fromList":
@@ -143,7 +153,18 @@ def _type(where: str, obj: dict) -> Type:
     return Type(dtype, dims)
 
 
-def _param_from_json(where: str, kind: str, v: Any) -> Any:
+def _param_from_json(where: str, kind: str, v: Any, depth: int = 0) -> Any:
+    if kind == "program":
+        return _subgraph(where, v, depth)
+    if kind == "programs":
+        items = _list(where, v)
+        if not items:
+            raise GraphError(where, "expected at least one sub-program")
+        return tuple(_subgraph(f"{where}[{i}]", x, depth) for i, x in enumerate(items))
+    if kind == "word":
+        if not isinstance(v, str) or not v.isidentifier():
+            raise GraphError(where, f"expected a word, got {v!r}")
+        return v
     if kind == "int":
         return _int(where, v)
     if kind == "ints":
@@ -178,13 +199,24 @@ def _param_from_json(where: str, kind: str, v: Any) -> Any:
     raise AssertionError(kind)
 
 
-def _equation(i: int, obj: Any, env: dict[str, Var]) -> Eqn:
+def _subgraph(where: str, v: Any, depth: int) -> Program:
+    if depth >= MAX_NESTING:
+        raise GraphError(where, f"sub-programs nested more than {MAX_NESTING} deep")
+    try:
+        return from_graph(v, depth + 1)
+    except GraphError as e:
+        raise GraphError(f"{where}.{e.where}", e.message) from None
+
+
+def _equation(i: int, obj: Any, env: dict[str, Var], depth: int = 0) -> Eqn:
     where = f"equations[{i}]"
     if not isinstance(obj, dict):
         raise GraphError(where, "expected an object")
+    prim_name = obj.get("primitive")
+    if "outs" in obj and "out" not in obj and _known(prim_name, REGISTRY):
+        return _multi_equation(i, obj, env, depth)
     out = _name(f"{where}.out", obj.get("out"))
     where = f"equations[{i}] ({out})"
-    prim_name = obj.get("primitive")
     if not _known(prim_name, REGISTRY):
         raise GraphError(f"{where}.primitive", f"unknown primitive {prim_name!r}")
     prim = REGISTRY[prim_name]
@@ -227,7 +259,7 @@ def _equation(i: int, obj: Any, env: dict[str, Var]) -> Eqn:
             raise GraphError(
                 f"{where}.params", f"{prim_name} needs parameter {p.name!r} ({p.kind})"
             )
-        values.append(_param_from_json(f"{where}.params.{p.name}", p.kind, params[p.name]))
+        values.append(_param_from_json(f"{where}.params.{p.name}", p.kind, params[p.name], depth))
     if prim_name == "fromList":
         shape, data, dtype = values
         try:
@@ -238,7 +270,35 @@ def _equation(i: int, obj: Any, env: dict[str, Var]) -> Eqn:
     return Eqn(Var(out, annotation), prim_name, tuple(values), tuple(ins))
 
 
-def from_graph(graph: Any) -> Program:
+def _multi_equation(i: int, obj: dict, env: dict[str, Var], depth: int) -> Eqn:
+    """An equation of a multi-result primitive: ``"outs": [names]``, optional ``"types"``."""
+    where = f"equations[{i}]"
+    names = _list(f"{where}.outs", obj["outs"])
+    if not names:
+        raise GraphError(f"{where}.outs", "expected at least one name")
+    outs = [_name(f"{where}.outs[{k}]", n) for k, n in enumerate(names)]
+    where = f"equations[{i}] ({outs[0]})"
+    prim = REGISTRY[obj["primitive"]]
+    if not prim.multiple_results:
+        raise GraphError(f"{where}.outs", f"{prim.name} has one result: name it in 'out'")
+    types: list[Type | None] = [None] * len(outs)
+    if "types" in obj:
+        listed = _list(f"{where}.types", obj["types"])
+        if len(listed) != len(outs):
+            raise GraphError(f"{where}.types", f"expected {len(outs)} types, got {len(listed)}")
+        for k, t in enumerate(listed):
+            if not isinstance(t, dict):
+                raise GraphError(f"{where}.types[{k}]", "expected an object")
+            types[k] = _type(f"{where}.types[{k}]", t)
+    if len(set(outs)) != len(outs) or any(n in env for n in outs):
+        raise GraphError(f"{where}.outs", "a name is bound twice")
+    single = {k: v for k, v in obj.items() if k not in ("outs", "types", "dtype", "shape")}
+    eqn = _equation(i, dict(single, out=outs[0]), env, depth)
+    vars_ = [Var(n, t) for n, t in zip(outs, types, strict=True)]
+    return Eqn(vars_[0], eqn.prim, eqn.params, eqn.ins, tuple(vars_[1:]))
+
+
+def from_graph(graph: Any, _depth: int = 0) -> Program:
     """A Program from its JSON graph; raises GraphError naming the bad field or equation."""
     if not isinstance(graph, dict):
         raise GraphError("graph", "expected an object")
@@ -261,8 +321,9 @@ def from_graph(graph: Any) -> Program:
         params.append(v)
     eqns = []
     for i, obj in enumerate(_list("equations", graph.get("equations"))):
-        eqn = _equation(i, obj, env)
-        env[eqn.out.name] = eqn.out
+        eqn = _equation(i, obj, env, _depth)
+        for v in eqn.outs:
+            env[v.name] = v
         eqns.append(eqn)
     outs = []
     for i, n in enumerate(_list("outputs", graph.get("outputs"))):
@@ -279,7 +340,7 @@ def from_graph(graph: Any) -> Program:
 def canonicalize(program: Program) -> Program:
     """The typed program with names fixed by position: params a0.., equations v0..."""
     typed = program if program.checked else infer(program)
-    return canonical_names(typed, "a", "v").replace(name=CANONICAL_NAME)
+    return canonical_names(typed, "a", "v", CANONICAL_BODY).replace(name=CANONICAL_NAME)
 
 
 def canonical_text(program: Program) -> str:

@@ -27,6 +27,7 @@ DTYPES: dict[str, np.dtype] = {
     "bool": np.dtype(np.bool_),
 }
 FLOAT_DTYPES = frozenset({"f32", "f64"})
+MAX_NESTING = 32  # sub-programs (loop bodies, branches) nest at most this deep
 
 
 class ShaxError(Exception):
@@ -114,12 +115,57 @@ class Var:
 
 @dataclass(frozen=True, slots=True)
 class Eqn:
-    """``out = prim[params] ins``. ``params`` is ordered as the primitive's parameter spec."""
+    """``out = prim[params] ins``. ``params`` is ordered as the primitive's parameter spec.
+
+    A primitive with several results (a loop: its final carries and stacked outputs) binds
+    ``out`` and then ``extra_outs``; ``outs`` is all of them. Parameters may be sub-programs
+    (loop bodies, branches): closed Programs, whose free values are passed as operands.
+    """
 
     out: Var
     prim: str
     params: tuple[Any, ...]
     ins: tuple[Var, ...]
+    extra_outs: tuple[Var, ...] = ()
+
+    @property
+    def outs(self) -> tuple[Var, ...]:
+        return (self.out, *self.extra_outs) if self.extra_outs else (self.out,)
+
+    @property
+    def subprograms(self) -> tuple[Program, ...]:
+        """The sub-programs among the parameters, in order."""
+        return tuple(p for v in self.params for p in _programs_in(v))
+
+    def with_subprograms(self, fn) -> Eqn:
+        """This equation with every sub-program ``p`` replaced by ``fn(p)``."""
+        if not any(_programs_in(v) for v in self.params):
+            return self
+        params = tuple(_map_programs(v, fn) for v in self.params)
+        return Eqn(self.out, self.prim, params, self.ins, self.extra_outs)
+
+
+def _programs_in(value) -> tuple:
+    if isinstance(value, Program):
+        return (value,)
+    if isinstance(value, tuple) and value and isinstance(value[0], Program):
+        return value
+    return ()
+
+
+def _map_programs(value, fn):
+    if isinstance(value, Program):
+        return fn(value)
+    if isinstance(value, tuple) and value and isinstance(value[0], Program):
+        return tuple(fn(p) for p in value)
+    return value
+
+
+def bound_vars(program: Program):
+    """Every variable ``program`` binds at its top level: parameters, then equation outputs."""
+    yield from program.params
+    for e in program.eqns:
+        yield from e.outs
 
 
 @dataclass(frozen=True, slots=True)
@@ -161,13 +207,16 @@ class Program:
         return Program(**fields)
 
 
-def verify(program: Program) -> Program:
-    """Check SSA (each name bound once), scoping (use after definition), arities and types.
+def verify(program: Program, _depth: int = 0) -> Program:
+    """Check SSA (each name bound once), scoping (use after definition), arities and types,
+    in the program and in every sub-program (each body is closed: its own scope).
 
     Returns the program so it can be used inline; raises VerifyError naming the equation.
     """
     from shax_core.primitives import lookup
 
+    if _depth > MAX_NESTING:
+        raise VerifyError(f"{program.name}: sub-programs nested more than {MAX_NESTING} deep")
     seen: dict[str, Type | None] = {}
     for p in program.params:
         if p.name in seen:
@@ -182,13 +231,25 @@ def verify(program: Program) -> Program:
                 raise VerifyError(f"{where}: {v.name} is used before it is defined")
             if v.type is not None and seen[v.name] is not None and v.type != seen[v.name]:
                 raise VerifyError(f"{where}: {v.name} used as {v.type}, defined as {seen[v.name]}")
-        if eqn.out.name in seen:
-            raise VerifyError(f"{where}: {eqn.out.name} is bound twice")
+        for body in eqn.subprograms:
+            try:
+                verify(body, _depth + 1)
+            except VerifyError as e:
+                raise VerifyError(f"{where}: in its sub-program {e}") from None
         prim = lookup(eqn.prim)
-        expected = prim.out_type(eqn, [seen[v.name] for v in eqn.ins])
-        if eqn.out.type is not None and eqn.out.type != expected:
-            raise VerifyError(f"{where}: annotated {eqn.out.type}, but the rule gives {expected}")
-        seen[eqn.out.name] = eqn.out.type or expected
+        expected = prim.out_types(eqn, [seen[v.name] for v in eqn.ins])
+        if len(expected) != len(eqn.outs):
+            raise VerifyError(
+                f"{where}: binds {len(eqn.outs)} results, the rule gives {len(expected)}"
+            )
+        for out, t in zip(eqn.outs, expected, strict=True):
+            if out.name in seen:
+                raise VerifyError(f"{where}: {out.name} is bound twice")
+            if out.type is not None and out.type != t:
+                raise VerifyError(
+                    f"{where}: {out.name} annotated {out.type}, but the rule gives {t}"
+                )
+            seen[out.name] = out.type or t
     for v in program.outs:
         if v.name not in seen:
             raise VerifyError(f"{program.name}: output {v.name} is not defined")

@@ -38,6 +38,7 @@ from shax_core.infer import infer
 from shax_core.ir import Program, ShaxError, Var
 from shax_core.ops import Builder, Tracer, bind_at, zeros
 from shax_core.primitives import Zero, lookup
+from shax_core.primitives.base import TRANSFORMS
 from shax_core.remat import POLICIES, rematerialize
 
 
@@ -112,13 +113,23 @@ def linearize_typed(
         ts = [tangent[v.name] for v in eqn.ins]
         params = prim.kwargs(eqn.params)
         if prim.no_tangent or all(isinstance(t, Zero) for t in ts):
-            ans, t_out = bind_at(primal_b, eqn.prim, *xs, **params), Zero(eqn.out.type)
+            ans = bind_at(primal_b, eqn.prim, *xs, **params)
+            t_out = (
+                tuple(Zero(v.type) for v in eqn.outs)
+                if prim.multiple_results
+                else Zero(eqn.out.type)
+            )
         else:
             if prim.linearize is None:
                 raise ShaxError(
                     f"{eqn.prim} has no linearize rule (in the binding of {eqn.out.name})"
                 )
             ans, t_out = prim.linearize(xs, ts, **params)
+        if prim.multiple_results:  # one primal and one tangent per result
+            for v, a, t in zip(eqn.outs, ans, t_out, strict=True):
+                primal[v.name] = a
+                tangent[v.name] = t if v.type.is_float else Zero(v.type)
+            continue
         if not eqn.out.type.is_float:
             t_out = Zero(eqn.out.type)
         primal[eqn.out.name] = ans
@@ -145,6 +156,8 @@ def linearize_typed(
     _remember_linear_inputs(linear_prog, len(wrt))
     return primal_prog, linear_prog
 
+
+TRANSFORMS["linearize"] = linearize_typed
 
 # transpose_program(linear) needs to know how many leading inputs are tangents; linearize
 # records it here (bounded) so the public one-argument call works on its results.

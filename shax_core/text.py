@@ -22,7 +22,7 @@ from bisect import bisect_right
 
 import numpy as np
 
-from shax_core.ir import DTYPES, Eqn, Program, ShaxError, Type, Var
+from shax_core.ir import DTYPES, MAX_NESTING, Eqn, Program, ShaxError, Type, Var
 from shax_core.primitives import REGISTRY
 
 
@@ -50,7 +50,13 @@ def format_float(value: float, dtype: str = "f64") -> str:
     return text if any(c in text for c in ".en") else text + ".0"
 
 
-def _format_param(kind: str, value, dtype: str) -> str | None:
+def _format_param(kind: str, value, dtype: str, indent: int = 0) -> str | None:
+    if kind == "program":
+        return _format_block(value, indent)
+    if kind == "programs":
+        return "[" + ", ".join(_format_block(p, indent) for p in value) + "]"
+    if kind == "word":
+        return value
     if kind == "int":
         return str(value)
     if kind == "ints":
@@ -68,43 +74,65 @@ def _format_param(kind: str, value, dtype: str) -> str | None:
     return None  # hidden_dtype
 
 
-def format_params(prim_name: str, params) -> str:
+def _format_block(program: Program, indent: int) -> str:
+    """A sub-program inline: ``{``, its ``def`` indented past the binding, ``}``."""
+    body = print_program(program, indent + 4)
+    return "{\n" + " " * (indent + 4) + body + "\n" + " " * (indent + 2) + "}"
+
+
+def format_params(prim_name: str, params, indent: int = 0) -> str:
     prim = REGISTRY[prim_name]
     kw = prim.kwargs(params)
     dtype = kw.get("dtype", "f32")
-    parts = [_format_param(p.kind, kw[p.name], dtype) for p in prim.params]
+    parts = [_format_param(p.kind, kw[p.name], dtype, indent) for p in prim.params]
     return " ".join(p for p in parts if p is not None)
 
 
-def format_eqn(eqn: Eqn) -> str:
+def format_eqn(eqn: Eqn, indent: int = 0) -> str:
+    """One binding; ``indent`` is the column it starts at (sub-programs are indented past it)."""
     lhs = eqn.out.name
     if eqn.out.type is not None or eqn.prim == "fromList":
         t = eqn.out.type or Type(eqn.params[2], eqn.params[0])
         lhs += f" :: {t}"
+    for v in eqn.extra_outs:
+        lhs += f", {v.name} :: {v.type}" if v.type is not None else f", {v.name}"
     if eqn.prim == "id":
         return f"{lhs} = {eqn.ins[0].name}"
     parts = [eqn.prim]
-    ps = format_params(eqn.prim, eqn.params)
+    ps = format_params(eqn.prim, eqn.params, indent)
     if ps:
         parts.append(ps)
     parts.extend(v.name for v in eqn.ins)
     return f"{lhs} = {' '.join(parts)}"
 
 
-def print_program(program: Program) -> str:
+def short_eqn(eqn: Eqn) -> str:
+    """A binding for an error message: sub-programs shown as ``{def name ...}``."""
+    if not eqn.subprograms:
+        return format_eqn(eqn)
+    lhs = ", ".join(v.name for v in eqn.outs)
+    bodies = " ".join(f"{{def {p.name} ...}}" for p in eqn.subprograms)
+    return f"{lhs} = {eqn.prim} {bodies} {' '.join(v.name for v in eqn.ins)}"
+
+
+def print_program(program: Program, indent: int = 0) -> str:
+    """The program's text; ``indent`` is the column its ``def`` starts at (for sub-programs
+    printed inside a binding; every line after the first is indented by it)."""
+
     def binder(v: Var) -> str:
         return f"{v.name} :: {v.type}" if v.type is not None else v.name
 
+    pad = " " * indent
     head = f"def {program.name}("
-    sep = ",\n" + " " * len(head)
+    sep = ",\n" + pad + " " * len(head)
     lines = [head + sep.join(binder(p) for p in program.params) + ") ="]
-    eqns = [format_eqn(e) for e in program.eqns]
+    eqns = [format_eqn(e, indent + 6) for e in program.eqns]
     if eqns:
-        lines.append("  let " + eqns[0])
-        lines.extend("      " + e for e in eqns[1:])
+        lines.append(pad + "  let " + eqns[0])
+        lines.extend(pad + "      " + e for e in eqns[1:])
     else:
-        lines.append("  let")
-    lines.append("  in [" + ", ".join(v.name for v in program.outs) + "]")
+        lines.append(pad + "  let")
+    lines.append(pad + "  in [" + ", ".join(v.name for v in program.outs) + "]")
     return "\n".join(lines)
 
 
@@ -121,7 +149,7 @@ _TOKEN = re.compile(
   | (?P<number>[-+]?(?:\d+\.\d*(?:[eE][-+]?\d+)?|\d+(?:[eE][-+]?\d+)?|\.\d+(?:[eE][-+]?\d+)?
                      |inf(?:inity)?|nan)(?![A-Za-z0-9_']))
   | (?P<name>[A-Za-z_][A-Za-z0-9_']*)
-  | (?P<sym>::|[()\[\],=])
+  | (?P<sym>::|[()\[\],={}])
   | (?P<bad>.)
     """,
     re.VERBOSE | re.DOTALL,
@@ -186,6 +214,7 @@ class _Parser:
     def __init__(self, text: str):
         self.tokens = tokenize(text)
         self.i = 0
+        self.depth = 0  # sub-program nesting
 
     @property
     def tok(self) -> Token:
@@ -319,7 +348,19 @@ class _Parser:
         if self.at("::"):
             self.i += 1
             annotation = self.type_()
-        elif not self.at("="):
+        extra: list[tuple[Token, Type | None]] = []
+        while self.at(","):  # further results of a multi-result primitive (a loop)
+            self.i += 1
+            more = self.take("name", expected="a variable to bind")
+            names = [tok.text] + [t.text for t, _ in extra]
+            if more.text in env or more.text in names:
+                raise ParseError(f"{more.text} is bound twice", more.line, more.column)
+            more_type = None
+            if self.at("::"):
+                self.i += 1
+                more_type = self.type_()
+            extra.append((more, more_type))
+        if not self.at("="):
             hint = (
                 ""
                 if not self.tok.text
@@ -339,7 +380,18 @@ class _Parser:
             eqn = self.application(head, annotation, tok.text, env)
         else:
             eqn = Eqn(Var(tok.text, annotation), "id", (), (self.use(env),))
-        env[tok.text] = eqn.out
+        prim = REGISTRY.get(eqn.prim)
+        if extra and not (prim and prim.multiple_results):
+            raise ParseError(
+                f"{eqn.prim} has one result; {len(extra) + 1} variables are bound",
+                tok.line,
+                tok.column,
+            )
+        if extra:
+            outs = tuple(Var(t.text, ty) for t, ty in extra)
+            eqn = Eqn(eqn.out, eqn.prim, eqn.params, eqn.ins, outs)
+        for v in eqn.outs:
+            env[v.name] = v
         return eqn
 
     def application(self, head: Token, annotation, out_name: str, env) -> Eqn:
@@ -362,7 +414,7 @@ class _Parser:
             while (
                 self.tok.kind == "name"
                 and self.tok.text != "in"
-                and self.peek().text not in ("::", "=")
+                and self.peek().text not in ("::", "=", ",")
             ):
                 ins.append(self.use(env))
         else:
@@ -370,7 +422,7 @@ class _Parser:
                 if (
                     self.tok.kind != "name"
                     or self.tok.text == "in"
-                    or self.peek().text in ("::", "=")
+                    or self.peek().text in ("::", "=", ",")
                 ):
                     raise ParseError(
                         f"{prim.name} takes {prim.arity} operand(s), found {k}",
@@ -396,7 +448,26 @@ class _Parser:
             return tok.text
         if kind == "literals":
             return self.dim_list(self.literal)
+        if kind == "word":
+            return self.take("name", expected="a word").text
+        if kind == "program":
+            return self.block()
+        if kind == "programs":
+            return self.dim_list(self.block)
         raise AssertionError(kind)
+
+    def block(self) -> Program:
+        """``{def name(...) = let ... in [...]}``: a closed sub-program."""
+        start = self.take("sym", "{", expected="'{' and a sub-program")
+        if self.depth >= MAX_NESTING:
+            raise ParseError(
+                f"sub-programs nested more than {MAX_NESTING} deep", start.line, start.column
+            )
+        self.depth += 1
+        program = self.definition()
+        self.depth -= 1
+        self.take("sym", "}", expected="'}' closing the sub-program")
+        return program
 
     def constant_values(self, values, annotation: Type | None, head: Token) -> list:
         shape, data, _ = values

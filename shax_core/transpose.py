@@ -29,7 +29,8 @@ from shax_core.linearize import recorded_linear_inputs
 from shax_core.ops import Builder, add, bind_at, zeros
 from shax_core.passes.dce import dce
 from shax_core.primitives import Linear, RuleError, Zero, lookup
-from shax_core.text import format_eqn
+from shax_core.primitives.base import TRANSFORMS
+from shax_core.text import short_eqn as format_eqn
 
 
 class TransposeError(ShaxError):
@@ -72,10 +73,11 @@ def transpose_typed(linear: Program, num_linear: int) -> Program:
                     f"`{format_eqn(eqn)}` is not linear in its tangent input(s): "
                     f"{eqn.prim} has no transpose rule"
                 )
-            is_linear.add(eqn.out.name)
+            is_linear.update(v.name for v in eqn.outs)
             backward.append(eqn)
         else:
-            forward[eqn.out.name] = eqn
+            for v in eqn.outs:
+                forward[v.name] = eqn
 
     def residual(name: str):
         """The value of a non-linear variable, emitting its forward equations on first use
@@ -93,9 +95,13 @@ def transpose_typed(linear: Program, num_linear: int) -> Program:
                 stack.extend(missing)
                 continue
             prim = lookup(eqn.prim)
-            value[n] = bind_at(
+            result = bind_at(
                 b, eqn.prim, *(value[v.name] for v in eqn.ins), **prim.kwargs(eqn.params)
             )
+            if prim.multiple_results:
+                value.update((v.name, r) for v, r in zip(eqn.outs, result, strict=True))
+            else:
+                value[n] = result
             stack.pop()
         return value[name]
 
@@ -111,10 +117,16 @@ def transpose_typed(linear: Program, num_linear: int) -> Program:
             accumulate(v.name, c)
 
     for eqn in reversed(backward):
-        c = ct.pop(eqn.out.name, None)
-        if c is None:
-            continue
         prim = lookup(eqn.prim)
+        if prim.multiple_results:  # one cotangent per result, Zero where none arrived
+            cs = [ct.pop(v.name, None) for v in eqn.outs]
+            if all(c is None for c in cs):
+                continue
+            c = tuple(Zero(v.type) if c is None else c for v, c in zip(eqn.outs, cs))
+        else:
+            c = ct.pop(eqn.out.name, None)
+            if c is None:
+                continue
         args = [Linear(v.type) if v.name in is_linear else residual(v.name) for v in eqn.ins]
         try:
             in_cts = prim.transpose(c, *args, **prim.kwargs(eqn.params))
@@ -136,3 +148,6 @@ def transpose_typed(linear: Program, num_linear: int) -> Program:
         c = ct.get(p.name)
         outs.append((c if c is not None else zeros(b, p.type)).var)
     return Program(linear.name + "t", tuple(b.params), tuple(b.eqns), tuple(outs))
+
+
+TRANSFORMS["transpose"] = transpose_typed

@@ -22,7 +22,7 @@ import numpy as np
 
 from shax_core.evaluate import Executable, no_gc
 from shax_core.infer import infer
-from shax_core.ir import Program, ShaxError, Var, type_of
+from shax_core.ir import Program, ShaxError, Var, bound_vars, type_of
 from shax_core.linearize import check_wrt, linearize_typed
 from shax_core.ops import Builder
 from shax_core.passes import cleanup, cse, dce, simplify
@@ -70,8 +70,8 @@ def _append(name: str, first: Program, second: Program, new_types, n_outputs: in
     ``second``'s. Equations are reused as they are (the pipeline's builders name variables
     with distinct prefixes); only if names clash are both inlined under fresh names."""
     new_params = tuple(Var(f"arg{len(first.params) + i}", t) for i, t in enumerate(new_types))
-    first_names = {p.name for p in first.params} | {e.out.name for e in first.eqns}
-    second_names = {e.out.name for e in second.eqns}
+    first_names = {v.name for v in bound_vars(first)}
+    second_names = {v.name for v in bound_vars(second)} - {p.name for p in second.params}
     new_names = {p.name for p in new_params}
     if (first_names | new_names) & second_names or first_names & new_names:
         b = Builder()

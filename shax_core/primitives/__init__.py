@@ -4,7 +4,7 @@ Importing this package declares them all; ``lookup(name)`` finds one. Passes, th
 printer, inference, evaluator, linearizer and transposer read everything they need from here.
 """
 
-from shax_core.primitives import elementwise, linalg, structural  # noqa: F401  (declarations)
+from shax_core.primitives import control, elementwise, linalg, structural  # noqa: F401
 from shax_core.primitives.base import (
     REGISTRY,
     Linear,

@@ -23,7 +23,20 @@ from typing import Any
 
 from shax_core.ir import ShaxError, ShaxTypeError, Type
 
-PARAM_KINDS = frozenset({"int", "ints", "pairs", "scalar", "dtype", "literals", "hidden_dtype"})
+PARAM_KINDS = frozenset(
+    {
+        "int",
+        "ints",
+        "pairs",
+        "scalar",
+        "dtype",
+        "literals",
+        "hidden_dtype",
+        "word",
+        "program",
+        "programs",
+    }
+)
 
 
 @dataclass(frozen=True, slots=True)
@@ -32,7 +45,9 @@ class Param:
 
     kinds: ``int`` ``1``; ``ints`` ``[1,2]``; ``pairs`` ``[(1,0),(0,0)]``; ``scalar`` ``0.0``;
     ``dtype`` ``f32``; ``literals`` ``[1.0, 2.0]`` (the data of a constant); ``hidden_dtype`` is not
-    printed among the parameters: it is the dtype of the binding's annotation.
+    printed among the parameters: it is the dtype of the binding's annotation; ``word`` a bare
+    identifier (``save``); ``program`` a closed sub-program, printed inline as
+    ``{def body(...) = let ... in [...]}``; ``programs`` a list of them ``[{def ...}, {def ...}]``.
     """
 
     name: str
@@ -74,6 +89,8 @@ class Primitive:
     # (cotangent, *inputs (values or Linear), **params) -> [cotangent | None per input]
     transpose: Callable | None = None
     no_tangent: bool = False
+    # the shape rule returns a tuple of Types and the equation binds one variable per result
+    multiple_results: bool = False
     # (eqn, known) -> an equal existing Var, a cheaper Eqn, or None (see passes/simplify.py)
     simplify: Callable | None = None
     # (in_types, out_type, **params) -> fn(*arrays): impl specialized once at plan time
@@ -85,6 +102,11 @@ class Primitive:
         if not params:
             return {}
         return {p.name: v for p, v in zip(self.params, params, strict=True)}
+
+    def out_types(self, eqn, in_types: Sequence[Type | None]) -> tuple[Type, ...]:
+        """The result types of an equation, one per bound variable."""
+        t = self.out_type(eqn, in_types)
+        return t if self.multiple_results else (t,)
 
     def out_type(self, eqn, in_types: Sequence[Type | None]) -> Type:
         """The shape rule applied to an equation; errors name the equation and the types."""
@@ -111,11 +133,28 @@ def _describe(eqn, in_types) -> str:
         f"{v.name}:{t}" if t is not None else v.name
         for v, t in zip(eqn.ins, in_types, strict=False)
     )
-    ps = format_params(eqn.prim, eqn.params) if eqn.prim in REGISTRY else ""
-    return f"in `{eqn.out.name} = {eqn.prim}{' ' + ps if ps else ''} {args}`"
+    prim = REGISTRY.get(eqn.prim)
+    ps = format_params(eqn.prim, eqn.params) if prim and not prim.extra.get("long") else ""
+    lhs = ", ".join(v.name for v in eqn.outs)
+    return f"in `{lhs} = {eqn.prim}{' ' + ps if ps else ''} {args}`"
 
 
 REGISTRY: dict[str, Primitive] = {}
+
+# The program transformations, for rules of primitives with sub-programs (a loop's linearize
+# rule linearizes its body). The modules that define them (linearize, transpose, evaluate)
+# sit above the registry and fill this table when imported, so imports stay one-way:
+#   "linearize": (program, wrt, policy) -> (primal, linear)   (program typed by shax)
+#   "transpose": (linear, num_linear) -> transposed
+#   "compile":   (program) -> callable on arrays returning a list of arrays
+TRANSFORMS: dict[str, Callable] = {}
+
+
+def transform(name: str) -> Callable:
+    try:
+        return TRANSFORMS[name]
+    except KeyError:
+        raise ShaxError(f"the {name} transformation is not loaded (import shax_core)") from None
 
 
 def lookup(name: str) -> Primitive:
@@ -134,6 +173,7 @@ def define(
     params: Sequence[tuple[str, str]] = (),
     traits: Sequence[str] = (),
     doc: str = "",
+    multiple_results: bool = False,
 ) -> Primitive:
     for _, kind in params:
         assert kind in PARAM_KINDS, kind
@@ -145,6 +185,7 @@ def define(
         impl=impl,
         traits=frozenset(traits),
         doc=doc,
+        multiple_results=multiple_results,
     )
     assert name not in REGISTRY, f"primitive {name} declared twice"
     REGISTRY[name] = prim
