@@ -96,6 +96,17 @@ def _reads(program: Program) -> set[str]:
     return names
 
 
+def _only_needed(program: Program) -> Program:
+    """The equations the outputs need (a backward sweep; passes.dce sits above the registry)."""
+    live = {v.name for v in program.outs}
+    kept = []
+    for e in reversed(program.eqns):
+        if any(v.name in live for v in e.outs):
+            kept.append(e)
+            live.update(v.name for v in e.ins)
+    return program.replace(eqns=tuple(reversed(kept)), checked=True)
+
+
 def _linearize(body: Program, wrt: Sequence[int]) -> tuple[Program, Program]:
     return transform("linearize")(body, tuple(wrt), "save")
 
@@ -256,8 +267,28 @@ def _scan_linearize(primals, tangents, *, length, direction, num_consts, num_car
     if policy == "save":
         # residuals: loop-invariant ones (the body's consts) and xs slices are passed as they
         # are; every other one is stacked by the primal scan, one slice per step
+        # residuals computed from consts alone are loop-invariant: computed once, outside
+        step_names = {p.name for p in body.params[nc:]}
+        varying = dict(
+            zip(
+                (r.name for r in residuals),
+                _depends(primal_body.replace(outs=residuals), step_names),
+            )
+        )
+        computed = [r for r in dict.fromkeys(residuals) if r.name not in param_index]
+        hoisted = [r for r in computed if not varying[r.name]]
         stacked = [r for r in residuals if not (param_index.get(r.name, nc) < nc)]
         stacked = [r for r in stacked if param_index.get(r.name, -1) < nc + nk]
+        stacked = [r for r in stacked if varying[r.name]]
+        hoisted_values = (
+            inline(
+                _builder_of(primals),
+                _only_needed(primal_body.replace(outs=tuple(hoisted))),
+                list(primals),
+            )
+            if hoisted
+            else []
+        )
         primal_scan_body = primal_body.replace(
             outs=primal_body.outs[: nk + ny] + tuple(stacked), checked=True
         )
@@ -271,11 +302,15 @@ def _scan_linearize(primals, tangents, *, length, direction, num_consts, num_car
             body=primal_scan_body,
         )
         res_consts = [r for r in dict.fromkeys(residuals) if param_index.get(r.name, nc) < nc]
+        res_consts += hoisted
         res_xs_params = [
             r for r in dict.fromkeys(residuals) if param_index.get(r.name, -1) >= nc + nk
         ]
         res_stacks = results[nk + ny :]
-        outer_res_consts = [consts[param_index[r.name]] for r in res_consts]
+        outer_res_consts = [
+            consts[param_index[r.name]] for r in res_consts[: -len(hoisted) or None]
+        ]
+        outer_res_consts += hoisted_values
         outer_res_xs = [xs[param_index[r.name] - nc - nk] for r in res_xs_params]
     else:
         # recompute: the primal scan stacks the carry entering each step; the linear scan
@@ -357,10 +392,10 @@ def _scan_linearize(primals, tangents, *, length, direction, num_consts, num_car
 def _scan_transpose(cts, *args, length, direction, num_consts, num_carry, policy, body):
     nc, nk = num_consts, num_carry
     n_in = len(body.params)
-    linear = [is_linear(a) for a in args]
-    if not all(linear[nc : nc + nk]) and any(linear):
-        # a non-linear carry in a linear scan: it must not depend on the linear inputs
-        raise RuleError("scan: every carry of a scan that is transposed must be linear")
+    # The carries of a linear scan are linear; an initial carry that is not a tangent is a
+    # zero made by the linearizer (a carry whose tangent starts at zero), so it is treated as
+    # a linear input whose cotangent is dropped.
+    linear = [is_linear(a) or nc <= i < nc + nk for i, a in enumerate(args)]
     ny = len(body.outs) - nk
     lin_consts = [i for i in range(nc) if linear[i]]
     nonlin_consts = [i for i in range(nc) if not linear[i]]
@@ -413,7 +448,7 @@ def _scan_transpose(cts, *args, length, direction, num_consts, num_carry, policy
     for i, c in zip(lin_consts, results[: len(lin_consts)]):
         ct_of[i] = c
     for j in range(nk):
-        ct_of[nc + j] = results[len(lin_consts) + j]
+        ct_of[nc + j] = results[len(lin_consts) + j] if is_linear(args[nc + j]) else None
     for i, c in zip(lin_xs, results[len(lin_consts) + nk :]):
         ct_of[i] = c
     return ct_of
