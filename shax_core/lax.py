@@ -27,9 +27,9 @@ from typing import Any
 
 import numpy as np
 
+from shax_core._trace import as_type
+from shax_core.core import Builder, Tracer, bind, convert, select, top_builder
 from shax_core.ir import Program, ShaxError, Type, type_of
-from shax_core.ops import Builder, Tracer, bind, convert, select, top_builder
-from shax_core.trace import as_type
 
 DEFAULT_MAX_TRIPS = 2**31 - 1
 

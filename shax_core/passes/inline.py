@@ -2,6 +2,6 @@
 
 from __future__ import annotations
 
-from shax_core.ops import inline
+from shax_core.core import inline
 
 __all__ = ["inline"]

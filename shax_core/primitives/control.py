@@ -41,10 +41,10 @@ from collections.abc import Sequence
 
 import numpy as np
 
-from shax_core import ops
+from shax_core import core as ops
+from shax_core.core import Builder, Tracer, inline, zeros
 from shax_core.ir import Program, ShaxTypeError, Type, type_of
-from shax_core.ops import Builder, Tracer, inline, zeros
-from shax_core.primitives.base import RuleError, Zero, define, is_linear, transform
+from shax_core.registry import RuleError, Zero, define, is_linear, transform
 
 POLICIES = ("save", "recompute", "auto")
 DIRECTIONS = ("forward", "reverse")

@@ -14,8 +14,8 @@ from fastapi import APIRouter, Request
 from starlette.responses import Response
 
 from shax_core.wire import decode_tensor
+from shax_server.compilation import runs_inline, tensor_meta
 from shax_server.deps import State
-from shax_server.pipeline import runs_inline, tensor_meta
 from shax_server.problems import Problem
 from shax_server.routes.docs import body, ok, problems
 from shax_server.service import (
