@@ -180,31 +180,50 @@ def _scan_shape(*in_types, length, direction, num_consts, num_carry, policy, bod
 
 def _scan_kernel(in_types, out_types, *, length, direction, num_consts, num_carry, policy, body):
     plan = _compiled(body)
-    run_body = plan.run
+    new_slots, body_steps, n_params, out_slots = plan.body_parts()
     nc, nk = num_consts, num_carry
     y_types = out_types[nk:]
+    carry_slots = out_slots[:nk]
+    y_slots = out_slots[nk:]
+    carry_at = slice(nc, nc + nk)
+    xs_at = slice(nc + nk, n_params)
     steps = range(length - 1, -1, -1) if direction == "reverse" else range(length)
 
     def run(*args):
-        consts = list(args[:nc])
-        carry = list(args[nc : nc + nk])
+        slots = new_slots()
+        slots[:nc] = args[:nc]  # loop-invariant: set once
+        carry = args[nc : nc + nk]
         xs = args[nc + nk :]
         ys = [np.empty(t.shape, t.np_dtype) for t in y_types]
+        y_pairs = list(zip(ys, y_slots))
         for i in steps:
-            outs = run_body([*consts, *carry, *[x[i, ...] for x in xs]])
-            carry = outs[:nk]
-            for buf, y in zip(ys, outs[nk:]):
-                buf[i] = y
-        if not length:  # results never alias operands
-            carry = [np.array(c, copy=True) for c in carry]
+            slots[carry_at] = carry
+            if xs:
+                slots[xs_at] = [x[i] for x in xs]
+            for fn, x, y, out, _ in body_steps:
+                if y is None:
+                    slots[out] = fn(slots[x])
+                elif x is None:
+                    if type(out) is tuple:
+                        for s, a in zip(out, fn(*[slots[k] for k in y])):
+                            slots[s] = a
+                    else:
+                        slots[out] = fn(*[slots[k] for k in y])
+                else:
+                    slots[out] = fn(slots[x], slots[y])
+            carry = [slots[s] for s in carry_slots]
+            for buf, s in y_pairs:
+                buf[i] = slots[s]
+        # results are fresh arrays of the declared types, never views of operands or slots
+        carry = [np.array(c, dtype=t.np_dtype, copy=True) for c, t in zip(carry, out_types)]
         return (*carry, *ys)
 
-    # the body's own working set while it runs; its consts and x slices are the scan's operands
-    # (views, already counted), so they are not counted twice
+    # while it runs: every slot of the body (its slots are reused across trips, not freed),
+    # minus its consts and x slices, which are the scan's operands (views, counted already)
     operand_bytes = sum(t.nbytes for t in in_types[:nc]) + sum(
         t.nbytes // max(length, 1) for t in in_types[nc + nk :]
     )
-    run.transient_bytes = max(plan.peak_bytes - operand_bytes, 0)
+    run.transient_bytes = max(plan.all_slot_bytes - operand_bytes, 0)
     run.work = 1 + length * plan.work
     return run
 
