@@ -249,9 +249,7 @@ class Compiled:
 def runs_inline(exe: Executable, settings: Settings) -> bool:
     """Whether evaluating ``exe`` is cheap enough to run on the event loop (bounded by its
     peak memory and its number of steps, both known from the plan)."""
-    return exe.peak_bytes <= settings.inline_eval_bytes and exe.work <= (
-        settings.inline_eval_steps
-    )
+    return exe.peak_bytes <= settings.inline_eval_bytes and exe.work <= (settings.inline_eval_steps)
 
 
 def build(source: Source, settings: Settings) -> Compiled:
