@@ -31,6 +31,11 @@ def _to_json(a: np.ndarray):
 
 
 def main(argv=None) -> int:
+    argv = sys.argv[1:] if argv is None else list(argv)
+    if argv[:1] == ["serve"]:  # the server parses its own flags (shax_server.cli)
+        from shax_server.cli import serve_main
+
+        return serve_main(argv[1:]) or 0
     parser = argparse.ArgumentParser(prog="shax", description="You Only Linearize Once, served.")
     sub = parser.add_subparsers(dest="command", required=True)
     sub.add_parser("demo", help="run the seed's demo")
@@ -43,10 +48,7 @@ def main(argv=None) -> int:
     p_eval = sub.add_parser("eval", help="evaluate an IR file's first def")
     p_eval.add_argument("file")
     p_eval.add_argument("--inputs", required=True, help="JSON list of nested lists, one per input")
-    p_serve = sub.add_parser("serve", help="run the HTTP service")
-    p_serve.add_argument("--host", default=None)
-    p_serve.add_argument("--port", type=int, default=None)
-    p_serve.add_argument("--workers", type=int, default=None)
+    sub.add_parser("serve", help="run the HTTP service (shax serve --help for its flags)")
     args = parser.parse_args(argv)
 
     import shax_core as sx
@@ -66,10 +68,6 @@ def main(argv=None) -> int:
             inputs = json.loads(args.inputs)
             outs = sx.evaluate(program, *inputs)
             print(json.dumps([_to_json(o) for o in outs]))
-        elif args.command == "serve":
-            from shax_server.cli import serve
-
-            return serve(host=args.host, port=args.port, workers=args.workers) or 0
     except sx.ShaxError as e:
         print(f"shax: error: {e}", file=sys.stderr)
         return 1

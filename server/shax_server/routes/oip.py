@@ -19,8 +19,11 @@ from shax_server.deps import State
 from shax_server.problems import Problem
 from shax_server.routes.docs import body, ok, problems
 from shax_server.service import (
+    check_output,
     check_tensor,
     default_cotangents,
+    evaluation_response,
+    expect_tensor,
     find_program,
     read_body,
     run_vjp,
@@ -157,12 +160,50 @@ def _requested_outputs(doc: dict, available: list[str]) -> list[tuple[str, bool]
     "/v2/models/{model_id}/infer",
     summary="Inference (OIP): outputs and gradients; JSON or binary tensor extension",
     response_model=None,
-    responses={**ok("InferResponse", binary=True), **problems(400, 401, 404, 413, 503)},
-    openapi_extra=body("InferRequest", binary=True),
+    responses={**ok("InferResponse", binary=True), **problems(400, 401, 404, 408, 413, 503)},
+    openapi_extra=body("InferRequest"),
 )
 async def infer(model_id: str, request: Request, state: State) -> Response:
-    doc, reader = await read_body(request)
     entry = await find_program(state, model_id)
+    request_body = await read_body(request, entry)
+    doc = request_body.doc
+    if doc.get("id") is not None and not isinstance(doc["id"], str):
+        raise Problem(
+            400,
+            "Invalid request",
+            f"'id' must be a string (the protocol's request id), got {doc['id']!r}",
+            kind="invalid-request",
+        )
+    wanted = _requested_outputs(doc, entry.output_names + entry.gradient_names)
+    p = entry.program
+    out_types = dict(zip(entry.output_names, p.out_types, strict=True))
+    out_types.update(
+        zip(entry.gradient_names, (p.params[i].type for i in entry.source.wrt), strict=True)
+    )
+    check_output(state.settings, [out_types[n] for n, _ in wanted], [b for _, b in wanted])
+    given = await request_body.run(_decode_inputs, state, entry, request_body)
+    inputs = [given[n] for n in entry.input_names]
+    if any(n in given for n in entry.cotangent_names):
+        cotangents = [given[n] for n in entry.cotangent_names]
+    else:
+        cotangents = default_cotangents(entry)
+    small = runs_inline(entry.vjp_exe, state.settings)
+    outs, grads = await state.pool.run(run_vjp, entry, inputs, cotangents, inline=small)
+    results = dict(zip(entry.output_names + entry.gradient_names, outs + grads, strict=True))
+    header = {"model_name": entry.key}
+    if isinstance(doc.get("id"), str):
+        header["id"] = doc["id"]
+    return await evaluation_response(
+        header,
+        {"outputs": [(n, results[n]) for n, _ in wanted]},
+        [b for _, b in wanted],
+    )
+
+
+def _decode_inputs(state, entry, request_body) -> dict:
+    """The named input (and cotangent) tensors of an infer body, declared types checked
+    against the program before any data is decoded; complete or refused."""
+    doc, reader = request_body.doc, request_body.reader
     p = entry.program
     expected = dict(zip(entry.input_names, p.in_types, strict=True))
     expected.update(zip(entry.cotangent_names, p.out_types, strict=True))
@@ -174,12 +215,12 @@ async def infer(model_id: str, request: Request, state: State) -> Response:
             "'inputs' must be a list of tensor objects",
             kind="invalid-request",
         )
-    given = {}
+    limit = state.settings.max_tensor_elements
+    seen = set()
     for i, obj in enumerate(items):
-        chunk = reader.take(obj)
-        name, array = decode_tensor(
-            obj, chunk, default_name=f"inputs[{i}]", max_elements=state.settings.max_tensor_elements
-        )
+        if not isinstance(obj, dict) or not isinstance(obj.get("name", ""), str):
+            decode_tensor(obj, None, default_name=f"inputs[{i}]")  # raises, naming the problem
+        name = obj.get("name", f"inputs[{i}]")
         if name not in expected:
             raise Problem(
                 400,
@@ -188,7 +229,7 @@ async def infer(model_id: str, request: Request, state: State) -> Response:
                 kind="invalid-request",
                 tensor=name,
             )
-        if name in given:
+        if name in seen:
             raise Problem(
                 400,
                 "Invalid request",
@@ -196,9 +237,9 @@ async def infer(model_id: str, request: Request, state: State) -> Response:
                 kind="invalid-request",
                 tensor=name,
             )
-        given[name] = check_tensor(name, array, expected[name])
-    reader.finish()
-    missing = [n for n in entry.input_names if n not in given]
+        seen.add(name)
+        expect_tensor(obj, name, expected[name], limit)
+    missing = [n for n in entry.input_names if n not in seen]
     if missing:
         raise Problem(
             400,
@@ -207,9 +248,8 @@ async def infer(model_id: str, request: Request, state: State) -> Response:
             kind="invalid-request",
             tensor=missing[0],
         )
-    inputs = [given[n] for n in entry.input_names]
-    if any(n in given for n in entry.cotangent_names):
-        absent = [n for n in entry.cotangent_names if n not in given]
+    if any(n in seen for n in entry.cotangent_names):
+        absent = [n for n in entry.cotangent_names if n not in seen]
         if absent:
             raise Problem(
                 400,
@@ -218,18 +258,10 @@ async def infer(model_id: str, request: Request, state: State) -> Response:
                 kind="invalid-request",
                 tensor=absent[0],
             )
-        cotangents = [given[n] for n in entry.cotangent_names]
-    else:
-        cotangents = default_cotangents(entry)
-    wanted = _requested_outputs(doc, entry.output_names + entry.gradient_names)
-    small = runs_inline(entry.vjp_exe, state.settings)
-    outs, grads = await state.pool.run(run_vjp, entry, inputs, cotangents, inline=small)
-    results = dict(zip(entry.output_names + entry.gradient_names, outs + grads, strict=True))
-    header = {"model_name": entry.key}
-    if isinstance(doc.get("id"), str):
-        header["id"] = doc["id"]
-    return tensor_response(
-        header,
-        {"outputs": [(n, results[n]) for n, _ in wanted]},
-        [b for _, b in wanted],
-    )
+    given = {}
+    for i, obj in enumerate(items):
+        chunk = reader.take(obj)
+        name, array = decode_tensor(obj, chunk, default_name=f"inputs[{i}]", max_elements=limit)
+        given[name] = check_tensor(name, array, expected[name])
+    reader.finish()
+    return given
