@@ -152,3 +152,14 @@ def test_trip_count_over_the_limit_is_413_with_limit_and_value():
         ok = sx.print_program(sx.trace(lambda x: lax.fori_loop(0, 999, lambda i, c: c, x), 1.0))
         r = c.post("/vjp", json={"program": ok, "inputs": tensors(np.float32(1.0))})
         assert r.status_code == 200, r.text
+
+
+def test_explorer_engine_shows_a_scan_program():
+    from shax_server.explore import explore
+
+    fn, args = CASES["scan"]
+    text = sx.print_program(sx.trace(fn, *args))
+    doc = explore({"program": text}, Settings())
+    assert "= scan" in str(doc)
+    with pytest.raises(Exception, match="runs its body 6 times, more than the limit of 3"):
+        explore({"program": text}, Settings(max_trip_count=3))
