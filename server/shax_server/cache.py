@@ -113,7 +113,8 @@ class ProgramCache:
         pending = self.building.get(source.key)
         if pending is not None:
             self.metrics.cache_hits.inc()
-            return await self.pool.wait(pending, "compilation"), True
+            entry, _ = await self.pool.wait(pending, "compilation")  # (entry, restored)
+            return entry, True
         self.metrics.cache_misses.inc()
         if stored is None and self.shared:
             stored = await self._store_call(self.store.get, source.key)
@@ -186,7 +187,8 @@ class ProgramCache:
             return self._hit(entry)
         if key in self.building:
             self.metrics.cache_hits.inc()
-            return await self.pool.wait(self.building[key], "compilation")
+            entry, _ = await self.pool.wait(self.building[key], "compilation")  # (entry, restored)
+            return entry
         if not self.shared:
             return None
         stored = await self._store_call(self.store.get, key)

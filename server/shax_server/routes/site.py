@@ -241,7 +241,7 @@ async def explore_link_page(link_id: str) -> HTMLResponse:
     openapi_extra=_body(EXPLORE_SCHEMA),
 )
 async def explore_api(request: Request, state: State) -> Response:
-    doc, _ = await read_body(request)
+    doc = (await read_body(request)).doc
     return _json(await state.pool.run(explore, doc, state.settings))
 
 
@@ -263,7 +263,7 @@ async def samples() -> Response:
     openapi_extra=_body(EXPLORE_SCHEMA),
 )
 async def store_link(request: Request, state: State) -> Response:
-    doc, _ = await read_body(request)
+    doc = (await read_body(request)).doc
     key, data = link_document(doc)
     links(request.app).put(key, data)
     store = state.cache.store
