@@ -49,6 +49,7 @@ from shax_core.registry import RuleError, Zero, define, is_linear, transform
 POLICIES = ("save", "recompute", "auto")
 DIRECTIONS = ("forward", "reverse")
 AUTO_SAVE_BYTES = 64 << 20  # ``auto``: save stacked residuals up to this size, else recompute
+LIST_SLICES = 1 << 16  # scans up to this long index a list of their operands' rows
 
 
 class LoopLimitError(RuleError):
@@ -189,13 +190,21 @@ def _scan_kernel(in_types, out_types, *, length, direction, num_consts, num_carr
     xs_at = slice(nc + nk, n_params)
     steps = range(length - 1, -1, -1) if direction == "reverse" else range(length)
 
+    scalar_ys = [k for k, t in enumerate(y_types) if t.rank == 1]  # one scalar per step
+    array_ys = [k for k, t in enumerate(y_types) if t.rank > 1]
+
     def run(*args):
         slots = new_slots()
         slots[:nc] = args[:nc]  # loop-invariant: set once
         carry = args[nc : nc + nk]
-        xs = args[nc + nk :]
+        # per-step slices: a list of the rows is cheaper to index than the array (bounded size)
+        xs = [list(x) if length <= LIST_SLICES else x for x in args[nc + nk :]]
         ys = [np.empty(t.shape, t.np_dtype) for t in y_types]
-        y_pairs = list(zip(ys, y_slots))
+        array_pairs = [(ys[k], y_slots[k]) for k in array_ys]
+        # scalar results are collected as they are (numpy scalars, never written again) and
+        # stacked once at the end; array results are copied into their preallocated buffer
+        scalar_lists = [[] for _ in scalar_ys]
+        scalar_pairs = [(lst.append, y_slots[k]) for lst, k in zip(scalar_lists, scalar_ys)]
         for i in steps:
             slots[carry_at] = carry
             if xs:
@@ -212,8 +221,13 @@ def _scan_kernel(in_types, out_types, *, length, direction, num_consts, num_carr
                 else:
                     slots[out] = fn(slots[x], slots[y])
             carry = [slots[s] for s in carry_slots]
-            for buf, s in y_pairs:
+            for append, s in scalar_pairs:
+                append(slots[s])
+            for buf, s in array_pairs:
                 buf[i] = slots[s]
+        for k, lst in zip(scalar_ys, scalar_lists):
+            if lst:
+                ys[k][:] = lst[::-1] if direction == "reverse" else lst
         # results are fresh arrays of the declared types, never views of operands or slots
         carry = [np.array(c, dtype=t.np_dtype, copy=True) for c, t in zip(carry, out_types)]
         return (*carry, *ys)
