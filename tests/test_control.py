@@ -415,3 +415,53 @@ def test_module_docs_run():
     c_ref, ys_ref = lax.scan(lambda c, x: (np.sin(c) + x, np.sin(c)), x, xs)
     np.testing.assert_allclose(c, c_ref, rtol=1e-6)
     np.testing.assert_allclose(ys, ys_ref, rtol=1e-6)
+
+
+def test_scan_of_length_zero():
+    def f(c, xs):
+        c, ys = lax.scan(lambda c, x: (c * x, c + x), c, xs)
+        return snp.sum(c) + snp.sum(ys)
+
+    c, xs = f64(3), np.zeros((0, 3))
+    p = sx.verify(sx.trace(f, c, xs))
+    np.testing.assert_allclose(sx.evaluate(p, c, xs)[0], c.sum())
+    g = sx.evaluate(sx.vjp_program(p), c, xs, np.float64(1.0))
+    np.testing.assert_allclose(g[1], np.ones(3))
+    assert g[2].shape == (0, 3)
+
+
+def test_bad_body_in_a_graph_names_the_field():
+    from shax_core.graph import GraphError
+
+    p, _ = traced("scan-rnn")
+    graph = to_graph(p)
+    scan = next(e for e in graph["equations"] if e["primitive"] == "scan")
+    scan["params"]["body"]["equations"][0]["inputs"][0] = "nope"
+    with pytest.raises(GraphError, match=r"params\.body\.equations\[0\].*inputs\[0\]"):
+        from_graph(graph)
+
+
+def test_sub_programs_nested_too_deep_are_refused():
+    deep = "def b(a :: f32[]) = let y = sin a in [y]"
+    for _ in range(40):
+        deep = f"def b(a :: f32[]) = let y = scan 1 forward 0 1 save {{{deep}}} a in [y]"
+    with pytest.raises(sx.ParseError, match="nested more than 32 deep"):
+        sx.parse(deep)
+    shallow = "def b(a :: f32[]) = let y = sin a in [y]"
+    for _ in range(5):
+        shallow = f"def b(a :: f32[]) = let y = scan 1 forward 0 1 save {{{shallow}}} a in [y]"
+    assert sx.evaluate(sx.parse(shallow), 0.5)[0] == np.sin(np.float32(0.5))
+
+
+def test_cond_with_a_bool_index_from_text():
+    text = """
+    def f(p :: bool[], x :: f64[]) =
+      let y = cond [{def no(a :: f64[]) = let b = cos a in [b]},
+                    {def yes(a :: f64[]) = let b = sin a in [b]}] p x
+      in [y]
+    """
+    p = sx.infer(sx.parse(text))
+    assert sx.evaluate(p, True, 0.5)[0] == np.sin(0.5)
+    assert sx.evaluate(p, False, 0.5)[0] == np.cos(0.5)
+    _, g = sx.evaluate(sx.vjp_program(p), True, 0.5, 1.0)
+    assert g == np.cos(0.5)
