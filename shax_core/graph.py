@@ -27,12 +27,13 @@ different names produce the same text and the same ``content_hash``.
 from __future__ import annotations
 
 import hashlib
+from contextvars import ContextVar
 from typing import Any
 
 from shax_core._infer import infer
 from shax_core.ir import DTYPES, MAX_NESTING, Eqn, Program, ShaxError, Type, Var
 from shax_core.passes.rename import canonical_names
-from shax_core.registry import REGISTRY, SUBPROGRAM_KINDS, ParamError
+from shax_core.registry import REGISTRY, SUBPROGRAM_JSON, ParamError
 from shax_core.text import print_program
 
 FORMAT_VERSION = 1
@@ -53,21 +54,13 @@ class GraphError(ShaxError):
 # Program -> graph
 
 
-def _param_to_json(p, value: Any) -> Any:
-    if p.kind == "program":
-        return to_graph(value)
-    if p.kind == "programs":
-        return [to_graph(b) for b in value]
-    return p.spec.to_json(value)
-
-
 def to_graph(program: Program) -> dict:
     """The JSON graph of a program (types included where the program has them)."""
     equations = []
     for e in program.eqns:
         prim = REGISTRY[e.prim]
         params = {
-            p.name: _param_to_json(p, v)
+            p.name: p.spec.to_json(v)
             for p, v in zip(prim.params, e.params, strict=True)
             if not p.spec.hidden
         }
@@ -146,31 +139,33 @@ def _type(where: str, obj: dict) -> Type:
     return Type(dtype, dims)
 
 
-def _subprogram_from_json(where: str, kind: str, v: Any, depth: int) -> Any:
-    if kind == "program":
-        return _subgraph(where, v, depth)
-    items = _list(where, v)
-    if not items:
-        raise GraphError(where, "expected at least one sub-program")
-    return tuple(_subgraph(f"{where}[{i}]", x, depth) for i, x in enumerate(items))
+_DEPTH: ContextVar[int] = ContextVar("shax_graph_depth", default=0)  # sub-program nesting
 
 
-def _subgraph(where: str, v: Any, depth: int) -> Program:
+def _subgraph(where: str, v: Any) -> Program:
+    """A sub-program parameter from its nested graph (the registry's ``program`` kind)."""
+    depth = _DEPTH.get()
     if depth >= MAX_NESTING:
-        raise GraphError(where, f"sub-programs nested more than {MAX_NESTING} deep")
+        raise ParamError(where, f"sub-programs nested more than {MAX_NESTING} deep")
+    token = _DEPTH.set(depth + 1)
     try:
-        return from_graph(v, depth + 1)
+        return from_graph(v)
     except GraphError as e:
-        raise GraphError(f"{where}.{e.where}", e.message) from None
+        raise ParamError(f"{where}.{e.where}", e.message) from None
+    finally:
+        _DEPTH.reset(token)
 
 
-def _equation(i: int, obj: Any, env: dict[str, Var], depth: int = 0) -> Eqn:
+SUBPROGRAM_JSON.update(to_json=lambda program: to_graph(program), from_json=_subgraph)
+
+
+def _equation(i: int, obj: Any, env: dict[str, Var]) -> Eqn:
     where = f"equations[{i}]"
     if not isinstance(obj, dict):
         raise GraphError(where, "expected an object")
     prim_name = obj.get("primitive")
     if "outs" in obj and "out" not in obj and _known(prim_name, REGISTRY):
-        return _multi_equation(i, obj, env, depth)
+        return _multi_equation(i, obj, env)
     out = _name(f"{where}.out", obj.get("out"))
     where = f"equations[{i}] ({out})"
     if not _known(prim_name, REGISTRY):
@@ -215,10 +210,6 @@ def _equation(i: int, obj: Any, env: dict[str, Var], depth: int = 0) -> Eqn:
             raise GraphError(
                 f"{where}.params", f"{prim_name} needs parameter {p.name!r} ({p.kind})"
             )
-        if p.kind in SUBPROGRAM_KINDS:
-            field = f"{where}.params.{p.name}"
-            values.append(_subprogram_from_json(field, p.kind, params[p.name], depth))
-            continue
         try:
             values.append(p.spec.from_json(f"{where}.params.{p.name}", params[p.name]))
         except ParamError as e:
@@ -231,7 +222,7 @@ def _equation(i: int, obj: Any, env: dict[str, Var], depth: int = 0) -> Eqn:
     return Eqn(Var(out, annotation), prim_name, tuple(values), tuple(ins))
 
 
-def _multi_equation(i: int, obj: dict, env: dict[str, Var], depth: int) -> Eqn:
+def _multi_equation(i: int, obj: dict, env: dict[str, Var]) -> Eqn:
     """An equation of a multi-result primitive: ``"outs": [names]``, optional ``"types"``."""
     where = f"equations[{i}]"
     names = _list(f"{where}.outs", obj["outs"])
@@ -254,12 +245,12 @@ def _multi_equation(i: int, obj: dict, env: dict[str, Var], depth: int) -> Eqn:
     if len(set(outs)) != len(outs) or any(n in env for n in outs):
         raise GraphError(f"{where}.outs", "a name is bound twice")
     single = {k: v for k, v in obj.items() if k not in ("outs", "types", "dtype", "shape")}
-    eqn = _equation(i, dict(single, out=outs[0]), env, depth)
+    eqn = _equation(i, dict(single, out=outs[0]), env)
     vars_ = [Var(n, t) for n, t in zip(outs, types, strict=True)]
     return Eqn(vars_[0], eqn.prim, eqn.params, eqn.ins, tuple(vars_[1:]))
 
 
-def from_graph(graph: Any, _depth: int = 0) -> Program:
+def from_graph(graph: Any) -> Program:
     """A Program from its JSON graph; raises GraphError naming the bad field or equation."""
     if not isinstance(graph, dict):
         raise GraphError("graph", "expected an object")
@@ -282,7 +273,7 @@ def from_graph(graph: Any, _depth: int = 0) -> Program:
         params.append(v)
     eqns = []
     for i, obj in enumerate(_list("equations", graph.get("equations"))):
-        eqn = _equation(i, obj, env, _depth)
+        eqn = _equation(i, obj, env)
         for v in eqn.outs:
             env[v.name] = v
         eqns.append(eqn)

@@ -144,8 +144,36 @@ def _json_word(where: str, v: Any) -> str:
     return v
 
 
-def _nested(*args):
-    raise AssertionError("sub-program parameters are spelled by shax_core.text and .graph")
+# Sub-programs (loop bodies, branches) are Programs: printed with ``str(program)`` (the
+# printer ``text`` installs in ``ir``) and converted to and from JSON by the graph module, which
+# sits above the registry and fills this table when imported ("to_json": Program -> dict,
+# "from_json": (where, value) -> Program, raising ParamError naming the field).
+SUBPROGRAM_JSON: dict[str, Callable] = {}
+
+
+def _block_text(program, _dtype=None) -> str:
+    """``{``, the sub-program indented by 4, ``}``; the printer indents the lines after the first
+    past the binding they are in."""
+    return "{\n    " + str(program).replace("\n", "\n    ") + "\n  }"
+
+
+def _blocks_text(programs, _dtype=None) -> str:
+    return "[" + ", ".join(_block_text(p) for p in programs) + "]"
+
+
+def _program_to_json(program):
+    return SUBPROGRAM_JSON["to_json"](program)
+
+
+def _program_from_json(where: str, v: Any):
+    return SUBPROGRAM_JSON["from_json"](where, v)
+
+
+def _programs_from_json(where: str, v: Any) -> tuple:
+    items = _json_list(where, v)
+    if not items:
+        raise ParamError(where, "expected at least one sub-program")
+    return tuple(_program_from_json(f"{where}[{i}]", x) for i, x in enumerate(items))
 
 
 def _text_literals(value, dtype: str) -> str:
@@ -222,18 +250,22 @@ PARAM_KINDS: dict[str, ParamKind] = {
             _json_word,
         ),
         # sub-programs (loop bodies, branches): closed Programs, printed inline as
-        # ``{def body(...) = let ... in [...]}``; in JSON a nested graph. The printer and the
-        # graph (which sit above the registry) spell them: these kinds only parse.
+        # ``{def body(...) = let ... in [...]}``; in JSON a nested graph
         ParamKind(
-            "program", "{def body(...) = ...}", _nested, lambda p: p.block(), _nested, _nested
+            "program",
+            "{def body(...) = ...}",
+            _block_text,
+            lambda p: p.block(),
+            _program_to_json,
+            _program_from_json,
         ),
         ParamKind(
             "programs",
             "[{def b0 ...}, {def b1 ...}]",
-            _nested,
+            _blocks_text,
             lambda p: p.dim_list(p.block),
-            _nested,
-            _nested,
+            lambda v: [_program_to_json(x) for x in v],
+            _programs_from_json,
         ),
     ]
 }

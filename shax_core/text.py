@@ -31,7 +31,7 @@ from shax_core.ir import (
     format_float,
     set_printer,
 )
-from shax_core.registry import REGISTRY, SUBPROGRAM_KINDS, bare_primitive, normalize_literals
+from shax_core.registry import REGISTRY, bare_primitive, normalize_literals
 
 __all__ = [
     "ParseError",
@@ -59,33 +59,12 @@ class ParseError(ShaxError):
 # printing
 
 
-def _format_block(program: Program, indent: int) -> str:
-    """A sub-program inline: ``{``, its ``def`` indented past the binding, ``}``."""
-    body = print_program(program, indent + 4)
-    return "{\n" + " " * (indent + 4) + body + "\n" + " " * (indent + 2) + "}"
+def format_params(prim_name: str, params) -> str:
+    return REGISTRY[prim_name].format_params(params)
 
 
-def format_params(prim_name: str, params, indent: int = 0) -> str:
-    """The parameters as text; sub-programs inline, indented past column ``indent``."""
-    prim = REGISTRY[prim_name]
-    if not any(p.kind in SUBPROGRAM_KINDS for p in prim.params):
-        return prim.format_params(params)
-    kw = prim.kwargs(params)
-    dtype = prim.literal_dtype(params)
-    parts = []
-    for p in prim.params:
-        value = kw[p.name]
-        if p.kind == "program":
-            parts.append(_format_block(value, indent))
-        elif p.kind == "programs":
-            parts.append("[" + ", ".join(_format_block(b, indent) for b in value) + "]")
-        else:
-            parts.append(p.spec.text(value, dtype))
-    return " ".join(p for p in parts if p is not None)
-
-
-def format_eqn(eqn: Eqn, indent: int = 0) -> str:
-    """One binding; ``indent`` is the column it starts at (sub-programs are indented past it)."""
+def format_eqn(eqn: Eqn) -> str:
+    """One binding (a sub-program parameter spans several lines; see ``print_program``)."""
     prim = REGISTRY[eqn.prim]
     lhs = eqn.out.name
     t = eqn.out.type
@@ -102,7 +81,7 @@ def format_eqn(eqn: Eqn, indent: int = 0) -> str:
     if prim.bare:
         return f"{lhs} = {eqn.ins[0].name}"
     parts = [eqn.prim]
-    ps = format_params(eqn.prim, eqn.params, indent)
+    ps = prim.format_params(eqn.params)
     if ps:
         parts.append(ps)
     parts.extend(v.name for v in eqn.ins)
@@ -118,24 +97,23 @@ def short_eqn(eqn: Eqn) -> str:
     return f"{lhs} = {eqn.prim} {bodies} {' '.join(v.name for v in eqn.ins)}"
 
 
-def print_program(program: Program, indent: int = 0) -> str:
-    """The program's text; ``indent`` is the column its ``def`` starts at (for sub-programs
-    printed inside a binding; every line after the first is indented by it)."""
+def print_program(program: Program) -> str:
+    """The program's text. A binding with a sub-program spans several lines: the lines after
+    its first are indented past the binding's column, so bodies nest visibly."""
 
     def binder(v: Var) -> str:
         return f"{v.name} :: {v.type}" if v.type is not None else v.name
 
-    pad = " " * indent
     head = f"def {program.name}("
-    sep = ",\n" + pad + " " * len(head)
+    sep = ",\n" + " " * len(head)
     lines = [head + sep.join(binder(p) for p in program.params) + ") ="]
-    eqns = [format_eqn(e, indent + 6) for e in program.eqns]
+    eqns = [format_eqn(e).replace("\n", "\n      ") for e in program.eqns]
     if eqns:
-        lines.append(pad + "  let " + eqns[0])
-        lines.extend(pad + "      " + e for e in eqns[1:])
+        lines.append("  let " + eqns[0])
+        lines.extend("      " + e for e in eqns[1:])
     else:
-        lines.append(pad + "  let")
-    lines.append(pad + "  in [" + ", ".join(v.name for v in program.outs) + "]")
+        lines.append("  let")
+    lines.append("  in [" + ", ".join(v.name for v in program.outs) + "]")
     return "\n".join(lines)
 
 
