@@ -465,3 +465,20 @@ def test_cond_with_a_bool_index_from_text():
     assert sx.evaluate(p, False, 0.5)[0] == np.cos(0.5)
     _, g = sx.evaluate(sx.vjp_program(p), True, 0.5, 1.0)
     assert g == np.cos(0.5)
+
+
+def test_cond_inside_a_scan_body():
+    def f(c, xs):
+        def step(c, x):
+            c = lax.cond(x > 0.0, lambda a: snp.sin(a) * x, lambda a: a * a - x, c)
+            return c, c
+
+        c, ys = lax.scan(step, c, xs)
+        return snp.sum(ys) + c
+
+    args = [np.float64(0.3), np.array([0.5, -0.2, 0.7, -0.9, 0.1])]
+    p = sx.verify(sx.trace(f, *args))
+    np.testing.assert_allclose(sx.evaluate(p, *args)[0], f(*args), rtol=1e-14)
+    check_jvp(p, args, RNG)
+    check_transpose(p, args, RNG)
+    check_hvp(p, args, RNG)
