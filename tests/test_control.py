@@ -482,3 +482,24 @@ def test_cond_inside_a_scan_body():
     check_jvp(p, args, RNG)
     check_transpose(p, args, RNG)
     check_hvp(p, args, RNG)
+
+
+def test_results_of_earlier_calls_are_never_overwritten():
+    # a scan reuses its stacked-output buffers across calls only when nothing refers to them
+    def f(c, xs):
+        c, ys = lax.scan(lambda c, x: (c + x, snp.sin(c * x)), c, xs)
+        return ys, ys[1:], c
+
+    args = [f64(3), f64(4, 3)]
+    exe = sx.compile(sx.vjp_program(sx.trace(f, *args)))
+    cts = [np.ones((4, 3)), np.ones((3, 3)), np.ones(3)]
+    first = exe(*args, *cts)
+    snapshot = [a.copy() for a in first]
+    other = [a + 1.0 for a in args]
+    for _ in range(3):
+        exe(*other, *cts)
+    for a, b in zip(first, snapshot):
+        assert a.tobytes() == b.tobytes()
+    again = exe(*args, *cts)
+    for a, b in zip(again, snapshot):
+        assert a.tobytes() == b.tobytes()

@@ -36,6 +36,7 @@ while loop over ``(c, ċ)``) and no transpose: its trip count is not known ahead
 from __future__ import annotations
 
 import math
+import sys
 from collections import OrderedDict
 from collections.abc import Sequence
 
@@ -190,6 +191,7 @@ def _scan_kernel(in_types, out_types, *, length, direction, num_consts, num_carr
     xs_at = slice(nc + nk, n_params)
     steps = range(length - 1, -1, -1) if direction == "reverse" else range(length)
 
+    buffers = _BufferPool(y_types)
     scalar_ys = [k for k, t in enumerate(y_types) if t.rank == 1]  # one scalar per step
     array_ys = [k for k, t in enumerate(y_types) if t.rank > 1]
 
@@ -199,7 +201,7 @@ def _scan_kernel(in_types, out_types, *, length, direction, num_consts, num_carr
         carry = args[nc : nc + nk]
         # per-step slices: a list of the rows is cheaper to index than the array (bounded size)
         xs = [list(x) if length <= LIST_SLICES else x for x in args[nc + nk :]]
-        ys = [np.empty(t.shape, t.np_dtype) for t in y_types]
+        ys = buffers()
         array_pairs = [(ys[k], y_slots[k]) for k in array_ys]
         # scalar results are collected as they are (numpy scalars, never written again) and
         # stacked once at the end; array results are copied into their preallocated buffer
@@ -240,6 +242,33 @@ def _scan_kernel(in_types, out_types, *, length, direction, num_consts, num_carr
     run.transient_bytes = max(plan.all_slot_bytes - operand_bytes, 0)
     run.work = 1 + length * plan.work
     return run
+
+
+POOL_BYTES = 16 << 20  # a scan keeps its stacked-output buffers between calls up to this size
+
+
+class _BufferPool:
+    """The stacked-output buffers of one scan, reused by the next call when nothing refers to
+    them any more (a fresh buffer of a few MiB costs a page fault per 4 KiB on every call,
+    which for an RNN step is more than its arithmetic). A buffer still referenced anywhere (a
+    caller's result, a view, another thread's run) is never reused: a new one is made."""
+
+    def __init__(self, types):
+        self.types = types
+        self.keep = sum(t.nbytes for t in types) <= POOL_BYTES
+        self.kept: list = [None] * len(types)
+
+    def __call__(self) -> list[np.ndarray]:
+        out = []
+        for k, t in enumerate(self.types):
+            buf = self.kept[k]
+            # references: kept[k], ``buf``, getrefcount's argument; any other means in use
+            if buf is None or sys.getrefcount(buf) > 3:
+                buf = np.empty(t.shape, t.np_dtype)
+                if self.keep:
+                    self.kept[k] = buf
+            out.append(buf)
+        return out
 
 
 def _scan_impl(*arrays, **params):
