@@ -36,6 +36,7 @@ while loop over ``(c, ċ)``) and no transpose: its trip count is not known ahead
 from __future__ import annotations
 
 import math
+import operator
 import sys
 from collections import OrderedDict
 from collections.abc import Sequence
@@ -194,22 +195,28 @@ def _scan_kernel(in_types, out_types, *, length, direction, num_consts, num_carr
     buffers = _BufferPool(y_types)
     scalar_ys = [k for k, t in enumerate(y_types) if t.rank == 1]  # one scalar per step
     array_ys = [k for k, t in enumerate(y_types) if t.rank > 1]
+    carry_of = _getter(carry_slots)  # the body's new carry, as a tuple (one C call)
+    scalars_of = _getter([y_slots[k] for k in scalar_ys])
 
     def run(*args):
         slots = new_slots()
         slots[:nc] = args[:nc]  # loop-invariant: set once
         carry = args[nc : nc + nk]
-        # per-step slices: a list of the rows is cheaper to index than the array (bounded size)
-        xs = [list(x) if length <= LIST_SLICES else x for x in args[nc + nk :]]
+        xs = args[nc + nk :]
+        # per-step slices: a list of per-step tuples of rows is cheaper to index than the
+        # arrays (built once; bounded length)
+        rows = list(zip(*xs)) if xs and length <= LIST_SLICES else None
         ys = buffers()
         array_pairs = [(ys[k], y_slots[k]) for k in array_ys]
         # scalar results are collected as they are (numpy scalars, never written again) and
         # stacked once at the end; array results are copied into their preallocated buffer
-        scalar_lists = [[] for _ in scalar_ys]
-        scalar_pairs = [(lst.append, y_slots[k]) for lst, k in zip(scalar_lists, scalar_ys)]
+        collected = []
+        collect = collected.append if scalar_ys else None
         for i in steps:
             slots[carry_at] = carry
-            if xs:
+            if rows is not None:
+                slots[xs_at] = rows[i]
+            elif xs:
                 slots[xs_at] = [x[i] for x in xs]
             for fn, x, y, out, _ in body_steps:
                 if y is None:
@@ -222,14 +229,16 @@ def _scan_kernel(in_types, out_types, *, length, direction, num_consts, num_carr
                         slots[out] = fn(*[slots[k] for k in y])
                 else:
                     slots[out] = fn(slots[x], slots[y])
-            carry = [slots[s] for s in carry_slots]
-            for append, s in scalar_pairs:
-                append(slots[s])
+            carry = carry_of(slots)
+            if collect is not None:
+                collect(scalars_of(slots))
             for buf, s in array_pairs:
                 buf[i] = slots[s]
-        for k, lst in zip(scalar_ys, scalar_lists):
-            if lst:
-                ys[k][:] = lst[::-1] if direction == "reverse" else lst
+        if collected:
+            if direction == "reverse":
+                collected.reverse()
+            for j, k in enumerate(scalar_ys):
+                ys[k][:] = [row[j] for row in collected]
         # results are fresh arrays of the declared types, never views of operands or slots
         carry = [np.array(c, dtype=t.np_dtype, copy=True) for c, t in zip(carry, out_types)]
         return (*carry, *ys)
@@ -242,6 +251,16 @@ def _scan_kernel(in_types, out_types, *, length, direction, num_consts, num_carr
     run.transient_bytes = max(plan.all_slot_bytes - operand_bytes, 0)
     run.work = 1 + length * plan.work
     return run
+
+
+def _getter(slots_to_read):
+    """``slots -> tuple of slots_to_read`` (``operator.itemgetter`` returns a bare item for one)."""
+    if not slots_to_read:
+        return lambda slots: ()
+    if len(slots_to_read) == 1:
+        (only,) = slots_to_read
+        return lambda slots: (slots[only],)
+    return operator.itemgetter(*slots_to_read)
 
 
 POOL_BYTES = 16 << 20  # a scan keeps its stacked-output buffers between calls up to this size
