@@ -46,6 +46,7 @@ def no_gc():
 
 
 EMPTY: frozenset = frozenset()
+VIEWS = frozenset({"transpose", "reshape", "broadcast", "slice"})  # of a C-contiguous array
 
 
 # On rank-0 values a ufunc call costs 1-4 µs where the operator costs 0.2: the operator
@@ -189,6 +190,7 @@ class Executable:
         alloc: list[int] = []
         transient: list[int] = []  # bytes a step holds only while it runs (a loop's body)
         self.work = 0  # equations executed by one run, loop bodies counted per trip
+        views: set[int] = set()  # slots that are NumPy views of an argument
         for i, (e, prim) in enumerate(zip(program.eqns, prims, strict=True)):
             out = slot_of[e.out.name]
             if template[out] is not None:
@@ -230,7 +232,11 @@ class Executable:
             if out not in last_use:  # nobody reads it: drop it at once
                 free += (out,)
             steps.append((fn, ins, out, free))
-            alloc.append(0 if reuse is not None else e.out.type.nbytes)
+            # a structural step (transpose, reshape, slice, broadcast) of an argument is a view
+            # of memory the caller holds anyway: it allocates nothing
+            if e.prim in VIEWS and ins[0] < n_params:
+                views.add(out)
+            alloc.append(0 if reuse is not None or out in views else e.out.type.nbytes)
         self.steps = tuple(steps)
         # the run loop's form of the steps: (fn, x, y, out, free) with y None for one operand
         # and x None (y the operand tuple) for any other count
@@ -254,10 +260,13 @@ class Executable:
         for s in self.out_slots:
             self.out_copy.append(refs[s] != frozenset({s}) or s in seen)
             seen.add(s)
-        self.peak_bytes = self._peak(alloc, transient)
+        self.peak_bytes = self._peak(alloc, views, transient)
         self._expected = [(t.np_dtype, t.shape) for t in self.in_types]
 
-    def _peak(self, alloc, transient) -> int:
+    def _peak(self, alloc, views, transient) -> int:
+        """The most bytes live at once: the arguments (held by the caller throughout), the
+        constants, each step's fresh buffer until its last reader, a loop's body working set
+        while the loop runs, and the final copies of outputs the plan does not own alone."""
         size = [0] * self.n_slots
         for i, p in enumerate(self.program.params):
             size[i] = p.type.nbytes
@@ -271,17 +280,26 @@ class Executable:
                 live += nbytes
                 peak = max(peak, live + extra)
                 for s in free:
-                    live -= size[s]
-                    size[s] = 0
+                    if s >= self.n_params:
+                        live -= size[s]
+                        size[s] = 0
                 continue
-            size[out] = nbytes if nbytes else max((size[s] for s in ins), default=0)
+            if out in views:
+                size[out] = 0  # the argument's memory, counted once, held throughout
+            else:
+                size[out] = nbytes if nbytes else max((size[s] for s in ins), default=0)
             live += nbytes
             peak = max(peak, live)
             for s in free:
+                if s < self.n_params:
+                    continue  # the caller holds its arguments for the whole run
                 if nbytes or s not in ins or size[s] != size[out]:
                     live -= size[s]
                 size[s] = 0
-        return peak
+        # outputs the plan does not own alone (views such as a transpose) are copied at the end,
+        # while everything still live is held
+        copies = sum(t.nbytes for t, c in zip(self.out_types, self.out_copy, strict=True) if c)
+        return max(peak, live + copies)
 
     def check_args(self, args) -> list[np.ndarray]:
         if len(args) == len(self._expected) and all(

@@ -51,10 +51,10 @@ class _LinearBuilder(Builder):
         self.n_tangents = 0
 
     def lift_foreign(self, x: Tracer) -> Var:
-        hit = self.residuals.get(x.var.name)
+        hit = self.residuals.get(x.variable.name)
         if hit is None:
-            param = self.add_param(x.type).var
-            hit = self.residuals[x.var.name] = (x.var, param)
+            param = self.add_param(x.type).variable
+            hit = self.residuals[x.variable.name] = (x.variable, param)
         return hit[1]
 
 
@@ -173,14 +173,14 @@ def _jvp_and_partial_eval(program: Program, wrt: tuple[int, ...]) -> tuple[Progr
 
     out_tangents = [tangent[v.name] for v in program.outs]
     linear_outs = [
-        (zeros(linear_b, t.type) if isinstance(t, Zero) else t).var for t in out_tangents
+        (zeros(linear_b, t.type) if isinstance(t, Zero) else t).variable for t in out_tangents
     ]
     residual_vars = [primal_var for primal_var, _ in linear_b.residuals.values()]
     primal_prog = Program(
         program.name,
         tuple(primal_b.params),
         tuple(primal_b.eqns),
-        tuple(primal[v.name].var for v in program.outs) + tuple(residual_vars),
+        tuple(primal[v.name].variable for v in program.outs) + tuple(residual_vars),
     )
     linear_prog = Program(
         "d" + program.name, tuple(linear_b.params), tuple(linear_b.eqns), tuple(linear_outs)

@@ -44,7 +44,9 @@ def _as_arrays(args):
     out = []
     for a in args:
         a = np.asarray(a)
-        if a.dtype.kind in "iu":
+        if a.dtype.kind in "iu" and (a.ndim == 0 or a.dtype not in (np.int32, np.int64)):
+            # Python ints and odd integer types are f32 values; int32/int64 arrays stay
+            # integers (indices, labels: they have no tangent, as in JAX)
             a = a.astype(np.float32)
         elif a.dtype == np.float16:
             a = a.astype(np.float32)

@@ -34,9 +34,12 @@ DTYPES: dict[str, np.dtype] = {
     "f32": np.dtype(np.float32),
     "f64": np.dtype(np.float64),
     "bool": np.dtype(np.bool_),
+    "i32": np.dtype(np.int32),
+    "i64": np.dtype(np.int64),
 }
 FLOAT_DTYPES = frozenset({"f32", "f64"})
 MAX_NESTING = 32  # sub-programs (loop bodies, branches) nest at most this deep
+INT_DTYPES = frozenset({"i32", "i64"})  # indices, counts, comparisons: never tangents
 
 
 # ---------------------------------------------------------------------------------------------
@@ -142,6 +145,10 @@ class Type:
     def is_float(self) -> bool:
         return self.dtype in FLOAT_DTYPES
 
+    @property
+    def is_int(self) -> bool:
+        return self.dtype in INT_DTYPES
+
     def with_shape(self, shape) -> Type:
         return Type(self.dtype, tuple(shape))
 
@@ -155,7 +162,7 @@ def dtype_name(dtype) -> str:
     for name, d in DTYPES.items():
         if d == dt:
             return name
-    raise ShaxTypeError(f"unsupported dtype {dt}; shax supports f32, f64 and bool")
+    raise ShaxTypeError(f"unsupported dtype {dt}; shax supports f32, f64, i32, i64 and bool")
 
 
 def type_of(array) -> Type:

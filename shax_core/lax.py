@@ -1,5 +1,7 @@
-"""Structured control flow with JAX's signatures: ``cond``, ``switch``, ``scan``, ``fori_loop``,
-``while_loop``.
+"""``shax_core.lax``: structured control flow with JAX's signatures (``cond``, ``switch``,
+``scan``, ``fori_loop``, ``while_loop``) and the few other jax.lax names NumPy-style code reaches
+for (``stop_gradient``, ``dot_general``, ``erf``, ``logistic``, ``rsqrt``, ``integer_pow``,
+``square``, ``select``, ``top_k``).
 
 On arrays they run eagerly (plain Python loops over NumPy). On tracers they record one loop
 equation whose body is traced once, whatever the trip count, so a 10,000-step recurrence is a
@@ -28,9 +30,12 @@ from typing import Any
 
 import numpy as np
 
+from shax_core import core as _core
 from shax_core._trace import as_type
-from shax_core.core import Builder, Tracer, bind, convert, select, top_builder
+from shax_core.core import Builder, Tracer, bind, convert, top_builder
 from shax_core.ir import Program, ShaxError, Type, type_of
+from shax_core.numpy import _functions as _snp
+from shax_core.numpy import top_k  # noqa: F401  ((values, indices) of the k largest)
 
 DEFAULT_MAX_TRIPS = 2**31 - 1
 
@@ -99,10 +104,13 @@ class _BodyBuilder(Builder):
         self.captured: dict[str, tuple[Tracer, Tracer]] = {}  # outer name -> (outer, param)
 
     def lift_foreign(self, x: Tracer):
-        hit = self.captured.get(x.var.name)
+        hit = self.captured.get(x.variable.name)
         if hit is None or hit[0] is not x:
-            hit = self.captured[x.var.name] = (x, self.add_param(x.type, f"c{len(self.params)}"))
-        return hit[1].var
+            hit = self.captured[x.variable.name] = (
+                x,
+                self.add_param(x.type, f"c{len(self.params)}"),
+            )
+        return hit[1].variable
 
 
 def _trace_body(fn: Callable, in_types: Sequence[Type], level: int, name: str):
@@ -115,12 +123,12 @@ def _trace_body(fn: Callable, in_types: Sequence[Type], level: int, name: str):
     outs = []
     for leaf in leaves:
         if isinstance(leaf, Tracer) and leaf.builder is b:
-            outs.append(leaf.var)
+            outs.append(leaf.variable)
         else:
             outs.append(b.lift(_as_array(leaf) if not isinstance(leaf, Tracer) else leaf))
-    captured = [param.var for _, param in b.captured.values()]
+    captured = [param.variable for _, param in b.captured.values()]
     outer = [x for x, _ in b.captured.values()]
-    params = tuple(captured) + tuple(a.var for a in args)
+    params = tuple(captured) + tuple(a.variable for a in args)
     program = Program(name, params, tuple(b.eqns), tuple(outs), checked=True)
     return program, outer, structure
 
@@ -350,7 +358,7 @@ def switch(index, branches: Sequence[Callable], *operands):
     if index.type.shape != ():
         raise ShaxError(f"switch: the index must be a scalar, got {index.type}")
     if index.type.dtype == "bool":
-        index = select(index, 1.0, 0.0)
+        index = _core.select(index, 1.0, 0.0)
     return _cond(index, list(branches), operands)
 
 
@@ -400,4 +408,69 @@ def _cond(index: Tracer, funs, operands):
     return _unflatten(structures[0], results)
 
 
-__all__ = ["cond", "fori_loop", "scan", "switch", "while_loop"]
+# ---------------------------------------------------------------------------------------------
+# the other jax.lax names
+
+
+def stop_gradient(x):
+    """The identity with a zero derivative."""
+    return _snp.stop_gradient(x)
+
+
+def dot_general(lhs, rhs, dimension_numbers, precision=None, preferred_element_type=None):
+    """``((lhs_contract, rhs_contract), (lhs_batch, rhs_batch))`` as in JAX."""
+    (lc, rc), (lb, rb) = dimension_numbers
+    return _core.dot_general(lhs, rhs, tuple(lc), tuple(rc), tuple(lb), tuple(rb))
+
+
+def erf(x):
+    return _core.bind("erf", _snp._float(x))
+
+
+def logistic(x):
+    from shax_core.nn import sigmoid
+
+    return sigmoid(x)
+
+
+def rsqrt(x):
+    return 1.0 / _snp.sqrt(x)
+
+
+def integer_pow(x, y):
+    return _snp.power(x, int(y))
+
+
+def square(x):
+    return _snp.square(x)
+
+
+def select(pred, on_true, on_false):
+    return _snp.where(pred, on_true, on_false)
+
+
+CONTROL_FLOW = ("cond", "fori_loop", "scan", "switch", "while_loop")
+OTHERS = (
+    "dot_general",
+    "erf",
+    "integer_pow",
+    "logistic",
+    "rsqrt",
+    "select",
+    "square",
+    "stop_gradient",
+    "top_k",
+)
+
+
+def __getattr__(name: str):
+    if name.startswith("__"):
+        raise AttributeError(name)
+    raise _snp.UnsupportedError(f"lax.{name}", "not implemented")
+
+
+def supported_names() -> list[str]:
+    return sorted(CONTROL_FLOW + OTHERS)
+
+
+__all__ = [*CONTROL_FLOW, *OTHERS, "supported_names"]

@@ -26,8 +26,11 @@ from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
+import numpy as np
+
 from shax_core.ir import (
     DTYPES,
+    INT_DTYPES,
     ShaxError,
     ShaxTypeError,
     Type,
@@ -135,7 +138,9 @@ def _json_dtype(where: str, v: Any) -> str:
 
 
 def _json_literal(where: str, v: Any):
-    return v if isinstance(v, bool) else _json_float(where, v)
+    if isinstance(v, bool) or (isinstance(v, int) and abs(v) < 2**63):
+        return v  # bools, and the integers of i32/i64 constants (exact, never via float)
+    return _json_float(where, v)
 
 
 def _json_word(where: str, v: Any) -> str:
@@ -179,6 +184,8 @@ def _programs_from_json(where: str, v: Any) -> tuple:
 def _text_literals(value, dtype: str) -> str:
     if dtype == "bool":
         return "[" + ",".join("true" if v else "false" for v in value) + "]"
+    if dtype in INT_DTYPES:
+        return "[" + ",".join(str(int(v)) for v in value) + "]"
     return "[" + ",".join(_format_float(v, dtype) for v in value) + "]"
 
 
@@ -235,7 +242,7 @@ PARAM_KINDS: dict[str, ParamKind] = {
             "[1.0, 2.0]",
             _text_literals,
             lambda p: p.dim_list(p.literal),
-            lambda v: [x if isinstance(x, bool) else encode_float(float(x)) for x in v],
+            lambda v: [x if isinstance(x, bool | int) else encode_float(float(x)) for x in v],
             lambda w, v: tuple(
                 _json_literal(f"{w}[{i}]", x) for i, x in enumerate(_json_list(w, v))
             ),
@@ -415,6 +422,14 @@ def normalize_literals(data, dtype: str) -> tuple:
         if not all(isinstance(v, bool) or v in (0.0, 1.0) for v in data):
             raise ShaxTypeError("a bool constant takes true/false literals")
         return tuple(bool(v) for v in data)
+    if dtype in INT_DTYPES:
+        info = np.iinfo(DTYPES[dtype])
+        if not all(
+            not isinstance(v, bool) and float(v).is_integer() and info.min <= v <= info.max
+            for v in data
+        ):
+            raise ShaxTypeError(f"an {dtype} constant takes integer literals in its range")
+        return tuple(int(v) for v in data)
     from_dtype = DTYPES[dtype].type
     return tuple(canonical_float(from_dtype(float(v))) for v in data)
 

@@ -108,13 +108,15 @@ def rematerialize(
                 stack.extend(missing)
                 continue
             value[n] = b.emit(
-                eqn.prim, eqn.params, [value[v.name].var for v in eqn.ins], eqn.out.type
+                eqn.prim, eqn.params, [value[v.name].variable for v in eqn.ins], eqn.out.type
             )
             stack.pop()
         return value[name]
 
     args = tangents + [get(v.name) for v in residuals]
     outs = inline(b, linear, args)
-    new_linear = Program(linear.name, tuple(b.params), tuple(b.eqns), tuple(t.var for t in outs))
+    new_linear = Program(
+        linear.name, tuple(b.params), tuple(b.eqns), tuple(t.variable for t in outs)
+    )
     new_primal = primal.replace(outs=primal.outs[:n_outputs] + tuple(saved))
     return new_primal, new_linear, frozenset(recompute)

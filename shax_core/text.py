@@ -263,7 +263,7 @@ class _Parser:
         return self.number()
 
     def type_(self) -> Type:
-        tok = self.take("name", expected="a dtype (f32, f64, bool)")
+        tok = self.take("name", expected="a dtype (f32, f64, i32, i64, bool)")
         if tok.text not in DTYPES:
             raise ParseError(
                 f"unknown dtype {tok.text!r}; expected one of {', '.join(DTYPES)}",

@@ -145,7 +145,7 @@ def transpose_typed(linear: Program, num_linear: int) -> Program:
     outs = []
     for p in linear.params[:num_linear]:
         c = ct.get(p.name)
-        outs.append((c if c is not None else zeros(b, p.type)).var)
+        outs.append((c if c is not None else zeros(b, p.type)).variable)
     return Program(linear.name + "t", tuple(b.params), tuple(b.eqns), tuple(outs))
 
 

@@ -117,8 +117,8 @@ def programs(draw, max_ops=12):
             made.append(y)
     outs = [made[-1] if made else core.bind("sin", pool[0])]
     read = {v.name for e in b.eqns for v in e.ins}
-    outs += [y for y in made[:-1] if y.var.name not in read][-2:]
-    program = Program("g", tuple(b.params), tuple(b.eqns), tuple(o.var for o in outs))
+    outs += [y for y in made[:-1] if y.variable.name not in read][-2:]
+    program = Program("g", tuple(b.params), tuple(b.eqns), tuple(o.variable for o in outs))
     note(f"program:\n{program}")  # printed with a failing example
     return sx.verify(program), draw(st.integers(0, 2**32 - 1))
 

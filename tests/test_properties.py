@@ -29,6 +29,7 @@ import shax_core.core as core
 from shax_core import passes
 from shax_core.core import Builder
 from shax_core.ir import Program, Type
+from shax_core.primitives import decompositions, indexing
 
 SETTINGS = settings(
     max_examples=int(os.environ.get("SHAX_FUZZ_EXAMPLES", "40")),
@@ -214,7 +215,64 @@ def _concatenate(draw, x, pool):
     return core.concatenate(operands, axis)
 
 
+def _positions(draw, x):
+    """(axis, constant i32 positions [k, 1]) into a random axis of x (negatives too)."""
+    xs = _shape(x)
+    axis = draw(st.integers(0, len(xs) - 1))
+    n = xs[axis]
+    k = draw(st.integers(1, 3))
+    idx = draw(st.lists(st.integers(-n, n - 1), min_size=k, max_size=k))
+    return axis, x.builder.constant(np.array(idx, np.int32).reshape(k, 1), "i32")
+
+
+def _gather(draw, x, pool):
+    if not _shape(x):
+        return None
+    axis, idx = _positions(draw, x)
+    return indexing.gather(x, idx, axis)
+
+
+def _scatter_add(draw, x, pool):
+    if not _shape(x):
+        return None
+    axis, idx = _positions(draw, x)
+    updates = core.bind("sin", indexing.gather(x, idx, axis))
+    return indexing.scatter_add(x, idx, updates, axis)
+
+
+def _rev_or_cumsum(draw, x, pool):
+    rank = len(_shape(x))
+    if not rank:
+        return core.bind("erf", x)
+    if draw(st.booleans()):
+        return core.bind("rev", x, axes=tuple(_axes(draw, rank)))
+    axis = draw(st.integers(0, rank - 1))
+    return core.bind("cumsum", x, axis=axis, reverse=int(draw(st.booleans())))
+
+
+def _solve(draw, x, pool):
+    """solve or triangular_solve with a well-conditioned matrix made from x."""
+    xs = _shape(x)
+    if len(xs) != 1:
+        return None
+    n = xs[0]
+    eye = x.builder.constant(2.0 * np.eye(n), "f64")
+    a = core.add(core.mul(core.bind("tanh", core.broadcast(x, (0,), (n, n))), 0.3), eye)
+    rhs = core.reshape(x, (n, 1))
+    if draw(st.booleans()):
+        out = decompositions.solve(a, rhs)
+    else:
+        out = decompositions.triangular_solve(
+            a, rhs, int(draw(st.booleans())), int(draw(st.booleans()))
+        )
+    return core.reshape(out, (n,))
+
+
 OPS = [
+    _gather,
+    _scatter_add,
+    _rev_or_cumsum,
+    _solve,
     _unary,
     _binary,
     _broadcast,
@@ -255,11 +313,11 @@ def programs(draw, scalar_output=False, max_ops=10):
     else:
         # the last value and up to two other values nothing else reads (less dead code)
         read = {v.name for e in b.eqns for v in e.ins}
-        leaves = [y for y in made[:-1] if y.var.name not in read]
+        leaves = [y for y in made[:-1] if y.variable.name not in read]
         outs = [last, *leaves[-2:]]
         if draw(st.booleans()):
             outs.append(draw(st.sampled_from(pool)))
-    program = Program("g", tuple(b.params), tuple(b.eqns), tuple(o.var for o in outs))
+    program = Program("g", tuple(b.params), tuple(b.eqns), tuple(o.variable for o in outs))
     sx.verify(program)
     return program, draw(st.integers(0, 2**32 - 1))
 

@@ -53,7 +53,7 @@ def lower(program: Program, lowering: str) -> Program:
             env.update((v.name, r) for v, r in zip(eqn.outs, result, strict=True))
         else:
             env[eqn.out.name] = result
-    outs = tuple(env[v.name].var for v in program.outs)
+    outs = tuple(env[v.name].variable for v in program.outs)
     return Program(program.name, tuple(b.params), tuple(b.eqns), outs)
 
 

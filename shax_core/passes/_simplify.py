@@ -60,7 +60,12 @@ class Known:
 
 
 def _constant_eqn(out: Var, array: np.ndarray) -> Eqn:
-    data = tuple(canonical_float(a) if out.type.is_float else bool(a) for a in array.ravel())
+    if out.type.is_float:
+        data = tuple(canonical_float(a) for a in array.ravel())
+    elif out.type.is_int:
+        data = tuple(int(a) for a in array.ravel())
+    else:
+        data = tuple(bool(a) for a in array.ravel())
     return Eqn(out, "fromList", (tuple(array.shape), data, out.type.dtype), ())
 
 

@@ -115,7 +115,9 @@ def _linearize(body: Program, wrt: Sequence[int]) -> tuple[Program, Program]:
 
 
 def _program(name: str, b: Builder, outs) -> Program:
-    return Program(name, tuple(b.params), tuple(b.eqns), tuple(t.var for t in outs), checked=True)
+    return Program(
+        name, tuple(b.params), tuple(b.eqns), tuple(t.variable for t in outs), checked=True
+    )
 
 
 def _permuted(body: Program, order: Sequence[int]) -> Program:

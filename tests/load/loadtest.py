@@ -4,7 +4,8 @@
 
 Two phases, each against its own uvicorn subprocess on 127.0.0.1 (a free port):
 
-1. **Mixed load** (``SHAX_MAX_INFLIGHT`` >= clients, a small ``SHAX_CACHE_ENTRIES``): clients
+1. **Mixed load** (``SHAX_MAX_INFLIGHT`` and ``SHAX_MAX_COMPILE_QUEUE`` >= clients, a small
+   ``SHAX_CACHE_ENTRIES``): clients
    send a fixed number of requests in total (or stop at ``--duration``), mixing compile
    (``POST /v1/programs`` over more distinct programs than the cache holds, so it keeps
    evicting), VJP by id and inline (``/vjp`` with the program), forward eval, and metadata
@@ -262,6 +263,7 @@ def run(
     env = {
         "SHAX_CACHE_ENTRIES": str(cache_entries),
         "SHAX_MAX_INFLIGHT": str(max(64, 2 * clients)),
+        "SHAX_MAX_COMPILE_QUEUE": str(max(64, 2 * clients)),  # the mixed phase refuses nothing
         "SHAX_EVAL_THREADS": "2",
     }
     report: dict = {"clients": clients, "requests": requests, "programs": n_programs}

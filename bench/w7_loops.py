@@ -1,4 +1,4 @@
-"""W6 loops (issue 15): W4's recurrence written as ``lax.fori_loop`` beside the unrolled form,
+"""W7 loops (issue 15): W4's recurrence written as ``lax.fori_loop`` beside the unrolled form,
 and an RNN (tanh cell, hidden 128, 100 steps, batch 32) as ``lax.scan``, against hand-written
 NumPy and JAX's ``lax.scan`` (jit) when installed.
 
@@ -10,7 +10,7 @@ NumPy and JAX's ``lax.scan`` (jit) when installed.
   stacks, read from the IR's types (exact): ``save`` stacks every step's residuals, ``recompute``
   one carry per step.
 
-Run alone: ``python bench/w6_loops.py`` (prints the section); in the suite: ``make bench``.
+Run alone: ``python bench/w7_loops.py`` (prints the section); in the suite: ``make bench``.
 """
 
 from __future__ import annotations
@@ -184,16 +184,16 @@ def run_w4(cfg: Config, sec: Section) -> None:
     vc = loop[10_000]["vjp+compile"]
     growth = ratio(loop[sizes[-1]]["vjp+compile"], loop[sizes[0]]["vjp+compile"])
     sec.targets += [
-        Target("w6", "W4 loop n=10,000: vjp_program + compile", fmt_time(vc), "< 50 ms", vc < 0.05),
+        Target("w7", "W4 loop n=10,000: vjp_program + compile", fmt_time(vc), "< 50 ms", vc < 0.05),
         Target(
-            "w6",
+            "w7",
             f"W4 loop: vjp_program + compile at n={sizes[-1]} / n={sizes[0]}",
             fmt_ratio(growth),
             "independent of n (< 2x)",
             growth is not None and growth < 2.0,
         ),
         Target(
-            "w6",
+            "w7",
             "W4 loop n=10,000: one fwd+grad vs hand NumPy",
             fmt_ratio(call_ratio),
             "<= 2x",
@@ -338,21 +338,21 @@ def run_rnn(cfg: Config, sec: Section) -> None:
     rec_total, _ = stacked_residuals("recompute", args)
     sec.targets += [
         Target(
-            "w6",
+            "w7",
             "RNN scan (save): fwd+grad vs hand NumPy",
             fmt_ratio(r_save),
             "<= 1.3x",
             r_save is not None and r_save <= 1.3,
         ),
         Target(
-            "w6",
+            "w7",
             "RNN scan: residual memory under save",
             f"{fmt_bytes(save_total)} = {STEPS} x {save_step / 1024:.0f} KiB",
             "steps x one step's residuals",
             save_total == STEPS * save_step,
         ),
         Target(
-            "w6",
+            "w7",
             "RNN scan: residual memory under recompute",
             f"{fmt_bytes(rec_total)} ({rec_total / (STEPS * carry):.2f} carries per step)",
             "about one carry per step",
@@ -364,10 +364,10 @@ def run_rnn(cfg: Config, sec: Section) -> None:
 
 
 def run(cfg: Config) -> Section:
-    sec = Section("w6", "W6 loops: fori_loop and scan")
-    log("w6: W4 as a loop")
+    sec = Section("w7", "W7 loops: fori_loop and scan")
+    log("w7: W4 as a loop")
     run_w4(cfg, sec)
-    log("w6: RNN scan")
+    log("w7: RNN scan")
     run_rnn(cfg, sec)
     return sec
 
