@@ -139,7 +139,7 @@ def render(
     out += [
         f"Written by {mode} on {when} in {elapsed:.0f} s. Rerun with `make bench` (peers: "
         "`.venv/bin/pip install -e '.[bench]'`; a peer that is not installed is skipped). "
-        "Workloads and targets: issue 7.",
+        "Workloads and targets: the module docstrings of bench/w1_seed.py ... w5_service.py.",
         "",
         "Method: every figure is the median of at least 5 timed runs after a warm-up; the "
         "implementations of a workload are timed in interleaved rounds in the same process, so "
