@@ -19,15 +19,15 @@ from __future__ import annotations
 import numpy as np
 from adcheck import assert_all_close as assert_values
 from adcheck import vdot
-from hypothesis import given, note
+from hypothesis import given
 from hypothesis import strategies as st
-from test_properties import OPS, SETTINGS, directions, drawn
+from test_properties import SETTINGS, directions, drawn
+from test_properties import programs as property_programs
 
 import shax_core as sx
 import shax_core.core as core
 from shax_core import passes
-from shax_core.core import Builder, Tracer
-from shax_core.ir import Program, Type
+from shax_core.core import Tracer
 
 # small shapes, and shapes past the simplifier's FOLD_LIMIT (64 elements), where constants
 # stay splats instead of being folded to literal arrays
@@ -99,29 +99,10 @@ def _repeated(draw, x, pool):
 NEW_OPS = [_splat, _constant, _padded_splat, _folded_chain, _repeated]
 
 
-@st.composite
-def programs(draw, max_ops=12):
-    """(program, seed): a random f64 program mixing the ops of test_properties.py with
+def programs(max_ops=12):
+    """(program, seed): test_properties.py's random programs, half of whose operations are
     constants, splats, padded splats, foldable chains and repeated equations."""
-    b = Builder()
-    pool = [
-        b.add_param(Type("f64", draw(st.sampled_from(SHAPES))))
-        for _ in range(draw(st.integers(1, 3)))
-    ]
-    made = []
-    for _ in range(draw(st.integers(2, max_ops))):
-        op = draw(st.sampled_from(NEW_OPS) if draw(st.booleans()) else st.sampled_from(OPS))
-        x = pool[-1] if draw(st.booleans()) else draw(st.sampled_from(pool))
-        y = op(draw, x, pool)
-        if isinstance(y, Tracer) and y is not x:
-            pool.append(y)
-            made.append(y)
-    outs = [made[-1] if made else core.bind("sin", pool[0])]
-    read = {v.name for e in b.eqns for v in e.ins}
-    outs += [y for y in made[:-1] if y.variable.name not in read][-2:]
-    program = Program("g", tuple(b.params), tuple(b.eqns), tuple(o.variable for o in outs))
-    note(f"program:\n{program}")  # printed with a failing example
-    return sx.verify(program), draw(st.integers(0, 2**32 - 1))
+    return property_programs(max_ops=max_ops, shapes=SHAPES, extra_ops=NEW_OPS)
 
 
 PASSES = {
