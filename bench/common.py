@@ -260,6 +260,25 @@ def close(a, b, rtol=2e-3, atol=1e-3) -> bool:
         return False
 
 
+_IMPLEMENTATIONS: dict[str, dict[str, tuple[str, Callable]]] = {}
+
+
+def implementation(name: str, peer: str):
+    """Declare ``make`` as the workload's implementation ``name`` (a row of its tables), which
+    needs the library ``peer`` ("shax", "numpy", "jax", "torch", "autograd")."""
+
+    def register(make: Callable) -> Callable:
+        _IMPLEMENTATIONS.setdefault(make.__module__, {})[name] = (peer, make)
+        return make
+
+    return register
+
+
+def implementations(module: str) -> dict[str, tuple[str, Callable]]:
+    """``{name: (peer, make)}`` declared in ``module``, in the order of their definitions."""
+    return dict(_IMPLEMENTATIONS.get(module, {}))
+
+
 def build(sec: Section, cfg: Config, impls: dict, *args) -> dict:
     """A workload's implementations ``{name: (peer, make)}`` whose peer library is installed,
     each as ``make(*args)``; a note in ``sec`` for each missing peer and each failed setup.
