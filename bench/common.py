@@ -294,3 +294,9 @@ def build(sec: Section, cfg: Config, impls: dict, *args) -> dict:
             sec.notes.append(f"{name}: setup failed: {type(e).__name__}: {e}")
     sec.notes += [missing_note(p, cfg) for p in sorted(missing)]
     return made
+
+
+def ratio_at_most(sec: Section, workload: str, what: str, r: float | None, limit: float) -> None:
+    """A target ``r <= limit`` (a ratio; not measured when r is None)."""
+    met = None if r is None else r <= limit
+    sec.targets.append(Target(workload, what, fmt_ratio(r), f"<= {limit}x", met))

@@ -239,15 +239,7 @@ def run(cfg: common.Config) -> common.Section:
 
     s_warm = warm["shax"].median
     r = common.ratio(s_warm, base)
-    sec.targets.append(
-        common.Target(
-            "W1",
-            "warm VJP vs hand-written NumPy",
-            common.fmt_ratio(r),
-            "<= 1.5x",
-            None if r is None else r <= 1.5,
-        )
-    )
+    common.ratio_at_most(sec, "W1", "warm VJP vs hand-written NumPy", r, 1.5)
     for peer in ("PyTorch eager", "autograd"):
         if peer in warm and warm[peer].ok:
             rp = common.ratio(warm[peer].median, s_warm)

@@ -234,15 +234,7 @@ def run(cfg: common.Config) -> common.Section:
 
     s = vg["shax"].median
     r = common.ratio(s, np_vg)
-    sec.targets.append(
-        common.Target(
-            "W2",
-            "fwd+grad vs hand-written NumPy",
-            common.fmt_ratio(r),
-            "<= 1.05x",
-            None if r is None else r <= 1.05,
-        )
-    )
+    common.ratio_at_most(sec, "W2", "fwd+grad vs hand-written NumPy", r, 1.05)
     rg = common.ratio(s, fwd["shax"].median)
     sec.targets.append(
         common.Target(

@@ -249,25 +249,9 @@ def run(cfg: common.Config) -> common.Section:
     ]
     s = times["shax"].median
     r = common.ratio(s, np_t)
-    sec.targets.append(
-        common.Target(
-            "W3",
-            "fwd+grad time vs hand-written NumPy",
-            common.fmt_ratio(r),
-            "<= 1.1x",
-            None if r is None else r <= 1.1,
-        )
-    )
+    common.ratio_at_most(sec, "W3", "fwd+grad time vs hand-written NumPy", r, 1.1)
     rm = common.ratio(mem.get("shax", {}).get("rss_delta"), np_m)
-    sec.targets.append(
-        common.Target(
-            "W3",
-            "peak memory vs hand-written NumPy",
-            common.fmt_ratio(rm),
-            "<= 1.2x",
-            None if rm is None else rm <= 1.2,
-        )
-    )
+    common.ratio_at_most(sec, "W3", "peak memory vs hand-written NumPy", rm, 1.2)
     for peer in ("JAX jit", "JAX eager", "PyTorch eager", "autograd"):
         if peer in times and times[peer].ok:
             rp = common.ratio(s, times[peer].median)
