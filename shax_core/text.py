@@ -44,7 +44,7 @@ from shax_core.ir import (
     format_float,
     set_printer,
 )
-from shax_core.registry import REGISTRY, bare_primitive, normalize_literals
+from shax_core.registry import REGISTRY, bare_primitive, lookup, normalize_literals
 
 __all__ = [
     "ParseError",
@@ -73,11 +73,11 @@ class ParseError(ShaxError):
 
 
 def format_params(prim_name: str, params) -> str:
-    return REGISTRY[prim_name].format_params(params)
+    return lookup(prim_name).format_params(params)
 
 
 def format_eqn(eqn: Eqn) -> str:
-    prim = REGISTRY[eqn.prim]
+    prim = lookup(eqn.prim)
     lhs = eqn.out.name
     t = eqn.out.type
     if t is None and any(p.spec.hidden for p in prim.params):
@@ -130,7 +130,7 @@ _TOKEN = re.compile(
     (?P<ws>\s+|--[^\n]*)
   | (?P<number>[-+]?(?:\d+\.\d*(?:[eE][-+]?\d+)?|\d+(?:[eE][-+]?\d+)?|\.\d+(?:[eE][-+]?\d+)?
                      |inf(?:inity)?|nan)(?![A-Za-z0-9_']))
-  | (?P<name>[A-Za-z_][A-Za-z0-9_']*)
+  | (?P<name>[A-Za-z_][A-Za-z0-9_'.]*)
   | (?P<sym>::|[()\[\],=])
   | (?P<bad>.)
     """,
