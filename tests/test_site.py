@@ -441,8 +441,12 @@ def test_readme_starts_with_the_two_commands_then_shows_the_explorer():
 def test_with_api_keys_pages_stay_public_and_the_explorer_needs_a_key():
     with shax_server(free_port(), {"SHAX_API_KEYS": "k-one,k-two"}) as url:
         with httpx.Client(base_url=url, timeout=30) as c:
-            for page in ("/", "/docs", "/redoc", "/explore", "/static/site/explore.js"):
+            for page in ("/", "/explore", "/static/site/explore.js"):
                 assert c.get(page).status_code == 200, page
+            # the API's description is protected by default (SHAX_OPEN_PATHS, issue 12)
+            for page in ("/docs", "/redoc", "/openapi.json"):
+                assert c.get(page).status_code == 401, page
+                assert c.get(page, headers={"X-API-Key": "k-one"}).status_code == 200, page
             assert c.get("/v1/explore/samples").status_code == 200
             assert c.post("/v1/explore", json=MEDIUM).status_code == 401
             assert c.post("/v1/explore/links", json=MEDIUM).status_code == 401

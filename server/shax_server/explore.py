@@ -319,7 +319,7 @@ def explore(doc: dict, settings: Settings) -> dict:
         raise Problem(
             400, "Invalid request", "'program' must be a string of IR text", kind="invalid-request"
         )
-    rewrites = doc.get("rewrites") or "shax"
+    rewrites = _rewrites(doc)
     if rewrites not in REWRITES:
         raise Problem(
             400,
@@ -387,12 +387,42 @@ LINK_FIELDS = ("program", "inputs", "tangents", "cotangents", "wrt", "rewrites")
 MAX_LINK_BYTES = 256 * 1024
 
 
+def _rewrites(doc: dict):
+    """``rewrites`` as sent (absent or null: the default), never coerced from another type."""
+    value = doc.get("rewrites")
+    return "shax" if value is None else value
+
+
+def _check_rewrites(doc: dict) -> None:
+    """A shared session's members have the types the explorer takes (checked before it is
+    stored, so a link never holds what the explorer would refuse to read)."""
+    if _rewrites(doc) not in REWRITES:
+        raise Problem(
+            400,
+            "Invalid request",
+            f"'rewrites' must be one of {', '.join(REWRITES)}",
+            kind="invalid-request",
+        )
+    for member in ("inputs", "tangents", "cotangents", "wrt"):
+        value = doc.get(member)
+        if value is not None and not isinstance(value, list):
+            raise Problem(
+                400, "Invalid request", f"'{member}' must be a list", kind="invalid-request"
+            )
+    wrt = doc.get("wrt")
+    if wrt is not None and not all(isinstance(i, int) and not isinstance(i, bool) for i in wrt):
+        raise Problem(
+            400, "Invalid request", "'wrt' must be a list of integers", kind="invalid-request"
+        )
+
+
 def link_document(doc: dict) -> tuple[str, bytes]:
     """(id, canonical JSON) of a session: its known fields only, checked for size."""
     if not isinstance(doc.get("program"), str):
         raise Problem(
             400, "Invalid request", "'program' must be a string of IR text", kind="invalid-request"
         )
+    _check_rewrites(doc)
     kept = {k: doc[k] for k in LINK_FIELDS if doc.get(k) is not None}
     data = orjson.dumps(kept, option=orjson.OPT_SORT_KEYS)
     if len(data) > MAX_LINK_BYTES:

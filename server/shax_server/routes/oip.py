@@ -120,7 +120,8 @@ def _flag(value, what: str) -> bool | None:
 
 def _requested_outputs(doc: dict, available: list[str]) -> list[tuple[str, bool]]:
     """(name, as binary) for each output to return, in the order the client asked for."""
-    params = doc.get("parameters") or {}
+    params = doc.get("parameters")
+    params = {} if params is None else params
     if not isinstance(params, dict):
         raise Problem(
             400, "Invalid request", "'parameters' must be an object", kind="invalid-request"
@@ -147,7 +148,15 @@ def _requested_outputs(doc: dict, available: list[str]) -> list[tuple[str, bool]
                 f"unknown output {o['name']!r}; the model has {', '.join(available)}",
                 kind="invalid-request",
             )
-        oparams = o.get("parameters") or {}
+        oparams = o.get("parameters")
+        oparams = {} if oparams is None else oparams
+        if not isinstance(oparams, dict):
+            raise Problem(
+                400,
+                "Invalid request",
+                f"outputs[{i}].parameters must be an object",
+                kind="invalid-request",
+            )
         flag = _flag(
             oparams.get("binary_data") if isinstance(oparams, dict) else None,
             f"outputs[{i}].parameters.binary_data",

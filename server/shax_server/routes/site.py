@@ -66,16 +66,28 @@ _TENSORS = {
     "type": "array",
     "items": {"description": "nested lists of numbers (or a tensor object with data)"},
 }
+
+
+def _nullable(schema: dict, description: str) -> dict:
+    return {"anyOf": [schema, {"type": "null"}], "description": description}
+
+
 EXPLORE_SCHEMA = {
     "type": "object",
     "required": ["program"],
     "properties": {
         "program": {"type": "string", "description": "IR text (see docs/ir.md)"},
-        "inputs": {**_TENSORS, "description": "one per parameter; absent: stages only"},
-        "tangents": {**_TENSORS, "description": "one per wrt input; default: the inputs"},
-        "cotangents": {**_TENSORS, "description": "one per output; default: ones"},
-        "wrt": {"type": "array", "items": {"type": "integer"}},
-        "rewrites": {"type": "string", "enum": ["shax", "seed"], "default": "shax"},
+        # null means absent for every optional member, as the service reads them
+        "inputs": _nullable(_TENSORS, "one per parameter; absent: stages only"),
+        "tangents": _nullable(_TENSORS, "one per wrt input; default: the inputs"),
+        "cotangents": _nullable(_TENSORS, "one per output; default: ones"),
+        "wrt": _nullable(
+            {"type": "array", "items": {"type": "integer"}}, "inputs to differentiate"
+        ),
+        "rewrites": {  # null: the default, as the service reads it
+            "anyOf": [{"type": "string", "enum": ["shax", "seed"]}, {"type": "null"}],
+            "default": "shax",
+        },
     },
 }
 
