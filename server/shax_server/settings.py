@@ -76,18 +76,10 @@ class Settings(BaseSettings):
 
     api_keys: Annotated[list[SecretStr], NoDecode] = Field(default_factory=list)
     open_paths: Annotated[list[str], NoDecode] = Field(
-        default_factory=lambda: [
-            "/v2/health/live",
-            "/v2/health/ready",
-            # the landing page and the explorer's static files and samples: no server state
-            "/",
-            "/explore",
-            "/static/*",
-            "/v1/explore/samples",
-        ],
+        default_factory=lambda: ["/v2/health/live", "/v2/health/ready"],
         description="paths answered without an API key when keys are set (exact match; a "
         "trailing * matches a prefix); everything else needs a key: every API call, "
-        "/metrics, /docs, /redoc, /openapi.json and GET /v2",
+        "/metrics, /docs, /redoc, /openapi.json, GET /v2 and the site's pages",
     )
 
     # HTTP server (uvicorn): connection hygiene
