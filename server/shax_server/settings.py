@@ -84,7 +84,8 @@ class Settings(BaseSettings):
     open_paths: Annotated[list[str], NoDecode] = Field(
         default_factory=lambda: ["/v2/health/live", "/v2/health/ready"],
         description="paths answered without an API key when keys are set (exact match; a "
-        "trailing * matches a prefix); everything else needs a key",
+        "trailing * matches a prefix); everything else needs a key: every API call, "
+        "/metrics, /docs, /redoc, /openapi.json, GET /v2 and the site's pages",
     )
 
     # HTTP server (uvicorn): connection hygiene
