@@ -70,11 +70,32 @@ def _np_dtype(d):
 
 
 class _Array(_np.ndarray):
-    """What creation functions return: a NumPy array that also has JAX's ``.at``."""
+    """What creation functions return: a NumPy array that also has JAX's ``.at``, and whose
+    NumPy arithmetic keeps JAX's default dtypes (``arange(4) / 4`` is f32, not f64: a result
+    is f64 only if an operand was)."""
 
     @property
     def at(self):
         return _At(self)
+
+    def __array_ufunc__(self, ufunc, method, *inputs, **kwargs):
+        plain = [_np.asarray(x) if isinstance(x, _Array) else x for x in inputs]
+        if "out" in kwargs:
+            kwargs["out"] = tuple(_np.asarray(o) for o in kwargs["out"])
+        result = getattr(ufunc, method)(*plain, **kwargs)
+        f64_in = builtins.any(
+            isinstance(x, _np.ndarray | _np.generic) and x.dtype == _np.float64 for x in plain
+        )
+
+        def jax_dtype(r):
+            if isinstance(r, _np.ndarray | _np.generic):
+                if r.dtype == _np.float64 and not f64_in:
+                    r = r.astype(_np.float32)
+                if isinstance(r, _np.ndarray):
+                    return r.view(_Array)
+            return r
+
+        return tuple(map(jax_dtype, result)) if isinstance(result, tuple) else jax_dtype(result)
 
 
 def _const(a, dt: str | None = None):
@@ -934,8 +955,14 @@ def logspace(start, stop, num=50, endpoint=True, base=10.0, dtype=None):
 
 
 def array(object, dtype=None, copy=True, ndmin=0):  # noqa: A002
-    """An array from data; a list holding tracers is stacked."""
+    """An array from data; a list holding tracers is stacked. Python floats are f32 and
+    Python ints i32 (JAX's defaults); NumPy arrays keep their dtype."""
     a = _arr(object)
+    if isinstance(object, list | tuple) and not _is_tracer(a) and dtype is None:
+        if a.dtype == _np.float64:
+            a = a.astype(_np.float32)
+        elif a.dtype == _np.int64:
+            a = a.astype(_np.int32)
     if ndmin and _ndim(a) < ndmin:
         a = _core.reshape(a, (1,) * (ndmin - _ndim(a)) + _shape(a))
     a = _cast(a, _dtype(dtype))
