@@ -1,4 +1,4 @@
-"""Run the benchmark workloads W1–W5 (issue 7) for shax and every installed peer; write a report.
+"""Run the benchmark workloads W1–W5 for shax and every installed peer; write a report.
 
     python bench/run.py            full suite (~10 minutes), writes docs/benchmarks.md + plot
     python bench/run.py --quick    smoke run (< 1 minute): small sizes, W5 tiny; the report goes
@@ -138,7 +138,7 @@ def render(
     out += [
         f"Written by {mode} on {when} in {elapsed:.0f} s. Rerun with `make bench` (peers: "
         "`.venv/bin/pip install -e '.[bench]'`; a peer that is not installed is skipped). "
-        "Workloads and targets: issue 7.",
+        "Workloads and targets: the module docstrings of bench/w1_seed.py ... w5_service.py.",
         "",
         "Method: every figure is the median of at least 5 timed runs after a warm-up; the "
         "implementations of a workload are timed in interleaved rounds in the same process, so "

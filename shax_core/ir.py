@@ -1,16 +1,19 @@
 """The IR: types, variables, equations and programs, all immutable values.
 
-A program in the seed's text form::
+A program is built from them directly, and printed in the seed's text form:
 
-    def f(arg0 :: f32[], arg1 :: f32[]) =
-      let x2 :: f32[] = add arg0 arg1
-          x3 :: f32[] = sin x2
-      in [x3]
+>>> a, b = Var("arg0", Type("f32", ())), Var("arg1", Type("f32", ()))
+>>> x2, x3 = Var("x2", Type("f32", ())), Var("x3", Type("f32", ()))
+>>> p = Program("f", (a, b), (Eqn(x2, "add", (), (a, b)), Eqn(x3, "sin", (), (x2,))), (x3,))
+>>> print(p)
+def f(arg0 :: f32[],
+      arg1 :: f32[]) =
+  let x2 :: f32[] = add arg0 arg1
+      x3 :: f32[] = sin x2
+  in [x3]
 
-is ``Program(name="f", params=(arg0, arg1), eqns=(Eqn(x2, "add", (), (arg0, arg1)), ...),
-outs=(x3,))``. Every equation binds exactly one variable (SSA); constants are equations too
-(``fromList``), so the IR has one kind of binding. Passes never mutate a Program: they build a
-new one.
+Every equation binds exactly one variable (SSA); constants are equations too (``fromList``),
+so the IR has one kind of binding. Passes never mutate a Program: they build a new one.
 """
 
 from __future__ import annotations

@@ -106,13 +106,13 @@ class ParamError(ShaxError):
         self.message = message
 
 
-def _json_int(where: str, v: Any) -> int:
+def json_int(where: str, v: Any) -> int:
     if not isinstance(v, int) or isinstance(v, bool) or abs(v) > 2**62:
         raise ParamError(where, f"expected an integer, got {v!r}")
     return v
 
 
-def _json_list(where: str, v: Any) -> list:
+def json_list(where: str, v: Any) -> list:
     if not isinstance(v, list):
         raise ParamError(where, f"expected a list, got {type(v).__name__}")
     return v
@@ -128,7 +128,7 @@ def _json_float(where: str, v: Any) -> float:
 def _json_pair(where: str, p: Any) -> tuple[int, int]:
     if not isinstance(p, list) or len(p) != 2:
         raise ParamError(where, f"expected a [low, high] pair, got {p!r}")
-    return (_json_int(f"{where}[0]", p[0]), _json_int(f"{where}[1]", p[1]))
+    return (json_int(f"{where}[0]", p[0]), json_int(f"{where}[1]", p[1]))
 
 
 def _json_dtype(where: str, v: Any) -> str:
@@ -173,14 +173,14 @@ class ParamKind:
 PARAM_KINDS: dict[str, ParamKind] = {
     k.name: k
     for k in [
-        ParamKind("int", "1", lambda v, _: str(v), lambda p: p.integer(), int, _json_int),
+        ParamKind("int", "1", lambda v, _: str(v), lambda p: p.integer(), int, json_int),
         ParamKind(
             "ints",
             "[1,2]",
             lambda v, _: "[" + ",".join(map(str, v)) + "]",
             lambda p: p.dim_list(p.integer),
             list,
-            lambda w, v: tuple(_json_int(f"{w}[{i}]", x) for i, x in enumerate(_json_list(w, v))),
+            lambda w, v: tuple(json_int(f"{w}[{i}]", x) for i, x in enumerate(json_list(w, v))),
         ),
         ParamKind(
             "pairs",
@@ -188,7 +188,7 @@ PARAM_KINDS: dict[str, ParamKind] = {
             lambda v, _: "[" + ",".join(f"({lo},{hi})" for lo, hi in v) + "]",
             lambda p: p.dim_list(p.pair),
             lambda v: [list(x) for x in v],
-            lambda w, v: tuple(_json_pair(f"{w}[{i}]", x) for i, x in enumerate(_json_list(w, v))),
+            lambda w, v: tuple(_json_pair(f"{w}[{i}]", x) for i, x in enumerate(json_list(w, v))),
         ),
         ParamKind(
             "scalar",
@@ -206,7 +206,7 @@ PARAM_KINDS: dict[str, ParamKind] = {
             lambda p: p.dim_list(p.literal),
             lambda v: [x if isinstance(x, bool | int) else encode_float(float(x)) for x in v],
             lambda w, v: tuple(
-                _json_literal(f"{w}[{i}]", x) for i, x in enumerate(_json_list(w, v))
+                _json_literal(f"{w}[{i}]", x) for i, x in enumerate(json_list(w, v))
             ),
         ),
         ParamKind("hidden_dtype", "", lambda v, _: None, None, str, _json_dtype, hidden=True),
@@ -361,11 +361,30 @@ def normalize_literals(data, dtype: str) -> tuple:
 REGISTRY: dict[str, Primitive] = {}
 
 
+# primitives made at run time for custom_jvp / custom_vjp functions (``shax_core.api``): they
+# live in this process only (the IR text cannot name them), so they are kept apart from the
+# registry that the parser, the server and the registry tests read
+CUSTOM: dict[str, Primitive] = {}
+
+
 def lookup(name: str) -> Primitive:
     try:
         return REGISTRY[name]
     except KeyError:
+        pass
+    try:
+        return CUSTOM[name]
+    except KeyError:
         raise ShaxError(f"unknown primitive {name!r}") from None
+
+
+def define_custom(
+    name: str, *, arity: int, shape: Callable[..., Type], impl: Callable
+) -> Primitive:
+    """A process-local primitive (see ``CUSTOM``) with no parameters."""
+    prim = Primitive(name=name, params=(), arity=arity, shape_rule=shape, impl=impl)
+    CUSTOM[name] = prim
+    return prim
 
 
 def define(

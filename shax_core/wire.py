@@ -116,7 +116,8 @@ def _json_array(name: str, data: Any, dtype: np.dtype) -> np.ndarray:
     if dtype.kind == "i":
         return _int_array(name, raw, dtype)
     if kind in "iuf":
-        return raw.astype(dtype, copy=False)
+        with np.errstate(over="ignore"):
+            return _in_range(name, raw, raw.astype(dtype, copy=False))
     if kind == "b":
         raise TensorError(name, f"{_dt_name(dtype)} data must hold numbers, found true/false")
     # strings (NaN spellings) or objects (huge ints): a bounded pass over the elements
@@ -125,7 +126,23 @@ def _json_array(name: str, data: Any, dtype: np.dtype) -> np.ndarray:
     except (ValueError, TypeError) as e:
         raise TensorError(name, f"bad element in data: {e}") from None
     with np.errstate(over="ignore"):
-        return np.asarray(flat, dtype=dtype).reshape(raw.shape)
+        wide = np.asarray(flat, dtype=np.float64)
+        return _in_range(name, wide, wide.astype(dtype)).reshape(raw.shape)
+
+
+def _in_range(name: str, given: np.ndarray, cast: np.ndarray) -> np.ndarray:
+    """``cast`` unless a finite value of ``given`` became infinite (1e39 is no FP32)."""
+    if cast.dtype.kind == "f" and cast.dtype != given.dtype:
+        overflow = np.isinf(cast) & np.isfinite(given)
+        if overflow.any():
+            i = int(np.flatnonzero(overflow.ravel())[0])
+            value, kind = float(given.ravel()[i]), _dt_name(cast.dtype)
+            raise TensorError(
+                name,
+                f"element {i} ({value!r}) is out of range for {kind} (largest finite: "
+                f"{np.finfo(cast.dtype).max}); send Infinity if that is meant",
+            )
+    return cast
 
 
 def _int_array(name: str, raw: np.ndarray, dtype: np.dtype) -> np.ndarray:
@@ -167,6 +184,8 @@ def decode_tensor(
     shape = check_shape(name, obj.get("shape"), max_elements)
     dtype = _datatype(name, obj.get("datatype"))
     n = math.prod(shape)
+    if binary is not None and obj.get("data") is not None:
+        raise TensorError(name, "has both data and parameters.binary_data_size: send one")
     if binary is not None:
         expected = n * dtype.itemsize
         if len(binary) != expected:

@@ -20,6 +20,7 @@ from __future__ import annotations
 import os
 
 import numpy as np
+from adcheck import assert_all_close as assert_values
 from adcheck import check_hvp, random_like, vdot
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
@@ -330,13 +331,17 @@ def inputs(program, seed):
     return [rng.uniform(-1.0, 1.0, p.type.shape) for p in program.params], rng
 
 
-def assert_values(got, want, rtol=1e-10):
-    assert len(got) == len(want)
-    for g, w in zip(got, want, strict=True):
-        g, w = np.asarray(g), np.asarray(w)
-        assert g.dtype == w.dtype and g.shape == w.shape
-        scale = max(1.0, float(np.max(np.abs(w), initial=0.0)))
-        np.testing.assert_allclose(g, w, rtol=rtol, atol=rtol * scale)
+def drawn(case):
+    """``(program, inputs, rng)`` of a drawn ``(program, seed)``."""
+    program, seed = case
+    args, rng = inputs(program, seed)
+    return program, args, rng
+
+
+def directions(program, rng):
+    """Random tangents of the inputs and cotangents of the outputs."""
+    tangents = [rng.uniform(-1, 1, q.type.shape) for q in program.params]
+    return tangents, [rng.uniform(-1, 1, v.type.shape) for v in program.outs]
 
 
 # ---------------------------------------------------------------------------------------------
@@ -370,8 +375,7 @@ PASSES = {
 @SETTINGS
 @given(programs(), st.lists(st.sampled_from(sorted(PASSES)), min_size=1, max_size=4))
 def test_passes_keep_types_and_values(case, pass_names):
-    p, seed = case
-    args, _ = inputs(p, seed)
+    p, args, _ = drawn(case)
     want = sx.evaluate(p, *args)
     q = p
     for name in pass_names:
@@ -384,8 +388,7 @@ def test_passes_keep_types_and_values(case, pass_names):
 @SETTINGS
 @given(programs())
 def test_stages_evaluate_like_the_original(case):
-    p, seed = case
-    args, rng = inputs(p, seed)
+    p, args, rng = drawn(case)
     want = sx.evaluate(p, *args)
     n = len(p.outs)
     st_ = sx.stages(p)
@@ -407,11 +410,9 @@ def test_stages_evaluate_like_the_original(case):
 @SETTINGS
 @given(programs())
 def test_vjp_and_jvp_agree_by_dot_product(case):
-    p, seed = case
-    args, rng = inputs(p, seed)
+    p, args, rng = drawn(case)
     n = len(p.outs)
-    t = [rng.uniform(-1, 1, q.type.shape) for q in p.params]
-    ct = [rng.uniform(-1, 1, v.type.shape) for v in p.outs]
+    t, ct = directions(p, rng)
     jt = sx.evaluate(sx.jvp_program(p), *args, *t)[n:]
     jtct = sx.evaluate(sx.vjp_program(p), *args, *ct)[n:]
     lhs, rhs = vdot(ct, jt), vdot(jtct, t)
@@ -451,8 +452,7 @@ def assert_fd_close(got, numeric, values, rtol=1e-5):
 @SETTINGS
 @given(programs())
 def test_jvp_matches_finite_differences(case):
-    p, seed = case
-    args, rng = inputs(p, seed)
+    p, args, rng = drawn(case)
     n = len(p.outs)
     t = [random_like(rng, q.type) for q in p.params]
     out = sx.evaluate(sx.jvp_program(p), *args, *t)
@@ -462,16 +462,14 @@ def test_jvp_matches_finite_differences(case):
 @SETTINGS
 @given(programs(scalar_output=True, max_ops=6))
 def test_hessian_vector_products_of_scalar_programs(case):
-    p, seed = case
-    args, rng = inputs(p, seed)
+    p, args, rng = drawn(case)
     check_hvp(p, args, rng)
 
 
 @SETTINGS
 @given(programs(max_ops=6))
 def test_hessian_vector_products(case):
-    p, seed = case
-    args, rng = inputs(p, seed)
+    p, args, rng = drawn(case)
     check_hvp(p, args, rng)
 
 
@@ -480,8 +478,7 @@ def test_hessian_vector_products(case):
 def test_compiled_stages_are_reusable_and_leave_inputs_alone(case):
     """A compiled plan (which may update dying buffers in place) gives the same values on a
     second call, never writes into the caller's arrays, and hands out arrays it won't reuse."""
-    p, seed = case
-    args, rng = inputs(p, seed)
+    p, args, rng = drawn(case)
     ct = [rng.uniform(-1, 1, v.type.shape) for v in p.outs]
     for prog, xs in [(p, args), (sx.vjp_program(p), args + ct)]:
         exe = sx.compile(prog)
@@ -501,11 +498,9 @@ def test_compiled_stages_are_reusable_and_leave_inputs_alone(case):
 def test_residual_policies_agree(case):
     """Saving every residual and recomputing the cheap ones give the same VJP, and each
     policy's linear/transposed pair passes the dot-product test."""
-    p, seed = case
-    args, rng = inputs(p, seed)
+    p, args, rng = drawn(case)
     n = len(p.outs)
-    ct = [rng.uniform(-1, 1, v.type.shape) for v in p.outs]
-    t = [rng.uniform(-1, 1, q.type.shape) for q in p.params]
+    t, ct = directions(p, rng)
     results = {}
     for policy in ("save", "recompute"):
         st_ = sx.stages(p, policy=policy)
