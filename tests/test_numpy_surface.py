@@ -324,5 +324,5 @@ def test_grad_takes_integer_index_arrays_as_jax_does():
     want = np.zeros_like(table)
     np.add.at(want, ids, 2.0)
     np.testing.assert_array_equal(g, want)
-    with pytest.raises(ShaxError, match="only float inputs have tangents"):
+    with pytest.raises(ShaxError, match="float"):
         sx.grad(lambda t, i: snp.sum(t[i]), argnums=1)(table, ids)

@@ -260,13 +260,16 @@ def _solve(draw, x, pool):
     eye = x.builder.constant(2.0 * np.eye(n), "f64")
     a = core.add(core.mul(core.bind("tanh", core.broadcast(x, (0,), (n, n))), 0.3), eye)
     rhs = core.reshape(x, (n, 1))
-    if draw(st.booleans()):
-        out = decompositions.solve(a, rhs)
-    else:
-        out = decompositions.triangular_solve(
-            a, rhs, int(draw(st.booleans())), int(draw(st.booleans()))
-        )
-    return core.reshape(out, (n,))
+    kind = draw(st.sampled_from(["solve", "triangular_solve", "cholesky", "logabsdet"]))
+    if kind == "solve":
+        return core.reshape(decompositions.solve(a, rhs), (n,))
+    if kind == "triangular_solve":
+        lower, trans = int(draw(st.booleans())), int(draw(st.booleans()))
+        return core.reshape(decompositions.triangular_solve(a, rhs, lower, trans), (n,))
+    if kind == "cholesky":  # of a symmetric positive-definite a·aᵀ
+        spd = core.dot_general(a, a, (1,), (1,))
+        return core.bind("cholesky", spd)
+    return core.bind("logabsdet", a)
 
 
 OPS = [
