@@ -9,6 +9,7 @@ refused with a clear 413/400 problem that names the limit (``limit`` member) and
 | max_peak_bytes      | every value's exact size, then the plan's | 413    |
 |                     | peak live bytes (types + lifetimes)       |        |
 | max_tensor_elements | each tensor's declared shape, before data | 413    |
+| max_trip_count      | every loop's trip bound (nested: product)  | 413    |
 """
 
 from __future__ import annotations
