@@ -503,3 +503,22 @@ def test_results_of_earlier_calls_are_never_overwritten():
     again = exe(*args, *cts)
     for a, b in zip(again, snapshot):
         assert a.tobytes() == b.tobytes()
+
+
+def test_carries_are_pytrees():
+    import collections
+
+    State = collections.namedtuple("State", "h count")
+
+    def f(h, xs):
+        def step(s, x):
+            h = snp.tanh(s.h + x["a"] * x["b"])
+            return State(h, s.count + 1.0), {"h": h}
+
+        s, ys = lax.scan(step, State(h, np.float64(0.0)), {"a": xs, "b": xs * 2.0})
+        return snp.sum(s.h) + s.count + snp.sum(ys["h"])
+
+    args = [f64(3), f64(4, 3)]
+    p = sx.verify(sx.trace(f, *args))
+    np.testing.assert_allclose(sx.evaluate(p, *args)[0], f(*args), rtol=1e-13)
+    check_transpose(p, args, RNG)
