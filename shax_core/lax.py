@@ -18,7 +18,8 @@ handful of equations instead of 60,000:
 >>> bool(np.isclose(sx.evaluate(p, 0.0)[0], 1 - 0.999**1000, rtol=1e-4))
 True
 
-Carries, ``xs`` and operands are tuples, lists, dicts or single arrays (nested freely). A body
+Carries, ``xs`` and operands are pytrees (``shax_core.tree_util``: tuples, lists, dicts,
+namedtuples, dataclasses, registered classes, nested freely). A body
 may read values from the enclosing trace (weights, say): they become operands of the loop.
 Loop indices (``fori_loop``'s ``i``) are f32 scalars: shax has no integer arrays.
 """
@@ -36,44 +37,23 @@ from shax_core.core import Builder, Tracer, bind, convert, top_builder
 from shax_core.ir import Program, ShaxError, Type, type_of
 from shax_core.numpy import _functions as _snp
 from shax_core.numpy import top_k  # noqa: F401  ((values, indices) of the k largest)
+from shax_core.tree_util import tree_flatten, tree_unflatten
 
 DEFAULT_MAX_TRIPS = 2**31 - 1
 
 
 # ---------------------------------------------------------------------------------------------
-# flat values and their structure (tuples, lists, dicts, None, leaves)
+# flat values and their structure (pytrees)
 
 
 def _flatten(tree) -> tuple[list, Any]:
-    leaves: list = []
-
-    def walk(t):
-        if isinstance(t, tuple | list):
-            return (type(t), [walk(x) for x in t])
-        if isinstance(t, dict):
-            keys = sorted(t)
-            return (dict, keys, [walk(t[k]) for k in keys])
-        if t is None:
-            return None
-        leaves.append(t)
-        return "*"
-
-    return leaves, walk(tree)
+    """``(leaves, structure)`` of a pytree (tuples, lists, dicts, namedtuples, dataclasses,
+    registered classes; None is an empty node), as ``shax_core.tree_util`` defines them."""
+    return tree_flatten(tree)
 
 
 def _unflatten(structure, leaves) -> Any:
-    it = iter(leaves)
-
-    def build(s):
-        if s is None:
-            return None
-        if s == "*":
-            return next(it)
-        if s[0] is dict:
-            return {k: build(c) for k, c in zip(s[1], s[2])}
-        return s[0](build(c) for c in s[1])
-
-    return build(structure)
+    return tree_unflatten(structure, leaves)
 
 
 def _traced(leaves) -> bool:

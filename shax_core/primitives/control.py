@@ -1,16 +1,29 @@
 """Structured control flow: ``scan``, ``cond`` and ``while_loop``, equations with sub-programs.
 
 A loop is one equation whose parameters include its body, a closed Program (everything it
-reads is an operand), printed inline::
+reads is an operand), printed inline:
 
-    def f(arg0 :: f32[3], arg1 :: f32[5, 3]) =
-      let x0 :: f32[3], x1 :: f32[5, 3] = scan 5 forward 0 1 save {
-              def body(c :: f32[3], x :: f32[3]) =
-                let y :: f32[3] = sin c
-                    z :: f32[3] = add y x
-                in [z, y]
-            } arg0 arg1
-      in [x0, x1]
+>>> import numpy as np
+>>> from shax_core import evaluate, parse
+>>> p = parse('''def f(arg0 :: f32[3], arg1 :: f32[5, 3]) =
+...   let x0 :: f32[3], x1 :: f32[5, 3] = scan 5 forward 0 1 save {
+...       def body(c :: f32[3], x :: f32[3]) = let y = sin c  z = add y x in [z, y]
+...     } arg0 arg1
+...   in [x0, x1]''')
+>>> print(p)
+def f(arg0 :: f32[3],
+      arg1 :: f32[5, 3]) =
+  let x0 :: f32[3], x1 :: f32[5, 3] = scan 5 forward 0 1 save {
+          def body(c :: f32[3],
+                   x :: f32[3]) =
+            let y = sin c
+                z = add y x
+            in [z, y]
+        } arg0 arg1
+  in [x0, x1]
+>>> c, ys = evaluate(p, np.zeros(3, np.float32), np.ones((5, 3), np.float32))
+>>> ys.shape, bool(np.allclose(ys[1], np.sin(1.0)))
+((5, 3), True)
 
 ``scan length direction num_consts num_carry policy {body} consts... carry... xs...``: the body
 maps ``(consts..., carry..., x slices...)`` to ``(carry..., y...)``; the results are the final
