@@ -300,3 +300,9 @@ def ratio_at_most(sec: Section, workload: str, what: str, r: float | None, limit
     """A target ``r <= limit`` (a ratio; not measured when r is None)."""
     met = None if r is None else r <= limit
     sec.targets.append(Target(workload, what, fmt_ratio(r), f"<= {limit}x", met))
+
+
+def ahead_of(sec: Section, workload: str, what: str, r: float | None) -> None:
+    """A target ``r < 1``: shax's time over the peer's (not measured when r is None)."""
+    met = r is not None and r < 1
+    sec.targets.append(Target(workload, what, fmt_ratio(r), "< 1x (ahead)", met))

@@ -248,15 +248,7 @@ def run(cfg: common.Config) -> common.Section:
     for peer in ("JAX jit", "PyTorch eager", "autograd"):
         if peer in vg and vg[peer].ok:
             rp = common.ratio(s, vg[peer].median)
-            sec.targets.append(
-                common.Target(
-                    "W2",
-                    f"fwd+grad vs {peer}",
-                    common.fmt_ratio(rp),
-                    "< 1x (ahead)",
-                    rp is not None and rp < 1,
-                )
-            )
+            common.ahead_of(sec, "W2", f"fwd+grad vs {peer}", rp)
     sec.data = {
         "fwd": {k: t.median for k, t in fwd.items()},
         "vg": {k: t.median for k, t in vg.items()},

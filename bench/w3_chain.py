@@ -255,15 +255,7 @@ def run(cfg: common.Config) -> common.Section:
     for peer in ("JAX jit", "JAX eager", "PyTorch eager", "autograd"):
         if peer in times and times[peer].ok:
             rp = common.ratio(s, times[peer].median)
-            sec.targets.append(
-                common.Target(
-                    "W3",
-                    f"fwd+grad time vs {peer}",
-                    common.fmt_ratio(rp),
-                    "< 1x (ahead)",
-                    rp is not None and rp < 1,
-                )
-            )
+            common.ahead_of(sec, "W3", f"fwd+grad time vs {peer}", rp)
     sec.data = {"n": n, "time": {k: t.median for k, t in times.items()}, "mem": mem}
     return sec
 

@@ -119,6 +119,11 @@ async def check_gradient_descent_async(client: AsyncClient) -> None:
     check_trajectory(await client.minimize(f, (0.5, -0.75), progress=False))
 
 
+async def check_seed_async(client: AsyncClient) -> None:
+    await check_medium_async(client)
+    await check_gradient_descent_async(client)
+
+
 # ---------------------------------------------------------------------------------------------
 # in-process
 
@@ -134,8 +139,7 @@ def test_seed_gradient_descent_sync_in_process(sync_client):
 @pytest.mark.anyio
 async def test_seed_async_in_process(app):
     async with async_client(app) as client:
-        await check_medium_async(client)
-        await check_gradient_descent_async(client)
+        await check_seed_async(client)
 
 
 # ---------------------------------------------------------------------------------------------
@@ -151,8 +155,7 @@ def test_seed_sync_real_server(server_url):
 @pytest.mark.anyio
 async def test_seed_async_real_server(server_url):
     async with AsyncClient(server_url) as client:
-        await check_medium_async(client)
-        await check_gradient_descent_async(client)
+        await check_seed_async(client)
 
 
 # ---------------------------------------------------------------------------------------------

@@ -179,6 +179,12 @@ def convert_case(src: str, dst: str, shape: tuple, sampler, linear: bool, id=Non
     )
 
 
+# dot_general dimension numbers (lhs_contract, rhs_contract, lhs_batch, rhs_batch) of two cases
+UNUSUAL = ((3, 2), (0, 2), (1,), (3,))  # two contracted axes out of order, a batch axis
+X4, Y4 = (3, 2, 4, 5), (5, 6, 4, 2)
+SWAPPED = ((2,), (2,), (0, 1), (1, 0))  # two batch axes paired in swapped order
+
+
 def linear1(id: str, prim: str, params: tuple, shape: tuple, ref: Callable) -> Case:
     """A primitive linear in its one float operand, on uniform inputs of ``shape``."""
     return Case(id, prim, params, [(F, shape)], [U], ref, linear_in=(0,))
@@ -273,30 +279,12 @@ CASES: list[Case] = [
     convert_case("f64", "bool", (2, 3), away_from_zero(), linear=False),
     # contractions
     contraction("dot_general-matmul", ((1,), (0,), (), ()), (2, 3), (3, 4), linear_in=(0,)),
-    contraction(
-        "dot_general-batch-2contract-unusual",
-        ((3, 2), (0, 2), (1,), (3,)),
-        (3, 2, 4, 5),
-        (5, 6, 4, 2),
-        linear_in=(0,),
-    ),
-    contraction(
-        "dot_general-batch-2contract-unusual-rhs",
-        ((3, 2), (0, 2), (1,), (3,)),
-        (3, 2, 4, 5),
-        (5, 6, 4, 2),
-        linear_in=(1,),
-    ),
+    contraction("dot_general-batch-2contract-unusual", UNUSUAL, X4, Y4, linear_in=(0,)),
+    contraction("dot_general-batch-2contract-unusual-rhs", UNUSUAL, X4, Y4, linear_in=(1,)),
     contraction(
         "dot_general-batch-middle", ((2,), (0,), (1,), (1,)), (4, 2, 3), (3, 2, 5), linear_in=(1,)
     ),
-    contraction(
-        "dot_general-2batch-swapped",
-        ((2,), (2,), (0, 1), (1, 0)),
-        (2, 3, 4),
-        (3, 2, 4, 5),
-        linear_in=(0,),
-    ),
+    contraction("dot_general-2batch-swapped", SWAPPED, (2, 3, 4), (3, 2, 4, 5), linear_in=(0,)),
     contraction(
         "dot_general-full-contract", ((0, 1), (1, 0), (), ()), (2, 3), (3, 2), linear_in=(1,)
     ),
