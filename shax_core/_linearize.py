@@ -6,27 +6,32 @@ operand goes to the linear program; one with only primal operands goes to the pr
 A primal value that the linear program reads becomes a residual: an extra output of the primal
 program and an extra input of the linear one. Symbolic zeros emit nothing.
 
-Before (``f``)::
+>>> from shax_core.text import parse
+>>> lin = linearize_program(
+...     parse("def f(arg0 :: f32[], arg1 :: f32[]) = let x0 = add arg0 arg1  x1 = sin x0 in [x1]")
+... )
 
-    def f(arg0 :: f32[], arg1 :: f32[]) =
-      let x0 :: f32[] = add arg0 arg1
-          x1 :: f32[] = sin x0
-      in [x1]
+The primal program returns the output and the residual ``cos x0``:
 
-After: the primal program returns the output and the residual ``cos x0``::
+>>> print(lin.primal)
+def f(arg0 :: f32[],
+      arg1 :: f32[]) =
+  let x0 :: f32[] = add arg0 arg1
+      x1 :: f32[] = sin x0
+      x2 :: f32[] = cos x0
+  in [x1, x2]
 
-    def f(arg0 :: f32[], arg1 :: f32[]) =
-      let x0 :: f32[] = add arg0 arg1
-          x1 :: f32[] = sin x0
-          x2 :: f32[] = cos x0
-      in [x1, x2]
+and the linear program takes the tangents, then the residuals:
 
-and the linear program takes the tangents, then the residuals::
-
-    def df(arg0 :: f32[], arg1 :: f32[], arg2 :: f32[]) =
-      let x0 :: f32[] = add arg0 arg1
-          x1 :: f32[] = mul x0 arg2
-      in [x1]
+>>> print(lin.linear)
+def df(arg0 :: f32[],
+       arg1 :: f32[],
+       arg2 :: f32[]) =
+  let d0 :: f32[] = add arg0 arg1
+      d1 :: f32[] = mul d0 arg2
+  in [d1]
+>>> lin.n_tangents, lin.n_outputs, sorted(lin.recomputed)
+(2, 1, [])
 """
 
 from __future__ import annotations
@@ -38,7 +43,7 @@ from shax_core._infer import infer
 from shax_core.core import Builder, Tracer, bind_at, zeros
 from shax_core.ir import Program, ShaxError, Var
 from shax_core.passes import dce
-from shax_core.registry import Zero, lookup
+from shax_core.registry import TRANSFORMS, Zero, lookup
 from shax_core.remat import POLICIES, rematerialize
 
 
@@ -149,13 +154,23 @@ def _jvp_and_partial_eval(program: Program, wrt: tuple[int, ...]) -> tuple[Progr
         ts = [tangent[v.name] for v in eqn.ins]
         params = prim.kwargs(eqn.params)
         if prim.no_tangent or all(isinstance(t, Zero) for t in ts):
-            ans, t_out = bind_at(primal_b, eqn.prim, *xs, **params), Zero(eqn.out.type)
+            ans = bind_at(primal_b, eqn.prim, *xs, **params)
+            t_out = (
+                tuple(Zero(v.type) for v in eqn.outs)
+                if prim.multiple_results
+                else Zero(eqn.out.type)
+            )
         else:
             if prim.linearize is None:
                 raise ShaxError(
                     f"{eqn.prim} has no linearize rule (in the binding of {eqn.out.name})"
                 )
             ans, t_out = prim.linearize(xs, ts, **params)
+        if prim.multiple_results:  # one primal and one tangent per result
+            for v, a, t in zip(eqn.outs, ans, t_out, strict=True):
+                primal[v.name] = a
+                tangent[v.name] = t if v.type.is_float else Zero(v.type)
+            continue
         if not eqn.out.type.is_float:
             t_out = Zero(eqn.out.type)
         primal[eqn.out.name] = ans
@@ -176,3 +191,6 @@ def _jvp_and_partial_eval(program: Program, wrt: tuple[int, ...]) -> tuple[Progr
         "d" + program.name, tuple(linear_b.params), tuple(linear_b.eqns), tuple(linear_outs)
     )
     return primal_prog, linear_prog
+
+
+TRANSFORMS["linearize"] = linearize_typed

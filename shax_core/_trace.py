@@ -1,17 +1,17 @@
 """Tracing: run a Python function on tracers and record the Program it computes.
 
-    def f(x, y):
-        z = x + y
-        return snp.sin(z) * snp.cos(z)
-
-    trace(f, Type("f32", ()), Type("f32", ()))  ==>
-
-    def f(arg0 :: f32[], arg1 :: f32[]) =
-      let x0 :: f32[] = add arg0 arg1
-          x1 :: f32[] = sin x0
-          x2 :: f32[] = cos x0
-          x3 :: f32[] = mul x1 x2
-      in [x3]
+>>> import shax_core.numpy as snp
+>>> def f(x, y):
+...     z = x + y
+...     return snp.sin(z) * snp.cos(z)
+>>> print(trace(f, Type("f32", ()), Type("f32", ())))
+def f(arg0 :: f32[],
+      arg1 :: f32[]) =
+  let x0 :: f32[] = add arg0 arg1
+      x1 :: f32[] = sin x0
+      x2 :: f32[] = cos x0
+      x3 :: f32[] = mul x1 x2
+  in [x3]
 
 Sharing is kept for free: Python names the value ``z`` once, so it is one variable.
 """

@@ -1,17 +1,29 @@
 """The JSON graph form of a Program, the canonical form, and the content hash.
 
-A graph is the same Program as plain data (the wire schema for programs)::
+A graph is the same Program as plain data (the wire schema for programs):
 
-    {"format_version": 1,
-     "name": "f",
-     "inputs": [{"name": "x", "dtype": "f32", "shape": [2]}],
-     "equations": [
-        {"out": "y", "primitive": "broadcast", "params": {"dims": [1], "shape": [3, 2]},
-         "inputs": ["x"]},
-        {"out": "c", "primitive": "fromList", "params": {"shape": [], "data": [2.0]},
-         "inputs": [], "dtype": "f32"},
-        {"out": "z", "primitive": "mul", "params": {}, "inputs": ["y", "c"]}],
-     "outputs": ["z"]}
+>>> graph = {
+...     "format_version": 1,
+...     "name": "f",
+...     "inputs": [{"name": "x", "dtype": "f32", "shape": [2]}],
+...     "equations": [
+...         {"out": "y", "primitive": "broadcast", "params": {"dims": [1], "shape": [3, 2]},
+...          "inputs": ["x"]},
+...         {"out": "c", "primitive": "fromList", "params": {"shape": [], "data": [2.0]},
+...          "inputs": [], "dtype": "f32"},
+...         {"out": "cs", "primitive": "broadcast", "params": {"dims": [], "shape": [3, 2]},
+...          "inputs": ["c"]},
+...         {"out": "z", "primitive": "mul", "params": {}, "inputs": ["y", "cs"]}],
+...     "outputs": ["z"]}
+>>> print(infer(from_graph(graph)))
+def f(x :: f32[2]) =
+  let y :: f32[3, 2] = broadcast [1] [3,2] x
+      c :: f32[] = fromList [] [2.0]
+      cs :: f32[3, 2] = broadcast [] [3,2] c
+      z :: f32[3, 2] = mul y cs
+  in [z]
+>>> to_graph(from_graph(graph)) == graph
+True
 
 ``params`` is keyed by the parameter names of the primitive in the registry
 (``REGISTRY[p].params``). An equation may carry its binding's ``dtype`` and ``shape``
@@ -27,25 +39,22 @@ different names produce the same text and the same ``content_hash``.
 from __future__ import annotations
 
 import hashlib
+from contextvars import ContextVar
 from typing import Any
 
 from shax_core._infer import infer
-from shax_core.ir import DTYPES, Eqn, Program, ShaxError, Type, Var
+from shax_core.ir import DTYPES, MAX_NESTING, Eqn, Program, ShaxError, Type, Var
 from shax_core.passes.rename import canonical_names
-from shax_core.registry import REGISTRY, ParamError
+from shax_core.registry import REGISTRY, SUBPROGRAM_JSON, ParamError, json_int, json_list
 from shax_core.text import print_program
 
 FORMAT_VERSION = 1
 CANONICAL_NAME = "program"
+CANONICAL_BODY = "body"
 
 
-class GraphError(ShaxError):
+class GraphError(ParamError):
     """A JSON graph is malformed; the message names the field or the equation."""
-
-    def __init__(self, where: str, message: str):
-        super().__init__(f"{where}: {message}")
-        self.where = where
-        self.message = message
 
 
 # ---------------------------------------------------------------------------------------------
@@ -68,7 +77,12 @@ def to_graph(program: Program) -> dict:
             "params": params,
             "inputs": [v.name for v in e.ins],
         }
-        if e.out.type is not None:
+        if e.extra_outs:  # a multi-result primitive: every bound name, and their types
+            del eq["out"]
+            eq["outs"] = [v.name for v in e.outs]
+            if all(v.type is not None for v in e.outs):
+                eq["types"] = [{"dtype": v.type.dtype, "shape": list(v.type.shape)} for v in e.outs]
+        elif e.out.type is not None:
             eq["dtype"] = e.out.type.dtype
             eq["shape"] = list(e.out.type.shape)
         else:  # a hidden parameter is the binding's dtype (a constant's)
@@ -92,25 +106,9 @@ def to_graph(program: Program) -> dict:
 # graph -> Program
 
 
-def _is_int(v: Any) -> bool:
-    return isinstance(v, int) and not isinstance(v, bool)
-
-
 def _known(v: Any, table: dict) -> bool:
     # a JSON list or object is unhashable: ``v in table`` would raise TypeError
     return isinstance(v, str) and v in table
-
-
-def _int(where: str, v: Any) -> int:
-    if not _is_int(v) or abs(v) > 2**62:
-        raise GraphError(where, f"expected an integer, got {v!r}")
-    return v
-
-
-def _list(where: str, v: Any) -> list:
-    if not isinstance(v, list):
-        raise GraphError(where, f"expected a list, got {type(v).__name__}")
-    return v
 
 
 def _name(where: str, v: Any) -> str:
@@ -123,26 +121,48 @@ def _type(where: str, obj: dict) -> Type:
     dtype = obj.get("dtype")
     if not _known(dtype, DTYPES):
         raise GraphError(f"{where}.dtype", f"expected one of {', '.join(DTYPES)}, got {dtype!r}")
-    shape = _list(f"{where}.shape", obj.get("shape"))
+    shape = json_list(f"{where}.shape", obj.get("shape"))
     if len(shape) > 32:
         raise GraphError(f"{where}.shape", "more than 32 dimensions")
-    dims = tuple(_int(f"{where}.shape[{i}]", d) for i, d in enumerate(shape))
+    dims = tuple(json_int(f"{where}.shape[{i}]", d) for i, d in enumerate(shape))
     if any(d < 0 for d in dims):
         raise GraphError(f"{where}.shape", f"negative dimension in {list(dims)}")
     return Type(dtype, dims)
+
+
+_DEPTH: ContextVar[int] = ContextVar("shax_graph_depth", default=0)  # sub-program nesting
+
+
+def _subgraph(where: str, v: Any) -> Program:
+    """A sub-program parameter from its nested graph (the registry's ``program`` kind)."""
+    depth = _DEPTH.get()
+    if depth >= MAX_NESTING:
+        raise ParamError(where, f"sub-programs nested more than {MAX_NESTING} deep")
+    token = _DEPTH.set(depth + 1)
+    try:
+        return from_graph(v)
+    except GraphError as e:
+        raise ParamError(f"{where}.{e.where}", e.message) from None
+    finally:
+        _DEPTH.reset(token)
+
+
+SUBPROGRAM_JSON.update(to_json=lambda program: to_graph(program), from_json=_subgraph)
 
 
 def _equation(i: int, obj: Any, env: dict[str, Var]) -> Eqn:
     where = f"equations[{i}]"
     if not isinstance(obj, dict):
         raise GraphError(where, "expected an object")
+    prim_name = obj.get("primitive")
+    if "outs" in obj and "out" not in obj and _known(prim_name, REGISTRY):
+        return _multi_equation(i, obj, env)
     out = _name(f"{where}.out", obj.get("out"))
     where = f"equations[{i}] ({out})"
-    prim_name = obj.get("primitive")
     if not _known(prim_name, REGISTRY):
         raise GraphError(f"{where}.primitive", f"unknown primitive {prim_name!r}")
     prim = REGISTRY[prim_name]
-    names = _list(f"{where}.inputs", obj.get("inputs", []))
+    names = json_list(f"{where}.inputs", obj.get("inputs", []))
     if prim.arity is not None and len(names) != prim.arity:
         raise GraphError(
             f"{where}.inputs", f"{prim_name} takes {prim.arity} input(s), got {len(names)}"
@@ -181,10 +201,7 @@ def _equation(i: int, obj: Any, env: dict[str, Var]) -> Eqn:
             raise GraphError(
                 f"{where}.params", f"{prim_name} needs parameter {p.name!r} ({p.kind})"
             )
-        try:
-            values.append(p.spec.from_json(f"{where}.params.{p.name}", params[p.name]))
-        except ParamError as e:
-            raise GraphError(e.where, e.message) from None
+        values.append(p.spec.from_json(f"{where}.params.{p.name}", params[p.name]))
     dtype = annotation.dtype if annotation is not None else obj.get("dtype", "f32")
     try:
         values = prim.complete_params(values, dtype)
@@ -193,8 +210,45 @@ def _equation(i: int, obj: Any, env: dict[str, Var]) -> Eqn:
     return Eqn(Var(out, annotation), prim_name, tuple(values), tuple(ins))
 
 
+def _multi_equation(i: int, obj: dict, env: dict[str, Var]) -> Eqn:
+    """An equation of a multi-result primitive: ``"outs": [names]``, optional ``"types"``."""
+    where = f"equations[{i}]"
+    names = json_list(f"{where}.outs", obj["outs"])
+    if not names:
+        raise GraphError(f"{where}.outs", "expected at least one name")
+    outs = [_name(f"{where}.outs[{k}]", n) for k, n in enumerate(names)]
+    where = f"equations[{i}] ({outs[0]})"
+    prim = REGISTRY[obj["primitive"]]
+    if not prim.multiple_results:
+        raise GraphError(f"{where}.outs", f"{prim.name} has one result: name it in 'out'")
+    types: list[Type | None] = [None] * len(outs)
+    if "types" in obj:
+        listed = json_list(f"{where}.types", obj["types"])
+        if len(listed) != len(outs):
+            raise GraphError(f"{where}.types", f"expected {len(outs)} types, got {len(listed)}")
+        for k, t in enumerate(listed):
+            if not isinstance(t, dict):
+                raise GraphError(f"{where}.types[{k}]", "expected an object")
+            types[k] = _type(f"{where}.types[{k}]", t)
+    if len(set(outs)) != len(outs) or any(n in env for n in outs):
+        raise GraphError(f"{where}.outs", "a name is bound twice")
+    single = {k: v for k, v in obj.items() if k not in ("outs", "types", "dtype", "shape")}
+    eqn = _equation(i, dict(single, out=outs[0]), env)
+    vars_ = [Var(n, t) for n, t in zip(outs, types, strict=True)]
+    return Eqn(vars_[0], eqn.prim, eqn.params, eqn.ins, tuple(vars_[1:]))
+
+
 def from_graph(graph: Any) -> Program:
     """A Program from its JSON graph; raises GraphError naming the bad field or equation."""
+    try:
+        return _program(graph)
+    except GraphError:
+        raise
+    except ParamError as e:  # from the shared field readers of the registry
+        raise GraphError(e.where, e.message) from None
+
+
+def _program(graph: Any) -> Program:
     if not isinstance(graph, dict):
         raise GraphError("graph", "expected an object")
     version = graph.get("format_version", FORMAT_VERSION)
@@ -205,7 +259,7 @@ def from_graph(graph: Any) -> Program:
         raise GraphError("name", f"expected an identifier, got {name!r}")
     env: dict[str, Var] = {}
     params = []
-    for i, obj in enumerate(_list("inputs", graph.get("inputs"))):
+    for i, obj in enumerate(json_list("inputs", graph.get("inputs"))):
         if not isinstance(obj, dict):
             raise GraphError(f"inputs[{i}]", "expected an object")
         pname = _name(f"inputs[{i}].name", obj.get("name"))
@@ -215,12 +269,13 @@ def from_graph(graph: Any) -> Program:
         env[pname] = v
         params.append(v)
     eqns = []
-    for i, obj in enumerate(_list("equations", graph.get("equations"))):
+    for i, obj in enumerate(json_list("equations", graph.get("equations"))):
         eqn = _equation(i, obj, env)
-        env[eqn.out.name] = eqn.out
+        for v in eqn.outs:
+            env[v.name] = v
         eqns.append(eqn)
     outs = []
-    for i, n in enumerate(_list("outputs", graph.get("outputs"))):
+    for i, n in enumerate(json_list("outputs", graph.get("outputs"))):
         if not isinstance(n, str) or n not in env:
             raise GraphError(f"outputs[{i}]", f"{n!r} is not defined")
         outs.append(env[n])
@@ -234,7 +289,7 @@ def from_graph(graph: Any) -> Program:
 def canonicalize(program: Program) -> Program:
     """The typed program with names fixed by position: params a0.., equations v0..."""
     typed = program if program.checked else infer(program)
-    return canonical_names(typed, "a", "v").replace(name=CANONICAL_NAME)
+    return canonical_names(typed, "a", "v", CANONICAL_BODY).replace(name=CANONICAL_NAME)
 
 
 def canonical_text(program: Program) -> str:

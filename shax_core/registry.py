@@ -106,13 +106,13 @@ class ParamError(ShaxError):
         self.message = message
 
 
-def _json_int(where: str, v: Any) -> int:
+def json_int(where: str, v: Any) -> int:
     if not isinstance(v, int) or isinstance(v, bool) or abs(v) > 2**62:
         raise ParamError(where, f"expected an integer, got {v!r}")
     return v
 
 
-def _json_list(where: str, v: Any) -> list:
+def json_list(where: str, v: Any) -> list:
     if not isinstance(v, list):
         raise ParamError(where, f"expected a list, got {type(v).__name__}")
     return v
@@ -128,7 +128,7 @@ def _json_float(where: str, v: Any) -> float:
 def _json_pair(where: str, p: Any) -> tuple[int, int]:
     if not isinstance(p, list) or len(p) != 2:
         raise ParamError(where, f"expected a [low, high] pair, got {p!r}")
-    return (_json_int(f"{where}[0]", p[0]), _json_int(f"{where}[1]", p[1]))
+    return (json_int(f"{where}[0]", p[0]), json_int(f"{where}[1]", p[1]))
 
 
 def _json_dtype(where: str, v: Any) -> str:
@@ -141,6 +141,44 @@ def _json_literal(where: str, v: Any):
     if isinstance(v, bool) or (isinstance(v, int) and abs(v) < 2**63):
         return v  # bools, and the integers of i32/i64 constants (exact, never via float)
     return _json_float(where, v)
+
+
+def _json_word(where: str, v: Any) -> str:
+    if not isinstance(v, str) or not v.isidentifier():
+        raise ParamError(where, f"expected a word, got {v!r}")
+    return v
+
+
+# Sub-programs (loop bodies, branches) are Programs: printed with ``str(program)`` (the
+# printer ``text`` installs in ``ir``) and converted to and from JSON by the graph module, which
+# sits above the registry and fills this table when imported ("to_json": Program -> dict,
+# "from_json": (where, value) -> Program, raising ParamError naming the field).
+SUBPROGRAM_JSON: dict[str, Callable] = {}
+
+
+def _block_text(program, _dtype=None) -> str:
+    """``{``, the sub-program indented by 4, ``}``; the printer indents the lines after the first
+    past the binding they are in."""
+    return "{\n    " + str(program).replace("\n", "\n    ") + "\n  }"
+
+
+def _blocks_text(programs, _dtype=None) -> str:
+    return "[" + ", ".join(_block_text(p) for p in programs) + "]"
+
+
+def _program_to_json(program):
+    return SUBPROGRAM_JSON["to_json"](program)
+
+
+def _program_from_json(where: str, v: Any):
+    return SUBPROGRAM_JSON["from_json"](where, v)
+
+
+def _programs_from_json(where: str, v: Any) -> tuple:
+    items = json_list(where, v)
+    if not items:
+        raise ParamError(where, "expected at least one sub-program")
+    return tuple(_program_from_json(f"{where}[{i}]", x) for i, x in enumerate(items))
 
 
 def _text_literals(value, dtype: str) -> str:
@@ -173,14 +211,14 @@ class ParamKind:
 PARAM_KINDS: dict[str, ParamKind] = {
     k.name: k
     for k in [
-        ParamKind("int", "1", lambda v, _: str(v), lambda p: p.integer(), int, _json_int),
+        ParamKind("int", "1", lambda v, _: str(v), lambda p: p.integer(), int, json_int),
         ParamKind(
             "ints",
             "[1,2]",
             lambda v, _: "[" + ",".join(map(str, v)) + "]",
             lambda p: p.dim_list(p.integer),
             list,
-            lambda w, v: tuple(_json_int(f"{w}[{i}]", x) for i, x in enumerate(_json_list(w, v))),
+            lambda w, v: tuple(json_int(f"{w}[{i}]", x) for i, x in enumerate(json_list(w, v))),
         ),
         ParamKind(
             "pairs",
@@ -188,7 +226,7 @@ PARAM_KINDS: dict[str, ParamKind] = {
             lambda v, _: "[" + ",".join(f"({lo},{hi})" for lo, hi in v) + "]",
             lambda p: p.dim_list(p.pair),
             lambda v: [list(x) for x in v],
-            lambda w, v: tuple(_json_pair(f"{w}[{i}]", x) for i, x in enumerate(_json_list(w, v))),
+            lambda w, v: tuple(_json_pair(f"{w}[{i}]", x) for i, x in enumerate(json_list(w, v))),
         ),
         ParamKind(
             "scalar",
@@ -206,12 +244,39 @@ PARAM_KINDS: dict[str, ParamKind] = {
             lambda p: p.dim_list(p.literal),
             lambda v: [x if isinstance(x, bool | int) else encode_float(float(x)) for x in v],
             lambda w, v: tuple(
-                _json_literal(f"{w}[{i}]", x) for i, x in enumerate(_json_list(w, v))
+                _json_literal(f"{w}[{i}]", x) for i, x in enumerate(json_list(w, v))
             ),
         ),
         ParamKind("hidden_dtype", "", lambda v, _: None, None, str, _json_dtype, hidden=True),
+        ParamKind(
+            "word",
+            "save",
+            lambda v, _: v,
+            lambda p: p.take("name", expected="a word").text,
+            str,
+            _json_word,
+        ),
+        # sub-programs (loop bodies, branches): closed Programs, printed inline as
+        # ``{def body(...) = let ... in [...]}``; in JSON a nested graph
+        ParamKind(
+            "program",
+            "{def body(...) = ...}",
+            _block_text,
+            lambda p: p.block(),
+            _program_to_json,
+            _program_from_json,
+        ),
+        ParamKind(
+            "programs",
+            "[{def b0 ...}, {def b1 ...}]",
+            _blocks_text,
+            lambda p: p.dim_list(p.block),
+            lambda v: [_program_to_json(x) for x in v],
+            _programs_from_json,
+        ),
     ]
 }
+SUBPROGRAM_KINDS = frozenset({"program", "programs"})
 
 
 @dataclass(frozen=True, slots=True)
@@ -272,8 +337,12 @@ class Primitive:
     # printed as its operand alone (``x1 = x0``), and a bare variable parses as it (``id``)
     bare: bool = False
     doc: str = ""
-    # lowerings by name (see passes/_lower.py): rules rebuilding the result from other ops
+    # lowerings by name (see passes/_lower.py): rules rebuilding the result from other ops;
+    # "prune" (eqn, used, dce) -> eqn for primitives with sub-programs (see passes/_dce.py)
     extra: dict = field(default_factory=dict)
+    # the shape rule returns a tuple of Types and the equation binds one variable per result
+    # (a loop: its final carries and stacked outputs)
+    multiple_results: bool = False
 
     def kwargs(self, params: Sequence[Any]) -> dict[str, Any]:
         if not params:
@@ -311,6 +380,11 @@ class Primitive:
             values[i] = normalize_literals(values[i], dtype)
         return tuple(values)
 
+    def out_types(self, eqn, in_types: Sequence[Type | None]) -> tuple[Type, ...]:
+        """The result types of an equation, one per bound variable."""
+        t = self.out_type(eqn, in_types)
+        return t if self.multiple_results else (t,)
+
     def out_type(self, eqn, in_types: Sequence[Type | None]) -> Type:
         """The shape rule applied to an equation; errors name the equation and the types."""
         if self.arity is not None and len(in_types) != self.arity:
@@ -331,10 +405,12 @@ class Primitive:
             for v, t in zip(eqn.ins, in_types, strict=False)
         )
         try:
-            ps = self.format_params(eqn.params)
+            has_bodies = any(p.kind in SUBPROGRAM_KINDS for p in self.params)
+            ps = "" if has_bodies else self.format_params(eqn.params)
         except (TypeError, ValueError, KeyError):
             ps = ""
-        return f"in `{eqn.out.name} = {eqn.prim}{' ' + ps if ps else ''} {args}`"
+        lhs = ", ".join(v.name for v in eqn.outs)
+        return f"in `{lhs} = {eqn.prim}{' ' + ps if ps else ''} {args}`"
 
     def __repr__(self) -> str:
         return f"<primitive {self.name}>"
@@ -360,12 +436,46 @@ def normalize_literals(data, dtype: str) -> tuple:
 
 REGISTRY: dict[str, Primitive] = {}
 
+# The program transformations, for rules of primitives with sub-programs (a loop's linearize
+# rule linearizes its body). The modules that define them (linearize, transpose, evaluate)
+# sit above the registry and fill this table when imported, so imports stay one-way:
+#   "linearize": (program, wrt, policy) -> (primal, linear)   (program typed by shax)
+#   "transpose": (linear, num_linear) -> transposed
+#   "compile":   (program) -> a plan (``.run(arrays)``, ``.peak_bytes``, ``.work``)
+TRANSFORMS: dict[str, Callable] = {}
+
+
+def transform(name: str) -> Callable:
+    try:
+        return TRANSFORMS[name]
+    except KeyError:
+        raise ShaxError(f"the {name} transformation is not loaded (import shax_core)") from None
+
+
+# primitives made at run time for custom_jvp / custom_vjp functions (``shax_core.api``): they
+# live in this process only (the IR text cannot name them), so they are kept apart from the
+# registry that the parser, the server and the registry tests read
+CUSTOM: dict[str, Primitive] = {}
+
 
 def lookup(name: str) -> Primitive:
     try:
         return REGISTRY[name]
     except KeyError:
+        pass
+    try:
+        return CUSTOM[name]
+    except KeyError:
         raise ShaxError(f"unknown primitive {name!r}") from None
+
+
+def define_custom(
+    name: str, *, arity: int, shape: Callable[..., Type], impl: Callable
+) -> Primitive:
+    """A process-local primitive (see ``CUSTOM``) with no parameters."""
+    prim = Primitive(name=name, params=(), arity=arity, shape_rule=shape, impl=impl)
+    CUSTOM[name] = prim
+    return prim
 
 
 def define(
@@ -378,6 +488,7 @@ def define(
     traits: Sequence[str] = (),
     bare: bool = False,
     doc: str = "",
+    multiple_results: bool = False,
 ) -> Primitive:
     """Declare a primitive (once). Unknown parameter kinds and traits are refused."""
     for pname, kind in params:
@@ -400,6 +511,7 @@ def define(
         traits=frozenset(traits),
         bare=bare,
         doc=doc,
+        multiple_results=multiple_results,
     )
     REGISTRY[name] = prim
     return prim

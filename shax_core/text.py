@@ -1,17 +1,31 @@
 """IR text: the seed's syntax, printed and parsed.
 
-    def f(arg0 :: f32[], arg1 :: f32[]) =
-      let x2 :: f32[] = add arg0 arg1
-          x3 :: f32[] = broadcast [] [2,2] x2
-          x4 = pad [(1,0),(0,0)] 0.0 x3
-          x5 :: f32[] = fromList [] [1.0]
-      in [x4]
+>>> p = parse(
+...     "def f(arg0 :: f32[], arg1 :: f32[]) = let x2 :: f32[] = add arg0 arg1"
+...     "  x3 = broadcast [] [2,2] x2  x4 = pad [(1,0),(0,0)] 0.0 x3"
+...     "  x5 :: f32[] = fromList [] [1.0]  x6 = x4 in [x6]"
+... )
+>>> print(p)
+def f(arg0 :: f32[],
+      arg1 :: f32[]) =
+  let x2 :: f32[] = add arg0 arg1
+      x3 = broadcast [] [2,2] x2
+      x4 = pad [(1,0),(0,0)] 0.0 x3
+      x5 :: f32[] = fromList [] [1.0]
+      x6 = x4
+  in [x6]
+>>> parse(print_program(p)) == p
+True
+>>> parse("def f(a :: f32[]) = let x = sin b in [x]")
+Traceback (most recent call last):
+...
+shax_core.text.ParseError: line 1, column 33: undefined variable b
 
 Whitespace and newlines are insignificant; binding annotations are optional (``infer`` fills
 them in); several ``def``s may follow each other. A binding whose right-hand side is a bare
 variable (``x0 = arg0``) is the ``id`` primitive. Parameters are printed and parsed by the
 primitive's parameter spec in the registry, so adding a primitive never touches this file.
-``print(parse(t))`` is stable and ``parse(print(p)) == p``; errors carry line and column.
+A constant's dtype is spelled in its binding's annotation (always printed).
 """
 
 from __future__ import annotations
@@ -21,6 +35,7 @@ from bisect import bisect_right
 
 from shax_core.ir import (
     DTYPES,
+    MAX_NESTING,
     Eqn,
     Program,
     ShaxError,
@@ -30,7 +45,7 @@ from shax_core.ir import (
     format_float,
     set_printer,
 )
-from shax_core.registry import REGISTRY, bare_primitive, normalize_literals
+from shax_core.registry import REGISTRY, bare_primitive, lookup, normalize_literals
 
 __all__ = [
     "ParseError",
@@ -59,11 +74,12 @@ class ParseError(ShaxError):
 
 
 def format_params(prim_name: str, params) -> str:
-    return REGISTRY[prim_name].format_params(params)
+    return lookup(prim_name).format_params(params)
 
 
 def format_eqn(eqn: Eqn) -> str:
-    prim = REGISTRY[eqn.prim]
+    """One binding (a sub-program parameter spans several lines; see ``print_program``)."""
+    prim = lookup(eqn.prim)
     lhs = eqn.out.name
     t = eqn.out.type
     if t is None and any(p.spec.hidden for p in prim.params):
@@ -74,6 +90,8 @@ def format_eqn(eqn: Eqn) -> str:
             t = None  # an ill-typed equation being shown in an error message
     if t is not None:
         lhs += f" :: {t}"
+    for v in eqn.extra_outs:
+        lhs += f", {v.name} :: {v.type}" if v.type is not None else f", {v.name}"
     if prim.bare:
         return f"{lhs} = {eqn.ins[0].name}"
     parts = [eqn.prim]
@@ -84,14 +102,26 @@ def format_eqn(eqn: Eqn) -> str:
     return f"{lhs} = {' '.join(parts)}"
 
 
+def short_eqn(eqn: Eqn) -> str:
+    """A binding for an error message: sub-programs shown as ``{def name ...}``."""
+    if not eqn.subprograms:
+        return format_eqn(eqn)
+    lhs = ", ".join(v.name for v in eqn.outs)
+    bodies = " ".join(f"{{def {p.name} ...}}" for p in eqn.subprograms)
+    return f"{lhs} = {eqn.prim} {bodies} {' '.join(v.name for v in eqn.ins)}"
+
+
 def print_program(program: Program) -> str:
+    """The program's text. A binding with a sub-program spans several lines: the lines after
+    its first are indented past the binding's column, so bodies nest visibly."""
+
     def binder(v: Var) -> str:
         return f"{v.name} :: {v.type}" if v.type is not None else v.name
 
     head = f"def {program.name}("
     sep = ",\n" + " " * len(head)
     lines = [head + sep.join(binder(p) for p in program.params) + ") ="]
-    eqns = [format_eqn(e) for e in program.eqns]
+    eqns = [format_eqn(e).replace("\n", "\n      ") for e in program.eqns]
     if eqns:
         lines.append("  let " + eqns[0])
         lines.extend("      " + e for e in eqns[1:])
@@ -116,8 +146,8 @@ _TOKEN = re.compile(
     (?P<ws>\s+|--[^\n]*)
   | (?P<number>[-+]?(?:\d+\.\d*(?:[eE][-+]?\d+)?|\d+(?:[eE][-+]?\d+)?|\.\d+(?:[eE][-+]?\d+)?
                      |inf(?:inity)?|nan)(?![A-Za-z0-9_']))
-  | (?P<name>[A-Za-z_][A-Za-z0-9_']*)
-  | (?P<sym>::|[()\[\],=])
+  | (?P<name>[A-Za-z_][A-Za-z0-9_'.]*)
+  | (?P<sym>::|[()\[\],={}])
   | (?P<bad>.)
     """,
     re.VERBOSE | re.DOTALL,
@@ -182,6 +212,7 @@ class _Parser:
     def __init__(self, text: str):
         self.tokens = tokenize(text)
         self.i = 0
+        self.depth = 0  # sub-program nesting
 
     @property
     def tok(self) -> Token:
@@ -315,7 +346,19 @@ class _Parser:
         if self.at("::"):
             self.i += 1
             annotation = self.type_()
-        elif not self.at("="):
+        extra: list[tuple[Token, Type | None]] = []
+        while self.at(","):  # further results of a multi-result primitive (a loop)
+            self.i += 1
+            more = self.take("name", expected="a variable to bind")
+            names = [tok.text] + [t.text for t, _ in extra]
+            if more.text in env or more.text in names:
+                raise ParseError(f"{more.text} is bound twice", more.line, more.column)
+            more_type = None
+            if self.at("::"):
+                self.i += 1
+                more_type = self.type_()
+            extra.append((more, more_type))
+        if not self.at("="):
             hint = (
                 ""
                 if not self.tok.text
@@ -335,7 +378,18 @@ class _Parser:
             eqn = self.application(head, annotation, tok.text, env)
         else:
             eqn = Eqn(Var(tok.text, annotation), bare_primitive().name, (), (self.use(env),))
-        env[tok.text] = eqn.out
+        prim = REGISTRY.get(eqn.prim)
+        if extra and not (prim and prim.multiple_results):
+            raise ParseError(
+                f"{eqn.prim} has one result; {len(extra) + 1} variables are bound",
+                tok.line,
+                tok.column,
+            )
+        if extra:
+            outs = tuple(Var(t.text, ty) for t, ty in extra)
+            eqn = Eqn(eqn.out, eqn.prim, eqn.params, eqn.ins, outs)
+        for v in eqn.outs:
+            env[v.name] = v
         return eqn
 
     def application(self, head: Token, annotation, out_name: str, env) -> Eqn:
@@ -360,7 +414,7 @@ class _Parser:
             while (
                 self.tok.kind == "name"
                 and self.tok.text != "in"
-                and self.peek().text not in ("::", "=")
+                and self.peek().text not in ("::", "=", ",")
             ):
                 ins.append(self.use(env))
         else:
@@ -368,7 +422,7 @@ class _Parser:
                 if (
                     self.tok.kind != "name"
                     or self.tok.text == "in"
-                    or self.peek().text in ("::", "=")
+                    or self.peek().text in ("::", "=", ",")
                 ):
                     raise ParseError(
                         f"{prim.name} takes {prim.arity} operand(s), found {k}",
@@ -383,6 +437,19 @@ class _Parser:
         if tok.text not in DTYPES:
             raise ParseError(f"unknown dtype {tok.text!r}", tok.line, tok.column)
         return tok.text
+
+    def block(self) -> Program:
+        """``{def name(...) = let ... in [...]}``: a closed sub-program."""
+        start = self.take("sym", "{", expected="'{' and a sub-program")
+        if self.depth >= MAX_NESTING:
+            raise ParseError(
+                f"sub-programs nested more than {MAX_NESTING} deep", start.line, start.column
+            )
+        self.depth += 1
+        program = self.definition()
+        self.depth -= 1
+        self.take("sym", "}", expected="'}' closing the sub-program")
+        return program
 
 
 def parse_module(text: str) -> list[Program]:

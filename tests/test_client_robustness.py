@@ -36,6 +36,7 @@ with warnings.catch_warnings():
 from shax_server.app import create_app
 from shax_server.settings import Settings
 
+from tests.seed_numbers import SEED_VALUES
 from tests.servers import free_port, shax_server
 
 ROOT = Path(__file__).parent.parent
@@ -47,7 +48,7 @@ def f(x, y):
     return snp.sin(z) * snp.cos(z)
 
 
-F0 = np.float32(-0.23971277)
+F0 = np.float32(SEED_VALUES[0])
 
 
 @pytest.fixture
@@ -257,7 +258,9 @@ def test_error_mapping_from_a_real_app():
         rf = client.compile(f, 0.5, -0.75)
         with pytest.raises(InvalidTensor) as info:
             rf(np.zeros(3), 1.0)
-        assert info.value.tensor == "a0" and "expected shape []" in info.value.detail
+        assert (
+            info.value.tensor == "x" and "expected shape []" in info.value.detail
+        )  # f(x, y): the user's name
 
         with pytest.raises(InvalidRequest, match="optimizer"):
             rf.minimize((0.5, -0.75), optimizer="newton", progress=False)

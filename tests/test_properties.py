@@ -20,8 +20,9 @@ from __future__ import annotations
 import os
 
 import numpy as np
+from adcheck import assert_all_close as assert_values
 from adcheck import check_hvp, random_like, vdot
-from hypothesis import HealthCheck, given, settings
+from hypothesis import HealthCheck, given, note, settings
 from hypothesis import strategies as st
 
 import shax_core as sx
@@ -259,13 +260,16 @@ def _solve(draw, x, pool):
     eye = x.builder.constant(2.0 * np.eye(n), "f64")
     a = core.add(core.mul(core.bind("tanh", core.broadcast(x, (0,), (n, n))), 0.3), eye)
     rhs = core.reshape(x, (n, 1))
-    if draw(st.booleans()):
-        out = decompositions.solve(a, rhs)
-    else:
-        out = decompositions.triangular_solve(
-            a, rhs, int(draw(st.booleans())), int(draw(st.booleans()))
-        )
-    return core.reshape(out, (n,))
+    kind = draw(st.sampled_from(["solve", "triangular_solve", "cholesky", "logabsdet"]))
+    if kind == "solve":
+        return core.reshape(decompositions.solve(a, rhs), (n,))
+    if kind == "triangular_solve":
+        lower, trans = int(draw(st.booleans())), int(draw(st.booleans()))
+        return core.reshape(decompositions.triangular_solve(a, rhs, lower, trans), (n,))
+    if kind == "cholesky":  # of a symmetric positive-definite a·aᵀ
+        spd = core.dot_general(a, a, (1,), (1,))
+        return core.bind("cholesky", spd)
+    return core.bind("logabsdet", a)
 
 
 OPS = [
@@ -288,16 +292,18 @@ OPS = [
 
 
 @st.composite
-def programs(draw, scalar_output=False, max_ops=10):
-    """(program, seed): a random f64 program and a seed for its random inputs."""
+def programs(draw, scalar_output=False, max_ops=10, shapes=SHAPES, extra_ops=()):
+    """(program, seed): a random f64 program and a seed for its random inputs; with
+    ``extra_ops``, half of the operations are drawn from them (test_differential.py)."""
     b = Builder()
     pool = [
-        b.add_param(Type("f64", draw(st.sampled_from(SHAPES))))
+        b.add_param(Type("f64", draw(st.sampled_from(shapes))))
         for _ in range(draw(st.integers(1, 3)))
     ]
     made = []
     for _ in range(draw(st.integers(2, max_ops))):
-        op = draw(st.sampled_from(OPS))
+        use_extra = bool(extra_ops) and draw(st.booleans())
+        op = draw(st.sampled_from(extra_ops if use_extra else OPS))
         # half the time, build on the newest value: deeper compositions (transpose of transpose,
         # reshape of reshape, ...) for the simplifier and the linearizer
         x = pool[-1] if draw(st.booleans()) else draw(st.sampled_from(pool))
@@ -318,6 +324,7 @@ def programs(draw, scalar_output=False, max_ops=10):
         if draw(st.booleans()):
             outs.append(draw(st.sampled_from(pool)))
     program = Program("g", tuple(b.params), tuple(b.eqns), tuple(o.variable for o in outs))
+    note(f"program:\n{program}")  # printed with a failing example
     sx.verify(program)
     return program, draw(st.integers(0, 2**32 - 1))
 
@@ -327,13 +334,17 @@ def inputs(program, seed):
     return [rng.uniform(-1.0, 1.0, p.type.shape) for p in program.params], rng
 
 
-def assert_values(got, want, rtol=1e-10):
-    assert len(got) == len(want)
-    for g, w in zip(got, want, strict=True):
-        g, w = np.asarray(g), np.asarray(w)
-        assert g.dtype == w.dtype and g.shape == w.shape
-        scale = max(1.0, float(np.max(np.abs(w), initial=0.0)))
-        np.testing.assert_allclose(g, w, rtol=rtol, atol=rtol * scale)
+def drawn(case):
+    """``(program, inputs, rng)`` of a drawn ``(program, seed)``."""
+    program, seed = case
+    args, rng = inputs(program, seed)
+    return program, args, rng
+
+
+def directions(program, rng):
+    """Random tangents of the inputs and cotangents of the outputs."""
+    tangents = [rng.uniform(-1, 1, q.type.shape) for q in program.params]
+    return tangents, [rng.uniform(-1, 1, v.type.shape) for v in program.outs]
 
 
 # ---------------------------------------------------------------------------------------------
@@ -367,8 +378,7 @@ PASSES = {
 @SETTINGS
 @given(programs(), st.lists(st.sampled_from(sorted(PASSES)), min_size=1, max_size=4))
 def test_passes_keep_types_and_values(case, pass_names):
-    p, seed = case
-    args, _ = inputs(p, seed)
+    p, args, _ = drawn(case)
     want = sx.evaluate(p, *args)
     q = p
     for name in pass_names:
@@ -381,8 +391,7 @@ def test_passes_keep_types_and_values(case, pass_names):
 @SETTINGS
 @given(programs())
 def test_stages_evaluate_like_the_original(case):
-    p, seed = case
-    args, rng = inputs(p, seed)
+    p, args, rng = drawn(case)
     want = sx.evaluate(p, *args)
     n = len(p.outs)
     st_ = sx.stages(p)
@@ -404,11 +413,9 @@ def test_stages_evaluate_like_the_original(case):
 @SETTINGS
 @given(programs())
 def test_vjp_and_jvp_agree_by_dot_product(case):
-    p, seed = case
-    args, rng = inputs(p, seed)
+    p, args, rng = drawn(case)
     n = len(p.outs)
-    t = [rng.uniform(-1, 1, q.type.shape) for q in p.params]
-    ct = [rng.uniform(-1, 1, v.type.shape) for v in p.outs]
+    t, ct = directions(p, rng)
     jt = sx.evaluate(sx.jvp_program(p), *args, *t)[n:]
     jtct = sx.evaluate(sx.vjp_program(p), *args, *ct)[n:]
     lhs, rhs = vdot(ct, jt), vdot(jtct, t)
@@ -448,8 +455,7 @@ def assert_fd_close(got, numeric, values, rtol=1e-5):
 @SETTINGS
 @given(programs())
 def test_jvp_matches_finite_differences(case):
-    p, seed = case
-    args, rng = inputs(p, seed)
+    p, args, rng = drawn(case)
     n = len(p.outs)
     t = [random_like(rng, q.type) for q in p.params]
     out = sx.evaluate(sx.jvp_program(p), *args, *t)
@@ -459,16 +465,14 @@ def test_jvp_matches_finite_differences(case):
 @SETTINGS
 @given(programs(scalar_output=True, max_ops=6))
 def test_hessian_vector_products_of_scalar_programs(case):
-    p, seed = case
-    args, rng = inputs(p, seed)
+    p, args, rng = drawn(case)
     check_hvp(p, args, rng)
 
 
 @SETTINGS
 @given(programs(max_ops=6))
 def test_hessian_vector_products(case):
-    p, seed = case
-    args, rng = inputs(p, seed)
+    p, args, rng = drawn(case)
     check_hvp(p, args, rng)
 
 
@@ -477,8 +481,7 @@ def test_hessian_vector_products(case):
 def test_compiled_stages_are_reusable_and_leave_inputs_alone(case):
     """A compiled plan (which may update dying buffers in place) gives the same values on a
     second call, never writes into the caller's arrays, and hands out arrays it won't reuse."""
-    p, seed = case
-    args, rng = inputs(p, seed)
+    p, args, rng = drawn(case)
     ct = [rng.uniform(-1, 1, v.type.shape) for v in p.outs]
     for prog, xs in [(p, args), (sx.vjp_program(p), args + ct)]:
         exe = sx.compile(prog)
@@ -498,11 +501,9 @@ def test_compiled_stages_are_reusable_and_leave_inputs_alone(case):
 def test_residual_policies_agree(case):
     """Saving every residual and recomputing the cheap ones give the same VJP, and each
     policy's linear/transposed pair passes the dot-product test."""
-    p, seed = case
-    args, rng = inputs(p, seed)
+    p, args, rng = drawn(case)
     n = len(p.outs)
-    ct = [rng.uniform(-1, 1, v.type.shape) for v in p.outs]
-    t = [rng.uniform(-1, 1, q.type.shape) for q in p.params]
+    t, ct = directions(p, rng)
     results = {}
     for policy in ("save", "recompute"):
         st_ = sx.stages(p, policy=policy)

@@ -33,6 +33,8 @@ import pytest
 import redis
 from shax_client import Client
 
+from tests.servers import free_port
+
 ROOT = Path(__file__).parent.parent
 NGINX_CONF = ROOT / "docker" / "nginx.conf"
 REDIS_SERVER = shutil.which("redis-server")
@@ -54,12 +56,6 @@ pytestmark = [
 X = np.array([0.5, -1.0, 2.0], dtype=np.float32)
 START_TIMEOUT = 30.0
 CACHE_SECRET = "stack-test-secret-4f1c"  # what docker-compose.yml sets as SHAX_CACHE_SECRET
-
-
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
 
 
 def program(k: int) -> str:

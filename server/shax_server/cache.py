@@ -25,6 +25,7 @@ Invariants:
 from __future__ import annotations
 
 import asyncio
+import dataclasses
 import hashlib
 import hmac
 import json
@@ -233,6 +234,7 @@ class ProgramCache:
             "wrt": list(entry.source.wrt),
             "pipeline_version": pipeline_version(),
             "vjp": str(entry.vjp),
+            "names": list(entry.source.names),
         }
         if self.secret is not None:
             metadata["signature"] = sign(self.secret, entry.key, entry.source.text, metadata)
@@ -280,6 +282,14 @@ def _source_from_store(key: str, stored: tuple[str, dict], settings: Settings) -
     if source.key != key:
         log.warning("ignoring shared-store entry %s: its text hashes to %s", key[:16], source.key)
         return None
+    names = metadata.get("names")  # the parameter names it was compiled under (display only)
+    if (
+        isinstance(names, list)
+        and len(names) == len(source.program.params)
+        and all(isinstance(n, str) and n for n in names)
+        and len(set(names)) == len(names)
+    ):
+        source = dataclasses.replace(source, names=tuple(names))
     return source
 
 

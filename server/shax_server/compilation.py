@@ -6,14 +6,19 @@ expensive part: run the AD pipeline once (``shax_core.vjp_program``), compile th
 their peak memory (computed from the types) against the limit before anything runs.
 
 Tensor names of a compiled program (the same on every endpoint, and the Open Inference Protocol
-model's input/output names): inputs ``a0, a1, ...`` (the canonical parameter names), output
-cotangents ``ct0, ct1, ...``, outputs ``out0, out1, ...``, gradients ``grad_a0, ...`` (one per
-``wrt`` input), input tangents ``t_a0, ...`` and output tangents ``tout0, ...``.
+model's input/output names): inputs are named as the client named the program's parameters
+(``x``, ``params.w1``; ``a0, a1, ...`` when it sent canonical names), output cotangents
+``ct0, ct1, ...``, outputs ``out0, out1, ...``, gradients ``grad_<input>`` (one per ``wrt``
+input), input tangents ``t_<input>`` and output tangents ``tout0, ...``. The cache key is
+computed on the canonical form, so names never split the cache: a program compiled under other
+names shares the entry, and by-id endpoints use the names it was first compiled with.
 """
 
 from __future__ import annotations
 
+import dataclasses
 import math
+import re
 import threading
 from dataclasses import dataclass, field
 from typing import Any
@@ -21,7 +26,9 @@ from typing import Any
 import shax_core
 from shax_core import Executable, Program, infer
 from shax_core.graph import canonical_text, canonicalize, content_hash, from_graph
-from shax_core.ir import Type
+from shax_core.ir import Type, Var, bound_vars
+from shax_core.passes.rename import rewrite_ins
+from shax_core.registry import lookup
 from shax_core.wire import DATATYPE_OF_IR
 from shax_server.problems import Problem, limit_exceeded
 from shax_server.settings import Settings
@@ -39,6 +46,31 @@ class Source:
     program: Program  # canonical, typed
     text: str  # canonical IR text
     wrt: tuple[int, ...]
+    names: tuple[str, ...] = ()  # the client's parameter names (default: the canonical ones)
+
+    @property
+    def input_names(self) -> list[str]:
+        return list(self.names) if self.names else [p.name for p in self.program.params]
+
+    def named_program(self) -> Program:
+        """The canonical program with the client's parameter names (for display), when they
+        are IR names; else the canonical program."""
+        if not self.names or not all(_IR_NAME.fullmatch(n) for n in self.names):
+            return self.program
+        subst = {
+            p.name: Var(n, p.type) for p, n in zip(self.program.params, self.names, strict=True)
+        }
+        eqns = tuple(rewrite_ins(e, subst) for e in self.program.eqns)
+        return Program(
+            self.program.name,
+            tuple(subst[p.name] for p in self.program.params),
+            eqns,
+            tuple(subst.get(v.name, v) for v in self.program.outs),
+            checked=self.program.checked,
+        )
+
+
+_IR_NAME = re.compile(r"[A-Za-z_][A-Za-z0-9_'.]*")
 
 
 def read_program(body: dict) -> Program:
@@ -96,21 +128,54 @@ def resolve_wrt(program: Program, wrt: Any) -> tuple[int, ...]:
     return tuple(wrt)
 
 
+def count_equations(program: Program) -> int:
+    """Equations of the program and of every sub-program (loop bodies, branches)."""
+    return sum(1 + sum(count_equations(b) for b in e.subprograms) for e in program.eqns)
+
+
 def prepare(program: Program, wrt: Any, settings: Settings) -> Source:
-    if len(program.eqns) > settings.max_equations:
+    n_eqns = count_equations(program)
+    if n_eqns > settings.max_equations:
         raise limit_exceeded(
             "max_equations",
-            f"the program has {len(program.eqns)} equations, more than the limit of "
-            f"{settings.max_equations}",
+            f"the program has {n_eqns} equations (loop bodies included), more than the limit "
+            f"of {settings.max_equations}",
         )
     # always infer: a fully annotated program counts as "typed" in the core, but annotations
     # from a request are claims, and the peak-memory check must not trust them
     typed = infer(program)
+    check_trips(typed, settings)
     check_sizes(typed, settings)
     canonical = canonicalize(typed)
     resolved = resolve_wrt(canonical, wrt)
     key = content_hash(canonical, list(resolved), pipeline_version())
-    return Source(key, canonical, canonical_text(canonical), resolved)
+    names = tuple(p.name for p in program.params)
+    return Source(key, canonical, canonical_text(canonical), resolved, names)
+
+
+TRIP_PARAMS = {"scan": "length", "while_loop": "max_trips"}  # a loop's static trip bound
+
+
+def check_trips(program: Program, settings: Settings, outer: int = 1) -> None:
+    """Refuse a loop whose body would run more than ``max_trip_count`` times (nested loops
+    multiply), before compiling: the work of a loop is its trip count times its body's."""
+    limit = settings.max_trip_count
+    for e in program.eqns:
+        if not e.subprograms:
+            continue
+        trips = outer
+        param = TRIP_PARAMS.get(e.prim)
+        if param is not None:
+            trips = outer * lookup(e.prim).kwargs(e.params)[param]
+            if trips > limit:
+                nested = "" if outer == 1 else f" ({outer} enclosing trips x {trips // outer})"
+                raise limit_exceeded(
+                    "max_trip_count",
+                    f"the {e.prim} binding {e.out.name} runs its body {trips} times{nested}, "
+                    f"more than the limit of {limit}",
+                )
+        for body in e.subprograms:
+            check_trips(body, settings, trips)
 
 
 def check_sizes(program: Program, settings: Settings) -> None:
@@ -120,7 +185,10 @@ def check_sizes(program: Program, settings: Settings) -> None:
     wrap around to 0 elements in int64 arithmetic and slip past the peak-memory check.
     """
     limit = settings.max_peak_bytes
-    for v in (*program.params, *(e.out for e in program.eqns)):
+    for e in program.eqns:
+        for body in e.subprograms:
+            check_sizes(body, settings)
+    for v in bound_vars(program):
         t = v.type
         nbytes = math.prod(t.shape) * t.np_dtype.itemsize
         if nbytes > limit:
@@ -166,7 +234,14 @@ class Compiled:
 
     @property
     def input_names(self) -> list[str]:
-        return [p.name for p in self.program.params]
+        return self.source.input_names
+
+    def named(self, source: Source) -> Compiled:
+        """This entry under the parameter names of ``source`` (the same program): shares
+        every compiled part."""
+        if source.names == self.source.names:
+            return self
+        return dataclasses.replace(self, source=source)
 
     @property
     def output_names(self) -> list[str]:
@@ -178,12 +253,20 @@ class Compiled:
 
     @property
     def gradient_names(self) -> list[str]:
-        return [f"grad_{self.program.params[i].name}" for i in self.source.wrt]
+        names = self.input_names
+        return [f"grad_{names[i]}" for i in self.source.wrt]
+
+    @property
+    def tangent_names(self) -> list[str]:
+        names = self.input_names
+        return [f"t_{names[i]}" for i in self.source.wrt]
 
     def signature(self) -> dict:
         p = self.program
         return {
-            "inputs": [tensor_meta(v.name, v.type) for v in p.params],
+            "inputs": [
+                tensor_meta(n, v.type) for n, v in zip(self.input_names, p.params, strict=True)
+            ],
             "outputs": [
                 tensor_meta(n, v.type) for n, v in zip(self.output_names, p.outs, strict=True)
             ],
@@ -206,7 +289,8 @@ class Compiled:
     def stage_texts(self) -> dict[str, str]:
         with self.lock:
             if "stages" not in self.lazy:
-                stages = shax_core.stages(self.program, wrt=list(self.source.wrt))
+                named = self.source.named_program()
+                stages = shax_core.stages(named, wrt=list(self.source.wrt))
                 self.lazy["stages"] = {k: str(v) for k, v in stages.items()}
             return self.lazy["stages"]
 
@@ -214,9 +298,7 @@ class Compiled:
 def runs_inline(exe: Executable, settings: Settings) -> bool:
     """Whether evaluating ``exe`` is cheap enough to run on the event loop (bounded by its
     peak memory and its number of steps, both known from the plan)."""
-    return exe.peak_bytes <= settings.inline_eval_bytes and len(exe.steps) <= (
-        settings.inline_eval_steps
-    )
+    return exe.peak_bytes <= settings.inline_eval_bytes and exe.work <= (settings.inline_eval_steps)
 
 
 # resident bytes per equation of a cached entry (the source and VJP programs as objects, their

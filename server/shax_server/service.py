@@ -117,7 +117,8 @@ async def compile_program(
         source = await state.cache.prepare(
             _request_key(doc), _prepare, doc, state.settings, cost=_text_cost(doc)
         )
-    return await state.cache.get_or_build(source)
+    entry, cached = await state.cache.get_or_build(source)
+    return entry.named(source), cached  # this request's names, the shared compiled parts
 
 
 def _precount(doc: dict, settings) -> None:

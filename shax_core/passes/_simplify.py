@@ -5,25 +5,32 @@ equals the equation's result, a cheaper replacement equation, or None. ``known``
 "is this variable a constant, and which one" and "which equation produced it". Constant
 operands are folded when the result is small. No primitive is named here.
 
-Before::
+>>> from shax_core import infer, parse
+>>> p = infer(parse(
+...     "def f(arg0 :: f32[2]) = let x0 = fromList [] [1.0]  x1 = broadcast [] [2] x0"
+...     "  x2 = mul arg0 x1  x3 = negate x2  x4 = negate x3 in [x4]"
+... ))
+>>> print(simplify(p))
+def f(arg0 :: f32[2]) =
+  let
+  in [arg0]
 
-    let x0 :: f32[] = fromList [] [1.0]
-        x1 :: f32[2] = broadcast [] [2] x0
-        x2 :: f32[2] = mul arg0 x1
-        x3 :: f32[2] = negate x2
-        x4 :: f32[2] = negate x3
-    in [x4]
+A constant splat is seen through primitives with the ``preserves_splat`` trait only: a pad of
+ones is not ones (its border is the pad value), so ``x * pad(ones)`` stays a product:
 
-After (with DCE)::
-
-    let in [arg0]
+>>> q = infer(parse(
+...     "def f(a :: f32[100]) = let c = fromList [] [1.0]  ones = broadcast [] [99] c"
+...     "  padded = pad [(1,0)] 0.0 ones  y = mul a padded in [y]"
+... ))
+>>> [e.prim for e in simplify(q).eqns]
+['fromList', 'broadcast', 'pad', 'mul']
 """
 
 from __future__ import annotations
 
 import numpy as np
 
-from shax_core.ir import Eqn, Program, Var, canonical_float
+from shax_core.ir import Eqn, Program, Var, bound_vars, canonical_float
 from shax_core.passes._dce import dce
 from shax_core.passes.rename import rewrite_ins, substitute
 from shax_core.registry import lookup
@@ -85,7 +92,7 @@ def _fold_splats(eqn: Eqn, prim, known: Known, fresh_name):
 
 
 def simplify(program: Program) -> Program:
-    taken = {p.name for p in program.params} | {e.out.name for e in program.eqns}
+    taken = {v.name for v in bound_vars(program)}
     counter = iter(range(len(taken) + 1, 10**12))
 
     def fresh_name() -> str:
@@ -99,6 +106,11 @@ def simplify(program: Program) -> Program:
     for eqn in program.eqns:
         eqn = rewrite_ins(eqn, subst)
         prim = lookup(eqn.prim)
+        if eqn.subprograms:  # simplify inside bodies; no folding of loops themselves
+            eqn = eqn.with_subprograms(simplify)
+            known.producer[eqn.out.name] = eqn
+            eqns.append(eqn)
+            continue
         # rules may replace an equation several times (e.g. reshape of reshape of reshape)
         for _ in range(8):
             result = prim.simplify(eqn, known) if prim.simplify else None

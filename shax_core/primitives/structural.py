@@ -1,10 +1,17 @@
 """Structural primitives: constants, shape changes, slicing, padding, reductions.
 
 All but ``fromList`` and ``reduce_max`` are linear; their transposes are where the dimension
-bookkeeping lives (see DESIGN.md):
+bookkeeping lives:
 
-    broadcast [1] [2,6] x   (x :: f32[6])     ──ᵀ──▶  reduce_sum [0] ct
-    slice [0,0] [1,2] x     (x :: f32[2,2])   ──ᵀ──▶  pad [(0,1),(0,0)] 0.0 ct
+>>> from shax_core import parse, transpose_program
+>>> print(transpose_program(parse("def f(x :: f32[6]) = let y = broadcast [1] [2,6] x in [y]"), 1))
+def ft(arg0 :: f32[2, 6]) =
+  let t0 :: f32[6] = reduce_sum [0] arg0
+  in [t0]
+>>> print(transpose_program(parse("def f(x :: f32[2, 2]) = let y = slice [0,0] [1,2] x in [y]"), 1))
+def ft(arg0 :: f32[1, 2]) =
+  let t0 :: f32[2, 2] = pad [(0,1),(0,0)] 0.0 arg0
+  in [t0]
 """
 
 from __future__ import annotations
@@ -26,6 +33,19 @@ def _check_axes(axes, rank, what="axes") -> None:
 def _check_shape(shape) -> None:
     if any(d < 0 for d in shape):
         raise ShaxTypeError(f"negative dimension in shape {list(shape)}")
+
+
+def _rearranging(name: str, params, shape, impl):
+    """A primitive that only moves or copies its one operand's elements: ``layout`` and
+    ``preserves_splat`` (see the trait table), with integer-list parameters."""
+    return define(
+        name,
+        arity=1,
+        params=[(p, "ints") for p in params],
+        shape=shape,
+        impl=impl,
+        traits=["layout", "preserves_splat"],
+    )
 
 
 # ---------------------------------------------------------------------------------------------
@@ -124,14 +144,7 @@ def _broadcast_transpose(ct, x, dims, shape):
     return [core.reshape(ct_x, x.type.shape)]
 
 
-broadcast = define(
-    "broadcast",
-    arity=1,
-    params=[("dims", "ints"), ("shape", "ints")],
-    shape=_broadcast_shape,
-    impl=_broadcast_impl,
-    traits=["layout", "preserves_splat"],
-)
+broadcast = _rearranging("broadcast", ["dims", "shape"], _broadcast_shape, _broadcast_impl)
 deflinear(broadcast, _broadcast_transpose)
 broadcast.kernel = _broadcast_kernel
 
@@ -160,14 +173,7 @@ def _reshape_shape(x: Type, shape):
     return x.with_shape(shape)
 
 
-reshape = define(
-    "reshape",
-    arity=1,
-    params=[("shape", "ints")],
-    shape=_reshape_shape,
-    impl=lambda x, shape: np.reshape(x, shape),
-    traits=["layout", "preserves_splat"],
-)
+reshape = _rearranging("reshape", ["shape"], _reshape_shape, lambda x, shape: np.reshape(x, shape))
 deflinear(reshape, lambda ct, x, shape: [core.reshape(ct, x.type.shape)])
 
 
@@ -192,13 +198,8 @@ def _transpose_shape(x: Type, perm):
     return x.with_shape(tuple(x.shape[p] for p in perm))
 
 
-transpose = define(
-    "transpose",
-    arity=1,
-    params=[("perm", "ints")],
-    shape=_transpose_shape,
-    impl=lambda x, perm: np.transpose(x, perm),
-    traits=["layout", "preserves_splat"],
+transpose = _rearranging(
+    "transpose", ["perm"], _transpose_shape, lambda x, perm: np.transpose(x, perm)
 )
 deflinear(
     transpose, lambda ct, x, perm: [core.transpose(ct, tuple(int(i) for i in np.argsort(perm)))]
@@ -233,13 +234,11 @@ def _slice_shape(x: Type, start, limit):
     return x.with_shape(tuple(lim - s for s, lim in zip(start, limit, strict=True)))
 
 
-slice_p = define(
+slice_p = _rearranging(
     "slice",
-    arity=1,
-    params=[("start", "ints"), ("limit", "ints")],
-    shape=_slice_shape,
-    impl=lambda x, start, limit: x[tuple(map(slice, start, limit))],
-    traits=["layout", "preserves_splat"],
+    ["start", "limit"],
+    _slice_shape,
+    lambda x, start, limit: x[tuple(map(slice, start, limit))],
 )
 
 

@@ -1,9 +1,11 @@
 """The Open Inference Protocol (KServe v2 / Triton REST), JSON and binary tensor extension.
 
-A compiled program is a model named by its id. Its inputs are the program's arguments
-(``a0, a1, ...``) then its output cotangents (``ct0, ...``); its outputs are the program's outputs
-(``out0, ...``) then the gradients (``grad_a0, ...``). Inputs are matched by name. Cotangents may be
-left out when every output is a float scalar (then 1.0).
+A compiled program is a model named by its id. Its inputs are the program's arguments, named as
+the client named them (``x``, ``w``; see ``pipeline``), then its output cotangents (``ct0, ...``);
+its outputs are the program's outputs (``out0, ...``) then the gradients (``grad_x, ...``).
+Inputs are matched by name; the canonical names ``a0, a1, ...`` are accepted too (a program
+compiled by another client under other names is the same model). Cotangents may be left out
+when every output is a float scalar (then 1.0).
 """
 
 from __future__ import annotations
@@ -222,11 +224,13 @@ def _decode_inputs(state, entry, request_body) -> dict:
             kind="invalid-request",
         )
     limit = state.settings.max_tensor_elements
+    # the canonical names a0, a1, ... are accepted too (another client's names, same model)
+    canonical = {f"a{i}": n for i, n in enumerate(entry.input_names) if f"a{i}" not in expected}
     seen = set()
     for i, obj in enumerate(items):
         if not isinstance(obj, dict) or not isinstance(obj.get("name", ""), str):
             decode_tensor(obj, None, default_name=f"inputs[{i}]")  # raises, naming the problem
-        name = obj.get("name", f"inputs[{i}]")
+        name = canonical.get(obj.get("name", f"inputs[{i}]"), obj.get("name", f"inputs[{i}]"))
         if name not in expected:
             raise Problem(
                 400,
@@ -268,6 +272,7 @@ def _decode_inputs(state, entry, request_body) -> dict:
     for i, obj in enumerate(items):
         chunk = reader.take(obj)
         name, array = decode_tensor(obj, chunk, default_name=f"inputs[{i}]", max_elements=limit)
+        name = canonical.get(name, name)
         given[name] = check_tensor(name, array, expected[name])
     reader.finish()
     return given
