@@ -19,9 +19,11 @@ from shax_server.cache import ProgramCache
 from shax_server.deps import Authorized, ServiceState
 from shax_server.metrics import Metrics
 from shax_server.middleware import BodyLimit, RequestID, RequestMetrics
+from shax_server.models import load_repository
 from shax_server.pool import WorkerPool
 from shax_server.problems import install_handlers
-from shax_server.routes import oip, ops, programs
+from shax_server.repository import Registry
+from shax_server.routes import oip, ops, programs, repository
 from shax_server.settings import Settings
 from shax_server.store import SharedStore, make_store
 
@@ -85,9 +87,12 @@ def create_app(settings: Settings | None = None, store: SharedStore | None = Non
     metrics.cache_entries.read = lambda: len(cache)
     metrics.cache_bytes.read = lambda: cache.bytes
     state = ServiceState(settings, metrics, cache, WorkerPool(settings, metrics))
+    state.registry = Registry(settings)
 
     @asynccontextmanager
     async def lifespan(app: FastAPI):
+        # ready only once every repository model is compiled (or has failed, logged)
+        await load_repository(state)
         state.ready = True
         try:
             yield
@@ -102,6 +107,8 @@ def create_app(settings: Settings | None = None, store: SharedStore | None = Non
     protected = Authorized if settings.api_keys else []
     app.include_router(programs.router, dependencies=protected)
     app.include_router(oip.health)
+    # before oip.models: /v2/models/stats is the statistics route, not a model named "stats"
+    app.include_router(repository.router, dependencies=protected)
     app.include_router(oip.models, dependencies=protected)
     app.include_router(ops.router)
     # POST /v1/programs/{id}/minimize (issue 5)

@@ -141,6 +141,32 @@ class Metrics:
         )
         self.redis_up = Gauge("shax_redis_up", "1 if the last Redis call succeeded, else 0")
         self.redis_attached = False
+        # Triton's per-model inference series (same names and labels as Triton's /metrics)
+        mv = ("model", "version")
+        self.triton_success = Counter(
+            "nv_inference_request_success", "successful inference requests", mv
+        )
+        self.triton_failure = Counter(
+            "nv_inference_request_failure",
+            "failed inference requests (reason REJECTED, CANCELED, BACKEND or OTHER)",
+            (*mv, "reason"),
+        )
+        self.triton_count = Counter("nv_inference_count", "inferences performed", mv)
+        self.triton_exec_count = Counter(
+            "nv_inference_exec_count", "model executions performed (no batching: = inferences)", mv
+        )
+        self.triton_request_us = Counter(
+            "nv_inference_request_duration_us", "cumulative inference request duration, us", mv
+        )
+        self.triton_phase_us = {
+            phase: Counter(f"nv_inference_{phase}_duration_us", f"cumulative {what}, us", mv)
+            for phase, what in (
+                ("queue", "time waiting for a worker thread"),
+                ("compute_input", "time decoding and checking input tensors"),
+                ("compute_infer", "time evaluating the VJP"),
+                ("compute_output", "time encoding outputs"),
+            )
+        }
 
     def render(self) -> str:
         lines: list[str] = []
@@ -157,6 +183,12 @@ class Metrics:
             self.store_hits,
             self.store_corrupt,
             *((self.redis_errors, self.redis_up) if self.redis_attached else ()),
+            self.triton_success,
+            self.triton_failure,
+            self.triton_count,
+            self.triton_exec_count,
+            self.triton_request_us,
+            *self.triton_phase_us.values(),
         ):
             lines += m.render()
         return "\n".join(lines) + "\n"

@@ -39,6 +39,7 @@ class Source:
     program: Program  # canonical, typed
     text: str  # canonical IR text
     wrt: tuple[int, ...]
+    residuals: str = "recompute"  # the residual policy the VJP is built with (part of the key)
 
 
 def read_program(body: dict) -> Program:
@@ -95,7 +96,7 @@ def resolve_wrt(program: Program, wrt: Any) -> tuple[int, ...]:
     return tuple(wrt)
 
 
-def prepare(program: Program, wrt: Any, settings: Settings) -> Source:
+def prepare(program: Program, wrt: Any, settings: Settings, residuals: str | None = None) -> Source:
     if len(program.eqns) > settings.max_equations:
         raise limit_exceeded(
             "max_equations",
@@ -108,8 +109,21 @@ def prepare(program: Program, wrt: Any, settings: Settings) -> Source:
     check_sizes(typed, settings)
     canonical = canonicalize(typed)
     resolved = resolve_wrt(canonical, wrt)
-    key = content_hash(canonical, list(resolved), pipeline_version())
-    return Source(key, canonical, canonical_text(canonical), resolved)
+    residuals = residuals or "recompute"
+    if residuals not in RESIDUAL_POLICIES:
+        raise Problem(
+            400,
+            "Invalid request",
+            f"'residuals' must be one of {', '.join(RESIDUAL_POLICIES)}, got {residuals!r}",
+            kind="invalid-request",
+        )
+    # the policy changes the compiled VJP, so it is part of the key (the default keeps old ids)
+    version = pipeline_version() + ("" if residuals == "recompute" else f"+residuals={residuals}")
+    key = content_hash(canonical, list(resolved), version)
+    return Source(key, canonical, canonical_text(canonical), resolved, residuals)
+
+
+RESIDUAL_POLICIES = ("recompute", "save")
 
 
 def check_sizes(program: Program, settings: Settings) -> None:
@@ -222,7 +236,7 @@ def build(source: Source, settings: Settings) -> Compiled:
     """Run the AD pipeline once and compile: the expensive, cacheable step."""
     forward_exe = shax_core.compile(source.program)
     check_peak(forward_exe, "forward", settings)
-    vjp = shax_core.vjp_program(source.program, wrt=list(source.wrt))
+    vjp = shax_core.vjp_program(source.program, wrt=list(source.wrt), policy=source.residuals)
     vjp_exe = shax_core.compile(vjp)
     check_peak(vjp_exe, "VJP", settings)
     nbytes = len(source.text) + len(str(vjp)) + 1024

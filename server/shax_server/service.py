@@ -26,14 +26,18 @@ from shax_core.wire import (
     split_body,
 )
 from shax_server.deps import ServiceState
+from shax_server.encoding import inflate
 from shax_server.pipeline import Compiled, build, prepare, read_program
 from shax_server.problems import Problem, not_found
 
 
 async def read_body(request: Request) -> tuple[dict, BinaryReader]:
     """The JSON object of a request (and the binary tail when the binary extension is used)."""
-    body = await request.body()
-    max_depth = request.app.state.shax.settings.max_json_depth
+    settings = request.app.state.shax.settings
+    body = inflate(
+        await request.body(), request.headers.get("content-encoding"), settings.max_body_bytes
+    )
+    max_depth = settings.max_json_depth
     doc, tail = split_body(body, request.headers.get(HEADER_LENGTH), max_depth)
     if not isinstance(doc, dict):
         raise Problem(
@@ -51,7 +55,7 @@ async def compile_program(state: ServiceState, doc: dict) -> tuple[Compiled, boo
 
 
 def _prepare(doc: dict, settings):
-    return prepare(read_program(doc), doc.get("wrt"), settings)
+    return prepare(read_program(doc), doc.get("wrt"), settings, doc.get("residuals"))
 
 
 async def find_program(state: ServiceState, program_id: str) -> Compiled:

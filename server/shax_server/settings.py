@@ -47,6 +47,10 @@ class Settings(BaseSettings):
 
     api_keys: Annotated[list[SecretStr], NoDecode] = Field(default_factory=list)
 
+    # Triton's model repository: DIR/<name>/<version>/model.shax (see repository.py), loaded
+    # at start-up; /v2/repository/models/{m}/load|unload change it at run time
+    model_repository: str | None = None
+
     # shared store across replicas (the deployment issue plugs Redis in; see store.py)
     redis_url: str | None = None
 

@@ -1,9 +1,10 @@
 """The Open Inference Protocol (KServe v2 / Triton REST), JSON and binary tensor extension.
 
-A compiled program is a model named by its id. Its inputs are the program's arguments
-(``a0, a1, ...``) then its output cotangents (``ct0, ...``); its outputs are the program's outputs
-(``out0, ...``) then the gradients (``grad_a0, ...``). Inputs are matched by name. Cotangents may be
-left out when every output is a float scalar (then 1.0).
+A model is a registered name (``/v2/models/{name}``, its latest version, or
+``/v2/models/{name}/versions/{version}``) or a compiled program's bare content id. Its inputs
+are the program's arguments then its output cotangents; its outputs are the program's outputs
+then the gradients (names: see ``shax_server.pipeline`` and a version's config). Inputs are
+matched by name. Cotangents may be left out when every output is a float scalar (then 1.0).
 """
 
 from __future__ import annotations
@@ -13,24 +14,14 @@ from importlib.metadata import PackageNotFoundError, version
 from fastapi import APIRouter, Request
 from starlette.responses import Response
 
-from shax_core.wire import decode_tensor
 from shax_server.deps import State
-from shax_server.pipeline import runs_inline, tensor_meta
+from shax_server.models import decode_inputs, find_model, metadata_doc, run_inference
 from shax_server.problems import Problem
 from shax_server.routes.docs import body, ok, problems
-from shax_server.service import (
-    check_tensor,
-    default_cotangents,
-    find_program,
-    read_body,
-    run_vjp,
-    tensor_response,
-)
+from shax_server.service import read_body, tensor_response
 
 health = APIRouter(tags=["health"])
 models = APIRouter(tags=["inference"])  # protected where the app includes it
-
-PLATFORM = "shax_vjp"
 
 
 def _version() -> str:
@@ -40,13 +31,25 @@ def _version() -> str:
         return "0"
 
 
+EXTENSIONS = [
+    "binary_tensor_data",
+    "model_repository",
+    "model_configuration",
+    "statistics",
+    "request_compression",  # Content-Encoding: gzip or deflate, bounded by max_body_bytes
+    "nonfinite_json",  # bare NaN, Infinity, -Infinity tokens in JSON input
+    "health_head",  # HEAD on the health routes
+]
+
+
 @health.get("/v2", summary="Server metadata", response_model=None, responses=ok("ServerMetadata"))
 async def server_metadata() -> Response:
     return tensor_response(
-        {"name": "shax", "version": _version(), "extensions": ["binary_tensor_data"]}, {}, False
+        {"name": "shax", "version": _version(), "extensions": EXTENSIONS}, {}, False
     )
 
 
+@health.head("/v2/health/live", response_class=Response, include_in_schema=False)
 @health.get(
     "/v2/health/live",
     response_class=Response,
@@ -57,10 +60,11 @@ async def live() -> Response:
     return Response(status_code=200)
 
 
+@health.head("/v2/health/ready", response_class=Response, include_in_schema=False)
 @health.get(
     "/v2/health/ready",
     response_class=Response,
-    summary="Readiness: 200 once the cache and worker pool are up",
+    summary="Readiness: 200 once the cache, worker pool and repository models are up",
     responses={200: {"description": "ready (empty body)"}, **problems(503)},
 )
 async def ready(state: State) -> Response:
@@ -68,44 +72,58 @@ async def ready(state: State) -> Response:
         raise Problem(
             503,
             "Not ready",
-            "the server is starting or stopping",
+            "the server is starting (loading the model repository) or stopping",
             kind="not-ready",
             headers={"Retry-After": "1"},
         )
     return Response(status_code=200)
 
 
-def _metadata(entry) -> dict:
-    p = entry.program
-    inputs = [tensor_meta(n, t) for n, t in zip(entry.input_names, p.in_types, strict=True)]
-    inputs += [tensor_meta(n, t) for n, t in zip(entry.cotangent_names, p.out_types, strict=True)]
-    outputs = [tensor_meta(n, t) for n, t in zip(entry.output_names, p.out_types, strict=True)]
-    outputs += [
-        tensor_meta(n, p.params[i].type)
-        for n, i in zip(entry.gradient_names, entry.source.wrt, strict=True)
-    ]
-    return {"name": entry.key, "platform": PLATFORM, "inputs": inputs, "outputs": outputs}
+VERSIONED = "/v2/models/{model_name}/versions/{model_version}"
 
 
 @models.get(
-    "/v2/models/{model_id}",
-    summary="Model metadata: a compiled program's inputs (args, cotangents) and outputs",
+    "/v2/models/{model_name}",
+    summary="Model metadata: inputs (args, cotangents) and outputs (outputs, gradients)",
     response_model=None,
     responses={**ok("ModelMetadata"), **problems(401, 404, 503)},
 )
-async def model_metadata(model_id: str, state: State) -> Response:
-    entry = await find_program(state, model_id)
-    return tensor_response(_metadata(entry), {}, False)
+async def model_metadata(model_name: str, state: State) -> Response:
+    return tensor_response(metadata_doc(state, await find_model(state, model_name)), {}, False)
 
 
 @models.get(
-    "/v2/models/{model_id}/ready",
+    VERSIONED,
+    summary="Metadata of one version of a named model",
+    response_model=None,
+    responses={**ok("ModelMetadata"), **problems(401, 404, 503)},
+)
+async def version_metadata(model_name: str, model_version: str, state: State) -> Response:
+    model = await find_model(state, model_name, model_version)
+    return tensor_response(metadata_doc(state, model), {}, False)
+
+
+@models.head("/v2/models/{model_name}/ready", response_class=Response, include_in_schema=False)
+@models.get(
+    "/v2/models/{model_name}/ready",
     response_class=Response,
-    summary="Model readiness: 200 when the program is compiled or can be, 404 otherwise",
+    summary="Model readiness: 200 when the model is loaded (or the program is compiled)",
     responses={200: {"description": "ready (empty body)"}, **problems(401, 404, 503)},
 )
-async def model_ready(model_id: str, state: State) -> Response:
-    await find_program(state, model_id)
+async def model_ready(model_name: str, state: State) -> Response:
+    await find_model(state, model_name)
+    return Response(status_code=200)
+
+
+@models.head(VERSIONED + "/ready", response_class=Response, include_in_schema=False)
+@models.get(
+    VERSIONED + "/ready",
+    response_class=Response,
+    summary="Readiness of one version of a named model",
+    responses={200: {"description": "ready (empty body)"}, **problems(401, 404, 503)},
+)
+async def version_ready(model_name: str, model_version: str, state: State) -> Response:
+    await find_model(state, model_name, model_version)
     return Response(status_code=200)
 
 
@@ -153,19 +171,32 @@ def _requested_outputs(doc: dict, available: list[str]) -> list[tuple[str, bool]
     return out
 
 
+INFER_DOC = {
+    "response_model": None,
+    "responses": {**ok("InferResponse", binary=True), **problems(400, 401, 404, 413, 503)},
+    "openapi_extra": body("InferRequest", binary=True),
+}
+
+
 @models.post(
-    "/v2/models/{model_id}/infer",
+    "/v2/models/{model_name}/infer",
     summary="Inference (OIP): outputs and gradients; JSON or binary tensor extension",
-    response_model=None,
-    responses={**ok("InferResponse", binary=True), **problems(400, 401, 404, 413, 503)},
-    openapi_extra=body("InferRequest", binary=True),
+    **INFER_DOC,
 )
-async def infer(model_id: str, request: Request, state: State) -> Response:
+async def infer(model_name: str, request: Request, state: State) -> Response:
+    return await _infer(state, request, model_name, None)
+
+
+@models.post(VERSIONED + "/infer", summary="Inference on one version of a named model", **INFER_DOC)
+async def infer_version(
+    model_name: str, model_version: str, request: Request, state: State
+) -> Response:
+    return await _infer(state, request, model_name, model_version)
+
+
+async def _infer(state, request: Request, name: str, label: str | None) -> Response:
     doc, reader = await read_body(request)
-    entry = await find_program(state, model_id)
-    p = entry.program
-    expected = dict(zip(entry.input_names, p.in_types, strict=True))
-    expected.update(zip(entry.cotangent_names, p.out_types, strict=True))
+    model = await find_model(state, name, label)
     items = doc.get("inputs")
     if not isinstance(items, list):
         raise Problem(
@@ -174,62 +205,26 @@ async def infer(model_id: str, request: Request, state: State) -> Response:
             "'inputs' must be a list of tensor objects",
             kind="invalid-request",
         )
-    given = {}
-    for i, obj in enumerate(items):
-        chunk = reader.take(obj)
-        name, array = decode_tensor(
-            obj, chunk, default_name=f"inputs[{i}]", max_elements=state.settings.max_tensor_elements
-        )
-        if name not in expected:
-            raise Problem(
-                400,
-                "Invalid request",
-                f"unknown input {name!r}; the model takes {', '.join(expected)}",
-                kind="invalid-request",
-                tensor=name,
-            )
-        if name in given:
-            raise Problem(
-                400,
-                "Invalid request",
-                f"input {name!r} is given twice",
-                kind="invalid-request",
-                tensor=name,
-            )
-        given[name] = check_tensor(name, array, expected[name])
-    reader.finish()
-    missing = [n for n in entry.input_names if n not in given]
-    if missing:
-        raise Problem(
-            400,
-            "Invalid request",
-            f"missing input(s) {', '.join(missing)}",
-            kind="invalid-request",
-            tensor=missing[0],
-        )
-    inputs = [given[n] for n in entry.input_names]
-    if any(n in given for n in entry.cotangent_names):
-        absent = [n for n in entry.cotangent_names if n not in given]
-        if absent:
-            raise Problem(
-                400,
-                "Invalid request",
-                f"missing cotangent(s) {', '.join(absent)}",
-                kind="invalid-request",
-                tensor=absent[0],
-            )
-        cotangents = [given[n] for n in entry.cotangent_names]
-    else:
-        cotangents = default_cotangents(entry)
-    wanted = _requested_outputs(doc, entry.output_names + entry.gradient_names)
-    small = runs_inline(entry.vjp_exe, state.settings)
-    outs, grads = await state.pool.run(run_vjp, entry, inputs, cotangents, inline=small)
-    results = dict(zip(entry.output_names + entry.gradient_names, outs + grads, strict=True))
-    header = {"model_name": entry.key}
+    limit = state.settings.max_tensor_elements
+
+    def decode(model):
+        given = decode_inputs(model, ((obj, reader.take(obj)) for obj in items), limit)
+        reader.finish()
+        return given
+
+    names = model.names
+    wanted = _requested_outputs(doc, [*names.outputs, *names.gradients])
+    header = {"model_name": model.name}
+    if model.version is not None:
+        header["model_version"] = model.version
     if isinstance(doc.get("id"), str):
         header["id"] = doc["id"]
-    return tensor_response(
-        header,
-        {"outputs": [(n, results[n]) for n, _ in wanted]},
-        [b for _, b in wanted],
-    )
+
+    def respond(results):
+        return tensor_response(
+            header,
+            {"outputs": [(n, results[n]) for n, _ in wanted]},
+            [b for _, b in wanted],
+        )
+
+    return await run_inference(state, model, decode, respond)
