@@ -5,7 +5,7 @@ shax print FILE                    parse, infer, print the typed program(s)
 shax compile FILE --stage vjp      print a stage: typed, rewritten, linearized, linear,
                                    transposed, vjp
 shax eval FILE --inputs '[[1,2],[3]]'   evaluate the first def, print outputs as JSON
-shax serve [--host H] [--port P] [--workers N]   run the HTTP service
+shax serve [--host H] [--port P] [--workers N] [--model-repository DIR] [--grpc-port [P]]
 """
 
 from __future__ import annotations
@@ -43,10 +43,13 @@ def main(argv=None) -> int:
     p_eval = sub.add_parser("eval", help="evaluate an IR file's first def")
     p_eval.add_argument("file")
     p_eval.add_argument("--inputs", required=True, help="JSON list of nested lists, one per input")
-    p_serve = sub.add_parser("serve", help="run the HTTP service")
-    p_serve.add_argument("--host", default=None)
-    p_serve.add_argument("--port", type=int, default=None)
-    p_serve.add_argument("--workers", type=int, default=None)
+    # serve's flags are the server's own (shax_server.cli): its parser reads them
+    sub.add_parser("serve", help="run the HTTP (and gRPC) service", add_help=False)
+    argv = sys.argv[1:] if argv is None else list(argv)
+    if argv[:1] == ["serve"]:
+        from shax_server.cli import serve_main
+
+        return serve_main(argv[1:]) or 0
     args = parser.parse_args(argv)
 
     import shax_core as sx
@@ -66,10 +69,6 @@ def main(argv=None) -> int:
             inputs = json.loads(args.inputs)
             outs = sx.evaluate(program, *inputs)
             print(json.dumps([_to_json(o) for o in outs]))
-        elif args.command == "serve":
-            from shax_server.cli import serve
-
-            return serve(host=args.host, port=args.port, workers=args.workers) or 0
     except sx.ShaxError as e:
         print(f"shax: error: {e}", file=sys.stderr)
         return 1

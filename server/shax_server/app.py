@@ -92,12 +92,20 @@ def create_app(settings: Settings | None = None, store: SharedStore | None = Non
     @asynccontextmanager
     async def lifespan(app: FastAPI):
         # ready only once every repository model is compiled (or has failed, logged)
+        grpc = None
+        if settings.grpc_port is not None:
+            from shax_server.grpc_server import make_server  # grpcio only when asked for
+
+            grpc = make_server(state)
+            await grpc.start()
         await load_repository(state)
         state.ready = True
         try:
             yield
         finally:
             state.ready = False
+            if grpc is not None:
+                await grpc.stop(grace=2)
             state.pool.shutdown()
 
     app = FastAPI(title="shax", version="0.1.0", description=DESCRIPTION, lifespan=lifespan)

@@ -51,6 +51,9 @@ class Settings(BaseSettings):
     # at start-up; /v2/repository/models/{m}/load|unload change it at run time
     model_repository: str | None = None
 
+    # the KServe v2 / Triton gRPC service (grpc_server.py) on this port; None: off
+    grpc_port: int | None = Field(None, ge=0, le=65535)
+
     # shared store across replicas (the deployment issue plugs Redis in; see store.py)
     redis_url: str | None = None
 
