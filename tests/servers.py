@@ -22,13 +22,20 @@ def free_port() -> int:
 
 
 @contextlib.contextmanager
-def shax_server(port: int, env: dict[str, str] | None = None, ready_within: float = 30):
+def shax_server(
+    port: int,
+    env: dict[str, str] | None = None,
+    ready_within: float = 30,
+    args: list[str] | None = None,
+):
     """A ``python -m shax_server.cli`` subprocess on 127.0.0.1:port (without API keys unless
-    ``env`` sets them); yields its URL once ready, and stops it on exit."""
+    ``env`` sets them; ``args`` are more ``shax serve`` flags); yields its URL once ready, and
+    stops it on exit."""
     full_env = dict(os.environ)
     full_env.pop("SHAX_API_KEYS", None)
     full_env.update(env or {})
     cmd = [sys.executable, "-m", "shax_server.cli", "--host", "127.0.0.1", "--port", str(port)]
+    cmd += args or []
     proc = subprocess.Popen([*cmd, "--log-level", "warning"], env=full_env, cwd=ROOT)
     url = f"http://127.0.0.1:{port}"
     try:
