@@ -388,7 +388,7 @@ def test_compose_ports_and_environment_agree_with_the_settings():
     assert settings.redis_url.startswith("redis://redis:6379")
 
     conf = nginx_conf()
-    upstream = re.findall(r"^\s*server shax:(\d+)", conf, flags=re.M)
+    upstream = re.findall(r"^\s*set \$shax_upstream http://shax:(\d+);", conf, flags=re.M)
     assert upstream == [str(settings.port)]
     assert services["shax"]["expose"] == [str(settings.port)]
     assert f"127.0.0.1:{settings.port}/v2/health/ready" in healthcheck_text(services["shax"])
@@ -409,11 +409,14 @@ def test_compose_ports_and_environment_agree_with_the_settings():
     assert size >= Settings.model_fields["max_body_bytes"].default
 
 
-def test_nginx_conf_keeps_upstream_connections_and_times_out():
+def test_nginx_conf_re_resolves_replicas_and_times_out():
     conf = nginx_conf()
-    upstream = re.search(r"upstream shax \{(.*?)\}", conf, flags=re.S)[1]
-    assert re.search(r"^\s*keepalive \d+;", upstream, flags=re.M)
-    assert "proxy_http_version 1.1;" in conf and 'proxy_set_header Connection "";' in conf
+    # replicas are found through Docker's DNS at request time, not once at start-up
+    assert re.search(r"^\s*resolver 127\.0\.0\.11 valid=\d+s ipv6=off;", conf, flags=re.M)
+    assert "upstream shax" not in conf  # an upstream block's names are resolved only once
+    passes = re.findall(r"proxy_pass (\S+);", conf)
+    assert passes and set(passes) == {"$shax_upstream"}
+    assert "proxy_http_version 1.1;" in conf
     for directive in ("proxy_connect_timeout", "proxy_read_timeout", "proxy_send_timeout"):
         assert re.search(rf"{directive} \d+s;", conf), directive
     read = int(re.search(r"proxy_read_timeout (\d+)s;", conf)[1])
@@ -445,7 +448,7 @@ def test_nginx_accepts_the_rendered_conf(tmp_path):
     tmp_path.chmod(0o755)
     (tmp_path / "cache").mkdir()
     conf = tmp_path / "nginx.conf"
-    conf.write_text(render_nginx_conf(nginx_conf(), [free_port()], free_port(), tmp_path))
+    conf.write_text(render_nginx_conf(nginx_conf(), free_port(), free_port(), tmp_path, 53))
     r = subprocess.run(
         [nginx, "-t", "-p", str(tmp_path), "-c", str(conf), "-e", "stderr"],
         capture_output=True,
