@@ -1,29 +1,34 @@
 """shax_core: trace NumPy-style Python to a small IR, differentiate it the YOLO way, run it.
 
+This is the public namespace; the implementation modules behind it are private
+(``_trace``, ``_infer``, ``_linearize``, ``_evaluate``) where a public function has the
+module's name, so ``shax_core.linearize`` is always the function. Layers, bottom to top (a
+module imports only from layers below it; ``tests/test_layering.py`` checks it):
+
+    ir                      Type, Var, Eqn, Program, errors, float spellings
+    registry                Primitive, define, lookup, TRAITS, PARAM_KINDS, Zero, Linear
+    _verify                 verify: SSA, scoping, arities, types
+    core                    Builder, Tracer, bind; array operations (broadcasting, weak scalars)
+    primitives/             the declarations (base: defjvp, deflinear, ...), one block each
+    text, _infer, graph     IR text, inference and verify, the JSON graph and content hash
+    passes/, wire           rewrites (Program -> Program); tensors on the wire
+    _trace, remat, _linearize, transpose, _evaluate
+    api, numpy              the pipeline and differentiation of Python functions; the front end
+    optimize, demo, cli
+
 >>> import shax_core as sx
 >>> p = sx.parse("def f(a :: f32[]) = let x = sin a in [x]")
 >>> sx.evaluate(p, 0.0)
 [array(0., dtype=float32)]
 """
 
-from shax_core import primitives  # noqa: F401  (declares the registry first)
-from shax_core.evaluate import EvaluationError, Executable, compile, evaluate
-from shax_core.infer import infer
-from shax_core.ir import (
-    Eqn,
-    Program,
-    ShaxError,
-    ShaxTypeError,
-    Type,
-    Var,
-    VerifyError,
-    verify,
-)
-from shax_core.linearize import linearize_program
-from shax_core.text import ParseError, parse, parse_module, print_module, print_program
-from shax_core.trace import trace
-from shax_core.transpose import TransposeError, transpose_program
-from shax_core.vjp import (
+from shax_core import primitives  # noqa: F401  (declares every primitive)
+from shax_core._evaluate import EvaluationError, Executable, compile, evaluate
+from shax_core._infer import infer
+from shax_core._linearize import linearize_program
+from shax_core._trace import as_type, trace
+from shax_core._verify import verify
+from shax_core.api import (
     PIPELINE_VERSION,
     grad,
     jvp,
@@ -34,21 +39,22 @@ from shax_core.vjp import (
     vjp,
     vjp_program,
 )
+from shax_core.ir import (
+    Eqn,
+    Program,
+    ShaxError,
+    ShaxTypeError,
+    Type,
+    Var,
+    VerifyError,
+)
+from shax_core.text import ParseError, parse, parse_module, print_module, print_program
+from shax_core.transpose import TransposeError, transpose_program
+
+__version__ = "0.1.0"
 
 __all__ = [
     "PIPELINE_VERSION",
-    "TransposeError",
-    "grad",
-    "jvp",
-    "jvp_program",
-    "linearize",
-    "linearize_program",
-    "stages",
-    "trace",
-    "transpose_program",
-    "value_and_grad",
-    "vjp",
-    "vjp_program",
     "Eqn",
     "EvaluationError",
     "Executable",
@@ -56,15 +62,29 @@ __all__ = [
     "Program",
     "ShaxError",
     "ShaxTypeError",
+    "TransposeError",
     "Type",
     "Var",
     "VerifyError",
+    "__version__",
+    "as_type",
     "compile",
     "evaluate",
+    "grad",
     "infer",
+    "jvp",
+    "jvp_program",
+    "linearize",
+    "linearize_program",
     "parse",
     "parse_module",
     "print_module",
     "print_program",
+    "stages",
+    "trace",
+    "transpose_program",
+    "value_and_grad",
     "verify",
+    "vjp",
+    "vjp_program",
 ]

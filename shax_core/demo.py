@@ -5,11 +5,11 @@ from __future__ import annotations
 import numpy as np
 
 import shax_core.numpy as snp
-from shax_core.evaluate import evaluate
+from shax_core._evaluate import evaluate
+from shax_core.api import stages
 from shax_core.optimize import minimize
 from shax_core.passes import lower_reduce_sum, rewrite
 from shax_core.text import format_float
-from shax_core.vjp import stages
 
 
 def f(x, y):

@@ -29,12 +29,11 @@ from __future__ import annotations
 import hashlib
 from typing import Any
 
-from shax_core.infer import infer
+from shax_core._infer import infer
 from shax_core.ir import DTYPES, Eqn, Program, ShaxError, Type, Var
 from shax_core.passes.rename import canonical_names
-from shax_core.primitives import REGISTRY
-from shax_core.text import normalize_literals, print_program
-from shax_core.wire import decode_float, encode_float
+from shax_core.registry import REGISTRY, ParamError
+from shax_core.text import print_program
 
 FORMAT_VERSION = 1
 CANONICAL_NAME = "program"
@@ -53,27 +52,15 @@ class GraphError(ShaxError):
 # Program -> graph
 
 
-def _param_to_json(kind: str, value: Any) -> Any:
-    if kind in ("ints",):
-        return list(value)
-    if kind == "pairs":
-        return [list(p) for p in value]
-    if kind == "scalar":
-        return encode_float(float(value))
-    if kind == "literals":
-        return [v if isinstance(v, bool) else encode_float(float(v)) for v in value]
-    return value  # int, dtype
-
-
 def to_graph(program: Program) -> dict:
     """The JSON graph of a program (types included where the program has them)."""
     equations = []
     for e in program.eqns:
         prim = REGISTRY[e.prim]
         params = {
-            p.name: _param_to_json(p.kind, v)
+            p.name: p.spec.to_json(v)
             for p, v in zip(prim.params, e.params, strict=True)
-            if p.kind != "hidden_dtype"
+            if not p.spec.hidden
         }
         eq: dict[str, Any] = {
             "out": e.out.name,
@@ -84,8 +71,10 @@ def to_graph(program: Program) -> dict:
         if e.out.type is not None:
             eq["dtype"] = e.out.type.dtype
             eq["shape"] = list(e.out.type.shape)
-        elif e.prim == "fromList":
-            eq["dtype"] = prim.kwargs(e.params)["dtype"]
+        else:  # a hidden parameter is the binding's dtype (a constant's)
+            hidden = [v for p, v in zip(prim.params, e.params, strict=True) if p.spec.hidden]
+            if hidden:
+                eq["dtype"] = hidden[0]
         equations.append(eq)
     return {
         "format_version": FORMAT_VERSION,
@@ -143,41 +132,6 @@ def _type(where: str, obj: dict) -> Type:
     return Type(dtype, dims)
 
 
-def _param_from_json(where: str, kind: str, v: Any) -> Any:
-    if kind == "int":
-        return _int(where, v)
-    if kind == "ints":
-        return tuple(_int(f"{where}[{i}]", x) for i, x in enumerate(_list(where, v)))
-    if kind == "pairs":
-        pairs = []
-        for i, p in enumerate(_list(where, v)):
-            if not isinstance(p, list) or len(p) != 2:
-                raise GraphError(f"{where}[{i}]", f"expected a [low, high] pair, got {p!r}")
-            pairs.append((_int(f"{where}[{i}][0]", p[0]), _int(f"{where}[{i}][1]", p[1])))
-        return tuple(pairs)
-    if kind == "scalar":
-        try:
-            return decode_float(v)
-        except ValueError as e:
-            raise GraphError(where, str(e)) from None
-    if kind == "dtype":
-        if not _known(v, DTYPES):
-            raise GraphError(where, f"expected one of {', '.join(DTYPES)}, got {v!r}")
-        return v
-    if kind == "literals":
-        out = []
-        for i, x in enumerate(_list(where, v)):
-            if isinstance(x, bool):
-                out.append(x)
-                continue
-            try:
-                out.append(decode_float(x))
-            except ValueError as e:
-                raise GraphError(f"{where}[{i}]", str(e)) from None
-        return tuple(out)
-    raise AssertionError(kind)
-
-
 def _equation(i: int, obj: Any, env: dict[str, Var]) -> Eqn:
     where = f"equations[{i}]"
     if not isinstance(obj, dict):
@@ -203,7 +157,7 @@ def _equation(i: int, obj: Any, env: dict[str, Var]) -> Eqn:
     params = obj.get("params", {})
     if not isinstance(params, dict):
         raise GraphError(f"{where}.params", "expected an object")
-    spec = {p.name: p.kind for p in prim.params if p.kind != "hidden_dtype"}
+    spec = {p.name: p.kind for p in prim.params if not p.spec.hidden}
     unknown = set(params) - set(spec)
     if unknown:
         raise GraphError(
@@ -220,21 +174,22 @@ def _equation(i: int, obj: Any, env: dict[str, Var]) -> Eqn:
         )
     values = []
     for p in prim.params:
-        if p.kind == "hidden_dtype":
-            values.append(obj.get("dtype", "f32"))
+        if p.spec.hidden:
+            values.append(None)
             continue
         if p.name not in params:
             raise GraphError(
                 f"{where}.params", f"{prim_name} needs parameter {p.name!r} ({p.kind})"
             )
-        values.append(_param_from_json(f"{where}.params.{p.name}", p.kind, params[p.name]))
-    if prim_name == "fromList":
-        shape, data, dtype = values
         try:
-            data = normalize_literals(data, dtype)
-        except ShaxError as e:
-            raise GraphError(f"{where}.params.data", str(e)) from None
-        values = [shape, data, dtype]
+            values.append(p.spec.from_json(f"{where}.params.{p.name}", params[p.name]))
+        except ParamError as e:
+            raise GraphError(e.where, e.message) from None
+    dtype = annotation.dtype if annotation is not None else obj.get("dtype", "f32")
+    try:
+        values = prim.complete_params(values, dtype)
+    except ShaxError as e:
+        raise GraphError(f"{where}.params", str(e)) from None
     return Eqn(Var(out, annotation), prim_name, tuple(values), tuple(ins))
 
 

@@ -21,12 +21,73 @@ from typing import Any
 
 import numpy as np
 
+# The IR text printer. ``shax_core.text`` (a layer above this one) installs itself here when it
+# is imported, and the shax_core package always imports it: ``str(program)`` is its IR text.
+_printer: list = []
+
+
+def set_printer(print_program) -> None:
+    _printer[:] = [print_program]
+
+
 DTYPES: dict[str, np.dtype] = {
     "f32": np.dtype(np.float32),
     "f64": np.dtype(np.float64),
     "bool": np.dtype(np.bool_),
 }
 FLOAT_DTYPES = frozenset({"f32", "f64"})
+
+
+# ---------------------------------------------------------------------------------------------
+# floats: the IR text spelling, the canonical value, and the JSON spelling of non-finite ones
+
+
+def format_float(value: float, dtype: str = "f64") -> str:
+    """``1.0``, ``0.1`` (f32: the shortest text that rounds back to the f32), ``nan``, ``-inf``."""
+    if math.isnan(value):
+        return "nan"
+    if math.isinf(value):
+        return "inf" if value > 0 else "-inf"
+    text = str(np.float32(value)) if dtype == "f32" else repr(float(value))
+    return text if any(c in text for c in ".en") else text + ".0"
+
+
+NAN_VALUE = float("nan")
+
+
+def canonical_float(v) -> float:
+    """A Python float; every NaN is the one object ``NAN_VALUE``, so equal programs compare
+    equal."""
+    f = float(v)
+    return NAN_VALUE if f != f else f
+
+
+NAN, POS_INF, NEG_INF = "NaN", "Infinity", "-Infinity"
+NONFINITE = {NAN: math.nan, POS_INF: math.inf, NEG_INF: -math.inf}
+
+
+def encode_float(x: float) -> float | str:
+    """A float as JSON value: itself, or the documented string for NaN and the infinities."""
+    if math.isfinite(x):
+        return x
+    return NAN if math.isnan(x) else (POS_INF if x > 0 else NEG_INF)
+
+
+def decode_float(v: Any) -> float:
+    """Inverse of ``encode_float``; raises ValueError for anything but a number or the 3 strings."""
+    if isinstance(v, str):
+        if v in NONFINITE:
+            return NONFINITE[v]
+        raise ValueError(
+            f"{v!r} is not a number (non-finite values are {NAN}, {POS_INF}, {NEG_INF})"
+        )
+    if isinstance(v, bool) or not isinstance(v, int | float):
+        raise ValueError(f"{v!r} is not a number")
+    return float(v)
+
+
+# ---------------------------------------------------------------------------------------------
+# errors
 
 
 class ShaxError(Exception):
@@ -134,9 +195,7 @@ class Program:
     checked: bool = field(default=False, compare=False, repr=False)
 
     def __str__(self) -> str:
-        from shax_core.text import print_program
-
-        return print_program(self)
+        return _printer[0](self) if _printer else repr(self)
 
     def __hash__(self) -> int:
         if not self._hash:
@@ -159,37 +218,3 @@ class Program:
         fields = dict(name=self.name, params=self.params, eqns=self.eqns, outs=self.outs)
         fields.update(changes)
         return Program(**fields)
-
-
-def verify(program: Program) -> Program:
-    """Check SSA (each name bound once), scoping (use after definition), arities and types.
-
-    Returns the program so it can be used inline; raises VerifyError naming the equation.
-    """
-    from shax_core.primitives import lookup
-
-    seen: dict[str, Type | None] = {}
-    for p in program.params:
-        if p.name in seen:
-            raise VerifyError(f"{program.name}: parameter {p.name} bound twice")
-        if p.type is None:
-            raise VerifyError(f"{program.name}: parameter {p.name} has no type")
-        seen[p.name] = p.type
-    for i, eqn in enumerate(program.eqns):
-        where = f"{program.name}: equation {i} ({eqn.out.name} = {eqn.prim} ...)"
-        for v in eqn.ins:
-            if v.name not in seen:
-                raise VerifyError(f"{where}: {v.name} is used before it is defined")
-            if v.type is not None and seen[v.name] is not None and v.type != seen[v.name]:
-                raise VerifyError(f"{where}: {v.name} used as {v.type}, defined as {seen[v.name]}")
-        if eqn.out.name in seen:
-            raise VerifyError(f"{where}: {eqn.out.name} is bound twice")
-        prim = lookup(eqn.prim)
-        expected = prim.out_type(eqn, [seen[v.name] for v in eqn.ins])
-        if eqn.out.type is not None and eqn.out.type != expected:
-            raise VerifyError(f"{where}: annotated {eqn.out.type}, but the rule gives {expected}")
-        seen[eqn.out.name] = eqn.out.type or expected
-    for v in program.outs:
-        if v.name not in seen:
-            raise VerifyError(f"{program.name}: output {v.name} is not defined")
-    return program

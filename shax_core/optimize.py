@@ -17,6 +17,9 @@ from dataclasses import dataclass, field
 
 import numpy as np
 
+from shax_core._evaluate import Executable
+from shax_core._trace import trace
+from shax_core.api import vjp_program
 from shax_core.ir import Program, ShaxError
 
 
@@ -111,9 +114,6 @@ class Result:
 
 def program_value_and_grad(program: Program, wrt: Sequence[int] | None = None):
     """``xs -> (value, grads)`` from a program with one scalar output (via its zipped VJP)."""
-    from shax_core.evaluate import Executable
-    from shax_core.vjp import vjp_program
-
     if len(program.outs) != 1 or (program.outs[0].type and program.outs[0].type.shape != ()):
         raise ShaxError("minimize needs a program with one scalar output")
     exe = Executable(vjp_program(program, wrt))
@@ -136,8 +136,6 @@ def minimize(
     **hyper,
 ) -> Result:
     """Minimize a scalar function (a Program, or a Python function traced at x0's types)."""
-    from shax_core.trace import trace
-
     x0 = [np.asarray(x) for x in x0]
     x0 = [x.astype(np.float32) if x.dtype.kind in "iu" else x for x in x0]
     program = f_or_program if isinstance(f_or_program, Program) else trace(f_or_program, *x0)

@@ -24,10 +24,10 @@ that first reads it, so recomputed values are never all live at once.
 
 from __future__ import annotations
 
+from shax_core.core import Builder, Tracer
 from shax_core.ir import Program
-from shax_core.ops import Builder, Tracer
 from shax_core.passes.inline import inline
-from shax_core.primitives import lookup
+from shax_core.registry import lookup
 
 POLICIES = ("recompute", "save")
 DEFAULT_DEPTH = 3

@@ -16,14 +16,34 @@ primitive's parameter spec in the registry, so adding a primitive never touches 
 
 from __future__ import annotations
 
-import math
 import re
 from bisect import bisect_right
 
-import numpy as np
+from shax_core.ir import (
+    DTYPES,
+    Eqn,
+    Program,
+    ShaxError,
+    Type,
+    Var,
+    canonical_float,
+    format_float,
+    set_printer,
+)
+from shax_core.registry import REGISTRY, bare_primitive, normalize_literals
 
-from shax_core.ir import DTYPES, Eqn, Program, ShaxError, Type, Var
-from shax_core.primitives import REGISTRY
+__all__ = [
+    "ParseError",
+    "canonical_float",
+    "format_eqn",
+    "format_float",
+    "format_params",
+    "normalize_literals",
+    "parse",
+    "parse_module",
+    "print_module",
+    "print_program",
+]
 
 
 class ParseError(ShaxError):
@@ -38,53 +58,26 @@ class ParseError(ShaxError):
 # printing
 
 
-def format_float(value: float, dtype: str = "f64") -> str:
-    if math.isnan(value):
-        return "nan"
-    if math.isinf(value):
-        return "inf" if value > 0 else "-inf"
-    if dtype == "f32":
-        text = str(np.float32(value))
-    else:
-        text = repr(float(value))
-    return text if any(c in text for c in ".en") else text + ".0"
-
-
-def _format_param(kind: str, value, dtype: str) -> str | None:
-    if kind == "int":
-        return str(value)
-    if kind == "ints":
-        return "[" + ",".join(map(str, value)) + "]"
-    if kind == "pairs":
-        return "[" + ",".join(f"({lo},{hi})" for lo, hi in value) + "]"
-    if kind == "scalar":
-        return format_float(value)
-    if kind == "dtype":
-        return value
-    if kind == "literals":
-        if dtype == "bool":
-            return "[" + ",".join("true" if v else "false" for v in value) + "]"
-        return "[" + ",".join(format_float(v, dtype) for v in value) + "]"
-    return None  # hidden_dtype
-
-
 def format_params(prim_name: str, params) -> str:
-    prim = REGISTRY[prim_name]
-    kw = prim.kwargs(params)
-    dtype = kw.get("dtype", "f32")
-    parts = [_format_param(p.kind, kw[p.name], dtype) for p in prim.params]
-    return " ".join(p for p in parts if p is not None)
+    return REGISTRY[prim_name].format_params(params)
 
 
 def format_eqn(eqn: Eqn) -> str:
+    prim = REGISTRY[eqn.prim]
     lhs = eqn.out.name
-    if eqn.out.type is not None or eqn.prim == "fromList":
-        t = eqn.out.type or Type(eqn.params[2], eqn.params[0])
+    t = eqn.out.type
+    if t is None and any(p.spec.hidden for p in prim.params):
+        # a hidden parameter is spelled in the annotation (a constant's dtype): always print it
+        try:
+            t = prim.out_type(eqn, [v.type for v in eqn.ins])
+        except ShaxError:
+            t = None  # an ill-typed equation being shown in an error message
+    if t is not None:
         lhs += f" :: {t}"
-    if eqn.prim == "id":
+    if prim.bare:
         return f"{lhs} = {eqn.ins[0].name}"
     parts = [eqn.prim]
-    ps = format_params(eqn.prim, eqn.params)
+    ps = prim.format_params(eqn.params)
     if ps:
         parts.append(ps)
     parts.extend(v.name for v in eqn.ins)
@@ -110,6 +103,9 @@ def print_program(program: Program) -> str:
 
 def print_module(programs) -> str:
     return "\n\n".join(print_program(p) for p in programs)
+
+
+set_printer(print_program)  # str(program) is its IR text
 
 
 # ---------------------------------------------------------------------------------------------
@@ -338,7 +334,7 @@ class _Parser:
             self.i += 1
             eqn = self.application(head, annotation, tok.text, env)
         else:
-            eqn = Eqn(Var(tok.text, annotation), "id", (), (self.use(env),))
+            eqn = Eqn(Var(tok.text, annotation), bare_primitive().name, (), (self.use(env),))
         env[tok.text] = eqn.out
         return eqn
 
@@ -346,17 +342,19 @@ class _Parser:
         prim = REGISTRY[head.text]
         values = []
         for p in prim.params:
-            if p.kind == "hidden_dtype":
+            if p.spec.hidden:
                 values.append(None)
                 continue
             try:
-                values.append(self.param(p.kind))
+                values.append(p.spec.parse(self))
             except ParseError as e:
                 raise ParseError(
                     f"{e.message} (parameter {p.name!r} of {prim.name})", e.line, e.column
                 ) from None
-        if prim.name == "fromList":
-            values = self.constant_values(values, annotation, head)
+        try:
+            values = prim.complete_params(values, annotation.dtype if annotation else None)
+        except ShaxError as e:
+            raise ParseError(str(e), head.line, head.column) from None
         ins = []
         if prim.arity is None:
             while (
@@ -380,51 +378,11 @@ class _Parser:
                 ins.append(self.use(env))
         return Eqn(Var(out_name, annotation), prim.name, tuple(values), tuple(ins))
 
-    def param(self, kind: str):
-        if kind == "int":
-            return self.integer()
-        if kind == "ints":
-            return self.dim_list(self.integer)
-        if kind == "pairs":
-            return self.dim_list(self.pair)
-        if kind == "scalar":
-            return self.number()
-        if kind == "dtype":
-            tok = self.take("name", expected="a dtype")
-            if tok.text not in DTYPES:
-                raise ParseError(f"unknown dtype {tok.text!r}", tok.line, tok.column)
-            return tok.text
-        if kind == "literals":
-            return self.dim_list(self.literal)
-        raise AssertionError(kind)
-
-    def constant_values(self, values, annotation: Type | None, head: Token) -> list:
-        shape, data, _ = values
-        if annotation is not None:
-            dtype = annotation.dtype
-        else:
-            dtype = "bool" if data and all(isinstance(v, bool) for v in data) else "f32"
-        return [shape, normalize_literals(data, dtype, head), dtype]
-
-
-def normalize_literals(data, dtype: str, where: Token | None = None) -> tuple:
-    """Literals as stored in a ``fromList``: Python floats rounded to the dtype, or bools."""
-    if dtype == "bool":
-        if not all(isinstance(v, bool) or v in (0.0, 1.0) for v in data):
-            line, col = (where.line, where.column) if where else (1, 1)
-            raise ParseError("a bool constant takes true/false literals", line, col)
-        return tuple(bool(v) for v in data)
-    np_dtype = DTYPES[dtype]
-    return tuple(canonical_float(np_dtype.type(float(v))) for v in data)
-
-
-NAN = float("nan")
-
-
-def canonical_float(v) -> float:
-    """A Python float; every NaN is the one object ``NAN``, so equal programs compare equal."""
-    f = float(v)
-    return NAN if f != f else f
+    def dtype(self) -> str:
+        tok = self.take("name", expected="a dtype")
+        if tok.text not in DTYPES:
+            raise ParseError(f"unknown dtype {tok.text!r}", tok.line, tok.column)
+        return tok.text
 
 
 def parse_module(text: str) -> list[Program]:

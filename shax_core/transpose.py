@@ -23,12 +23,12 @@ After::
 
 from __future__ import annotations
 
-from shax_core.infer import infer
+from shax_core._infer import infer
+from shax_core._linearize import recorded_linear_inputs
+from shax_core.core import Builder, add, bind_at, zeros
 from shax_core.ir import Program, ShaxError
-from shax_core.linearize import recorded_linear_inputs
-from shax_core.ops import Builder, add, bind_at, zeros
-from shax_core.passes.dce import dce
-from shax_core.primitives import Linear, RuleError, Zero, lookup
+from shax_core.passes._dce import dce
+from shax_core.registry import Linear, RuleError, Zero, lookup
 from shax_core.text import format_eqn
 
 

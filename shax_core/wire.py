@@ -39,7 +39,11 @@ from typing import Any
 import numpy as np
 import orjson
 
-from shax_core.ir import ShaxError
+from shax_core.ir import (  # the JSON spelling of floats, shared with the graph
+    ShaxError,
+    decode_float,
+    encode_float,
+)
 
 HEADER_LENGTH = "Inference-Header-Content-Length"
 BINARY_CONTENT_TYPE = "application/octet-stream"
@@ -53,8 +57,6 @@ DATATYPES: dict[str, np.dtype] = {
 IR_DTYPES = {"FP32": "f32", "FP64": "f64", "BOOL": "bool"}
 DATATYPE_OF_IR = {v: k for k, v in IR_DTYPES.items()}
 
-NAN, POS_INF, NEG_INF = "NaN", "Infinity", "-Infinity"
-NONFINITE = {NAN: math.nan, POS_INF: math.inf, NEG_INF: -math.inf}
 
 MAX_RANK = 32
 
@@ -66,30 +68,6 @@ class TensorError(ShaxError):
         super().__init__(f"tensor {name!r}: {message}")
         self.name = name
         self.message = message
-
-
-# ---------------------------------------------------------------------------------------------
-# numbers
-
-
-def encode_float(x: float) -> float | str:
-    """A float as JSON value: itself, or the documented string for NaN and the infinities."""
-    if math.isfinite(x):
-        return x
-    return NAN if math.isnan(x) else (POS_INF if x > 0 else NEG_INF)
-
-
-def decode_float(v: Any) -> float:
-    """Inverse of ``encode_float``; raises ValueError for anything but a number or the 3 strings."""
-    if isinstance(v, str):
-        if v in NONFINITE:
-            return NONFINITE[v]
-        raise ValueError(
-            f"{v!r} is not a number (non-finite values are {NAN}, {POS_INF}, {NEG_INF})"
-        )
-    if isinstance(v, bool) or not isinstance(v, int | float):
-        raise ValueError(f"{v!r} is not a number")
-    return float(v)
 
 
 # ---------------------------------------------------------------------------------------------

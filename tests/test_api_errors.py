@@ -279,7 +279,7 @@ def anyio_backend():
 
 
 def test_small_plans_run_on_the_event_loop_and_big_ones_in_the_pool():
-    from shax_server.pipeline import runs_inline
+    from shax_server.compilation import runs_inline
 
     import shax_core as sx
 

@@ -1,6 +1,6 @@
 """Property tests on random well-typed programs of mixed primitives and shapes (hypothesis).
 
-The strategy builds a straight-line f64 program with ``shax_core.ops`` on a Builder: smooth
+The strategy builds a straight-line f64 program with ``shax_core.core`` on a Builder: smooth
 unary functions of bounded arguments, arithmetic with implicit broadcasting, broadcast with new
 and stretched axes, reshape, transpose, reduce_sum, reduce_max, slice, pad, dot_general with
 random batch and contracting dimensions, select on comparisons, max/min and concatenate.
@@ -25,10 +25,10 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
 import shax_core as sx
-import shax_core.ops as ops
+import shax_core.core as core
 from shax_core import passes
+from shax_core.core import Builder
 from shax_core.ir import Program, Type
-from shax_core.ops import Builder
 
 SETTINGS = settings(
     max_examples=int(os.environ.get("SHAX_FUZZ_EXAMPLES", "40")),
@@ -47,7 +47,7 @@ MAX_SIZE = 48
 
 
 def _shape(x):
-    return tuple(ops.shape_of(x))
+    return tuple(core.shape_of(x))
 
 
 def _unary(draw, x, pool):
@@ -57,8 +57,8 @@ def _unary(draw, x, pool):
     if kind == "square":
         return x * x
     if kind == "exp_tanh":
-        return ops.bind("exp", ops.bind("tanh", x))
-    return ops.bind(kind, x)
+        return core.bind("exp", core.bind("tanh", x))
+    return core.bind(kind, x)
 
 
 def _broadcastable(a, b):
@@ -77,8 +77,14 @@ def _binary(draw, x, pool):
         y = draw(st.sampled_from([0.5, -1.25, 2.0]))  # a Python scalar, promoted
     kind = draw(st.sampled_from(["add", "sub", "mul", "max", "min", "div"]))
     if kind == "div":  # a denominator bounded away from zero
-        return ops.div(x, ops.add(2.0, ops.bind("cos", y) if not isinstance(y, float) else y))
-    fn = {"add": ops.add, "sub": ops.sub, "mul": ops.mul, "max": ops.maximum, "min": ops.minimum}
+        return core.div(x, core.add(2.0, core.bind("cos", y) if not isinstance(y, float) else y))
+    fn = {
+        "add": core.add,
+        "sub": core.sub,
+        "mul": core.mul,
+        "max": core.maximum,
+        "min": core.minimum,
+    }
     return fn[kind](x, y) if draw(st.booleans()) else fn[kind](y, x)
 
 
@@ -94,7 +100,7 @@ def _broadcast(draw, x, pool):
     dims = [i if i < where else i + 1 for i in range(len(xs))]
     if int(np.prod(shape)) > MAX_SIZE:
         return None
-    return ops.broadcast(x, dims, shape)
+    return core.broadcast(x, dims, shape)
 
 
 def _reshape(draw, x, pool):
@@ -105,14 +111,14 @@ def _reshape(draw, x, pool):
         options += [(2, n // 2), (n // 2, 1, 2)]
     if n == 1:
         options.append(())
-    return ops.reshape(x, draw(st.sampled_from(options)))
+    return core.reshape(x, draw(st.sampled_from(options)))
 
 
 def _transpose(draw, x, pool):
     rank = len(_shape(x))
     if rank < 2:
         return None
-    return ops.transpose(x, draw(st.permutations(list(range(rank)))))
+    return core.transpose(x, draw(st.permutations(list(range(rank)))))
 
 
 def _axes(draw, rank):
@@ -125,8 +131,8 @@ def _reduce(draw, x, pool):
         return None
     axes = _axes(draw, rank)
     if draw(st.booleans()):
-        return ops.reduce_sum(x, axes)
-    return ops.reduce_max(x, axes)
+        return core.reduce_sum(x, axes)
+    return core.reduce_max(x, axes)
 
 
 def _slice(draw, x, pool):
@@ -138,7 +144,7 @@ def _slice(draw, x, pool):
         s = draw(st.integers(0, n - 1))
         start.append(s)
         limit.append(draw(st.integers(s + 1, n)))
-    return ops.slice_(x, start, limit)
+    return core.slice_(x, start, limit)
 
 
 def _pad(draw, x, pool):
@@ -148,7 +154,7 @@ def _pad(draw, x, pool):
     config = [(draw(st.integers(0, 2)), draw(st.integers(0, 1))) for _ in xs]
     if int(np.prod([n + lo + hi for n, (lo, hi) in zip(xs, config)])) > MAX_SIZE:
         return None
-    return ops.pad(x, config, draw(st.sampled_from([0.0, 0.5, -1.0])))
+    return core.pad(x, config, draw(st.sampled_from([0.0, 0.5, -1.0])))
 
 
 def _dot_general(draw, x, pool):
@@ -172,7 +178,7 @@ def _dot_general(draw, x, pool):
         out_size //= xs[i]
     if out_rank > MAX_RANK or out_size > MAX_SIZE:
         return None
-    return ops.dot_general(
+    return core.dot_general(
         x,
         y,
         [i for i, _ in contract],
@@ -187,7 +193,7 @@ def _select(draw, x, pool):
     same = [y for y in pool if _shape(y) == xs]
     a, b, c = (draw(st.sampled_from(same)) for _ in range(3))
     cmp = draw(st.sampled_from(["lt", "le", "gt", "ge", "eq", "ne"]))
-    return ops.select(ops.compare(cmp, a, ops.bind("sin", b)), x, c)
+    return core.select(core.compare(cmp, a, core.bind("sin", b)), x, c)
 
 
 def _concatenate(draw, x, pool):
@@ -205,7 +211,7 @@ def _concatenate(draw, x, pool):
     operands = [x, *others]
     if sum(_shape(o)[axis] for o in operands) * int(np.prod(xs)) // xs[axis] > MAX_SIZE:
         return None
-    return ops.concatenate(operands, axis)
+    return core.concatenate(operands, axis)
 
 
 OPS = [
@@ -243,9 +249,9 @@ def programs(draw, scalar_output=False, max_ops=10):
             made.append(y)
     last = made[-1] if made else pool[0]
     if scalar_output:
-        outs = [ops.reduce_sum(last, range(len(_shape(last)))) if _shape(last) else last]
+        outs = [core.reduce_sum(last, range(len(_shape(last)))) if _shape(last) else last]
         if not made and not _shape(last):
-            outs = [ops.bind("sin", last)]
+            outs = [core.bind("sin", last)]
     else:
         # the last value and up to two other values nothing else reads (less dead code)
         read = {v.name for e in b.eqns for v in e.ins}

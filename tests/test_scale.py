@@ -15,9 +15,9 @@ import numpy as np
 import pytest
 
 import shax_core as sx
-import shax_core.ops as ops
+import shax_core.core as core
+from shax_core.core import Builder
 from shax_core.ir import Program, Type
-from shax_core.ops import Builder
 
 EQNS_PER_STEP = 6
 
@@ -27,7 +27,7 @@ def w4_chain(n: int) -> Program:
     x = b.add_param(Type("f64", ()))
     y = b.add_param(Type("f64", ()))
     for _ in range(n):
-        x, y = ops.bind("sin", x) * y + ops.bind("cos", y), x * y - y
+        x, y = core.bind("sin", x) * y + core.bind("cos", y), x * y - y
     out = x + y
     return Program("w4", tuple(b.params), tuple(b.eqns), (out.var,))
 

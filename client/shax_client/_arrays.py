@@ -12,8 +12,7 @@ from typing import Any
 
 import numpy as np
 
-from shax_core import Type
-from shax_core.trace import as_type
+from shax_core import Type, as_type
 
 
 def spec_type(spec: Any) -> Type:

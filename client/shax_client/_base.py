@@ -25,8 +25,7 @@ import orjson
 
 from shax_client import errors
 from shax_client._arrays import as_typed_all, example_types, nbytes
-from shax_core import Program, ShaxError, Type, infer
-from shax_core.trace import trace
+from shax_core import Program, ShaxError, Type, infer, trace
 from shax_core.wire import (
     HEADER_LENGTH,
     IR_DTYPES,

@@ -21,8 +21,8 @@ from collections import OrderedDict
 from collections.abc import Awaitable, Callable
 
 import shax_core
+from shax_server.compilation import Compiled, Source, check_peak, pipeline_version, prepare
 from shax_server.metrics import Metrics
-from shax_server.pipeline import Compiled, Source, check_peak, pipeline_version, prepare
 from shax_server.settings import Settings
 from shax_server.store import NullStore, SharedStore
 
@@ -180,7 +180,7 @@ def _restore(source: Source, stored: tuple[str, dict], settings: Settings) -> Co
     check_peak(forward_exe, "forward", settings)
     vjp_exe = shax_core.compile(vjp)
     check_peak(vjp_exe, "VJP", settings)
-    nbytes = len(source.text) + len(vjp_text) + 1024  # as pipeline.build counts it
+    nbytes = len(source.text) + len(vjp_text) + 1024  # as compilation.build counts it
     return Compiled(source, vjp, vjp_exe, forward_exe, nbytes)
 
 

@@ -20,8 +20,15 @@ import numpy as np
 
 from shax_core.ir import ShaxError, Type
 from shax_core.wire import decode_tensor
+from shax_server.compilation import (
+    Compiled,
+    Source,
+    build,
+    pipeline_version,
+    runs_inline,
+    tensor_meta,
+)
 from shax_server.deps import ServiceState
-from shax_server.pipeline import Compiled, Source, build, pipeline_version, runs_inline, tensor_meta
 from shax_server.problems import Problem, not_found
 from shax_server.repository import (
     LOADING,

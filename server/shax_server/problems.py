@@ -22,7 +22,7 @@ from starlette.responses import Response
 
 from shax_core import EvaluationError, ParseError, ShaxError, ShaxTypeError, VerifyError
 from shax_core.graph import GraphError
-from shax_core.primitives import RuleError
+from shax_core.registry import RuleError
 from shax_core.wire import FramingError, NestingError, TensorError, TensorLimitError
 
 log = logging.getLogger("shax_server")

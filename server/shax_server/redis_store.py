@@ -43,7 +43,7 @@ from pydantic_settings import BaseSettings, SettingsConfigDict
 from redis.backoff import NoBackoff
 from redis.retry import Retry
 
-from shax_server.pipeline import pipeline_version
+from shax_server.compilation import pipeline_version
 
 log = logging.getLogger("shax_server.redis")
 

@@ -41,7 +41,7 @@ import orjson
 
 import shax_core
 from shax_core.graph import from_graph
-from shax_server.pipeline import RESIDUAL_POLICIES, Compiled, Source, prepare
+from shax_server.compilation import RESIDUAL_POLICIES, Compiled, Source, prepare
 from shax_server.problems import Problem, not_found
 from shax_server.settings import Settings
 

@@ -25,9 +25,9 @@ from shax_core.wire import (
     join_body,
     split_body,
 )
+from shax_server.compilation import Compiled, build, prepare, read_program
 from shax_server.deps import ServiceState
 from shax_server.encoding import inflate
-from shax_server.pipeline import Compiled, build, prepare, read_program
 from shax_server.problems import Problem, not_found
 
 

@@ -6,11 +6,11 @@ before linearizing and after zipping. ``rewrite`` is the seed's rewrites (canoni
 """
 
 from shax_core.ir import Program
-from shax_core.passes.cse import cse
-from shax_core.passes.dce import dce
-from shax_core.passes.lower import canonicalize_dot, lower, lower_reduce_sum
+from shax_core.passes._cse import cse
+from shax_core.passes._dce import dce
+from shax_core.passes._lower import canonicalize_dot, lower, lower_reduce_sum
+from shax_core.passes._simplify import simplify
 from shax_core.passes.rename import canonical_names
-from shax_core.passes.simplify import simplify
 
 
 def cleanup(program: Program) -> Program:

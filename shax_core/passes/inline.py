@@ -4,8 +4,8 @@ from __future__ import annotations
 
 from collections.abc import Sequence
 
+from shax_core.core import Builder, Tracer
 from shax_core.ir import Program
-from shax_core.ops import Builder, Tracer
 
 
 def inline(builder: Builder, program: Program, args: Sequence[Tracer]) -> list[Tracer]:

@@ -1,7 +1,7 @@
 """Elementwise primitives: arithmetic, the Floating functions, comparisons, select, convert.
 
 Operands of a binary primitive have exactly the same type: implicit broadcasting is made
-explicit by ``shax_core.ops`` before an equation is recorded. Each block declares the forward
+explicit by ``shax_core.core`` before an equation is recorded. Each block declares the forward
 (impl) next to its derivative.
 """
 
@@ -9,8 +9,8 @@ from __future__ import annotations
 
 import numpy as np
 
-from shax_core import ops
-from shax_core.ir import ShaxTypeError, Type
+from shax_core import core
+from shax_core.ir import DTYPES, ShaxTypeError, Type
 from shax_core.primitives.base import (
     Zero,
     defbilinear,
@@ -25,7 +25,7 @@ from shax_core.primitives.base import (
 
 
 def select(pred, on_true, on_false):
-    return ops.select(pred, on_true, on_false)
+    return core.select(pred, on_true, on_false)
 
 
 # ---------------------------------------------------------------------------------------------
@@ -58,12 +58,16 @@ def _compare(x: Type, y: Type) -> Type:
     return _same(x, y).with_dtype("bool")
 
 
+# a NumPy ufunc impl writes into ``out=`` (the plan's in-place and multi-core steps)
+UFUNC = ["elementwise", "out_buffer"]
+
+
 def _unary(name, fn, doc=""):
-    return define(name, arity=1, shape=_float_unary, impl=fn, traits=["elementwise"], doc=doc)
+    return define(name, arity=1, shape=_float_unary, impl=fn, traits=UFUNC, doc=doc)
 
 
 def _binary(name, fn, traits=()):
-    return define(name, arity=2, shape=_float_binary, impl=fn, traits=["elementwise", *traits])
+    return define(name, arity=2, shape=_float_binary, impl=fn, traits=[*UFUNC, *traits])
 
 
 # ---------------------------------------------------------------------------------------------
@@ -72,20 +76,25 @@ def _binary(name, fn, traits=()):
 add = _binary("add", np.add, traits=["commutative"])
 defjvp(add, lambda t, x, y, **_: t, lambda t, x, y, **_: t)
 add.transpose = lambda ct, x, y: [ct if is_linear(x) else None, ct if is_linear(y) else None]
-add.traits |= {"linear"}
 add.simplify = identity_operand(0.0)  # x + 0 = x
 
 sub = _binary("sub", np.subtract)
 defjvp(sub, lambda t, x, y, **_: t, lambda t, x, y, **_: -t)
 sub.transpose = lambda ct, x, y: [ct if is_linear(x) else None, -ct if is_linear(y) else None]
-sub.traits |= {"linear"}
 sub.simplify = identity_operand(0.0, "right")  # x - 0 = x
 
 negate = _unary("negate", np.negative)
 deflinear(negate, lambda ct, x: [-ct])
 negate.simplify = involution  # -(-x) = x
 
-identity = define("id", arity=1, shape=lambda x: x, impl=lambda x: x)
+identity = define(
+    "id",
+    arity=1,
+    shape=lambda x: x,
+    impl=lambda x: x,
+    traits=["layout", "preserves_splat"],
+    bare=True,  # printed `x1 = x0`, and a bare variable parses as id
+)
 deflinear(identity, lambda ct, x: [ct])
 identity.simplify = lambda eqn, known: eqn.ins[0]
 
@@ -110,7 +119,7 @@ defjvp(
 
 def _div_transpose(ct, x, y):
     if is_linear(y):
-        raise ops.ShaxError("div is linear only in its numerator; its denominator is a tangent")
+        raise core.ShaxError("div is linear only in its numerator; its denominator is a tangent")
     return [ct / y, None]
 
 
@@ -121,7 +130,7 @@ div.simplify = identity_operand(1.0, "right")  # x / 1 = x
 def _pow_dy(t, x, y, ans):
     # d(x^y)/dy = log(x)·x^y, taken as 0 where x == 0 (so 0^y stays differentiable in y)
     safe_x = select(x == 0.0, 1.0, x)
-    return t * (ops.bind("log", safe_x) * ans)
+    return t * (core.bind("log", safe_x) * ans)
 
 
 pow_ = _binary("pow", np.power)
@@ -133,7 +142,7 @@ pow_.simplify = identity_operand(1.0, "right")  # x ** 1 = x
 
 
 def _sqrt_(x):
-    return ops.bind("sqrt", x)
+    return core.bind("sqrt", x)
 
 
 def _unary_jvp(name, fn, derivative):
@@ -143,7 +152,7 @@ def _unary_jvp(name, fn, derivative):
 
 
 def _op(name):
-    return lambda x: ops.bind(name, x)
+    return lambda x: core.bind(name, x)
 
 
 sin, cos, sinh, cosh = _op("sin"), _op("cos"), _op("sinh"), _op("cosh")
@@ -197,7 +206,7 @@ for _name, _fn in (
     ("gt", np.greater),
     ("ge", np.greater_equal),
 ):
-    defzero(define(_name, arity=2, shape=_compare, impl=_fn, traits=["elementwise", "compare"]))
+    defzero(define(_name, arity=2, shape=_compare, impl=_fn, traits=UFUNC))
 
 # ---------------------------------------------------------------------------------------------
 # select pred on_true on_false: linear in both branches, the predicate is a residual
@@ -217,27 +226,26 @@ select_p = define("select", arity=3, shape=_select_shape, impl=np.where, traits=
 def _select_linearize(primals, tangents):
     pred, a, b = primals
     _, ta, tb = tangents
-    ans = ops.bind("select", pred, a, b)
+    ans = core.bind("select", pred, a, b)
     if isinstance(ta, Zero) and isinstance(tb, Zero):
-        return ans, Zero(ops.type_of(ans))
-    ta, tb = ops.instantiate(ta, [tb]), ops.instantiate(tb, [ta])
-    return ans, ops.bind("select", pred, ta, tb)
+        return ans, Zero(core.type_of(ans))
+    ta, tb = core.instantiate(ta, [tb]), core.instantiate(tb, [ta])
+    return ans, core.bind("select", pred, ta, tb)
 
 
 def _select_transpose(ct, pred, a, b):
     if is_linear(pred):
-        raise ops.ShaxError("select's predicate cannot be a tangent")
-    zero = ops.full_like(ct, 0.0)
+        raise core.ShaxError("select's predicate cannot be a tangent")
+    zero = core.full_like(ct, 0.0)
     return [
         None,
-        ops.bind("select", pred, ct, zero) if is_linear(a) else None,
-        ops.bind("select", pred, zero, ct) if is_linear(b) else None,
+        core.bind("select", pred, ct, zero) if is_linear(a) else None,
+        core.bind("select", pred, zero, ct) if is_linear(b) else None,
     ]
 
 
 select_p.linearize = _select_linearize
 select_p.transpose = _select_transpose
-select_p.traits |= {"linear"}
 select_p.simplify = lambda eqn, known: eqn.ins[1] if eqn.ins[1] == eqn.ins[2] else None
 
 # ---------------------------------------------------------------------------------------------
@@ -245,8 +253,6 @@ select_p.simplify = lambda eqn, known: eqn.ins[1] if eqn.ins[1] == eqn.ins[2] el
 
 
 def _convert_impl(x, dtype):
-    from shax_core.ir import DTYPES
-
     return x.astype(DTYPES[dtype], copy=False)
 
 
@@ -262,14 +268,13 @@ convert = define(
 
 def _convert_linearize(primals, tangents, dtype):
     (x,), (t,) = primals, tangents
-    ans = ops.bind("convert", x, dtype=dtype)
-    if isinstance(t, Zero) or dtype == "bool" or not ops.type_of(x).is_float:
-        return ans, Zero(ops.type_of(ans))
-    return ans, ops.bind("convert", t, dtype=dtype)
+    ans = core.bind("convert", x, dtype=dtype)
+    if isinstance(t, Zero) or dtype == "bool" or not core.type_of(x).is_float:
+        return ans, Zero(core.type_of(ans))
+    return ans, core.bind("convert", t, dtype=dtype)
 
 
 convert.linearize = _convert_linearize
 convert.kernel = lambda in_types, out_type, dtype: lambda a: a.astype(out_type.np_dtype)
-convert.transpose = lambda ct, x, dtype: [ops.bind("convert", ct, dtype=x.type.dtype)]
-convert.traits |= {"linear"}
+convert.transpose = lambda ct, x, dtype: [core.bind("convert", ct, dtype=x.type.dtype)]
 convert.simplify = lambda eqn, known: eqn.ins[0] if eqn.ins[0].type == eqn.out.type else None

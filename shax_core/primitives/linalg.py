@@ -18,7 +18,7 @@ import math
 
 import numpy as np
 
-from shax_core import ops
+from shax_core import core
 from shax_core.ir import ShaxTypeError, Type
 from shax_core.primitives.base import defbilinear, define
 
@@ -104,14 +104,13 @@ dot_general = define(
     ],
     shape=_dot_general_shape,
     impl=_dot_general_impl,
-    traits=["contraction"],
 )
 dot_general.kernel = _dot_general_kernel
 
 
 def _transpose_lhs(ct, y, x_type, lhs_contract, rhs_contract, lhs_batch, rhs_batch, swap=False):
     """x̄ for ct = dot_general(x, y); with swap, ct's kept axes are ordered (y_kept, x_kept)."""
-    y_rank = ops.type_of(y).rank
+    y_rank = core.type_of(y).rank
     nb = len(lhs_batch)
     x_kept = _kept(x_type.rank, lhs_contract, lhs_batch)
     y_kept = _kept(y_rank, rhs_contract, rhs_batch)
@@ -119,27 +118,27 @@ def _transpose_lhs(ct, y, x_type, lhs_contract, rhs_contract, lhs_batch, rhs_bat
         ct_y_kept = tuple(range(nb, nb + len(y_kept)))
     else:
         ct_y_kept = tuple(range(nb + len(x_kept), nb + len(x_kept) + len(y_kept)))
-    result = ops.dot_general(ct, y, ct_y_kept, y_kept, tuple(range(nb)), rhs_batch)
+    result = core.dot_general(ct, y, ct_y_kept, y_kept, tuple(range(nb)), rhs_batch)
     # result axes: [batch, x_kept, y's contracted axes in increasing order]
     contract_by_y = tuple(np.array(lhs_contract, dtype=int)[np.argsort(rhs_contract)])
     layout = tuple(lhs_batch) + x_kept + contract_by_y
     perm = tuple(int(i) for i in np.argsort(layout))
-    return result if perm == tuple(range(len(perm))) else ops.transpose(result, perm)
+    return result if perm == tuple(range(len(perm))) else core.transpose(result, perm)
 
 
 def _transpose_rhs(ct, x, y_type, lhs_contract, rhs_contract, lhs_batch, rhs_batch):
     """ȳ for ct = dot_general(x, y), computed as ``xᵀ·ct`` so that it comes out in y's own
     layout ``[batch, contract, kept]`` (no transpose of the result for the canonical form)."""
     nb = len(lhs_batch)
-    x_kept = _kept(ops.type_of(x).rank, lhs_contract, lhs_batch)
+    x_kept = _kept(core.type_of(x).rank, lhs_contract, lhs_batch)
     y_kept = _kept(y_type.rank, rhs_contract, rhs_batch)
     ct_x_kept = tuple(range(nb, nb + len(x_kept)))
-    result = ops.dot_general(x, ct, x_kept, ct_x_kept, lhs_batch, tuple(range(nb)))
+    result = core.dot_general(x, ct, x_kept, ct_x_kept, lhs_batch, tuple(range(nb)))
     # result axes: [batch, x's contracted axes in increasing order, y_kept]
     paired = dict(zip(lhs_contract, rhs_contract, strict=True))
     layout = tuple(rhs_batch) + tuple(paired[a] for a in sorted(lhs_contract)) + y_kept
     perm = tuple(int(i) for i in np.argsort(layout))
-    return result if perm == tuple(range(len(perm))) else ops.transpose(result, perm)
+    return result if perm == tuple(range(len(perm))) else core.transpose(result, perm)
 
 
 defbilinear(
@@ -165,23 +164,23 @@ def _dot_shape(x: Type, y: Type):
     return _dot_general_shape(x, y, **_dot_dims(x.rank))
 
 
-dot = define("dot", arity=2, shape=_dot_shape, impl=np.matmul, traits=["contraction"])
+dot = define("dot", arity=2, shape=_dot_shape, impl=np.matmul)
 defbilinear(
     dot,
     lambda ct, y, x_type: _transpose_lhs(ct, y, x_type, **_dot_dims(x_type.rank)),
-    lambda ct, x, y_type: _transpose_rhs(ct, x, y_type, **_dot_dims(ops.type_of(x).rank)),
+    lambda ct, x, y_type: _transpose_rhs(ct, x, y_type, **_dot_dims(core.type_of(x).rank)),
 )
 
 
 def _canonical_dot(x, y):
     """dot as the seed's canonical ``dot_general [2] [1] [0] [0]`` on ``[1,M,K]·[1,K,N]``."""
-    (xs, ys) = ops.shape_of(x), ops.shape_of(y)
+    (xs, ys) = core.shape_of(x), core.shape_of(y)
     m, k = (1, xs[0]) if len(xs) == 1 else xs
     n = 1 if len(ys) == 1 else ys[1]
     out_shape = xs[:-1] + ys[1:]
-    x3 = ops.reshape(x, (1, m, k))
-    y3 = ops.reshape(y, (1, k, n))
-    return ops.reshape(ops.dot_general(x3, y3, (2,), (1,), (0,), (0,)), out_shape)
+    x3 = core.reshape(x, (1, m, k))
+    y3 = core.reshape(y, (1, k, n))
+    return core.reshape(core.dot_general(x3, y3, (2,), (1,), (0,), (0,)), out_shape)
 
 
 dot.extra["canonicalize"] = _canonical_dot

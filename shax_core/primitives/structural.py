@@ -13,7 +13,7 @@ import math
 
 import numpy as np
 
-from shax_core import ops
+from shax_core import core
 from shax_core.ir import DTYPES, Eqn, ShaxTypeError, Type
 from shax_core.primitives.base import Zero, define, defjvp, deflinear, defzero, is_linear
 
@@ -116,12 +116,12 @@ def _broadcast_transpose(ct, x, dims, shape):
     # output order, so permute them back to operand order, then restore the size-1 axes.
     stretched = {d for i, d in enumerate(dims) if x.type.shape[i] == 1 and shape[d] != 1}
     summed = sorted(set(range(len(shape))) - set(dims) | stretched)
-    ct_x = ops.reduce_sum(ct, summed) if summed else ct
+    ct_x = core.reduce_sum(ct, summed) if summed else ct
     remaining = [d for d in range(len(shape)) if d not in summed]
     kept = [remaining.index(d) for d in dims if d not in stretched]
     if kept != sorted(kept):
-        ct_x = ops.transpose(ct_x, kept)
-    return [ops.reshape(ct_x, x.type.shape)]
+        ct_x = core.transpose(ct_x, kept)
+    return [core.reshape(ct_x, x.type.shape)]
 
 
 broadcast = define(
@@ -130,7 +130,7 @@ broadcast = define(
     params=[("dims", "ints"), ("shape", "ints")],
     shape=_broadcast_shape,
     impl=_broadcast_impl,
-    traits=["layout"],
+    traits=["layout", "preserves_splat"],
 )
 deflinear(broadcast, _broadcast_transpose)
 broadcast.kernel = _broadcast_kernel
@@ -166,9 +166,9 @@ reshape = define(
     params=[("shape", "ints")],
     shape=_reshape_shape,
     impl=lambda x, shape: np.reshape(x, shape),
-    traits=["layout"],
+    traits=["layout", "preserves_splat"],
 )
-deflinear(reshape, lambda ct, x, shape: [ops.reshape(ct, x.type.shape)])
+deflinear(reshape, lambda ct, x, shape: [core.reshape(ct, x.type.shape)])
 
 
 def _reshape_simplify(eqn, known):
@@ -198,10 +198,10 @@ transpose = define(
     params=[("perm", "ints")],
     shape=_transpose_shape,
     impl=lambda x, perm: np.transpose(x, perm),
-    traits=["layout"],
+    traits=["layout", "preserves_splat"],
 )
 deflinear(
-    transpose, lambda ct, x, perm: [ops.transpose(ct, tuple(int(i) for i in np.argsort(perm)))]
+    transpose, lambda ct, x, perm: [core.transpose(ct, tuple(int(i) for i in np.argsort(perm)))]
 )
 
 
@@ -239,7 +239,7 @@ slice_p = define(
     params=[("start", "ints"), ("limit", "ints")],
     shape=_slice_shape,
     impl=lambda x, start, limit: x[tuple(map(slice, start, limit))],
-    traits=["layout"],
+    traits=["layout", "preserves_splat"],
 )
 
 
@@ -252,7 +252,7 @@ slice_p.kernel = _slice_kernel
 deflinear(
     slice_p,
     lambda ct, x, start, limit: [
-        ops.pad(ct, [(s, n - lim) for s, lim, n in zip(start, limit, x.type.shape, strict=True)])
+        core.pad(ct, [(s, n - lim) for s, lim, n in zip(start, limit, x.type.shape, strict=True)])
     ],
 )
 
@@ -268,7 +268,7 @@ def _pad_shape(x: Type, config, value):
 def _pad_transpose(ct, x, config, value):
     start = [lo for lo, _ in config]
     limit = [lo + n for (lo, _), n in zip(config, x.type.shape, strict=True)]
-    return [ops.slice_(ct, start, limit)]
+    return [core.slice_(ct, start, limit)]
 
 
 pad = define(
@@ -285,10 +285,10 @@ deflinear(pad, _pad_transpose)
 def _pad_linearize(primals, tangents, config, value):
     # pad is affine when value != 0: the tangent is padded with zeros
     (x,), (t,) = primals, tangents
-    ans = ops.pad(x, config, value)
+    ans = core.pad(x, config, value)
     if isinstance(t, Zero):
-        return ans, Zero(ops.type_of(ans))
-    return ans, ops.pad(t, config, 0.0)
+        return ans, Zero(core.type_of(ans))
+    return ans, core.pad(t, config, 0.0)
 
 
 pad.linearize = _pad_linearize
@@ -331,14 +331,14 @@ def _concatenate_shape(*xs: Type, axis):
 
 def _concatenate_transpose(ct, *xs, axis):
     cts, offset = [], 0
-    shape = ops.shape_of(ct)
+    shape = core.shape_of(ct)
     for x in xs:
         n = x.type.shape[axis]
         if is_linear(x):
             start = [0] * len(shape)
             limit = list(shape)
             start[axis], limit[axis] = offset, offset + n
-            cts.append(ops.slice_(ct, start, limit))
+            cts.append(core.slice_(ct, start, limit))
         else:
             cts.append(None)
         offset += n
@@ -376,10 +376,9 @@ reduce_sum = define(
     params=[("axes", "ints")],
     shape=_reduce_shape,
     impl=lambda x, axes: np.sum(x, axis=tuple(axes), dtype=x.dtype),
-    traits=["reduction"],
 )
 deflinear(
-    reduce_sum, lambda ct, x, axes: [ops.broadcast(ct, _kept(x.type.rank, axes), x.type.shape)]
+    reduce_sum, lambda ct, x, axes: [core.broadcast(ct, _kept(x.type.rank, axes), x.type.shape)]
 )
 reduce_sum.kernel = lambda in_types, out_type, axes: (
     (lambda a: np.add.reduce(a, axis=axes)) if axes else (lambda a: a)
@@ -388,21 +387,21 @@ reduce_sum.kernel = lambda in_types, out_type, axes: (
 
 def _sum_of_slices(x, axes):
     """reduce_sum as pointwise adds of unit slices (the seed's lowering), then a reshape."""
-    shape = list(ops.shape_of(x))
+    shape = list(core.shape_of(x))
     out_shape = [n for i, n in enumerate(shape) if i not in axes]
     for axis in axes:
         if shape[axis] == 0:
-            return ops.full_like(x, 0.0, out_shape)
+            return core.full_like(x, 0.0, out_shape)
         parts = []
         for i in range(shape[axis]):
             start, limit = [0] * len(shape), list(shape)
             start[axis], limit[axis] = i, i + 1
-            parts.append(ops.slice_(x, start, limit))
+            parts.append(core.slice_(x, start, limit))
         x = parts[0]
         for part in parts[1:]:
-            x = ops.add(x, part)
+            x = core.add(x, part)
         shape[axis] = 1
-    return ops.reshape(x, out_shape)
+    return core.reshape(x, out_shape)
 
 
 reduce_sum.extra["sums_of_slices"] = _sum_of_slices
@@ -424,11 +423,11 @@ def _reduce_max_impl(x, axes):
 
 def _reduce_max_jvp(t, x, ans, axes):
     # The gradient is split equally among the positions that attain the maximum.
-    kept = _kept(ops.type_of(x).rank, axes)
-    shape = ops.shape_of(x)
-    is_max = ops.convert(x == ops.broadcast(ans, kept, shape), ops.type_of(x).dtype)
-    weight = is_max / ops.broadcast(ops.reduce_sum(is_max, axes), kept, shape)
-    return ops.reduce_sum(t * weight, axes)
+    kept = _kept(core.type_of(x).rank, axes)
+    shape = core.shape_of(x)
+    is_max = core.convert(x == core.broadcast(ans, kept, shape), core.type_of(x).dtype)
+    weight = is_max / core.broadcast(core.reduce_sum(is_max, axes), kept, shape)
+    return core.reduce_sum(t * weight, axes)
 
 
 defjvp(
@@ -438,7 +437,6 @@ defjvp(
         params=[("axes", "ints")],
         shape=_reduce_max_shape,
         impl=_reduce_max_impl,
-        traits=["reduction"],
     ),
     _reduce_max_jvp,
 )

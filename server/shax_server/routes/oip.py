@@ -3,7 +3,7 @@
 A model is a registered name (``/v2/models/{name}``, its latest version, or
 ``/v2/models/{name}/versions/{version}``) or a compiled program's bare content id. Its inputs
 are the program's arguments then its output cotangents; its outputs are the program's outputs
-then the gradients (names: see ``shax_server.pipeline`` and a version's config). Inputs are
+then the gradients (names: see ``shax_server.compilation`` and a version's config). Inputs are
 matched by name. Cotangents may be left out when every output is a float scalar (then 1.0).
 """
 

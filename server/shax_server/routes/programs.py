@@ -5,9 +5,9 @@ from __future__ import annotations
 from fastapi import APIRouter, Request
 from starlette.responses import Response
 
+from shax_server.compilation import pipeline_version, runs_inline
 from shax_server.deps import State
 from shax_server.models import name_program
-from shax_server.pipeline import pipeline_version, runs_inline
 from shax_server.problems import Problem
 from shax_server.routes.docs import body, ok, problems
 from shax_server.service import (

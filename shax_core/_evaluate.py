@@ -17,9 +17,9 @@ from functools import partial
 
 import numpy as np
 
-from shax_core.infer import infer
+from shax_core._infer import infer
 from shax_core.ir import Program, ShaxError, Type
-from shax_core.primitives import lookup
+from shax_core.registry import lookup
 
 
 class EvaluationError(ShaxError):

@@ -23,11 +23,10 @@ from __future__ import annotations
 
 import numpy as np
 
-from shax_core.ir import Eqn, Program, Var
-from shax_core.passes.dce import dce
+from shax_core.ir import Eqn, Program, Var, canonical_float
+from shax_core.passes._dce import dce
 from shax_core.passes.rename import rewrite_ins, substitute
-from shax_core.primitives import lookup
-from shax_core.text import canonical_float
+from shax_core.registry import lookup
 
 FOLD_LIMIT = 64  # fold constant expressions whose result has at most this many elements
 
@@ -53,9 +52,10 @@ class Known:
             if flat.size and (flat == flat[0]).all():
                 return flat[0].item()
             return None
+        # law of "preserves_splat": f(splat c) is a splat of c (pad is not: it adds its value)
         e = self.producer.get(v.name)
-        if e is not None and "layout" in lookup(e.prim).traits and e.ins:
-            return self.scalar(e.ins[0]) if lookup(e.prim).arity == 1 else None
+        if e is not None and "preserves_splat" in lookup(e.prim).traits:
+            return self.scalar(e.ins[0])
         return None
 
 

@@ -20,16 +20,16 @@ from collections.abc import Callable, Sequence
 
 import numpy as np
 
-from shax_core.evaluate import Executable, no_gc
-from shax_core.infer import infer
+from shax_core._evaluate import Executable, no_gc
+from shax_core._infer import infer
+from shax_core._linearize import check_wrt, linearize_typed
+from shax_core._trace import as_type, trace, trace_returning
+from shax_core.core import Builder
 from shax_core.ir import Program, ShaxError, Var, type_of
-from shax_core.linearize import check_wrt, linearize_typed
-from shax_core.ops import Builder
 from shax_core.passes import cleanup, cse, dce, simplify
 from shax_core.passes.inline import inline
 from shax_core.passes.rename import rewrite_ins
 from shax_core.remat import POLICIES, rematerialize
-from shax_core.trace import as_type, trace, trace_returning
 from shax_core.transpose import transpose_typed
 
 PIPELINE_VERSION = "1"

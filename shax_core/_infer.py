@@ -15,7 +15,8 @@ equation and both types.
 from __future__ import annotations
 
 from shax_core.ir import Eqn, Program, ShaxTypeError, Type, Var
-from shax_core.primitives import lookup
+from shax_core.registry import lookup
+from shax_core.text import format_eqn
 
 
 def infer(program: Program) -> Program:
@@ -35,8 +36,6 @@ def infer(program: Program) -> Program:
         typed = Eqn(eqn.out, eqn.prim, eqn.params, ins)
         t: Type = lookup(eqn.prim).out_type(typed, [v.type for v in ins])
         if eqn.out.type is not None and eqn.out.type != t:
-            from shax_core.text import format_eqn
-
             operands = ", ".join(str(v.type) for v in ins) or "no operands"
             raise ShaxTypeError(
                 f"{program.name}: `{format_eqn(typed)}` is annotated {eqn.out.type}, "

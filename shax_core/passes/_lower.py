@@ -1,7 +1,7 @@
 """Lowerings declared in the registry: ``canonicalize_dot`` and ``lower_reduce_sum``.
 
 A primitive may declare, under a lowering's name in ``prim.extra``, a rule that rebuilds its
-result from other primitives (written with ``shax_core.ops``). ``lower(program, name)``
+result from other primitives (written with ``shax_core.core``). ``lower(program, name)``
 replays the program, applying that rule wherever one is declared.
 
 canonicalize_dot, before::
@@ -29,9 +29,9 @@ after::
 
 from __future__ import annotations
 
+from shax_core.core import Builder, bind_at
 from shax_core.ir import Program
-from shax_core.ops import Builder, bind_at
-from shax_core.primitives import lookup
+from shax_core.registry import lookup
 
 
 def lower(program: Program, lowering: str) -> Program:

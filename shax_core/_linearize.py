@@ -34,10 +34,10 @@ from __future__ import annotations
 from collections import OrderedDict
 from collections.abc import Sequence
 
-from shax_core.infer import infer
+from shax_core._infer import infer
+from shax_core.core import Builder, Tracer, bind_at, zeros
 from shax_core.ir import Program, ShaxError, Var
-from shax_core.ops import Builder, Tracer, bind_at, zeros
-from shax_core.primitives import Zero, lookup
+from shax_core.registry import Zero, lookup
 from shax_core.remat import POLICIES, rematerialize
 
 

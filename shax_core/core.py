@@ -1,4 +1,8 @@
-"""The bind layer: one function per primitive that works on NumPy arrays and on tracers.
+"""The bind layer (JAX's core): Builder, Tracer, bind, and the array operations rules use.
+
+It sits above ``ir`` and ``registry`` and below every primitive declaration, pass and front
+end: ``bind(name, ...)`` finds the primitive by name in the registry at call time, so this
+module never imports a declaration.
 
 ``bind(name, *args, **params)`` evaluates the primitive's impl when no argument is a tracer,
 and otherwise records an equation in the builder of the innermost tracer. Builders have levels:
@@ -6,9 +10,10 @@ during linearization the primal builder is level 0 and the linear (tangent) buil
 ``t * cos(x)`` records ``cos x`` in the primal program and ``mul`` in the linear program, with
 ``cos x`` becoming a residual. That dispatch is the whole of partial evaluation.
 
-The ops here do NumPy-style implicit broadcasting and Python-scalar promotion by emitting
-explicit ``fromList``/``broadcast``/``convert`` equations, so the IR itself never broadcasts
-implicitly. Registry rules and ``shax_core.numpy`` are both written with these ops.
+The array operations here (``add``, ``mul``, ``broadcast_to``, ``select``, ``power``, ...) do
+NumPy-style implicit broadcasting and weak-scalar promotion by emitting explicit
+``fromList``/``broadcast``/``convert`` equations, so the IR itself never broadcasts implicitly.
+Registry rules and ``shax_core.numpy`` are both written with them.
 """
 
 from __future__ import annotations
@@ -19,9 +24,18 @@ from collections.abc import Sequence
 
 import numpy as np
 
-from shax_core.ir import DTYPES, Eqn, ShaxError, ShaxTypeError, Type, Var, dtype_name
+from shax_core.ir import (
+    DTYPES,
+    Eqn,
+    ShaxError,
+    ShaxTypeError,
+    Type,
+    Var,
+    canonical_float,
+    dtype_name,
+)
 from shax_core.ir import type_of as array_type
-from shax_core.primitives.base import Zero, lookup
+from shax_core.registry import Zero, lookup
 
 
 class TracerBoolError(ShaxError, TypeError):
@@ -56,8 +70,6 @@ class Builder:
 
     def constant(self, value, dtype: str) -> Tracer:
         """A constant as a ``fromList`` equation (scalars are shared within a builder)."""
-        from shax_core.text import canonical_float
-
         a = np.asarray(value, dtype=DTYPES[dtype])
         key = (dtype, a.shape, a.tobytes()) if a.size <= 16 else None
         if key is not None and key in self._constants:
@@ -293,16 +305,27 @@ def instantiate(t, anchor):
 # implicit broadcasting and promotion
 
 
+def is_weak(x) -> bool:
+    """Weakly typed: a Python scalar, a NumPy scalar (``np.float64(2.0)``) or a 0-d array that
+    is not a tracer. As in JAX, a weak operand takes the dtype of the array it meets."""
+    if isinstance(x, Tracer):
+        return False
+    if isinstance(x, np.ndarray):
+        return x.ndim == 0
+    return isinstance(x, numbers.Number | np.generic)
+
+
 def _promote(x, y):
-    """Python scalars take the other operand's dtype; f32 with f64 converts to f64."""
-    x_py = not isinstance(x, Tracer | np.ndarray | np.generic)
-    y_py = not isinstance(y, Tracer | np.ndarray | np.generic)
-    if x_py and y_py:
-        x, y = np.float32(x), np.float32(y)
-    elif x_py:
-        x = constant_like(x, y, _scalar_dtype(x, y))
-    elif y_py:
-        y = constant_like(y, x, _scalar_dtype(y, x))
+    """Weak operands (Python and NumPy scalars) take the other operand's dtype; f32 with f64
+    converts to f64. ``x32 * np.float64(2.0)`` is f32: f32 in, f32 out."""
+    x_weak, y_weak = is_weak(x), is_weak(y)
+    if x_weak and y_weak:
+        dtype = _weak_pair_dtype(x, y)
+        x, y = np.asarray(x, DTYPES[dtype]), np.asarray(y, DTYPES[dtype])
+    elif x_weak:
+        x = constant_like(_scalar_value(x), y, _scalar_dtype(x, y))
+    elif y_weak:
+        y = constant_like(_scalar_value(y), x, _scalar_dtype(y, x))
     tx, ty = type_of_value(x), type_of_value(y)
     if tx.dtype != ty.dtype:
         if "f64" in (tx.dtype, ty.dtype):
@@ -312,9 +335,28 @@ def _promote(x, y):
     return x, y
 
 
+def _scalar_value(x):
+    return x.item() if isinstance(x, np.ndarray | np.generic) else x
+
+
+def _is_bool_scalar(x) -> bool:
+    return isinstance(x, bool | np.bool_) or (isinstance(x, np.ndarray) and x.dtype == np.bool_)
+
+
+def _weak_pair_dtype(x, y) -> str:
+    """Two weak operands: bool if both are bools; else f64 if either is an f64 NumPy value, f32
+    otherwise (Python floats alone stay f32, shax's default float)."""
+    if _is_bool_scalar(x) and _is_bool_scalar(y):
+        return "bool"
+    numpy_f64 = any(
+        isinstance(a, np.ndarray | np.generic) and np.asarray(a).dtype == np.float64 for a in (x, y)
+    )
+    return "f64" if numpy_f64 else "f32"
+
+
 def _scalar_dtype(scalar, other) -> str:
     other_dtype = type_of_value(other).dtype
-    if isinstance(scalar, bool) and other_dtype == "bool":
+    if _is_bool_scalar(scalar) and other_dtype == "bool":
         return "bool"
     return other_dtype if other_dtype != "bool" else "f32"
 
@@ -365,20 +407,41 @@ def div(x, y):
 
 
 def power(x, y):
-    """``x ** y``; small integer and half exponents become multiplications and ``sqrt``
-    (cheaper, and exact derivatives without ``log``)."""
-    if isinstance(y, int | float) and not isinstance(y, bool) and isinstance(x, Tracer):
-        if y == 1:
+    """``x ** y`` with JAX's conventions (see docs/conventions.md).
+
+    An integer exponent (a Python or NumPy int) is JAX's ``integer_pow``: multiplications by
+    repeated squaring, ``1 / x**n`` for negative n, and ``x ** 0`` is ones, whose derivative is 0
+    everywhere (0 at x = 0 too). Any other exponent is the ``pow`` primitive (``0.5`` is ``sqrt``,
+    the same function with an exact derivative), whose conventions are JAX's ``lax.pow``:
+    ``d/dx x**y = y x**(y-1)`` (NaN at x = 0 for y = 0.0, 0 for y > 1) and
+    ``d/dy x**y = log(x) x**y`` taken as 0 at x = 0 (NaN for a negative x)."""
+    if isinstance(y, numbers.Integral | np.integer) and not isinstance(y, bool | np.bool_):
+        if isinstance(x, Tracer) or not is_weak(x):
+            return integer_power(x, int(y))
+    if isinstance(y, float) and isinstance(x, Tracer):
+        if y == 1.0:
             return x
-        if y == 2:
+        if y == 2.0:
             return mul(x, x)
-        if y == 3:
-            return mul(mul(x, x), x)
         if y == 0.5:
             return bind("sqrt", x)
-        if y == -1:
-            return div(1.0, x)
     return _binary("pow", x, y)
+
+
+def integer_power(x, n: int):
+    """``x ** n`` for an integer n as multiplications (JAX's ``integer_pow``)."""
+    if n == 0:
+        return full_like(x, 1.0)
+    if n < 0:
+        return div(1.0, integer_power(x, -n))
+    result, square = None, x
+    while True:  # binary exponentiation: x^n = prod of x^(2^k) over the bits k of n
+        if n & 1:
+            result = square if result is None else mul(result, square)
+        n >>= 1
+        if not n:
+            return result
+        square = mul(square, square)
 
 
 def maximum(x, y):

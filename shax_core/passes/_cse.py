@@ -19,7 +19,7 @@ from __future__ import annotations
 
 from shax_core.ir import Program, Var
 from shax_core.passes.rename import rewrite_ins, substitute
-from shax_core.primitives import lookup
+from shax_core.registry import lookup
 
 
 def cse(program: Program) -> Program:

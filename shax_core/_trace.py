@@ -20,8 +20,8 @@ from __future__ import annotations
 
 import numpy as np
 
+from shax_core.core import Builder, Tracer, constant_like
 from shax_core.ir import DTYPES, Program, ShaxError, Type, dtype_name, type_of
-from shax_core.ops import Builder, Tracer, constant_like
 
 
 def as_type(spec) -> Type:
