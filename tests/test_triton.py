@@ -431,3 +431,100 @@ def test_api_keys_over_grpc_metadata_and_http_headers(keyed):
     with pytest.raises(InferenceServerException):
         h.get_model_repository_index()
     assert h.get_model_repository_index(headers={"X-API-Key": KEY})
+
+
+# ---------------------------------------------------------------------------------------------
+# start-up, model control and bounds
+
+
+def test_readiness_waits_for_the_repository_to_load(tmp_path):
+    """The server is live while the repository loads and ready once it has: a model whose
+    file is a pipe cannot load until the test writes the program into it."""
+    import os
+    import threading
+    import time
+
+    shutil.copytree(REPOSITORY / "sinsum", tmp_path / "sinsum")
+    (tmp_path / "late" / "1").mkdir(parents=True)
+    pipe = tmp_path / "late" / "1" / "model.shax"
+    os.mkfifo(pipe)
+    port, grpc_port = free_port(), free_port()
+    cmd = [sys.executable, "-m", "shax_server.cli", "--host", "127.0.0.1", "--port", str(port)]
+    cmd += ["--model-repository", str(tmp_path), "--grpc-port", str(grpc_port)]
+    env = {k: v for k, v in __import__("os").environ.items() if not k.startswith("SHAX_")}
+    proc = subprocess.Popen([*cmd, "--log-level", "warning"], env=env, cwd=ROOT)
+    url = f"http://127.0.0.1:{port}"
+    writer = None
+    try:
+        deadline = time.monotonic() + 30
+        while True:
+            assert proc.poll() is None and time.monotonic() < deadline
+            try:
+                if httpx.get(f"{url}/v2/health/live", timeout=1).status_code == 200:
+                    break
+            except httpx.TransportError:
+                time.sleep(0.05)
+        r = httpx.get(f"{url}/v2/health/ready")
+        assert r.status_code == 503 and "loading" in r.json()["detail"]
+        assert not grpcclient.InferenceServerClient(f"127.0.0.1:{grpc_port}").is_server_ready()
+        states = {m["name"]: m["state"] for m in httpx.post(f"{url}/v2/repository/index").json()}
+        assert states["late"] == "LOADING"
+        writer = threading.Thread(target=pipe.write_text, args=(SINSUM,))
+        writer.start()
+        while httpx.get(f"{url}/v2/health/ready").status_code != 200:
+            assert time.monotonic() < deadline, "not ready 30 s after the pipe was written"
+            time.sleep(0.05)
+        h = httpclient.InferenceServerClient(f"127.0.0.1:{port}")
+        assert h.is_model_ready("late") and h.is_model_ready("sinsum")
+    finally:
+        if writer is None:  # unblock the loader so that the server can stop
+            with open(pipe, "w") as f:
+                f.write(SINSUM)
+        else:
+            writer.join(timeout=10)
+        proc.terminate()
+        proc.wait(timeout=20)
+
+
+def test_model_control_none_refuses_load_and_unload(repo):
+    grpc_port = free_port()
+    args = ["--model-repository", str(repo), "--grpc-port", str(grpc_port)]
+    with shax_server(free_port(), None, args=[*args, "--model-control-mode", "none"]) as url:
+        h = httpclient.InferenceServerClient(url.removeprefix("http://"))
+        g = grpcclient.InferenceServerClient(f"127.0.0.1:{grpc_port}")
+        for call in (h.unload_model, h.load_model, g.unload_model, g.load_model):
+            with pytest.raises(InferenceServerException, match="not allowed"):
+                call(MODEL)
+        assert h.is_model_ready(MODEL) and g.is_model_ready(MODEL)  # still served
+        check(h.infer(MODEL, http_inputs(True), model_version="1"), "1")
+
+
+def test_registered_names_and_program_statistics_are_bounded():
+    env = {"SHAX_MAX_MODELS": "2", "SHAX_CACHE_ENTRIES": "2"}
+    with shax_server(free_port(), env) as url:
+        programs = [SINSUM.replace("sin v", op) for op in ("sin v", "cos v", "tanh v")]
+        ids = []
+        for i, program in enumerate(programs):
+            r = httpx.post(f"{url}/v1/programs", json={"program": program, "name": f"m{i}"})
+            ids.append(r.json()["id"] if r.status_code == 200 else None)
+            if i < 2:
+                assert r.status_code == 200, r.text
+        assert r.status_code == 413 and r.json()["limit"] == "max_models"
+        ids[2] = httpx.post(f"{url}/v1/programs", json={"program": programs[2]}).json()["id"]
+        h = httpclient.InferenceServerClient(url.removeprefix("http://"))
+        v = np.array([0.1, 0.2, 0.3], np.float32)
+        for program, pid in zip(programs, ids):  # by bare id: statistics for the 2 most recent
+            httpx.post(f"{url}/v1/programs", json={"program": program})  # (cache_entries is 2)
+            meta = h.get_model_metadata(pid)
+            t = httpclient.InferInput(meta["inputs"][0]["name"], [3], "FP32")
+            t.set_data_from_numpy(v)
+            h.infer(pid, [t])
+        named = {(s["name"], s["version"]) for s in h.get_inference_statistics()["model_stats"]}
+        assert named == {("m0", "1"), ("m1", "1"), (ids[1], ""), (ids[2], "")}
+        assert metric(url, "nv_inference_count", model=ids[0]) == 0
+        assert metric(url, "nv_inference_count", model=ids[2]) == 1
+        # unloading a name frees its place and drops its series
+        h.unload_model("m0")
+        assert "m0" not in {s["name"] for s in h.get_inference_statistics()["model_stats"]}
+        r = httpx.post(f"{url}/v1/programs", json={"program": programs[2], "name": "m2"})
+        assert r.status_code == 200, r.text

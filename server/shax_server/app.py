@@ -8,6 +8,7 @@ Middleware order, outermost first: request metrics, body-size limit, then FastAP
 
 from __future__ import annotations
 
+import asyncio
 from contextlib import asynccontextmanager
 
 from fastapi import FastAPI
@@ -87,23 +88,33 @@ def create_app(settings: Settings | None = None, store: SharedStore | None = Non
     metrics.cache_entries.read = lambda: len(cache)
     metrics.cache_bytes.read = lambda: cache.bytes
     state = ServiceState(settings, metrics, cache, WorkerPool(settings, metrics))
-    state.registry = Registry(settings)
+    state.registry = Registry(settings, metrics.forget_model)
+
+    async def load_then_ready() -> None:
+        # the server answers (live) while the repository compiles; ready once every model is
+        # loaded or has failed (logged, UNAVAILABLE in the index with its reason)
+        await load_repository(state)
+        state.ready = True
 
     @asynccontextmanager
     async def lifespan(app: FastAPI):
-        # ready only once every repository model is compiled (or has failed, logged)
         grpc = None
         if settings.grpc_port is not None:
             from shax_server.grpc_server import make_server  # grpcio only when asked for
 
             grpc = make_server(state)
             await grpc.start()
-        await load_repository(state)
-        state.ready = True
+        loading = None
+        if state.registry.root is None:
+            state.ready = True
+        else:
+            loading = asyncio.create_task(load_then_ready())
         try:
             yield
         finally:
             state.ready = False
+            if loading is not None:
+                loading.cancel()
             if grpc is not None:
                 await grpc.stop(grace=2)
             state.pool.shutdown()

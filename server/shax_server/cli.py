@@ -23,6 +23,12 @@ def build_parser(prog: str = "shax serve") -> argparse.ArgumentParser:
         help="load Triton-layout models DIR/<name>/<version>/model.shax at start-up",
     )
     parser.add_argument(
+        "--model-control-mode",
+        choices=["explicit", "none"],
+        default=None,
+        help="explicit (default): the repository API loads and unloads models; none: fixed",
+    )
+    parser.add_argument(
         "--grpc-port",
         type=int,
         nargs="?",
@@ -42,6 +48,7 @@ def serve(
     log_level: str = "info",
     model_repository: str | None = None,
     grpc_port: int | None = None,
+    model_control_mode: str | None = None,
 ) -> int:
     """Run uvicorn until interrupted; arguments left None come from the ``SHAX_`` environment."""
     import uvicorn
@@ -55,6 +62,7 @@ def serve(
         (workers, "SHAX_WORKERS"),
         (model_repository, "SHAX_MODEL_REPOSITORY"),
         (grpc_port, "SHAX_GRPC_PORT"),
+        (model_control_mode, "SHAX_MODEL_CONTROL_MODE"),
     ):
         if value is not None:
             os.environ[env] = str(value)
@@ -83,6 +91,7 @@ def serve_main(argv: Sequence[str] | None = None) -> int:
         args.log_level,
         args.model_repository,
         args.grpc_port,
+        args.model_control_mode,
     )
 
 

@@ -32,6 +32,7 @@ from shax_core.ir import ShaxError
 from shax_core.wire import encode_tensor
 from shax_server.deps import ServiceState, _matches
 from shax_server.models import (
+    check_model_control,
     config_doc,
     decode_inputs,
     find_model,
@@ -204,6 +205,7 @@ class InferenceService(rpc.GRPCInferenceServiceServicer):
     @_call(protected=True)
     async def RepositoryModelUnload(self, request, context):
         registry = self.state.registry
+        check_model_control(self.state)
         async with registry.lock(request.model_name):
             registry.unload(request.model_name)
         return pb.RepositoryModelUnloadResponse()

@@ -46,6 +46,12 @@ class Counter(_Metric):
         with self.lock:
             self.values[labels] += amount
 
+    def remove(self, *prefix: str) -> None:
+        """Drop every series whose first label values are ``prefix``."""
+        with self.lock:
+            for key in [k for k in self.values if k[: len(prefix)] == prefix]:
+                del self.values[key]
+
     def render(self) -> list[str]:
         lines = self.header()
         with self.lock:
@@ -167,6 +173,19 @@ class Metrics:
                 ("compute_output", "time encoding outputs"),
             )
         }
+
+    def forget_model(self, key: tuple[str, str]) -> None:
+        """Drop the Triton series of a model version (unloaded, or a program id evicted from
+        the statistics): label sets stay bounded."""
+        for counter in (
+            self.triton_success,
+            self.triton_failure,
+            self.triton_count,
+            self.triton_exec_count,
+            self.triton_request_us,
+            *self.triton_phase_us.values(),
+        ):
+            counter.remove(*key)
 
     def render(self) -> str:
         lines: list[str] = []

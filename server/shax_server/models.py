@@ -106,7 +106,21 @@ async def name_program(
 # the repository
 
 
-async def load_model(state: ServiceState, name: str, override: dict | None = None) -> None:
+def check_model_control(state: ServiceState) -> None:
+    """Load and unload requests need the explicit model-control mode (Triton's rule)."""
+    if state.settings.model_control_mode != "explicit":
+        raise Problem(
+            400,
+            "Invalid request",
+            "explicit model load / unload is not allowed: the server runs with "
+            "SHAX_MODEL_CONTROL_MODE=none (--model-control-mode explicit enables it)",
+            kind="model-control",
+        )
+
+
+async def load_model(
+    state: ServiceState, name: str, override: dict | None = None, startup: bool = False
+) -> None:
     """(Re)load every version of repository model ``name``; on failure the versions that were
     serving stay (as Triton does) and the model's state says why."""
     registry = state.registry
@@ -117,6 +131,8 @@ async def load_model(state: ServiceState, name: str, override: dict | None = Non
             "no model repository is configured (shax serve --model-repository DIR)",
             kind="invalid-request",
         )
+    if not startup:
+        check_model_control(state)
     check_name(name, "model name")
     async with registry.lock(name):
         previous = registry.states.get(name)
@@ -146,7 +162,7 @@ async def load_repository(state: ServiceState) -> None:
     UNAVAILABLE (its reason in the repository index), the others serve."""
     for name in state.registry.repository_names():
         try:
-            await load_model(state, name)
+            await load_model(state, name, startup=True)
         except (Problem, ShaxError) as e:
             log.error("model %s failed to load: %s", name, getattr(e, "detail", e))
 
@@ -232,9 +248,8 @@ async def stats_doc(state: ServiceState, name: str | None, label: str | None) ->
     """Triton's statistics response: every model version, one model's versions, or one."""
     registry = state.registry
     if name is None:
-        keys = [(n, v) for n in sorted(registry.models) for v in registry.labels(n)]
-        keys += [k for k in registry.stats if k[0] not in registry.models and k not in keys]
-    elif name in registry.models and label is None:
+        return {"model_stats": [stats.doc(*key) for key, stats in registry.all_stats()]}
+    if name in registry.models and label is None:
         keys = [(name, v) for v in registry.labels(name)]
     else:
         keys = [(await find_model(state, name, label)).stats_key]

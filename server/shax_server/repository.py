@@ -33,6 +33,7 @@ import asyncio
 import logging
 import re
 import time
+from collections import OrderedDict
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -42,7 +43,7 @@ import orjson
 import shax_core
 from shax_core.graph import from_graph
 from shax_server.compilation import RESIDUAL_POLICIES, Compiled, Source, prepare
-from shax_server.problems import Problem, not_found
+from shax_server.problems import Problem, limit_exceeded, not_found
 from shax_server.settings import Settings
 
 log = logging.getLogger("shax_server")
@@ -222,19 +223,37 @@ class ModelState:
 
 
 class Registry:
-    """Model names -> versions, repository states, and statistics. Event-loop only."""
+    """Model names -> versions, repository states, and statistics. Event-loop only.
 
-    def __init__(self, settings: Settings):
+    Bounded: at most ``max_models`` versions registered through the API (repository models are
+    the operator's and not counted); statistics of bare program ids (requests by content id)
+    are kept for the ``cache_entries`` most recently used ids, and ``forget`` is called with
+    the key of every statistics entry dropped (the metrics drop its series)."""
+
+    def __init__(self, settings: Settings, forget=lambda key: None):
         self.settings = settings
         self.root = Path(settings.model_repository) if settings.model_repository else None
         self.models: dict[str, dict[str, Version]] = {}
         self.states: dict[str, ModelState] = {}
         self.stats: dict[tuple[str, str], Stats] = {}
+        self.program_stats: OrderedDict[tuple[str, str], Stats] = OrderedDict()
         self.locks: dict[str, asyncio.Lock] = {}
+        self.forget = forget
 
     # -- names and versions
 
+    def api_versions(self) -> int:
+        return sum(v.origin == "api" for vs in self.models.values() for v in vs.values())
+
     def add(self, version: Version) -> None:
+        existing = self.models.get(version.name, {}).get(version.label)
+        limit = self.settings.max_models
+        if version.origin == "api" and existing is None and self.api_versions() >= limit:
+            raise limit_exceeded(
+                "max_models",
+                f"{limit} model versions are registered through the API (SHAX_MAX_MODELS); "
+                "unload some (POST /v2/repository/models/{name}/unload)",
+            )
         versions = dict(self.models.get(version.name, {}))
         versions[version.label] = version
         self.models[version.name] = versions
@@ -274,7 +293,9 @@ class Registry:
     def unload(self, name: str) -> None:
         if name not in self.models and name not in self.states:
             raise not_found(f"no model named {name!r}")
-        self.models.pop(name, None)
+        for label in self.models.pop(name, {}):
+            if self.stats.pop((name, label), None) is not None:
+                self.forget((name, label))
         self.states[name] = ModelState(UNAVAILABLE, "unloaded")
 
     # -- the repository
@@ -301,7 +322,22 @@ class Registry:
     # -- statistics
 
     def stats_for(self, key: tuple[str, str]) -> Stats:
-        return self.stats.setdefault(key, Stats())
+        if key[1]:  # a model version: bounded by the registry
+            return self.stats.setdefault(key, Stats())
+        found = self.program_stats.get(key)
+        if found is not None:
+            self.program_stats.move_to_end(key)
+            return found
+        found = self.program_stats[key] = Stats()
+        while len(self.program_stats) > self.settings.cache_entries:
+            old, _ = self.program_stats.popitem(last=False)
+            self.forget(old)
+        return found
+
+    def all_stats(self) -> list[tuple[tuple[str, str], Stats]]:
+        """Every model version's statistics (zeros when unused), then the program ids'."""
+        keys = [(n, v) for n in sorted(self.models) for v in self.labels(n)]
+        return [(k, self.stats_for(k)) for k in keys] + list(self.program_stats.items())
 
 
 # ---------------------------------------------------------------------------------------------
@@ -310,7 +346,7 @@ class Registry:
 
 def read_config(path: Path, settings: Settings) -> dict:
     """A config.json as a checked dict ({} when the file is absent)."""
-    if not path.is_file():
+    if not path.exists() or path.is_dir():
         return {}
     return check_config(orjson.loads(_read_bounded(path, settings)), str(path))
 
@@ -331,6 +367,10 @@ def check_config(doc: Any, where: str) -> dict:
     return doc
 
 
+def _is_file(path: Path) -> bool:
+    return path.exists() and not path.is_dir()  # a file, a link to one, or a pipe
+
+
 def _read_bounded(path: Path, settings: Settings) -> bytes:
     limit = settings.max_body_bytes
     with open(path, "rb") as f:
@@ -343,7 +383,7 @@ def _read_bounded(path: Path, settings: Settings) -> bytes:
 def read_version(directory: Path, config: dict, settings: Settings) -> tuple[Source, dict]:
     """The prepared program of one version directory, and its effective config."""
     config = {**config, **read_config(directory / CONFIG_FILE, settings)}
-    found = [directory / f for f in PROGRAM_FILES if (directory / f).is_file()]
+    found = [directory / f for f in PROGRAM_FILES if _is_file(directory / f)]
     if len(found) != 1:
         raise invalid(
             f"{directory}: expected exactly one of {', '.join(PROGRAM_FILES)}, found "

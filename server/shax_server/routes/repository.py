@@ -20,7 +20,14 @@ from fastapi import APIRouter, Request
 from starlette.responses import Response
 
 from shax_server.deps import State
-from shax_server.models import config_doc, find_model, load_config, load_model, stats_doc
+from shax_server.models import (
+    check_model_control,
+    config_doc,
+    find_model,
+    load_config,
+    load_model,
+    stats_doc,
+)
 from shax_server.problems import Problem
 from shax_server.routes.docs import problems
 from shax_server.service import read_body
@@ -83,6 +90,7 @@ async def load(model_name: str, request: Request, state: State) -> Response:
 )
 async def unload(model_name: str, request: Request, state: State) -> Response:
     await _optional_body(request)  # parameters.unload_dependents: shax models have none
+    check_model_control(state)
     async with state.registry.lock(model_name):
         state.registry.unload(model_name)
     return Response(status_code=200)
