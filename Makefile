@@ -4,7 +4,7 @@ VENV := .venv
 BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed
 
-.PHONY: run test lint format bench bench-quick lock clean
+.PHONY: run test lint format bench bench-quick lock clean screenshots
 
 $(STAMP): pyproject.toml
 	$(PYTHON) -m venv $(VENV)
@@ -13,11 +13,15 @@ $(STAMP): pyproject.toml
 	touch $(STAMP)
 
 run: $(STAMP)
-	$(BIN)/shax serve --host 127.0.0.1 --port 8000
+	$(BIN)/shax serve --host 127.0.0.1 --port 8000 --model-repository examples/model_repository
 
 test: $(STAMP)
 	$(BIN)/ruff check .
 	$(BIN)/python -m pytest -q
+
+# the pages' screenshots in docs/screenshots (the browser tests take them)
+screenshots: $(STAMP)
+	SHAX_SCREENSHOTS=docs/screenshots $(BIN)/python -m pytest -q tests/test_browser.py
 
 lint: $(STAMP)
 	$(BIN)/ruff check .

@@ -157,7 +157,7 @@ def run(cfg: Config) -> Section:
         sec.notes.append(f"W5 skipped: {e} (install the server extra)")
         return sec
     import shax_core as sx
-    from shax_core.demo import SEED_A, SEED_B, medium
+    from shax_core.demo import SEED_A, SEED_B, SEED_CT, medium
 
     duration = 0.6 if cfg.quick else 4.0
     requests = 400 if cfg.quick else 60_000
@@ -217,9 +217,7 @@ def run(cfg: Config) -> Section:
             st, out = shax.request("POST", path, w1_body, json_headers)
             _check(st, out, "W1 vjp")
             grads = orjson.loads(out)["gradients"]
-            ref = sx.compile(sx.vjp_program(sx.parse(w1_text)))(
-                SEED_A, SEED_B, np.array([5, 9], np.float32)
-            )
+            ref = sx.compile(sx.vjp_program(sx.parse(w1_text)))(SEED_A, SEED_B, SEED_CT)
             if not np.allclose(np.asarray(grads[0]["data"], np.float32), ref[1].ravel(), rtol=1e-5):
                 sec.notes.append("shax /vjp returned gradients that differ from in-process")
             for c in (1, 16):

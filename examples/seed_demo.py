@@ -19,12 +19,9 @@ import contextlib
 import numpy as np
 from shax_client import Client
 
-from shax_core.demo import f, medium  # the seed's two functions, in shax_core.numpy
+# the seed's two functions (in shax_core.numpy) and its inputs
+from shax_core.demo import REWRITES_HEADING, SEED_A, SEED_B, SEED_CT, f, medium
 from shax_core.text import format_float
-
-SEED_A = np.arange(1, 7, dtype=np.float32)
-SEED_B = np.array([[1, 2], [3, 4]], dtype=np.float32)
-SEED_CT = np.array([5, 9], dtype=np.float32)
 
 
 def fmt(arrays) -> str:
@@ -54,7 +51,7 @@ def run(client: Client, out=print, progress: bool = False) -> None:
     out(rm.program)
     out("After type inference:")
     out(stages["typed"])
-    out("After rewrites (canonicalizing `dot`s):")
+    out(REWRITES_HEADING)
     out(stages["rewritten"])
     out("Linearized definition(s):")
     out(stages["linearized"])

@@ -13,7 +13,8 @@ module imports only from layers below it; ``tests/test_layering.py`` checks it):
     text, _infer, graph     IR text, inference and verify, the JSON graph and content hash
     passes/, wire           rewrites (Program -> Program); tensors on the wire
     _trace, remat, _linearize, transpose, _evaluate
-    api, numpy              the pipeline and differentiation of Python functions; the front end
+    pipeline, numpy         the AD pipeline (stages, vjp_program); the NumPy front end
+    api                     grad, vjp, jvp, linearize of Python functions
     optimize, demo, cli
 
 >>> import shax_core as sx
@@ -28,17 +29,7 @@ from shax_core._infer import infer
 from shax_core._linearize import linearize_program
 from shax_core._trace import as_type, trace
 from shax_core._verify import verify
-from shax_core.api import (
-    PIPELINE_VERSION,
-    grad,
-    jvp,
-    jvp_program,
-    linearize,
-    stages,
-    value_and_grad,
-    vjp,
-    vjp_program,
-)
+from shax_core.api import grad, jvp, linearize, value_and_grad, vjp
 from shax_core.ir import (
     Eqn,
     Program,
@@ -48,6 +39,7 @@ from shax_core.ir import (
     Var,
     VerifyError,
 )
+from shax_core.pipeline import PIPELINE_VERSION, jvp_program, stages, vjp_program
 from shax_core.text import ParseError, parse, parse_module, print_module, print_program
 from shax_core.transpose import TransposeError, transpose_program
 

@@ -67,10 +67,11 @@ def _splits(t: Type) -> bool:
     )
 
 
-def _parallel(ufunc, out_type: Type, position: int | None):
-    """``ufunc`` over chunks of the leading axis, one per core (NumPy releases the GIL in its
-    loops), into a fresh buffer or, with ``position``, into that dying operand. Elementwise,
-    so the chunks are independent; the calling thread computes the first one."""
+def _parallel(impl, out_type: Type, position: int | None):
+    """``impl`` (elementwise, with ``out=``) over chunks of the leading axis, one per core
+    (NumPy releases the GIL in its loops), into a fresh buffer or, with ``position``, into that
+    dying operand. Elementwise, so the chunks are independent; the calling thread computes the
+    first one."""
     n = out_type.shape[0]
     cuts = [n * k // _THREADS for k in range(_THREADS + 1)]
     chunks = [slice(lo, hi) for lo, hi in zip(cuts, cuts[1:])]
@@ -81,8 +82,8 @@ def _parallel(ufunc, out_type: Type, position: int | None):
         if _kernel_pool is None:
             _kernel_pool = ThreadPoolExecutor(_THREADS - 1, thread_name_prefix="shax-kernel")
         out = args[position] if position is not None else np.empty(shape, dtype)
-        rest = [_kernel_pool.submit(ufunc, *(a[c] for a in args), out=out[c]) for c in chunks[1:]]
-        ufunc(*(a[chunks[0]] for a in args), out=out[chunks[0]])
+        rest = [_kernel_pool.submit(impl, *(a[c] for a in args), out=out[c]) for c in chunks[1:]]
+        impl(*(a[chunks[0]] for a in args), out=out[chunks[0]])
         for f in rest:
             f.result()
         return out
@@ -90,13 +91,13 @@ def _parallel(ufunc, out_type: Type, position: int | None):
     return run
 
 
-def _in_place(ufunc, position: int, arity: int):
-    """``ufunc`` writing its result into operand ``position`` (which dies at this step)."""
+def _in_place(impl, position: int, arity: int):
+    """``impl`` writing its result into operand ``position`` (which dies at this step)."""
     if arity == 1:
-        return lambda a: ufunc(a, out=a)
-    if position == 0:
-        return lambda a, b: ufunc(a, b, out=a)
-    return lambda a, b: ufunc(a, b, out=b)
+        return lambda a: impl(a, out=a)
+    if arity == 2:
+        return (lambda a, b: impl(a, b, out=a)) if position == 0 else lambda a, b: impl(a, b, out=b)
+    return lambda *xs: impl(*xs, out=xs[position])
 
 
 class Executable:
@@ -130,8 +131,9 @@ class Executable:
                 if last_use.get(s) != INF:
                     last_use[s] = i
 
-        # buffers: a ufunc step makes a fresh buffer (named by its slot); any other step's
-        # result may alias its operands' buffers; parameters and constants are never owned.
+        # buffers: an out_buffer step makes a fresh buffer (named by its slot); any other
+        # step's result may alias its operands' buffers; parameters and constants are never
+        # owned.
         prims = [lookup(e.prim) for e in program.eqns]
         refs: list[frozenset] = [EMPTY] * n_slots
         template: list = [None] * n_slots
@@ -139,7 +141,7 @@ class Executable:
             out = slot_of[e.out.name]
             if "constant" in prim.traits:
                 template[out] = np.asarray(prim.impl(**prim.kwargs(e.params)))
-            elif isinstance(prim.impl, np.ufunc) and e.out.type.rank:
+            elif "out_buffer" in prim.traits and e.out.type.rank:
                 refs[out] = frozenset({out})
             else:
                 union = EMPTY
@@ -164,16 +166,12 @@ class Executable:
             ins = tuple(slot_of[v.name] for v in e.ins)
             fn = _kernel(prim, e)
             reuse = None
-            # an elementwise ufunc (not a gufunc such as matmul) may write into a dying
-            # operand and be split into chunks. (Rank-0 ufunc results are NumPy scalars, not
-            # buffers; on small arrays the ``out=`` call costs more than the allocation saves.)
-            elementwise = isinstance(prim.impl, np.ufunc) and "elementwise" in prim.traits
-            if (
-                elementwise
-                and prim.impl.nout == 1
-                and e.out.type.rank
-                and e.out.type.nbytes >= IN_PLACE_MIN_BYTES
-            ):
+            # an elementwise out_buffer step may write into a dying operand (the laws of both
+            # traits) and be split into chunks of the leading axis. (Rank-0 results are NumPy
+            # scalars, not buffers; on small arrays the ``out=`` call costs more than the
+            # allocation saves.)
+            elementwise = {"elementwise", "out_buffer"} <= prim.traits
+            if elementwise and e.out.type.rank and e.out.type.nbytes >= IN_PLACE_MIN_BYTES:
                 for pos, s in enumerate(ins):
                     if (
                         refs[s] == frozenset({s})

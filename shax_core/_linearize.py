@@ -31,12 +31,13 @@ and the linear program takes the tangents, then the residuals::
 
 from __future__ import annotations
 
-from collections import OrderedDict
 from collections.abc import Sequence
+from dataclasses import dataclass
 
 from shax_core._infer import infer
 from shax_core.core import Builder, Tracer, bind_at, zeros
 from shax_core.ir import Program, ShaxError, Var
+from shax_core.passes import dce
 from shax_core.registry import Zero, lookup
 from shax_core.remat import POLICIES, rematerialize
 
@@ -79,24 +80,60 @@ def check_wrt(program: Program, wrt: Sequence[int] | None) -> tuple[int, ...]:
     return wrt
 
 
+@dataclass(frozen=True)
+class Linearized:
+    """A program linearized once: what transposing and zipping need, carried with it.
+
+    ``primal`` maps the inputs to ``[outputs..., residuals...]``; ``linear`` maps ``(tangents
+    of the wrt inputs..., residuals...)`` to the output tangents. ``recomputed`` names the
+    primal values the linear program recomputes from other residuals instead of reading them
+    (the residual policy's choice; empty under ``"save"``). Unpacks as ``(primal, linear)``.
+    """
+
+    primal: Program
+    linear: Program
+    wrt: tuple[int, ...]
+    n_outputs: int
+    recomputed: frozenset[str] = frozenset()
+
+    @property
+    def n_tangents(self) -> int:
+        """How many leading inputs of ``linear`` are tangents (the rest are residuals)."""
+        return len(self.wrt)
+
+    @property
+    def residuals(self) -> tuple[Var, ...]:
+        return self.primal.outs[self.n_outputs :]
+
+    def __iter__(self):
+        return iter((self.primal, self.linear))
+
+
 def linearize_program(
     program: Program, wrt: Sequence[int] | None = None, policy: str = "recompute"
-) -> tuple[Program, Program]:
-    """``(primal, linear)``: primal returns ``[outputs..., residuals...]``; linear takes
-    ``(tangents of wrt inputs..., residuals...)`` and returns the output tangents.
-
-    ``policy`` is the residual policy (see ``shax_core.remat``): ``"recompute"`` (default)
-    recomputes cheap residuals in the linear program; ``"save"`` saves every one."""
-    if policy not in POLICIES:
-        raise ShaxError(f"unknown residual policy {policy!r}; choose one of {list(POLICIES)}")
+) -> Linearized:
+    """Linearize ``program`` once with respect to the inputs ``wrt`` (default: every float
+    input). ``policy`` is the residual policy (see ``shax_core.remat``): ``"recompute"``
+    (default) recomputes cheap residuals in the linear program; ``"save"`` saves every one."""
     return linearize_typed(infer(program), wrt, policy)  # annotations are checked, not trusted
 
 
-def linearize_typed(
-    program: Program, wrt: Sequence[int] | None, policy: str
-) -> tuple[Program, Program]:
+def linearize_typed(program: Program, wrt: Sequence[int] | None, policy: str) -> Linearized:
     """``linearize_program`` on a program whose types were inferred by shax itself."""
+    if policy not in POLICIES:
+        raise ShaxError(f"unknown residual policy {policy!r}; choose one of {list(POLICIES)}")
     wrt = check_wrt(program, wrt)
+    primal, linear = _jvp_and_partial_eval(program, wrt)
+    n = len(program.outs)
+    recomputed: frozenset[str] = frozenset()
+    if policy == "recompute":
+        primal, linear, recomputed = rematerialize(primal, linear, n, len(wrt))
+    # the rules emit primal equations that only a recomputed residual (or nothing) reads
+    return Linearized(dce(primal), linear, wrt, n, recomputed)
+
+
+def _jvp_and_partial_eval(program: Program, wrt: tuple[int, ...]) -> tuple[Program, Program]:
+    """One walk: each equation's linearize rule on primal and tangent tracers."""
     primal_b = Builder(level=0)
     linear_b = _LinearBuilder()
     primal = {p.name: primal_b.add_param(p.type, p.name) for p in program.params}
@@ -138,25 +175,4 @@ def linearize_typed(
     linear_prog = Program(
         "d" + program.name, tuple(linear_b.params), tuple(linear_b.eqns), tuple(linear_outs)
     )
-    if policy == "recompute":
-        primal_prog, linear_prog = rematerialize(
-            primal_prog, linear_prog, len(program.outs), len(wrt)
-        )
-    _remember_linear_inputs(linear_prog, len(wrt))
     return primal_prog, linear_prog
-
-
-# transpose_program(linear) needs to know how many leading inputs are tangents; linearize
-# records it here (bounded) so the public one-argument call works on its results.
-_LINEAR_INPUTS: OrderedDict[int, tuple[Program, int]] = OrderedDict()
-
-
-def _remember_linear_inputs(linear: Program, n: int) -> None:
-    _LINEAR_INPUTS[id(linear)] = (linear, n)  # by identity: hashing a big program is costly
-    while len(_LINEAR_INPUTS) > 16:
-        _LINEAR_INPUTS.popitem(last=False)
-
-
-def recorded_linear_inputs(linear: Program) -> int | None:
-    hit = _LINEAR_INPUTS.get(id(linear))
-    return hit[1] if hit is not None and hit[0] is linear else None

@@ -1,16 +1,12 @@
-"""Zip primal and transpose into one VJP program, and the public differentiation API.
+"""Differentiating Python functions: grad, value_and_grad, vjp, jvp, linearize (JAX's API).
 
-The stages, for a program ``f``:
+Each traces the function once per argument types, runs the pipeline (``shax_core.pipeline``)
+once, and caches the compiled plans:
 
-    typed       infer(f)
-    rewritten   simplify (constant folding), CSE, DCE
-    linearized  f   (inputs) -> [outputs..., residuals...]
-    linear      df  (tangents..., residuals...) -> [output tangents...]
-    transposed  dft (output cotangents..., residuals...) -> [input cotangents...]
-    vjp         f_dft (inputs..., output cotangents...) -> [outputs..., input cotangents...]
-
-The zipped program inlines ``f`` and feeds its residuals straight into ``dft``, then runs
-CSE and DCE, as the seed's ``medium_dmediumt``.
+>>> import numpy as np
+>>> import shax_core.numpy as snp
+>>> grad(lambda x: snp.sum(snp.sin(x)))(np.zeros(3, np.float32))
+array([1., 1., 1.], dtype=float32)
 """
 
 from __future__ import annotations
@@ -21,146 +17,10 @@ from collections.abc import Callable, Sequence
 import numpy as np
 
 from shax_core._evaluate import Executable, no_gc
-from shax_core._infer import infer
-from shax_core._linearize import check_wrt, linearize_typed
-from shax_core._trace import as_type, trace, trace_returning
-from shax_core.core import Builder
-from shax_core.ir import Program, ShaxError, Var, type_of
-from shax_core.passes import cleanup, cse, dce, simplify
-from shax_core.passes.inline import inline
-from shax_core.passes.rename import rewrite_ins
-from shax_core.remat import POLICIES, rematerialize
-from shax_core.transpose import transpose_typed
-
-PIPELINE_VERSION = "1"
-
-
-def _prepare(program: Program) -> Program:
-    """Infer (annotations are checked, not trusted), then simplify, fold, CSE and DCE.
-
-    ``canonicalize_dot`` (the seed's rewrite) is not needed: ``dot`` and general
-    ``dot_general`` transpose directly, and the plan runs them as one BLAS matmul on views,
-    so the canonical form would only add reshape steps."""
-    return cleanup(infer(program))
-
-
-def zip_vjp(
-    primal: Program, transposed: Program, n_outputs: int, cse_across: bool = True
-) -> Program:
-    """``f_dft(inputs..., cotangents...) = [outputs..., input cotangents...]``.
-
-    ``cse_across=False`` keeps recomputed residuals apart from the primal values they equal
-    (merging them would undo the residual policy: the value would be saved after all)."""
-    ct_types = [v.type for v in primal.outs[:n_outputs]]
-    zipped = _append(f"{primal.name}_d{primal.name}t", primal, transposed, ct_types, n_outputs)
-    return cleanup(zipped) if cse_across else dce(simplify(zipped))
-
-
-def zip_jvp(primal: Program, linear: Program, wrt: Sequence[int], n_outputs: int) -> Program:
-    """``f_jvp(inputs..., tangents of wrt...) = [outputs..., output tangents...]``."""
-    t_types = [primal.params[i].type for i in wrt]
-    return cleanup(_append(f"{primal.name}_jvp", primal, linear, t_types, n_outputs))
-
-
-def _append(name: str, first: Program, second: Program, new_types, n_outputs: int) -> Program:
-    """One program running ``first`` then ``second``, where ``second`` takes the new
-    parameters then ``first``'s outputs after the first ``n_outputs`` (the residuals).
-
-    Parameters: ``first``'s, then the new ones; outputs: ``first``'s first ``n_outputs``, then
-    ``second``'s. Equations are reused as they are (the pipeline's builders name variables
-    with distinct prefixes); only if names clash are both inlined under fresh names."""
-    new_params = tuple(Var(f"arg{len(first.params) + i}", t) for i, t in enumerate(new_types))
-    first_names = {p.name for p in first.params} | {e.out.name for e in first.eqns}
-    second_names = {e.out.name for e in second.eqns}
-    new_names = {p.name for p in new_params}
-    if (first_names | new_names) & second_names or first_names & new_names:
-        b = Builder()
-        args = [b.add_param(p.type) for p in first.params]
-        new = [b.add_param(t) for t in new_types]
-        first_outs = inline(b, first, args)
-        second_outs = inline(b, second, new + first_outs[n_outputs:])
-        outs = tuple(t.var for t in first_outs[:n_outputs] + second_outs)
-        return Program(name, tuple(b.params), tuple(b.eqns), outs)
-    args = new_params + first.outs[n_outputs:]
-    subst = {p.name: a for p, a in zip(second.params, args, strict=True)}
-    eqns = first.eqns + tuple(rewrite_ins(e, subst) for e in second.eqns)
-    outs = first.outs[:n_outputs] + tuple(subst.get(v.name, v) for v in second.outs)
-    return Program(name, first.params + new_params, eqns, outs)
-
-
-def stages(
-    program_or_f, *specs, wrt: Sequence[int] | None = None, policy: str = "recompute"
-) -> dict[str, Program]:
-    """Every stage of the pipeline by name (see the module docstring), each cleaned up."""
-    result: dict[str, Program] = {}
-    if isinstance(program_or_f, Program):
-        program = program_or_f
-    else:
-        program = trace(program_or_f, *specs)
-        result["traced"] = program
-    typed = infer(program)
-    rewritten = cleanup(typed)
-    wrt = check_wrt(rewritten, wrt)
-    primal, linear, recomputed = _linearize(rewritten, wrt, policy)
-    primal, linear = cleanup(primal), cleanup(linear)
-    transposed = cleanup(transpose_typed(linear, len(wrt)))
-    n = len(rewritten.outs)
-    result.update(
-        typed=typed,
-        rewritten=rewritten,
-        linearized=primal,
-        linear=linear,
-        transposed=transposed,
-        vjp=zip_vjp(primal, transposed, n, cse_across=not recomputed),
-    )
-    return {name: _checked(p) if name != "traced" else p for name, p in result.items()}
-
-
-def vjp_program(
-    program: Program, wrt: Sequence[int] | None = None, policy: str = "recompute"
-) -> Program:
-    """The zipped VJP program of ``program`` with respect to the inputs ``wrt`` (default:
-    every float input), under the residual ``policy`` (see ``shax_core.remat``)."""
-    with no_gc():
-        rewritten = _prepare(program)
-        wrt = check_wrt(rewritten, wrt)
-        primal, linear, recomputed = _linearize(rewritten, wrt, policy)
-        transposed = transpose_typed(linear, len(wrt))
-        n = len(rewritten.outs)
-        if not recomputed:  # one cleanup after zipping is where it pays
-            return _checked(zip_vjp(primal, transposed, n))
-        # each half: CSE within it (not across: see zip_vjp); simplify once, after zipping
-        zipped = zip_vjp(dce(cse(primal)), dce(cse(transposed)), n, cse_across=False)
-        return _checked(zipped)
-
-
-def _linearize(program: Program, wrt, policy: str) -> tuple[Program, Program, bool]:
-    """``(primal, linear, whether any residual is recomputed)`` under ``policy``."""
-    if policy not in POLICIES:
-        raise ShaxError(f"unknown residual policy {policy!r}; choose one of {list(POLICIES)}")
-    saved = linearize_typed(program, wrt, "save")
-    if policy == "save":
-        return (*saved, False)
-    primal, linear = rematerialize(*saved, len(program.outs), len(wrt))
-    return primal, linear, linear is not saved[1]
-
-
-def _checked(program: Program) -> Program:
-    """Mark a program the pipeline derived from an inferred one: its types are shax's own
-    (every pass keeps types; the tests verify it), so compiling it need not re-infer."""
-    return program.replace(checked=True)
-
-
-def jvp_program(program: Program, wrt: Sequence[int] | None = None) -> Program:
-    with no_gc():
-        rewritten = _prepare(program)
-        wrt = check_wrt(rewritten, wrt)
-        primal, linear = linearize_typed(rewritten, wrt, "recompute")
-        return _checked(zip_jvp(primal, linear, wrt, len(rewritten.outs)))
-
-
-# ---------------------------------------------------------------------------------------------
-# differentiation of Python functions (trace at the arguments' types, then the pipeline)
+from shax_core._linearize import linearize_typed
+from shax_core._trace import trace_returning
+from shax_core.ir import Program, ShaxError, type_of
+from shax_core.pipeline import jvp_program, prepare, run, vjp_program
 
 _CACHE: OrderedDict = OrderedDict()
 
@@ -221,12 +81,8 @@ def vjp(f: Callable, *args, wrt=None):
     program, single = _traced(f, types)
 
     def build():
-        st = stages(program, wrt=wrt)
-        return (
-            Executable(st["linearized"]),
-            Executable(st["transposed"]),
-            len(st["typed"].outs),
-        )
+        r = run(program, wrt)
+        return Executable(r.linearized.primal), Executable(r.transposed), r.linearized.n_outputs
 
     primal_exe, transposed_exe, n_out = _cached(("vjp", f, types, wrt), build)
     values = primal_exe(*arrays)
@@ -293,12 +149,9 @@ def linearize(f: Callable, *args):
     program, single = _traced(f, types)
 
     def build():
-        st = stages(program)
-        return (
-            Executable(st["linearized"]),
-            Executable(st["linear"]),
-            len(st["typed"].outs),
-        )
+        with no_gc():
+            lin = linearize_typed(prepare(program), None, "recompute")
+        return Executable(lin.primal), Executable(lin.linear), lin.n_outputs
 
     primal_exe, linear_exe, n_out = _cached(("lin", f, types), build)
     values = primal_exe(*arrays)
@@ -311,17 +164,4 @@ def linearize(f: Callable, *args):
     return _unpack(outputs, single), jvp_fn
 
 
-__all__ = [
-    "PIPELINE_VERSION",
-    "as_type",
-    "grad",
-    "jvp",
-    "jvp_program",
-    "linearize",
-    "stages",
-    "value_and_grad",
-    "vjp",
-    "vjp_program",
-    "zip_jvp",
-    "zip_vjp",
-]
+__all__ = ["grad", "jvp", "linearize", "value_and_grad", "vjp"]

@@ -5,7 +5,7 @@ shax print FILE                    parse, infer, print the typed program(s)
 shax compile FILE --stage vjp      print a stage: typed, rewritten, linearized, linear,
                                    transposed, vjp
 shax eval FILE --inputs '[[1,2],[3]]'   evaluate the first def, print outputs as JSON
-shax serve [--host H] [--port P] [--workers N] [--model-repository DIR] [--grpc-port [P]]
+shax serve [--host H] [--port P] [--model-repository DIR] [--grpc-port [P]] ...   the service
 """
 
 from __future__ import annotations
@@ -31,6 +31,11 @@ def _to_json(a: np.ndarray):
 
 
 def main(argv=None) -> int:
+    argv = sys.argv[1:] if argv is None else list(argv)
+    if argv[:1] == ["serve"]:  # the server parses its own flags (shax_server.cli)
+        from shax_server.cli import serve_main
+
+        return serve_main(argv[1:]) or 0
     parser = argparse.ArgumentParser(prog="shax", description="You Only Linearize Once, served.")
     sub = parser.add_subparsers(dest="command", required=True)
     sub.add_parser("demo", help="run the seed's demo")
@@ -43,13 +48,7 @@ def main(argv=None) -> int:
     p_eval = sub.add_parser("eval", help="evaluate an IR file's first def")
     p_eval.add_argument("file")
     p_eval.add_argument("--inputs", required=True, help="JSON list of nested lists, one per input")
-    # serve's flags are the server's own (shax_server.cli): its parser reads them
-    sub.add_parser("serve", help="run the HTTP (and gRPC) service", add_help=False)
-    argv = sys.argv[1:] if argv is None else list(argv)
-    if argv[:1] == ["serve"]:
-        from shax_server.cli import serve_main
-
-        return serve_main(argv[1:]) or 0
+    sub.add_parser("serve", help="run the HTTP service (shax serve --help for its flags)")
     args = parser.parse_args(argv)
 
     import shax_core as sx

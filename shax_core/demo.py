@@ -6,9 +6,8 @@ import numpy as np
 
 import shax_core.numpy as snp
 from shax_core._evaluate import evaluate
-from shax_core.api import stages
 from shax_core.optimize import minimize
-from shax_core.passes import lower_reduce_sum, rewrite
+from shax_core.pipeline import stages
 from shax_core.text import format_float
 
 
@@ -38,6 +37,11 @@ SEED_B = np.array([[1, 2], [3, 4]], dtype=np.float32)
 SEED_CT = np.array([5, 9], dtype=np.float32)
 
 
+# the seed's rewrites canonicalize dots and lower reduce_sum (passes.rewrite and
+# passes.lower_reduce_sum, both opt-in); the pipeline's are these:
+REWRITES_HEADING = "After rewrites (simplification, constant folding, CSE and DCE):"
+
+
 def _fmt(arrays) -> str:
     return "[" + ",\n ".join(np.array2string(np.asarray(a), precision=8) for a in arrays) + "]"
 
@@ -58,8 +62,8 @@ def run(out=print) -> None:
     out(st["traced"])
     out("After type inference:")
     out(st["typed"])
-    out("After rewrites (canonicalizing `dot`s and lowering `reduce_sum` to `+` and `slice`):")
-    out(lower_reduce_sum(rewrite(st["typed"])))
+    out(REWRITES_HEADING)
+    out(st["rewritten"])
     out("Linearized definition(s):")
     out(st["linearized"])
     out(st["linear"])

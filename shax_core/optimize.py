@@ -19,8 +19,8 @@ import numpy as np
 
 from shax_core._evaluate import Executable
 from shax_core._trace import trace
-from shax_core.api import vjp_program
 from shax_core.ir import Program, ShaxError
+from shax_core.pipeline import vjp_program
 
 
 @dataclass(frozen=True)

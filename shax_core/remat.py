@@ -49,9 +49,10 @@ def rematerialize(
     n_tangents: int,
     depth: int = DEFAULT_DEPTH,
     min_bytes: int = MIN_BYTES,
-) -> tuple[Program, Program]:
+) -> tuple[Program, Program, frozenset[str]]:
     """Rewrite the (primal, linear) pair so cheap residuals of at least ``min_bytes`` are
-    recomputed, not saved. Returns the pair unchanged (the same objects) if none is."""
+    recomputed, not saved: ``(primal, linear, names of the recomputed residuals)``, the pair
+    unchanged (the same objects) if none is."""
     producer = {e.out.name: e for e in primal.eqns}
     params = {p.name for p in primal.params}
     residuals = primal.outs[n_outputs:]
@@ -79,7 +80,7 @@ def rematerialize(
         else:
             recompute.add(r)
     if not recompute:
-        return primal, linear
+        return primal, linear, frozenset()
 
     leaf_vars = {v.name: v for v in residuals} | {p.name: p for p in primal.params}
     b = Builder(level=0, prefix="d")
@@ -116,4 +117,4 @@ def rematerialize(
     outs = inline(b, linear, args)
     new_linear = Program(linear.name, tuple(b.params), tuple(b.eqns), tuple(t.var for t in outs))
     new_primal = primal.replace(outs=primal.outs[:n_outputs] + tuple(saved))
-    return new_primal, new_linear
+    return new_primal, new_linear, frozenset(recompute)

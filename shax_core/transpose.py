@@ -24,7 +24,7 @@ After::
 from __future__ import annotations
 
 from shax_core._infer import infer
-from shax_core._linearize import recorded_linear_inputs
+from shax_core._linearize import Linearized
 from shax_core.core import Builder, add, bind_at, zeros
 from shax_core.ir import Program, ShaxError
 from shax_core.passes._dce import dce
@@ -36,11 +36,11 @@ class TransposeError(ShaxError):
     """The program is not linear in its tangent inputs; the message names the equation."""
 
 
-def transpose_program(linear: Program, num_linear: int | None = None) -> Program:
-    """The transpose of ``linear``, whose first ``num_linear`` inputs are tangents (default:
-    what ``linearize_program`` recorded for it)."""
-    if num_linear is None:
-        num_linear = recorded_linear_inputs(linear)
+def transpose_program(linear: Program | Linearized, num_linear: int | None = None) -> Program:
+    """The transpose of a linear program whose first ``num_linear`` inputs are tangents (a
+    ``Linearized`` from ``linearize_program`` says how many itself)."""
+    if isinstance(linear, Linearized):
+        num_linear, linear = linear.n_tangents, linear.linear
     if num_linear is None:
         raise ShaxError(
             f"transpose_program({linear.name}) needs num_linear: how many leading inputs are "

@@ -253,8 +253,13 @@ class NestingError(FramingError):
         self.limit = limit
 
 
-_OPEN, _CLOSE, _QUOTE, _BACKSLASH = (ord(c) for c in '[]"\\')
-_OPEN_OBJ, _CLOSE_OBJ = ord("{"), ord("}")
+_QUOTE, _BACKSLASH = ord('"'), ord("\\")
+# structural characters of JSON text -> class code (0: not structural)
+_CODE = np.zeros(256, dtype=np.int8)
+for _c, _k in zip('"\\[{]},:', (1, 2, 3, 3, 4, 4, 5, 6), strict=True):
+    _CODE[ord(_c)] = _k
+_Q, _B, _OPEN, _CLOSE, _COMMA, _COLON = 1, 2, 3, 4, 5, 6
+MAX_MEMBERS = 4096  # top-level members tracked by ``scan_json``; beyond, no member spans
 
 
 def _openers(data: bytes | memoryview) -> int:
@@ -262,49 +267,147 @@ def _openers(data: bytes | memoryview) -> int:
     return raw.count(b"[") + raw.count(b"{")
 
 
-def json_depth(data: bytes | memoryview, chunk: int = 1 << 22) -> int:
-    """The deepest nesting of ``[``/``{`` in JSON text, without parsing it (brackets inside
-    strings do not count). Linear time in NumPy, bounded memory (one chunk at a time), so it can
-    run on an untrusted body before the parser does. On text that is not valid JSON the answer
-    is some number (the parser then refuses the text anyway)."""
+@dataclass(frozen=True)
+class JsonScan:
+    """What ``scan_json`` finds in JSON text without parsing it.
+
+    ``depth``: the deepest nesting of ``[``/``{`` outside strings. ``members``: for a top-level
+    object, ``(key, start, end)`` per member, ``text[start:end]`` being the member's value text
+    (None when the top level is not an object or has more than MAX_MEMBERS members)."""
+
+    depth: int
+    members: tuple[tuple[str, int, int], ...] | None
+    span: tuple[int, int] | None = None  # the top-level object's braces, when members is set
+
+
+def _escaped(part: np.ndarray, quotes: np.ndarray, carry: int) -> np.ndarray:
+    """Which ``quotes`` (positions in ``part``) are escaped: preceded by an odd run of
+    backslashes, ``carry`` being the run that ended the previous chunk. Each round looks one
+    byte further back, for the quotes whose run is still going; runs are rarely long, and
+    after 16 rounds the rest are measured by searching the backslash positions."""
+    escaped = (quotes == 0) & bool(carry & 1)
+    active = np.flatnonzero(quotes > 0)
+    active = active[part[quotes[active] - 1] == _BACKSLASH]
+    run = 1
+    while active.size and run < 16:
+        at = quotes[active] - run - 1
+        start = at < 0  # the run reaches the chunk start: the previous chunk's run continues it
+        ended = np.zeros(active.size, dtype=bool)
+        ended[~start] = part[at[~start]] != _BACKSLASH
+        escaped[active[ended]] = run & 1
+        escaped[active[start]] = (run + carry) & 1
+        active = active[~(ended | start)]
+        run += 1
+    if active.size:
+        q = quotes[active]
+        other = np.r_[-1, np.flatnonzero(part[: int(q.max())] != _BACKSLASH)]
+        last = other[np.searchsorted(other, q) - 1]  # the last non-backslash before each quote
+        escaped[active] = (q - last - 1 + np.where(last < 0, carry, 0)) & 1
+    return escaped
+
+
+def scan_json(data: bytes | memoryview, chunk: int = 1 << 22) -> JsonScan:
+    """Nesting depth and top-level member spans of JSON text, in vectorized NumPy passes over
+    chunks (linear time, bounded memory, no per-character Python loop): safe to run on an
+    untrusted body before any parser does. String contents never count: a quote ends a string
+    unless an odd run of backslashes precedes it. On text that is not valid JSON the answer is
+    some value (the parser refuses the text anyway)."""
     raw = np.frombuffer(data, dtype=np.uint8)
     depth = best = 0
     in_string = False
-    escaped_at = -1  # absolute position of the character a backslash escapes
+    slash_run = 0  # backslashes ending the previous chunk
+    events: list[tuple[int, int, int]] = []  # (position, code, depth after) at depth <= 1
+    overflow = False
     for start in range(0, raw.size, chunk):
         part = raw[start : start + chunk]
-        interesting = (part == _QUOTE) | (part == _BACKSLASH)
-        for c in (_OPEN, _CLOSE, _OPEN_OBJ, _CLOSE_OBJ):
-            interesting |= part == c
-        pos = np.flatnonzero(interesting)
-        if pos.size == 0:
+        codes = _CODE[part]
+        pos = np.flatnonzero(codes)
+        if pos.size:
+            kind = codes[pos]
+            is_quote = kind == _Q
+            toggles = is_quote.view(np.uint8).copy()
+            quote_at = np.flatnonzero(is_quote)
+            toggles[quote_at[_escaped(part, pos[quote_at], slash_run)]] = 0
+            toggles[0] ^= in_string
+            parity = np.bitwise_xor.accumulate(toggles)  # 1: inside a string
+            outside = (parity == 0) & (kind >= _OPEN)
+            where, kind = pos[outside], kind[outside]
+            if kind.size:
+                step = np.where(kind == _OPEN, 1, np.where(kind == _CLOSE, -1, 0))
+                levels = depth + np.cumsum(step)
+                best = max(best, int(levels.max()))
+                depth = int(levels[-1])
+                top = np.flatnonzero(levels - (step == 1) <= 1)
+                if not overflow and top.size <= 4 * MAX_MEMBERS + 4 - len(events):
+                    events += zip(
+                        (where[top] + start).tolist(),
+                        kind[top].tolist(),
+                        levels[top].tolist(),
+                        strict=True,
+                    )
+                else:
+                    overflow = True
+            in_string = bool(parity[-1])
+        other = part[::-1] != _BACKSLASH
+        n = int(np.argmax(other)) if other.any() else part.size
+        slash_run = n + (slash_run if n == part.size else 0)
+    members = None if overflow else _members(data, events)
+    if not members:
+        return JsonScan(best, None)
+    close = next(p for p, code, level in reversed(events) if code == _CLOSE and level == 0)
+    return JsonScan(best, members, (events[0][0], close))
+
+
+def _members(data, events) -> tuple[tuple[str, int, int], ...] | None:
+    """Member spans from the structural events at depth <= 1 of a top-level object."""
+    if not events or events[0][1] != _OPEN or events[0][2] != 1 or data[events[0][0]] != 0x7B:
+        return None
+    out = []
+    sep = events[0][0]  # the opening brace, then each top-level comma
+    colon = None
+    for position, code, level in events[1:]:
+        if code == _OPEN or (code == _CLOSE and level >= 1):
+            continue  # a member value's own brackets
+        if level == 1 and code == _COLON and colon is None:
+            colon = position
             continue
-        chars = part[pos]
-        if escaped_at >= start or (chars == _BACKSLASH).any():
-            # escapes present (rare): walk the interesting characters one by one
-            for i, c in zip((pos + start).tolist(), chars.tolist(), strict=True):
-                if i == escaped_at:
-                    escaped_at = -1
-                    continue
-                if c == _BACKSLASH:
-                    escaped_at = i + 1
-                elif c == _QUOTE:
-                    in_string = not in_string
-                elif not in_string:
-                    depth += 1 if c in (_OPEN, _OPEN_OBJ) else -1
-                    best = max(best, depth)
-            continue
-        # no escapes: every quote toggles the string state; count brackets outside strings
-        quote = chars == _QUOTE
-        parity = (np.cumsum(quote) + int(in_string)) % 2  # 1 = inside a string
-        outside = (parity == 0) & ~quote
-        step = np.where((chars == _OPEN) | (chars == _OPEN_OBJ), 1, -1)[outside]
-        if step.size:
-            levels = depth + np.cumsum(step)
-            best = max(best, int(levels.max()))
-            depth = int(levels[-1])
-        in_string = bool(parity[-1])
-    return best
+        if not ((level == 1 and code == _COMMA) or (level == 0 and code == _CLOSE)):
+            return None
+        if colon is None:
+            return () if code == _CLOSE and not out and sep == events[0][0] else None
+        try:
+            key = orjson.loads(bytes(data[sep + 1 : colon]))
+        except orjson.JSONDecodeError:
+            return None
+        if not isinstance(key, str):
+            return None
+        out.append((key, colon + 1, position))
+        if code == _CLOSE:
+            return tuple(out)
+        sep, colon = position, None
+    return None
+
+
+def json_depth(data: bytes | memoryview, chunk: int = 1 << 22) -> int:
+    """The deepest nesting of ``[``/``{`` in JSON text, without parsing it (see ``scan_json``)."""
+    return scan_json(data, chunk).depth
+
+
+def frame(body: bytes, header_length: str | int | None) -> tuple[memoryview, memoryview]:
+    """A body -> (its JSON part, its binary tail), by ``Inference-Header-Content-Length``."""
+    view = memoryview(body)
+    if header_length is None or header_length == "":
+        return view, view[len(view) :]
+    try:
+        n = int(header_length)
+    except ValueError:
+        raise FramingError(f"{HEADER_LENGTH} must be an integer, got {header_length!r}") from None
+    if n <= 0 or n > len(body):
+        raise FramingError(
+            f"{HEADER_LENGTH} is {n}, but the body has {len(body)} bytes "
+            "(a raw binary body without a JSON header is not supported)"
+        )
+    return view[:n], view[n:]
 
 
 def split_body(
@@ -315,22 +418,7 @@ def split_body(
     ``max_depth`` bounds how deeply the JSON part may nest arrays and objects; it is checked
     before parsing (``NestingError``, a ``FramingError``).
     """
-    view = memoryview(body)
-    if header_length is None or header_length == "":
-        json_part, tail = view, view[len(view) :]
-    else:
-        try:
-            n = int(header_length)
-        except ValueError:
-            raise FramingError(
-                f"{HEADER_LENGTH} must be an integer, got {header_length!r}"
-            ) from None
-        if n <= 0 or n > len(body):
-            raise FramingError(
-                f"{HEADER_LENGTH} is {n}, but the body has {len(body)} bytes "
-                "(a raw binary body without a JSON header is not supported)"
-            )
-        json_part, tail = view[:n], view[n:]
+    json_part, tail = frame(body, header_length)
     if max_depth is not None and _openers(json_part) > max_depth:
         # depth <= the number of openers, so only bodies with many of them need the scan
         depth = json_depth(json_part)
@@ -339,7 +427,7 @@ def split_body(
     try:
         doc = orjson.loads(json_part)
     except orjson.JSONDecodeError as e:
-        doc = _loads_nonfinite(json_part, e)
+        doc = loads_nonfinite(json_part, e)
     return doc, tail
 
 
@@ -348,11 +436,11 @@ def split_body(
 _STRING_OR_NONFINITE = re.compile(rb'"(?:[^"\\]|\\.)*"|(-?Infinity|NaN)')
 
 
-def _loads_nonfinite(json_part: memoryview, error: Exception) -> Any:
+def loads_nonfinite(json_part: memoryview, error: Exception) -> Any:
     """JSON with bare ``NaN``/``Infinity``/``-Infinity`` tokens, read as the documented strings
     (which tensor decoding turns into the floats). Only tried when strict parsing failed.
 
-    >>> _loads_nonfinite(memoryview(b'[NaN, -Infinity, "NaN x", 1]'), None)
+    >>> loads_nonfinite(memoryview(b'[NaN, -Infinity, "NaN x", 1]'), None)
     ['NaN', '-Infinity', 'NaN x', 1]
     """
     raw = bytes(json_part)

@@ -8,12 +8,11 @@ import numpy as np
 import pytest
 import tritonclient.http as triton
 
+from shax_core.demo import SEED_A, SEED_B, SEED_CT
 from tests.conftest import FIXTURES
 
 MEDIUM = (FIXTURES / "seed_medium_typed.shax").read_text()
-X0 = np.arange(1, 7, dtype=np.float32)
-X1 = np.array([[1, 2], [3, 4]], dtype=np.float32)
-CT = np.array([5, 9], dtype=np.float32)
+X0, X1, CT = SEED_A, SEED_B, SEED_CT
 F = np.array([34.731194, 67.46239], dtype=np.float32)
 G0 = np.array([71.61691, -46.757164, -258.48987, -47.759422, 9.942725, 187.39752], np.float32)
 G1 = np.array([[-86.82799, 156.29037], [86.82799, 156.29037]], dtype=np.float32)

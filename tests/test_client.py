@@ -26,13 +26,11 @@ with warnings.catch_warnings():
 
 from shax_server.app import create_app
 
-from shax_core.demo import f, medium
+from shax_core.demo import SEED_A, SEED_B, SEED_CT, f, medium
 
 pytestmark = pytest.mark.filterwarnings("ignore::DeprecationWarning")
 
-A0 = np.arange(1, 7, dtype=np.float32)
-A1 = np.array([[1, 2], [3, 4]], dtype=np.float32)
-CT = np.array([5, 9], dtype=np.float32)
+A0, A1, CT = SEED_A, SEED_B, SEED_CT
 F = np.array([34.731194, 67.46239], dtype=np.float32)
 DF = np.array([42.804844, 120.34088], dtype=np.float32)
 DFT0 = np.array([71.61691, -46.757164, -258.48987, -47.759422, 9.942725, 187.39752], np.float32)

@@ -10,11 +10,11 @@ import pytest
 import shax_core as sx
 import shax_core.numpy as snp
 from shax_core.core import TracerBoolError
+from shax_core.demo import SEED_A, SEED_B
 from shax_core.ir import Type
 from shax_core.optimize import minimize
 
-A = np.arange(1, 7, dtype=np.float32)
-B = np.array([[1, 2], [3, 4]], dtype=np.float32)
+A, B = SEED_A, SEED_B
 
 
 # ---------------------------------------------------------------------------------------------

@@ -122,7 +122,8 @@ def store(redis_url):
 
 
 def app_client(store) -> TestClient:
-    return TestClient(create_app(Settings(), store=store))
+    # the replicas share SHAX_CACHE_SECRET (as docker-compose.yml sets it): signed entries
+    return TestClient(create_app(Settings(cache_secret="deploy-test-secret"), store=store))
 
 
 @needs_redis
@@ -202,7 +203,9 @@ def test_an_entry_holding_another_program_is_not_served(store, caplog):
         r = b.post("/vjp", json={"program": program(2.0), "inputs": INPUTS})
         assert r.status_code == 200
         check(r.json(), 2.0)  # program 2's numbers, not program 1's VJP
-        assert scrape(b, "shax_store_corrupt_total") == 2
+        # by id: its text hashes to another id; inline: its signature is for another id
+        assert scrape(b, "shax_store_corrupt_total") == 1
+        assert scrape(b, "shax_store_refused_total", reason="bad-signature") == 1
         assert scrape(b, "shax_compile_duration_seconds_count") == 1
     # the recompiled program replaced the bad entry
     assert store.get(two)[0] != text

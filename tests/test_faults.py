@@ -7,13 +7,17 @@
   runs; its worker finishes in the background, frees its slot, and serves the next request.
 - A corrupt entry in the shared store (``MemoryStore``) is ignored with a warning in the log: the
   program id is unknown (404, the client re-uploads) and a compile recompiles and overwrites it.
-  Redis-specific faults belong to the deployment tests.
+- A forged entry (the right program text, a well-formed VJP with the right signature but wrong
+  gradients) is never run: with ``SHAX_CACHE_SECRET`` its signature does not verify, without a
+  secret no stored VJP is used at all; either way the gradient is the true one.
+  Redis-specific faults belong to the deployment tests (test_stack.py).
 """
 
 from __future__ import annotations
 
 import asyncio
 import logging
+import math
 import socket
 import sys
 import time
@@ -22,7 +26,7 @@ from pathlib import Path
 import httpx
 import orjson
 import pytest
-from shax_server import Settings, create_app
+from shax_server import Settings, cache, create_app
 from shax_server.store import MemoryStore
 
 sys.path.insert(0, str(Path(__file__).parent / "load"))
@@ -168,10 +172,13 @@ def _corruptions(text: str, metadata: dict) -> dict[str, object]:
     }
 
 
+SECRET = Settings(cache_secret="test-secret-0123456789")
+
+
 @pytest.mark.anyio
 async def test_corrupt_store_entries_are_ignored_logged_and_recompiled(caplog):
     store = MemoryStore()
-    app = create_app(Settings(), store=store)
+    app = create_app(SECRET, store=store)
     async with app.router.lifespan_context(app), _client(app) as c:
         r = await c.post("/v1/programs", json={"program": SIN["program"]})
         assert r.status_code == 200
@@ -179,7 +186,7 @@ async def test_corrupt_store_entries_are_ignored_logged_and_recompiled(caplog):
         good = store.items[pid]
     for what, bad in _corruptions(*good).items():
         store.items[pid] = bad
-        app = create_app(Settings(), store=store)  # a fresh replica: nothing cached locally
+        app = create_app(SECRET, store=store)  # a fresh replica: nothing cached locally
         caplog.clear()
         with caplog.at_level(logging.WARNING, logger="shax_server"):
             async with app.router.lifespan_context(app), _client(app) as c:
@@ -193,3 +200,45 @@ async def test_corrupt_store_entries_are_ignored_logged_and_recompiled(caplog):
         logged = " ".join(rec.getMessage() for rec in caplog.records)
         assert "store entry" in logged, (what, logged)
         assert store.items[pid][0] == good[0], what  # overwritten with the good entry
+
+
+FORGED_VJP = (  # the signature of sin's VJP, but the gradient of -cos: ct * sin a
+    "def vjp(a0 :: f32[], ct0 :: f32[]) =\n  let y :: f32[] = sin a0\n"
+    "      g :: f32[] = mul ct0 y\n  in [y, g]"
+)
+
+
+@pytest.mark.anyio
+@pytest.mark.parametrize("secret", [True, False], ids=["with-secret", "without-secret"])
+async def test_a_forged_store_entry_never_answers_a_wrong_gradient(secret):
+    settings = SECRET if secret else Settings()
+    store = MemoryStore()
+    body = {"program": SIN["program"], "inputs": [{"data": 0.5}]}
+    app = create_app(settings, store=store)
+    async with app.router.lifespan_context(app), _client(app) as c:
+        pid = (await c.post("/v1/programs", json={"program": SIN["program"]})).json()["id"]
+    text, metadata = store.items[pid]
+    assert ("signature" in metadata) == secret
+    forged = {**metadata, "vjp": FORGED_VJP}
+    variants = {"unsigned": {k: v for k, v in forged.items() if k != "signature"}}
+    if secret:
+        variants["old signature"] = forged  # signed for the true VJP text
+        variants["signed with another key"] = {
+            **forged,
+            "signature": cache.sign(b"guess", pid, text, forged),
+        }
+    for what, bad in variants.items():
+        store.items[pid] = (text, bad)
+        app = create_app(settings, store=store)  # a cold replica restores from the store
+        async with app.router.lifespan_context(app), _client(app) as c:
+            for path in (f"/v1/programs/{pid}/vjp", "/vjp"):
+                r = await c.post(path, json=body if path == "/vjp" else {"inputs": body["inputs"]})
+                assert r.status_code == 200, (what, r.text)
+                grad = r.json()["gradients"][0]["data"][0]
+                assert grad == pytest.approx(math.cos(0.5), rel=1e-6), (what, path, grad)
+            metrics = (await c.get("/metrics")).text
+        reason = (
+            "no-secret" if not secret else "unsigned" if what == "unsigned" else "bad-signature"
+        )
+        assert loadtest._metric(metrics, f'shax_store_refused_total{{reason="{reason}"}}') >= 1
+        assert not loadtest._metric(metrics, "shax_store_hits_total")  # the VJP was rebuilt

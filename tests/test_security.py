@@ -6,13 +6,21 @@ from __future__ import annotations
 import ast
 import hmac
 import logging
+import os
 import re
+import shutil
+import subprocess
+import sys
+import time
 from pathlib import Path
 
 import httpx
 import pytest
 from shax_server import Settings, create_app, deps
+from shax_server.logs import TextFormatter
 from shax_server.store import MemoryStore
+
+from tests.servers import free_port
 
 ROOT = Path(__file__).resolve().parent.parent
 PACKAGES = [ROOT / "shax_core", ROOT / "server" / "shax_server", ROOT / "client" / "shax_client"]
@@ -172,7 +180,9 @@ async def test_request_id_in_and_out():
             assert re.fullmatch(r"[0-9a-f]{32}", r.headers["X-Request-ID"]), bad
         # errors carry it too: 401, 404, and the body limit's 413 (answered by middleware)
         h = {"X-Request-ID": "req-7"}
-        assert (await c.post("/vjp", json=SIN, headers=h)).headers["X-Request-ID"] == "req-7"
+        r = await c.post("/vjp", json=SIN, headers=h)
+        assert r.status_code == 401 and r.headers["X-Request-ID"] == "req-7"
+        h["X-API-Key"] = KEY
         r = await c.get("/nope", headers=h)
         assert r.status_code == 404 and r.headers["X-Request-ID"] == "req-7"
         r = await c.post("/vjp", content=b" " * 2000, headers=h)
@@ -190,6 +200,67 @@ async def test_request_id_in_log_records(caplog):
         async with app.router.lifespan_context(app), _client(app) as c:
             r = await c.get("/v1/programs/" + "f" * 64, headers={"X-Request-ID": "trace-42"})
             assert r.status_code == 404
-    messages = [rec.getMessage() for rec in caplog.records]
-    assert any("request_id=trace-42" in m for m in messages), messages
+    assert caplog.records
     assert all(getattr(rec, "request_id", None) == "trace-42" for rec in caplog.records)
+    line = TextFormatter().format(caplog.records[0])
+    assert "shax_server" in line and line.endswith("[request_id=trace-42]"), line
+
+
+@pytest.mark.skipif(shutil.which("redis-server") is None, reason="redis-server not installed")
+def test_one_log_format_with_the_request_id_on_every_logger(tmp_path):
+    """A real ``shax serve`` with JSON logs and a real Redis holding a corrupt entry: the
+    access log and the Redis store's warning (a logger below ``shax_server``) are JSON lines
+    that carry the request's id."""
+    import json as json_
+
+    import redis
+
+    redis_port = free_port()
+    redis_proc = subprocess.Popen(
+        ["redis-server", "--port", str(redis_port), "--bind", "127.0.0.1", "--save", ""],
+        stdout=subprocess.DEVNULL,
+        cwd=tmp_path,
+    )
+    try:
+        _log_format_check(tmp_path, redis_port, redis, json_)
+    finally:
+        redis_proc.terminate()
+        redis_proc.wait(timeout=10)
+
+
+def _log_format_check(tmp_path, redis_port, redis, json_):
+    client = redis.Redis(port=redis_port, socket_timeout=1)
+    for _ in range(100):
+        try:
+            client.ping()
+            break
+        except redis.RedisError:
+            time.sleep(0.05)
+    client.set("shax:p1:" + "e" * 64, b"{not json")
+    log = tmp_path / "server.log"
+    env = dict(
+        os.environ, SHAX_REDIS_URL=f"redis://127.0.0.1:{redis_port}/0", SHAX_LOG_FORMAT="json"
+    )
+    env.pop("SHAX_API_KEYS", None)
+    port = free_port()
+    cmd = [sys.executable, "-m", "shax_server.cli", "--host", "127.0.0.1", "--port", str(port)]
+    with open(log, "w") as out:
+        proc = subprocess.Popen([*cmd, "--log-level", "info"], env=env, stderr=out, cwd=ROOT)
+    try:
+        url = f"http://127.0.0.1:{port}"
+        for _ in range(300):
+            try:
+                if httpx.get(f"{url}/v2/health/ready", timeout=1).status_code == 200:
+                    break
+            except httpx.TransportError:
+                time.sleep(0.1)
+        h = {"X-Request-ID": "log-me-7"}
+        r = httpx.get(f"{url}/v1/programs/" + "e" * 64, headers=h, timeout=30)
+        assert r.status_code == 404, r.text
+    finally:
+        proc.terminate()
+        proc.wait(timeout=10)
+    records = [json_.loads(x) for x in log.read_text().splitlines() if x.startswith("{")]
+    assert records and all(set(r) >= {"time", "level", "logger", "request_id"} for r in records)
+    mine = {r["logger"] for r in records if r["request_id"] == "log-me-7"}
+    assert {"uvicorn.access", "shax_server.redis"} <= mine, records

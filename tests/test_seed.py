@@ -16,14 +16,12 @@ import pytest
 
 import shax_core as sx
 from shax_core import passes
+from shax_core.demo import SEED_A, SEED_B, SEED_CT
 
 FIXTURES = Path(__file__).parent / "fixtures"
 ALL_FIXTURES = sorted(p.name for p in FIXTURES.glob("*.shax"))
 
-ARG0 = np.arange(1, 7, dtype=np.float32)
-ARG1 = np.array([[1, 2], [3, 4]], dtype=np.float32)
-CT = np.array([5, 9], dtype=np.float32)
-
+ARG0, ARG1, CT = SEED_A, SEED_B, SEED_CT  # the seed's inputs and cotangent, from one place
 F = np.array([34.731194, 67.46239], dtype=np.float32)
 DF = np.array([42.804844, 120.34088], dtype=np.float32)
 DFT0 = np.array(

@@ -55,6 +55,7 @@ pytestmark = [
 
 X = np.array([0.5, -1.0, 2.0], dtype=np.float32)
 START_TIMEOUT = 30.0
+CACHE_SECRET = "stack-test-secret-4f1c"  # what docker-compose.yml sets as SHAX_CACHE_SECRET
 
 
 def free_port() -> int:
@@ -242,7 +243,13 @@ class Stack:
 
 
 def _replica(name: str, host: str, port: int, redis_url: str, tmp: Path) -> Proc:
-    env = dict(os.environ, SHAX_REDIS_URL=redis_url, SHAX_REDIS_RETRY_INTERVAL="0.5")
+    env = dict(
+        os.environ,
+        SHAX_REDIS_URL=redis_url,
+        SHAX_REDIS_RETRY_INTERVAL="0.5",
+        SHAX_CACHE_SECRET=CACHE_SECRET,
+        SHAX_STORE_RECHECK_SECONDS="0.5",
+    )
     for k in ("SHAX_API_KEYS", "SHAX_HOST", "SHAX_PORT", "SHAX_WORKERS"):
         env.pop(k, None)
     cmd = [sys.executable, "-m", "shax_server.cli", "--host", host, "--port", str(port)]
@@ -504,12 +511,17 @@ def test_killing_a_replica_mid_run_loses_no_request(stack):
         deadline = time.monotonic() + 10
         while sum(done) < 20 and time.monotonic() < deadline and not errors:
             time.sleep(0.01)
+        killed_at = time.monotonic()
         stack.replicas[0].stop(signal.SIGKILL)  # mid-run, requests in flight
         for t in threads:
             t.join(timeout=60)
         assert not any(t.is_alive() for t in threads)
         assert not errors, errors
         assert sum(done) == 3 * 40, done
+        print(
+            f"replica kill: {sum(done)} of {3 * 40} SDK calls answered correctly, 0 errors; "
+            f"the rest took {time.monotonic() - killed_at:.2f} s on the surviving replica"
+        )
     finally:
         stack.ensure()
 
@@ -532,6 +544,7 @@ def test_load_balancer_errors_are_problem_json(stack, tmp_path):
     head, _, body = reply.partition(b"\r\n\r\n")
     assert head.startswith(b"HTTP/1.1 413"), head
     assert b"application/problem+json" in head
+    assert re.search(rb"(?im)^x-request-id: \S+", head), head  # nginx's own answers carry it
     assert json.loads(body)["status"] == 413
 
     # no replica answering: a 503 problem with Retry-After, which the SDK retries
@@ -565,6 +578,128 @@ def test_load_balancer_errors_are_problem_json(stack, tmp_path):
     finally:
         proc.stop()
         nobody.close()
+
+
+# ---------------------------------------------------------------------------------------------
+# forged entries, Redis restarts: the fault suite's figures (printed; run with -s to see them)
+
+
+def two(n: int) -> str:
+    """f(a, b) = sum(sin(a) * b) on f32[n]: gradients cos(a) * b and sin(a), easy to swap."""
+    return (
+        f"def f(a :: f32[{n}], b :: f32[{n}]) =\n"
+        f"  let s :: f32[{n}] = sin a\n"
+        f"      p :: f32[{n}] = mul s b\n"
+        "      r :: f32[] = reduce_sum [0] p\n"
+        "  in [r]\n"
+    )
+
+
+def _two_inputs(a, b):
+    return [
+        {"name": "a0", "shape": [a.size], "datatype": "FP32", "data": a.tolist()},
+        {"name": "a1", "shape": [b.size], "datatype": "FP32", "data": b.tolist()},
+    ]
+
+
+def _forge(raw: bytes, program_id: str, resign: bool) -> bytes:
+    """The entry with the VJP's two gradient outputs swapped and its (unkeyed) checksum
+    recomputed, as someone with write access to Redis could; the old signature kept or gone."""
+    from shax_server.redis_store import encode_entry
+
+    doc = json.loads(raw)
+    metadata = dict(doc["metadata"])
+    lines = metadata["vjp"].rstrip().splitlines()
+    outs = re.fullmatch(r"(\s*in \[)(.*)(\])", lines[-1])
+    names = outs[2].split(", ")
+    assert len(names) == 3, lines[-1]
+    lines[-1] = f"{outs[1]}{names[0]}, {names[2]}, {names[1]}{outs[3]}"
+    metadata["vjp"] = "\n".join(lines)
+    if not resign:
+        metadata.pop("signature", None)
+    return encode_entry(program_id, doc["text"], metadata)
+
+
+def test_a_forged_redis_entry_gives_zero_wrong_answers(stack):
+    stack.ensure()
+    a, b = stack.replica_urls
+    r = stack.redis_client()
+    rng = np.random.default_rng(7)
+    report = {}
+    for n, (variant, resign) in enumerate((("unsigned", False), ("stale signature", True)), 3):
+        xa, xb = (rng.standard_normal(n).astype(np.float32) for _ in range(2))
+        true_ga, true_gb = np.cos(xa) * xb, np.sin(xa)
+        pid = httpx.post(f"{a}/v1/programs", json={"program": two(n)}, timeout=10).json()["id"]
+        key = f"shax:p1:{pid}"
+        r.set(key, _forge(r.get(key), pid, resign))
+        before = metrics(b)
+        wrong = answered = 0
+        deadline = time.monotonic() + 8
+        with httpx.Client(timeout=10) as c:
+            while time.monotonic() < deadline and answered < 200:
+                for url in (b, stack.url):  # the cold replica, and whichever nginx picks
+                    got = c.post(
+                        f"{url}/v1/programs/{pid}/vjp", json={"inputs": _two_inputs(xa, xb)}
+                    )
+                    assert got.status_code == 200, got.text
+                    ga, gb = (np.array(g["data"]) for g in got.json()["gradients"])
+                    answered += 1
+                    ok = np.allclose(ga, true_ga, rtol=1e-5) and np.allclose(gb, true_gb, rtol=1e-5)
+                    wrong += not ok
+        after = metrics(b)
+        refused = value(after, "shax_store_refused_total") - value(
+            before, "shax_store_refused_total"
+        )
+        report[variant] = {"answers": answered, "wrong": wrong, "refused_on_b": refused}
+        assert wrong == 0, report
+        assert refused >= 1, report
+    print("forged Redis entries:", report)
+
+
+def test_redis_restart_entries_are_republished_and_health_is_probed(stack):
+    stack.ensure()
+    a, b = stack.replica_urls
+    ks = [next(_k) for _ in range(3)]
+    pids = [
+        httpx.post(f"{a}/v1/programs", json={"program": program(k)}, timeout=10).json()["id"]
+        for k in ks
+    ]
+    r = stack.redis_client()
+    assert all(r.exists(f"shax:p1:{p}") for p in pids)
+    stack.redis.stop()
+    t0 = time.monotonic()
+    while not all(value(metrics(u), "shax_redis_up") == 0 for u in stack.replica_urls):
+        assert time.monotonic() - t0 < 5, "shax_redis_up stayed 1 with Redis down"
+        time.sleep(0.1)
+    down_seen = time.monotonic() - t0
+    stack.start_redis()  # empty: no persistence, as in the compose file
+    t1 = time.monotonic()
+    while not all(value(metrics(u), "shax_redis_up") == 1 for u in stack.replica_urls):
+        assert time.monotonic() - t1 < 5, "shax_redis_up stayed 0 with Redis back"
+        time.sleep(0.1)
+    up_seen = time.monotonic() - t1
+    assert not any(r.exists(f"shax:p1:{p}") for p in pids)
+    # program 0 is uploaded again, program 1 is evaluated by id on A (a local hit); program 2
+    # is left alone: nothing brings it back until a replica that has it serves it
+    t2 = time.monotonic()
+    assert httpx.post(f"{a}/v1/programs", json={"program": program(ks[0])}).status_code == 200
+    time.sleep(0.6)  # > SHAX_STORE_RECHECK_SECONDS of the replicas
+    got = httpx.post(f"{a}/v1/programs/{pids[1]}/vjp", json={"inputs": vjp_body(ks[1])["inputs"]})
+    assert got.status_code == 200
+    while not (r.exists(f"shax:p1:{pids[0]}") and r.exists(f"shax:p1:{pids[1]}")):
+        assert time.monotonic() - t2 < 5, "entries were not republished"
+        time.sleep(0.05)
+    republished = time.monotonic() - t2
+    assert not r.exists(f"shax:p1:{pids[2]}")
+    # and the other replica, which never compiled them, now serves them by id
+    for k, pid in zip(ks[:2], pids[:2]):
+        got = httpx.post(f"{b}/v1/programs/{pid}/vjp", json={"inputs": vjp_body(k)["inputs"]})
+        assert got.status_code == 200, got.text
+        check_vjp(got.json(), k)
+    print(
+        f"Redis restart: shax_redis_up 0 after {down_seen:.2f} s, back to 1 after {up_seen:.2f} s;"
+        f" 2 entries republished within {republished:.2f} s of re-upload / local hit"
+    )
 
 
 def _served_by(urls: list[str]) -> list[float]:

@@ -1,30 +1,32 @@
 """The app factory: ``create_app(settings)`` wires settings, cache, pool, routers and errors.
 
 Each app owns its state (cache, shared store, worker pool, metrics); the lifespan flips readiness
-(``/v2/health/ready`` answers 503 outside it) and stops the pool's threads at shutdown.
-Middleware order, outermost first: request metrics, body-size limit, then FastAPI's own stack
-(exception handlers render problem+json).
+(``/v2/health/ready`` answers 503 outside it), probes the shared store's health while it runs,
+and stops the pool's threads at shutdown. Middleware order, outermost first: request id,
+request metrics, API keys (from the headers alone, before any body is read), body-size limit,
+then FastAPI's own stack (exception handlers render problem+json).
 """
 
 from __future__ import annotations
 
 import asyncio
+import contextlib
 from contextlib import asynccontextmanager
 
 from fastapi import FastAPI
 from fastapi.openapi.utils import get_openapi
 from pydantic.json_schema import models_json_schema
 
-from shax_server import routes_optimize, schemas
+from shax_server import openapi_examples, routes_optimize, schemas
 from shax_server.cache import ProgramCache
 from shax_server.deps import Authorized, ServiceState
 from shax_server.metrics import Metrics
-from shax_server.middleware import BodyLimit, RequestID, RequestMetrics
+from shax_server.middleware import ApiKeyGate, BodyLimit, RequestID, RequestMetrics
 from shax_server.models import load_repository
 from shax_server.pool import WorkerPool
 from shax_server.problems import install_handlers
 from shax_server.repository import Registry
-from shax_server.routes import oip, ops, programs, repository
+from shax_server.routes import oip, ops, programs, repository, site
 from shax_server.settings import Settings
 from shax_server.store import SharedStore, make_store
 
@@ -72,7 +74,13 @@ def _openapi(app: FastAPI):
             components = doc.setdefault("components", {}).setdefault("schemas", {})
             for name, schema in defs.get("$defs", {}).items():
                 components.setdefault(name, schema)
-            app.openapi_schema = doc
+            # request validation is answered 400 (problem+json), never FastAPI's 422
+            for operations in doc.get("paths", {}).values():
+                for operation in operations.values():
+                    operation.get("responses", {}).pop("422", None)
+            for name in ("HTTPValidationError", "ValidationError"):
+                components.pop(name, None)
+            app.openapi_schema = openapi_examples.annotate(doc)  # examples, IR grammar
         return app.openapi_schema
 
     return build
@@ -82,12 +90,12 @@ def create_app(settings: Settings | None = None, store: SharedStore | None = Non
     """A fresh app: its own cache, pool and metrics (nothing is shared between apps)."""
     settings = settings or Settings()
     metrics = Metrics()
-    cache = ProgramCache(
-        settings, store if store is not None else make_store(settings.redis_url), metrics
-    )
+    pool = WorkerPool(settings, metrics)
+    store = store if store is not None else make_store(settings.redis_url)
+    cache = ProgramCache(settings, store, metrics, pool)
     metrics.cache_entries.read = lambda: len(cache)
     metrics.cache_bytes.read = lambda: cache.bytes
-    state = ServiceState(settings, metrics, cache, WorkerPool(settings, metrics))
+    state = ServiceState(settings, metrics, cache, pool)
     state.registry = Registry(settings, metrics.forget_model)
 
     async def load_then_ready() -> None:
@@ -98,6 +106,8 @@ def create_app(settings: Settings | None = None, store: SharedStore | None = Non
 
     @asynccontextmanager
     async def lifespan(app: FastAPI):
+        probe = getattr(store, "probe", None)
+        prober = asyncio.create_task(_probe_forever(probe, settings)) if probe else None
         grpc = None
         if settings.grpc_port is not None:
             from shax_server.grpc_server import make_server  # grpcio only when asked for
@@ -113,13 +123,24 @@ def create_app(settings: Settings | None = None, store: SharedStore | None = Non
             yield
         finally:
             state.ready = False
-            if loading is not None:
-                loading.cancel()
+            for task in (loading, prober):
+                if task is not None:
+                    task.cancel()
+                    with contextlib.suppress(asyncio.CancelledError):
+                        await task
             if grpc is not None:
                 await grpc.stop(grace=2)
             state.pool.shutdown()
 
-    app = FastAPI(title="shax", version="0.1.0", description=DESCRIPTION, lifespan=lifespan)
+    # /docs and /redoc come from site.install: assets shipped with the package, no CDN
+    app = FastAPI(
+        title="shax",
+        version="0.1.0",
+        description=DESCRIPTION,
+        lifespan=lifespan,
+        docs_url=None,
+        redoc_url=None,
+    )
     app.state.shax = state
     install_handlers(app)
     # the API-key check costs a dependency resolution per request: only where keys are set
@@ -130,10 +151,22 @@ def create_app(settings: Settings | None = None, store: SharedStore | None = Non
     app.include_router(repository.router, dependencies=protected)
     app.include_router(oip.models, dependencies=protected)
     app.include_router(ops.router)
-    # POST /v1/programs/{id}/minimize (issue 5)
+    # POST /v1/programs/{id}/minimize
     app.include_router(routes_optimize.router, dependencies=protected)
+    # landing page, offline docs, stage explorer
+    site.install(app, protected)
     app.openapi = _openapi(app)
     app.add_middleware(BodyLimit, max_bytes=settings.max_body_bytes)
+    if settings.api_keys:
+        app.add_middleware(ApiKeyGate, keys=settings.api_keys, open_paths=settings.open_paths)
     app.add_middleware(RequestMetrics, metrics=metrics)
     app.add_middleware(RequestID)  # outermost: every response, even a 413, carries the id
     return app
+
+
+async def _probe_forever(probe, settings: Settings) -> None:
+    """Ask the shared store whether it is up, every ``store_probe_interval`` seconds (what
+    ``shax_redis_up`` reports: Redis' health now, not the last request's luck)."""
+    while True:
+        await asyncio.to_thread(probe)
+        await asyncio.sleep(settings.store_probe_interval)

@@ -1,46 +1,79 @@
 """The compiled-program cache: an in-process LRU bounded by entries and bytes, single-flight.
 
 Invariants:
-- at most ``max_entries`` entries and (estimated) ``max_bytes`` bytes are held; the least
-  recently used entry goes first, and an entry larger than ``max_bytes`` alone is never kept;
+- at most ``max_entries`` entries and ``max_bytes`` bytes (``Compiled.nbytes``: what the entry
+  really holds, plans, constants and programs included) are held; the least recently used
+  entry goes first, and an entry larger than ``max_bytes`` alone is never kept;
 - concurrent requests for the same key while it compiles wait for that one compilation
-  (single flight): the pipeline runs once per key per process;
+  (single flight): the pipeline runs once per key per process. A compilation outlives the
+  request that started it: when the request times out (503), the compile still finishes, is
+  cached and shared, and the retry finds it;
 - a miss consults the shared store (see ``store.py``) before compiling from scratch, and a fresh
   compilation is written back to it, as canonical IR text plus metadata (``wrt``, the pipeline
-  version and the VJP program's IR text). An entry whose text is this program and whose VJP text
-  parses with the expected signature is planned without running the AD pipeline (a store hit, no
-  compile); anything unusable in the store is logged, counted and ignored (then compiled).
+  version, the VJP program's IR text and, with ``SHAX_CACHE_SECRET``, an HMAC-SHA256
+  ``signature`` over all of it). A stored VJP is planned without running the AD pipeline only
+  when its signature verifies under this replica's secret; otherwise (unsigned, mis-signed, or
+  no secret configured) the entry's source text, which must hash to the program id, is
+  compiled again, and refusals are counted (``shax_store_refused_total``). So a forged entry can
+  cost a compile, never a wrong gradient;
+- the store is kept in step: a program uploaded again, or served from this cache, is written
+  back when the store has lost it (a Redis restart, an eviction, a corrupt entry deleted),
+  checked on every upload and, for by-id hits, at most once per ``store_recheck_seconds`` per
+  program; in the background either way (the answer never waits for it).
 """
 
 from __future__ import annotations
 
 import asyncio
+import hashlib
+import hmac
+import json
 import logging
 import time
 from collections import OrderedDict
-from collections.abc import Awaitable, Callable
 
 import shax_core
-from shax_server.compilation import Compiled, Source, check_peak, pipeline_version, prepare
+from shax_server.compilation import (
+    Compiled,
+    Source,
+    build,
+    check_peak,
+    entry_bytes,
+    pipeline_version,
+    prepare,
+)
 from shax_server.metrics import Metrics
+from shax_server.pool import WorkerPool
 from shax_server.settings import Settings
 from shax_server.store import NullStore, SharedStore
 
 log = logging.getLogger("shax_server")
 
-Run = Callable[..., Awaitable]  # run(fn, *args) -> result, off the event loop
+
+def sign(secret: bytes, key: str, text: str, metadata: dict) -> str:
+    """HMAC-SHA256 of a store entry (its id, source text and metadata but the signature)."""
+    unsigned = {k: v for k, v in metadata.items() if k != "signature"}
+    message = json.dumps([key, text, unsigned], sort_keys=True, separators=(",", ":"))
+    return hmac.new(secret, message.encode(), hashlib.sha256).hexdigest()
 
 
 class ProgramCache:
-    def __init__(self, settings: Settings, store: SharedStore, metrics: Metrics):
+    def __init__(self, settings: Settings, store: SharedStore, metrics: Metrics, pool: WorkerPool):
         self.max_entries = settings.cache_entries
         self.max_bytes = settings.cache_bytes
         self.settings = settings
+        self.secret = (
+            settings.cache_secret.get_secret_value().encode() if settings.cache_secret else None
+        )
         self.store = store
+        self.shared = not isinstance(store, NullStore)
         self.metrics = metrics
+        self.pool = pool
         self.entries: OrderedDict[str, Compiled] = OrderedDict()
         self.bytes = 0
         self.building: dict[str, asyncio.Future] = {}
+        self.checked: dict[str, float] = {}  # key -> when the store last had it (or got it)
+        self.tasks: set[asyncio.Task] = set()
         bind = getattr(store, "bind_metrics", None)
         if bind is not None:
             bind(metrics)  # the Redis store reports its errors and state in /metrics
@@ -62,52 +95,81 @@ class ProgramCache:
         while len(self.entries) > self.max_entries or self.bytes > self.max_bytes:
             _, old = self.entries.popitem(last=False)
             self.bytes -= old.nbytes
+            self.checked.pop(old.key, None)
+
+    def _hit(self, entry: Compiled, upload: bool = False) -> Compiled:
+        self.metrics.cache_hits.inc()
+        self._republish(entry, upload)
+        return entry
 
     async def get_or_build(
-        self,
-        source: Source,
-        build: Callable[[Source], Compiled],
-        run: Run,
-        stored: tuple[str, dict] | None = None,
+        self, source: Source, stored: tuple[str, dict] | None = None
     ) -> tuple[Compiled, bool]:
         """The entry for ``source`` and whether it was already compiled (in this process, or by
         a replica that shared it). ``stored`` is the store's entry when the caller has it."""
         entry = self.peek(source.key)
         if entry is not None:
-            self.metrics.cache_hits.inc()
-            return entry, True
+            return self._hit(entry, upload=True), True
         pending = self.building.get(source.key)
         if pending is not None:
             self.metrics.cache_hits.inc()
-            return await asyncio.shield(pending), True
+            return await self.pool.wait(pending, "compilation"), True
         self.metrics.cache_misses.inc()
-        future = asyncio.get_running_loop().create_future()
+        if stored is None and self.shared:
+            stored = await self._store_call(self.store.get, source.key)
+        usable = self._verified(source.key, stored)
+        cost = len(source.program.eqns)
+        job = self.pool.submit_compile(_compile, source, usable, self.settings, cost=cost)
+        future = asyncio.wrap_future(job)
         self.building[source.key] = future
-        fresh = False
-        try:
-            if stored is None and not isinstance(self.store, NullStore):
-                stored = await self._store_call(self.store.get, source.key)
-            entry = await run(_restore, source, stored, self.settings) if stored else None
-            if entry is not None:
+        start = time.perf_counter()
+        waiting = [True]  # whether the request that started it still waits (then it publishes)
+
+        def done(f: asyncio.Future) -> None:  # on the loop, whether or not anyone still waits
+            self.building.pop(source.key, None)
+            if f.cancelled() or f.exception() is not None:
+                return
+            entry, restored = f.result()
+            self._insert(entry)
+            if restored:
                 self.metrics.store_hits.inc()
             else:
-                if stored:
-                    self.metrics.store_corrupt.inc()
-                start = time.perf_counter()
-                entry = await run(build, source)
                 self.metrics.compile_time.observe(time.perf_counter() - start)
-                fresh = True
-            self._insert(entry)
-            future.set_result(entry)
-        except BaseException as e:
-            future.set_exception(e)
-            future.exception()  # mark retrieved: waiters re-raise it, nobody else must
+                if not waiting[0]:
+                    self._background(self._put(entry))
+
+        future.add_done_callback(done)
+        try:
+            entry, restored = await self.pool.wait(future, "compilation")
+        except BaseException:
+            waiting[0] = False
             raise
-        finally:
-            del self.building[source.key]
-        if fresh:
-            await self._store_call(_put, self.store, entry)
-        return entry, not fresh
+        if not restored:
+            await self._put(entry)  # before answering: other replicas can use its id at once
+        return entry, restored
+
+    def _verified(self, key: str, stored) -> tuple[str, dict] | None:
+        """``stored`` when its VJP may be planned as it is (signature valid), else None."""
+        if not stored:
+            return None
+        metadata = stored[1] if isinstance(stored, tuple) and len(stored) == 2 else None
+        if self.secret is None:
+            self.metrics.store_refused.inc("no-secret")
+            return None
+        signature = metadata.get("signature") if isinstance(metadata, dict) else None
+        if not isinstance(signature, str):
+            reason = "unsigned"
+        elif not isinstance(stored[0], str) or not hmac.compare_digest(
+            signature, sign(self.secret, key, stored[0], metadata)
+        ):
+            reason = "bad-signature"
+        else:
+            return stored
+        self.metrics.store_refused.inc(reason)
+        log.warning(
+            "refusing shared-store entry %s (%s): recompiling it from its source", key[:16], reason
+        )
+        return None
 
     async def _store_call(self, fn, *args):
         # the store is an optimisation: when it fails, serve from this process and say so
@@ -117,29 +179,68 @@ class ProgramCache:
             log.warning("shared store call %s failed", getattr(fn, "__name__", fn), exc_info=True)
             return None
 
-    async def lookup(
-        self, key: str, build: Callable[[Source], Compiled], run: Run
-    ) -> Compiled | None:
+    async def lookup(self, key: str) -> Compiled | None:
         """The entry for a program id: this process's cache, else the shared store, else None."""
         entry = self.peek(key)
         if entry is not None:
-            self.metrics.cache_hits.inc()
-            return entry
+            return self._hit(entry)
         if key in self.building:
-            return await self.get_or_build_pending(key)
+            self.metrics.cache_hits.inc()
+            return await self.pool.wait(self.building[key], "compilation")
+        if not self.shared:
+            return None
         stored = await self._store_call(self.store.get, key)
         if stored is None:
             return None
-        source = await run(_source_from_store, key, stored, self.settings)
+        source = await self.pool.compile(_source_from_store, key, stored, self.settings, cost=0)
         if source is None:
             self.metrics.store_corrupt.inc()
             return None
-        entry, _ = await self.get_or_build(source, build, run, stored)
+        entry, _ = await self.get_or_build(source, stored)
         return entry
 
-    async def get_or_build_pending(self, key: str) -> Compiled:
-        self.metrics.cache_hits.inc()
-        return await asyncio.shield(self.building[key])
+    # -- keeping the store in step ----------------------------------------------------------------
+
+    def _metadata(self, entry: Compiled) -> dict:
+        metadata = {
+            "wrt": list(entry.source.wrt),
+            "pipeline_version": pipeline_version(),
+            "residuals": entry.source.residuals,
+            "vjp": str(entry.vjp),
+        }
+        if self.secret is not None:
+            metadata["signature"] = sign(self.secret, entry.key, entry.source.text, metadata)
+        return metadata
+
+    async def _put(self, entry: Compiled) -> None:
+        if not self.shared:
+            return
+        metadata = await asyncio.to_thread(self._metadata, entry)
+        await self._store_call(self.store.put, entry.key, entry.source.text, metadata)
+        self.checked[entry.key] = time.monotonic()
+
+    def _republish(self, entry: Compiled, upload: bool) -> None:
+        if not self.shared:
+            return
+        now = time.monotonic()
+        recheck = self.settings.store_recheck_seconds
+        if not upload and now - self.checked.get(entry.key, 0.0) < recheck:
+            return
+        self.checked[entry.key] = now
+        self._background(self._republish_if_missing(entry))
+
+    async def _republish_if_missing(self, entry: Compiled) -> None:
+        exists = getattr(self.store, "exists", None)
+        if exists is None:
+            return
+        if await self._store_call(exists, entry.key) is False:
+            self.metrics.store_republished.inc()
+            await self._put(entry)
+
+    def _background(self, coro) -> None:
+        task = asyncio.get_running_loop().create_task(coro)
+        self.tasks.add(task)
+        task.add_done_callback(self.tasks.discard)
 
 
 def _source_from_store(key: str, stored: tuple[str, dict], settings: Settings) -> Source | None:
@@ -157,9 +258,20 @@ def _source_from_store(key: str, stored: tuple[str, dict], settings: Settings) -
     return source
 
 
+def _compile(
+    source: Source, stored: tuple[str, dict] | None, settings: Settings
+) -> tuple[Compiled, bool]:
+    """(entry, whether it was planned from the store's verified VJP text) for ``source``."""
+    if stored is not None:
+        entry = _restore(source, stored, settings)
+        if entry is not None:
+            return entry, True
+    return build(source, settings), False
+
+
 def _restore(source: Source, stored: tuple[str, dict], settings: Settings) -> Compiled | None:
-    """``source`` planned from a store entry's VJP text without running the AD pipeline, or
-    None (logged) when the entry is not this program's or its VJP text is unusable."""
+    """``source`` planned from a (signature-verified) store entry's VJP text without running
+    the AD pipeline, or None (logged) when the entry is not this program's or is unusable."""
     try:
         text, metadata = stored
         if text != source.text or metadata.get("wrt") != list(source.wrt):
@@ -180,16 +292,6 @@ def _restore(source: Source, stored: tuple[str, dict], settings: Settings) -> Co
     check_peak(forward_exe, "forward", settings)
     vjp_exe = shax_core.compile(vjp)
     check_peak(vjp_exe, "VJP", settings)
-    nbytes = len(source.text) + len(vjp_text) + 1024  # as compilation.build counts it
-    return Compiled(source, vjp, vjp_exe, forward_exe, nbytes)
-
-
-def _put(store: SharedStore, entry: Compiled) -> None:
-    """Share a fresh compilation: canonical source text, wrt, pipeline version, VJP text."""
-    metadata = {
-        "wrt": list(entry.source.wrt),
-        "pipeline_version": pipeline_version(),
-        "residuals": entry.source.residuals,
-        "vjp": str(entry.vjp),
-    }
-    store.put(entry.key, entry.source.text, metadata)
+    return Compiled(
+        source, vjp, vjp_exe, forward_exe, entry_bytes(source, vjp, forward_exe, vjp_exe)
+    )

@@ -43,8 +43,9 @@ class Source:
 
 
 def read_program(body: dict) -> Program:
-    """The program of a request body: ``program`` (IR text) or ``graph`` (JSON graph)."""
-    has_text, has_graph = "program" in body, "graph" in body
+    """The program of a request body: ``program`` (IR text) or ``graph`` (JSON graph); an
+    explicit null counts as absent (as the OpenAPI document says)."""
+    has_text, has_graph = body.get("program") is not None, body.get("graph") is not None
     if has_text == has_graph:
         raise Problem(
             400,
@@ -232,6 +233,27 @@ def runs_inline(exe: Executable, settings: Settings) -> bool:
     )
 
 
+# resident bytes per equation of a cached entry (the source and VJP programs as objects, their
+# plans' steps and kernels), calibrated with tracemalloc on programs of 1 to 2000 equations
+# (tests/test_limits.py::test_cache_bytes_account_for_what_an_entry_holds checks the bound)
+BYTES_PER_EQUATION = 640
+BYTES_PER_ENTRY = 8 * 1024
+BYTES_PER_CONSTANT = 48  # an element of a literal: Python floats in the programs, then the array
+
+
+def entry_bytes(source: Source, vjp: Program, *exes: Executable) -> int:
+    """What a compiled entry holds in memory: its programs and plans (per equation), the IR
+    text, and every constant array its plans evaluated at compile time."""
+    eqns = len(source.program.eqns) + len(vjp.eqns) + sum(len(e.steps) for e in exes)
+    constants = sum(a.size for e in exes for a in e.template if a is not None)
+    return (
+        BYTES_PER_ENTRY
+        + eqns * BYTES_PER_EQUATION
+        + 2 * len(source.text)
+        + constants * BYTES_PER_CONSTANT
+    )
+
+
 def build(source: Source, settings: Settings) -> Compiled:
     """Run the AD pipeline once and compile: the expensive, cacheable step."""
     forward_exe = shax_core.compile(source.program)
@@ -239,5 +261,5 @@ def build(source: Source, settings: Settings) -> Compiled:
     vjp = shax_core.vjp_program(source.program, wrt=list(source.wrt), policy=source.residuals)
     vjp_exe = shax_core.compile(vjp)
     check_peak(vjp_exe, "VJP", settings)
-    nbytes = len(source.text) + len(str(vjp)) + 1024
+    nbytes = entry_bytes(source, vjp, forward_exe, vjp_exe)
     return Compiled(source, vjp, vjp_exe, forward_exe, nbytes)

@@ -39,11 +39,13 @@ from shax_server.models import (
     load_config,
     load_model,
     metadata_doc,
+    output_types,
     run_inference,
     stats_doc,
 )
 from shax_server.problems import Problem, problem_for
 from shax_server.routes.oip import EXTENSIONS, _version
+from shax_server.service import check_output
 
 log = logging.getLogger("shax_server")
 
@@ -90,8 +92,9 @@ def _meta(doc: dict) -> pb.ModelMetadataResponse.TensorMetadata:
     )
 
 
-def _tensors(request: pb.ModelInferRequest):
-    """(tensor object, raw bytes or None) per input, as the HTTP path's decoding takes them."""
+def _tensors(request: pb.ModelInferRequest) -> tuple[list[dict], dict[int, memoryview]]:
+    """Tensor objects per input, as the HTTP path's decoding takes them, and the raw bytes of
+    each (by the object's id) when the request carries ``raw_input_contents``."""
     raw = request.raw_input_contents
     if raw and len(raw) != len(request.inputs):
         raise Problem(
@@ -100,6 +103,7 @@ def _tensors(request: pb.ModelInferRequest):
             f"raw_input_contents has {len(raw)} entries for {len(request.inputs)} inputs",
             kind="invalid-request",
         )
+    objs, chunks = [], {}
     for i, tensor in enumerate(request.inputs):
         obj: dict[str, Any] = {
             "name": tensor.name,
@@ -108,12 +112,11 @@ def _tensors(request: pb.ModelInferRequest):
         }
         if raw:
             obj["parameters"] = {"binary_data_size": len(raw[i])}
-            yield obj, memoryview(raw[i])
-            continue
-        field = CONTENTS.get(tensor.datatype)
-        if field is not None:
-            obj["data"] = getattr(tensor.contents, field)
-        yield obj, None
+            chunks[id(obj)] = memoryview(raw[i])
+        elif tensor.datatype in CONTENTS:
+            obj["data"] = getattr(tensor.contents, CONTENTS[tensor.datatype])
+        objs.append(obj)
+    return objs, chunks
 
 
 class InferenceService(rpc.GRPCInferenceServiceServicer):
@@ -227,12 +230,15 @@ class InferenceService(rpc.GRPCInferenceServiceServicer):
                 f"unknown output {unknown[0]!r}; the model has {', '.join(available)}",
                 kind="invalid-request",
             )
+        out_types = output_types(model)
+        check_output(state.settings, [out_types[n] for n in wanted], True)
         limit = state.settings.max_tensor_elements
 
-        def decode(model):
-            return decode_inputs(model, _tensors(request), limit)
+        async def decode(model):
+            objs, chunks = _tensors(request)
+            return decode_inputs(model, objs, lambda obj: chunks.get(id(obj)), limit)
 
-        def respond(results):
+        async def respond(results):
             response = pb.ModelInferResponse(
                 model_name=model.name, model_version=model.version or "", id=request.id
             )

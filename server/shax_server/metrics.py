@@ -145,7 +145,22 @@ class Metrics:
         self.redis_errors = Counter(
             "shax_redis_errors_total", "failed Redis calls by operation, reason", ("op", "reason")
         )
-        self.redis_up = Gauge("shax_redis_up", "1 if the last Redis call succeeded, else 0")
+        self.redis_up = Gauge(
+            "shax_redis_up", "1 if Redis answered its last health probe (every second), else 0"
+        )
+        self.store_refused = Counter(
+            "shax_store_refused_total",
+            "shared-store entries whose VJP was not used as stored (unsigned, bad-signature, "
+            "no-secret), so the program was compiled from its source",
+            ("reason",),
+        )
+        self.store_republished = Counter(
+            "shax_store_republished_total", "programs written back to a store that had lost them"
+        )
+        self.compiling = Gauge("shax_compilations_in_flight", "compilations running or queued")
+        self.compile_rejected = Counter(
+            "shax_compilations_rejected_total", "compilations refused with 503 (queue full)"
+        )
         self.redis_attached = False
         # Triton's per-model inference series (same names and labels as Triton's /metrics)
         mv = ("model", "version")
@@ -199,8 +214,12 @@ class Metrics:
             self.cache_bytes,
             self.inflight,
             self.rejected,
+            self.compiling,
+            self.compile_rejected,
             self.store_hits,
             self.store_corrupt,
+            self.store_refused,
+            self.store_republished,
             *((self.redis_errors, self.redis_up) if self.redis_attached else ()),
             self.triton_success,
             self.triton_failure,

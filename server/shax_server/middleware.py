@@ -12,14 +12,14 @@ replayed to the app unchanged.
 
 from __future__ import annotations
 
-import contextvars
-import logging
 import re
 import time
 import uuid
 
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
+from shax_server import logs
+from shax_server.logs import request_id
 from shax_server.metrics import Metrics
 from shax_server.problems import Problem, limit_exceeded
 
@@ -39,6 +39,12 @@ async def _send_problem(send: Send, p: Problem) -> None:
 
 
 class BodyLimit:
+    """The body limit for every route, without buffering: a declared Content-Length over the
+    limit is refused before the app runs; a streamed body is counted as the app reads it, and
+    once it passes the limit the client gets the 413 and the app sees a disconnect (its own
+    response, if any, is dropped). Routes that read bodies through ``shax_server.body`` refuse
+    earlier still, with limits computed from their program."""
+
     def __init__(self, app: ASGIApp, max_bytes: int):
         self.app = app
         self.max_bytes = max_bytes
@@ -64,31 +70,63 @@ class BodyLimit:
                 if declared > self.max_bytes:
                     await _send_problem(send, self._too_large(str(declared)))
                     return
-        chunks: list[bytes] = []
         size = 0
-        while True:
+        refused = False
+        started = False
+
+        async def counting_receive() -> Message:
+            nonlocal size, refused
+            if refused:
+                return {"type": "http.disconnect"}
             message = await receive()
-            if message["type"] != "http.request":
-                break  # disconnected: let the app see it
-            body = message.get("body", b"")
-            size += len(body)
-            if size > self.max_bytes:
-                await _send_problem(send, self._too_large(f"more than {self.max_bytes}"))
-                return
-            chunks.append(body)
-            if not message.get("more_body", False):
-                message = None
-                break
-        replay = [{"type": "http.request", "body": b"".join(chunks), "more_body": False}]
-        if message is not None:
-            replay.append(message)
+            if message["type"] == "http.request":
+                size += len(message.get("body", b""))
+                if size > self.max_bytes:
+                    refused = True
+                    if not started:
+                        await _send_problem(send, self._too_large(f"more than {self.max_bytes}"))
+                    return {"type": "http.disconnect"}
+            return message
 
-        async def replay_receive() -> Message:
-            if replay:
-                return replay.pop(0)
-            return await receive()
+        async def guarded_send(message: Message) -> None:
+            nonlocal started
+            if refused:
+                return  # the 413 went out instead
+            if message["type"] == "http.response.start":
+                started = True
+            await send(message)
 
-        await self.app(scope, replay_receive, send)
+        await self.app(scope, counting_receive, guarded_send)
+
+
+class ApiKeyGate:
+    """With ``SHAX_API_KEYS`` set, every path but ``open_paths`` needs a key, and a request
+    without a valid one is answered 401 from its headers alone: its body is never read (and
+    its connection is closed if it announced one)."""
+
+    def __init__(self, app: ASGIApp, keys, open_paths):
+        self.app = app
+        self.keys = list(keys)
+        self.exact = {p for p in open_paths if not p.endswith("*")}
+        self.prefixes = tuple(p[:-1] for p in open_paths if p.endswith("*"))
+
+    def _open(self, path: str) -> bool:
+        return path in self.exact or (bool(self.prefixes) and path.startswith(self.prefixes))
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        if scope["type"] != "http" or not self.keys or self._open(scope.get("path", "")):
+            await self.app(scope, receive, send)
+            return
+        from shax_server.deps import credentials_valid, unauthorized
+
+        headers = scope.get("headers", ())
+        if credentials_valid(headers, self.keys):
+            await self.app(scope, receive, send)
+            return
+        p = unauthorized()
+        if any(n in (b"content-length", b"transfer-encoding") for n, _ in headers):
+            p.headers["Connection"] = "close"  # the unread body is not worth reading
+        await _send_problem(send, p)
 
 
 class RequestMetrics:
@@ -121,29 +159,7 @@ class RequestMetrics:
 
 
 REQUEST_ID_HEADER = "X-Request-ID"
-request_id: contextvars.ContextVar[str] = contextvars.ContextVar("shax_request_id", default="-")
 _VALID_ID = re.compile(r"[A-Za-z0-9._:@/+=-]{1,128}")
-
-
-class RequestIdFilter(logging.Filter):
-    """Adds ``record.request_id`` and appends it to the message of the record."""
-
-    def filter(self, record: logging.LogRecord) -> bool:
-        rid = request_id.get()
-        record.request_id = rid
-        if rid != "-" and not getattr(record, "_shax_rid", False):
-            record.msg = f"{record.msg} [request_id={rid}]"
-            record._shax_rid = True
-        return True
-
-
-_filter = RequestIdFilter()
-
-
-def install_log_filter(logger: logging.Logger | None = None) -> None:
-    logger = logger or logging.getLogger("shax_server")
-    if _filter not in logger.filters:
-        logger.addFilter(_filter)
 
 
 class RequestID:
@@ -151,7 +167,7 @@ class RequestID:
 
     def __init__(self, app: ASGIApp):
         self.app = app
-        install_log_filter()
+        logs.install()
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
         if scope["type"] != "http":

@@ -13,7 +13,7 @@ from __future__ import annotations
 import asyncio
 import logging
 import time
-from collections.abc import Callable, Iterable
+from collections.abc import Awaitable, Callable, Iterable
 from typing import Any
 
 import numpy as np
@@ -23,7 +23,6 @@ from shax_core.wire import decode_tensor
 from shax_server.compilation import (
     Compiled,
     Source,
-    build,
     pipeline_version,
     runs_inline,
     tensor_meta,
@@ -44,7 +43,13 @@ from shax_server.repository import (
     names_for,
     read_model,
 )
-from shax_server.service import check_tensor, default_cotangents, find_program, run_vjp
+from shax_server.service import (
+    check_tensor,
+    default_cotangents,
+    expect_tensor,
+    find_program,
+    run_vjp,
+)
 
 log = logging.getLogger("shax_server")
 
@@ -54,9 +59,7 @@ TRITON_TYPES = {"FP32": "TYPE_FP32", "FP64": "TYPE_FP64", "BOOL": "TYPE_BOOL"}
 
 
 async def _entry(state: ServiceState, source: Source) -> Compiled:
-    entry, _ = await state.cache.get_or_build(
-        source, lambda s: build(s, state.settings), state.pool.run
-    )
+    entry, _ = await state.cache.get_or_build(source)
     return entry
 
 
@@ -138,7 +141,10 @@ async def load_model(
         previous = registry.states.get(name)
         registry.states[name] = ModelState(LOADING)
         try:
-            found = await state.pool.run(read_model, registry.root, name, override, state.settings)
+            # reading and preparing a model's versions: the large compile lane (any size)
+            found = await state.pool.compile(
+                read_model, registry.root, name, override, state.settings, cost=1 << 62
+            )
             versions = []
             for label, source, config in found:
                 entry = await _entry(state, source)
@@ -264,16 +270,23 @@ Decoded = dict[str, np.ndarray]
 
 
 def decode_inputs(
-    model: Model, tensors: Iterable[tuple[Any, memoryview | None]], max_elements: int
+    model: Model,
+    objs: list,
+    take: Callable[[Any], memoryview | None],
+    max_elements: int,
+    finish: Callable[[], None] = lambda: None,
 ) -> Decoded:
-    """Tensor objects (with their binary bytes, if any) matched to the model's inputs and
-    cotangents by name, each checked against its type."""
+    """Tensor objects matched to the model's inputs and cotangents by name: every declared
+    name, datatype and shape is checked against the program before any data is decoded (the
+    data may be megabytes), then each is decoded (``take(obj)``: its binary bytes, if any, in
+    order) and checked again. Complete or refused."""
     expected = input_types(model)
-    given: Decoded = {}
-    for i, (obj, chunk) in enumerate(tensors):
-        name, array = decode_tensor(
-            obj, chunk, default_name=f"inputs[{i}]", max_elements=max_elements
-        )
+    names = model.names
+    seen: set[str] = set()
+    for i, obj in enumerate(objs):
+        if not isinstance(obj, dict) or not isinstance(obj.get("name", ""), str):
+            decode_tensor(obj, None, default_name=f"inputs[{i}]")  # raises, naming the problem
+        name = obj.get("name", f"inputs[{i}]")
         if name not in expected:
             raise Problem(
                 400,
@@ -282,7 +295,7 @@ def decode_inputs(
                 kind="invalid-request",
                 tensor=name,
             )
-        if name in given:
+        if name in seen:
             raise Problem(
                 400,
                 "Invalid request",
@@ -290,13 +303,9 @@ def decode_inputs(
                 kind="invalid-request",
                 tensor=name,
             )
-        given[name] = check_tensor(name, array, expected[name])
-    return given
-
-
-def _arguments(model: Model, given: Decoded) -> tuple[list, list]:
-    names = model.names
-    missing = [n for n in names.inputs if n not in given]
+        seen.add(name)
+        expect_tensor(obj, name, expected[name], max_elements)
+    missing = [n for n in names.inputs if n not in seen]
     if missing:
         raise Problem(
             400,
@@ -305,17 +314,31 @@ def _arguments(model: Model, given: Decoded) -> tuple[list, list]:
             kind="invalid-request",
             tensor=missing[0],
         )
+    if any(n in seen for n in names.cotangents):
+        absent = [n for n in names.cotangents if n not in seen]
+        if absent:
+            raise Problem(
+                400,
+                "Invalid request",
+                f"missing cotangent(s) {', '.join(absent)}",
+                kind="invalid-request",
+                tensor=absent[0],
+            )
+    given: Decoded = {}
+    for i, obj in enumerate(objs):
+        name, array = decode_tensor(
+            obj, take(obj), default_name=f"inputs[{i}]", max_elements=max_elements
+        )
+        given[name] = check_tensor(name, array, expected[name])
+    finish()
+    return given
+
+
+def _arguments(model: Model, given: Decoded) -> tuple[list, list]:
+    """(inputs, cotangents) in the program's order; ``given`` is complete (decode_inputs)."""
+    names = model.names
     if not any(n in given for n in names.cotangents):
         return [given[n] for n in names.inputs], default_cotangents(model.entry)
-    absent = [n for n in names.cotangents if n not in given]
-    if absent:
-        raise Problem(
-            400,
-            "Invalid request",
-            f"missing cotangent(s) {', '.join(absent)}",
-            kind="invalid-request",
-            tensor=absent[0],
-        )
     return [given[n] for n in names.inputs], [given[n] for n in names.cotangents]
 
 
@@ -337,8 +360,8 @@ def _failure_reason(e: BaseException) -> str:
 async def run_inference(
     state: ServiceState,
     model: Model,
-    decode: Callable[[Model], Decoded],
-    respond: Callable[[dict[str, np.ndarray]], Any],
+    decode: Callable[[Model], Awaitable[Decoded]],
+    respond: Callable[[dict[str, np.ndarray]], Awaitable[Any]],
 ) -> Any:
     """Decode, evaluate, respond; counted in the model's statistics and metrics either way."""
     timing = Timing()
@@ -346,7 +369,7 @@ async def run_inference(
     labels = (model.name, model.version or "")
     metrics = state.metrics
     try:
-        inputs, cotangents = _arguments(model, decode(model))
+        inputs, cotangents = _arguments(model, await decode(model))
         timing.decoded = time.perf_counter_ns()
         entry = model.entry
         small = runs_inline(entry.vjp_exe, state.settings)
@@ -357,7 +380,7 @@ async def run_inference(
         names = model.names
         results = dict(zip(names.outputs + names.gradients, outs + grads, strict=True))
         encode_start = time.perf_counter_ns()
-        response = respond(results)
+        response = await respond(results)
     except BaseException as e:
         took = time.perf_counter_ns() - timing.start
         stats.fail.add(took)

@@ -156,6 +156,28 @@ class RedisStore:
         ttl = self.settings.ttl or None
         self._call("put", self.client.set, self.key(key), value, ex=ttl)
 
+    def exists(self, key: str) -> bool | None:
+        """Whether Redis holds ``key`` (None when Redis cannot say)."""
+        n = self._call("exists", self.client.exists, self.key(key))
+        return None if n is None else bool(n)
+
+    def probe(self) -> bool:
+        """PING Redis now (also while failed calls leave it alone): sets ``up``, and when it
+        answers again, ends the pause so requests use it at once."""
+        try:
+            self.client.ping()
+        except redis.RedisError as e:
+            if self.up is not False:
+                self._failed("probe", e)
+            self.up = False
+            return False
+        if self.up is False:
+            log.warning("Redis at %s answers again", self.where)
+        self.up = True
+        with self._lock:
+            self._skip_until = 0.0
+        return True
+
     def close(self) -> None:
         self.client.close()
 

@@ -17,6 +17,9 @@ then one final line with every step's value::
     {"done": true, "steps": 40, "value": -0.5, "params": [tensor, ...],
      "trajectory": [{"step": 1, "value": -0.23971277}, ...]}
 
+A stream lasts at most ``SHAX_MINIMIZE_SECONDS`` (default 30 s): past it, the last line is an
+``{"error": ...}`` problem (``limit: minimize_seconds``) after the progress lines so far.
+
 Step k reports f at the k-th point, the first point being ``x0`` (the seed's numbering): 40 steps
 evaluate 40 points and apply 39 updates. The update rules are ``shax_core.optimize``'s, driven by
 its ``iterate``; each step (VJP + update) runs in the server's worker pool, so the loop respects
@@ -30,6 +33,7 @@ from __future__ import annotations
 import asyncio
 import inspect
 import math
+import time
 from collections.abc import AsyncIterator
 from typing import Any
 
@@ -169,8 +173,20 @@ async def _stream(state, entry, loop: _Loop, options: dict) -> AsyncIterator[byt
     names = entry.input_names
     trajectory: list[dict] = []
     last = None
+    seconds = state.settings.minimize_seconds
+    deadline = time.monotonic() + seconds
     try:
         for _ in range(options["steps"]):
+            if time.monotonic() > deadline:
+                raise Problem(
+                    413,
+                    "Limit exceeded",
+                    f"the optimization ran for the {seconds:g} s limit (SHAX_MINIMIZE_SECONDS) "
+                    f"and stopped after {last.step if last else 0} of {options['steps']} steps; "
+                    "continue from the last params",
+                    kind="limit-exceeded",
+                    limit="minimize_seconds",
+                )
             point = await _next_point(state, loop)
             if point is None:
                 break
@@ -220,8 +236,9 @@ async def _stream(state, entry, loop: _Loop, options: dict) -> AsyncIterator[byt
     },
 )
 async def minimize(program_id: str, request: Request, state: State) -> StreamingResponse:
-    doc, reader = await read_body(request)
     entry = await find_program(state, program_id)
+    body = await read_body(request, entry)
+    doc, reader = body.doc, body.reader
     outs = entry.program.out_types
     if len(outs) != 1 or outs[0].shape != () or not outs[0].is_float:
         raise _bad(
@@ -231,7 +248,8 @@ async def minimize(program_id: str, request: Request, state: State) -> Streaming
     if not entry.source.wrt:
         raise _bad("the program has no differentiated (wrt) inputs to move")
     options = parse_options(doc)
-    x0 = decode_positional(
+    x0 = await body.run(
+        decode_positional,
         doc.get("x0"),
         reader,
         entry.input_names,

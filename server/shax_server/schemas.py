@@ -55,7 +55,28 @@ class Signature(BaseModel):
     wrt: list[int]
 
 
+def _exactly_one(*members: tuple[str, dict]) -> dict:
+    """JSON Schema for "exactly one of these members is given (not null)"."""
+    return {
+        "oneOf": [
+            {
+                "required": [name],
+                "properties": {
+                    name: kind,
+                    **{other: {"type": "null"} for other, _ in members if other != name},
+                },
+            }
+            for name, kind in members
+        ]
+    }
+
+
+SOURCE = (("program", {"type": "string"}), ("graph", {"type": "object"}))
+
+
 class ProgramSource(BaseModel):
+    model_config = ConfigDict(json_schema_extra=_exactly_one(*SOURCE))
+
     program: str | None = Field(None, description="IR text (exactly one of program, graph)")
     graph: dict[str, Any] | None = Field(None, description="JSON graph (format_version 1)")
     wrt: list[int] | None = Field(None, description="input indices; default: every float input")
@@ -108,6 +129,8 @@ class JvpRequest(EvalRequest):
 
 
 class VjpRequest(VjpByIdRequest):
+    model_config = ConfigDict(json_schema_extra=_exactly_one(*SOURCE, ("id", {"type": "string"})))
+
     program: str | None = None
     graph: dict[str, Any] | None = None
     id: str | None = Field(None, description="a compiled program's id instead of its source")

@@ -2,64 +2,136 @@
 
 Bodies are parsed with orjson and tensors converted with NumPy (``shax_core.wire``); pydantic
 models exist only to document the API, never to validate tensor data element by element.
+
+Order of checks for an evaluation (each before the expensive step it guards): the program (by
+id, before the body is read: its types bound the body's size), the body's bytes, each tensor's
+declared name, datatype and shape against the program (before its data is decoded), then the
+response's size in the encoding asked for (``check_output``, from the output types, before
+anything runs). Bodies and responses over ``LAZY_BYTES`` are decoded and encoded off the event
+loop; big binary responses are streamed chunk by chunk, never joined into one buffer.
 """
 
 from __future__ import annotations
 
+import asyncio
 import math
 from collections.abc import Sequence
 from typing import Any
 
 import numpy as np
+import orjson
 from fastapi import Request
-from starlette.responses import Response
+from starlette.responses import Response, StreamingResponse
 
 from shax_core.ir import Type
 from shax_core.wire import (
+    BINARY_CONTENT_TYPE,
     DATATYPE_OF_IR,
     HEADER_LENGTH,
+    IR_DTYPES,
     BinaryReader,
     TensorError,
+    check_shape,
     decode_tensor,
     encode_tensors,
     join_body,
-    split_body,
 )
-from shax_server.compilation import Compiled, build, prepare, read_program
+from shax_server import body
+from shax_server.compilation import Compiled, Source, prepare, read_program
 from shax_server.deps import ServiceState
-from shax_server.encoding import inflate
-from shax_server.problems import Problem, not_found
+from shax_server.problems import Problem, limit_exceeded, not_found
+
+LAZY_BYTES = body.LAZY_BYTES
 
 
-async def read_body(request: Request) -> tuple[dict, BinaryReader]:
-    """The JSON object of a request (and the binary tail when the binary extension is used)."""
-    settings = request.app.state.shax.settings
-    body = inflate(
-        await request.body(), request.headers.get("content-encoding"), settings.max_body_bytes
-    )
-    max_depth = settings.max_json_depth
-    doc, tail = split_body(body, request.headers.get(HEADER_LENGTH), max_depth)
-    if not isinstance(doc, dict):
-        raise Problem(
-            400, "Invalid request", "the body must be a JSON object", kind="invalid-request"
+class Body:
+    """A parsed request body: its JSON object, a reader of its binary tail, its size, and the
+    program it carried when that was prepared while parsing (``read_body_with_program``)."""
+
+    def __init__(self, doc: dict, tail: memoryview, size: int, source: Source | None = None):
+        self.doc = doc
+        self.reader = BinaryReader(tail)
+        self.size = size
+        self.source = source
+
+    async def run(self, fn, *args, **kwargs):
+        """``fn(*args)`` (tensor decoding): in a thread for big bodies, else right here."""
+        if self.size > LAZY_BYTES:
+            return await asyncio.to_thread(fn, *args, **kwargs)
+        return fn(*args, **kwargs)
+
+
+async def read_body(request: Request, entry: Compiled | None = None) -> Body:
+    """The body of a request. With ``entry`` (the program, known from the path), the body may
+    only be as big as that program's tensors can be, and that is checked before reading."""
+    state: ServiceState = request.app.state.shax
+    settings = state.settings
+    if entry is None:
+        doc, tail, size = await body.read(request, settings)
+    else:
+        doc, tail, size = await body.read(
+            request,
+            settings,
+            limit=body.body_budget(entry, settings),
+            budgets=lambda _: body.entry_budgets(entry, settings),
         )
-    return doc, BinaryReader(tail)
+    return Body(doc, tail, size)
 
 
-async def compile_program(state: ServiceState, doc: dict) -> tuple[Compiled, bool]:
+async def read_body_with_program(request: Request) -> Body:
+    """The body of a request that may carry its program (``/vjp``): when the body is big, the
+    program is prepared while parsing, and the tensor members are held to its budget."""
+    state: ServiceState = request.app.state.shax
+    settings = state.settings
+    prepared: dict[str, Source] = {}
+
+    def budgets(doc: dict) -> dict[str, int]:
+        if isinstance(doc.get("id"), str):
+            entry = state.cache.peek(doc["id"])
+            return body.entry_budgets(entry, settings) if entry is not None else {}
+        if doc.get("program") is None and doc.get("graph") is None:
+            return {}
+        source = _prepare(doc, settings)
+        prepared["source"] = source
+        return body.entry_budgets(_Shape(source), settings)
+
+    doc, tail, size = await body.read(request, settings, budgets=budgets)
+    return Body(doc, tail, size, prepared.get("source"))
+
+
+class _Shape:
+    """What ``entry_budgets`` reads of a compiled entry, from a prepared source."""
+
+    def __init__(self, source: Source):
+        self.program = source.program
+        self.source = source
+
+
+async def compile_program(
+    state: ServiceState, doc: dict, source: Source | None = None
+) -> tuple[Compiled, bool]:
     """Compile (or find) the program a body carries as ``program`` or ``graph``."""
-    source = await state.pool.run(_prepare, doc, state.settings)
-    return await state.cache.get_or_build(
-        source, lambda s: build(s, state.settings), state.pool.run
-    )
+    if source is None:
+        source = await state.pool.compile(_prepare, doc, state.settings, cost=_text_cost(doc))
+    return await state.cache.get_or_build(source)
+
+
+def _text_cost(doc: dict) -> int:
+    """A guess at a program's equation count before parsing it (picks the compile lane)."""
+    text = doc.get("program")
+    if isinstance(text, str):
+        return len(text) // 24
+    graph = doc.get("graph")
+    eqns = graph.get("equations") if isinstance(graph, dict) else None
+    return len(eqns) if isinstance(eqns, list) else 0
 
 
 def _prepare(doc: dict, settings):
-    return prepare(read_program(doc), doc.get("wrt"), settings, doc.get("residuals"))
+    return prepare(read_program(doc), doc.get("wrt"), settings)
 
 
 async def find_program(state: ServiceState, program_id: str) -> Compiled:
-    entry = await state.cache.lookup(program_id, lambda s: build(s, state.settings), state.pool.run)
+    entry = await state.cache.lookup(program_id)
     if entry is None:
         raise not_found(f"no program with id {program_id!r}; POST it to /v1/programs first")
     return entry
@@ -74,8 +146,28 @@ def _fill(obj: Any, name: str, t: Type) -> Any:
     if not isinstance(obj, dict):
         return obj
     filled = {"name": name, "datatype": DATATYPE_OF_IR[t.dtype], "shape": list(t.shape)}
-    filled.update(obj)
+    filled.update((k, v) for k, v in obj.items() if v is not None)  # null: the program's
     return filled
+
+
+def expect_tensor(obj: Any, name: str, t: Type, max_elements: int) -> None:
+    """A tensor object's declared datatype and shape against the program's type ``t``, before
+    any of its data is decoded (cheap: the data may be megabytes of JSON)."""
+    if not isinstance(obj, dict):
+        return  # decode_tensor says what is wrong
+    label = obj.get("name") if isinstance(obj.get("name"), str) else name
+    datatype = obj.get("datatype")
+    if isinstance(datatype, str) and datatype in IR_DTYPES and datatype != DATATYPE_OF_IR[t.dtype]:
+        raise TensorError(
+            label, f"expected datatype {DATATYPE_OF_IR[t.dtype]} ({t}), got {datatype}"
+        )
+    shape = check_shape(label, obj.get("shape"), max_elements)
+    if shape != t.shape:
+        raise TensorError(
+            label,
+            f"expected shape {list(t.shape)} ({math.prod(t.shape)} elements, {t}), "
+            f"got shape {list(shape)}",
+        )
 
 
 def check_tensor(name: str, array: np.ndarray, t: Type) -> np.ndarray:
@@ -124,12 +216,13 @@ def decode_positional(
             + ", ".join(f"{n} {t}" for n, t in zip(names, types, strict=True)),
             kind="invalid-request",
         )
+    filled = [_fill(obj, name, t) for obj, name, t in zip(items, names, types, strict=True)]
+    for obj, name, t in zip(filled, names, types, strict=True):
+        expect_tensor(obj, name, t, max_elements)
     arrays = []
-    for obj, name, t in zip(items, names, types, strict=True):
+    for obj, name, t in zip(filled, names, types, strict=True):
         chunk = reader.take(obj)
-        label, array = decode_tensor(
-            _fill(obj, name, t), chunk, default_name=name, max_elements=max_elements
-        )
+        label, array = decode_tensor(obj, chunk, default_name=name, max_elements=max_elements)
         arrays.append(check_tensor(label, array, t))
     return arrays
 
@@ -176,6 +269,88 @@ def tensor_response(
     body, headers = join_body(out, chunks)
     media_type = headers.pop("content-type")
     return Response(body, media_type=media_type, headers=headers)
+
+
+# bytes one element takes in a JSON response at most: f32 "-1.1754944e-38," (orjson's shortest
+# round-trip form), f64 "-2.2250738585072014e-308,", bool "false,"; "-Infinity", is 12
+JSON_ELEMENT_BYTES = {"f32": 16, "f64": 25, "bool": 6}
+JSON_TENSOR_BYTES = 256  # name, shape and datatype of one tensor object
+
+
+def output_bytes(types: Sequence[Type], binary: bool | Sequence[bool]) -> int:
+    """Bytes the tensors of ``types`` take in a response, per tensor in its encoding (exact
+    for binary, an upper bound for JSON), computed from the types alone."""
+    flags = [binary] * len(types) if isinstance(binary, bool) else list(binary)
+    total = 0
+    for t, flag in zip(types, flags, strict=True):
+        n = math.prod(t.shape)
+        total += JSON_TENSOR_BYTES + n * (
+            t.np_dtype.itemsize if flag else JSON_ELEMENT_BYTES[t.dtype]
+        )
+    return total
+
+
+def check_output(settings, types: Sequence[Type], binary: bool | Sequence[bool]) -> None:
+    """413 before anything runs when the response would be over ``max_output_bytes``."""
+    nbytes = output_bytes(types, binary)
+    if nbytes > settings.max_output_bytes:
+        encoding = "binary" if binary is True else "JSON" if binary is False else "the encodings"
+        hint = "" if binary is True else "; binary_data_output makes it smaller"
+        raise limit_exceeded(
+            "max_output_bytes",
+            f"the response would be {nbytes} bytes of tensors in {encoding} asked for "
+            f"(from the output types: {', '.join(str(t) for t in types)}), more than the "
+            f"limit of {settings.max_output_bytes}{hint}",
+        )
+
+
+async def evaluation_response(
+    doc: dict, members: dict[str, Sequence[tuple[str, np.ndarray]]], binary
+) -> Response:
+    """``tensor_response`` for evaluation results: a big JSON body is encoded in a thread, and
+    big binary tensors are streamed from the arrays' own buffers (never joined into a copy)."""
+    named = [(n, a) for m in members.values() for n, a in m]
+    flags = [binary] * len(named) if isinstance(binary, bool) else list(binary)
+    binary_bytes = sum(a.nbytes for (_, a), f in zip(named, flags, strict=True) if f)
+    json_bytes = sum(a.size for (_, a), f in zip(named, flags, strict=True) if not f)
+    if binary_bytes <= LAZY_BYTES and json_bytes * 16 <= LAZY_BYTES:
+        return tensor_response(doc, members, binary)
+    out = dict(doc)
+    buffers: list[memoryview] = []
+    i = 0
+    for member, tensors in members.items():
+        objs = []
+        for name, array in tensors:
+            if flags[i]:
+                raw = np.ascontiguousarray(array, dtype=array.dtype.newbyteorder("<"))
+                obj = {
+                    "name": name,
+                    "shape": list(array.shape),
+                    "datatype": _oip(array.dtype),
+                    "parameters": {"binary_data_size": raw.nbytes},
+                }
+                buffers.append(memoryview(raw.reshape(-1)).cast("B"))
+            else:
+                obj = encode_tensors([(name, array)], False)[0][0]
+            objs.append(obj)
+            i += 1
+        out[member] = objs
+    header = await asyncio.to_thread(orjson.dumps, out, option=orjson.OPT_SERIALIZE_NUMPY)
+    if not buffers:
+        return Response(header, media_type="application/json")
+    length = len(header) + sum(b.nbytes for b in buffers)
+
+    async def chunks():
+        yield header
+        for b in buffers:
+            for start in range(0, b.nbytes, LAZY_BYTES):
+                yield b[start : start + LAZY_BYTES]
+
+    return StreamingResponse(
+        chunks(),
+        media_type=BINARY_CONTENT_TYPE,
+        headers={HEADER_LENGTH: str(len(header)), "Content-Length": str(length)},
+    )
 
 
 # ---------------------------------------------------------------------------------------------

@@ -9,6 +9,8 @@ A store is anything with these two methods (blocking; the server calls them in i
 
     get(key: str) -> tuple[str, dict] | None
     put(key: str, text: str, metadata: dict) -> None
+    exists(key: str) -> bool | None       # optional: lets replicas re-publish lost entries
+    probe() -> bool                       # optional: a health check, run every second
 
 Plugging Redis in: create ``server/shax_server/redis_store.py`` with a function
 ``from_url(url: str) -> SharedStore``; when ``SHAX_REDIS_URL`` is set, ``make_store`` imports it.
@@ -37,6 +39,9 @@ class NullStore:
     def put(self, key: str, text: str, metadata: dict) -> None:
         return None
 
+    def exists(self, key: str) -> bool:
+        return True  # nothing to republish to
+
 
 class MemoryStore:
     """A dict-backed store: what a Redis store does, inside one process (for tests)."""
@@ -49,6 +54,9 @@ class MemoryStore:
 
     def put(self, key: str, text: str, metadata: dict) -> None:
         self.items[key] = (text, dict(metadata))
+
+    def exists(self, key: str) -> bool:
+        return key in self.items
 
 
 def make_store(redis_url: str | None) -> SharedStore:

@@ -15,10 +15,16 @@ from fastapi import APIRouter, Request
 from starlette.responses import Response
 
 from shax_server.deps import State
-from shax_server.models import decode_inputs, find_model, metadata_doc, run_inference
+from shax_server.models import (
+    decode_inputs,
+    find_model,
+    metadata_doc,
+    output_types,
+    run_inference,
+)
 from shax_server.problems import Problem
 from shax_server.routes.docs import body, ok, problems
-from shax_server.service import read_body, tensor_response
+from shax_server.service import check_output, evaluation_response, read_body, tensor_response
 
 health = APIRouter(tags=["health"])
 models = APIRouter(tags=["inference"])  # protected where the app includes it
@@ -135,7 +141,8 @@ def _flag(value, what: str) -> bool | None:
 
 def _requested_outputs(doc: dict, available: list[str]) -> list[tuple[str, bool]]:
     """(name, as binary) for each output to return, in the order the client asked for."""
-    params = doc.get("parameters") or {}
+    params = doc.get("parameters")
+    params = {} if params is None else params  # null is absent; false or [] are errors
     if not isinstance(params, dict):
         raise Problem(
             400, "Invalid request", "'parameters' must be an object", kind="invalid-request"
@@ -162,19 +169,24 @@ def _requested_outputs(doc: dict, available: list[str]) -> list[tuple[str, bool]
                 f"unknown output {o['name']!r}; the model has {', '.join(available)}",
                 kind="invalid-request",
             )
-        oparams = o.get("parameters") or {}
-        flag = _flag(
-            oparams.get("binary_data") if isinstance(oparams, dict) else None,
-            f"outputs[{i}].parameters.binary_data",
-        )
+        oparams = o.get("parameters")
+        oparams = {} if oparams is None else oparams
+        if not isinstance(oparams, dict):
+            raise Problem(
+                400,
+                "Invalid request",
+                f"outputs[{i}].parameters must be an object",
+                kind="invalid-request",
+            )
+        flag = _flag(oparams.get("binary_data"), f"outputs[{i}].parameters.binary_data")
         out.append((o["name"], default if flag is None else flag))
     return out
 
 
 INFER_DOC = {
     "response_model": None,
-    "responses": {**ok("InferResponse", binary=True), **problems(400, 401, 404, 413, 503)},
-    "openapi_extra": body("InferRequest", binary=True),
+    "responses": {**ok("InferResponse", binary=True), **problems(400, 401, 404, 408, 413, 503)},
+    "openapi_extra": body("InferRequest"),
 }
 
 
@@ -195,8 +207,17 @@ async def infer_version(
 
 
 async def _infer(state, request: Request, name: str, label: str | None) -> Response:
-    doc, reader = await read_body(request)
+    # the model first: its tensors bound the body that is read (and a 404 reads no body)
     model = await find_model(state, name, label)
+    request_body = await read_body(request, model.entry)
+    doc = request_body.doc
+    if doc.get("id") is not None and not isinstance(doc["id"], str):
+        raise Problem(
+            400,
+            "Invalid request",
+            f"'id' must be a string (the protocol's request id), got {doc['id']!r}",
+            kind="invalid-request",
+        )
     items = doc.get("inputs")
     if not isinstance(items, list):
         raise Problem(
@@ -206,22 +227,25 @@ async def _infer(state, request: Request, name: str, label: str | None) -> Respo
             kind="invalid-request",
         )
     limit = state.settings.max_tensor_elements
-
-    def decode(model):
-        given = decode_inputs(model, ((obj, reader.take(obj)) for obj in items), limit)
-        reader.finish()
-        return given
-
+    reader = request_body.reader
     names = model.names
     wanted = _requested_outputs(doc, [*names.outputs, *names.gradients])
+    out_types = output_types(model)
+    check_output(state.settings, [out_types[n] for n, _ in wanted], [b for _, b in wanted])
+
+    async def decode(model):
+        return await request_body.run(
+            decode_inputs, model, items, reader.take, limit, reader.finish
+        )
+
     header = {"model_name": model.name}
     if model.version is not None:
         header["model_version"] = model.version
     if isinstance(doc.get("id"), str):
         header["id"] = doc["id"]
 
-    def respond(results):
-        return tensor_response(
+    async def respond(results):
+        return await evaluation_response(
             header,
             {"outputs": [(n, results[n]) for n, _ in wanted]},
             [b for _, b in wanted],

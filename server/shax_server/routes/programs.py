@@ -11,12 +11,16 @@ from shax_server.models import name_program
 from shax_server.problems import Problem
 from shax_server.routes.docs import body, ok, problems
 from shax_server.service import (
+    Body,
     binary_output,
+    check_output,
     compile_program,
     decode_positional,
     default_cotangents,
+    evaluation_response,
     find_program,
     read_body,
+    read_body_with_program,
     run_forward,
     run_jvp,
     run_vjp,
@@ -25,8 +29,8 @@ from shax_server.service import (
 
 router = APIRouter(tags=["programs"])  # protected where the app includes it
 
-ERRORS = problems(400, 401, 413, 503)
-ID_ERRORS = problems(400, 401, 404, 413, 503)
+ERRORS = problems(400, 401, 408, 413, 503)
+ID_ERRORS = problems(400, 401, 404, 408, 413, 503)
 
 
 def _json(doc) -> Response:
@@ -41,7 +45,8 @@ def _json(doc) -> Response:
     openapi_extra=body("CompileRequest"),
 )
 async def compile_(request: Request, state: State) -> Response:
-    doc, _ = await read_body(request)
+    body = await read_body(request)
+    doc = body.doc
     entry, cached = await compile_program(state, doc)
     out = {
         "id": entry.key,
@@ -77,35 +82,46 @@ async def get_program(program_id: str, state: State) -> Response:
     )
 
 
-def _decode(state, doc, reader, member: str, names, types) -> list:
+def _decode(state, body: Body, member: str, names, types) -> list:
     """The tensors of request member ``member``, by position, checked against ``types``."""
     limit = state.settings.max_tensor_elements
     return decode_positional(
-        doc.get(member), reader, names, types, member=member, max_elements=limit
+        body.doc.get(member), body.reader, names, types, member=member, max_elements=limit
     )
 
 
-def _inputs(state, entry, doc, reader) -> list:
-    return _decode(state, doc, reader, "inputs", entry.input_names, entry.program.in_types)
+def _inputs(state, entry, body: Body) -> list:
+    return _decode(state, body, "inputs", entry.input_names, entry.program.in_types)
 
 
-async def _vjp(state, entry, doc, reader, extra: dict) -> Response:
-    p = entry.program
-    inputs = _inputs(state, entry, doc, reader)
-    if doc.get("cotangents") is None:
+def _vjp_arguments(state, entry, body: Body) -> tuple[list, list]:
+    inputs = _inputs(state, entry, body)
+    if body.doc.get("cotangents") is None:
         cotangents = default_cotangents(entry)
     else:
-        cotangents = _decode(state, doc, reader, "cotangents", entry.cotangent_names, p.out_types)
-    reader.finish()
+        cotangents = _decode(
+            state, body, "cotangents", entry.cotangent_names, entry.program.out_types
+        )
+    body.reader.finish()
+    return inputs, cotangents
+
+
+async def _vjp(state, entry, body: Body, extra: dict) -> Response:
+    p = entry.program
+    binary = binary_output(body.doc)
+    check_output(
+        state.settings, [*p.out_types, *(p.params[i].type for i in entry.source.wrt)], binary
+    )
+    inputs, cotangents = await body.run(_vjp_arguments, state, entry, body)
     small = runs_inline(entry.vjp_exe, state.settings)
     outs, grads = await state.pool.run(run_vjp, entry, inputs, cotangents, inline=small)
-    return tensor_response(
+    return await evaluation_response(
         {"id": entry.key, **extra},
         {
             "outputs": list(zip(entry.output_names, outs, strict=True)),
             "gradients": list(zip(entry.gradient_names, grads, strict=True)),
         },
-        binary_output(doc),
+        binary,
     )
 
 
@@ -117,9 +133,10 @@ async def _vjp(state, entry, doc, reader, extra: dict) -> Response:
     openapi_extra=body("VjpRequest"),
 )
 async def vjp_inline(request: Request, state: State) -> Response:
-    doc, reader = await read_body(request)
+    body = await read_body_with_program(request)
+    doc = body.doc
     if "id" in doc and doc["id"] is not None:
-        if "program" in doc or "graph" in doc:
+        if doc.get("program") is not None or doc.get("graph") is not None:
             raise Problem(
                 400,
                 "Invalid request",
@@ -130,8 +147,8 @@ async def vjp_inline(request: Request, state: State) -> Response:
             raise Problem(400, "Invalid request", "'id' must be a string", kind="invalid-request")
         entry, cached = await find_program(state, doc["id"]), True
     else:
-        entry, cached = await compile_program(state, doc)
-    return await _vjp(state, entry, doc, reader, {"cached": cached})
+        entry, cached = await compile_program(state, doc, body.source)
+    return await _vjp(state, entry, body, {"cached": cached})
 
 
 @router.post(
@@ -142,9 +159,8 @@ async def vjp_inline(request: Request, state: State) -> Response:
     openapi_extra=body("VjpByIdRequest"),
 )
 async def vjp(program_id: str, request: Request, state: State) -> Response:
-    doc, reader = await read_body(request)
     entry = await find_program(state, program_id)
-    return await _vjp(state, entry, doc, reader, {})
+    return await _vjp(state, entry, await read_body(request, entry), {})
 
 
 @router.post(
@@ -155,16 +171,18 @@ async def vjp(program_id: str, request: Request, state: State) -> Response:
     openapi_extra=body("EvalRequest"),
 )
 async def eval_(program_id: str, request: Request, state: State) -> Response:
-    doc, reader = await read_body(request)
     entry = await find_program(state, program_id)
-    inputs = _inputs(state, entry, doc, reader)
-    reader.finish()
+    body = await read_body(request, entry)
+    binary = binary_output(body.doc)
+    check_output(state.settings, entry.program.out_types, binary)
+    inputs = await body.run(_inputs, state, entry, body)
+    body.reader.finish()
     small = runs_inline(entry.forward_exe, state.settings)
     outs = await state.pool.run(run_forward, entry, inputs, inline=small)
-    return tensor_response(
+    return await evaluation_response(
         {"id": entry.key},
         {"outputs": list(zip(entry.output_names, outs, strict=True))},
-        binary_output(doc),
+        binary,
     )
 
 
@@ -176,20 +194,27 @@ async def eval_(program_id: str, request: Request, state: State) -> Response:
     openapi_extra=body("JvpRequest"),
 )
 async def jvp(program_id: str, request: Request, state: State) -> Response:
-    doc, reader = await read_body(request)
     entry = await find_program(state, program_id)
+    body = await read_body(request, entry)
     p = entry.program
-    inputs = _inputs(state, entry, doc, reader)
+    binary = binary_output(body.doc)
+    check_output(state.settings, [*p.out_types, *p.out_types], binary)
     wrt = entry.source.wrt
     names, types = [f"t_{p.params[i].name}" for i in wrt], [p.params[i].type for i in wrt]
-    tangents = _decode(state, doc, reader, "tangents", names, types)
-    reader.finish()
+
+    def arguments():
+        inputs = _inputs(state, entry, body)
+        tangents = _decode(state, body, "tangents", names, types)
+        body.reader.finish()
+        return inputs, tangents
+
+    inputs, tangents = await body.run(arguments)
     outs, touts = await state.pool.run(run_jvp, entry, state.settings, inputs, tangents)
-    return tensor_response(
+    return await evaluation_response(
         {"id": entry.key},
         {
             "outputs": list(zip(entry.output_names, outs, strict=True)),
             "tangents": [(f"tout{i}", t) for i, t in enumerate(touts)],
         },
-        binary_output(doc),
+        binary,
     )

@@ -19,7 +19,9 @@ import orjson
 from fastapi import APIRouter, Request
 from starlette.responses import Response
 
+from shax_server.body import parse, receive
 from shax_server.deps import State
+from shax_server.encoding import inflate
 from shax_server.models import (
     check_model_control,
     config_doc,
@@ -30,7 +32,6 @@ from shax_server.models import (
 )
 from shax_server.problems import Problem
 from shax_server.routes.docs import problems
-from shax_server.service import read_body
 
 router = APIRouter(tags=["repository"])  # protected where the app includes it
 
@@ -43,10 +44,16 @@ def _json(doc) -> Response:
 
 async def _optional_body(request: Request) -> dict:
     """The JSON object of a body that may be empty (tritonclient posts an empty index body)."""
-    if not (await request.body()).strip():
+    settings = request.app.state.shax.settings
+    raw = await receive(request, settings, settings.max_body_bytes)
+    raw = inflate(raw, request.headers.get("content-encoding"), settings.max_body_bytes)
+    if not raw.strip():
         return {}
-    doc, reader = await read_body(request)
-    reader.finish()
+    doc, _ = parse(raw, None, settings)
+    if not isinstance(doc, dict):
+        raise Problem(
+            400, "Invalid request", "the body must be a JSON object", kind="invalid-request"
+        )
     return doc
 
 

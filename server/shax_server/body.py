@@ -1,0 +1,181 @@
+"""Request bodies: bytes under limits and deadlines, tensor members under the program's budget.
+
+Reading (``receive``): a declared ``Content-Length`` over the limit is refused before one byte
+is read; a streamed body is counted as it arrives; a body that pauses longer than
+``body_timeout`` between chunks, or takes longer than ``upload_timeout`` in all, is answered 408
+and its connection closed. The limit is ``max_body_bytes``, or less when the program is known
+before the body is read (by-id routes): a program taking E tensor elements in T tensors gets a
+body of at most ``E * body_bytes_per_element + T * 1 KiB + 64 KiB`` bytes.
+
+Parsing (``parse``): small bodies are parsed at once. A body over ``LAZY_BYTES`` is parsed in a
+worker thread, and its JSON part is first scanned without parsing (``shax_core.wire.scan_json``:
+depth and top-level member spans). Members that are not tensor lists are parsed first; then
+``budgets(doc)`` (which may compile the program the body carries) says how many bytes each
+tensor member may take, and a member over its budget is refused with 413 before its data is
+parsed: a 60 MiB ``inputs`` for an ``f32[3]`` program costs a scan, not 1 GiB of Python floats.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import math
+from collections.abc import Callable, Iterable
+
+import orjson
+from fastapi import Request
+
+from shax_core.ir import Type
+from shax_core.wire import (
+    HEADER_LENGTH,
+    FramingError,
+    NestingError,
+    frame,
+    loads_nonfinite,
+    scan_json,
+    split_body,
+)
+from shax_server.encoding import inflate
+from shax_server.problems import Problem, limit_exceeded
+from shax_server.settings import Settings
+
+LAZY_BYTES = 1 << 20
+TENSOR_MEMBERS = ("inputs", "cotangents", "tangents", "x0")
+PER_TENSOR = 1024
+SLACK = 64 * 1024
+
+Budgets = Callable[[dict], dict[str, int]]
+
+
+def tensor_budget(types: Iterable[Type], settings: Settings) -> int:
+    """Most bytes of JSON (or binary) a list of tensors of ``types`` may take on the wire."""
+    return sum(math.prod(t.shape) * settings.body_bytes_per_element + PER_TENSOR for t in types)
+
+
+def entry_budgets(entry, settings: Settings) -> dict[str, int]:
+    """Byte budgets of the tensor members of a request for the compiled program ``entry``."""
+    p = entry.program
+    inputs = tensor_budget(p.in_types, settings)
+    return {
+        "inputs": inputs,
+        "x0": inputs,
+        "cotangents": tensor_budget(p.out_types, settings),
+        "tangents": tensor_budget((p.params[i].type for i in entry.source.wrt), settings),
+    }
+
+
+def body_budget(entry, settings: Settings) -> int:
+    """Most bytes a whole evaluation body for ``entry`` may take (what a by-id route reads)."""
+    b = entry_budgets(entry, settings)
+    return min(settings.max_body_bytes, b["inputs"] + b["cotangents"] + b["tangents"] + SLACK)
+
+
+def _too_large(size: str, limit: int, why: str) -> Problem:
+    p = limit_exceeded(
+        "max_body_bytes" if why == "" else "body_bytes_per_element",
+        f"the request body is {size} bytes, more than the limit of {limit}{why}",
+    )
+    p.headers["Connection"] = "close"
+    return p
+
+
+async def receive(request: Request, settings: Settings, limit: int, why: str = "") -> bytes:
+    """The whole body, refused (413, 408, or 400 for a client that left) as early as possible."""
+    declared = request.headers.get("content-length")
+    if declared is not None and declared.isdigit() and int(declared) > limit:
+        raise _too_large(declared, limit, why)
+    loop = asyncio.get_running_loop()
+    deadline = loop.time() + settings.upload_timeout
+    chunks: list[bytes] = []
+    size = 0
+    while True:
+        wait = min(settings.body_timeout, deadline - loop.time())
+        try:
+            message = await asyncio.wait_for(request.receive(), max(wait, 0.001))
+        except TimeoutError:
+            raise Problem(
+                408,
+                "Request timeout",
+                "the request body arrived too slowly (SHAX_BODY_TIMEOUT "
+                f"{settings.body_timeout:g} s between chunks, SHAX_UPLOAD_TIMEOUT "
+                f"{settings.upload_timeout:g} s in all)",
+                kind="timeout",
+                headers={"Connection": "close"},
+            ) from None
+        if message["type"] != "http.request":
+            raise Problem(400, "Client disconnected", "the client left mid-body", kind="gone")
+        chunk = message.get("body", b"")
+        size += len(chunk)
+        if size > limit:
+            raise _too_large(f"more than {limit}", limit, why)
+        chunks.append(chunk)
+        if not message.get("more_body", False):
+            return chunks[0] if len(chunks) == 1 else b"".join(chunks)
+
+
+def parse(
+    body: bytes, header_length: str | None, settings: Settings, budgets: Budgets | None = None
+) -> tuple[object, memoryview]:
+    """(JSON object, binary tail) of a body; see the module docstring. Blocking: big bodies are
+    parsed through ``parse_off_loop``."""
+    if len(body) <= LAZY_BYTES or budgets is None:
+        return split_body(body, header_length, settings.max_json_depth)
+    json_part, tail = frame(body, header_length)
+    scan = scan_json(json_part)
+    if scan.depth > settings.max_json_depth:
+        raise NestingError(scan.depth, settings.max_json_depth)
+    if scan.members is None or bytes(json_part[: scan.span[0]]).strip():
+        return _loads(json_part), tail
+    if bytes(json_part[scan.span[1] + 1 :]).strip():
+        raise FramingError("body is not valid JSON: trailing characters after the object")
+    doc: dict = {}
+    deferred = []
+    for key, start, end in scan.members:
+        if key in TENSOR_MEMBERS:
+            doc.pop(key, None)
+            deferred = [d for d in deferred if d[0] != key] + [(key, start, end)]
+        else:
+            doc[key] = _loads(json_part[start:end])
+    limits = budgets(doc)
+    for key, start, end in deferred:
+        limit = limits.get(key)
+        if limit is not None and end - start > limit:
+            raise limit_exceeded(
+                "body_bytes_per_element",
+                f"'{key}' is {end - start} bytes of JSON, more than the {limit} bytes that the "
+                f"program's tensors for it may take ({settings.body_bytes_per_element} bytes per "
+                f"element, {PER_TENSOR} per tensor); refused before its data was parsed",
+            )
+        doc[key] = _loads(json_part[start:end])
+    return doc, tail
+
+
+def _loads(text: memoryview | bytes):
+    try:
+        return orjson.loads(text)
+    except orjson.JSONDecodeError as e:
+        return loads_nonfinite(memoryview(text), e)  # bare NaN/Infinity tokens, or the error
+
+
+async def read(
+    request: Request,
+    settings: Settings,
+    *,
+    limit: int | None = None,
+    budgets: Budgets | None = None,
+) -> tuple[dict, memoryview, int]:
+    """(JSON object, binary tail, body size) of a request; big bodies parsed off the loop."""
+    limit = settings.max_body_bytes if limit is None else limit
+    why = "" if limit == settings.max_body_bytes else " for this program's tensors"
+    body = await receive(request, settings, limit, why)
+    # a compressed body obeys the same limit once inflated (a zip bomb stops there)
+    body = inflate(body, request.headers.get("content-encoding"), limit)
+    header_length = request.headers.get(HEADER_LENGTH)
+    if len(body) > LAZY_BYTES:
+        doc, tail = await asyncio.to_thread(parse, body, header_length, settings, budgets)
+    else:
+        doc, tail = parse(body, header_length, settings)
+    if not isinstance(doc, dict):
+        raise Problem(
+            400, "Invalid request", "the body must be a JSON object", kind="invalid-request"
+        )
+    return doc, tail, len(body)
