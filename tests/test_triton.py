@@ -367,7 +367,9 @@ def test_grpc_infer(grpc, version):
         grpc_inputs(),
         model_version=version,
         outputs=[grpcclient.InferRequestedOutput("w_grad")],
+        compression_algorithm="gzip",  # gRPC's own message compression
     )
+    np.testing.assert_allclose(only.as_numpy("w_grad"), expected(version)[1], rtol=1e-4)
     assert [o.name for o in only.get_response().outputs] == ["w_grad"]
 
 
@@ -418,7 +420,9 @@ def keyed(repo):
 def test_api_keys_over_grpc_metadata_and_http_headers(keyed):
     url, grpc_url = keyed
     client = grpcclient.InferenceServerClient(grpc_url)
-    assert client.is_server_live()  # health needs no key, as over HTTP
+    assert client.is_server_live() and client.is_server_ready()  # as over HTTP: no key
+    with pytest.raises(InferenceServerException):
+        client.get_server_metadata()
     with pytest.raises(InferenceServerException) as e:
         client.infer(MODEL, grpc_inputs())
     assert "UNAUTHENTICATED" in str(e.value.status())

@@ -5,7 +5,7 @@ service definitions tritonclient ships (``tritonclient.grpc.service_pb2``), so t
 ``tritonclient.grpc`` works unchanged. It shares everything with the HTTP server: the program
 cache, the model registry, the worker pool and its limits, statistics and metrics. The largest
 message accepted is ``max_body_bytes``; tensors obey ``max_tensor_elements``. With API keys set,
-every call but ServerLive, ServerReady and ServerMetadata needs one as gRPC metadata
+every call but ServerLive and ServerReady needs one as gRPC metadata
 (``x-api-key: <key>`` or ``authorization: Bearer <key>``).
 
 Implemented: ServerLive, ServerReady, ModelReady, ServerMetadata, ModelMetadata, ModelInfer
@@ -151,7 +151,7 @@ class InferenceService(rpc.GRPCInferenceServiceServicer):
     async def ServerReady(self, request, context):
         return pb.ServerReadyResponse(ready=self.state.ready)
 
-    @_call(protected=False)
+    @_call(protected=True)  # as GET /v2: only the health paths are open (SHAX_OPEN_PATHS)
     async def ServerMetadata(self, request, context):
         return pb.ServerMetadataResponse(name="shax", version=_version(), extensions=EXTENSIONS)
 
