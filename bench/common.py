@@ -21,6 +21,8 @@ from dataclasses import dataclass, field
 
 BENCH_DIR = os.path.dirname(os.path.abspath(__file__))
 REPO = os.path.dirname(BENCH_DIR)
+if REPO not in sys.path:  # the process helpers shared with the tests (tests/servers.py)
+    sys.path.append(REPO)
 
 PEERS = ("numpy", "jax", "torch", "autograd")
 PEER_PACKAGES = {"jax": "jax", "torch": "torch", "autograd": "autograd"}
@@ -256,3 +258,20 @@ def close(a, b, rtol=2e-3, atol=1e-3) -> bool:
         return bool(np.allclose(np.asarray(a), np.asarray(b), rtol=rtol, atol=atol))
     except Exception:  # noqa: BLE001
         return False
+
+
+def build(sec: Section, cfg: Config, impls: dict, *args) -> dict:
+    """A workload's implementations ``{name: (peer, make)}`` whose peer library is installed,
+    each as ``make(*args)``; a note in ``sec`` for each missing peer and each failed setup.
+    (Every workload's skeleton: build, check against the hand-written NumPy, measure, report.)"""
+    made, missing = {}, set()
+    for name, (peer, make) in impls.items():
+        if peer != "shax" and not have(peer, cfg):
+            missing.add(peer)
+            continue
+        try:
+            made[name] = make(*args)
+        except Exception as e:  # noqa: BLE001
+            sec.notes.append(f"{name}: setup failed: {type(e).__name__}: {e}")
+    sec.notes += [missing_note(p, cfg) for p in sorted(missing)]
+    return made

@@ -1,4 +1,4 @@
-"""Run the benchmark workloads W1–W5 (issue 7) for shax and every installed peer; write a report.
+"""Run the benchmark workloads W1–W5 for shax and every installed peer; write a report.
 
     python bench/run.py            full suite (~10 minutes), writes docs/benchmarks.md + plot
     python bench/run.py --quick    smoke run (< 1 minute): small sizes, W5 tiny; the report goes
@@ -25,7 +25,7 @@ sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
 
 from common import REPO, Config, Section, log, table, version_of  # noqa: E402
 
-WORKLOADS = ("w1", "w2", "w3", "w4", "w5")
+WORKLOADS = ("w1", "w2", "w3", "w4", "w5", "w6")
 
 
 def cap_threads(n: int) -> None:
@@ -138,7 +138,7 @@ def render(
     out += [
         f"Written by {mode} on {when} in {elapsed:.0f} s. Rerun with `make bench` (peers: "
         "`.venv/bin/pip install -e '.[bench]'`; a peer that is not installed is skipped). "
-        "Workloads and targets: issue 7.",
+        "Workloads and targets: the module docstrings of bench/w1_seed.py ... w5_service.py.",
         "",
         "Method: every figure is the median of at least 5 timed runs after a warm-up; the "
         "implementations of a workload are timed in interleaved rounds in the same process, so "
@@ -223,7 +223,7 @@ def main(argv=None) -> int:
     sections: list[Section] = []
     crashed: list[str] = []
     # each workload gets a share of the budget plus whatever the earlier ones left unused
-    shares = {"w1": 0.09, "w2": 0.09, "w3": 0.2, "w4": 0.5, "w5": 0.12}
+    shares = {"w1": 0.09, "w2": 0.09, "w3": 0.2, "w4": 0.5, "w5": 0.12, "w6": 0.06}
     chosen = [k for k in WORKLOADS if not cfg.only or k in cfg.only]
     total_share = sum(shares[k] for k in chosen)
     for key in chosen:
@@ -236,6 +236,7 @@ def main(argv=None) -> int:
                 "w3": "w3_chain",
                 "w4": "w4_deep",
                 "w5": "w5_service",
+                "w6": "w6_gather",
             }[key]
         )
         t0 = time.monotonic()

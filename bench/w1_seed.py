@@ -7,22 +7,8 @@ trace + compile + first call of ``jit(vjp)`` for JAX (caches cleared before ever
 
 from __future__ import annotations
 
+import common
 import numpy as np
-from common import (
-    Config,
-    Section,
-    Target,
-    close,
-    fmt_ratio,
-    fmt_time,
-    have,
-    import_jax,
-    log,
-    measure,
-    missing_note,
-    ratio,
-    table,
-)
 
 from shax_core.demo import SEED_A as A  # the seed's inputs, from one place
 from shax_core.demo import SEED_B as B
@@ -95,7 +81,7 @@ def numpy_impl():
 
 
 def _jax_fns():
-    jax, jnp = import_jax()
+    jax, jnp = common.import_jax()
 
     def medium(a, b):
         return medium_generic(
@@ -206,81 +192,71 @@ IMPLS = {
 }
 
 
-def run(cfg: Config) -> Section:
-    sec = Section("w1", "W1 seed-medium (overhead-bound)")
-    fns, peers_missing = {}, set()
-    for name, (peer, make) in IMPLS.items():
-        if peer != "shax" and not have(peer, cfg):
-            peers_missing.add(peer)
-            continue
-        try:
-            fns[name] = make()
-        except Exception as e:  # noqa: BLE001
-            sec.notes.append(f"{name}: setup failed: {type(e).__name__}: {e}")
-    for p in sorted(peers_missing):
-        sec.notes.append(missing_note(p, cfg))
+def run(cfg: common.Config) -> common.Section:
+    sec = common.Section("w1", "W1 seed-medium (overhead-bound)")
+    fns = common.build(sec, cfg, IMPLS)
 
     # correctness: every implementation must agree with the hand-written NumPy
     ref = numpy_vjp(A, B, CT)
     for name, fn in fns.items():
         got = fn()
-        if not all(close(g, r) for g, r in zip(got, ref)):
+        if not all(common.close(g, r) for g, r in zip(got, ref)):
             sec.notes.append(f"{name}: results DIFFER from the hand-written NumPy reference")
 
-    log("W1: warm VJP")
-    warm = measure(fns, cfg)
+    common.log("W1: warm VJP")
+    warm = common.measure(fns, cfg)
     cold_fns = {}
     shax_cold, _text = shax_cold_impl()
     cold_fns["shax (parse, infer, vjp_program, compile, evaluate)"] = shax_cold
-    if have("jax", cfg):
+    if common.have("jax", cfg):
         cold_fns["JAX (trace, jit compile, first call of jit(vjp))"] = jax_cold_impl()
-    log("W1: cold start")
-    cold = measure(cold_fns, cfg, warmup=1)
+    common.log("W1: cold start")
+    cold = common.measure(cold_fns, cfg, warmup=1)
 
     np_t = warm.get("NumPy (hand-written)")
     base = np_t.median if np_t and np_t.ok else None
     rows = []
     for name, t in warm.items():
-        shax_vs = ratio(warm["shax"].median, t.median) if name != "shax" else None
+        shax_vs = common.ratio(warm["shax"].median, t.median) if name != "shax" else None
         rows.append(
             [
                 name,
-                fmt_time(t.median) if t.ok else f"error: {t.error}",
-                fmt_ratio(ratio(t.median, base)),
-                fmt_ratio(shax_vs) if shax_vs else "",
+                common.fmt_time(t.median) if t.ok else f"error: {t.error}",
+                common.fmt_ratio(common.ratio(t.median, base)),
+                common.fmt_ratio(shax_vs) if shax_vs else "",
                 str(t.runs),
             ]
         )
     sec.lines += ["Warm VJP (outputs and both gradients):", ""]
-    sec.lines += table(
+    sec.lines += common.table(
         ["implementation", "median", "vs hand-written NumPy", "shax / this", "calls timed"], rows
     )
     rows = [
-        [n, fmt_time(t.median) if t.ok else f"error: {t.error}", str(t.runs)]
+        [n, common.fmt_time(t.median) if t.ok else f"error: {t.error}", str(t.runs)]
         for n, t in cold.items()
     ]
     sec.lines += ["", "Cold start (IR text in, first gradient out; imports excluded):", ""]
-    sec.lines += table(["implementation", "median", "runs"], rows)
+    sec.lines += common.table(["implementation", "median", "runs"], rows)
 
     s_warm = warm["shax"].median
-    r = ratio(s_warm, base)
+    r = common.ratio(s_warm, base)
     sec.targets.append(
-        Target(
+        common.Target(
             "W1",
             "warm VJP vs hand-written NumPy",
-            fmt_ratio(r),
+            common.fmt_ratio(r),
             "<= 1.5x",
             None if r is None else r <= 1.5,
         )
     )
     for peer in ("PyTorch eager", "autograd"):
         if peer in warm and warm[peer].ok:
-            rp = ratio(warm[peer].median, s_warm)
+            rp = common.ratio(warm[peer].median, s_warm)
             sec.targets.append(
-                Target(
+                common.Target(
                     "W1",
                     f"ahead of {peer} (their time / shax)",
-                    fmt_ratio(rp),
+                    common.fmt_ratio(rp),
                     ">= 5x",
                     rp is not None and rp >= 5,
                 )
@@ -288,19 +264,21 @@ def run(cfg: Config) -> Section:
     sc = cold["shax (parse, infer, vjp_program, compile, evaluate)"]
     jax_cold = [t for n, t in cold.items() if n.startswith("JAX")]
     if jax_cold and jax_cold[0].ok:
-        r = ratio(sc.median, jax_cold[0].median)
+        r = common.ratio(sc.median, jax_cold[0].median)
         sec.targets.append(
-            Target(
+            common.Target(
                 "W1",
                 "cold start vs JAX trace+compile+first call",
-                fmt_ratio(r),
+                common.fmt_ratio(r),
                 "<= 0.04x (1/25)",
                 r is not None and r <= 1 / 25,
             )
         )
     else:
         sec.targets.append(
-            Target("W1", "cold start vs JAX", fmt_time(sc.median), "<= 1/25 of JAX", None)
+            common.Target(
+                "W1", "cold start vs JAX", common.fmt_time(sc.median), "<= 1/25 of JAX", None
+            )
         )
     sec.data = {
         "warm": {n: t.median for n, t in warm.items()},

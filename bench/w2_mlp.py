@@ -7,22 +7,8 @@ ratio, and GFLOP/s against a 1024^3 f32 NumPy matmul on the same machine.
 
 from __future__ import annotations
 
+import common
 import numpy as np
-from common import (
-    Config,
-    Section,
-    Target,
-    close,
-    fmt_ratio,
-    fmt_time,
-    have,
-    import_jax,
-    log,
-    measure,
-    missing_note,
-    ratio,
-    table,
-)
 
 BATCH, D_IN, D_H, D_OUT = 256, 784, 512, 10
 SHAPES = {
@@ -106,7 +92,7 @@ def numpy_impls(params, x, y):
 
 
 def _jax_loss():
-    jax, jnp = import_jax()
+    jax, jnp = common.import_jax()
 
     def loss(w1, b1, w2, b2, w3, b3, x, y):
         return loss_generic(jnp, w1, b1, w2, b2, w3, b3, x, y)
@@ -166,7 +152,7 @@ def autograd_impls(params, x, y):
 
 
 IMPLS = {
-    "shax": ("shax", None),
+    "shax": ("shax", shax_impls),
     "NumPy (hand-written)": ("numpy", numpy_impls),
     "JAX jit": ("jax", jax_jit_impls),
     "JAX eager": ("jax", jax_eager_impls),
@@ -182,40 +168,29 @@ def _grads_of(name, result):
     return list(grads)
 
 
-def run(cfg: Config) -> Section:
-    sec = Section("w2", "W2 mlp (matmul-bound)")
+def run(cfg: common.Config) -> common.Section:
+    sec = common.Section("w2", "W2 mlp (matmul-bound)")
     params, x, y = make_data()
-    fwd_fns, vg_fns, missing = {}, {}, set()
-    for name, (peer, make) in IMPLS.items():
-        if peer != "shax" and not have(peer, cfg):
-            missing.add(peer)
-            continue
-        try:
-            if peer == "shax":
-                f, g, vjp_exe = shax_impls(params, x, y)
-            else:
-                f, g = make(params, x, y)
-            fwd_fns[name], vg_fns[name] = f, g
-        except Exception as e:  # noqa: BLE001
-            sec.notes.append(f"{name}: setup failed: {type(e).__name__}: {e}")
-    for p in sorted(missing):
-        sec.notes.append(missing_note(p, cfg))
+    made = common.build(sec, cfg, IMPLS, params, x, y)
+    fwd_fns = {name: fns[0] for name, fns in made.items()}
+    vg_fns = {name: fns[1] for name, fns in made.items()}
+    vjp_exe = made["shax"][2]
 
     _, ref = numpy_value_and_grad(*params, x, y)
     for name, g in vg_fns.items():
         got = _grads_of(name, g())
-        if not all(close(a, b, rtol=1e-3, atol=1e-4) for a, b in zip(got, ref)):
+        if not all(common.close(a, b, rtol=1e-3, atol=1e-4) for a, b in zip(got, ref)):
             sec.notes.append(f"{name}: gradients DIFFER from the hand-written NumPy reference")
 
     n = 1024
     a = np.random.default_rng(1).standard_normal((n, n)).astype(np.float32)
-    log("W2: forward, forward+gradient, matmul peak")
+    common.log("W2: forward, forward+gradient, matmul peak")
     # one interleaved set of rounds for forward, forward+gradient and the matmul, so that the
     # grad/fwd ratios and the GFLOP/s are side by side too
     fns = {f"{k} ·fwd": f for k, f in fwd_fns.items()}
     fns.update({f"{k} ·vg": f for k, f in vg_fns.items()})
     fns["matmul"] = lambda: a @ a
-    all_t = measure(fns, cfg)
+    all_t = common.measure(fns, cfg)
     fwd = {k: all_t[f"{k} ·fwd"] for k in fwd_fns}
     vg = {k: all_t[f"{k} ·vg"] for k in vg_fns}
     mm = all_t["matmul"]
@@ -228,14 +203,14 @@ def run(cfg: Config) -> Section:
         rows.append(
             [
                 name,
-                fmt_time(tf.median) if tf and tf.ok else "—",
-                fmt_time(tg.median) if tg.ok else f"error: {tg.error}",
-                fmt_ratio(ratio(tg.median, tf.median if tf else None)),
-                fmt_ratio(ratio(tg.median, np_vg)),
+                common.fmt_time(tf.median) if tf and tf.ok else "—",
+                common.fmt_time(tg.median) if tg.ok else f"error: {tg.error}",
+                common.fmt_ratio(common.ratio(tg.median, tf.median if tf else None)),
+                common.fmt_ratio(common.ratio(tg.median, np_vg)),
                 f"{gflops:.1f} ({100 * gflops / peak:.0f}%)",
             ]
         )
-    sec.lines += table(
+    sec.lines += common.table(
         [
             "implementation",
             "forward",
@@ -248,7 +223,7 @@ def run(cfg: Config) -> Section:
     )
     sec.lines += [
         "",
-        f"{n}³ f32 NumPy matmul: {fmt_time(mm.median)} = {peak:.1f} GFLOP/s. "
+        f"{n}³ f32 NumPy matmul: {common.fmt_time(mm.median)} = {peak:.1f} GFLOP/s. "
         f"forward = {FWD_FLOP / 1e6:.0f} MFLOP, forward+gradient = {GRAD_FLOP / 1e6:.0f} MFLOP.",
     ]
     # what the VJP program does: count the matmuls and the transposes it materializes
@@ -259,30 +234,34 @@ def run(cfg: Config) -> Section:
     sec.lines += ["", f"shax VJP program: {len(vjp_exe.program.eqns)} equations ({counts})."]
 
     s = vg["shax"].median
-    r = ratio(s, np_vg)
+    r = common.ratio(s, np_vg)
     sec.targets.append(
-        Target(
+        common.Target(
             "W2",
             "fwd+grad vs hand-written NumPy",
-            fmt_ratio(r),
+            common.fmt_ratio(r),
             "<= 1.05x",
             None if r is None else r <= 1.05,
         )
     )
-    rg = ratio(s, fwd["shax"].median)
+    rg = common.ratio(s, fwd["shax"].median)
     sec.targets.append(
-        Target(
-            "W2", "shax grad/fwd ratio", fmt_ratio(rg), "<= 2.7", None if rg is None else rg <= 2.7
+        common.Target(
+            "W2",
+            "shax grad/fwd ratio",
+            common.fmt_ratio(rg),
+            "<= 2.7",
+            None if rg is None else rg <= 2.7,
         )
     )
     for peer in ("JAX jit", "PyTorch eager", "autograd"):
         if peer in vg and vg[peer].ok:
-            rp = ratio(s, vg[peer].median)
+            rp = common.ratio(s, vg[peer].median)
             sec.targets.append(
-                Target(
+                common.Target(
                     "W2",
                     f"fwd+grad vs {peer}",
-                    fmt_ratio(rp),
+                    common.fmt_ratio(rp),
                     "< 1x (ahead)",
                     rp is not None and rp < 1,
                 )

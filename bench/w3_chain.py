@@ -2,10 +2,10 @@
 ``y = sin(y) * cos(x) + exp(-(y*y))``; ``loss = sum(y)``; gradient w.r.t. x. Time and peak memory.
 
 Peak memory is measured the same way for every implementation: each runs in its own fresh
-subprocess (``mem_probe.py``) with glibc's malloc told to serve every block over 64 KiB with mmap
-(so freed memory goes back to the OS and warm-up leftovers cannot hide allocations); after a
-warm-up call the process's resident-set high-water mark (VmHWM) is reset through
-/proc/self/clear_refs, one forward+gradient call runs, and the figure is VmHWM minus the RSS
+subprocess (``w3_chain.py --probe NAME N``) with glibc's malloc told to serve every block over
+64 KiB with mmap (so freed memory goes back to the OS and warm-up leftovers cannot hide
+allocations); after a warm-up call the process's resident-set high-water mark (VmHWM) is reset
+through /proc/self/clear_refs, one forward+gradient call runs, and the figure is VmHWM minus the RSS
 before the call: the memory the call needed on top of its inputs, whoever allocated it (NumPy,
 PyTorch's or XLA's allocator). For the NumPy-based implementations tracemalloc's peak (NumPy
 allocations only) is reported next to it as a cross-check.
@@ -18,24 +18,8 @@ import os
 import subprocess
 import sys
 
+import common
 import numpy as np
-from common import (
-    BENCH_DIR,
-    Config,
-    Section,
-    Target,
-    close,
-    fmt_bytes,
-    fmt_ratio,
-    fmt_time,
-    have,
-    import_jax,
-    log,
-    measure,
-    missing_note,
-    ratio,
-    table,
-)
 
 STEPS = 32
 
@@ -102,14 +86,14 @@ def numpy_make(x):
 
 
 def jax_jit_make(x):
-    jax, jnp = import_jax()
+    jax, jnp = common.import_jax()
     f = jax.jit(jax.value_and_grad(lambda x: chain_literal(jnp, x)))
     xj = jnp.asarray(x)
     return lambda: jax.block_until_ready(f(xj))
 
 
 def jax_eager_make(x):
-    jax, jnp = import_jax()
+    jax, jnp = common.import_jax()
     f = jax.value_and_grad(lambda x: chain_literal(jnp, x))
     xj = jnp.asarray(x)
     return lambda: jax.block_until_ready(f(xj))
@@ -194,12 +178,12 @@ def measure_memory(name: str, n: int, timeout: float) -> dict:
     env = dict(os.environ, MALLOC_MMAP_THRESHOLD_="65536", MALLOC_TRIM_THRESHOLD_="0")
     env.setdefault("JAX_PLATFORMS", "cpu")
     proc = subprocess.run(
-        [sys.executable, os.path.join(BENCH_DIR, "w3_chain.py"), "--probe", name, str(n)],
+        [sys.executable, os.path.join(common.BENCH_DIR, "w3_chain.py"), "--probe", name, str(n)],
         capture_output=True,
         text=True,
         timeout=timeout,
         env=env,
-        cwd=BENCH_DIR,
+        cwd=common.BENCH_DIR,
     )
     if proc.returncode != 0:
         tail = proc.stderr.strip().splitlines()[-1:] or ["?"]
@@ -207,32 +191,22 @@ def measure_memory(name: str, n: int, timeout: float) -> dict:
     return json.loads(proc.stdout.strip().splitlines()[-1])
 
 
-def run(cfg: Config) -> Section:
-    sec = Section("w3", "W3 elementwise-chain (memory-bound)")
+def run(cfg: common.Config) -> common.Section:
+    sec = common.Section("w3", "W3 elementwise-chain (memory-bound)")
     n = 100_000 if cfg.quick else 1_000_000
     if cfg.quick:
         sec.notes.append(f"--quick: n = {n:,} instead of 1,000,000")
     x = make_x(n)
-    fns, missing = {}, set()
-    for name, (peer, make) in IMPLS.items():
-        if peer != "shax" and not have(peer, cfg):
-            missing.add(peer)
-            continue
-        try:
-            fns[name] = make(x)
-        except Exception as e:  # noqa: BLE001
-            sec.notes.append(f"{name}: setup failed: {type(e).__name__}: {e}")
-    for p in sorted(missing):
-        sec.notes.append(missing_note(p, cfg))
+    fns = common.build(sec, cfg, IMPLS, x)
     ref_loss, ref_g = numpy_value_and_grad(x)
     for name, fn in fns.items():
         loss, g = fn()[:2] if name != "shax" else fn()
-        if not (close(loss, ref_loss, rtol=1e-3, atol=1e-2) and close(g, ref_g)):
+        if not (common.close(loss, ref_loss, rtol=1e-3, atol=1e-2) and common.close(g, ref_g)):
             sec.notes.append(f"{name}: results DIFFER from the hand-written NumPy reference")
 
-    log("W3: time")
-    times = measure(fns, cfg, warmup=0)  # the correctness check above was the warm-up call
-    log("W3: peak memory (one subprocess per implementation)")
+    common.log("W3: time")
+    times = common.measure(fns, cfg, warmup=0)  # the correctness check above was the warm-up call
+    common.log("W3: peak memory (one subprocess per implementation)")
     mem = {}
     for name in fns:
         need = 3 * times[name].median + 10  # import, warm-up call, measured call
@@ -251,14 +225,14 @@ def run(cfg: Config) -> Section:
         rows.append(
             [
                 name,
-                fmt_time(t.median) if t.ok else f"error: {t.error}",
-                fmt_ratio(ratio(t.median, np_t)),
-                fmt_bytes(m.get("rss_delta")) if "error" not in m else m["error"],
-                fmt_ratio(ratio(m.get("rss_delta"), np_m)),
-                fmt_bytes(m.get("tracemalloc_peak")) if "tracemalloc_peak" in m else "—",
+                common.fmt_time(t.median) if t.ok else f"error: {t.error}",
+                common.fmt_ratio(common.ratio(t.median, np_t)),
+                common.fmt_bytes(m.get("rss_delta")) if "error" not in m else m["error"],
+                common.fmt_ratio(common.ratio(m.get("rss_delta"), np_m)),
+                common.fmt_bytes(m.get("tracemalloc_peak")) if "tracemalloc_peak" in m else "—",
             ]
         )
-    sec.lines += table(
+    sec.lines += common.table(
         [
             "implementation",
             "fwd+grad",
@@ -271,38 +245,38 @@ def run(cfg: Config) -> Section:
     )
     sec.lines += [
         "",
-        f"Input x is {fmt_bytes(4 * n)}; the 32 saved y's of the hand-written version alone are "
-        f"{fmt_bytes(32 * 4 * n)}.",
+        f"Input x is {common.fmt_bytes(4 * n)}; the 32 saved y's of the hand-written version "
+        f"alone are {common.fmt_bytes(32 * 4 * n)}.",
     ]
     s = times["shax"].median
-    r = ratio(s, np_t)
+    r = common.ratio(s, np_t)
     sec.targets.append(
-        Target(
+        common.Target(
             "W3",
             "fwd+grad time vs hand-written NumPy",
-            fmt_ratio(r),
+            common.fmt_ratio(r),
             "<= 1.1x",
             None if r is None else r <= 1.1,
         )
     )
-    rm = ratio(mem.get("shax", {}).get("rss_delta"), np_m)
+    rm = common.ratio(mem.get("shax", {}).get("rss_delta"), np_m)
     sec.targets.append(
-        Target(
+        common.Target(
             "W3",
             "peak memory vs hand-written NumPy",
-            fmt_ratio(rm),
+            common.fmt_ratio(rm),
             "<= 1.2x",
             None if rm is None else rm <= 1.2,
         )
     )
     for peer in ("JAX jit", "JAX eager", "PyTorch eager", "autograd"):
         if peer in times and times[peer].ok:
-            rp = ratio(s, times[peer].median)
+            rp = common.ratio(s, times[peer].median)
             sec.targets.append(
-                Target(
+                common.Target(
                     "W3",
                     f"fwd+grad time vs {peer}",
-                    fmt_ratio(rp),
+                    common.fmt_ratio(rp),
                     "< 1x (ahead)",
                     rp is not None and rp < 1,
                 )

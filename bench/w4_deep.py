@@ -24,20 +24,8 @@ import subprocess
 import sys
 import time
 
+import common
 import numpy as np
-from common import (
-    BENCH_DIR,
-    Config,
-    Section,
-    Target,
-    fmt_ratio,
-    fmt_time,
-    have,
-    log,
-    missing_note,
-    ratio,
-    table,
-)
 
 X0, Y0 = np.float32(0.5), np.float32(0.3)
 
@@ -197,7 +185,7 @@ def spawn(kind: str, n: int, timeout: float) -> dict:
         proc = subprocess.run(
             [
                 sys.executable,
-                os.path.join(BENCH_DIR, "w4_deep.py"),
+                os.path.join(common.BENCH_DIR, "w4_deep.py"),
                 "--child",
                 kind,
                 str(n),
@@ -207,7 +195,7 @@ def spawn(kind: str, n: int, timeout: float) -> dict:
             text=True,
             timeout=timeout,
             env=env,
-            cwd=BENCH_DIR,
+            cwd=common.BENCH_DIR,
         )
     except subprocess.TimeoutExpired:
         return {"error": f"timed out after {timeout:.0f} s", "timeout": timeout}
@@ -231,7 +219,7 @@ class Series:
     """One implementation over increasing sizes; a size whose projection (from the previous
     size and the measured exponent) does not fit the time left is reported, not run."""
 
-    def __init__(self, cfg: Config, kind: str, key: str, cap: float, label: str, notes):
+    def __init__(self, cfg: common.Config, kind: str, key: str, cap: float, label: str, notes):
         self.cfg, self.kind, self.key, self.cap, self.label = cfg, kind, key, cap, label
         self.notes = notes
         self.results: dict[int, dict] = {}
@@ -247,8 +235,9 @@ class Series:
             if projected * 1.2 > budget:
                 self.results[n] = {"projected": projected}
                 self.notes.append(
-                    f"{self.label} at n={n:,}: not run, projected {fmt_time(projected)} (from "
-                    f"n={pn:,} at exponent {e:.2f}) exceeds the {max(budget, 0):.0f} s left for it"
+                    f"{self.label} at n={n:,}: not run, projected {common.fmt_time(projected)} "
+                    f"(from n={pn:,} at exponent {e:.2f}) exceeds the {max(budget, 0):.0f} s "
+                    "left for it"
                 )
                 self.prev = (n, projected)
                 return
@@ -258,7 +247,7 @@ class Series:
         if budget < 5:
             self.results[n] = {"error": "skipped: time budget"}
             return
-        log(f"W4: {self.label} n={n:,} (timeout {budget:.0f} s)")
+        common.log(f"W4: {self.label} n={n:,} (timeout {budget:.0f} s)")
         r = spawn(self.kind, n, budget)
         self.results[n] = r
         if "error" in r:
@@ -275,14 +264,18 @@ class Series:
         self.prev = (n, t)
 
 
-def run(cfg: Config) -> Section:
-    sec = Section("w4", "W4 deep-scalar (pipeline scaling)")
+def run(cfg: common.Config) -> common.Section:
+    sec = common.Section("w4", "W4 deep-scalar (pipeline scaling)")
     sizes = (100, 200, 400) if cfg.quick else (1000, 10_000, 100_000)
     if cfg.quick:
         sec.notes.append(f"--quick: n in {sizes} instead of (1000, 10000, 100000)")
     notes = sec.notes
     cap = 30 if cfg.quick else 150
-    jax_ok, torch_ok, ag_ok = have("jax", cfg), have("torch", cfg), have("autograd", cfg)
+    jax_ok, torch_ok, ag_ok = (
+        common.have("jax", cfg),
+        common.have("torch", cfg),
+        common.have("autograd", cfg),
+    )
     series = {"shax": Series(cfg, "shax", "total", cap, "shax pipeline", notes)}
     if jax_ok:
         series["jaxpr"] = Series(cfg, "jax-jaxpr", "total", cap / 2, "JAX make_jaxpr", notes)
@@ -294,7 +287,7 @@ def run(cfg: Config) -> Section:
     for i, n in enumerate(sizes):
         for name, sr in series.items():
             if name == "jaxpr" and i == 2 and not cfg.quick:
-                continue  # >120 s at n=100,000 (issue 7)
+                continue  # >120 s at n=100,000
             sr.step(n)
     shax = series["shax"].results
     jaxpr = series["jaxpr"].results if jax_ok else {}
@@ -309,7 +302,7 @@ def run(cfg: Config) -> Section:
         notes.append("JAX jit per call: not run (its compile takes ~30 s at n=1000; full run only)")
     for peer, ok in (("jax", jax_ok), ("torch", torch_ok), ("autograd", ag_ok)):
         if not ok:
-            notes.append(missing_note(peer, cfg))
+            notes.append(common.missing_note(peer, cfg))
     if jax_ok and not cfg.quick:
         notes.append("JAX make_jaxpr is run at the two smaller sizes only (>120 s at n=100,000)")
 
@@ -320,13 +313,13 @@ def run(cfg: Config) -> Section:
     def cell(res, n, key, runs_key=None):
         r = res.get(n) or {}
         if "projected" in r:
-            return f"(~{fmt_time(r['projected'])} projected)"
+            return f"(~{common.fmt_time(r['projected'])} projected)"
         if "error" in r:
             return r["error"] if key in ("total", "call") else "—"
         if key not in r:
             return "—"
         runs = f" ({r[runs_key]} runs)" if runs_key and r.get(runs_key, 5) < 5 else ""
-        return fmt_time(r[key]) + runs
+        return common.fmt_time(r[key]) + runs
 
     rows = []
     for n in sizes:
@@ -341,14 +334,14 @@ def run(cfg: Config) -> Section:
                 f"{s['traced_eqns']:,} / {s['vjp_eqns']:,}" if "vjp_eqns" in s else "—",
                 cell(jaxpr, n, "total", "runs"),
                 f"{jaxpr[n]['eqns']:,}" if "eqns" in (jaxpr.get(n) or {}) else "—",
-                fmt_ratio(ratio(t(jaxpr, n, "total"), t(shax, n, "total"))),
+                common.fmt_ratio(common.ratio(t(jaxpr, n, "total"), t(shax, n, "total"))),
             ]
         )
     sec.lines += [
         "Pipeline (trace -> vjp_program -> compile for shax; make_jaxpr of the VJP for JAX):",
         "",
     ]
-    sec.lines += table(
+    sec.lines += common.table(
         [
             "n",
             "shax total",
@@ -381,27 +374,27 @@ def run(cfg: Config) -> Section:
                 cell(torch, n, "call", "call_runs"),
                 cell(ag, n, "call", "call_runs"),
                 cell(jit, n, "call", "call_runs") if n in jit else "—",
-                fmt_ratio(ratio(t(shax, n, "call"), t(torch, n, "call"))),
+                common.fmt_ratio(common.ratio(t(shax, n, "call"), t(torch, n, "call"))),
             ]
         )
     sec.lines += ["", "Per call (forward + gradient of a ready program / eager run):", ""]
-    sec.lines += table(
+    sec.lines += common.table(
         ["n", "shax", "PyTorch eager", "autograd", "JAX jit", "shax / PyTorch"], rows
     )
     if jit and "compile" in (jit.get(sizes[0]) or {}):
         sec.lines += [
             "",
-            f"JAX jit compile at n={sizes[0]:,}: {fmt_time(jit[sizes[0]]['compile'])}.",
+            f"JAX jit compile at n={sizes[0]:,}: {common.fmt_time(jit[sizes[0]]['compile'])}.",
         ]
 
     # targets (at the full sizes; --quick reports them at its sizes for the smoke run)
     mid, big = sizes[1], sizes[2]
-    r = ratio(t(jaxpr, mid, "total"), t(shax, mid, "total"))
+    r = common.ratio(t(jaxpr, mid, "total"), t(shax, mid, "total"))
     sec.targets.append(
-        Target(
+        common.Target(
             "W4",
             f"pipeline speed-up over JAX make_jaxpr at n={mid:,}",
-            fmt_ratio(r),
+            common.fmt_ratio(r),
             ">= 10x",
             None if r is None else r >= 10,
         )
@@ -409,17 +402,19 @@ def run(cfg: Config) -> Section:
     tb = t(shax, big, "total")
     proj = (shax.get(big) or {}).get("projected")
     sec.targets.append(
-        Target(
+        common.Target(
             "W4",
             f"pipeline at n={big:,}",
-            fmt_time(tb) if tb else (f"~{fmt_time(proj)} projected" if proj else "not measured"),
+            common.fmt_time(tb)
+            if tb
+            else (f"~{common.fmt_time(proj)} projected" if proj else "not measured"),
             "< 20 s",
             (tb < 20) if tb else (False if proj and proj > 20 else None),
         )
     )
     worst = max((e for _, _, e in exps if e is not None), default=None)
     sec.targets.append(
-        Target(
+        common.Target(
             "W4",
             "scaling exponent (worst pair)",
             f"{worst:.2f}" if worst else "—",
@@ -428,13 +423,13 @@ def run(cfg: Config) -> Section:
         )
     )
     for n in sizes:
-        rp = ratio(t(shax, n, "call"), t(torch, n, "call"))
+        rp = common.ratio(t(shax, n, "call"), t(torch, n, "call"))
         if rp is not None:
             sec.targets.append(
-                Target(
+                common.Target(
                     "W4",
                     f"per call vs PyTorch eager at n={n:,}",
-                    fmt_ratio(rp),
+                    common.fmt_ratio(rp),
                     "< 1x (ahead)",
                     rp < 1,
                 )
@@ -451,7 +446,7 @@ def run(cfg: Config) -> Section:
     return sec
 
 
-def plot(sec: Section, cfg: Config) -> None:
+def plot(sec: common.Section, cfg: common.Config) -> None:
     try:
         import matplotlib
 

@@ -16,18 +16,19 @@ requests and seconds; every server is stopped at the end, also on errors.
 
 from __future__ import annotations
 
+import contextlib
 import http.client
 import json
 import os
-import socket
 import subprocess
 import sys
 import tempfile
-import time
 
+import common
 import numpy as np
 import orjson
-from common import BENCH_DIR, Config, Section, Target, fmt_ratio, fmt_time, log, table
+
+from tests.servers import free_port, running
 
 N_TENSOR = 1 << 20  # 4 MiB of f32
 W1_BODY = {
@@ -37,55 +38,36 @@ W1_BODY = {
 HEADER_LENGTH = "Inference-Header-Content-Length"
 
 
-def free_port() -> int:
-    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
-
-
 class Server:
     """``python serve.py KIND PORT`` in a subprocess; a context manager that always stops it."""
 
     def __init__(self, kind: str, ready_path: str):
         self.kind, self.ready_path = kind, ready_path
         self.port = free_port()
-        self.proc: subprocess.Popen | None = None
         self.log = tempfile.TemporaryFile()
+        self._running = contextlib.ExitStack()
 
     def __enter__(self) -> Server:
         env = {k: v for k, v in os.environ.items() if not k.startswith("SHAX_")}
-        self.proc = subprocess.Popen(
-            [sys.executable, os.path.join(BENCH_DIR, "serve.py"), self.kind, str(self.port)],
-            stdout=self.log,
-            stderr=subprocess.STDOUT,
-            env=env,
-            cwd=BENCH_DIR,
-        )
-        deadline = time.monotonic() + 30
-        while time.monotonic() < deadline:
-            if self.proc.poll() is not None:
-                raise RuntimeError(f"{self.kind} server exited: {self.tail()}")
-            try:
-                status, _ = self.request("GET", self.ready_path)
-                if status == 200:
-                    return self
-            except OSError:
-                pass
-            time.sleep(0.1)
-        self.stop()
-        raise RuntimeError(f"{self.kind} server not ready after 30 s: {self.tail()}")
+        cmd = [sys.executable, os.path.join(common.BENCH_DIR, "serve.py"), self.kind]
+        try:
+            self._running.enter_context(
+                running(
+                    [*cmd, str(self.port)],
+                    lambda: self.request("GET", self.ready_path)[0] == 200,
+                    what=f"the {self.kind} server",
+                    stdout=self.log,
+                    stderr=subprocess.STDOUT,
+                    env=env,
+                    cwd=common.BENCH_DIR,
+                )
+            )
+        except RuntimeError as e:
+            raise RuntimeError(f"{e}: {self.tail()}") from None
+        return self
 
     def __exit__(self, *exc) -> None:
-        self.stop()
-
-    def stop(self) -> None:
-        if self.proc and self.proc.poll() is None:
-            self.proc.terminate()
-            try:
-                self.proc.wait(10)
-            except subprocess.TimeoutExpired:
-                self.proc.kill()
-                self.proc.wait(5)
+        self._running.close()
 
     def tail(self) -> str:
         self.log.seek(0)
@@ -132,11 +114,11 @@ def load(
     with open(spec_file, "w") as fh:
         json.dump(spec, fh)
     proc = subprocess.run(
-        [sys.executable, os.path.join(BENCH_DIR, "load.py"), spec_file],
+        [sys.executable, os.path.join(common.BENCH_DIR, "load.py"), spec_file],
         capture_output=True,
         text=True,
         timeout=duration + 90,
-        cwd=BENCH_DIR,
+        cwd=common.BENCH_DIR,
     )
     if proc.returncode != 0:
         raise RuntimeError(f"load generator failed: {proc.stderr.strip()[-300:]}")
@@ -148,8 +130,8 @@ def _check(status: int, body: bytes, what: str) -> None:
         raise RuntimeError(f"{what}: HTTP {status}: {body[:300]!r}")
 
 
-def run(cfg: Config) -> Section:
-    sec = Section("w5", "W5 service")
+def run(cfg: common.Config) -> common.Section:
+    sec = common.Section("w5", "W5 service")
     try:
         import fastapi  # noqa: F401
         import uvicorn  # noqa: F401
@@ -179,7 +161,7 @@ def run(cfg: Config) -> Section:
     rps: dict[tuple[str, int], dict] = {}
     rt: dict[str, dict] = {}
     with tempfile.TemporaryDirectory(prefix="shax-bench-") as tmp:
-        log("W5: echo app (framework floor)")
+        common.log("W5: echo app (framework floor)")
         with Server("echo", "/health") as echo:
             _check(*echo.request("POST", "/echo", w1_body, json_headers), "echo")
             for c in (1, 16):
@@ -206,7 +188,7 @@ def run(cfg: Config) -> Section:
             rt["JSON list, orjson (echo app)"] = load(
                 echo, "/json", echo_json_body, json_headers, 1, rt_requests, 60, 1, tmp
             )
-        log("W5: shax")
+        common.log("W5: shax")
         with Server("shax", "/v2/health/ready") as shax:
             st, out = shax.request(
                 "POST", "/v1/programs", orjson.dumps({"program": w1_text}), json_headers
@@ -262,12 +244,14 @@ def run(cfg: Config) -> Section:
                     label,
                     str(c),
                     f"{r['rps']:,.0f}",
-                    fmt_time(r["p50"]),
-                    fmt_time(r["p99"]),
+                    common.fmt_time(r["p50"]),
+                    common.fmt_time(r["p99"]),
                     ", ".join(f"{v} x HTTP {k}" for k, v in bad.items()) or f"{r['ok']:,} ok",
                 ]
             )
-    sec.lines += table(["endpoint", "connections", "requests/s", "p50", "p99", "responses"], rows)
+    sec.lines += common.table(
+        ["endpoint", "connections", "requests/s", "p50", "p99", "responses"], rows
+    )
 
     def mbps(r):
         return N_TENSOR * 4 / r["p50"] / 1e6 if r and r.get("p50") else None
@@ -275,19 +259,19 @@ def run(cfg: Config) -> Section:
     rows = [
         [
             k,
-            fmt_time(v.get("p50")),
+            common.fmt_time(v.get("p50")),
             f"{mbps(v):,.1f}" if mbps(v) else "—",
             f"{v['ok']}/{sum(v['status'].values())}",
         ]
         for k, v in rt.items()
     ]
     sec.lines += ["", "4 MiB f32 tensor round trip (one connection):", ""]
-    sec.lines += table(["path", "round trip (median)", "MB/s", "ok"], rows)
+    sec.lines += common.table(["path", "round trip (median)", "MB/s", "ok"], rows)
 
     s16, f16 = rps.get(("shax", 16)), rps.get(("floor", 16))
     r = s16["rps"] / f16["rps"] if s16 and f16 and f16["rps"] else None
     sec.targets.append(
-        Target(
+        common.Target(
             "W5",
             "cached VJP req/s vs floor at 16 connections",
             f"{100 * r:.0f}%" if r else "—",
@@ -300,7 +284,7 @@ def run(cfg: Config) -> Section:
     js = mbps(rt.get("shax JSON (/eval)"))
     r = b / raw if b and raw else None
     sec.targets.append(
-        Target(
+        common.Target(
             "W5",
             "binary 4 MiB round trip vs raw octet-stream",
             f"{100 * r:.0f}%" if r else "—",
@@ -310,10 +294,10 @@ def run(cfg: Config) -> Section:
     )
     r = b / js if b and js else None
     sec.targets.append(
-        Target(
+        common.Target(
             "W5",
             "binary vs JSON round trip",
-            fmt_ratio(r),
+            common.fmt_ratio(r),
             ">= 10x",
             None if r is None else r >= 10,
         )

@@ -23,13 +23,28 @@ module imports only from layers below it; ``tests/test_layering.py`` checks it):
 [array(0., dtype=float32)]
 """
 
-from shax_core import primitives  # noqa: F401  (declares every primitive)
+from shax_core import (
+    primitives,  # noqa: F401  (declares every primitive)
+    tree_util,  # noqa: F401  (pytrees)
+)
 from shax_core._evaluate import EvaluationError, Executable, compile, evaluate
 from shax_core._infer import infer
 from shax_core._linearize import linearize_program
 from shax_core._trace import as_type, trace
 from shax_core._verify import verify
-from shax_core.api import grad, jvp, linearize, value_and_grad, vjp
+from shax_core.api import (  # the transformations, with JAX's signatures
+    custom_jvp,
+    custom_vjp,
+    grad,
+    hessian,
+    jacfwd,
+    jacrev,
+    jvp,
+    linearize,
+    stop_gradient,
+    value_and_grad,
+    vjp,
+)
 from shax_core.ir import (
     Eqn,
     Program,
@@ -47,6 +62,13 @@ __version__ = "0.1.0"
 
 __all__ = [
     "PIPELINE_VERSION",
+    "custom_jvp",
+    "custom_vjp",
+    "hessian",
+    "jacfwd",
+    "jacrev",
+    "stop_gradient",
+    "tree_util",
     "Eqn",
     "EvaluationError",
     "Executable",

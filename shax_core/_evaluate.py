@@ -13,6 +13,7 @@ import gc
 import os
 from concurrent.futures import ThreadPoolExecutor
 from contextlib import contextmanager
+from dataclasses import dataclass
 from functools import partial
 
 import numpy as np
@@ -45,6 +46,7 @@ def no_gc():
 
 
 EMPTY: frozenset = frozenset()
+VIEWS = frozenset({"transpose", "reshape", "broadcast", "slice"})  # of a C-contiguous array
 
 
 def _kernel(prim, eqn) -> object:
@@ -100,6 +102,134 @@ def _in_place(impl, position: int, arity: int):
     return lambda *xs: impl(*xs, out=xs[position])
 
 
+# ---------------------------------------------------------------------------------------------
+# the phases of plan construction, each a function of the program and the earlier phases
+
+
+def _slots(program: Program) -> dict[str, int]:
+    """A numbered slot per value: the parameters first, then each equation's result."""
+    slot_of = {p.name: i for i, p in enumerate(program.params)}
+    for e in program.eqns:
+        slot_of[e.out.name] = len(slot_of)
+    return slot_of
+
+
+def _last_uses(program: Program, slot_of: dict[str, int]) -> dict[int, float]:
+    """The index of the last equation reading each slot (INF for outputs: never freed)."""
+    last_use: dict[int, float] = {slot_of[v.name]: INF for v in program.outs}
+    for i, e in enumerate(program.eqns):
+        for v in e.ins:
+            s = slot_of[v.name]
+            if last_use.get(s) != INF:
+                last_use[s] = i
+    return last_use
+
+
+def _buffers(program: Program, prims, slot_of) -> tuple[list[frozenset], list]:
+    """``(refs, template)``: the buffers each slot's value may share (an out_buffer step makes
+    a fresh buffer, named by its slot; any other step's result may alias its operands'), and
+    the constants, computed now (parameters and constants are never owned)."""
+    refs: list[frozenset] = [EMPTY] * len(slot_of)
+    template: list = [None] * len(slot_of)
+    for e, prim in zip(program.eqns, prims, strict=True):
+        out = slot_of[e.out.name]
+        if "constant" in prim.traits:
+            template[out] = np.asarray(prim.impl(**prim.kwargs(e.params)))
+        elif "out_buffer" in prim.traits and e.out.type.rank:
+            refs[out] = frozenset({out})
+        else:
+            union = EMPTY
+            for v in e.ins:
+                r = refs[slot_of[v.name]]
+                if r:
+                    union = r if not union else union | r
+            refs[out] = union
+    return refs, template
+
+
+@dataclass(frozen=True)
+class _Plan:
+    steps: tuple  # (fn, operand slots, result slot, slots to free after it)
+    alloc: list[int]  # bytes each step allocates (0 when it writes into a dying operand)
+    views: frozenset[int]  # slots that are NumPy views of an argument (allocate nothing)
+    in_place: int
+    parallel: int
+
+
+def _steps(program: Program, prims, slot_of, last_use, refs, template) -> _Plan:
+    """One step per non-constant equation: its kernel, in place into a dying operand and/or
+    split over the cores when the traits allow it, and the slots that die after it."""
+    buffer_last: dict[int, float] = {}
+    for slot in range(len(slot_of)):
+        for b in refs[slot]:
+            buffer_last[b] = max(buffer_last.get(b, -1), last_use.get(slot, -1))
+    steps, alloc = [], []
+    views: set[int] = set()
+    n_params = len(program.params)
+    in_place = parallel = 0
+    for i, (e, prim) in enumerate(zip(program.eqns, prims, strict=True)):
+        out = slot_of[e.out.name]
+        if template[out] is not None:
+            continue
+        ins = tuple(slot_of[v.name] for v in e.ins)
+        fn = _kernel(prim, e)
+        reuse = None
+        # an elementwise out_buffer step may write into a dying operand (the laws of both
+        # traits) and be split into chunks of the leading axis. (Rank-0 results are NumPy
+        # scalars, not buffers; on small arrays the ``out=`` call costs more than the
+        # allocation saves.)
+        elementwise = {"elementwise", "out_buffer"} <= prim.traits
+        if elementwise and e.out.type.rank and e.out.type.nbytes >= IN_PLACE_MIN_BYTES:
+            for pos, s in enumerate(ins):
+                if (
+                    refs[s] == frozenset({s})
+                    and buffer_last.get(s) == i
+                    and e.ins[pos].type == e.out.type
+                ):
+                    reuse = pos
+                    break
+        if elementwise and _splits(e.out.type):
+            fn = _parallel(prim.impl, e.out.type, reuse)
+            parallel += 1
+            in_place += reuse is not None
+        elif reuse is not None:
+            fn = _in_place(prim.impl, reuse, len(ins))
+            in_place += 1
+        free = tuple(dict.fromkeys(s for s in ins if last_use[s] == i))
+        if out not in last_use:  # nobody reads it: drop it at once
+            free += (out,)
+        steps.append((fn, ins, out, free))
+        # a structural step (transpose, reshape, slice, broadcast) of an argument is a view
+        # of memory the caller holds anyway: it allocates nothing
+        if e.prim in VIEWS and ins[0] < n_params:
+            views.add(out)
+        alloc.append(0 if reuse is not None or out in views else e.out.type.nbytes)
+    return _Plan(tuple(steps), alloc, frozenset(views), in_place, parallel)
+
+
+def _run_form(steps) -> tuple:
+    """The run loop's form of the steps: (fn, x, y, out, free) with y None for one operand and
+    x None (y the operand tuple) for any other count."""
+    return tuple(
+        (fn, ins[0], None, out, free)
+        if len(ins) == 1
+        else (fn, ins[0], ins[1], out, free)
+        if len(ins) == 2
+        else (fn, None, ins, out, free)
+        for fn, ins, out, free in steps
+    )
+
+
+def _out_copies(out_slots, refs) -> list[bool]:
+    """An output is handed over without a copy only if the plan owns it exclusively."""
+    seen: set[int] = set()
+    copies = []
+    for s in out_slots:
+        copies.append(refs[s] != frozenset({s}) or s in seen)
+        seen.add(s)
+    return copies
+
+
 class Executable:
     """A compiled program: call it on arrays, get ``list[np.ndarray]``.
 
@@ -118,106 +248,27 @@ class Executable:
         self.program = program
         self.in_types: tuple[Type, ...] = program.in_types
         self.out_types: tuple[Type, ...] = program.out_types
-        n_params = len(program.params)
-        slot_of: dict[str, int] = {p.name: i for i, p in enumerate(program.params)}
-        for e in program.eqns:
-            slot_of[e.out.name] = len(slot_of)
-        n_slots = len(slot_of)
-        keep = {slot_of[v.name] for v in program.outs}
-        last_use: dict[int, float] = {s: INF for s in keep}
-        for i, e in enumerate(program.eqns):
-            for v in e.ins:
-                s = slot_of[v.name]
-                if last_use.get(s) != INF:
-                    last_use[s] = i
-
-        # buffers: an out_buffer step makes a fresh buffer (named by its slot); any other
-        # step's result may alias its operands' buffers; parameters and constants are never
-        # owned.
         prims = [lookup(e.prim) for e in program.eqns]
-        refs: list[frozenset] = [EMPTY] * n_slots
-        template: list = [None] * n_slots
-        for e, prim in zip(program.eqns, prims, strict=True):
-            out = slot_of[e.out.name]
-            if "constant" in prim.traits:
-                template[out] = np.asarray(prim.impl(**prim.kwargs(e.params)))
-            elif "out_buffer" in prim.traits and e.out.type.rank:
-                refs[out] = frozenset({out})
-            else:
-                union = EMPTY
-                for v in e.ins:
-                    r = refs[slot_of[v.name]]
-                    if r:
-                        union = r if not union else union | r
-                refs[out] = union
-        buffer_last: dict[int, float] = {}
-        for slot in range(n_slots):
-            for b in refs[slot]:
-                buffer_last[b] = max(buffer_last.get(b, -1), last_use.get(slot, -1))
-
-        steps = []
-        in_place = 0
-        self.parallel_steps = 0
-        alloc: list[int] = []
-        for i, (e, prim) in enumerate(zip(program.eqns, prims, strict=True)):
-            out = slot_of[e.out.name]
-            if template[out] is not None:
-                continue
-            ins = tuple(slot_of[v.name] for v in e.ins)
-            fn = _kernel(prim, e)
-            reuse = None
-            # an elementwise out_buffer step may write into a dying operand (the laws of both
-            # traits) and be split into chunks of the leading axis. (Rank-0 results are NumPy
-            # scalars, not buffers; on small arrays the ``out=`` call costs more than the
-            # allocation saves.)
-            elementwise = {"elementwise", "out_buffer"} <= prim.traits
-            if elementwise and e.out.type.rank and e.out.type.nbytes >= IN_PLACE_MIN_BYTES:
-                for pos, s in enumerate(ins):
-                    if (
-                        refs[s] == frozenset({s})
-                        and buffer_last.get(s) == i
-                        and e.ins[pos].type == e.out.type
-                    ):
-                        reuse = pos
-                        break
-            if elementwise and _splits(e.out.type):
-                fn = _parallel(prim.impl, e.out.type, reuse)
-                self.parallel_steps += 1
-                in_place += reuse is not None
-            elif reuse is not None:
-                fn = _in_place(prim.impl, reuse, len(ins))
-                in_place += 1
-            free = tuple(dict.fromkeys(s for s in ins if last_use[s] == i))
-            if out not in last_use:  # nobody reads it: drop it at once
-                free += (out,)
-            steps.append((fn, ins, out, free))
-            alloc.append(0 if reuse is not None else e.out.type.nbytes)
-        self.steps = tuple(steps)
-        # the run loop's form of the steps: (fn, x, y, out, free) with y None for one operand
-        # and x None (y the operand tuple) for any other count
-        self._loop = tuple(
-            (fn, ins[0], None, out, free)
-            if len(ins) == 1
-            else (fn, ins[0], ins[1], out, free)
-            if len(ins) == 2
-            else (fn, None, ins, out, free)
-            for fn, ins, out, free in steps
-        )
-        self.n_slots = n_slots
-        self.n_params = n_params
+        slot_of = _slots(program)
+        last_use = _last_uses(program, slot_of)
+        refs, template = _buffers(program, prims, slot_of)
+        plan = _steps(program, prims, slot_of, last_use, refs, template)
+        self.steps = plan.steps
+        self._loop = _run_form(plan.steps)
+        self.n_slots = len(slot_of)
+        self.n_params = len(program.params)
         self.template = template
-        self.in_place_steps = in_place
+        self.in_place_steps = plan.in_place
+        self.parallel_steps = plan.parallel
         self.out_slots = tuple(slot_of[v.name] for v in program.outs)
-        # an output is handed over without a copy only if the plan owns it exclusively
-        seen: set[int] = set()
-        self.out_copy = []
-        for s in self.out_slots:
-            self.out_copy.append(refs[s] != frozenset({s}) or s in seen)
-            seen.add(s)
-        self.peak_bytes = self._peak(alloc)
+        self.out_copy = _out_copies(self.out_slots, refs)
+        self.peak_bytes = self._peak(plan.alloc, plan.views)
         self._expected = [(t.np_dtype, t.shape) for t in self.in_types]
 
-    def _peak(self, alloc) -> int:
+    def _peak(self, alloc, views) -> int:
+        """The most bytes live at once: the arguments (held by the caller throughout), the
+        constants, each step's fresh buffer until its last reader, and the final copies of
+        outputs the plan does not own alone."""
         size = [0] * self.n_slots
         for i, p in enumerate(self.program.params):
             size[i] = p.type.nbytes
@@ -225,14 +276,22 @@ class Executable:
         live += sum(a.nbytes for a in self.template if a is not None)
         peak = live
         for (_, ins, out, free), nbytes in zip(self.steps, alloc, strict=True):
-            size[out] = nbytes if nbytes else max((size[s] for s in ins), default=0)
+            if out in views:
+                size[out] = 0  # the argument's memory, counted once, held throughout
+            else:
+                size[out] = nbytes if nbytes else max((size[s] for s in ins), default=0)
             live += nbytes
             peak = max(peak, live)
             for s in free:
+                if s < self.n_params:
+                    continue  # the caller holds its arguments for the whole run
                 if nbytes or s not in ins or size[s] != size[out]:
                     live -= size[s]
                 size[s] = 0
-        return peak
+        # outputs the plan does not own alone (views such as a transpose) are copied at the end,
+        # while everything still live is held
+        copies = sum(t.nbytes for t, c in zip(self.out_types, self.out_copy, strict=True) if c)
+        return max(peak, live + copies)
 
     def check_args(self, args) -> list[np.ndarray]:
         if len(args) == len(self._expected) and all(

@@ -1,15 +1,21 @@
 """Shape and dtype inference: fill in the type of every binding from the shape rules.
 
-Before (as parsed from the seed's "After tracing" text):
+Before (as parsed from the seed's "After tracing" text), and after:
 
-    def f(arg0 :: f32[6]) = let x1 = broadcast [1] [2,6] arg0 in [x1]
-
-After:
-
-    def f(arg0 :: f32[6]) = let x1 :: f32[2, 6] = broadcast [1] [2,6] arg0 in [x1]
+>>> from shax_core.text import parse
+>>> print(infer(parse("def f(arg0 :: f32[6]) = let x1 = broadcast [1] [2,6] arg0 in [x1]")))
+def f(arg0 :: f32[6]) =
+  let x1 :: f32[2, 6] = broadcast [1] [2,6] arg0
+  in [x1]
 
 A binding annotated with a type other than the one its rule gives is an error that prints the
-equation and both types.
+equation and both types:
+
+>>> infer(parse("def f(a :: f32[6]) = let x :: f32[6] = broadcast [1] [2,6] a in [x]"))
+... # doctest: +ELLIPSIS
+Traceback (most recent call last):
+...
+shax_core.ir.ShaxTypeError: f: `x :: f32[6] = ...` is annotated f32[6], but ... gives f32[2, 6]
 """
 
 from __future__ import annotations

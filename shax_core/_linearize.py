@@ -6,27 +6,32 @@ operand goes to the linear program; one with only primal operands goes to the pr
 A primal value that the linear program reads becomes a residual: an extra output of the primal
 program and an extra input of the linear one. Symbolic zeros emit nothing.
 
-Before (``f``)::
+>>> from shax_core.text import parse
+>>> lin = linearize_program(
+...     parse("def f(arg0 :: f32[], arg1 :: f32[]) = let x0 = add arg0 arg1  x1 = sin x0 in [x1]")
+... )
 
-    def f(arg0 :: f32[], arg1 :: f32[]) =
-      let x0 :: f32[] = add arg0 arg1
-          x1 :: f32[] = sin x0
-      in [x1]
+The primal program returns the output and the residual ``cos x0``:
 
-After: the primal program returns the output and the residual ``cos x0``::
+>>> print(lin.primal)
+def f(arg0 :: f32[],
+      arg1 :: f32[]) =
+  let x0 :: f32[] = add arg0 arg1
+      x1 :: f32[] = sin x0
+      x2 :: f32[] = cos x0
+  in [x1, x2]
 
-    def f(arg0 :: f32[], arg1 :: f32[]) =
-      let x0 :: f32[] = add arg0 arg1
-          x1 :: f32[] = sin x0
-          x2 :: f32[] = cos x0
-      in [x1, x2]
+and the linear program takes the tangents, then the residuals:
 
-and the linear program takes the tangents, then the residuals::
-
-    def df(arg0 :: f32[], arg1 :: f32[], arg2 :: f32[]) =
-      let x0 :: f32[] = add arg0 arg1
-          x1 :: f32[] = mul x0 arg2
-      in [x1]
+>>> print(lin.linear)
+def df(arg0 :: f32[],
+       arg1 :: f32[],
+       arg2 :: f32[]) =
+  let d0 :: f32[] = add arg0 arg1
+      d1 :: f32[] = mul d0 arg2
+  in [d1]
+>>> lin.n_tangents, lin.n_outputs, sorted(lin.recomputed)
+(2, 1, [])
 """
 
 from __future__ import annotations
@@ -51,10 +56,10 @@ class _LinearBuilder(Builder):
         self.n_tangents = 0
 
     def lift_foreign(self, x: Tracer) -> Var:
-        hit = self.residuals.get(x.var.name)
+        hit = self.residuals.get(x.variable.name)
         if hit is None:
-            param = self.add_param(x.type).var
-            hit = self.residuals[x.var.name] = (x.var, param)
+            param = self.add_param(x.type).variable
+            hit = self.residuals[x.variable.name] = (x.variable, param)
         return hit[1]
 
 
@@ -163,14 +168,14 @@ def _jvp_and_partial_eval(program: Program, wrt: tuple[int, ...]) -> tuple[Progr
 
     out_tangents = [tangent[v.name] for v in program.outs]
     linear_outs = [
-        (zeros(linear_b, t.type) if isinstance(t, Zero) else t).var for t in out_tangents
+        (zeros(linear_b, t.type) if isinstance(t, Zero) else t).variable for t in out_tangents
     ]
     residual_vars = [primal_var for primal_var, _ in linear_b.residuals.values()]
     primal_prog = Program(
         program.name,
         tuple(primal_b.params),
         tuple(primal_b.eqns),
-        tuple(primal[v.name].var for v in program.outs) + tuple(residual_vars),
+        tuple(primal[v.name].variable for v in program.outs) + tuple(residual_vars),
     )
     linear_prog = Program(
         "d" + program.name, tuple(linear_b.params), tuple(linear_b.eqns), tuple(linear_outs)

@@ -1,17 +1,17 @@
 """Tracing: run a Python function on tracers and record the Program it computes.
 
-    def f(x, y):
-        z = x + y
-        return snp.sin(z) * snp.cos(z)
-
-    trace(f, Type("f32", ()), Type("f32", ()))  ==>
-
-    def f(arg0 :: f32[], arg1 :: f32[]) =
-      let x0 :: f32[] = add arg0 arg1
-          x1 :: f32[] = sin x0
-          x2 :: f32[] = cos x0
-          x3 :: f32[] = mul x1 x2
-      in [x3]
+>>> import shax_core.numpy as snp
+>>> def f(x, y):
+...     z = x + y
+...     return snp.sin(z) * snp.cos(z)
+>>> print(trace(f, Type("f32", ()), Type("f32", ())))
+def f(arg0 :: f32[],
+      arg1 :: f32[]) =
+  let x0 :: f32[] = add arg0 arg1
+      x1 :: f32[] = sin x0
+      x2 :: f32[] = cos x0
+      x3 :: f32[] = mul x1 x2
+  in [x3]
 
 Sharing is kept for free: Python names the value ``z`` once, so it is one variable.
 """
@@ -42,8 +42,8 @@ def as_type(spec) -> Type:
         a = np.asarray(spec)
     except Exception as e:  # noqa: BLE001
         raise ShaxError(f"cannot make a type from {spec!r}: {e}") from None
-    if a.dtype.kind in "iu":
-        a = a.astype(np.float32)
+    if a.dtype.kind in "iu" and (a.ndim == 0 or a.dtype not in (np.int32, np.int64)):
+        a = a.astype(np.float32)  # int32/int64 arrays stay integers (indices, labels)
     return type_of(a)
 
 
@@ -66,7 +66,7 @@ def trace_returning(f, *specs, name: str | None = None) -> tuple[Program, bool]:
                 raise ShaxError("the traced function returned a value from another trace")
             r = constant_like(r, args[0] if args else np.float32(0)) if args else r
             r = r if isinstance(r, Tracer) else builder.constant(r, dtype_name(np.asarray(r).dtype))
-        outs.append(r.var)
+        outs.append(r.variable)
     prog_name = name or getattr(f, "__name__", "f")
     if not prog_name.isidentifier() or prog_name == "<lambda>":
         prog_name = "f"

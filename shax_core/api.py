@@ -1,167 +1,1017 @@
-"""Differentiating Python functions: grad, value_and_grad, vjp, jvp, linearize (JAX's API).
+"""JAX-style transformations over Python functions of pytrees, composable to any order.
 
-Each traces the function once per argument types, runs the pipeline (``shax_core.pipeline``)
-once, and caches the compiled plans:
+Every transformation *stages*: it traces the function to a flat Program (one parameter per
+leaf, named from the tree path), transforms the Program with the YOLO pipeline
+(``vjp_program``, ``jvp_program``, linearize/transpose), then runs the result: compiled and
+evaluated on NumPy arrays, or — when an argument is itself being traced by an enclosing
+transformation — inlined into that trace, so the enclosing one differentiates the derivative
+program (made of primitives that all have rules) again.
+
+Levels keep perturbations apart: each trace records into its own builder at a level above
+every enclosing one, and a value of an enclosing trace that an inner function reads
+(a closure) becomes an extra, non-differentiated parameter of the inner program. So in
+``d/dx [x * d/dy (x + y)]`` the inner derivative is taken with ``x`` held constant, and the
+answer is 1 (JAX's perturbation-confusion test):
 
 >>> import numpy as np
 >>> import shax_core.numpy as snp
->>> grad(lambda x: snp.sum(snp.sin(x)))(np.zeros(3, np.float32))
-array([1., 1., 1.], dtype=float32)
+>>> grad(lambda x: x * grad(lambda y: x + y)(1.0))(3.0)
+array(1., dtype=float32)
+>>> grad(grad(grad(lambda x: x**4)))(2.0)  # 24 x
+array(48., dtype=float32)
+>>> g = grad(lambda p: snp.sum(p["w"] * p["w"]) + p["b"])
+>>> g({"w": np.array([1.0, 2.0], np.float32), "b": 3.0})
+{'b': array(1., dtype=float32), 'w': array([2., 4.], dtype=float32)}
+
+The traced Program keeps the user's names (``trace_pytree``):
+
+    def loss(params.b :: f32[], params.w :: f32[2], x :: f32[2]) = ...
+
+Closed-over arrays of at least ``LIFT_ELEMENTS`` elements are not written into the IR as
+literals: they become parameters too (``const0``, ...), passed as arrays on every call.
 """
 
 from __future__ import annotations
 
+import functools
+import inspect
+import itertools
+import logging
+import re
+import threading
+import time
 from collections import OrderedDict
 from collections.abc import Callable, Sequence
+from dataclasses import dataclass
 
 import numpy as np
 
-from shax_core._evaluate import Executable, no_gc
-from shax_core._linearize import linearize_typed
-from shax_core._trace import trace_returning
-from shax_core.ir import Program, ShaxError, type_of
-from shax_core.pipeline import jvp_program, prepare, run, vjp_program
+from shax_core import core as ops
+from shax_core._evaluate import Executable
+from shax_core._infer import infer
+from shax_core.core import Builder, Tracer
+from shax_core.ir import Program, ShaxError, Type, Var, type_of
+from shax_core.passes import lower
+from shax_core.passes.inline import inline
+from shax_core.pipeline import jvp_program, stages, vjp_program
+from shax_core.registry import CUSTOM, Linear, Zero, define_custom
+from shax_core.tree_util import (
+    PyTreeDef,
+    leaf_names,
+    tree_flatten,
+    tree_leaves,
+    tree_map,
+    tree_unflatten,
+)
 
-_CACHE: OrderedDict = OrderedDict()
+log = logging.getLogger("shax")
+
+LIFT_ELEMENTS = 4096  # closed-over arrays this large become parameters, not IR literals
+LARGE_EQUATIONS = 2000  # traces and pipeline runs this large say so in the log
+
+# names the pipeline's builders give to their own variables; a user name of that shape gets a
+# trailing underscore so the two can never collide
+_RESERVED = re.compile(r"(x|d|t|arg|outer|const)\d+")
 
 
-def _cached(key, build):
+# ---------------------------------------------------------------------------------------------
+# tracing pytrees at nested levels
+
+_ACTIVE = threading.local()
+
+
+def _active_levels() -> list[int]:
+    if not hasattr(_ACTIVE, "levels"):
+        _ACTIVE.levels = []
+    return _ACTIVE.levels
+
+
+class TraceBuilder(Builder):
+    """One user-level trace. A tracer of an enclosing trace (lower level) and a large array
+    constant read by the traced function become *captured* parameters: ``captured[i]`` is the
+    value to pass for the i-th extra parameter."""
+
+    def __init__(self, level: int, lift_constants: bool = True):
+        super().__init__(level=level)
+        self.captured: list[object] = []
+        self.captured_params: list[Var] = []
+        self._by_identity: dict[int, Var] = {}
+        self._arrays: dict[int, tuple[np.ndarray, Var]] = {}
+        self.lift_constants = lift_constants
+
+    def lift(self, x) -> Var:
+        if isinstance(x, Tracer):
+            return super().lift(x)
+        if not isinstance(x, np.ndarray):
+            return super().lift(x)
+        # one constant per closed-over array, however often the function reads it
+        hit = self._arrays.get(id(x))
+        if hit is not None and hit[0] is x:
+            return hit[1]
+        var = None
+        if self.lift_constants and x.size >= LIFT_ELEMENTS and x.dtype.kind in "fb":
+            flat = x.ravel()
+            if not (flat == flat[0]).all():  # a splat stays one scalar literal
+                var = self._capture(x, x, type_of(x), "const")
+        if var is None:
+            var = super().lift(x)
+        self._arrays[id(x)] = (x, var)  # holds x: its id stays unique while this trace lives
+        return var
+
+    def lift_foreign(self, x: Tracer) -> Var:
+        return self._capture(x, x, x.type, "outer")
+
+    def _capture(self, key, value, type_: Type, stem: str) -> Var:
+        hit = self._by_identity.get(id(key))
+        if hit is not None:
+            return hit
+        param = Var(f"{stem}{len(self.captured)}", type_)
+        self._by_identity[id(key)] = param
+        self.captured.append(value)
+        self.captured_params.append(param)
+        return param
+
+
+@dataclass(frozen=True)
+class Traced:
+    """A function traced at pytree arguments.
+
+    ``program`` takes the leaves of every argument in order, then the captured values; it
+    returns the leaves of the result, whose structure is ``out_tree``."""
+
+    program: Program
+    in_trees: tuple[PyTreeDef, ...]
+    out_tree: PyTreeDef
+    captured: tuple
+    leaf_counts: tuple[int, ...]
+
+    @property
+    def n_leaves(self) -> int:
+        return sum(self.leaf_counts)
+
+    def leaf_indices(self, argnums: Sequence[int]) -> tuple[int, ...]:
+        starts = list(itertools.accumulate((0, *self.leaf_counts)))
+        return tuple(i for a in argnums for i in range(starts[a], starts[a + 1]))
+
+    @property
+    def captures_tracers(self) -> bool:
+        return any(isinstance(c, Tracer) for c in self.captured)
+
+
+def argument_names(f: Callable, n: int) -> list[str]:
+    """Names of ``f``'s first ``n`` positional parameters (``args.0``... for ``*args``)."""
     try:
-        hit = _CACHE[key]
-        _CACHE.move_to_end(key)
-        return hit
-    except KeyError:
-        pass
-    except TypeError:  # unhashable function: no caching
-        return build()
-    value = _CACHE[key] = build()
-    while len(_CACHE) > 128:
-        _CACHE.popitem(last=False)
-    return value
+        sig = inspect.signature(f)
+    except (TypeError, ValueError):
+        return [f"arg{i}_" for i in range(n)]
+    names: list[str] = []
+    for p in sig.parameters.values():
+        if p.kind in (p.POSITIONAL_ONLY, p.POSITIONAL_OR_KEYWORD):
+            names.append(p.name)
+        elif p.kind == p.VAR_POSITIONAL:
+            names += [f"{p.name}.{i}" for i in range(n - len(names))]
+            break
+    names += [f"arg{i}_" for i in range(len(names), n)]
+    return names[:n]
 
 
-def _as_arrays(args):
+def _leaf_value(x):
+    """A leaf as an array (ints and f16 as f32, as tracing types them) or a tracer."""
+    if isinstance(x, Tracer):
+        return x
+    if isinstance(x, bool):
+        return np.asarray(x)
+    if isinstance(x, int | float) and not isinstance(x, np.generic):  # f32, as in JAX
+        return np.asarray(x, np.float32)
+    a = np.asarray(x)
+    if a.dtype.kind in "iu" and (a.ndim == 0 or a.dtype not in (np.int32, np.int64)):
+        # Python ints and odd integer types are f32 values; int32/int64 arrays stay integers
+        # (indices, labels: they have no tangent, as in JAX)
+        a = a.astype(np.float32)
+    elif a.dtype == np.float16:
+        a = a.astype(np.float32)
+    if a.dtype.kind not in "fbiu":
+        raise ShaxError(f"cannot trace an argument of dtype {a.dtype}: {x!r:.80}")
+    return a
+
+
+def _unique(names: list[str]) -> list[str]:
+    seen: set[str] = set()
     out = []
-    for a in args:
-        a = np.asarray(a)
-        if a.dtype.kind in "iu":
-            a = a.astype(np.float32)
-        elif a.dtype == np.float16:
-            a = a.astype(np.float32)
-        out.append(a)
+    for n in names:
+        if _RESERVED.fullmatch(n):
+            n += "_"
+        base, k = n, 1
+        while n in seen:
+            n, k = f"{base}_{k}", k + 1
+        seen.add(n)
+        out.append(n)
     return out
 
 
-def _types(arrays):
-    return tuple(type_of(a) for a in arrays)
+def flatten_values(args: Sequence):
+    """``(leaves, in_trees, leaf_counts)`` of positional arguments (no names: the fast path
+    of every call)."""
+    leaves: list = []
+    trees, counts = [], []
+    for arg in args:
+        ls, tree = tree_flatten(arg)
+        leaves += [_leaf_value(x) for x in ls]
+        trees.append(tree)
+        counts.append(len(ls))
+    return leaves, tuple(trees), tuple(counts)
 
 
-def _unpack(values, single):
-    return values[0] if single else tuple(values)
+def flatten_args(args: Sequence, names: Sequence[str] | None = None):
+    """``(leaves, in_trees, leaf_counts, leaf names)`` of positional arguments."""
+    leaves: list = []
+    trees, counts, all_names = [], [], []
+    names = list(names) if names is not None else [f"arg{i}_" for i in range(len(args))]
+    for arg, name in zip(args, names, strict=True):
+        ls, tree = tree_flatten(arg)
+        leaves += [_leaf_value(x) for x in ls]
+        trees.append(tree)
+        counts.append(len(ls))
+        all_names += leaf_names(arg, name) if tree.cls is not None else [name]
+    return leaves, tuple(trees), tuple(counts), _unique(all_names)
 
 
-def _traced(f, types) -> tuple[Program, bool]:
-    """f traced once per argument types: the program, and whether f returns one value."""
-    return _cached(("trace", f, types), lambda: trace_returning(f, *types))
+def call_types(args: Sequence) -> tuple:
+    """A hashable key of positional arguments' structures and leaf types."""
+    leaves, in_trees, _ = flatten_values(args)
+    return in_trees, tuple(ops.type_of_value(x) for x in leaves)
 
 
-def _wrt_of(argnums, n):
-    if argnums is None:
-        return tuple(range(n))
-    return (argnums,) if isinstance(argnums, int) else tuple(argnums)
+def trace_pytree(
+    f: Callable,
+    args: Sequence,
+    *,
+    names: Sequence[str] | None = None,
+    lift_constants: bool = True,
+    name: str | None = None,
+) -> Traced:
+    """Trace ``f(*args)`` (pytrees of arrays or tracers) into a flat, named Program."""
+    leaves, in_trees, counts, leaf_names_ = flatten_args(
+        args, names if names is not None else argument_names(f, len(args))
+    )
+    levels = _active_levels()
+    outer = max((x.builder.level for x in leaves if isinstance(x, Tracer)), default=0)
+    level = max([outer, *levels]) + 1
+    b = TraceBuilder(level, lift_constants)
+    tracers = [
+        b.add_param(ops.type_of_value(x), n) for x, n in zip(leaves, leaf_names_, strict=True)
+    ]
+    start = time.perf_counter()
+    levels.append(level)
+    try:
+        result = f(*_unflatten_args(in_trees, counts, tracers))
+        out_leaves, out_tree = tree_flatten(result)
+        outs = [_output_var(b, r) for r in out_leaves]
+    finally:
+        levels.pop()
+    prog_name = name or getattr(f, "__name__", "f")
+    if not prog_name.isidentifier() or prog_name == "<lambda>":
+        prog_name = "f"
+    program = Program(
+        prog_name,
+        tuple(b.params) + tuple(b.captured_params),
+        tuple(b.eqns),
+        tuple(outs),
+    )
+    if len(program.eqns) >= LARGE_EQUATIONS:
+        log.info(
+            "traced %s: %d equations, %d inputs in %.2fs",
+            prog_name,
+            len(program.eqns),
+            len(program.params),
+            time.perf_counter() - start,
+        )
+    return Traced(program, in_trees, out_tree, tuple(b.captured), counts)
 
 
-def vjp(f: Callable, *args, wrt=None):
-    """``(outputs, vjp_fn)``: outputs of ``f(*args)``; ``vjp_fn(*cotangents)`` returns the
-    cotangents of the inputs in ``wrt`` (default all). The function is linearized once."""
-    arrays = _as_arrays(args)
-    types = _types(arrays)
-    wrt = _wrt_of(wrt, len(arrays))
-
-    program, single = _traced(f, types)
-
-    def build():
-        r = run(program, wrt)
-        return Executable(r.linearized.primal), Executable(r.transposed), r.linearized.n_outputs
-
-    primal_exe, transposed_exe, n_out = _cached(("vjp", f, types, wrt), build)
-    values = primal_exe(*arrays)
-    outputs, residuals = values[:n_out], values[n_out:]
-
-    def vjp_fn(*cotangents):
-        if len(cotangents) != n_out:
-            raise ShaxError(f"vjp_fn takes {n_out} cotangent(s), got {len(cotangents)}")
-        cts = [np.asarray(c, dtype=o.dtype) for c, o in zip(cotangents, outputs, strict=True)]
-        return tuple(transposed_exe(*cts, *residuals))
-
-    return _unpack(outputs, single), vjp_fn
+def _unflatten_args(in_trees, counts, leaves) -> list:
+    out, i = [], 0
+    for tree, n in zip(in_trees, counts, strict=True):
+        out.append(tree_unflatten(tree, leaves[i : i + n]))
+        i += n
+    return out
 
 
-def value_and_grad(f: Callable, argnums=0):
-    """``(f(x), ∇f(x))`` for a scalar-valued f, as one zipped VJP program."""
+def _output_var(b: TraceBuilder, r) -> Var:
+    if isinstance(r, Zero):
+        r = np.zeros(r.type.shape, r.type.np_dtype)
+    if isinstance(r, Tracer):
+        return b.lift(r)
+    a = np.asarray(r)
+    if a.dtype.kind in "iu":
+        a = a.astype(np.float32)
+    return b.lift(a)
 
-    def wrapped(*args):
-        arrays = _as_arrays(args)
-        types = _types(arrays)
-        wrt = _wrt_of(argnums, len(arrays))
 
-        def build():
-            program = _traced(f, types)[0]
-            if len(program.outs) != 1 or program.outs[0].type.shape != ():
+# ---------------------------------------------------------------------------------------------
+# running a program: compiled on arrays, inlined into the enclosing trace on tracers
+
+_EXECUTABLES: OrderedDict = OrderedDict()
+
+
+def _executable(program: Program) -> Executable:
+    key = id(program)
+    hit = _EXECUTABLES.get(key)
+    if hit is not None and hit[0] is program:
+        _EXECUTABLES.move_to_end(key)
+        return hit[1]
+    exe = Executable(lower(program, "custom_body"))
+    _EXECUTABLES[key] = (program, exe)
+    while len(_EXECUTABLES) > 256:
+        _EXECUTABLES.popitem(last=False)
+    return exe
+
+
+def call(program: Program, inputs: Sequence) -> list:
+    """``program`` applied to ``inputs``: arrays out, or tracers of the innermost trace among
+    the inputs (the program's equations inlined there)."""
+    builder = ops.top_builder(inputs)
+    if builder is None:
+        arrays = [np.asarray(x, dtype=p.type.np_dtype) for x, p in zip(inputs, program.params)]
+        return _executable(program)(*arrays)
+    args = [Tracer(builder, builder.lift(_cast(x, p.type))) for x, p in zip(inputs, program.params)]
+    return inline(builder, program, args)
+
+
+def _cast(x, t: Type):
+    if isinstance(x, Tracer):
+        return ops.convert(x, t.dtype)
+    return np.asarray(x, dtype=t.np_dtype)
+
+
+_PROGRAMS: OrderedDict = OrderedDict()
+
+
+def _memo(key, build):
+    """Derived programs memoised per (function, structure, types, options), bounded."""
+    if key is None:
+        return build()
+    try:
+        hit = _PROGRAMS[key]
+        _PROGRAMS.move_to_end(key)
+        return hit
+    except KeyError:
+        pass
+    except TypeError:  # an unhashable function
+        return build()
+    value = _PROGRAMS[key] = build()
+    while len(_PROGRAMS) > 256:
+        _PROGRAMS.popitem(last=False)
+    return value
+
+
+def _trace_memo(f, args, tag):
+    """``(traced, memo key or None, argument leaves)``: ``f`` traced at ``args``; a trace is
+    reused when nothing it captured is a tracer."""
+    leaves, in_trees, _ = flatten_values(args)
+    if any(isinstance(x, Tracer) for x in leaves):
+        return trace_pytree(f, args), None, leaves  # inside a trace: closures read its tracers
+    key = ("trace", f, in_trees, tuple(ops.type_of_value(x) for x in leaves), tag)
+    try:
+        hit = _PROGRAMS.get(key)
+    except TypeError:
+        return trace_pytree(f, args), None, leaves
+    if hit is not None:
+        _PROGRAMS.move_to_end(key)
+        return hit, key, leaves
+    traced = trace_pytree(f, args)
+    if traced.captures_tracers:
+        return traced, None, leaves
+    return _memo(key, lambda: traced), key, leaves
+
+
+def _logged(what: str, program: Program, build):
+    start = time.perf_counter()
+    result = build()
+    if len(program.eqns) >= LARGE_EQUATIONS:
+        log.info(
+            "%s of %s (%d equations) built in %.2fs",
+            what,
+            program.name,
+            len(program.eqns),
+            time.perf_counter() - start,
+        )
+    return result
+
+
+# ---------------------------------------------------------------------------------------------
+# argnums, has_aux
+
+
+def _argnums(argnums, n: int) -> tuple[int, ...]:
+    nums = (argnums,) if isinstance(argnums, int) else tuple(argnums)
+    out = []
+    for a in nums:
+        if not isinstance(a, int) or not -n <= a < n:
+            raise ShaxError(f"argnums {argnums!r} is out of range for {n} positional argument(s)")
+        out.append(a % n)
+    if len(set(out)) != len(out):
+        raise ShaxError(f"argnums {argnums!r} repeats an argument")
+    return tuple(out)
+
+
+def _split_aux(traced: Traced, has_aux: bool) -> tuple[int, PyTreeDef, PyTreeDef | None]:
+    """``(number of main output leaves, main tree, aux tree)``."""
+    tree = traced.out_tree
+    if not has_aux:
+        return tree.num_leaves, tree, None
+    if tree.cls is not tuple or len(tree.children) != 2:
+        raise ShaxError("with has_aux=True the function must return a pair (output, aux)")
+    main, aux = tree.children
+    return main.num_leaves, main, aux
+
+
+def _check_wrt_float(traced: Traced, wrt: Sequence[int], what: str) -> None:
+    for i in wrt:
+        p = traced.program.params[i]
+        if not p.type.is_float:
+            raise ShaxError(
+                f"{what} requires float inputs; {p.name} :: {p.type} is not (as in JAX, "
+                "differentiate only with respect to float arguments)"
+            )
+
+
+def _scalar_output(traced: Traced, n_main: int, what: str) -> None:
+    outs = traced.program.outs[:n_main]
+    if n_main != 1 or outs[0].type.shape != () or not outs[0].type.is_float:
+        raise ShaxError(
+            f"{what} needs a function with one float scalar output; "
+            f"{traced.program.name} returns " + ", ".join(str(v.type) for v in outs)
+        )
+
+
+def _zero_cotangents(types: Sequence[Type]) -> list[np.ndarray]:
+    return [np.zeros(t.shape, t.np_dtype) for t in types]
+
+
+# ---------------------------------------------------------------------------------------------
+# the transformations
+
+
+def value_and_grad(f: Callable, argnums=0, has_aux: bool = False) -> Callable:
+    """``(f(*args), ∇f(*args))`` (``((value, aux), grad)`` with ``has_aux``), as JAX's."""
+
+    @functools.wraps(f)
+    def value_and_grad_f(*args):
+        nums = _argnums(argnums, len(args))
+        traced, key, leaves = _trace_memo(f, args, "vg")
+        plan = _memo(key and (*key, "vg", nums, has_aux), lambda: _vg_plan(traced, nums, has_aux))
+        vjp, cts, n_out, aux_tree = plan
+        if key is not None:  # arrays of the traced types: run the compiled plan directly
+            results = _executable(vjp)(*leaves, *traced.captured, *cts)
+        else:
+            results = call(vjp, [*leaves, *traced.captured, *cts])
+        outs, grads = results[:n_out], results[n_out:]
+        grad_trees = _per_argument(traced, nums, grads)
+        grad_value = grad_trees[0] if isinstance(argnums, int) else tuple(grad_trees)
+        value = outs[0]
+        if has_aux:
+            value = (value, tree_unflatten(aux_tree, outs[1:]))
+        return value, grad_value
+
+    return value_and_grad_f
+
+
+def _vg_plan(traced: Traced, nums, has_aux: bool):
+    """``(VJP program, cotangents, number of outputs, aux tree)`` for value_and_grad: the
+    cotangent is 1 for the value and 0 for the aux outputs."""
+    n_main, _, aux_tree = _split_aux(traced, has_aux)
+    wrt = traced.leaf_indices(nums)
+    _check_wrt_float(traced, wrt, "grad")
+    _scalar_output(traced, n_main, "grad")
+    program = traced.program
+    vjp = _logged("VJP", program, lambda: vjp_program(program, wrt))
+    one = np.ones((), program.outs[0].type.np_dtype)
+    cts = [one, *_zero_cotangents([v.type for v in program.outs[1:]])]
+    return vjp, cts, len(program.outs), aux_tree
+
+
+def _per_argument(traced: Traced, nums, flat) -> list:
+    out, i = [], 0
+    for a in nums:
+        n = traced.leaf_counts[a]
+        out.append(tree_unflatten(traced.in_trees[a], flat[i : i + n]))
+        i += n
+    return out
+
+
+def grad(f: Callable, argnums=0, has_aux: bool = False) -> Callable:
+    """∇f of a scalar-valued ``f`` (``(∇f, aux)`` with ``has_aux``), as ``jax.grad``."""
+    vg = value_and_grad(f, argnums, has_aux)
+
+    @functools.wraps(f)
+    def grad_f(*args):
+        value, g = vg(*args)
+        return (g, value[1]) if has_aux else g
+
+    return grad_f
+
+
+def jvp(f: Callable, primals: Sequence, tangents: Sequence, has_aux: bool = False):
+    """``(f(*primals), ∂f(primals)·tangents)``: forward mode, as ``jax.jvp``."""
+    primals, tangents = tuple(primals), tuple(tangents)
+    if len(primals) != len(tangents):
+        raise ShaxError(f"jvp got {len(primals)} primal(s) and {len(tangents)} tangent(s)")
+    traced, key, leaves = _trace_memo(f, primals, "jvp")
+    n_main, main_tree, aux_tree = _split_aux(traced, has_aux)
+    program = traced.program
+    wrt = tuple(i for i in range(traced.n_leaves) if program.params[i].type.is_float)
+    lin = _memo(
+        key and (*key, "jvp", wrt),
+        lambda: _logged("JVP", program, lambda: jvp_program(program, wrt)),
+    )
+    t_leaves = []
+    for p_tree, t in zip(traced.in_trees, tangents, strict=True):
+        ls, t_tree = tree_flatten(t)
+        if t_tree != p_tree:
+            raise ShaxError(f"a tangent's structure {t_tree} differs from its primal's {p_tree}")
+        t_leaves += ls
+    ts = [t_leaves[i] for i in wrt]
+    results = call(lin, [*leaves, *traced.captured, *ts])
+    n_out = len(program.outs)
+    outs, touts = results[:n_out], results[n_out:]
+    out = tree_unflatten(main_tree, outs[:n_main])
+    tout = tree_unflatten(main_tree, touts[:n_main])
+    if has_aux:
+        return out, tout, tree_unflatten(aux_tree, outs[n_main:])
+    return out, tout
+
+
+def vjp(f: Callable, *primals, has_aux: bool = False):
+    """``(f(*primals), vjp_fn)`` (and ``aux``): ``vjp_fn(cotangent)`` returns a tuple with the
+    cotangent of each primal, as ``jax.vjp``. The primal runs once, saving residuals."""
+    traced, key, leaves = _trace_memo(f, primals, "vjp")
+    n_main, main_tree, aux_tree = _split_aux(traced, has_aux)
+    program = traced.program
+    wrt = tuple(i for i in range(traced.n_leaves) if program.params[i].type.is_float)
+    st = _memo(key and (*key, "stages", wrt), lambda: stages(program, wrt=wrt))
+    n_out = len(program.outs)
+    values = call(st["linearized"], [*leaves, *traced.captured])
+    outs, residuals = values[:n_out], values[n_out:]
+    out_types = [v.type for v in program.outs]
+
+    def vjp_fn(cotangent):
+        cts, ct_tree = tree_flatten(cotangent)
+        if ct_tree != main_tree:
+            raise ShaxError(f"the cotangent's structure {ct_tree} differs from the output's")
+        cts = list(cts) + _zero_cotangents(out_types[n_main:])
+        grads = call(st["transposed"], [*cts, *residuals])
+        full = _scatter(traced, wrt, grads)
+        return tuple(_per_argument(traced, range(len(primals)), full))
+
+    out = tree_unflatten(main_tree, outs[:n_main])
+    if has_aux:
+        return out, vjp_fn, tree_unflatten(aux_tree, outs[n_main:])
+    return out, vjp_fn
+
+
+def _scatter(traced: Traced, wrt, grads) -> list:
+    """Cotangents for every argument leaf: the computed ones, zeros for non-float leaves."""
+    full: list = [None] * traced.n_leaves
+    for i, g in zip(wrt, grads, strict=True):
+        full[i] = g
+    for i, g in enumerate(full):
+        if g is None:
+            t = traced.program.params[i].type
+            full[i] = np.zeros(t.shape, t.np_dtype)
+    return full
+
+
+def linearize(f: Callable, *primals):
+    """``(f(*primals), f_jvp)``: the primal runs once now; ``f_jvp(*tangents)`` runs only the
+    linear program on the saved residuals, as ``jax.linearize``."""
+    traced, key, leaves = _trace_memo(f, primals, "lin")
+    program = traced.program
+    wrt = tuple(i for i in range(traced.n_leaves) if program.params[i].type.is_float)
+    st = _memo(key and (*key, "stages", wrt), lambda: stages(program, wrt=wrt))
+    n_out = len(program.outs)
+    values = call(st["linearized"], [*leaves, *traced.captured])
+    outs, residuals = values[:n_out], values[n_out:]
+
+    def f_jvp(*tangents):
+        t_leaves = flatten_values(tangents)[0]
+        touts = call(st["linear"], [*[t_leaves[i] for i in wrt], *residuals])
+        return tree_unflatten(traced.out_tree, touts)
+
+    return tree_unflatten(traced.out_tree, outs), f_jvp
+
+
+def _one_hot(t: Type, k: int):
+    e = np.zeros(t.size, t.np_dtype)
+    e[k] = 1
+    return e.reshape(t.shape)
+
+
+def _stack(columns: list, lead: tuple[int, ...], tail: tuple[int, ...], lead_first: bool):
+    """Stack ``columns`` (each of shape ``tail``) into ``lead + tail`` (or ``tail + lead``)."""
+    rows = [ops.reshape(c, (1, *tail)) for c in columns]
+    stacked = rows[0] if len(rows) == 1 else ops.concatenate(rows, 0)
+    stacked = ops.reshape(stacked, (*lead, *tail))
+    if lead_first:
+        return stacked
+    n, m = len(lead), len(tail)
+    return ops.transpose(stacked, (*range(n, n + m), *range(n))) if n and m else stacked
+
+
+def jacfwd(f: Callable, argnums=0, has_aux: bool = False) -> Callable:
+    """The Jacobian by forward mode (one JVP per input element), as ``jax.jacfwd``: for each
+    output leaf, shape ``out.shape + in.shape`` per differentiated argument leaf."""
+
+    @functools.wraps(f)
+    def jacfwd_f(*args):
+        nums = _argnums(argnums, len(args))
+        traced, key, leaves = _trace_memo(f, args, "jacfwd")
+        n_main, main_tree, aux_tree = _split_aux(traced, has_aux)
+        wrt = traced.leaf_indices(nums)
+        _check_wrt_float(traced, wrt, "jacfwd")
+        program = traced.program
+        lin = _memo(key and (*key, "jvp", wrt), lambda: jvp_program(program, wrt))
+        n_out = len(program.outs)
+        in_types = [program.params[i].type for i in wrt]
+        out_types = [v.type for v in program.outs[:n_main]]
+        # columns[j][i][k]: output j's tangent along element k of input leaf i
+        columns = [[[] for _ in wrt] for _ in range(n_main)]
+        outs = None
+        for i, t in enumerate(in_types):
+            for k in range(t.size):
+                ts = [
+                    _one_hot(u, k) if m == i else np.zeros(u.shape, u.np_dtype)
+                    for m, u in enumerate(in_types)
+                ]
+                results = call(lin, [*leaves, *traced.captured, *ts])
+                outs = results[:n_out]
+                for j in range(n_main):
+                    columns[j][i].append(results[n_out + j])
+        if outs is None:  # nothing to differentiate (no elements)
+            outs = call(program, [*leaves, *traced.captured])
+        jac = [
+            [_jacobian_block(columns[j][i], in_types[i], out_types[j]) for i in range(len(wrt))]
+            for j in range(n_main)
+        ]
+        result = _jacobian_tree(traced, nums, main_tree, jac, argnums)
+        if has_aux:
+            return result, tree_unflatten(aux_tree, outs[n_main:])
+        return result
+
+    return jacfwd_f
+
+
+def _jacobian_block(cols, in_type: Type, out_type: Type):
+    if not cols:
+        return np.zeros((*out_type.shape, *in_type.shape), out_type.np_dtype)
+    return _stack(cols, in_type.shape, out_type.shape, lead_first=False)
+
+
+def _jacobian_tree(traced, nums, main_tree, jac, argnums):
+    """Output tree of (per-argument trees of) blocks, as JAX nests them."""
+    per_output = []
+    for blocks in jac:
+        trees = _per_argument(traced, nums, blocks)
+        per_output.append(trees[0] if isinstance(argnums, int) else tuple(trees))
+    return tree_unflatten(main_tree, per_output)
+
+
+def jacrev(f: Callable, argnums=0, has_aux: bool = False) -> Callable:
+    """The Jacobian by reverse mode (one VJP per output element), as ``jax.jacrev``."""
+
+    @functools.wraps(f)
+    def jacrev_f(*args):
+        nums = _argnums(argnums, len(args))
+        traced, key, leaves = _trace_memo(f, args, "jacrev")
+        n_main, main_tree, aux_tree = _split_aux(traced, has_aux)
+        wrt = traced.leaf_indices(nums)
+        _check_wrt_float(traced, wrt, "jacrev")
+        program = traced.program
+        vjp = _memo(key and (*key, "vjp", wrt), lambda: vjp_program(program, wrt))
+        n_out = len(program.outs)
+        out_types = [v.type for v in program.outs]
+        in_types = [program.params[i].type for i in wrt]
+        rows = [[[] for _ in wrt] for _ in range(n_main)]  # rows[j][i][k]
+        outs = None
+        for j in range(n_main):
+            for k in range(out_types[j].size):
+                cts = [
+                    _one_hot(u, k) if m == j else np.zeros(u.shape, u.np_dtype)
+                    for m, u in enumerate(out_types)
+                ]
+                results = call(vjp, [*leaves, *traced.captured, *cts])
+                outs = results[:n_out]
+                for i in range(len(wrt)):
+                    rows[j][i].append(results[n_out + i])
+        if outs is None:
+            outs = call(program, [*leaves, *traced.captured])
+        jac = [
+            [
+                np.zeros((*out_types[j].shape, *in_types[i].shape), in_types[i].np_dtype)
+                if not rows[j][i]
+                else _stack(rows[j][i], out_types[j].shape, in_types[i].shape, lead_first=True)
+                for i in range(len(wrt))
+            ]
+            for j in range(n_main)
+        ]
+        result = _jacobian_tree(traced, nums, main_tree, jac, argnums)
+        if has_aux:
+            return result, tree_unflatten(aux_tree, outs[n_main:])
+        return result
+
+    return jacrev_f
+
+
+def hessian(f: Callable, argnums=0, has_aux: bool = False) -> Callable:
+    """The Hessian of a scalar ``f``: ``jacfwd(jacrev(f))``, as ``jax.hessian``."""
+    return jacfwd(jacrev(f, argnums, has_aux), argnums, has_aux)
+
+
+def stop_gradient(x):
+    """``x`` with no derivative: every leaf through the ``stop_gradient`` primitive."""
+    return tree_map(lambda leaf: ops.bind("stop_gradient", _leaf_value(leaf)), x)
+
+
+# ---------------------------------------------------------------------------------------------
+# custom rules
+#
+# A custom_jvp / custom_vjp function becomes, per input structure and types, a process-local
+# primitive (``registry.CUSTOM``) whose impl runs the function's own program and whose
+# linearize rule is the user's rule. Its ``custom_body`` lowering replays the function's
+# program, which is what compiling, and sending a program to a server, use: the server never
+# sees a custom primitive (the SDK differentiates such programs on the client, where the rule
+# is, and the server evaluates the derivative program; see client/README.md).
+
+_custom_ids = itertools.count()
+
+
+class _CustomBase:
+    def __init__(self, fun: Callable):
+        functools.update_wrapper(self, fun)
+        self.fun = fun
+        self._prims: dict = {}
+
+    def _primitive(self, leaves, in_trees, counts, make):
+        types = tuple(ops.type_of_value(x) for x in leaves)
+        key = (in_trees, types)
+        prim = self._prims.get(key)
+        if prim is None:
+            traced = trace_pytree(
+                self.fun,
+                _unflatten_args(in_trees, counts, [_example(t) for t in types]),
+                lift_constants=False,
+            )
+            if traced.captured:
                 raise ShaxError(
-                    f"grad needs a function with one scalar output; {program.name} returns "
-                    + ", ".join(str(v.type) for v in program.outs)
+                    f"{self.__name__}: a custom_jvp/custom_vjp function must not close over "
+                    "traced values; pass them as arguments"
                 )
-            return Executable(vjp_program(program, wrt))
+            if len(traced.program.outs) != 1 or traced.out_tree.cls is not None:
+                raise ShaxError(
+                    f"{self.__name__}: shax supports custom rules for functions returning one array"
+                )
+            prim = make(traced, types)
+            self._prims[key] = prim
+        return prim
 
-        exe = _cached(("grad", f, types, wrt), build)
-        one = np.ones((), dtype=exe.out_types[0].np_dtype)
-        value, *grads = exe(*arrays, one)
-        return value, grads[0] if isinstance(argnums, int) else tuple(grads)
-
-    return wrapped
-
-
-def grad(f: Callable, argnums=0):
-    """∇f for a scalar-valued f (``argnums`` int or tuple, as in JAX)."""
-    vg = value_and_grad(f, argnums)
-    return lambda *args: vg(*args)[1]
-
-
-def jvp(f: Callable, primals: Sequence, tangents: Sequence):
-    """``(outputs, output tangents)`` of f at ``primals`` along ``tangents`` (forward mode)."""
-    arrays = _as_arrays(primals)
-    types = _types(arrays)
-    program, single = _traced(f, types)
-    exe = _cached(("jvp", f, types), lambda: Executable(jvp_program(program)))
-    ts = [np.asarray(t, dtype=a.dtype) for t, a in zip(tangents, arrays, strict=True)]
-    values = exe(*arrays, *ts)
-    n = len(values) // 2
-    return _unpack(values[:n], single), _unpack(values[n:], single)
+    def __call__(self, *args):
+        leaves, in_trees, counts = flatten_values(args)
+        if not any(isinstance(x, Tracer) for x in leaves):
+            return self.fun(*args)
+        prim = self._primitive(leaves, in_trees, counts, self._make)
+        return ops.bind(prim.name, *leaves)
 
 
-def linearize(f: Callable, *args):
-    """``(outputs, jvp_fn)``: the primal runs once now; ``jvp_fn(*tangents)`` runs only the
-    linear program on the saved residuals."""
-    arrays = _as_arrays(args)
-    types = _types(arrays)
-
-    program, single = _traced(f, types)
-
-    def build():
-        with no_gc():
-            lin = linearize_typed(prepare(program), None, "recompute")
-        return Executable(lin.primal), Executable(lin.linear), lin.n_outputs
-
-    primal_exe, linear_exe, n_out = _cached(("lin", f, types), build)
-    values = primal_exe(*arrays)
-    outputs, residuals = values[:n_out], values[n_out:]
-
-    def jvp_fn(*tangents):
-        ts = [np.asarray(t, dtype=a.dtype) for t, a in zip(tangents, arrays, strict=True)]
-        return _unpack(linear_exe(*ts, *residuals), single)
-
-    return _unpack(outputs, single), jvp_fn
+def _example(t: Type):
+    return np.zeros(t.shape, t.np_dtype)
 
 
-__all__ = ["grad", "jvp", "linearize", "value_and_grad", "vjp"]
+def _define_body(name: str, traced: Traced, types):
+    program = traced.program
+    out_type = program.outs[0].type
+
+    def shape(*in_types):
+        if tuple(in_types) != tuple(types):
+            raise ShaxError(f"{name} takes {list(map(str, types))}, got {list(map(str, in_types))}")
+        return out_type
+
+    def impl(*arrays):
+        return _executable(program)(*arrays)[0]
+
+    prim = define_custom(name, arity=len(types), shape=shape, impl=impl)
+    prim.extra["custom_body"] = lambda *xs: call(program, xs)[0]
+    return prim
+
+
+class custom_jvp(_CustomBase):
+    """A function with a custom forward-mode rule, as ``jax.custom_jvp``::
+
+        @custom_jvp
+        def safe_log(x):
+            return snp.log(x)
+
+        @safe_log.defjvp
+        def safe_log_jvp(primals, tangents):
+            (x,), (t,) = primals, tangents
+            return safe_log(x), t / snp.maximum(x, 1e-6)
+
+    The rule is traced like any function: it must be linear in the tangents for reverse mode
+    (shax transposes it), and it is differentiated again for higher orders.
+    """
+
+    def __init__(self, fun: Callable, nondiff_argnums: tuple = ()):
+        if nondiff_argnums:
+            raise ShaxError("nondiff_argnums is not supported; close over the values instead")
+        super().__init__(fun)
+        self.jvp_rule: Callable | None = None
+
+    def defjvp(self, rule: Callable) -> Callable:
+        self.jvp_rule = rule
+        return rule
+
+    def _make(self, traced: Traced, types):
+        if self.jvp_rule is None:
+            raise ShaxError(f"{self.__name__}: custom_jvp needs a rule (use .defjvp)")
+        prim = _define_body(
+            f"custom_jvp_{_identifier(self.__name__)}_{next(_custom_ids)}", traced, types
+        )
+        rule, in_trees, counts = self.jvp_rule, traced.in_trees, traced.leaf_counts
+
+        def linearize_rule(primals, tangents):
+            ans = ops.bind(prim.name, *primals)
+            ts = [ops.instantiate(t, anchor=tangents) for t in tangents]
+            _, t_out = rule(
+                tuple(_unflatten_args(in_trees, counts, list(primals))),
+                tuple(_unflatten_args(in_trees, counts, ts)),
+            )
+            return ans, _as_tangent(t_out, ans, prim.name)
+
+        prim.linearize = linearize_rule
+        return prim
+
+
+def _as_tangent(t, ans, name: str):
+    if isinstance(t, Zero):
+        return t
+    if not isinstance(t, Tracer):
+        raise ShaxError(
+            f"the rule of {name} returned a tangent that does not depend on the "
+            "input tangents (it must be linear in them)"
+        )
+    want = ops.type_of_value(ans)
+    if t.type.dtype != want.dtype:
+        t = ops.convert(t, want.dtype)
+    if t.type.shape != want.shape:
+        t = ops.broadcast_to(t, want.shape)
+    return t
+
+
+class custom_vjp(_CustomBase):
+    """A function with a custom reverse-mode rule, as ``jax.custom_vjp``::
+
+        @custom_vjp
+        def clip_gradient(x):
+            return x
+
+        def fwd(x):
+            return x, None               # (output, residuals: any pytree)
+
+        def bwd(residuals, g):
+            return (snp.clip(g, -1, 1),)  # one cotangent per argument
+
+        clip_gradient.defvjp(fwd, bwd)
+
+    ``bwd`` runs when the derivative is transposed; it need not be linear. Forward mode
+    (``jvp``, ``jacfwd``) of a custom_vjp function is an error, as in JAX.
+    """
+
+    def __init__(self, fun: Callable, nondiff_argnums: tuple = ()):
+        if nondiff_argnums:
+            raise ShaxError("nondiff_argnums is not supported; close over the values instead")
+        super().__init__(fun)
+        self.fwd: Callable | None = None
+        self.bwd: Callable | None = None
+
+    def defvjp(self, fwd: Callable, bwd: Callable) -> None:
+        self.fwd, self.bwd = fwd, bwd
+
+    def _make(self, traced: Traced, types):
+        if self.fwd is None:
+            raise ShaxError(f"{self.__name__}: custom_vjp needs rules (use .defvjp)")
+        base = f"custom_vjp_{_identifier(self.__name__)}_{next(_custom_ids)}"
+        prim = _define_body(base, traced, types)
+        fwd, bwd, in_trees, counts = self.fwd, self.bwd, traced.in_trees, traced.leaf_counts
+        out_type = traced.program.outs[0].type
+        bwd_prims: dict = {}
+
+        def linearize_rule(primals, tangents):
+            out, res = fwd(*_unflatten_args(in_trees, counts, list(primals)))
+            res_leaves, res_tree = tree_flatten(res)
+            res_leaves = [
+                ops.convert(r, "f32")
+                if isinstance(r, Tracer) and not r.type.is_float and r.type.dtype != "bool"
+                else r
+                for r in res_leaves
+            ]
+            res_types = tuple(ops.type_of_value(r) for r in res_leaves)
+            key = (res_tree, res_types)
+            lin = bwd_prims.get(key)
+            if lin is None:
+                lin = bwd_prims[key] = _define_bwd(
+                    base, bwd, res_tree, res_types, types, in_trees, out_type
+                )
+            ts = [ops.instantiate(t, anchor=tangents) for t in tangents]
+            res_vals = [
+                r if isinstance(r, Tracer) else ops.constant_like(r, primals[0]) for r in res_leaves
+            ]
+            return _as_primal(out, primals[0]), ops.bind(lin.name, *ts, *res_vals)
+
+        prim.linearize = linearize_rule
+        return prim
+
+
+def _as_primal(out, anchor):
+    if isinstance(out, Tracer):
+        return out
+    return ops.constant_like(np.asarray(out), anchor)
+
+
+def _define_bwd(base, bwd, res_tree, res_types, in_types, in_trees, out_type):
+    """The linear primitive ``(tangents..., residuals...) -> output tangent`` whose transpose
+    is the user's ``bwd``; it has no forward evaluation (forward mode is an error)."""
+    n_in = len(in_types)
+    name = f"{base}_bwd_{next(_custom_ids)}"
+
+    def shape(*types):
+        return out_type
+
+    def impl(*arrays):
+        raise ShaxError(
+            f"forward-mode differentiation (jvp, jacfwd, linearize) of the custom_vjp function "
+            f"{base} is not supported, as in JAX: use reverse mode (grad, vjp, jacrev)"
+        )
+
+    prim = define_custom(name, arity=n_in + len(res_types), shape=shape, impl=impl)
+
+    def transpose(ct, *ins):
+        residuals = tree_unflatten(res_tree, list(ins[n_in:]))
+        if isinstance(ct, Zero):
+            return [None] * len(ins)
+        cts = bwd(residuals, ct)
+        if not isinstance(cts, tuple):
+            raise ShaxError(f"the bwd rule of {base} must return a tuple (one per argument)")
+        flat, tree = tree_flatten(cts)
+        if tree != PyTreeDef(tuple, None, in_trees, sum(t.num_leaves for t in in_trees)):
+            raise ShaxError(f"the bwd rule of {base} returned {tree}; expected {in_trees}")
+        out = []
+        for c, x in zip(flat, ins[:n_in], strict=True):
+            if not isinstance(x, Linear) or c is None:
+                out.append(None)
+                continue
+            if not isinstance(c, Tracer):
+                c = ops.full_like(ct, 0.0, x.type.shape, x.type.dtype) + np.asarray(c)
+            out.append(ops.broadcast_to(ops.convert(c, x.type.dtype), x.type.shape))
+        return out + [None] * (len(ins) - n_in)
+
+    prim.transpose = transpose
+    prim.linearize = lambda primals, tangents: (_ for _ in ()).throw(
+        ShaxError(f"cannot differentiate the linear part of {base} again in forward mode")
+    )
+    return prim
+
+
+def _identifier(name: str) -> str:
+    return re.sub(r"\W", "_", name) or "f"
+
+
+def uses_custom_rules(program: Program) -> bool:
+    """Whether ``program`` calls a process-local custom primitive (not sendable as is)."""
+    return any(e.prim in CUSTOM for e in program.eqns)
+
+
+def lower_custom(program: Program) -> Program:
+    """``program`` with every custom primitive replaced by its function's equations."""
+    return infer(lower(program, "custom_body")) if uses_custom_rules(program) else program
+
+
+__all__ = [
+    "LIFT_ELEMENTS",
+    "Traced",
+    "call",
+    "call_types",
+    "custom_jvp",
+    "custom_vjp",
+    "grad",
+    "hessian",
+    "jacfwd",
+    "jacrev",
+    "jvp",
+    "linearize",
+    "lower_custom",
+    "stop_gradient",
+    "trace_pytree",
+    "tree_leaves",
+    "uses_custom_rules",
+    "value_and_grad",
+    "vjp",
+]

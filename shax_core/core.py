@@ -74,7 +74,12 @@ class Builder:
         key = (dtype, a.shape, a.tobytes()) if a.size <= 16 else None
         if key is not None and key in self._constants:
             return self._constants[key]
-        data = tuple(bool(x) if dtype == "bool" else canonical_float(x) for x in a.ravel())
+        if dtype == "bool":
+            data = tuple(bool(x) for x in a.ravel())
+        elif a.dtype.kind in "iu":
+            data = tuple(int(x) for x in a.ravel())
+        else:
+            data = tuple(canonical_float(x) for x in a.ravel())
         t = self.emit("fromList", (tuple(a.shape), data, dtype), (), Type(dtype, a.shape))
         if key is not None:
             self._constants[key] = t
@@ -84,7 +89,7 @@ class Builder:
         """The variable of ``x`` inside this builder (a constant for arrays and scalars)."""
         if isinstance(x, Tracer):
             if x.builder is self:
-                return x.var
+                return x.variable
             if x.builder.level < self.level:
                 return self.lift_foreign(x)
             raise ShaxError("a value from an inner trace escaped into an outer one")
@@ -94,8 +99,8 @@ class Builder:
         if a.size > 1 and (flat == flat[0]).all():
             # a splat array is a scalar constant broadcast: no large literal in the IR
             scalar = self.constant(flat[0], dtype)
-            return bind("broadcast", scalar, dims=(), shape=a.shape).var
-        return self.constant(a, dtype).var
+            return bind("broadcast", scalar, dims=(), shape=a.shape).variable
+        return self.constant(a, dtype).variable
 
     def lift_foreign(self, x: Tracer) -> Var:
         raise ShaxError(
@@ -106,28 +111,29 @@ class Builder:
 class Tracer:
     """A value being recorded: a builder and the variable it is bound to."""
 
-    __slots__ = ("builder", "var")
+    __slots__ = ("builder", "variable")
     __array_priority__ = 1000  # so `ndarray * tracer` defers to Tracer.__rmul__
 
     def __init__(self, builder: Builder, var: Var):
         self.builder = builder
-        self.var = var
+        self.variable = var
 
     @property
     def type(self) -> Type:
-        return self.var.type
+        return self.variable.type
 
-    shape = property(lambda self: self.var.type.shape)
-    dtype = property(lambda self: self.var.type.np_dtype)
-    ndim = property(lambda self: len(self.var.type.shape))
-    size = property(lambda self: self.var.type.size)
+    shape = property(lambda self: self.variable.type.shape)
+    dtype = property(lambda self: self.variable.type.np_dtype)
+    ndim = property(lambda self: len(self.variable.type.shape))
+    size = property(lambda self: self.variable.type.size)
 
     def __repr__(self) -> str:
-        return f"Tracer({self.var.name} :: {self.var.type})"
+        return f"Tracer({self.variable.name} :: {self.variable.type})"
 
     def __bool__(self):
         raise TracerBoolError(
-            f"cannot branch on the traced value {self.var.name} :: {self.var.type}: shax records "
+            f"cannot branch on the traced value {self.variable.name} :: {self.variable.type}: "
+            "shax records "
             "one straight-line program, so Python `if`, `while`, `and`/`or` and bool() cannot "
             "depend on traced data. Compute both branches and pick with "
             "shax_core.numpy.where(cond, a, b) (the `select` primitive) instead."
@@ -135,7 +141,8 @@ class Tracer:
 
     def __float__(self):
         raise TracerBoolError(
-            f"cannot convert the traced value {self.var.name} to a Python number while tracing; "
+            f"cannot convert the traced value {self.variable.name} to a Python number while "
+            "tracing; "
             "keep it as an array"
         )
 
@@ -328,11 +335,17 @@ def _promote(x, y):
         y = constant_like(_scalar_value(y), x, _scalar_dtype(y, x))
     tx, ty = type_of_value(x), type_of_value(y)
     if tx.dtype != ty.dtype:
-        if "f64" in (tx.dtype, ty.dtype):
-            x, y = convert(x, "f64"), convert(y, "f64")
-        elif "f32" in (tx.dtype, ty.dtype):
-            x, y = convert(x, "f32"), convert(y, "f32")
+        common = promote_dtypes(tx.dtype, ty.dtype)
+        x, y = convert(x, common), convert(y, common)
     return x, y
+
+
+def promote_dtypes(a: str, b: str) -> str:
+    """The common dtype: floats win (f64 over f32), then i64 over i32, then bool."""
+    for d in ("f64", "f32", "i64", "i32"):
+        if d in (a, b):
+            return d
+    return a
 
 
 def _scalar_value(x):
@@ -358,7 +371,12 @@ def _scalar_dtype(scalar, other) -> str:
     other_dtype = type_of_value(other).dtype
     if _is_bool_scalar(scalar) and other_dtype == "bool":
         return "bool"
-    return other_dtype if other_dtype != "bool" else "f32"
+    if other_dtype in ("i32", "i64", "bool"):
+        # an integer scalar keeps an integer array integer; a float scalar makes it f32
+        if isinstance(_scalar_value(scalar), numbers.Integral):
+            return other_dtype if other_dtype != "bool" else "i32"
+        return "f32"
+    return other_dtype
 
 
 def broadcast_to(x, shape):
@@ -383,7 +401,7 @@ def _broadcast_shapes(a, b) -> tuple[int, ...]:
 
 
 def _binary(name, x, y):
-    if type(x) is Tracer and type(y) is Tracer and x.var.type == y.var.type:
+    if type(x) is Tracer and type(y) is Tracer and x.variable.type == y.variable.type:
         return bind(name, x, y)  # the common case: nothing to promote or broadcast
     x, y = _promote(x, y)
     shape = _broadcast_shapes(shape_of(x), shape_of(y))
@@ -403,7 +421,17 @@ def mul(x, y):
 
 
 def div(x, y):
+    """True division; integer operands are converted to f32 first (as JAX does)."""
+    if _is_integral(x) and _is_integral(y):
+        x, y = _promote(x, y)
+        x, y = convert(x, "f32"), convert(y, "f32")
     return _binary("div", x, y)
+
+
+def _is_integral(x) -> bool:
+    if isinstance(x, Tracer | np.ndarray | np.generic):
+        return type_of_value(x).dtype in ("i32", "i64", "bool")
+    return isinstance(x, numbers.Integral)
 
 
 def power(x, y):

@@ -1,17 +1,29 @@
 """The JSON graph form of a Program, the canonical form, and the content hash.
 
-A graph is the same Program as plain data (the wire schema for programs)::
+A graph is the same Program as plain data (the wire schema for programs):
 
-    {"format_version": 1,
-     "name": "f",
-     "inputs": [{"name": "x", "dtype": "f32", "shape": [2]}],
-     "equations": [
-        {"out": "y", "primitive": "broadcast", "params": {"dims": [1], "shape": [3, 2]},
-         "inputs": ["x"]},
-        {"out": "c", "primitive": "fromList", "params": {"shape": [], "data": [2.0]},
-         "inputs": [], "dtype": "f32"},
-        {"out": "z", "primitive": "mul", "params": {}, "inputs": ["y", "c"]}],
-     "outputs": ["z"]}
+>>> graph = {
+...     "format_version": 1,
+...     "name": "f",
+...     "inputs": [{"name": "x", "dtype": "f32", "shape": [2]}],
+...     "equations": [
+...         {"out": "y", "primitive": "broadcast", "params": {"dims": [1], "shape": [3, 2]},
+...          "inputs": ["x"]},
+...         {"out": "c", "primitive": "fromList", "params": {"shape": [], "data": [2.0]},
+...          "inputs": [], "dtype": "f32"},
+...         {"out": "cs", "primitive": "broadcast", "params": {"dims": [], "shape": [3, 2]},
+...          "inputs": ["c"]},
+...         {"out": "z", "primitive": "mul", "params": {}, "inputs": ["y", "cs"]}],
+...     "outputs": ["z"]}
+>>> print(infer(from_graph(graph)))
+def f(x :: f32[2]) =
+  let y :: f32[3, 2] = broadcast [1] [3,2] x
+      c :: f32[] = fromList [] [2.0]
+      cs :: f32[3, 2] = broadcast [] [3,2] c
+      z :: f32[3, 2] = mul y cs
+  in [z]
+>>> to_graph(from_graph(graph)) == graph
+True
 
 ``params`` is keyed by the parameter names of the primitive in the registry
 (``REGISTRY[p].params``). An equation may carry its binding's ``dtype`` and ``shape``
@@ -32,20 +44,15 @@ from typing import Any
 from shax_core._infer import infer
 from shax_core.ir import DTYPES, Eqn, Program, ShaxError, Type, Var
 from shax_core.passes.rename import canonical_names
-from shax_core.registry import REGISTRY, ParamError
+from shax_core.registry import REGISTRY, ParamError, json_int, json_list
 from shax_core.text import print_program
 
 FORMAT_VERSION = 1
 CANONICAL_NAME = "program"
 
 
-class GraphError(ShaxError):
+class GraphError(ParamError):
     """A JSON graph is malformed; the message names the field or the equation."""
-
-    def __init__(self, where: str, message: str):
-        super().__init__(f"{where}: {message}")
-        self.where = where
-        self.message = message
 
 
 # ---------------------------------------------------------------------------------------------
@@ -92,25 +99,9 @@ def to_graph(program: Program) -> dict:
 # graph -> Program
 
 
-def _is_int(v: Any) -> bool:
-    return isinstance(v, int) and not isinstance(v, bool)
-
-
 def _known(v: Any, table: dict) -> bool:
     # a JSON list or object is unhashable: ``v in table`` would raise TypeError
     return isinstance(v, str) and v in table
-
-
-def _int(where: str, v: Any) -> int:
-    if not _is_int(v) or abs(v) > 2**62:
-        raise GraphError(where, f"expected an integer, got {v!r}")
-    return v
-
-
-def _list(where: str, v: Any) -> list:
-    if not isinstance(v, list):
-        raise GraphError(where, f"expected a list, got {type(v).__name__}")
-    return v
 
 
 def _name(where: str, v: Any) -> str:
@@ -123,10 +114,10 @@ def _type(where: str, obj: dict) -> Type:
     dtype = obj.get("dtype")
     if not _known(dtype, DTYPES):
         raise GraphError(f"{where}.dtype", f"expected one of {', '.join(DTYPES)}, got {dtype!r}")
-    shape = _list(f"{where}.shape", obj.get("shape"))
+    shape = json_list(f"{where}.shape", obj.get("shape"))
     if len(shape) > 32:
         raise GraphError(f"{where}.shape", "more than 32 dimensions")
-    dims = tuple(_int(f"{where}.shape[{i}]", d) for i, d in enumerate(shape))
+    dims = tuple(json_int(f"{where}.shape[{i}]", d) for i, d in enumerate(shape))
     if any(d < 0 for d in dims):
         raise GraphError(f"{where}.shape", f"negative dimension in {list(dims)}")
     return Type(dtype, dims)
@@ -142,7 +133,7 @@ def _equation(i: int, obj: Any, env: dict[str, Var]) -> Eqn:
     if not _known(prim_name, REGISTRY):
         raise GraphError(f"{where}.primitive", f"unknown primitive {prim_name!r}")
     prim = REGISTRY[prim_name]
-    names = _list(f"{where}.inputs", obj.get("inputs", []))
+    names = json_list(f"{where}.inputs", obj.get("inputs", []))
     if prim.arity is not None and len(names) != prim.arity:
         raise GraphError(
             f"{where}.inputs", f"{prim_name} takes {prim.arity} input(s), got {len(names)}"
@@ -181,10 +172,7 @@ def _equation(i: int, obj: Any, env: dict[str, Var]) -> Eqn:
             raise GraphError(
                 f"{where}.params", f"{prim_name} needs parameter {p.name!r} ({p.kind})"
             )
-        try:
-            values.append(p.spec.from_json(f"{where}.params.{p.name}", params[p.name]))
-        except ParamError as e:
-            raise GraphError(e.where, e.message) from None
+        values.append(p.spec.from_json(f"{where}.params.{p.name}", params[p.name]))
     dtype = annotation.dtype if annotation is not None else obj.get("dtype", "f32")
     try:
         values = prim.complete_params(values, dtype)
@@ -195,6 +183,15 @@ def _equation(i: int, obj: Any, env: dict[str, Var]) -> Eqn:
 
 def from_graph(graph: Any) -> Program:
     """A Program from its JSON graph; raises GraphError naming the bad field or equation."""
+    try:
+        return _program(graph)
+    except GraphError:
+        raise
+    except ParamError as e:  # from the shared field readers of the registry
+        raise GraphError(e.where, e.message) from None
+
+
+def _program(graph: Any) -> Program:
     if not isinstance(graph, dict):
         raise GraphError("graph", "expected an object")
     version = graph.get("format_version", FORMAT_VERSION)
@@ -205,7 +202,7 @@ def from_graph(graph: Any) -> Program:
         raise GraphError("name", f"expected an identifier, got {name!r}")
     env: dict[str, Var] = {}
     params = []
-    for i, obj in enumerate(_list("inputs", graph.get("inputs"))):
+    for i, obj in enumerate(json_list("inputs", graph.get("inputs"))):
         if not isinstance(obj, dict):
             raise GraphError(f"inputs[{i}]", "expected an object")
         pname = _name(f"inputs[{i}].name", obj.get("name"))
@@ -215,12 +212,12 @@ def from_graph(graph: Any) -> Program:
         env[pname] = v
         params.append(v)
     eqns = []
-    for i, obj in enumerate(_list("equations", graph.get("equations"))):
+    for i, obj in enumerate(json_list("equations", graph.get("equations"))):
         eqn = _equation(i, obj, env)
         env[eqn.out.name] = eqn.out
         eqns.append(eqn)
     outs = []
-    for i, n in enumerate(_list("outputs", graph.get("outputs"))):
+    for i, n in enumerate(json_list("outputs", graph.get("outputs"))):
         if not isinstance(n, str) or n not in env:
             raise GraphError(f"outputs[{i}]", f"{n!r} is not defined")
         outs.append(env[n])

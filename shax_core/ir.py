@@ -1,16 +1,19 @@
 """The IR: types, variables, equations and programs, all immutable values.
 
-A program in the seed's text form::
+A program is built from them directly, and printed in the seed's text form:
 
-    def f(arg0 :: f32[], arg1 :: f32[]) =
-      let x2 :: f32[] = add arg0 arg1
-          x3 :: f32[] = sin x2
-      in [x3]
+>>> a, b = Var("arg0", Type("f32", ())), Var("arg1", Type("f32", ()))
+>>> x2, x3 = Var("x2", Type("f32", ())), Var("x3", Type("f32", ()))
+>>> p = Program("f", (a, b), (Eqn(x2, "add", (), (a, b)), Eqn(x3, "sin", (), (x2,))), (x3,))
+>>> print(p)
+def f(arg0 :: f32[],
+      arg1 :: f32[]) =
+  let x2 :: f32[] = add arg0 arg1
+      x3 :: f32[] = sin x2
+  in [x3]
 
-is ``Program(name="f", params=(arg0, arg1), eqns=(Eqn(x2, "add", (), (arg0, arg1)), ...),
-outs=(x3,))``. Every equation binds exactly one variable (SSA); constants are equations too
-(``fromList``), so the IR has one kind of binding. Passes never mutate a Program: they build a
-new one.
+Every equation binds exactly one variable (SSA); constants are equations too (``fromList``),
+so the IR has one kind of binding. Passes never mutate a Program: they build a new one.
 """
 
 from __future__ import annotations
@@ -34,8 +37,11 @@ DTYPES: dict[str, np.dtype] = {
     "f32": np.dtype(np.float32),
     "f64": np.dtype(np.float64),
     "bool": np.dtype(np.bool_),
+    "i32": np.dtype(np.int32),
+    "i64": np.dtype(np.int64),
 }
 FLOAT_DTYPES = frozenset({"f32", "f64"})
+INT_DTYPES = frozenset({"i32", "i64"})  # indices, counts, comparisons: never tangents
 
 
 # ---------------------------------------------------------------------------------------------
@@ -141,6 +147,10 @@ class Type:
     def is_float(self) -> bool:
         return self.dtype in FLOAT_DTYPES
 
+    @property
+    def is_int(self) -> bool:
+        return self.dtype in INT_DTYPES
+
     def with_shape(self, shape) -> Type:
         return Type(self.dtype, tuple(shape))
 
@@ -154,7 +164,7 @@ def dtype_name(dtype) -> str:
     for name, d in DTYPES.items():
         if d == dt:
             return name
-    raise ShaxTypeError(f"unsupported dtype {dt}; shax supports f32, f64 and bool")
+    raise ShaxTypeError(f"unsupported dtype {dt}; shax supports f32, f64, i32, i64 and bool")
 
 
 def type_of(array) -> Type:

@@ -1,70 +1,104 @@
-"""Gradient descent (plain, momentum, Adam) over any differentiable program.
+"""Optimizers shaped like optax's, over pytrees, and ``minimize``.
 
-An optimizer is a pair of pure functions: ``init(x) -> state`` and
-``update(x, g, state, step) -> (x', state')`` over lists of arrays. ``iterate`` drives one
-with any ``value_and_grad`` callable (local, or a compiled VJP next to a server's cache) and
-yields every point it visits; ``minimize`` collects the trajectory.
+An optimizer is a pair of pure functions over pytrees of arrays (as ``optax`` spells them):
+``init(params) -> state`` and ``update(grads, state, params) -> (updates, state')``; then
+``apply_updates(params, updates)`` is ``params + updates`` leaf by leaf. ``iterate`` drives
+one with any ``value_and_grad`` callable (local, or a compiled VJP next to a server's cache)
+and yields every point it visits; ``minimize`` collects the trajectory.
 
-The seed's run: f(x, y) = sin(x+y)·cos(x+y) from (0.5, -0.75) with step 0.05 in f32 visits
-points whose values are -0.23971277, -0.31265023, ... and whose 40th point is
-(0.23235208, -1.0176479) with value -0.5.
+>>> opt = gd(0.5)
+>>> params = {"w": np.float32(1.0)}
+>>> updates, state = opt.update({"w": np.float32(2.0)}, opt.init(params), params)
+>>> apply_updates(params, updates)
+{'w': array(0., dtype=float32)}
+
+The seed's run: f(x, y) = sin(x+y)·cos(x+y) from (0.5, -0.75) with step 0.05 in f32:
+
+>>> import numpy as np
+>>> from shax_core.demo import f
+>>> result = minimize(f, [np.float32(0.5), np.float32(-0.75)], steps=40, lr=0.05)
+>>> [str(p.value) for p in result.trajectory[:2]]
+['-0.23971277', '-0.31265023']
+>>> [str(x) for x in result.params], str(result.value)
+(['0.23235208', '-1.0176479'], '-0.5')
 """
 
 from __future__ import annotations
 
 from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass, field
+from typing import Any, NamedTuple
 
 import numpy as np
 
 from shax_core._evaluate import Executable
-from shax_core._trace import trace
+from shax_core.api import value_and_grad as api_value_and_grad
 from shax_core.ir import Program, ShaxError
 from shax_core.pipeline import vjp_program
+from shax_core.tree_util import tree_leaves, tree_map
 
 
-@dataclass(frozen=True)
-class Optimizer:
+class Optimizer(NamedTuple):
+    """optax's GradientTransformation: ``init(params)``, ``update(grads, state, params)``."""
+
     init: Callable
     update: Callable
 
 
-def gd(lr: float = 0.05) -> Optimizer:
-    """x ← x − lr·g"""
-    return Optimizer(
-        init=lambda xs: None,
-        update=lambda xs, gs, state, k: ([x - x.dtype.type(lr) * g for x, g in zip(xs, gs)], None),
+def _scaled(lr: float, x):
+    return np.asarray(x).dtype.type(lr)
+
+
+def apply_updates(params, updates):
+    """``params + updates`` leaf by leaf, keeping each parameter's dtype."""
+    return tree_map(
+        lambda p, u: np.asarray(np.asarray(p) + u, dtype=np.asarray(p).dtype), params, updates
     )
 
 
+def gd(lr: float = 0.05) -> Optimizer:
+    """updates = −lr·g"""
+
+    def update(grads, state, params=None):
+        return tree_map(lambda g: -(_scaled(lr, g) * g), grads), state
+
+    return Optimizer(init=lambda params: (), update=update)
+
+
 def momentum(lr: float = 0.05, mass: float = 0.9) -> Optimizer:
-    """v ← mass·v + g;  x ← x − lr·v"""
+    """v ← mass·v + g;  updates = −lr·v"""
 
-    def update(xs, gs, vs, k):
-        vs = [v * v.dtype.type(mass) + g for v, g in zip(vs, gs)]
-        return [x - x.dtype.type(lr) * v for x, v in zip(xs, vs)], vs
+    def update(grads, velocity, params=None):
+        velocity = tree_map(lambda v, g: v * _scaled(mass, v) + g, velocity, grads)
+        return tree_map(lambda v: -(_scaled(lr, v) * v), velocity), velocity
 
-    return Optimizer(init=lambda xs: [np.zeros_like(x) for x in xs], update=update)
+    return Optimizer(init=lambda params: tree_map(np.zeros_like, params), update=update)
+
+
+class AdamState(NamedTuple):
+    count: int
+    mu: Any
+    nu: Any
 
 
 def adam(lr: float = 0.05, b1: float = 0.9, b2: float = 0.999, eps: float = 1e-8) -> Optimizer:
     """Adam (Kingma & Ba): bias-corrected first and second moment estimates."""
 
-    def update(xs, gs, state, k):
-        ms, vs = state
-        ms = [b1 * m + (1 - b1) * g for m, g in zip(ms, gs)]
-        vs = [b2 * v + (1 - b2) * g * g for v, g in zip(vs, gs)]
-        t = k + 1
-        new = []
-        for x, m, v in zip(xs, ms, vs):
-            m_hat, v_hat = m / (1 - b1**t), v / (1 - b2**t)
-            new.append((x - lr * m_hat / (np.sqrt(v_hat) + eps)).astype(x.dtype))
-        return new, (ms, vs)
+    def init(params):
+        return AdamState(0, tree_map(np.zeros_like, params), tree_map(np.zeros_like, params))
 
-    return Optimizer(
-        init=lambda xs: ([np.zeros_like(x) for x in xs], [np.zeros_like(x) for x in xs]),
-        update=update,
-    )
+    def update(grads, state, params=None):
+        mu = tree_map(lambda m, g: b1 * m + (1 - b1) * g, state.mu, grads)
+        nu = tree_map(lambda v, g: b2 * v + (1 - b2) * g * g, state.nu, grads)
+        t = state.count + 1
+
+        def step(m, v):
+            m_hat, v_hat = m / (1 - b1**t), v / (1 - b2**t)
+            return -(lr * m_hat / (np.sqrt(v_hat) + eps))
+
+        return tree_map(step, mu, nu), AdamState(t, mu, nu)
+
+    return Optimizer(init=init, update=update)
 
 
 OPTIMIZERS: dict[str, Callable[..., Optimizer]] = {"gd": gd, "momentum": momentum, "adam": adam}
@@ -80,30 +114,32 @@ def make_optimizer(name: str, **hyper) -> Optimizer:
 @dataclass(frozen=True)
 class Point:
     step: int  # 1-based: the first point is the start
-    params: list[np.ndarray]
+    params: Any  # the structure of x0
     value: np.ndarray
 
 
 def iterate(
-    value_and_grad: Callable[[list[np.ndarray]], tuple[np.ndarray, list[np.ndarray]]],
-    x0: Sequence,
+    value_and_grad: Callable[[Any], tuple[np.ndarray, Any]],
+    x0: Any,
     steps: int,
     optimizer: Optimizer,
 ) -> Iterator[Point]:
-    """Yield ``steps`` points: the start, then one per update."""
-    xs = [np.array(x) for x in x0]
-    state = optimizer.init(xs)
+    """Yield ``steps`` points: the start, then one per update. ``x0`` is any pytree of arrays
+    (a list of them, for a program's inputs); ``value_and_grad(params)`` returns the value
+    and gradients with ``x0``'s structure."""
+    params = tree_map(np.array, x0)
+    state = optimizer.init(params)
     for k in range(steps):
-        value, grads = value_and_grad(xs)
-        yield Point(k + 1, xs, value)
+        value, grads = value_and_grad(params)
+        yield Point(k + 1, params, value)
         if k + 1 < steps:
-            xs, state = optimizer.update(xs, grads, state, k)
-            xs = [np.asarray(x) for x in xs]
+            updates, state = optimizer.update(grads, state, params)
+            params = apply_updates(params, updates)
 
 
 @dataclass
 class Result:
-    params: list[np.ndarray]
+    params: Any  # the structure of x0
     value: np.ndarray
     trajectory: list[Point] = field(repr=False)
 
@@ -133,17 +169,67 @@ def minimize(
     lr: float = 0.05,
     optimizer: str = "gd",
     callback: Callable[[Point], None] | None = None,
+    *,
+    argnums: int | Sequence[int] | None = None,
     **hyper,
 ) -> Result:
-    """Minimize a scalar function (a Program, or a Python function traced at x0's types)."""
-    x0 = [np.asarray(x) for x in x0]
-    x0 = [x.astype(np.float32) if x.dtype.kind in "iu" else x for x in x0]
-    program = f_or_program if isinstance(f_or_program, Program) else trace(f_or_program, *x0)
+    """Minimize a scalar function (a Program, or a Python function of pytrees) from ``x0``,
+    a sequence with one entry (any pytree) per argument. Only the arguments in ``argnums``
+    (default: all) move; the others are passed unchanged on every step. ``params`` come back
+    as a list in ``x0``'s structure."""
+    args = [tree_map(_as_float_array, a) for a in x0]
+    nums = tuple(range(len(args))) if argnums is None else _argnums(argnums, len(args))
+    if isinstance(f_or_program, Program):
+        wrt = _program_wrt(f_or_program, args, nums)
+        flat_vg = program_value_and_grad(f_or_program, wrt)
+
+        def value_and_grad(moving):
+            full = list(args)
+            for i, x in zip(nums, moving, strict=True):
+                full[i] = x
+            value, grads = flat_vg(full)
+            return value, grads
+    else:
+        vg = api_value_and_grad(f_or_program, argnums=nums)
+
+        def value_and_grad(moving):
+            full = list(args)
+            for i, x in zip(nums, moving, strict=True):
+                full[i] = x
+            value, grads = vg(*full)
+            return value, list(grads)
+
     opt = make_optimizer(optimizer, lr=lr, **hyper)
     trajectory = []
-    for point in iterate(program_value_and_grad(program), x0, steps, opt):
+    for point in iterate(value_and_grad, [args[i] for i in nums], steps, opt):
         trajectory.append(point)
         if callback:
-            callback(point)
+            callback(_full_point(point, args, nums))
     last = trajectory[-1]
-    return Result(last.params, last.value, trajectory)
+    full = _full_point(last, args, nums)
+    return Result(full.params, last.value, [_full_point(p, args, nums) for p in trajectory])
+
+
+def _as_float_array(x):
+    a = np.asarray(x)
+    return a.astype(np.float32) if a.dtype.kind in "iu" else a
+
+
+def _argnums(argnums, n: int) -> tuple[int, ...]:
+    nums = (argnums,) if isinstance(argnums, int) else tuple(argnums)
+    if not all(isinstance(a, int) and -n <= a < n for a in nums):
+        raise ShaxError(f"argnums {argnums!r} is out of range for {n} argument(s)")
+    return tuple(a % n for a in nums)
+
+
+def _program_wrt(program: Program, args, nums) -> list[int]:
+    if any(tree_leaves(a) != [a] for a in args):
+        raise ShaxError("minimize over a Program takes one array per input")
+    return list(nums)
+
+
+def _full_point(point: Point, args, nums) -> Point:
+    full = list(args)
+    for i, x in zip(nums, point.params, strict=True):
+        full[i] = x
+    return Point(point.step, full, point.value)

@@ -26,8 +26,11 @@ from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
+import numpy as np
+
 from shax_core.ir import (
     DTYPES,
+    INT_DTYPES,
     ShaxError,
     ShaxTypeError,
     Type,
@@ -103,13 +106,13 @@ class ParamError(ShaxError):
         self.message = message
 
 
-def _json_int(where: str, v: Any) -> int:
+def json_int(where: str, v: Any) -> int:
     if not isinstance(v, int) or isinstance(v, bool) or abs(v) > 2**62:
         raise ParamError(where, f"expected an integer, got {v!r}")
     return v
 
 
-def _json_list(where: str, v: Any) -> list:
+def json_list(where: str, v: Any) -> list:
     if not isinstance(v, list):
         raise ParamError(where, f"expected a list, got {type(v).__name__}")
     return v
@@ -125,7 +128,7 @@ def _json_float(where: str, v: Any) -> float:
 def _json_pair(where: str, p: Any) -> tuple[int, int]:
     if not isinstance(p, list) or len(p) != 2:
         raise ParamError(where, f"expected a [low, high] pair, got {p!r}")
-    return (_json_int(f"{where}[0]", p[0]), _json_int(f"{where}[1]", p[1]))
+    return (json_int(f"{where}[0]", p[0]), json_int(f"{where}[1]", p[1]))
 
 
 def _json_dtype(where: str, v: Any) -> str:
@@ -135,12 +138,16 @@ def _json_dtype(where: str, v: Any) -> str:
 
 
 def _json_literal(where: str, v: Any):
-    return v if isinstance(v, bool) else _json_float(where, v)
+    if isinstance(v, bool) or (isinstance(v, int) and abs(v) < 2**63):
+        return v  # bools, and the integers of i32/i64 constants (exact, never via float)
+    return _json_float(where, v)
 
 
 def _text_literals(value, dtype: str) -> str:
     if dtype == "bool":
         return "[" + ",".join("true" if v else "false" for v in value) + "]"
+    if dtype in INT_DTYPES:
+        return "[" + ",".join(str(int(v)) for v in value) + "]"
     return "[" + ",".join(_format_float(v, dtype) for v in value) + "]"
 
 
@@ -166,14 +173,14 @@ class ParamKind:
 PARAM_KINDS: dict[str, ParamKind] = {
     k.name: k
     for k in [
-        ParamKind("int", "1", lambda v, _: str(v), lambda p: p.integer(), int, _json_int),
+        ParamKind("int", "1", lambda v, _: str(v), lambda p: p.integer(), int, json_int),
         ParamKind(
             "ints",
             "[1,2]",
             lambda v, _: "[" + ",".join(map(str, v)) + "]",
             lambda p: p.dim_list(p.integer),
             list,
-            lambda w, v: tuple(_json_int(f"{w}[{i}]", x) for i, x in enumerate(_json_list(w, v))),
+            lambda w, v: tuple(json_int(f"{w}[{i}]", x) for i, x in enumerate(json_list(w, v))),
         ),
         ParamKind(
             "pairs",
@@ -181,7 +188,7 @@ PARAM_KINDS: dict[str, ParamKind] = {
             lambda v, _: "[" + ",".join(f"({lo},{hi})" for lo, hi in v) + "]",
             lambda p: p.dim_list(p.pair),
             lambda v: [list(x) for x in v],
-            lambda w, v: tuple(_json_pair(f"{w}[{i}]", x) for i, x in enumerate(_json_list(w, v))),
+            lambda w, v: tuple(_json_pair(f"{w}[{i}]", x) for i, x in enumerate(json_list(w, v))),
         ),
         ParamKind(
             "scalar",
@@ -197,9 +204,9 @@ PARAM_KINDS: dict[str, ParamKind] = {
             "[1.0, 2.0]",
             _text_literals,
             lambda p: p.dim_list(p.literal),
-            lambda v: [x if isinstance(x, bool) else encode_float(float(x)) for x in v],
+            lambda v: [x if isinstance(x, bool | int) else encode_float(float(x)) for x in v],
             lambda w, v: tuple(
-                _json_literal(f"{w}[{i}]", x) for i, x in enumerate(_json_list(w, v))
+                _json_literal(f"{w}[{i}]", x) for i, x in enumerate(json_list(w, v))
             ),
         ),
         ParamKind("hidden_dtype", "", lambda v, _: None, None, str, _json_dtype, hidden=True),
@@ -339,6 +346,14 @@ def normalize_literals(data, dtype: str) -> tuple:
         if not all(isinstance(v, bool) or v in (0.0, 1.0) for v in data):
             raise ShaxTypeError("a bool constant takes true/false literals")
         return tuple(bool(v) for v in data)
+    if dtype in INT_DTYPES:
+        info = np.iinfo(DTYPES[dtype])
+        if not all(
+            not isinstance(v, bool) and float(v).is_integer() and info.min <= v <= info.max
+            for v in data
+        ):
+            raise ShaxTypeError(f"an {dtype} constant takes integer literals in its range")
+        return tuple(int(v) for v in data)
     from_dtype = DTYPES[dtype].type
     return tuple(canonical_float(from_dtype(float(v))) for v in data)
 
@@ -346,11 +361,30 @@ def normalize_literals(data, dtype: str) -> tuple:
 REGISTRY: dict[str, Primitive] = {}
 
 
+# primitives made at run time for custom_jvp / custom_vjp functions (``shax_core.api``): they
+# live in this process only (the IR text cannot name them), so they are kept apart from the
+# registry that the parser, the server and the registry tests read
+CUSTOM: dict[str, Primitive] = {}
+
+
 def lookup(name: str) -> Primitive:
     try:
         return REGISTRY[name]
     except KeyError:
+        pass
+    try:
+        return CUSTOM[name]
+    except KeyError:
         raise ShaxError(f"unknown primitive {name!r}") from None
+
+
+def define_custom(
+    name: str, *, arity: int, shape: Callable[..., Type], impl: Callable
+) -> Primitive:
+    """A process-local primitive (see ``CUSTOM``) with no parameters."""
+    prim = Primitive(name=name, params=(), arity=arity, shape_rule=shape, impl=impl)
+    CUSTOM[name] = prim
+    return prim
 
 
 def define(

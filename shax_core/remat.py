@@ -8,15 +8,36 @@ earlier) is recomputed in the linear program instead of saved. For a chain
 ``y = sin(y)·c + exp(-(y·y))`` this saves only ``y`` per step instead of ``cos y``, ``sin y``
 and ``exp(-(y·y))`` as well.
 
-Before (``save``)::
+>>> from shax_core import linearize_program, parse
+>>> p = parse("def f(x :: f32[300000]) = let y = sin x  z = reduce_sum [0] y in [z]")
 
-    def f(arg0 :: f32[N]) = let x0 = sin arg0  x1 = cos arg0 ... in [out, x1]
-    def df(arg0 :: f32[N], arg1 :: f32[N]) = let x0 = mul arg0 arg1 in [x0]
+Saving every residual (``save``), the primal program returns ``cos x`` (1.2 MB):
 
-After (``recompute``)::
+>>> saved = linearize_program(p, policy="save")
+>>> print(saved.primal)
+def f(x :: f32[300000]) =
+  let x0 :: f32[300000] = sin x
+      x1 :: f32[300000] = cos x
+      x2 :: f32[] = reduce_sum [0] x0
+  in [x2, x1]
 
-    def f(arg0 :: f32[N]) = let x0 = sin arg0 ... in [out, arg0]
-    def df(arg0 :: f32[N], arg1 :: f32[N]) = let x0 = cos arg1  x1 = mul arg0 x0 in [x1]
+Under ``recompute`` it returns the input ``x``, and the linear program computes ``cos`` itself:
+
+>>> recomputed = linearize_program(p, policy="recompute")
+>>> print(recomputed.primal)
+def f(x :: f32[300000]) =
+  let x0 :: f32[300000] = sin x
+      x2 :: f32[] = reduce_sum [0] x0
+  in [x2, x]
+>>> print(recomputed.linear)
+def df(arg0 :: f32[300000],
+       arg1 :: f32[300000]) =
+  let d0 :: f32[300000] = cos arg1
+      d1 :: f32[300000] = mul arg0 d0
+      d2 :: f32[] = reduce_sum [0] d1
+  in [d2]
+>>> sorted(recomputed.recomputed)
+['x1']
 
 The transposed program runs such recomputations forward, each right before the backward step
 that first reads it, so recomputed values are never all live at once.
@@ -26,7 +47,7 @@ from __future__ import annotations
 
 from shax_core.core import Builder, Tracer
 from shax_core.ir import Program
-from shax_core.passes.inline import inline
+from shax_core.passes.inline import emit_on_first_use, inline
 from shax_core.registry import lookup
 
 POLICIES = ("recompute", "save")
@@ -88,33 +109,22 @@ def rematerialize(
     saved: list = []  # primal vars that the new linear program takes as residuals
     value: dict[str, Tracer] = {}
 
-    def get(name: str) -> Tracer:
-        # iterative post-order over the (depth-bounded) recomputation tree
-        stack = [name]
-        while stack:
-            n = stack[-1]
-            if n in value:
-                stack.pop()
-                continue
-            if n in kept or n in params:
-                var = leaf_vars[n]
-                value[n] = b.add_param(var.type)
-                saved.append(var)
-                stack.pop()
-                continue
-            eqn = producer[n]
-            missing = [v.name for v in eqn.ins if v.name not in value]
-            if missing:
-                stack.extend(missing)
-                continue
-            value[n] = b.emit(
-                eqn.prim, eqn.params, [value[v.name].var for v in eqn.ins], eqn.out.type
-            )
-            stack.pop()
-        return value[name]
+    def saved_input(name: str) -> Tracer | None:
+        """A saved value becomes an input of the new linear program (a residual)."""
+        if name not in kept and name not in params:
+            return None
+        saved.append(leaf_vars[name])
+        return b.add_param(leaf_vars[name].type)
 
-    args = tangents + [get(v.name) for v in residuals]
+    def emit(eqn, xs: list[Tracer]) -> Tracer:
+        return b.emit(eqn.prim, eqn.params, [x.variable for x in xs], eqn.out.type)
+
+    args = tangents + [
+        emit_on_first_use(v.name, value, producer, emit, saved_input) for v in residuals
+    ]
     outs = inline(b, linear, args)
-    new_linear = Program(linear.name, tuple(b.params), tuple(b.eqns), tuple(t.var for t in outs))
+    new_linear = Program(
+        linear.name, tuple(b.params), tuple(b.eqns), tuple(t.variable for t in outs)
+    )
     new_primal = primal.replace(outs=primal.outs[:n_outputs] + tuple(saved))
     return new_primal, new_linear, frozenset(recompute)

@@ -7,18 +7,16 @@ before the first backward step that reads it; the others run backwards through t
 primitive's transpose rule, cotangents of a value used several
 times are summed, and a cotangent that never arrives is a zero of the right type.
 
-Before::
-
-    def df(arg0 :: f32[], arg1 :: f32[], arg2 :: f32[]) =
-      let x0 :: f32[] = add arg0 arg1
-          x1 :: f32[] = mul x0 arg2
-      in [x1]
-
-After::
-
-    def dft(arg0 :: f32[], arg1 :: f32[]) =
-      let x0 :: f32[] = mul arg0 arg1
-      in [x0, x0]
+>>> from shax_core.text import parse
+>>> df = parse(
+...     "def df(arg0 :: f32[], arg1 :: f32[], arg2 :: f32[]) ="
+...     "  let d0 = add arg0 arg1  d1 = mul d0 arg2 in [d1]"
+... )
+>>> print(transpose_program(df, 2))
+def dft(arg0 :: f32[],
+        arg1 :: f32[]) =
+  let t0 :: f32[] = mul arg0 arg1
+  in [t0, t0]
 """
 
 from __future__ import annotations
@@ -28,6 +26,7 @@ from shax_core._linearize import Linearized
 from shax_core.core import Builder, add, bind_at, zeros
 from shax_core.ir import Program, ShaxError
 from shax_core.passes._dce import dce
+from shax_core.passes.inline import emit_on_first_use
 from shax_core.registry import Linear, RuleError, Zero, lookup
 from shax_core.text import format_eqn
 
@@ -77,27 +76,14 @@ def transpose_typed(linear: Program, num_linear: int) -> Program:
         else:
             forward[eqn.out.name] = eqn
 
+    def forward_eqn(eqn, xs):
+        return bind_at(b, eqn.prim, *xs, **lookup(eqn.prim).kwargs(eqn.params))
+
     def residual(name: str):
         """The value of a non-linear variable, emitting its forward equations on first use
         (so recomputed residuals are computed right before the backward step that reads
         them, and are not all live at once)."""
-        stack = [name]
-        while stack:
-            n = stack[-1]
-            if n in value:
-                stack.pop()
-                continue
-            eqn = forward[n]
-            missing = [v.name for v in eqn.ins if v.name not in value]
-            if missing:
-                stack.extend(missing)
-                continue
-            prim = lookup(eqn.prim)
-            value[n] = bind_at(
-                b, eqn.prim, *(value[v.name] for v in eqn.ins), **prim.kwargs(eqn.params)
-            )
-            stack.pop()
-        return value[name]
+        return emit_on_first_use(name, value, forward, forward_eqn)
 
     ct: dict[str, object] = {}
 
@@ -134,5 +120,5 @@ def transpose_typed(linear: Program, num_linear: int) -> Program:
     outs = []
     for p in linear.params[:num_linear]:
         c = ct.get(p.name)
-        outs.append((c if c is not None else zeros(b, p.type)).var)
+        outs.append((c if c is not None else zeros(b, p.type)).variable)
     return Program(linear.name + "t", tuple(b.params), tuple(b.eqns), tuple(outs))

@@ -7,7 +7,8 @@ A tensor object (KServe v2 / Open Inference Protocol)::
 
     {"name": "a0", "shape": [2, 2], "datatype": "FP32", "data": [1.0, 2.0, 3.0, 4.0]}
 
-``data`` is row-major, flat or nested. Datatypes: ``FP32`` (f32), ``FP64`` (f64), ``BOOL`` (bool);
+``data`` is row-major, flat or nested. Datatypes: ``FP32`` (f32), ``FP64`` (f64), ``BOOL`` (bool),
+``INT32`` (i32), ``INT64`` (i64; indices and counts); integer data must hold integers in range;
 anything else is refused rather than coerced. f32 stays f32 both ways.
 
 Non-finite floats in JSON: JSON has no spelling for them, so shax writes and reads the strings
@@ -53,8 +54,10 @@ DATATYPES: dict[str, np.dtype] = {
     "FP32": np.dtype("<f4"),
     "FP64": np.dtype("<f8"),
     "BOOL": np.dtype("bool"),
+    "INT32": np.dtype("<i4"),
+    "INT64": np.dtype("<i8"),
 }
-IR_DTYPES = {"FP32": "f32", "FP64": "f64", "BOOL": "bool"}
+IR_DTYPES = {"FP32": "f32", "FP64": "f64", "BOOL": "bool", "INT32": "i32", "INT64": "i64"}
 DATATYPE_OF_IR = {v: k for k, v in IR_DTYPES.items()}
 
 
@@ -113,8 +116,11 @@ def _json_array(name: str, data: Any, dtype: np.dtype) -> np.ndarray:
         if kind != "b":
             raise TensorError(name, "BOOL data must hold only true and false")
         return raw
+    if dtype.kind == "i":
+        return _int_array(name, raw, dtype)
     if kind in "iuf":
-        return raw.astype(dtype, copy=False)
+        with np.errstate(over="ignore"):
+            return _in_range(name, raw, raw.astype(dtype, copy=False))
     if kind == "b":
         raise TensorError(name, f"{_dt_name(dtype)} data must hold numbers, found true/false")
     # strings (NaN spellings) or objects (huge ints): a bounded pass over the elements
@@ -123,7 +129,35 @@ def _json_array(name: str, data: Any, dtype: np.dtype) -> np.ndarray:
     except (ValueError, TypeError) as e:
         raise TensorError(name, f"bad element in data: {e}") from None
     with np.errstate(over="ignore"):
-        return np.asarray(flat, dtype=dtype).reshape(raw.shape)
+        wide = np.asarray(flat, dtype=np.float64)
+        return _in_range(name, wide, wide.astype(dtype)).reshape(raw.shape)
+
+
+def _in_range(name: str, given: np.ndarray, cast: np.ndarray) -> np.ndarray:
+    """``cast`` unless a finite value of ``given`` became infinite (1e39 is no FP32)."""
+    if cast.dtype.kind == "f" and cast.dtype != given.dtype:
+        overflow = np.isinf(cast) & np.isfinite(given)
+        if overflow.any():
+            i = int(np.flatnonzero(overflow.ravel())[0])
+            value, kind = float(given.ravel()[i]), _dt_name(cast.dtype)
+            raise TensorError(
+                name,
+                f"element {i} ({value!r}) is out of range for {kind} (largest finite: "
+                f"{np.finfo(cast.dtype).max}); send Infinity if that is meant",
+            )
+    return cast
+
+
+def _int_array(name: str, raw: np.ndarray, dtype: np.dtype) -> np.ndarray:
+    """Integer data: whole numbers within the dtype's range, never silently wrapped/truncated."""
+    info = np.iinfo(dtype)
+    if raw.dtype.kind in "iu":
+        if raw.size and (raw.min() < info.min or raw.max() > info.max):
+            raise TensorError(name, f"{_dt_name(dtype)} data out of range")
+        return raw.astype(dtype, copy=False)
+    if raw.dtype.kind == "f" and raw.size == 0:
+        return raw.astype(dtype)
+    raise TensorError(name, f"{_dt_name(dtype)} data must hold integers")
 
 
 def _dt_name(dtype: np.dtype) -> str:
@@ -153,6 +187,8 @@ def decode_tensor(
     shape = check_shape(name, obj.get("shape"), max_elements)
     dtype = _datatype(name, obj.get("datatype"))
     n = math.prod(shape)
+    if binary is not None and obj.get("data") is not None:
+        raise TensorError(name, "has both data and parameters.binary_data_size: send one")
     if binary is not None:
         expected = n * dtype.itemsize
         if len(binary) != expected:
@@ -213,10 +249,16 @@ def encode_tensor(name: str, array: np.ndarray, binary: bool = False) -> tuple[d
 
 
 def _ir_dtype(dtype: np.dtype) -> str:
-    for k, v in {"f32": np.float32, "f64": np.float64, "bool": np.bool_}.items():
+    for k, v in {
+        "f32": np.float32,
+        "f64": np.float64,
+        "bool": np.bool_,
+        "i32": np.int32,
+        "i64": np.int64,
+    }.items():
         if dtype == np.dtype(v):
             return k
-    raise ShaxError(f"cannot send dtype {dtype} (shax sends f32, f64, bool)")
+    raise ShaxError(f"cannot send dtype {dtype} (shax sends f32, f64, i32, i64, bool)")
 
 
 def binary_size(obj: Any) -> int | None:

@@ -46,7 +46,7 @@ def test_vjp_inline_ir_text(client):
     assert r.status_code == 200, r.text
     doc = r.json()
     assert [o["name"] for o in doc["outputs"]] == ["out0"]
-    assert [g["name"] for g in doc["gradients"]] == ["grad_a0", "grad_a1"]
+    assert [g["name"] for g in doc["gradients"]] == ["grad_arg0", "grad_arg1"]
     check_medium([tensor(o) for o in doc["outputs"]], [tensor(g) for g in doc["gradients"]])
 
 
@@ -55,8 +55,8 @@ def test_compile_then_vjp_by_id(client, medium_id):
     assert r.json()["cached"] is True and r.json()["id"] == medium_id
     sig = r.json()["signature"]
     assert sig["inputs"] == [
-        {"name": "a0", "datatype": "FP32", "shape": [6]},
-        {"name": "a1", "datatype": "FP32", "shape": [2, 2]},
+        {"name": "arg0", "datatype": "FP32", "shape": [6]},
+        {"name": "arg1", "datatype": "FP32", "shape": [2, 2]},
     ]
     assert sig["outputs"] == [{"name": "out0", "datatype": "FP32", "shape": [2]}]
     r = client.post(
@@ -101,7 +101,9 @@ def test_renamed_program_gets_the_same_id(client, medium_id):
     # different wrt: a different compiled program, a different id
     r = client.post("/v1/programs", json={"program": renamed, "wrt": [1]})
     assert r.json()["id"] != medium_id
-    assert [g["name"] for g in r.json()["signature"]["gradients"]] == ["grad_a1"]
+    # the user's names: those of this request, though the compiled entry is shared
+    assert [g["name"] for g in r.json()["signature"]["gradients"]] == ["grad_input_1"]
+    assert [i["name"] for i in r.json()["signature"]["inputs"]] == ["input_0", "input_1"]
 
 
 def test_program_stages(client, medium_id):
@@ -109,7 +111,7 @@ def test_program_stages(client, medium_id):
     assert r.status_code == 200, r.text
     doc = r.json()
     assert set(doc["stages"]) == {"typed", "rewritten", "linearized", "linear", "transposed", "vjp"}
-    assert doc["program"].startswith("def program(a0 :: f32[6]")
+    assert doc["program"].startswith("def program(arg0 :: f32[6]")
 
 
 def test_eval_and_jvp(client, medium_id):
@@ -156,8 +158,8 @@ def test_oip_metadata_and_health(client, medium_id):
     meta = client.get("/v2").json()
     assert meta["name"] == "shax" and "binary_tensor_data" in meta["extensions"]
     model = client.get(f"/v2/models/{medium_id}").json()
-    assert [i["name"] for i in model["inputs"]] == ["a0", "a1", "ct0"]
-    assert [o["name"] for o in model["outputs"]] == ["out0", "grad_a0", "grad_a1"]
+    assert [i["name"] for i in model["inputs"]] == ["arg0", "arg1", "ct0"]
+    assert [o["name"] for o in model["outputs"]] == ["out0", "grad_arg0", "grad_arg1"]
 
 
 @pytest.mark.parametrize("binary", [False, True])
@@ -167,25 +169,25 @@ def test_triton_client(server_url, medium_id, binary):
         assert tc.is_server_live() and tc.is_server_ready()
         assert tc.is_model_ready(medium_id)
         inputs = []
-        for name, array in (("a0", X0), ("a1", X1), ("ct0", CT)):
+        for name, array in (("arg0", X0), ("a1", X1), ("ct0", CT)):  # a1: the canonical name
             i = triton.InferInput(name, list(array.shape), "FP32")
             i.set_data_from_numpy(array, binary_data=binary)
             inputs.append(i)
         outputs = [
             triton.InferRequestedOutput(n, binary_data=binary)
-            for n in ("out0", "grad_a0", "grad_a1")
+            for n in ("out0", "grad_arg0", "grad_arg1")
         ]
         result = tc.infer(medium_id, inputs, outputs=outputs, request_id="r1")
         assert result.get_response()["id"] == "r1"
-        for n in ("out0", "grad_a0", "grad_a1"):
+        for n in ("out0", "grad_arg0", "grad_arg1"):
             assert result.as_numpy(n).dtype == np.float32
         check_medium(
-            [result.as_numpy("out0")], [result.as_numpy("grad_a0"), result.as_numpy("grad_a1")]
+            [result.as_numpy("out0")], [result.as_numpy("grad_arg0"), result.as_numpy("grad_arg1")]
         )
         # without requested outputs the client asks for binary_data_output: all outputs binary
         result = tc.infer(medium_id, inputs)
         check_medium(
-            [result.as_numpy("out0")], [result.as_numpy("grad_a0"), result.as_numpy("grad_a1")]
+            [result.as_numpy("out0")], [result.as_numpy("grad_arg0"), result.as_numpy("grad_arg1")]
         )
     finally:
         tc.close()
@@ -203,7 +205,7 @@ def test_binary_roundtrip_4mib_bit_exact(server_url, client):
     pid = client.post("/v1/programs", json={"program": prog}).json()["id"]
     tc = triton.InferenceServerClient(url=server_url.removeprefix("http://"))
     try:
-        a0 = triton.InferInput("a0", [n], "FP32")
+        a0 = triton.InferInput("a", [n], "FP32")
         a0.set_data_from_numpy(x, binary_data=True)
         ct = triton.InferInput("ct0", [n], "FP32")
         ct.set_data_from_numpy(x[::-1].copy(), binary_data=True)
@@ -211,7 +213,7 @@ def test_binary_roundtrip_4mib_bit_exact(server_url, client):
         out = result.as_numpy("out0")
         assert out.dtype == np.float32
         assert out.tobytes() == x.tobytes()  # bit-exact, NaN payloads included
-        grad = result.as_numpy("grad_a0")
+        grad = result.as_numpy("grad_a")
         np.testing.assert_array_equal(grad, x[::-1])
     finally:
         tc.close()

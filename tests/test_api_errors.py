@@ -117,7 +117,10 @@ def test_bad_tensor_names_the_input(client, tensor, needles):
 
 def test_wrong_number_of_inputs_and_missing_cotangents(client):
     body = {"program": MEDIUM_SIG, "inputs": [{"data": [0] * 6}]}
-    assert_problem(client.post("/vjp", json=body), 400, "'inputs' has 1 tensor(s)", "a0 f32[6]")
+    # the program's own parameter names (a, b), not canonical ones, in the message
+    assert_problem(
+        client.post("/vjp", json=body), 400, "'inputs' has 1 tensor(s)", "a f32[6]", "b f32[2, 2]"
+    )
     body["inputs"].append({"data": [0] * 4})
     assert_problem(client.post("/vjp", json=body), 400, "'cotangents' is required")
 
@@ -155,14 +158,14 @@ def test_unknown_id_is_404(client):
 
 def test_oip_errors(client):
     pid = client.post("/v1/programs", json={"program": MEDIUM_SIG}).json()["id"]
-    a0 = {"name": "a0", "shape": [6], "datatype": "FP32", "data": [0] * 6}
-    a1 = {"name": "a1", "shape": [2, 2], "datatype": "FP32", "data": [0] * 4}
+    a0 = {"name": "a", "shape": [6], "datatype": "FP32", "data": [0] * 6}
+    a1 = {"name": "b", "shape": [2, 2], "datatype": "FP32", "data": [0] * 4}
     r = client.post(f"/v2/models/{pid}/infer", json={"inputs": [a0]})
-    assert_problem(r, 400, "missing input(s) a1")
+    assert_problem(r, 400, "missing input(s) b")
     r = client.post(f"/v2/models/{pid}/infer", json={"inputs": [a0, {**a1, "name": "zz"}]})
     assert_problem(r, 400, "unknown input 'zz'")
     r = client.post(f"/v2/models/{pid}/infer", json={"inputs": [a0, {**a1, "shape": [4]}]})
-    assert_problem(r, 400, "'a1'", "expected shape [2, 2]")
+    assert_problem(r, 400, "'b'", "expected shape [2, 2]")
     r = client.post(
         f"/v2/models/{pid}/infer",
         json={"inputs": [a0, a1, {**a1, "name": "ct0"}], "outputs": [{"name": "nope"}]},

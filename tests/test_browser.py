@@ -198,6 +198,7 @@ def test_redoc_renders_offline(tab, client):
     sections = page.locator("[data-section-id^='operation/']")
     wait_until(lambda: sections.count() >= n, "every operation in ReDoc", TIMEOUT_MS * 2)
     assert "The IR" in page.inner_text("body")
+    shot(page, "redoc.png")
     tab.check_clean()
 
 
@@ -271,6 +272,18 @@ def test_explorer_shows_a_parse_error_at_its_line(tab):
     wait_until(lambda: "Type error" in error.inner_text(), "the type error")
     assert "line 3, column 7" in error.inner_text()
     assert page.locator("#editor-highlight .err-line").inner_text() == typo.splitlines()[2]
+    # a program pasted over the sample: its stages show, the sample's inputs are named wrong
+    page.locator("#editor").fill("def g(x :: f32[3]) =\n  let y = tanh x\n  in [y]")
+    page.locator("#run").click()
+    wait_until(lambda: stage_text(page, "typed").startswith("def g("), "the pasted program")
+    assert "'inputs' has 2 tensor(s)" in page.locator("#numbers-error").inner_text()
+    page.locator("#fill-inputs").click()  # ones of the program's types: tanh(1) and 1 - tanh(1)^2
+    wait_until(lambda: page.locator("pre[data-numbers='dft']").count() == 1, "the numbers")
+    assert page.locator("#inputs").input_value() == "[[1,1,1]]"
+    f = numbers_in(page.locator("pre[data-numbers='f']").inner_text())
+    np.testing.assert_allclose(f, np.tanh(np.ones(3, np.float32)), rtol=1e-6)
+    g = numbers_in(page.locator("pre[data-numbers='dft']").inner_text())
+    np.testing.assert_allclose(g, 1 - np.tanh(np.ones(3, np.float32)) ** 2, rtol=1e-6)
     tab.check_clean()
 
 

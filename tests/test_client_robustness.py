@@ -257,7 +257,9 @@ def test_error_mapping_from_a_real_app():
         rf = client.compile(f, 0.5, -0.75)
         with pytest.raises(InvalidTensor) as info:
             rf(np.zeros(3), 1.0)
-        assert info.value.tensor == "a0" and "expected shape []" in info.value.detail
+        assert (
+            info.value.tensor == "x" and "expected shape []" in info.value.detail
+        )  # f(x, y): the user's name
 
         with pytest.raises(InvalidRequest, match="optimizer"):
             rf.minimize((0.5, -0.75), optimizer="newton", progress=False)

@@ -41,7 +41,9 @@ def test_padded_splats_in_arithmetic(pad_value):
 
     def f(x):
         inner = snp.full_like(x[1:-1], 1.0)
-        return snp.sum(x * snp.pad(inner, [(1, 1)], pad_value) + snp.pad(inner * 0.0, [(1, 1)]))
+        return snp.sum(
+            x * snp.pad(inner, [(1, 1)], constant_values=pad_value) + snp.pad(inner * 0.0, [(1, 1)])
+        )
 
     x = np.linspace(-1.0, 2.0, 9)
     want_mask = np.r_[pad_value, np.ones(7), pad_value]

@@ -31,6 +31,8 @@ from shax_server.redis_store import RedisSettings, RedisStore, encode_entry, fro
 from shax_server.settings import Settings
 from shax_server.store import make_store
 
+from tests.servers import free_port, running
+
 ROOT = Path(__file__).parent.parent
 DOCKER = ROOT / "docker"
 REDIS_SERVER = shutil.which("redis-server")
@@ -40,12 +42,6 @@ needs_redis = pytest.mark.skipif(
 )
 
 X = np.array([0.5, -1.0, 2.0], dtype=np.float32)
-
-
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
 
 
 def program(c: float) -> str:
@@ -91,26 +87,12 @@ def redis_url():
     port = free_port()
     cmd = [REDIS_SERVER, "--bind", "127.0.0.1", "--port", str(port), "--save", ""]
     cmd += ["--appendonly", "no", "--dir", tmp]
-    proc = subprocess.Popen(cmd, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    ping = redis.Redis(port=port, socket_timeout=1).ping
+    quiet = dict(stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
     try:
-        r = redis.Redis(port=port, socket_timeout=1)
-        deadline = time.monotonic() + 15
-        while True:
-            try:
-                r.ping()
-                break
-            except redis.RedisError:
-                assert proc.poll() is None, "redis-server exited"
-                assert time.monotonic() < deadline, "redis-server did not answer in 15 s"
-                time.sleep(0.05)
-        yield f"redis://127.0.0.1:{port}/0"
+        with running(cmd, ping, what="redis-server", ready_within=15, **quiet):
+            yield f"redis://127.0.0.1:{port}/0"
     finally:
-        proc.terminate()
-        try:
-            proc.wait(timeout=10)
-        except subprocess.TimeoutExpired:
-            proc.kill()
-            proc.wait(timeout=10)
         shutil.rmtree(tmp, ignore_errors=True)
 
 
@@ -510,16 +492,22 @@ def test_nginx_accepts_the_rendered_conf(tmp_path):
 
 
 def test_every_package_the_image_needs_is_in_pyproject():
-    """The image installs the distribution (not editable): every package dir must be listed."""
+    """The image installs the distribution (not editable): pyproject's package search must
+    find every package dir (tests/test_packaging.py installs the built wheel itself)."""
     import tomllib
 
-    meta = tomllib.loads((ROOT / "pyproject.toml").read_text())["tool"]["setuptools"]
-    dirs = {name: ROOT / path for name, path in meta.get("package-dir", {}).items()}
+    from setuptools import find_packages
+
+    find = tomllib.loads((ROOT / "pyproject.toml").read_text())["tool"]["setuptools"]["packages"]
+    listed = {p for where in find["find"]["where"] for p in find_packages(ROOT / where)}
+    listed = {p for p in listed if p.split(".")[0] in ("shax_core", "shax_server", "shax_client")}
     found = set()
-    for top in ("shax_core", "shax_server", "shax_client"):
-        base = dirs.get(top, ROOT / top)
+    for top, base in [
+        ("shax_core", ROOT / "shax_core"),
+        ("shax_server", ROOT / "server" / "shax_server"),
+        ("shax_client", ROOT / "client" / "shax_client"),
+    ]:
         for init in base.rglob("__init__.py"):
             if "__pycache__" not in init.parts:
-                rel = init.parent.relative_to(base)
-                found.add(".".join((top, *rel.parts)))
-    assert found <= set(meta["packages"]), sorted(found - set(meta["packages"]))
+                found.add(".".join((top, *init.parent.relative_to(base).parts)))
+    assert found <= listed, sorted(found - listed)

@@ -17,10 +17,11 @@ and cotangents as the separate programs; the VJP must agree with central finite 
 from __future__ import annotations
 
 import numpy as np
+from adcheck import assert_all_close as assert_values
 from adcheck import vdot
 from hypothesis import given, note
 from hypothesis import strategies as st
-from test_properties import OPS, SETTINGS, assert_values, inputs
+from test_properties import OPS, SETTINGS, directions, drawn
 
 import shax_core as sx
 import shax_core.core as core
@@ -117,8 +118,8 @@ def programs(draw, max_ops=12):
             made.append(y)
     outs = [made[-1] if made else core.bind("sin", pool[0])]
     read = {v.name for e in b.eqns for v in e.ins}
-    outs += [y for y in made[:-1] if y.var.name not in read][-2:]
-    program = Program("g", tuple(b.params), tuple(b.eqns), tuple(o.var for o in outs))
+    outs += [y for y in made[:-1] if y.variable.name not in read][-2:]
+    program = Program("g", tuple(b.params), tuple(b.eqns), tuple(o.variable for o in outs))
     note(f"program:\n{program}")  # printed with a failing example
     return sx.verify(program), draw(st.integers(0, 2**32 - 1))
 
@@ -137,8 +138,7 @@ PASSES = {
 @SETTINGS
 @given(programs(), st.sampled_from(sorted(PASSES)))
 def test_each_pass_preserves_values(case, name):
-    p, seed = case
-    args, _ = inputs(p, seed)
+    p, args, _ = drawn(case)
     want = sx.evaluate(p, *args)
     q = sx.verify(PASSES[name](p))
     assert q.in_types == p.in_types and q.out_types == p.out_types, name
@@ -152,8 +152,7 @@ def test_each_pass_preserves_values(case, name):
 def test_residual_policies_and_zip_preserve_values(case):
     """Under each residual policy, the linearized program's outputs are f's, and the zipped
     VJP gives f's outputs and the transposed program's cotangents; both policies agree."""
-    p, seed = case
-    args, rng = inputs(p, seed)
+    p, args, rng = drawn(case)
     want = sx.evaluate(p, *args)
     n = len(p.outs)
     ct = [rng.uniform(-1, 1, v.type.shape) for v in p.outs]
@@ -175,11 +174,9 @@ def test_residual_policies_and_zip_preserve_values(case):
 @given(programs())
 def test_vjp_matches_central_differences(case):
     """``<ct, (f(x + eps t) - f(x - eps t)) / 2 eps> == <vjp(ct), t>`` in f64."""
-    p, seed = case
-    args, rng = inputs(p, seed)
+    p, args, rng = drawn(case)
     n = len(p.outs)
-    t = [rng.uniform(-1, 1, q.type.shape) for q in p.params]
-    ct = [rng.uniform(-1, 1, v.type.shape) for v in p.outs]
+    t, ct = directions(p, rng)
     eps = 1e-6
     plus = sx.evaluate(p, *[a + eps * d for a, d in zip(args, t, strict=True)])
     minus = sx.evaluate(p, *[a - eps * d for a, d in zip(args, t, strict=True)])

@@ -242,3 +242,79 @@ async def test_a_forged_store_entry_never_answers_a_wrong_gradient(secret):
         )
         assert loadtest._metric(metrics, f'shax_store_refused_total{{reason="{reason}"}}') >= 1
         assert not loadtest._metric(metrics, "shax_store_hits_total")  # the VJP was rebuilt
+
+
+# ---- issue 12: compiles outlive their request; the store is kept in step; minimize bounded ---
+
+
+def _chain(n: int) -> str:
+    eqns = " ".join(f"x{i + 1} = {'sin' if i % 2 else 'cos'} x{i}" for i in range(n))
+    return f"def f(x0 :: f32[4]) = let {eqns} in [x{n}]"
+
+
+@pytest.mark.anyio
+async def test_a_compile_over_the_time_limit_is_kept_for_the_retry():
+    app = create_app(Settings(eval_timeout=0.2, retry_after=1))
+    state = app.state.shax
+    async with app.router.lifespan_context(app), _client(app) as c:
+        body = {"program": _chain(3000)}
+        r = await c.post("/v1/programs", json=body)
+        assert r.status_code == 503, r.text  # the compile takes longer than 0.2 s ...
+        assert "goes on" in r.json()["detail"] and r.headers["Retry-After"] == "1"
+        for _ in range(600):  # ... and finishes anyway, in the cache
+            r = await c.post("/v1/programs", json=body)
+            if r.status_code == 200:
+                break
+            await asyncio.sleep(0.1)
+        assert r.status_code == 200 and r.json()["cached"] is True, r.text
+        metrics = (await c.get("/metrics")).text
+    assert loadtest._metric(metrics, "shax_compile_duration_seconds_count") == 1  # once, kept
+    assert state.pool.compiling == 0
+
+
+@pytest.mark.anyio
+async def test_programs_over_the_predicted_compile_cost_are_refused_first():
+    app = create_app(Settings(max_equations=1000))
+    async with app.router.lifespan_context(app), _client(app) as c:
+        r = await c.post("/v1/programs", json={"program": _chain(1001)})
+    assert r.status_code == 413 and r.json()["limit"] == "max_equations", r.text
+    assert "1001 equations" in r.json()["detail"]
+
+
+@pytest.mark.anyio
+async def test_the_store_gets_back_what_it_lost():
+    """Upload again, or a by-id hit: a program the store no longer has is written back."""
+    store = MemoryStore()
+    app = create_app(Settings(cache_secret="s", store_recheck_seconds=0), store=store)
+    async with app.router.lifespan_context(app), _client(app) as c:
+        pid = (await c.post("/v1/programs", json={"program": SIN["program"]})).json()["id"]
+        for trigger in ("upload", "by-id hit"):
+            store.items.clear()  # a Redis restart, an eviction, a deleted corrupt entry
+            if trigger == "upload":
+                r = await c.post("/v1/programs", json={"program": SIN["program"]})
+            else:
+                r = await c.post(f"/v1/programs/{pid}/vjp", json={"inputs": SIN["inputs"]})
+            assert r.status_code == 200, r.text
+            for _ in range(100):
+                if pid in store.items:
+                    break
+                await asyncio.sleep(0.01)
+            assert pid in store.items, trigger
+            assert "signature" in store.items[pid][1]
+        metrics = (await c.get("/metrics")).text
+    assert loadtest._metric(metrics, "shax_store_republished_total") == 2
+
+
+@pytest.mark.anyio
+async def test_minimize_is_bounded_in_time():
+    app = create_app(Settings(minimize_seconds=0.3))
+    async with app.router.lifespan_context(app), _client(app) as c:
+        prog = "def f(a :: f32[]) = let y = mul a a in [y]"
+        pid = (await c.post("/v1/programs", json={"program": prog})).json()["id"]
+        body = {"x0": [{"data": 3.0}], "steps": 100000, "lr": 1e-6, "every": 1000}
+        r = await c.post(f"/v1/programs/{pid}/minimize", json=body, timeout=60)
+    lines = [orjson.loads(x) for x in r.content.splitlines()]
+    last = lines[-1]
+    assert "error" in last and last["error"]["limit"] == "minimize_seconds", last
+    assert "continue from the last params" in last["error"]["detail"]
+    assert all("done" not in x for x in lines)

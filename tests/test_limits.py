@@ -15,6 +15,7 @@ from __future__ import annotations
 
 import time
 
+import orjson
 import pytest
 from fastapi.testclient import TestClient
 from shax_server import Settings, create_app
@@ -84,6 +85,18 @@ def test_equations(client, no_evaluation):
     eqns = " ".join(f"x{i + 1} = sin x{i}" for i in range(51))
     r = client.post("/v1/programs", json={"program": f"def f(x0 :: f32[]) = let {eqns} in [x51]"})
     problem(r, 413, "max_equations", "51 equations", "limit of 50")
+
+
+def test_far_too_many_equations_are_refused_before_parsing(client, monkeypatch):
+    import shax_server.compilation as compilation
+
+    def refuse(*a, **k):
+        raise AssertionError("parsed although the equation count alone refuses it")
+
+    monkeypatch.setattr(compilation.shax_core, "parse", refuse)
+    eqns = " ".join(f"x{i + 1} = sin x{i}" for i in range(500))
+    r = client.post("/v1/programs", json={"program": f"def f(x0 :: f32[]) = let {eqns} in [x500]"})
+    problem(r, 413, "max_equations", "about 500 equations", "before parsing")
 
 
 def test_memory_bomb_is_refused_before_running(client, no_evaluation):
@@ -162,3 +175,90 @@ def test_wrong_annotation_in_a_graph_is_a_type_error(client):
     r = client.post("/v1/programs", json={"graph": g})
     assert r.status_code == 400, r.text
     assert r.json()["title"] in ("Type error", "Invalid graph"), r.text
+
+
+# ---- issue 12: sizes computed from types that must not under-count ------------------------
+
+
+def _measured_peak(exe, args) -> int:
+    import tracemalloc
+
+    tracemalloc.start()
+    try:
+        exe.run(args)
+        _, peak = tracemalloc.get_traced_memory()
+    finally:
+        tracemalloc.stop()
+    return peak + sum(a.nbytes for a in args)  # the caller holds the arguments throughout
+
+
+@pytest.mark.parametrize(
+    "text",
+    [
+        # a.T @ b.T: the VJP's outputs are transposes (views), copied when handed over
+        "def f(a :: f32[256,1024], b :: f32[512,256]) = let x = transpose [1,0] a "
+        "y = transpose [1,0] b z = dot x y in [z]",
+        "def f(a :: f32[256,1024], b :: f32[512,256]) = let x = transpose [1,0] a "
+        "y = transpose [1,0] b z = dot x y w = sin z s = reduce_sum [0,1] w in [s]",
+        "def f(a :: f32[]) = let b = broadcast [] [512,512] a c = dot b b "
+        "d = reduce_sum [0,1] c in [d]",
+    ],
+)
+def test_plan_peak_bytes_bound_what_a_run_allocates(text):
+    import numpy as np
+
+    p = sx.infer(sx.parse(text))
+    for prog in (p, sx.vjp_program(p, wrt=list(range(len(p.params))))):
+        exe = sx.compile(prog)
+        args = [np.ones(t.shape, t.np_dtype) for t in prog.in_types]
+        measured = _measured_peak(exe, args)
+        assert exe.peak_bytes >= 0.99 * measured, (prog.name, exe.peak_bytes, measured)
+        assert exe.peak_bytes <= 1.5 * measured  # and not so loose that limits mean nothing
+
+
+def test_cache_bytes_account_for_what_an_entry_holds():
+    """An entry's ``nbytes`` (what the cache bound counts) is at least what building it
+    allocated (tracemalloc), programs, plans and constants included: not the IR text alone."""
+    import gc
+    import tracemalloc
+
+    from shax_server.compilation import build, prepare
+
+    settings = Settings()
+    chain = " ".join(f"x{i + 1} = {'sin' if i % 2 else 'exp'} x{i}" for i in range(400))
+    literal = ",".join(str(i * 0.5) for i in range(2048))
+    for text in (
+        "def f(a :: f32[]) = let y = sin a in [y]",
+        f"def f(x0 :: f32[8]) = let {chain} in [x400]",
+        f"def f(a :: f32[2048]) = let c = fromList [2048] [{literal}] y = mul a c "
+        "z = reduce_sum [0] y in [z]",
+    ):
+        gc.collect()
+        tracemalloc.start()
+        entry = build(prepare(sx.parse(text), None, settings), settings)
+        gc.collect()
+        held, _ = tracemalloc.get_traced_memory()
+        tracemalloc.stop()
+        assert held <= entry.nbytes <= 4 * held, (text[:40], held, entry.nbytes)
+        assert entry.nbytes > 3 * (len(entry.source.text) + len(str(entry.vjp)))
+
+
+def test_json_out_of_range_both_encodings_and_numeric_ids_are_refused(client):
+    prog = "def f(a :: f32[2]) = let y = sin a z = reduce_sum [0] y in [z]"
+    r = client.post("/vjp", json={"program": prog, "inputs": [{"data": [1.0, 1e39]}]})
+    assert r.status_code == 400 and "out of range for FP32" in r.json()["detail"], r.text
+    assert r.json()["tensor"] == "a0"
+    pid = client.post("/v1/programs", json={"program": prog}).json()["id"]
+    tensor = {"name": "a0", "shape": [2], "datatype": "FP32", "data": [1.0, 2.0]}
+    both = {**tensor, "parameters": {"binary_data_size": 8}}
+    header = orjson.dumps({"inputs": [both]})
+    r = client.post(
+        f"/v2/models/{pid}/infer",
+        content=header + b"\0" * 8,
+        headers={"Inference-Header-Content-Length": str(len(header))},
+    )
+    assert r.status_code == 400 and "both data and" in r.json()["detail"], r.text
+    r = client.post(f"/v2/models/{pid}/infer", json={"id": 42, "inputs": [tensor]})
+    assert r.status_code == 400 and "'id' must be a string" in r.json()["detail"], r.text
+    r = client.post(f"/v2/models/{pid}/infer", json={"id": "42", "inputs": [tensor]})
+    assert r.status_code == 200 and r.json()["id"] == "42", r.text

@@ -20,6 +20,7 @@ from __future__ import annotations
 import os
 
 import numpy as np
+from adcheck import assert_all_close as assert_values
 from adcheck import check_hvp, random_like, vdot
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
@@ -29,6 +30,7 @@ import shax_core.core as core
 from shax_core import passes
 from shax_core.core import Builder
 from shax_core.ir import Program, Type
+from shax_core.primitives import decompositions, indexing
 
 SETTINGS = settings(
     max_examples=int(os.environ.get("SHAX_FUZZ_EXAMPLES", "40")),
@@ -214,7 +216,64 @@ def _concatenate(draw, x, pool):
     return core.concatenate(operands, axis)
 
 
+def _positions(draw, x):
+    """(axis, constant i32 positions [k, 1]) into a random axis of x (negatives too)."""
+    xs = _shape(x)
+    axis = draw(st.integers(0, len(xs) - 1))
+    n = xs[axis]
+    k = draw(st.integers(1, 3))
+    idx = draw(st.lists(st.integers(-n, n - 1), min_size=k, max_size=k))
+    return axis, x.builder.constant(np.array(idx, np.int32).reshape(k, 1), "i32")
+
+
+def _gather(draw, x, pool):
+    if not _shape(x):
+        return None
+    axis, idx = _positions(draw, x)
+    return indexing.gather(x, idx, axis)
+
+
+def _scatter_add(draw, x, pool):
+    if not _shape(x):
+        return None
+    axis, idx = _positions(draw, x)
+    updates = core.bind("sin", indexing.gather(x, idx, axis))
+    return indexing.scatter_add(x, idx, updates, axis)
+
+
+def _rev_or_cumsum(draw, x, pool):
+    rank = len(_shape(x))
+    if not rank:
+        return core.bind("erf", x)
+    if draw(st.booleans()):
+        return core.bind("rev", x, axes=tuple(_axes(draw, rank)))
+    axis = draw(st.integers(0, rank - 1))
+    return core.bind("cumsum", x, axis=axis, reverse=int(draw(st.booleans())))
+
+
+def _solve(draw, x, pool):
+    """solve or triangular_solve with a well-conditioned matrix made from x."""
+    xs = _shape(x)
+    if len(xs) != 1:
+        return None
+    n = xs[0]
+    eye = x.builder.constant(2.0 * np.eye(n), "f64")
+    a = core.add(core.mul(core.bind("tanh", core.broadcast(x, (0,), (n, n))), 0.3), eye)
+    rhs = core.reshape(x, (n, 1))
+    if draw(st.booleans()):
+        out = decompositions.solve(a, rhs)
+    else:
+        out = decompositions.triangular_solve(
+            a, rhs, int(draw(st.booleans())), int(draw(st.booleans()))
+        )
+    return core.reshape(out, (n,))
+
+
 OPS = [
+    _gather,
+    _scatter_add,
+    _rev_or_cumsum,
+    _solve,
     _unary,
     _binary,
     _broadcast,
@@ -255,11 +314,11 @@ def programs(draw, scalar_output=False, max_ops=10):
     else:
         # the last value and up to two other values nothing else reads (less dead code)
         read = {v.name for e in b.eqns for v in e.ins}
-        leaves = [y for y in made[:-1] if y.var.name not in read]
+        leaves = [y for y in made[:-1] if y.variable.name not in read]
         outs = [last, *leaves[-2:]]
         if draw(st.booleans()):
             outs.append(draw(st.sampled_from(pool)))
-    program = Program("g", tuple(b.params), tuple(b.eqns), tuple(o.var for o in outs))
+    program = Program("g", tuple(b.params), tuple(b.eqns), tuple(o.variable for o in outs))
     sx.verify(program)
     return program, draw(st.integers(0, 2**32 - 1))
 
@@ -269,13 +328,17 @@ def inputs(program, seed):
     return [rng.uniform(-1.0, 1.0, p.type.shape) for p in program.params], rng
 
 
-def assert_values(got, want, rtol=1e-10):
-    assert len(got) == len(want)
-    for g, w in zip(got, want, strict=True):
-        g, w = np.asarray(g), np.asarray(w)
-        assert g.dtype == w.dtype and g.shape == w.shape
-        scale = max(1.0, float(np.max(np.abs(w), initial=0.0)))
-        np.testing.assert_allclose(g, w, rtol=rtol, atol=rtol * scale)
+def drawn(case):
+    """``(program, inputs, rng)`` of a drawn ``(program, seed)``."""
+    program, seed = case
+    args, rng = inputs(program, seed)
+    return program, args, rng
+
+
+def directions(program, rng):
+    """Random tangents of the inputs and cotangents of the outputs."""
+    tangents = [rng.uniform(-1, 1, q.type.shape) for q in program.params]
+    return tangents, [rng.uniform(-1, 1, v.type.shape) for v in program.outs]
 
 
 # ---------------------------------------------------------------------------------------------
@@ -309,8 +372,7 @@ PASSES = {
 @SETTINGS
 @given(programs(), st.lists(st.sampled_from(sorted(PASSES)), min_size=1, max_size=4))
 def test_passes_keep_types_and_values(case, pass_names):
-    p, seed = case
-    args, _ = inputs(p, seed)
+    p, args, _ = drawn(case)
     want = sx.evaluate(p, *args)
     q = p
     for name in pass_names:
@@ -323,8 +385,7 @@ def test_passes_keep_types_and_values(case, pass_names):
 @SETTINGS
 @given(programs())
 def test_stages_evaluate_like_the_original(case):
-    p, seed = case
-    args, rng = inputs(p, seed)
+    p, args, rng = drawn(case)
     want = sx.evaluate(p, *args)
     n = len(p.outs)
     st_ = sx.stages(p)
@@ -346,11 +407,9 @@ def test_stages_evaluate_like_the_original(case):
 @SETTINGS
 @given(programs())
 def test_vjp_and_jvp_agree_by_dot_product(case):
-    p, seed = case
-    args, rng = inputs(p, seed)
+    p, args, rng = drawn(case)
     n = len(p.outs)
-    t = [rng.uniform(-1, 1, q.type.shape) for q in p.params]
-    ct = [rng.uniform(-1, 1, v.type.shape) for v in p.outs]
+    t, ct = directions(p, rng)
     jt = sx.evaluate(sx.jvp_program(p), *args, *t)[n:]
     jtct = sx.evaluate(sx.vjp_program(p), *args, *ct)[n:]
     lhs, rhs = vdot(ct, jt), vdot(jtct, t)
@@ -390,8 +449,7 @@ def assert_fd_close(got, numeric, values, rtol=1e-5):
 @SETTINGS
 @given(programs())
 def test_jvp_matches_finite_differences(case):
-    p, seed = case
-    args, rng = inputs(p, seed)
+    p, args, rng = drawn(case)
     n = len(p.outs)
     t = [random_like(rng, q.type) for q in p.params]
     out = sx.evaluate(sx.jvp_program(p), *args, *t)
@@ -401,16 +459,14 @@ def test_jvp_matches_finite_differences(case):
 @SETTINGS
 @given(programs(scalar_output=True, max_ops=6))
 def test_hessian_vector_products_of_scalar_programs(case):
-    p, seed = case
-    args, rng = inputs(p, seed)
+    p, args, rng = drawn(case)
     check_hvp(p, args, rng)
 
 
 @SETTINGS
 @given(programs(max_ops=6))
 def test_hessian_vector_products(case):
-    p, seed = case
-    args, rng = inputs(p, seed)
+    p, args, rng = drawn(case)
     check_hvp(p, args, rng)
 
 
@@ -419,8 +475,7 @@ def test_hessian_vector_products(case):
 def test_compiled_stages_are_reusable_and_leave_inputs_alone(case):
     """A compiled plan (which may update dying buffers in place) gives the same values on a
     second call, never writes into the caller's arrays, and hands out arrays it won't reuse."""
-    p, seed = case
-    args, rng = inputs(p, seed)
+    p, args, rng = drawn(case)
     ct = [rng.uniform(-1, 1, v.type.shape) for v in p.outs]
     for prog, xs in [(p, args), (sx.vjp_program(p), args + ct)]:
         exe = sx.compile(prog)
@@ -440,11 +495,9 @@ def test_compiled_stages_are_reusable_and_leave_inputs_alone(case):
 def test_residual_policies_agree(case):
     """Saving every residual and recomputing the cheap ones give the same VJP, and each
     policy's linear/transposed pair passes the dot-product test."""
-    p, seed = case
-    args, rng = inputs(p, seed)
+    p, args, rng = drawn(case)
     n = len(p.outs)
-    ct = [rng.uniform(-1, 1, v.type.shape) for v in p.outs]
-    t = [rng.uniform(-1, 1, q.type.shape) for q in p.params]
+    t, ct = directions(p, rng)
     results = {}
     for policy in ("save", "recompute"):
         st_ = sx.stages(p, policy=policy)

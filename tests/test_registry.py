@@ -160,13 +160,42 @@ def _unary_case(name, ref, sampler, **kw):
 
 U = uniform(-2.0, 2.0)
 
+
+ROUNDING = dict(fd_eps=1e-2, fd_rtol=1e-4, fd_atol=1e-5, dp_rtol=1e-6)
+
+
+def convert_case(src: str, dst: str, shape: tuple, sampler, linear: bool, id=None, **tol) -> Case:
+    """``convert dst`` of a ``src`` operand; the reference is NumPy's astype."""
+    to = Type(dst, ()).np_dtype
+    return Case(
+        id or f"convert-{src}-{dst}",
+        "convert",
+        (dst,),
+        [(src, shape)],
+        [sampler],
+        lambda x, dtype: x.astype(to),
+        linear_in=(0,) if linear else None,
+        **tol,
+    )
+
+
+def linear1(id: str, prim: str, params: tuple, shape: tuple, ref: Callable) -> Case:
+    """A primitive linear in its one float operand, on uniform inputs of ``shape``."""
+    return Case(id, prim, params, [(F, shape)], [U], ref, linear_in=(0,))
+
+
+def contraction(id: str, params: tuple, x: tuple, y: tuple, linear_in: tuple) -> Case:
+    """``dot_general`` with ``params`` on operands of shapes x and y."""
+    return Case(id, "dot_general", params, [(F, x), (F, y)], [U, U], ref_dot_general, linear_in)
+
+
 CASES: list[Case] = [
     # linear arithmetic
     Case("add", "add", (), [(F, (2, 3)), (F, (2, 3))], [U, U], np.add, linear_in=(0, 1)),
     Case("sub", "sub", (), [(F, (2, 3)), (F, (2, 3))], [U, U], np.subtract, linear_in=(0, 1)),
     _unary_case("negate", np.negative, U, linear_in=(0,)),
     _unary_case("id", lambda x: x, U, linear_in=(0,)),
-    Case("id-scalar", "id", (), [(F, ())], [U], lambda x: x, linear_in=(0,)),
+    linear1("id-scalar", "id", (), (), lambda x: x),
     # bilinear and division
     Case("mul", "mul", (), [(F, (2, 3)), (F, (2, 3))], [U, U], np.multiply, linear_in=(0,)),
     Case("mul-rhs", "mul", (), [(F, (3,)), (F, (3,))], [U, U], np.multiply, linear_in=(1,)),
@@ -238,240 +267,77 @@ CASES: list[Case] = [
         np.where,
         linear_in=(1, 2),
     ),
-    # convert: between float types (linear), to and from bool (no tangent)
-    Case(
-        "convert-f64-f32",
-        "convert",
-        ("f32",),
-        [("f64", (2, 3))],
-        [U],
-        lambda x, dtype: x.astype(np.float32),
-        linear_in=(0,),
-        fd_eps=1e-2,
-        fd_rtol=1e-4,
-        fd_atol=1e-5,
-        dp_rtol=1e-6,
-    ),
-    Case(
-        "convert-f32-f64",
-        "convert",
-        ("f64",),
-        [("f32", (2, 3))],
-        [U],
-        lambda x, dtype: x.astype(np.float64),
-        linear_in=(0,),
-        fd_eps=1e-2,
-        fd_rtol=1e-4,
-        fd_atol=1e-5,
-        dp_rtol=1e-6,
-    ),
-    Case(
-        "convert-same",
-        "convert",
-        ("f64",),
-        [("f64", (4,))],
-        [U],
-        lambda x, dtype: x.astype(np.float64),
-        linear_in=(0,),
-    ),
-    Case(
-        "convert-bool-f32",
-        "convert",
-        ("f32",),
-        [("bool", (2, 3))],
-        [booleans],
-        lambda x, dtype: x.astype(np.float32),
-    ),
-    Case(
-        "convert-f64-bool",
-        "convert",
-        ("bool",),
-        [("f64", (2, 3))],
-        [away_from_zero()],
-        lambda x, dtype: x.astype(np.bool_),
-    ),
+    # convert: between float types (linear; an f32 step rounds, so looser tolerances), to and
+    # from bool (no tangent)
+    convert_case("f64", "f32", (2, 3), U, linear=True, **ROUNDING),
+    convert_case("f32", "f64", (2, 3), U, linear=True, **ROUNDING),
+    convert_case("f64", "f64", (4,), U, linear=True, id="convert-same"),
+    convert_case("bool", "f32", (2, 3), booleans, linear=False),
+    convert_case("f64", "bool", (2, 3), away_from_zero(), linear=False),
     # contractions
-    Case(
-        "dot_general-matmul",
-        "dot_general",
-        ((1,), (0,), (), ()),
-        [(F, (2, 3)), (F, (3, 4))],
-        [U, U],
-        ref_dot_general,
-        linear_in=(0,),
-    ),
-    Case(
+    contraction("dot_general-matmul", ((1,), (0,), (), ()), (2, 3), (3, 4), linear_in=(0,)),
+    contraction(
         "dot_general-batch-2contract-unusual",
-        "dot_general",
         ((3, 2), (0, 2), (1,), (3,)),
-        [(F, (3, 2, 4, 5)), (F, (5, 6, 4, 2))],
-        [U, U],
-        ref_dot_general,
+        (3, 2, 4, 5),
+        (5, 6, 4, 2),
         linear_in=(0,),
     ),
-    Case(
+    contraction(
         "dot_general-batch-2contract-unusual-rhs",
-        "dot_general",
         ((3, 2), (0, 2), (1,), (3,)),
-        [(F, (3, 2, 4, 5)), (F, (5, 6, 4, 2))],
-        [U, U],
-        ref_dot_general,
+        (3, 2, 4, 5),
+        (5, 6, 4, 2),
         linear_in=(1,),
     ),
-    Case(
-        "dot_general-batch-middle",
-        "dot_general",
-        ((2,), (0,), (1,), (1,)),
-        [(F, (4, 2, 3)), (F, (3, 2, 5))],
-        [U, U],
-        ref_dot_general,
-        linear_in=(1,),
+    contraction(
+        "dot_general-batch-middle", ((2,), (0,), (1,), (1,)), (4, 2, 3), (3, 2, 5), linear_in=(1,)
     ),
-    Case(
+    contraction(
         "dot_general-2batch-swapped",
-        "dot_general",
         ((2,), (2,), (0, 1), (1, 0)),
-        [(F, (2, 3, 4)), (F, (3, 2, 4, 5))],
-        [U, U],
-        ref_dot_general,
+        (2, 3, 4),
+        (3, 2, 4, 5),
         linear_in=(0,),
     ),
-    Case(
-        "dot_general-full-contract",
-        "dot_general",
-        ((0, 1), (1, 0), (), ()),
-        [(F, (2, 3)), (F, (3, 2))],
-        [U, U],
-        ref_dot_general,
-        linear_in=(1,),
+    contraction(
+        "dot_general-full-contract", ((0, 1), (1, 0), (), ()), (2, 3), (3, 2), linear_in=(1,)
     ),
-    Case(
-        "dot_general-outer",
-        "dot_general",
-        ((), (), (), ()),
-        [(F, (2,)), (F, (3,))],
-        [U, U],
-        ref_dot_general,
-        linear_in=(0,),
-    ),
-    Case(
-        "dot_general-batch-only",
-        "dot_general",
-        ((), (), (0,), (0,)),
-        [(F, (3, 2)), (F, (3, 4))],
-        [U, U],
-        ref_dot_general,
-        linear_in=(1,),
-    ),
+    contraction("dot_general-outer", ((), (), (), ()), (2,), (3,), linear_in=(0,)),
+    contraction("dot_general-batch-only", ((), (), (0,), (0,)), (3, 2), (3, 4), linear_in=(1,)),
     Case("dot-mm", "dot", (), [(F, (2, 3)), (F, (3, 4))], [U, U], np.matmul, linear_in=(0,)),
     Case("dot-vm", "dot", (), [(F, (3,)), (F, (3, 2))], [U, U], np.matmul, linear_in=(1,)),
     Case("dot-mv", "dot", (), [(F, (2, 3)), (F, (3,))], [U, U], np.matmul, linear_in=(0,)),
     Case("dot-vv", "dot", (), [(F, (3,)), (F, (3,))], [U, U], np.matmul, linear_in=(1,)),
     # layout
-    Case(
-        "broadcast-new-axis",
-        "broadcast",
-        ((1,), (2, 6)),
-        [(F, (6,))],
-        [U],
-        ref_broadcast,
-        linear_in=(0,),
+    linear1("broadcast-new-axis", "broadcast", ((1,), (2, 6)), (6,), ref_broadcast),
+    linear1("broadcast-stretch", "broadcast", ((0, 1), (4, 3)), (1, 3), ref_broadcast),
+    linear1("broadcast-stretch-and-new", "broadcast", ((0, 2), (3, 2, 4)), (1, 4), ref_broadcast),
+    linear1("broadcast-scalar", "broadcast", ((), (2, 3)), (), ref_broadcast),
+    linear1("broadcast-all-stretched", "broadcast", ((0, 1), (2, 3)), (1, 1), ref_broadcast),
+    linear1("reshape", "reshape", ((4, 6),), (2, 3, 4), lambda x, shape: x.reshape(shape)),
+    linear1("reshape-to-scalar", "reshape", ((),), (1, 1), lambda x, shape: x.reshape(shape)),
+    linear1("reshape-add-axes", "reshape", ((1, 2, 3),), (6,), lambda x, shape: x.reshape(shape)),
+    linear1(
+        "transpose-3d", "transpose", ((2, 0, 1),), (2, 3, 4), lambda x, perm: np.transpose(x, perm)
     ),
-    Case(
-        "broadcast-stretch",
-        "broadcast",
-        ((0, 1), (4, 3)),
-        [(F, (1, 3))],
-        [U],
-        ref_broadcast,
-        linear_in=(0,),
-    ),
-    Case(
-        "broadcast-stretch-and-new",
-        "broadcast",
-        ((0, 2), (3, 2, 4)),
-        [(F, (1, 4))],
-        [U],
-        ref_broadcast,
-        linear_in=(0,),
-    ),
-    Case(
-        "broadcast-scalar", "broadcast", ((), (2, 3)), [(F, ())], [U], ref_broadcast, linear_in=(0,)
-    ),
-    Case(
-        "broadcast-all-stretched",
-        "broadcast",
-        ((0, 1), (2, 3)),
-        [(F, (1, 1))],
-        [U],
-        ref_broadcast,
-        linear_in=(0,),
-    ),
-    Case(
-        "reshape",
-        "reshape",
-        ((4, 6),),
-        [(F, (2, 3, 4))],
-        [U],
-        lambda x, shape: x.reshape(shape),
-        linear_in=(0,),
-    ),
-    Case(
-        "reshape-to-scalar",
-        "reshape",
-        ((),),
-        [(F, (1, 1))],
-        [U],
-        lambda x, shape: x.reshape(shape),
-        linear_in=(0,),
-    ),
-    Case(
-        "reshape-add-axes",
-        "reshape",
-        ((1, 2, 3),),
-        [(F, (6,))],
-        [U],
-        lambda x, shape: x.reshape(shape),
-        linear_in=(0,),
-    ),
-    Case(
-        "transpose-3d",
-        "transpose",
-        ((2, 0, 1),),
-        [(F, (2, 3, 4))],
-        [U],
-        lambda x, perm: np.transpose(x, perm),
-        linear_in=(0,),
-    ),
-    Case(
-        "transpose-2d",
-        "transpose",
-        ((1, 0),),
-        [(F, (2, 3))],
-        [U],
-        lambda x, perm: np.transpose(x, perm),
-        linear_in=(0,),
-    ),
-    Case(
+    linear1("transpose-2d", "transpose", ((1, 0),), (2, 3), lambda x, perm: np.transpose(x, perm)),
+    linear1(
         "slice",
         "slice",
         ((1, 2), (3, 5)),
-        [(F, (4, 5))],
-        [U],
+        (4, 5),
         lambda x, s, lim: x[s[0] : lim[0], s[1] : lim[1]],
-        linear_in=(0,),
     ),
-    Case(
+    linear1(
         "slice-3d",
         "slice",
         ((0, 1, 2), (2, 2, 4)),
-        [(F, (3, 2, 4))],
-        [U],
+        (3, 2, 4),
         lambda x, s, lim: x[tuple(map(slice, s, lim))],
-        linear_in=(0,),
     ),
     Case("pad-value", "pad", (((1, 0), (0, 2)), 1.5), [(F, (2, 3))], [U], ref_pad),
-    Case("pad-zero", "pad", (((2, 1), (1, 0)), 0.0), [(F, (2, 3))], [U], ref_pad, linear_in=(0,)),
+    linear1("pad-zero", "pad", (((2, 1), (1, 0)), 0.0), (2, 3), ref_pad),
     Case("pad-1d-negative-value", "pad", (((0, 3),), -2.0), [(F, (3,))], [U], ref_pad),
     Case(
         "concatenate-3",
@@ -491,43 +357,21 @@ CASES: list[Case] = [
         ref_concatenate,
         linear_in=(0, 1),
     ),
-    Case("concatenate-1", "concatenate", (0,), [(F, (4,))], [U], ref_concatenate, linear_in=(0,)),
+    linear1("concatenate-1", "concatenate", (0,), (4,), ref_concatenate),
     # reductions
-    Case(
-        "reduce_sum-2axes",
-        "reduce_sum",
-        ((0, 2),),
-        [(F, (2, 3, 4))],
-        [U],
-        lambda x, axes: np.sum(x, axis=axes),
-        linear_in=(0,),
+    linear1(
+        "reduce_sum-2axes", "reduce_sum", ((0, 2),), (2, 3, 4), lambda x, axes: np.sum(x, axis=axes)
     ),
-    Case(
+    linear1(
         "reduce_sum-all",
         "reduce_sum",
         ((0, 1, 2),),
-        [(F, (2, 3, 4))],
-        [U],
+        (2, 3, 4),
         lambda x, axes: np.sum(x, axis=axes),
-        linear_in=(0,),
     ),
-    Case(
-        "reduce_sum-none",
-        "reduce_sum",
-        ((),),
-        [(F, (2, 3))],
-        [U],
-        lambda x, axes: np.sum(x, axis=axes),
-        linear_in=(0,),
-    ),
-    Case(
-        "reduce_sum-middle",
-        "reduce_sum",
-        ((1,),),
-        [(F, (2, 3, 4))],
-        [U],
-        lambda x, axes: np.sum(x, axis=axes),
-        linear_in=(0,),
+    linear1("reduce_sum-none", "reduce_sum", ((),), (2, 3), lambda x, axes: np.sum(x, axis=axes)),
+    linear1(
+        "reduce_sum-middle", "reduce_sum", ((1,),), (2, 3, 4), lambda x, axes: np.sum(x, axis=axes)
     ),
     Case(
         "reduce_max-2axes",
@@ -555,6 +399,11 @@ CASES: list[Case] = [
     ),
 ]
 
+# the NumPy surface's primitives (indexing, numeric, decompositions) live in their own table
+from registry_cases_numpy import NUMPY_CASES  # noqa: E402
+
+CASES += NUMPY_CASES
+
 # fromList takes no operands; it is tested through programs with a parameter it ignores
 CONSTANT_PARAMS = ((2, 2), (1.5, -2.0, 0.25, 3.0))
 
@@ -579,7 +428,11 @@ def _case_ids():
 
 
 FLOAT_OUT = [c for c in CASES if c.program("f64").outs[0].type.is_float]
-DIFFERENTIABLE = [c for c in FLOAT_OUT if any(t.is_float for t in c.in_types("f64"))]
+# stop_gradient's tangent is zero by definition, not by finite differences
+# (test_no_tangent_primitives_have_no_float_tangent checks it)
+DIFFERENTIABLE = [
+    c for c in FLOAT_OUT if any(t.is_float for t in c.in_types("f64")) and c.prim != "stop_gradient"
+]
 
 
 # ---------------------------------------------------------------------------------------------
@@ -774,7 +627,7 @@ def test_f32_stays_f32_through_ad(case):
     args64 = [a.astype(np.float64) if a.dtype == np.float32 else a for a in args32]
     if case.prim == "convert":
         args64 = args32  # the input dtype is the case's own
-    allowed = {"f32", "bool"} if case.prim != "convert" else {"f32", "f64", "bool"}
+    allowed = {"f32", "bool", "i32"} if case.prim != "convert" else {"f32", "f64", "bool"}
     stages = sx.stages(p32)
     for name, prog in stages.items():
         for e in prog.eqns:

@@ -29,7 +29,7 @@ def w4_chain(n: int) -> Program:
     for _ in range(n):
         x, y = core.bind("sin", x) * y + core.bind("cos", y), x * y - y
     out = x + y
-    return Program("w4", tuple(b.params), tuple(b.eqns), (out.var,))
+    return Program("w4", tuple(b.params), tuple(b.eqns), (out.variable,))
 
 
 def w4_numpy(x: float, y: float, n: int) -> float:

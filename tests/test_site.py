@@ -8,21 +8,28 @@ from __future__ import annotations
 import doctest
 import json
 import re
+import shutil
 import subprocess
 import sys
+import time
 import zipfile
 from html.parser import HTMLParser
 
 import httpx
+import hypothesis
 import numpy as np
 import pytest
 from shax_server import explore, irdoc, openapi_examples, samples
 from shax_server.routes import site
+from shax_server.settings import Settings
 
 import shax_core as sx
 from shax_core.primitives import REGISTRY
 from tests.conftest import FIXTURES, ROOT
 from tests.servers import free_port, shax_server
+from tests.test_properties import SETTINGS as RANDOM_SETTINGS
+from tests.test_properties import inputs as random_inputs
+from tests.test_properties import programs as random_programs
 from tests.test_seed import DF, DFT0, DFT1, F
 
 MEDIUM = samples.SAMPLES["medium"]
@@ -321,11 +328,15 @@ def test_explore_type_error_at_its_equation(client):
     assert "c = add" in p["detail"]
 
 
-def test_explore_bad_inputs_name_the_input(client):
+def test_explore_bad_inputs_name_the_input_and_the_stages_stand(client):
     r = client.post("/v1/explore", json={**MEDIUM, "inputs": [[1, 2, 3], [[1, 2], [3, 4]]]})
-    assert r.status_code == 400
-    assert "arg0" in r.json()["detail"] and "[6]" in r.json()["detail"]
-    assert r.json()["tensor"] == "arg0"
+    assert r.status_code == 200
+    assert [s["name"] for s in r.json()["stages"]] == list(explore.STAGE_TITLES)
+    problem = r.json()["numbers"]["problem"]
+    assert problem["status"] == 400 and problem["tensor"] == "arg0"
+    assert "arg0" in problem["detail"] and "[6]" in problem["detail"]
+    r = client.post("/v1/explore", json={**MEDIUM, "inputs": [[1, 2, 3, 4, 5, 6]]})
+    assert "expects 2" in r.json()["numbers"]["problem"]["detail"]
     r = client.post("/v1/explore", json={**MEDIUM, "rewrites": "jax"})
     assert r.status_code == 400 and "rewrites" in r.json()["detail"]
 
@@ -438,17 +449,33 @@ def test_readme_starts_with_the_two_commands_then_shows_the_explorer():
         assert (ROOT / link).exists(), link
 
 
-def test_with_api_keys_pages_stay_public_and_the_explorer_needs_a_key():
+def test_with_api_keys_the_pages_open_only_where_the_operator_opens_them():
+    pages = ("/", "/docs", "/redoc", "/explore", "/static/site/explore.js")
     with shax_server(free_port(), {"SHAX_API_KEYS": "k-one,k-two"}) as url:
         with httpx.Client(base_url=url, timeout=30) as c:
-            for page in ("/", "/docs", "/redoc", "/explore", "/static/site/explore.js"):
+            for page in pages:  # closed by default, like every path but the health checks
+                assert c.get(page).status_code == 401, page
+    opened = ",".join(site.PUBLIC_PAGES + ("/v2/health/live", "/v2/health/ready"))
+    env = {"SHAX_API_KEYS": "k-one,k-two", "SHAX_OPEN_PATHS": opened}
+    with shax_server(free_port(), env) as url:
+        with httpx.Client(base_url=url, timeout=30) as c:
+            for page in pages:
                 assert c.get(page).status_code == 200, page
+            assert c.get("/static/docs/swagger-ui-bundle.js").status_code == 200
             assert c.get("/v1/explore/samples").status_code == 200
             assert c.post("/v1/explore", json=MEDIUM).status_code == 401
             assert c.post("/v1/explore/links", json=MEDIUM).status_code == 401
-            r = c.post("/v1/explore", json=MEDIUM, headers={"X-API-Key": "k-two"})
+            key = {"X-API-Key": "k-two"}
+            r = c.post("/v1/explore", json=MEDIUM, headers=key)
             assert r.status_code == 200
             seed_close(r.json()["numbers"]["f"][0], F)
+            compiled = c.post("/v1/programs", json={"program": MEDIUM["program"]}, headers=key)
+            program_id = compiled.json()["id"]
+            anonymous = c.get("/", headers={"accept": "application/json"}).json()
+            assert anonymous["models_loaded"] == 1 and anonymous["models"] == []
+            assert program_id not in c.get("/").text
+            keyed = c.get("/", headers={"accept": "application/json", **key}).json()
+            assert keyed["models"] == [program_id]
 
 
 def test_a_shared_session_is_checked_before_it_is_served():
@@ -457,3 +484,119 @@ def test_a_shared_session_is_checked_before_it_is_served():
     assert site._checked_link("0" * 16, data.decode()) is None  # another id's session
     assert site._checked_link(key, "not json") is None
     assert site._checked_link(key, '["a list"]') is None
+
+
+@pytest.mark.parametrize(
+    "change, field",
+    [
+        ({"rewrites": {}}, "rewrites"),
+        ({"rewrites": "AAA"}, "rewrites"),
+        ({"wrt": ["0"]}, "wrt"),
+        ({"wrt": 0}, "wrt"),
+        ({"inputs": "1, 2"}, "inputs"),
+        ({"cotangents": {"data": [5, 9]}}, "cotangents"),
+        ({"program": None}, "program"),
+    ],
+)
+def test_explorer_refuses_what_its_schema_refuses(client, change, field):
+    for path in ("/v1/explore", "/v1/explore/links"):
+        r = client.post(path, json={**MEDIUM, **change})
+        assert r.status_code == 400, (path, r.text)
+        assert f"'{field}'" in r.json()["detail"]
+
+
+def test_explorer_takes_null_as_absent(client):
+    nulls = dict.fromkeys(("tangents", "cotangents", "wrt", "rewrites"))
+    r = client.post("/v1/explore", json={**MEDIUM, **nulls})
+    assert r.status_code == 200 and r.json()["rewrites"] == "shax"
+    assert r.json()["numbers"]["cotangents"][0]["data"] == [1.0, 1.0]  # the default: ones
+
+
+def test_infer_refuses_parameters_that_are_not_objects(client):
+    """Found by schemathesis once the examples gave it a real model id."""
+    example = openapi_examples.operation_examples()[("post", "/v2/models/{model_name}/infer")]
+    model = example["path"]["model_name"]
+    assert client.post("/v1/programs", json={"program": openapi_examples.MEDIUM}).status_code == 200
+    url = f"/v2/models/{model}/infer"
+    assert client.post(url, json=example["body"]).status_code == 200
+    for bad in (False, 0, "", []):
+        r = client.post(url, json={**example["body"], "parameters": bad})
+        assert r.status_code == 400 and "'parameters' must be an object" in r.json()["detail"]
+    outputs = [{"name": "out0", "parameters": False}]
+    r = client.post(url, json={**example["body"], "outputs": outputs})
+    assert r.status_code == 400 and "outputs[0].parameters" in r.json()["detail"]
+
+
+@RANDOM_SETTINGS  # test_properties' bound (SHAX_FUZZ_EXAMPLES; fixed examples in CI)
+@hypothesis.given(random_programs())
+def test_explorer_on_random_programs(case):
+    """On random f64 programs: every stage's graph is a layered drawing of its program with
+    linearity flowing forward and residuals feeding the linear part; the numbers agree with
+    each other (VJP = primal and dft, df and dft satisfy the dot-product identity)."""
+    program, seed = case
+    values, _ = random_inputs(program, seed)
+    doc = {"program": str(program), "inputs": [v.tolist() for v in values]}
+    result = explore.explore(doc, Settings())
+    for st in result["stages"]:
+        g, p = st["graph"], sx.parse(st["text"])
+        assert len(g["nodes"]) == len(p.params) + len(p.eqns)
+        assert len(g["edges"]) == sum(len(e.ins) for e in p.eqns)
+        assert sum(st["parts"].values()) == st["equations"]
+        for s, d in g["edges"]:
+            assert g["nodes"][s]["layer"] < g["nodes"][d]["layer"]
+            if g["nodes"][s]["part"] == "linear":
+                assert g["nodes"][d]["part"] == "linear"
+        if st["name"] in ("linear", "transposed", "vjp"):
+            for i, node in enumerate(g["nodes"]):
+                if node["part"] == "residual" and node["kind"] == "eqn":
+                    assert any(s == i and g["nodes"][d]["part"] == "linear" for s, d in g["edges"])
+    n = result["numbers"]
+
+    def arrays(tensors):
+        return [np.asarray(t["data"], np.float64) for t in tensors]
+
+    for got, want in zip(arrays(n["vjp"]), arrays(n["f"] + n["dft"]), strict=True):
+        np.testing.assert_allclose(got, want, rtol=1e-12, atol=1e-12)
+    check = n["dot_check"]
+    scale = max(1.0, abs(check["df_dot_ct"]))
+    assert abs(check["df_dot_ct"] - check["dx_dot_dft"]) <= 1e-9 * scale
+
+
+def test_a_share_link_made_on_one_replica_opens_on_another(tmp_path):
+    """Sessions go to the shared store too: with a real redis-server, a link stored through
+    one replica loads from a second that never saw it."""
+    server = shutil.which("redis-server")
+    if server is None:
+        pytest.skip("redis-server is not installed (apt-get install redis-server; .ci/run does)")
+    port = free_port()
+    redis = subprocess.Popen(
+        [server, "--bind", "127.0.0.1", "--port", str(port), "--save", "", "--appendonly", "no"]
+        + ["--dir", str(tmp_path)],
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.DEVNULL,
+    )
+    try:
+        import redis as redis_client
+
+        ping = redis_client.Redis(port=port, socket_timeout=1)
+        deadline = time.monotonic() + 15
+        while True:  # answering before the replicas start
+            try:
+                if ping.ping():
+                    break
+            except redis_client.RedisError:
+                if time.monotonic() > deadline:
+                    raise
+                time.sleep(0.05)
+        env = {"SHAX_REDIS_URL": f"redis://127.0.0.1:{port}/0", "SHAX_CACHE_SECRET": "s3cret"}
+        with shax_server(free_port(), env) as one, shax_server(free_port(), env) as two:
+            session = {**MEDIUM, "rewrites": "seed"}
+            made = httpx.post(f"{one}/v1/explore/links", json=session, timeout=30)
+            assert made.status_code == 200, made.text
+            key = made.json()["id"]
+            loaded = httpx.get(f"{two}/v1/explore/links/{key}", timeout=30)
+            assert loaded.status_code == 200, loaded.text
+            assert loaded.json() == {k: v for k, v in session.items() if k in explore.LINK_FIELDS}
+    finally:
+        redis.terminate()
+        redis.wait(timeout=10)

@@ -34,6 +34,7 @@ import redis
 from shax_client import Client
 
 from tests.dns_stub import StubDNS
+from tests.servers import free_port
 
 ROOT = Path(__file__).parent.parent
 NGINX_CONF = ROOT / "docker" / "nginx.conf"
@@ -56,12 +57,6 @@ pytestmark = [
 X = np.array([0.5, -1.0, 2.0], dtype=np.float32)
 START_TIMEOUT = 30.0
 CACHE_SECRET = "stack-test-secret-4f1c"  # what docker-compose.yml sets as SHAX_CACHE_SECRET
-
-
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
 
 
 def program(k: int) -> str:
@@ -700,6 +695,38 @@ def test_redis_restart_entries_are_republished_and_health_is_probed(stack):
         f"Redis restart: shax_redis_up 0 after {down_seen:.2f} s, back to 1 after {up_seen:.2f} s;"
         f" 2 entries republished within {republished:.2f} s of re-upload / local hit"
     )
+
+
+def test_two_workers_share_programs_and_metrics_through_redis(stack, tmp_path):
+    """``shax serve --workers 2`` with Redis: a program compiled by one worker is served by id
+    by both (never a 404), model-ready never flaps, and /metrics sums both workers (prometheus-
+    client multiprocess files), so request counts only grow, whichever worker answers."""
+    stack.ensure()
+    port = free_port()
+    env = dict(stack.replicas[0].env)
+    cmd = [sys.executable, "-m", "shax_server.cli", "--host", "127.0.0.1", "--port", str(port)]
+    proc = Proc(
+        "workers2", [*cmd, "--workers", "2", "--log-level", "warning"], env, tmp_path / "w.log"
+    )
+    url = f"http://127.0.0.1:{port}"
+    try:
+        proc.start()
+        wait_for(proc, lambda: ready(url), "ready")
+        k = next(_k)
+        statuses, counts = [], []
+        with httpx.Client(base_url=url, timeout=10) as c:
+            pid = c.post("/v1/programs", json={"program": program(k)}).json()["id"]
+            for _ in range(40):
+                r = c.post(f"/v1/programs/{pid}/vjp", json={"inputs": vjp_body(k)["inputs"]})
+                statuses.append(r.status_code)
+                if r.status_code == 200:
+                    check_vjp(r.json(), k)
+                statuses.append(c.get(f"/v2/models/{pid}/ready").status_code)
+                counts.append(value(metrics(url), "shax_requests_total"))
+        assert statuses == [200] * 80, statuses
+        assert counts == sorted(counts) and counts[-1] >= 80, counts
+    finally:
+        proc.stop()
 
 
 def _served_by(urls: list[str]) -> list[float]:

@@ -147,7 +147,7 @@ def test_constant_law(name):
 
 def test_a_wrong_claim_fails():
     """pad is layout but not splat-preserving: claiming it would fail the check (the
-    simplifier bug of issue 11); and a non-commutative, non-positionwise op fails too."""
+    simplifier bug this test was written for); non-commutative, non-positionwise ops fail too."""
     rng = np.random.default_rng(13)
     pad = next(c for c in CASES if c.prim == "pad" and c.params[1] != 0.0)
     law_layout(pad, rng)

@@ -107,3 +107,83 @@ def test_binary_framing_errors():
     bad_bool = {"name": "m", "shape": [2], "datatype": "BOOL"}
     with pytest.raises(wire.TensorError, match="0 or 1"):
         wire.decode_tensor(bad_bool, memoryview(b"\x00\x07"))
+
+
+# ---- scan_json: vectorized depth and top-level members (issue 12) -----------------------------
+
+
+def _reference_depth(text: bytes) -> int:
+    """Depth by walking every character (what scan_json must agree with, without the loop)."""
+    depth = best = 0
+    in_string = escaped = False
+    for ch in text.decode():
+        if in_string:
+            if escaped:
+                escaped = False
+            elif ch == "\\":
+                escaped = True
+            elif ch == '"':
+                in_string = False
+        elif ch == '"':
+            in_string = True
+        elif ch in "[{":
+            depth += 1
+            best = max(best, depth)
+        elif ch in "]}":
+            depth -= 1
+    return best
+
+
+def test_scan_json_agrees_with_a_character_walk_on_random_documents():
+    import json
+    import random
+
+    import orjson
+
+    from shax_core.wire import scan_json
+
+    rng = random.Random(12)
+    tricky = ['a"[\\', '\\\\"{', "", 'x\\\\\\"', '"', "\\" * 17 + '"[', "[{", "}]"]
+
+    def value(depth=0):
+        r = rng.random()
+        if depth > 5 or r < 0.3:
+            return rng.choice([1, 2.5, True, None, *tricky])
+        if r < 0.65:
+            return [value(depth + 1) for _ in range(rng.randint(0, 4))]
+        return {rng.choice(["k", '\\"', "[{", "a\\"]): value(depth + 1) for _ in range(3)}
+
+    for i in range(300):
+        doc = {"a": value(), 'b"': value(), "inputs": [value()]} if i % 2 else value()
+        text = json.dumps(doc, indent=rng.choice([None, 1])).encode()
+        for chunk in (5, 64, 1 << 22):  # chunk boundaries inside escape runs, strings, numbers
+            scan = scan_json(text, chunk)
+            assert scan.depth == _reference_depth(text), (text, chunk)
+            if isinstance(doc, dict) and doc:
+                got = {k: orjson.loads(text[s:e]) for k, s, e in scan.members}
+                assert got == doc, (text, chunk)
+                assert text[scan.span[0]] == ord("{") and text[scan.span[1]] == ord("}")
+            else:
+                assert scan.members is None
+
+
+def test_scan_json_has_no_per_character_path_for_escapes():
+    """A body full of escaped quotes scans in whole-array passes: the scan's Python-level
+    work does not grow with the number of escapes (counted as calls into _escaped rounds)."""
+    import shax_core.wire as wire
+
+    body = b'{"x":"' + b'\\"[' * 200_000 + b'"}'
+    rounds = []
+    real = wire._escaped
+
+    def counting(part, quotes, carry):
+        rounds.append(quotes.size)
+        return real(part, quotes, carry)
+
+    wire._escaped = counting
+    try:
+        scan = wire.scan_json(body, chunk=1 << 16)
+    finally:
+        wire._escaped = real
+    assert scan.depth == 1 and scan.members[0][0] == "x"
+    assert len(rounds) == -(-len(body) // (1 << 16))  # one vectorized call per chunk

@@ -38,8 +38,10 @@ from shax_client.errors import (
     Timeout,
     Unavailable,
 )
+from shax_core import __version__  # one distribution, one version
 
 __all__ = [
+    "__version__",
     "DEFAULT_BINARY_THRESHOLD",
     "AsyncClient",
     "AsyncRemoteFunction",

@@ -9,16 +9,19 @@ import httpx
 
 from shax_client._base import (
     DEFAULT_BINARY_THRESHOLD,
+    DEFAULT_COMPILE_TIMEOUT,
     DEFAULT_TIMEOUT,
     BaseClient,
     Call,
     Flow,
     MinimizeResult,
+    argnums_of,
     build_request,
     map_transport_error,
     minimize_x0,
     parse_body,
     raise_for_problem,
+    restructure,
 )
 from shax_client._remote import AsyncRemoteFunction
 
@@ -47,6 +50,7 @@ class AsyncClient(BaseClient):
         max_backoff: float = 5.0,
         binary_threshold: int = DEFAULT_BINARY_THRESHOLD,
         program_format: str = "text",
+        compile_timeout: float | None = DEFAULT_COMPILE_TIMEOUT,
     ):
         super().__init__(
             base_url,
@@ -57,6 +61,7 @@ class AsyncClient(BaseClient):
             max_backoff=max_backoff,
             binary_threshold=binary_threshold,
             program_format=program_format,
+            compile_timeout=compile_timeout,
         )
         self._owns_http = http is None
         self._http = http or httpx.AsyncClient(timeout=timeout, transport=transport)
@@ -111,22 +116,41 @@ class AsyncClient(BaseClient):
             await self._run(self._upload_flow(entry))
         return AsyncRemoteFunction(self, entry)
 
-    def value_and_grad(self, f, argnums=0):
+    def value_and_grad(self, f, argnums=0, has_aux: bool = False):
         async def value_and_grad_f(*args):
-            rf = await self.compile(f, *args, wrt=argnums)
-            return await rf.value_and_grad(*args)
+            return await self._run(self._value_and_grad_flow(f, args, argnums, has_aux))
 
         value_and_grad_f.__name__ = f"value_and_grad_{getattr(f, '__name__', 'f')}"
         return value_and_grad_f
 
-    def grad(self, f, argnums=0):
-        vg = self.value_and_grad(f, argnums)
+    def grad(self, f, argnums=0, has_aux: bool = False):
+        vg = self.value_and_grad(f, argnums, has_aux)
 
         async def grad_f(*args):
-            return (await vg(*args))[1]
+            value, g = await vg(*args)
+            return (g, value[1]) if has_aux else g
 
         grad_f.__name__ = f"grad_{getattr(f, '__name__', 'f')}"
         return grad_f
+
+    async def vjp(self, f, *primals, has_aux: bool = False):
+        """As ``Client.vjp``; ``vjp_fn`` is a coroutine function."""
+        entry, out, aux = await self._run(self._vjp_outputs_flow(f, primals, has_aux))
+
+        async def vjp_fn(cotangent):
+            return await self._run(self._pullback_flow(entry, primals, cotangent, has_aux))
+
+        return (out, vjp_fn, aux) if has_aux else (out, vjp_fn)
+
+    async def jvp(self, f, primals, tangents, has_aux: bool = False):
+        return await self._run(self._jvp_user_flow(f, primals, tangents, has_aux))
+
+    def hessian(self, f, argnums=0):
+        async def hessian_f(*args):
+            return await self._run(self._hessian_flow(f, args, argnums))
+
+        hessian_f.__name__ = f"hessian_{getattr(f, '__name__', 'f')}"
+        return hessian_f
 
     async def minimize(
         self,
@@ -137,8 +161,12 @@ class AsyncClient(BaseClient):
         optimizer: str = "gd",
         progress: bool = True,
         every: int = 1,
+        *,
+        argnums=None,
         **hyper,
     ) -> MinimizeResult:
         args = minimize_x0(x0)
-        rf = await self.compile(f, *args)
-        return await rf.minimize(args, steps, lr, optimizer, progress, every, **hyper)
+        nums = None if argnums is None else argnums_of(argnums, len(args))
+        rf = await self.compile(f, *args, wrt=nums)
+        result = await rf.minimize(args, steps, lr, optimizer, progress, every, **hyper)
+        return restructure(result, rf._entry, x0)

@@ -21,6 +21,7 @@ from shax_client._base import (
     Entry,
     MinimizeReader,
     MinimizeResult,
+    complete,
     make_progress,
     minimize_options,
     minimize_x0,
@@ -66,6 +67,19 @@ class _RemoteBase:
             bar.set_postfix(value=f"{step.value:.8g}")
 
 
+def _grads(entry: Entry, grads):
+    """Gradients in the arguments' trees: one when ``wrt`` was an int (or None with one
+    differentiated input), else a tuple."""
+    if not entry.in_trees:
+        return unpack(grads, entry.grad_single)
+    n = len(entry.in_trees)
+    spec = entry.wrt_spec
+    nums = tuple(range(n)) if spec is None else ((spec,) if isinstance(spec, int) else spec)
+    trees = entry.per_argument([a % n for a in nums], grads)
+    single = isinstance(spec, int) or (spec is None and len(trees) == 1)
+    return trees[0] if single else tuple(trees)
+
+
 class RemoteFunction(_RemoteBase):
     """A function compiled on the server, called synchronously (see the module docstring)."""
 
@@ -73,16 +87,16 @@ class RemoteFunction(_RemoteBase):
 
     def __call__(self, *args):
         outputs = self._client._run(self._client._eval_flow(self._entry, args))
-        return unpack(outputs, self._entry.single)
+        return self._entry.outputs_tree(outputs)
 
     def vjp(self, *args, cotangents=None):
         outputs, grads = self._client._run(self._client._vjp_flow(self._entry, args, cotangents))
-        return unpack(outputs, self._entry.single), tuple(grads)
+        return self._entry.outputs_tree(outputs), tuple(grads)
 
     def value_and_grad(self, *args):
         self._client._check_scalar(self._entry)
         outputs, grads = self._client._run(self._client._vjp_flow(self._entry, args, None))
-        return outputs[0], unpack(grads, self._entry.grad_single)
+        return outputs[0], _grads(self._entry, grads)
 
     def grad(self, *args):
         return self.value_and_grad(*args)[1]
@@ -121,7 +135,7 @@ class RemoteFunction(_RemoteBase):
         finally:
             response.close()
             bar.close()
-        return reader.finish()
+        return complete(reader.finish(), entry, args)
 
 
 class AsyncRemoteFunction(_RemoteBase):
@@ -131,17 +145,17 @@ class AsyncRemoteFunction(_RemoteBase):
 
     async def __call__(self, *args):
         outputs = await self._client._run(self._client._eval_flow(self._entry, args))
-        return unpack(outputs, self._entry.single)
+        return self._entry.outputs_tree(outputs)
 
     async def vjp(self, *args, cotangents=None):
         flow = self._client._vjp_flow(self._entry, args, cotangents)
         outputs, grads = await self._client._run(flow)
-        return unpack(outputs, self._entry.single), tuple(grads)
+        return self._entry.outputs_tree(outputs), tuple(grads)
 
     async def value_and_grad(self, *args):
         self._client._check_scalar(self._entry)
         outputs, grads = await self._client._run(self._client._vjp_flow(self._entry, args, None))
-        return outputs[0], unpack(grads, self._entry.grad_single)
+        return outputs[0], _grads(self._entry, grads)
 
     async def grad(self, *args):
         return (await self.value_and_grad(*args))[1]
@@ -179,4 +193,4 @@ class AsyncRemoteFunction(_RemoteBase):
         finally:
             await response.aclose()
             bar.close()
-        return reader.finish()
+        return complete(reader.finish(), entry, args)

@@ -9,14 +9,17 @@ import httpx
 
 from shax_client._base import (
     DEFAULT_BINARY_THRESHOLD,
+    DEFAULT_COMPILE_TIMEOUT,
     DEFAULT_TIMEOUT,
     BaseClient,
     Call,
     Flow,
     MinimizeResult,
+    argnums_of,
     build_request,
     map_transport_error,
     minimize_x0,
+    restructure,
 )
 from shax_client._remote import RemoteFunction
 
@@ -47,6 +50,7 @@ class Client(BaseClient):
         max_backoff: float = 5.0,
         binary_threshold: int = DEFAULT_BINARY_THRESHOLD,
         program_format: str = "text",
+        compile_timeout: float | None = DEFAULT_COMPILE_TIMEOUT,
     ):
         super().__init__(
             base_url,
@@ -57,6 +61,7 @@ class Client(BaseClient):
             max_backoff=max_backoff,
             binary_threshold=binary_threshold,
             program_format=program_format,
+            compile_timeout=compile_timeout,
         )
         self._owns_http = http is None
         self._http = http or httpx.Client(timeout=timeout, transport=transport)
@@ -123,24 +128,51 @@ class Client(BaseClient):
             self._run(self._upload_flow(entry))
         return RemoteFunction(self, entry)
 
-    def value_and_grad(self, f, argnums=0):
-        """``(f(*args), ∇f(*args))`` computed on the server, like ``jax.value_and_grad``."""
+    def value_and_grad(self, f, argnums=0, has_aux: bool = False):
+        """``(f(*args), ∇f(*args))`` computed on the server, like ``jax.value_and_grad``:
+        pytrees in and out, ``argnums`` an int or a tuple (negative from the end),
+        ``has_aux`` for ``f`` returning ``(value, aux)``."""
 
         def value_and_grad_f(*args):
-            return self.compile(f, *args, wrt=argnums).value_and_grad(*args)
+            return self._run(self._value_and_grad_flow(f, args, argnums, has_aux))
 
         value_and_grad_f.__name__ = f"value_and_grad_{getattr(f, '__name__', 'f')}"
         return value_and_grad_f
 
-    def grad(self, f, argnums=0):
+    def grad(self, f, argnums=0, has_aux: bool = False):
         """``∇f`` computed on the server, like ``jax.grad``."""
-        vg = self.value_and_grad(f, argnums)
+        vg = self.value_and_grad(f, argnums, has_aux)
 
         def grad_f(*args):
-            return vg(*args)[1]
+            value, g = vg(*args)
+            return (g, value[1]) if has_aux else g
 
         grad_f.__name__ = f"grad_{getattr(f, '__name__', 'f')}"
         return grad_f
+
+    def vjp(self, f, *primals, has_aux: bool = False):
+        """``(f(*primals), vjp_fn)`` (and ``aux``), like ``jax.vjp``: ``vjp_fn(cotangent)``
+        returns one cotangent per primal; each call is one VJP on the server."""
+        entry, out, aux = self._run(self._vjp_outputs_flow(f, primals, has_aux))
+
+        def vjp_fn(cotangent):
+            return self._run(self._pullback_flow(entry, primals, cotangent, has_aux))
+
+        return (out, vjp_fn, aux) if has_aux else (out, vjp_fn)
+
+    def jvp(self, f, primals, tangents, has_aux: bool = False):
+        """``(f(*primals), ∂f·tangents)`` by forward mode on the server, like ``jax.jvp``."""
+        return self._run(self._jvp_user_flow(f, primals, tangents, has_aux))
+
+    def hessian(self, f, argnums=0):
+        """The Hessian of scalar ``f``, like ``jax.hessian`` (the gradient program traced
+        here, differentiated again on the server)."""
+
+        def hessian_f(*args):
+            return self._run(self._hessian_flow(f, args, argnums))
+
+        hessian_f.__name__ = f"hessian_{getattr(f, '__name__', 'f')}"
+        return hessian_f
 
     def minimize(
         self,
@@ -151,10 +183,17 @@ class Client(BaseClient):
         optimizer: str = "gd",
         progress: bool = True,
         every: int = 1,
+        *,
+        argnums=None,
         **hyper,
     ) -> MinimizeResult:
-        """Minimize scalar ``f`` from ``x0`` (a tuple/list: one argument per parameter) on the
-        server; a tqdm bar shows progress unless ``progress=False``."""
+        """Minimize scalar ``f`` from ``x0`` (a tuple/list: one argument per parameter, each
+        a pytree) on the server. Only the arguments in ``argnums`` (default: all) move; the
+        others (data) are sent as inputs on every call, so new data never recompiles and is
+        never moved. ``params`` come back in ``x0``'s structure; a tqdm bar shows progress
+        unless ``progress=False``."""
         args = minimize_x0(x0)
-        rf = self.compile(f, *args)
-        return rf.minimize(args, steps, lr, optimizer, progress, every, **hyper)
+        nums = None if argnums is None else argnums_of(argnums, len(args))
+        rf = self.compile(f, *args, wrt=nums)
+        result = rf.minimize(args, steps, lr, optimizer, progress, every, **hyper)
+        return restructure(result, rf._entry, x0)

@@ -25,6 +25,7 @@ Invariants:
 from __future__ import annotations
 
 import asyncio
+import dataclasses
 import hashlib
 import hmac
 import json
@@ -73,6 +74,10 @@ class ProgramCache:
         self.bytes = 0
         self.building: dict[str, asyncio.Future] = {}
         self.checked: dict[str, float] = {}  # key -> when the store last had it (or got it)
+        # posted programs being (or lately) prepared, by a hash of the request's text: a retry
+        # after a timed-out request finds the parse/infer that request started
+        self.preparing: dict[str, asyncio.Future] = {}
+        self.prepared: OrderedDict[str, Source] = OrderedDict()
         self.tasks: set[asyncio.Task] = set()
         bind = getattr(store, "bind_metrics", None)
         if bind is not None:
@@ -113,7 +118,8 @@ class ProgramCache:
         pending = self.building.get(source.key)
         if pending is not None:
             self.metrics.cache_hits.inc()
-            return await self.pool.wait(pending, "compilation"), True
+            entry, _ = await self.pool.wait(pending, "compilation")  # (entry, restored)
+            return entry, True
         self.metrics.cache_misses.inc()
         if stored is None and self.shared:
             stored = await self._store_call(self.store.get, source.key)
@@ -147,6 +153,27 @@ class ProgramCache:
         if not restored:
             await self._put(entry)  # before answering: other replicas can use its id at once
         return entry, restored
+
+    async def prepare(self, request_key: str, fn, *args, cost: int) -> Source:
+        """``fn(*args)`` (parse, infer, hash a posted program) in a compile lane, once per
+        request text: concurrent and retried requests share it, also past a timeout."""
+        source = self.prepared.get(request_key)
+        if source is not None:
+            return source
+        future = self.preparing.get(request_key)
+        if future is None:
+            future = asyncio.wrap_future(self.pool.submit_compile(fn, *args, cost=cost))
+            self.preparing[request_key] = future
+
+            def done(f: asyncio.Future) -> None:
+                self.preparing.pop(request_key, None)
+                if not f.cancelled() and f.exception() is None:
+                    self.prepared[request_key] = f.result()
+                    while len(self.prepared) > 64:
+                        self.prepared.popitem(last=False)
+
+            future.add_done_callback(done)
+        return await self.pool.wait(future, "compilation")
 
     def _verified(self, key: str, stored) -> tuple[str, dict] | None:
         """``stored`` when its VJP may be planned as it is (signature valid), else None."""
@@ -186,7 +213,8 @@ class ProgramCache:
             return self._hit(entry)
         if key in self.building:
             self.metrics.cache_hits.inc()
-            return await self.pool.wait(self.building[key], "compilation")
+            entry, _ = await self.pool.wait(self.building[key], "compilation")  # (entry, restored)
+            return entry
         if not self.shared:
             return None
         stored = await self._store_call(self.store.get, key)
@@ -207,6 +235,7 @@ class ProgramCache:
             "pipeline_version": pipeline_version(),
             "residuals": entry.source.residuals,
             "vjp": str(entry.vjp),
+            "names": list(entry.source.names),
         }
         if self.secret is not None:
             metadata["signature"] = sign(self.secret, entry.key, entry.source.text, metadata)
@@ -255,6 +284,14 @@ def _source_from_store(key: str, stored: tuple[str, dict], settings: Settings) -
     if source.key != key:
         log.warning("ignoring shared-store entry %s: its text hashes to %s", key[:16], source.key)
         return None
+    names = metadata.get("names")  # the parameter names it was compiled under (display only)
+    if (
+        isinstance(names, list)
+        and len(names) == len(source.program.params)
+        and all(isinstance(n, str) and n for n in names)
+        and len(set(names)) == len(names)
+    ):
+        source = dataclasses.replace(source, names=tuple(names))
     return source
 
 

@@ -8,14 +8,18 @@ the same Settings. Connection hygiene has defaults (``settings.py``) and flags:
 
 ``--workers N`` (N > 1) needs a store the workers share (``SHAX_REDIS_URL``): each worker has
 its own in-process cache, so without one a program compiled by one worker is unknown to the
-next (404s that come and go). It is refused with a message saying so (exit status 2).
+next (404s that come and go). It is refused with a message saying so (exit status 2). With
+Redis, the workers share compiled programs through it, and their metrics through
+prometheus-client's multiprocess files (a fresh ``PROMETHEUS_MULTIPROC_DIR``, removed at exit).
 """
 
 from __future__ import annotations
 
 import argparse
 import os
+import shutil
 import sys
+import tempfile
 from collections.abc import Sequence
 
 FLAGS = {  # flag -> (SHAX_ variable, type, help)
@@ -105,6 +109,20 @@ def serve(
             "others (404s that come and go). Set SHAX_REDIS_URL, or run one worker per "
             "container/replica behind a load balancer."
         )
+    metrics_dir = None
+    if settings.workers > 1 and not os.environ.get("PROMETHEUS_MULTIPROC_DIR"):
+        # every worker writes its metrics here; any worker's /metrics renders their sum
+        metrics_dir = tempfile.mkdtemp(prefix="shax-metrics-")
+        os.environ["PROMETHEUS_MULTIPROC_DIR"] = metrics_dir
+    try:
+        _run(uvicorn, settings, log_level, log_config)
+    finally:
+        if metrics_dir is not None:
+            shutil.rmtree(metrics_dir, ignore_errors=True)
+    return 0
+
+
+def _run(uvicorn, settings, log_level: str, log_config) -> None:
     uvicorn.run(
         "shax_server.app:create_app",
         factory=True,
@@ -120,7 +138,6 @@ def serve(
         limit_concurrency=settings.limit_concurrency,
         h11_max_incomplete_event_size=settings.max_header_bytes,
     )
-    return 0
 
 
 def serve_main(argv: Sequence[str] | None = None) -> int:

@@ -6,14 +6,19 @@ expensive part: run the AD pipeline once (``shax_core.vjp_program``), compile th
 their peak memory (computed from the types) against the limit before anything runs.
 
 Tensor names of a compiled program (the same on every endpoint, and the Open Inference Protocol
-model's input/output names): inputs ``a0, a1, ...`` (the canonical parameter names), output
-cotangents ``ct0, ct1, ...``, outputs ``out0, out1, ...``, gradients ``grad_a0, ...`` (one per
-``wrt`` input), input tangents ``t_a0, ...`` and output tangents ``tout0, ...``.
+model's input/output names): inputs are named as the client named the program's parameters
+(``x``, ``params.w1``; ``a0, a1, ...`` when it sent canonical names), output cotangents
+``ct0, ct1, ...``, outputs ``out0, out1, ...``, gradients ``grad_<input>`` (one per ``wrt``
+input), input tangents ``t_<input>`` and output tangents ``tout0, ...``. The cache key is
+computed on the canonical form, so names never split the cache: a program compiled under other
+names shares the entry, and by-id endpoints use the names it was first compiled with.
 """
 
 from __future__ import annotations
 
+import dataclasses
 import math
+import re
 import threading
 from dataclasses import dataclass, field
 from typing import Any
@@ -21,7 +26,8 @@ from typing import Any
 import shax_core
 from shax_core import Executable, Program, infer
 from shax_core.graph import canonical_text, canonicalize, content_hash, from_graph
-from shax_core.ir import Type
+from shax_core.ir import Type, Var
+from shax_core.passes.rename import rewrite_ins
 from shax_core.wire import DATATYPE_OF_IR
 from shax_server.problems import Problem, limit_exceeded
 from shax_server.settings import Settings
@@ -40,6 +46,31 @@ class Source:
     text: str  # canonical IR text
     wrt: tuple[int, ...]
     residuals: str = "recompute"  # the residual policy the VJP is built with (part of the key)
+    names: tuple[str, ...] = ()  # the client's parameter names (default: the canonical ones)
+
+    @property
+    def input_names(self) -> list[str]:
+        return list(self.names) if self.names else [p.name for p in self.program.params]
+
+    def named_program(self) -> Program:
+        """The canonical program with the client's parameter names (for display), when they
+        are IR names; else the canonical program."""
+        if not self.names or not all(_IR_NAME.fullmatch(n) for n in self.names):
+            return self.program
+        subst = {
+            p.name: Var(n, p.type) for p, n in zip(self.program.params, self.names, strict=True)
+        }
+        eqns = tuple(rewrite_ins(e, subst) for e in self.program.eqns)
+        return Program(
+            self.program.name,
+            tuple(subst[p.name] for p in self.program.params),
+            eqns,
+            tuple(subst.get(v.name, v) for v in self.program.outs),
+            checked=self.program.checked,
+        )
+
+
+_IR_NAME = re.compile(r"[A-Za-z_][A-Za-z0-9_'.]*")
 
 
 def read_program(body: dict) -> Program:
@@ -121,7 +152,10 @@ def prepare(program: Program, wrt: Any, settings: Settings, residuals: str | Non
     # the policy changes the compiled VJP, so it is part of the key (the default keeps old ids)
     version = pipeline_version() + ("" if residuals == "recompute" else f"+residuals={residuals}")
     key = content_hash(canonical, list(resolved), version)
-    return Source(key, canonical, canonical_text(canonical), resolved, residuals)
+    names = tuple(p.name for p in program.params)
+    return Source(
+        key, canonical, canonical_text(canonical), resolved, residuals=residuals, names=names
+    )
 
 
 RESIDUAL_POLICIES = ("recompute", "save")
@@ -180,7 +214,14 @@ class Compiled:
 
     @property
     def input_names(self) -> list[str]:
-        return [p.name for p in self.program.params]
+        return self.source.input_names
+
+    def named(self, source: Source) -> Compiled:
+        """This entry under the parameter names of ``source`` (the same program): shares
+        every compiled part."""
+        if source.names == self.source.names:
+            return self
+        return dataclasses.replace(self, source=source)
 
     @property
     def output_names(self) -> list[str]:
@@ -192,12 +233,20 @@ class Compiled:
 
     @property
     def gradient_names(self) -> list[str]:
-        return [f"grad_{self.program.params[i].name}" for i in self.source.wrt]
+        names = self.input_names
+        return [f"grad_{names[i]}" for i in self.source.wrt]
+
+    @property
+    def tangent_names(self) -> list[str]:
+        names = self.input_names
+        return [f"t_{names[i]}" for i in self.source.wrt]
 
     def signature(self) -> dict:
         p = self.program
         return {
-            "inputs": [tensor_meta(v.name, v.type) for v in p.params],
+            "inputs": [
+                tensor_meta(n, v.type) for n, v in zip(self.input_names, p.params, strict=True)
+            ],
             "outputs": [
                 tensor_meta(n, v.type) for n, v in zip(self.output_names, p.outs, strict=True)
             ],
@@ -220,7 +269,8 @@ class Compiled:
     def stage_texts(self) -> dict[str, str]:
         with self.lock:
             if "stages" not in self.lazy:
-                stages = shax_core.stages(self.program, wrt=list(self.source.wrt))
+                named = self.source.named_program()
+                stages = shax_core.stages(named, wrt=list(self.source.wrt))
                 self.lazy["stages"] = {k: str(v) for k, v in stages.items()}
             return self.lazy["stages"]
 

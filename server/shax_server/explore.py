@@ -25,12 +25,13 @@ import hashlib
 import re
 from collections import OrderedDict
 from dataclasses import dataclass
+from functools import partial
 
 import numpy as np
 import orjson
 
 import shax_core
-from shax_core import ParseError, Program, ShaxTypeError, infer, parse
+from shax_core import ParseError, Program, ShaxError, ShaxTypeError, infer, parse
 from shax_core.ir import dtype_name
 from shax_core.passes import lower_reduce_sum, rewrite
 from shax_core.primitives import REGISTRY
@@ -144,8 +145,7 @@ def stage_parts(name: str, program: Program, n_in: int, n_out: int, n_wrt: int) 
 def layout(program: Program, part: dict[str, str]) -> dict:
     """A layered drawing of the dataflow graph: nodes are parameters and equations, edges their
     operands. A node's layer is one more than its deepest operand's (parameters at 0, a constant
-    just above its first use); within a layer, nodes sit in the order of their operands' mean
-    position (one sweep).
+    just above its first use); within a layer, nodes are ordered by ``order_rows``.
 
     >>> from shax_core import parse, infer
     >>> g = layout(infer(parse("def f(a :: f32[]) = let b = sin a  c = mul a b in [c]")), {})
@@ -182,21 +182,69 @@ def layout(program: Program, part: dict[str, str]) -> dict:
     for i, n in enumerate(nodes):  # a constant sits just above its first use
         if n["kind"] == "eqn" and i not in operands and i in consumers:
             n["layer"] = max(0, min(nodes[d]["layer"] for d in consumers[i]) - 1)
-    layers: dict[int, list[int]] = {}
+    rows: dict[int, list[int]] = {}
     for i, n in enumerate(nodes):
-        layers.setdefault(n["layer"], []).append(i)
-    for depth in sorted(layers):
-        row = layers[depth]
-        if depth > 0:
-            row.sort(
-                key=lambda i: (
-                    np.mean([nodes[s]["pos"] for s in operands[i]]) if operands.get(i) else 0.0,
-                    i,
-                )
-            )
-        for pos, i in enumerate(row):
-            nodes[i]["pos"] = pos
-    return {"nodes": nodes, "edges": edges, "layers": 1 + max(layers, default=-1)}
+        rows.setdefault(n["layer"], []).append(i)
+    pos = order_rows([rows[k] for k in range(1 + max(rows, default=-1))], operands, consumers)
+    for i, n in enumerate(nodes):
+        n["pos"] = pos[i]
+    return {"nodes": nodes, "edges": edges, "layers": len(rows)}
+
+
+SWEEPS = 6  # barycentric sweeps, alternately down (by operands) and up (by consumers)
+MAX_ORDERED_EDGES = 3000  # past this, one downward sweep only (crossing counts are quadratic)
+
+
+def order_rows(rows: list[list[int]], operands: dict, consumers: dict) -> dict[int, int]:
+    """Each node's position in its row: barycentric sweeps (a node goes to the mean position of
+    its neighbours in the rows already placed), keeping the order with the fewest crossings
+    between consecutive rows.
+
+    >>> sorted(order_rows([[0, 1], [2, 3]], {2: [1], 3: [0]}, {1: [2], 0: [3]}).items())
+    [(0, 0), (1, 1), (2, 1), (3, 0)]
+    """
+    order = [list(r) for r in rows]
+    n_edges = sum(len(v) for v in operands.values())
+    sweeps = SWEEPS if n_edges <= MAX_ORDERED_EDGES else 1
+    best, best_crossings = None, None
+    for sweep in range(sweeps):
+        down = sweep % 2 == 0
+        pos = {i: p for r in order for p, i in enumerate(r)}
+        sequence = range(1, len(order)) if down else range(len(order) - 2, -1, -1)
+        near, far = (operands, consumers) if down else (consumers, operands)
+        for k in sequence:
+            order[k].sort(key=partial(_barycenter, pos=pos, near=near, far=far))
+            pos.update({i: p for p, i in enumerate(order[k])})
+        crossings = _crossings(order, operands) if sweeps > 1 else 0
+        if best_crossings is None or crossings < best_crossings:
+            best, best_crossings = [list(r) for r in order], crossings
+    return {i: p for r in best for p, i in enumerate(r)}
+
+
+def _barycenter(i: int, *, pos: dict, near: dict, far: dict) -> tuple[float, int]:
+    """Where node ``i`` goes: the mean position of its ``near`` neighbours (operands on a
+    downward sweep), else of its ``far`` ones, else where it is; ties keep the order."""
+    for links in (near, far):
+        placed = [pos[j] for j in links.get(i, ())]
+        if placed:
+            return (sum(placed) / len(placed), pos[i])
+    return (pos[i], pos[i])
+
+
+def _crossings(order: list[list[int]], operands: dict) -> int:
+    """Crossings among edges between consecutive rows (the ones a sweep can untangle)."""
+    pos = {i: p for r in order for p, i in enumerate(r)}
+    row = {i: k for k, r in enumerate(order) for i in r}
+    total = 0
+    for k in range(1, len(order)):
+        pairs = sorted(
+            (pos[s], pos[d]) for d in order[k] for s in operands.get(d, ()) if row[s] == k - 1
+        )
+        for a in range(len(pairs)):
+            for b in range(a + 1, len(pairs)):
+                if pairs[a][0] < pairs[b][0] and pairs[a][1] > pairs[b][1]:
+                    total += 1
+    return total
 
 
 # ---------------------------------------------------------------------------------------------
@@ -311,23 +359,35 @@ def numbers(st: dict[str, Program], doc: dict, wrt: list[int], settings: Setting
     }
 
 
+def _invalid(detail: str) -> Problem:
+    return Problem(400, "Invalid request", detail, kind="invalid-request")
+
+
+def check_session(doc: dict) -> str:
+    """Check a session's fields against the documented schema (null means absent); its
+    rewrites. ``program`` is IR text; ``inputs``, ``tangents``, ``cotangents`` lists; ``wrt``
+    a list of integers; ``rewrites`` one of ``REWRITES``."""
+    if not isinstance(doc.get("program"), str):
+        raise _invalid("'program' must be a string of IR text")
+    for key in ("inputs", "tangents", "cotangents", "wrt"):
+        if doc.get(key) is not None and not isinstance(doc[key], list):
+            raise _invalid(f"'{key}' must be a list")
+    wrt = doc.get("wrt") or []
+    if not all(isinstance(i, int) and not isinstance(i, bool) for i in wrt):
+        raise _invalid("'wrt' must be a list of input indices")
+    rewrites = doc.get("rewrites")
+    if rewrites is None:
+        return "shax"
+    if rewrites not in REWRITES:
+        raise _invalid(f"'rewrites' must be one of {', '.join(REWRITES)}")
+    return rewrites
+
+
 def explore(doc: dict, settings: Settings) -> dict:
     """Every stage of ``doc["program"]`` (IR text) with counts and graphs, and its numbers when
     ``doc["inputs"]`` is given. Errors are problems; parse and type errors carry line/column."""
-    text = doc.get("program")
-    if not isinstance(text, str):
-        raise Problem(
-            400, "Invalid request", "'program' must be a string of IR text", kind="invalid-request"
-        )
-    rewrites = doc.get("rewrites")
-    rewrites = "shax" if rewrites is None else rewrites
-    if not isinstance(rewrites, str) or rewrites not in REWRITES:
-        raise Problem(
-            400,
-            "Invalid request",
-            f"'rewrites' must be one of {', '.join(REWRITES)}",
-            kind="invalid-request",
-        )
+    rewrites = check_session(doc)
+    text = doc["program"]
     try:
         source = parse(text)
         if len(source.eqns) > settings.max_equations:
@@ -371,8 +431,22 @@ def explore(doc: dict, settings: Settings) -> dict:
             "outputs": [{"name": f"out{i}", "type": str(t)} for i, t in enumerate(typed.out_types)],
         },
         "stages": stages,
-        "numbers": numbers(st, doc, wrt, settings),
+        "numbers": _numbers_or_problem(st, doc, wrt, settings),
     }
+
+
+def _numbers_or_problem(st, doc: dict, wrt: list[int], settings: Settings) -> dict:
+    """The numbers, or ``{"problem": ...}`` saying what is wrong with the inputs: the stages are
+    the answer's main part and stand on their own (a program pasted over a sample keeps the
+    sample's inputs until they are edited)."""
+    try:
+        return numbers(st, doc, wrt, settings)
+    except Problem as p:
+        if p.status != 400:
+            raise  # limits stay errors of the whole request
+        return {"problem": p.body()}
+    except ShaxError as e:
+        return {"problem": problem_for(e).body()}
 
 
 def primitive_names() -> list[str]:
@@ -390,32 +464,7 @@ MAX_LINK_BYTES = 256 * 1024
 
 def link_document(doc: dict) -> tuple[str, bytes]:
     """(id, canonical JSON) of a session: its known fields only, checked for size."""
-    if not isinstance(doc.get("program"), str):
-        raise Problem(
-            400, "Invalid request", "'program' must be a string of IR text", kind="invalid-request"
-        )
-    # the fields the explorer's schema declares, checked as it declares them (null: absent)
-    if doc.get("rewrites") is not None and (
-        not isinstance(doc["rewrites"], str) or doc["rewrites"] not in REWRITES
-    ):
-        raise Problem(
-            400,
-            "Invalid request",
-            f"'rewrites' must be one of {', '.join(REWRITES)}",
-            kind="invalid-request",
-        )
-    wrt = doc.get("wrt")
-    if wrt is not None and not (
-        isinstance(wrt, list) and all(isinstance(i, int) and not isinstance(i, bool) for i in wrt)
-    ):
-        raise Problem(
-            400, "Invalid request", "'wrt' must be a list of input indices", kind="invalid-request"
-        )
-    for member in ("inputs", "tangents", "cotangents"):
-        if doc.get(member) is not None and not isinstance(doc[member], list):
-            raise Problem(
-                400, "Invalid request", f"'{member}' must be a list", kind="invalid-request"
-            )
+    check_session(doc)
     kept = {k: doc[k] for k in LINK_FIELDS if doc.get(k) is not None}
     data = orjson.dumps(kept, option=orjson.OPT_SORT_KEYS)
     if len(data) > MAX_LINK_BYTES:

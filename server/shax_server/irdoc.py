@@ -16,6 +16,7 @@ from __future__ import annotations
 import sys
 from pathlib import Path
 
+from shax_core.ir import DTYPES
 from shax_core.primitives import REGISTRY, Primitive
 
 GRAMMAR = """\
@@ -23,7 +24,7 @@ module     ::= definition+
 definition ::= "def" NAME "(" [param ("," param)*] ")" "=" "let" binding* "in" "[" uses "]"
 param      ::= NAME "::" type
 type       ::= DTYPE "[" [INT ("," INT)*] "]"                e.g. f32[2, 6], f64[]
-DTYPE      ::= "f32" | "f64" | "bool"
+DTYPE      ::= {dtypes}
 binding    ::= NAME ["::" type] "=" (NAME | PRIMITIVE argument* NAME*)
 uses       ::= [use ("," use)*]
 use        ::= NAME ["::" type]
@@ -31,7 +32,8 @@ argument   ::= INT | "[" INT,* "]" | "[" pair,* "]" | NUMBER | DTYPE | "[" liter
 pair       ::= "(" INT "," INT ")"
 literal    ::= NUMBER | "true" | "false"
 NAME       ::= [A-Za-z_][A-Za-z0-9_']*   (not a primitive, not def/let/in)
-NUMBER     ::= decimal or scientific, inf, nan;  comments run from "--" to the end of the line"""
+NUMBER     ::= decimal or scientific, inf, nan;  comments run from "--" to the end of the line
+""".replace("{dtypes}", " | ".join(f'"{d}"' for d in DTYPES)).rstrip()  # from the IR's table
 
 GRAMMAR_NOTES = (
     "Whitespace and newlines are insignificant. Operands are names bound before (parameters or "
@@ -92,6 +94,20 @@ MEANINGS = {
     "concatenate": "join the operands along axis",
     "reduce_sum": "sum over the axes (removed)",
     "reduce_max": "maximum over the axes (removed)",
+    "solve": "the x with a x = b",
+    "triangular_solve": "the x with t x = b, t the lower (lower = 1) or upper triangle of a, "
+    "transposed when trans = 1",
+    "cholesky": "the lower-triangular l with l lᵀ = a",
+    "logabsdet": "log |det a|",
+    "det_sign": "the sign of det a",
+    "gather": "a at the integer positions b, along the axes from axis (clamped)",
+    "scatter_add": "a with c added at the integer positions b, along the axes from axis",
+    "rev": "a reversed along the axes",
+    "cumsum": "running sum along axis (from the end when reverse = 1)",
+    "argmax": "the position of the maximum along axis (i32)",
+    "argsort": "the positions that sort a along axis (i32)",
+    "atan2": "elementwise atan2(a, b)",
+    "stop_gradient": "a, with a zero gradient",
 }
 
 
@@ -165,7 +181,11 @@ def table_in(text: str) -> str:
 
 
 def rewrite_doc(path: Path) -> None:
+    """Regenerate docs/ir.md's grammar block and primitive table from the code."""
     text = path.read_text(encoding="utf-8")
+    head = "## Grammar\n\n```\n"
+    g0 = text.index(head) + len(head)
+    text = text[:g0] + GRAMMAR + text[text.index("\n```", g0) :]
     start, end = text.index(BEGIN) + len(BEGIN), text.index(END)
     path.write_text(text[:start] + "\n" + primitive_table() + "\n" + text[end:], encoding="utf-8")
 

@@ -1,15 +1,29 @@
-"""Prometheus metrics in the text exposition format, without a client library.
+"""Prometheus metrics in the text exposition format.
 
-A handful of counters, gauges and histograms per app (so apps built in tests never share state).
-Each uvicorn worker process exposes its own numbers, which is what Prometheus expects when it
-scrapes replicas separately.
+A handful of counters, gauges and histograms per app (so apps built in tests never share state),
+kept in plain Python and rendered without a client library: one process, one set of numbers.
+
+Several worker processes (``shax serve --workers N``, which sets ``PROMETHEUS_MULTIPROC_DIR``):
+every metric also writes to prometheus-client's multiprocess files, and ``/metrics`` renders the
+sum over all live workers (``MultiProcessCollector``), whichever worker answers the scrape.
+Counters and histograms add up; gauges are summed over live workers (``livesum``), except
+``shax_redis_up`` (the minimum: 0 if any worker cannot reach Redis). Gauges read at scrape
+time (cache entries and bytes) are written by each worker after each of its requests.
 """
 
 from __future__ import annotations
 
 import bisect
+import os
 import threading
 from collections import defaultdict
+
+MULTIPROCESS_ENV = "PROMETHEUS_MULTIPROC_DIR"
+
+
+def _multiprocess() -> bool:
+    return bool(os.environ.get(MULTIPROCESS_ENV))
+
 
 LATENCY_BUCKETS = (0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10, 30)
 
@@ -30,6 +44,21 @@ class _Metric:
     def __init__(self, name: str, help_: str, labels: tuple[str, ...] = ()):
         self.name, self.help, self.labelnames = name, help_, labels
         self.lock = threading.Lock()
+        self.shared = None  # the prometheus-client twin in multiprocess mode
+
+    def share(self) -> None:
+        """Also write to prometheus-client's multiprocess files (registered nowhere: the
+        multiprocess collector reads the files)."""
+        import prometheus_client as pc
+
+        kind = {"counter": pc.Counter, "gauge": pc.Gauge, "histogram": pc.Histogram}[self.kind]
+        kwargs: dict = {"labelnames": self.labelnames, "registry": None}
+        name = self.name.removesuffix("_total") if self.kind == "counter" else self.name
+        if self.kind == "gauge":
+            kwargs["multiprocess_mode"] = "min" if self.name == "shax_redis_up" else "livesum"
+        if self.kind == "histogram":
+            kwargs["buckets"] = self.buckets
+        self.shared = kind(name, self.help, **kwargs)
 
     def header(self) -> list[str]:
         return [f"# HELP {self.name} {self.help}", f"# TYPE {self.name} {self.kind}"]
@@ -45,12 +74,18 @@ class Counter(_Metric):
     def inc(self, *labels: str, amount: float = 1.0) -> None:
         with self.lock:
             self.values[labels] += amount
+        if self.shared is not None:
+            (self.shared.labels(*labels) if labels else self.shared).inc(amount)
 
     def remove(self, *prefix: str) -> None:
         """Drop every series whose first label values are ``prefix``."""
         with self.lock:
-            for key in [k for k in self.values if k[: len(prefix)] == prefix]:
+            keys = [k for k in self.values if k[: len(prefix)] == prefix]
+            for key in keys:
                 del self.values[key]
+        if self.shared is not None:
+            for key in keys:
+                self.shared.remove(*key)
 
     def render(self) -> list[str]:
         lines = self.header()
@@ -71,10 +106,19 @@ class Gauge(_Metric):
     def add(self, amount: float) -> None:
         with self.lock:
             self.value += amount
+        if self.shared is not None:
+            self.shared.inc(amount)
 
     def set(self, value: float) -> None:
         with self.lock:
             self.value = value
+        if self.shared is not None:
+            self.shared.set(value)
+
+    def refresh(self) -> None:
+        """Write a read-at-scrape gauge's current value to the shared files."""
+        if self.shared is not None and self.read is not None:
+            self.shared.set(self.read())
 
     def render(self) -> list[str]:
         value = self.read() if self.read else self.value
@@ -95,6 +139,8 @@ class Histogram(_Metric):
             s[0][bisect.bisect_left(self.buckets, value)] += 1
             s[1] += value
             s[2] += 1
+        if self.shared is not None:
+            (self.shared.labels(*labels) if labels else self.shared).observe(value)
 
     def render(self) -> list[str]:
         lines = self.header()
@@ -161,7 +207,6 @@ class Metrics:
         self.compile_rejected = Counter(
             "shax_compilations_rejected_total", "compilations refused with 503 (queue full)"
         )
-        self.redis_attached = False
         # Triton's per-model inference series (same names and labels as Triton's /metrics)
         mv = ("model", "version")
         self.triton_success = Counter(
@@ -179,30 +224,72 @@ class Metrics:
         self.triton_request_us = Counter(
             "nv_inference_request_duration_us", "cumulative inference request duration, us", mv
         )
+        self.triton_queue_us = Counter(
+            "nv_inference_queue_duration_us", "cumulative time waiting for a worker thread, us", mv
+        )
+        self.triton_compute_input_us = Counter(
+            "nv_inference_compute_input_duration_us",
+            "cumulative time decoding and checking input tensors, us",
+            mv,
+        )
+        self.triton_compute_infer_us = Counter(
+            "nv_inference_compute_infer_duration_us", "cumulative time evaluating the VJP, us", mv
+        )
+        self.triton_compute_output_us = Counter(
+            "nv_inference_compute_output_duration_us", "cumulative time encoding outputs, us", mv
+        )
         self.triton_phase_us = {
-            phase: Counter(f"nv_inference_{phase}_duration_us", f"cumulative {what}, us", mv)
-            for phase, what in (
-                ("queue", "time waiting for a worker thread"),
-                ("compute_input", "time decoding and checking input tensors"),
-                ("compute_infer", "time evaluating the VJP"),
-                ("compute_output", "time encoding outputs"),
-            )
+            "queue": self.triton_queue_us,
+            "compute_input": self.triton_compute_input_us,
+            "compute_infer": self.triton_compute_infer_us,
+            "compute_output": self.triton_compute_output_us,
         }
+        self.redis_attached = False
+        self.shared = False
+        if _multiprocess():
+            self.share()
 
-    def forget_model(self, key: tuple[str, str]) -> None:
-        """Drop the Triton series of a model version (unloaded, or a program id evicted from
-        the statistics): label sets stay bounded."""
-        for counter in (
+    def triton(self) -> list[Counter]:
+        return [
             self.triton_success,
             self.triton_failure,
             self.triton_count,
             self.triton_exec_count,
             self.triton_request_us,
             *self.triton_phase_us.values(),
-        ):
+        ]
+
+    def forget_model(self, key: tuple[str, str]) -> None:
+        """Drop the Triton series of a model version (unloaded, or a program id evicted from
+        the statistics): label sets stay bounded."""
+        for counter in self.triton():
             counter.remove(*key)
 
+    def all(self) -> list[_Metric]:
+        return [v for v in vars(self).values() if isinstance(v, _Metric)]
+
+    def share(self) -> None:
+        """Multiprocess mode (see the module docstring); called once per worker process."""
+        self.shared = True
+        for m in self.all():
+            m.share()
+
+    def refresh(self) -> None:
+        """After a request: the read-at-scrape gauges, for the other workers' scrapes."""
+        if self.shared:
+            for m in self.all():
+                if isinstance(m, Gauge):
+                    m.refresh()
+
     def render(self) -> str:
+        if self.shared:
+            import prometheus_client as pc
+            from prometheus_client.multiprocess import MultiProcessCollector
+
+            self.refresh()
+            registry = pc.CollectorRegistry()
+            MultiProcessCollector(registry)
+            return pc.generate_latest(registry).decode()
         lines: list[str] = []
         for m in (
             self.requests,
@@ -221,12 +308,7 @@ class Metrics:
             self.store_refused,
             self.store_republished,
             *((self.redis_errors, self.redis_up) if self.redis_attached else ()),
-            self.triton_success,
-            self.triton_failure,
-            self.triton_count,
-            self.triton_exec_count,
-            self.triton_request_us,
-            *self.triton_phase_us.values(),
+            *self.triton(),
         ):
             lines += m.render()
         return "\n".join(lines) + "\n"

@@ -156,6 +156,7 @@ class RequestMetrics:
             label = getattr(route, "path", None) or "unmatched"
             self.metrics.requests.inc(label, str(status))
             self.metrics.latency.observe(time.perf_counter() - start, label)
+            self.metrics.refresh()
 
 
 REQUEST_ID_HEADER = "X-Request-ID"

@@ -60,7 +60,7 @@ TRITON_TYPES = {"FP32": "TYPE_FP32", "FP64": "TYPE_FP64", "BOOL": "TYPE_BOOL"}
 
 async def _entry(state: ServiceState, source: Source) -> Compiled:
     entry, _ = await state.cache.get_or_build(source)
-    return entry
+    return entry.named(source)  # the version's own parameter names, the shared compiled parts
 
 
 def _model(version: Version, entry: Compiled) -> Model:
@@ -282,11 +282,14 @@ def decode_inputs(
     order) and checked again. Complete or refused."""
     expected = input_types(model)
     names = model.names
+    # the canonical names a0, a1, ... are accepted too (another client's names, same model)
+    canonical = {f"a{i}": n for i, n in enumerate(names.inputs) if f"a{i}" not in expected}
     seen: set[str] = set()
     for i, obj in enumerate(objs):
         if not isinstance(obj, dict) or not isinstance(obj.get("name", ""), str):
             decode_tensor(obj, None, default_name=f"inputs[{i}]")  # raises, naming the problem
-        name = obj.get("name", f"inputs[{i}]")
+        given_name = obj.get("name", f"inputs[{i}]")
+        name = canonical.get(given_name, given_name)
         if name not in expected:
             raise Problem(
                 400,
@@ -329,6 +332,7 @@ def decode_inputs(
         name, array = decode_tensor(
             obj, take(obj), default_name=f"inputs[{i}]", max_elements=max_elements
         )
+        name = canonical.get(name, name)
         given[name] = check_tensor(name, array, expected[name])
     finish()
     return given

@@ -91,9 +91,10 @@ class WorkerPool:
         try:
             return await asyncio.wait_for(asyncio.shield(future), self.timeout)
         except TimeoutError:
+            goes_on = "; it goes on, and a retry gets its result" if what == "compilation" else ""
             raise self._busy(
-                f"the {what} took longer than the {self.timeout:g} s limit (SHAX_EVAL_TIMEOUT); "
-                + ("it goes on, and a retry gets its result" if what == "compilation" else "")
+                f"the {what} took longer than the {self.timeout:g} s limit "
+                f"(SHAX_EVAL_TIMEOUT){goes_on}"
             ) from None
 
     def submit_compile(self, fn, *args, cost: int) -> Future:

@@ -1,6 +1,6 @@
 """``POST /v1/programs/{id}/minimize``: gradient descent next to the cached program, streamed.
 
-Owned by the client SDK (issue 5); the app includes it with ``app.include_router(router)``.
+Used by the client SDK's ``minimize``; the app includes it with ``app.include_router(router)``.
 
 Request (tensors are positional, like ``/vjp``'s ``inputs``; only the ``wrt`` inputs move)::
 
@@ -19,6 +19,9 @@ then one final line with every step's value::
 
 A stream lasts at most ``SHAX_MINIMIZE_SECONDS`` (default 30 s): past it, the last line is an
 ``{"error": ...}`` problem (``limit: minimize_seconds``) after the progress lines so far.
+
+With ``"report": "moving"`` the params of progress and final lines are only the moving (``wrt``)
+inputs, in order (the others are the request's, unchanged: the data need not travel back).
 
 Step k reports f at the k-th point, the first point being ``x0`` (the seed's numbering): 40 steps
 evaluate 40 points and apply 39 updates. The update rules are ``shax_core.optimize``'s, driven by
@@ -66,6 +69,13 @@ REQUEST_SCHEMA = {
         "optimizer": {"type": "string", "enum": sorted(OPTIMIZERS), "default": "gd"},
         "hyper": {"type": "object", "additionalProperties": {"type": "number"}},
         "every": {"type": "integer", "minimum": 1, "default": 1},
+        "report": {
+            "type": "string",
+            "enum": ["all", "moving"],
+            "default": "all",
+            "description": "params of every input, or only of the moving (wrt) ones: the "
+            "others (data) are unchanged, so they need not travel back",
+        },
     },
 }
 
@@ -108,7 +118,17 @@ def parse_options(doc: dict) -> dict:
                 + (", ".join(sorted(accepted)) or "none")
             )
         _number(f"hyper.{key}", v)
-    return {"steps": steps, "every": every, "lr": lr, "optimizer": name, "hyper": hyper}
+    report = doc.get("report", "all")
+    if report not in ("all", "moving"):
+        raise _bad(f"'report' must be 'all' or 'moving', got {report!r}")
+    return {
+        "steps": steps,
+        "every": every,
+        "lr": lr,
+        "optimizer": name,
+        "hyper": hyper,
+        "report": report,
+    }
 
 
 def _tensors(names, arrays) -> list[dict]:
@@ -134,6 +154,7 @@ class _Loop:
         self.entry = entry
         self.wrt = list(entry.source.wrt)
         self.fixed = list(x0)
+        self.moving_only = options.get("report") == "moving"
         out_type = entry.program.out_types[0]
         self.one = np.ones((), dtype=out_type.np_dtype)
         optimizer = make_optimizer(options["optimizer"], lr=options["lr"], **options["hyper"])
@@ -152,6 +173,8 @@ class _Loop:
         return next(self.points, None)
 
     def params(self, xs) -> list[np.ndarray]:
+        if self.moving_only:
+            return [np.asarray(x) for x in xs]
         args = list(self.fixed)
         for i, x in zip(self.wrt, xs, strict=True):
             args[i] = np.asarray(x)
@@ -171,6 +194,8 @@ async def _next_point(state, loop: _Loop):
 
 async def _stream(state, entry, loop: _Loop, options: dict) -> AsyncIterator[bytes]:
     names = entry.input_names
+    if loop.moving_only:
+        names = [names[i] for i in loop.wrt]
     trajectory: list[dict] = []
     last = None
     seconds = state.settings.minimize_seconds

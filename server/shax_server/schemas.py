@@ -9,7 +9,7 @@ from typing import Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Field
 
-Datatype = Literal["FP32", "FP64", "BOOL"]
+Datatype = Literal["FP32", "FP64", "BOOL", "INT32", "INT64"]
 TensorData = list[Any] | float | bool | str
 
 

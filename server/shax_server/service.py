@@ -14,6 +14,7 @@ loop; big binary responses are streamed chunk by chunk, never joined into one bu
 from __future__ import annotations
 
 import asyncio
+import hashlib
 import math
 from collections.abc import Sequence
 from typing import Any
@@ -112,8 +113,40 @@ async def compile_program(
 ) -> tuple[Compiled, bool]:
     """Compile (or find) the program a body carries as ``program`` or ``graph``."""
     if source is None:
-        source = await state.pool.compile(_prepare, doc, state.settings, cost=_text_cost(doc))
-    return await state.cache.get_or_build(source)
+        _precount(doc, state.settings)
+        source = await state.cache.prepare(
+            _request_key(doc), _prepare, doc, state.settings, cost=_text_cost(doc)
+        )
+    entry, cached = await state.cache.get_or_build(source)
+    return entry.named(source), cached  # this request's names, the shared compiled parts
+
+
+def _precount(doc: dict, settings) -> None:
+    """413 at once for a program text with far more equations than ``max_equations``: every
+    equation has an ``=``, so their count (C speed, no parsing) bounds the equations from
+    above; only twice the limit is refused here (comments may hold ``=`` too), the exact
+    count is checked after parsing."""
+    text = doc.get("program")
+    graph = doc.get("graph")
+    if isinstance(text, str):
+        n, what = text.count("=") - 1, "about"
+    elif isinstance(graph, dict) and isinstance(graph.get("equations"), list):
+        n, what = len(graph["equations"]), "exactly"
+    else:
+        return
+    limit = settings.max_equations
+    if n > 2 * limit or (what == "exactly" and n > limit):
+        raise limit_exceeded(
+            "max_equations",
+            f"the program has {what} {n} equations, more than the limit of {limit} "
+            "(the predicted compile cost); refused before parsing",
+        )
+
+
+def _request_key(doc: dict) -> str:
+    """What identifies a posted program before it is parsed: its text or graph, and wrt."""
+    raw = orjson.dumps([doc.get("program"), doc.get("graph"), doc.get("wrt")])
+    return hashlib.sha256(raw).hexdigest()
 
 
 def _text_cost(doc: dict) -> int:

@@ -28,7 +28,10 @@ class Settings(BaseSettings):
     # limits
     max_body_bytes: int = Field(64 * MiB, ge=1)
     max_equations: int = Field(
-        20_000, ge=1, description="predicted compile cost: equations of a posted program"
+        10_000,
+        ge=1,
+        description="predicted compile cost: equations of a posted program (a 10k-equation "
+        "program compiles in about 5 s on one core, all of it holding the GIL in slices)",
     )
     max_tensor_elements: int = Field(16 * 1024 * 1024, ge=1)
     max_json_depth: int = Field(

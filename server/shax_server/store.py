@@ -12,9 +12,9 @@ A store is anything with these two methods (blocking; the server calls them in i
     exists(key: str) -> bool | None       # optional: lets replicas re-publish lost entries
     probe() -> bool                       # optional: a health check, run every second
 
-Plugging Redis in: create ``server/shax_server/redis_store.py`` with a function
-``from_url(url: str) -> SharedStore``; when ``SHAX_REDIS_URL`` is set, ``make_store`` imports it.
-``create_app(settings, store=...)`` also takes a store directly (tests, other backends).
+Redis is one (``redis_store.py``): when ``SHAX_REDIS_URL`` is set, ``make_store`` returns
+``redis_store.from_url(url)``. ``create_app(settings, store=...)`` also takes a store directly
+(tests, other backends).
 """
 
 from __future__ import annotations

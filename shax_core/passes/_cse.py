@@ -1,15 +1,13 @@
 """Common-subexpression elimination: an equation equal to an earlier one reuses its result.
 
-Before::
-
-    let x3 :: f32[2, 6] = cos x1
-        x4 :: f32[2, 6] = cos x1
-        x5 :: f32[2, 6] = mul x3 x4
-
-After::
-
-    let x3 :: f32[2, 6] = cos x1
-        x5 :: f32[2, 6] = mul x3 x3
+>>> from shax_core import infer, parse
+>>> text = "def f(x1 :: f32[2, 6]) = let x3 = cos x1  x4 = cos x1  x5 = mul x3 x4 in [x5]"
+>>> p = infer(parse(text))
+>>> print(cse(p))
+def f(x1 :: f32[2, 6]) =
+  let x3 :: f32[2, 6] = cos x1
+      x5 :: f32[2, 6] = mul x3 x3
+  in [x5]
 
 Equal means same primitive, same parameters, same (substituted) operands; operands of a
 commutative primitive are compared as a set. Every primitive is pure, so this is always sound.

@@ -1,14 +1,10 @@
 """Dead-code elimination: drop equations no output depends on (one backward sweep).
 
-Before::
-
-    def f(arg0 :: f32[]) = let x0 :: f32[] = sin arg0
-                               x1 :: f32[] = cos arg0
-                           in [x1]
-
-After::
-
-    def f(arg0 :: f32[]) = let x1 :: f32[] = cos arg0 in [x1]
+>>> from shax_core import infer, parse
+>>> print(dce(infer(parse("def f(arg0 :: f32[]) = let x0 = sin arg0  x1 = cos arg0 in [x1]"))))
+def f(arg0 :: f32[]) =
+  let x1 :: f32[] = cos arg0
+  in [x1]
 
 Parameters are kept: they are the program's calling convention.
 """

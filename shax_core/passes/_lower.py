@@ -4,27 +4,29 @@ A primitive may declare, under a lowering's name in ``prim.extra``, a rule that 
 result from other primitives (written with ``shax_core.core``). ``lower(program, name)``
 replays the program, applying that rule wherever one is declared.
 
-canonicalize_dot, before::
+``canonicalize_dot`` gives the seed's canonical ``[B,M,K]·[B,K,N]`` form:
 
-    x7 :: f32[2, 2] = dot x5 x6
+>>> from shax_core import infer, parse
+>>> p = infer(parse("def f(x5 :: f32[2, 6], x6 :: f32[6, 2]) = let x7 = dot x5 x6 in [x7]"))
+>>> print(canonicalize_dot(p))
+def f(x5 :: f32[2, 6],
+      x6 :: f32[6, 2]) =
+  let x0 :: f32[1, 2, 6] = reshape [1,2,6] x5
+      x1 :: f32[1, 6, 2] = reshape [1,6,2] x6
+      x2 :: f32[1, 2, 2] = dot_general [2] [1] [0] [0] x0 x1
+      x3 :: f32[2, 2] = reshape [2,2] x2
+  in [x3]
 
-after (the seed's canonical ``[B,M,K]·[B,K,N]`` form)::
+``lower_reduce_sum`` (opt-in: O(n) equations; used to reproduce the seed):
 
-    x7 :: f32[1, 2, 6] = reshape [1,2,6] x5
-    x8 :: f32[1, 6, 2] = reshape [1,6,2] x6
-    x9 :: f32[1, 2, 2] = dot_general [2] [1] [0] [0] x7 x8
-    x10 :: f32[2, 2] = reshape [2,2] x9
-
-lower_reduce_sum (opt-in: O(n) equations; used to reproduce the seed), before::
-
-    x14 :: f32[2] = reduce_sum [0] x13
-
-after::
-
-    x17 :: f32[1, 2] = slice [0,0] [1,2] x16
-    x18 :: f32[1, 2] = slice [1,0] [2,2] x16
-    x19 :: f32[1, 2] = add x17 x18
-    x20 :: f32[2] = reshape [2] x19
+>>> q = infer(parse("def f(x13 :: f32[2, 2]) = let x14 = reduce_sum [0] x13 in [x14]"))
+>>> print(lower_reduce_sum(q))
+def f(x13 :: f32[2, 2]) =
+  let x0 :: f32[1, 2] = slice [0,0] [1,2] x13
+      x1 :: f32[1, 2] = slice [1,0] [2,2] x13
+      x2 :: f32[1, 2] = add x0 x1
+      x3 :: f32[2] = reshape [2] x2
+  in [x3]
 """
 
 from __future__ import annotations
@@ -45,7 +47,7 @@ def lower(program: Program, lowering: str) -> Program:
         rule = prim.extra.get(lowering)
         params = prim.kwargs(eqn.params)
         env[eqn.out.name] = rule(*xs, **params) if rule else bind_at(b, eqn.prim, *xs, **params)
-    outs = tuple(env[v.name].var for v in program.outs)
+    outs = tuple(env[v.name].variable for v in program.outs)
     return Program(program.name, tuple(b.params), tuple(b.eqns), outs)
 
 

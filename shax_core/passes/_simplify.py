@@ -5,18 +5,25 @@ equals the equation's result, a cheaper replacement equation, or None. ``known``
 "is this variable a constant, and which one" and "which equation produced it". Constant
 operands are folded when the result is small. No primitive is named here.
 
-Before::
+>>> from shax_core import infer, parse
+>>> p = infer(parse(
+...     "def f(arg0 :: f32[2]) = let x0 = fromList [] [1.0]  x1 = broadcast [] [2] x0"
+...     "  x2 = mul arg0 x1  x3 = negate x2  x4 = negate x3 in [x4]"
+... ))
+>>> print(simplify(p))
+def f(arg0 :: f32[2]) =
+  let
+  in [arg0]
 
-    let x0 :: f32[] = fromList [] [1.0]
-        x1 :: f32[2] = broadcast [] [2] x0
-        x2 :: f32[2] = mul arg0 x1
-        x3 :: f32[2] = negate x2
-        x4 :: f32[2] = negate x3
-    in [x4]
+A constant splat is seen through primitives with the ``preserves_splat`` trait only: a pad of
+ones is not ones (its border is the pad value), so ``x * pad(ones)`` stays a product:
 
-After (with DCE)::
-
-    let in [arg0]
+>>> q = infer(parse(
+...     "def f(a :: f32[100]) = let c = fromList [] [1.0]  ones = broadcast [] [99] c"
+...     "  padded = pad [(1,0)] 0.0 ones  y = mul a padded in [y]"
+... ))
+>>> [e.prim for e in simplify(q).eqns]
+['fromList', 'broadcast', 'pad', 'mul']
 """
 
 from __future__ import annotations
@@ -60,7 +67,12 @@ class Known:
 
 
 def _constant_eqn(out: Var, array: np.ndarray) -> Eqn:
-    data = tuple(canonical_float(a) if out.type.is_float else bool(a) for a in array.ravel())
+    if out.type.is_float:
+        data = tuple(canonical_float(a) for a in array.ravel())
+    elif out.type.is_int:
+        data = tuple(int(a) for a in array.ravel())
+    else:
+        data = tuple(bool(a) for a in array.ravel())
     return Eqn(out, "fromList", (tuple(array.shape), data, out.type.dtype), ())
 
 

@@ -54,6 +54,16 @@ def _float_binary(x: Type, y: Type) -> Type:
     return _float_unary(_same(x, y))
 
 
+def _numeric_unary(x: Type) -> Type:
+    if not (x.is_float or x.is_int):
+        raise ShaxTypeError(f"expects a float or integer operand, got {x}")
+    return x
+
+
+def _numeric_binary(x: Type, y: Type) -> Type:
+    return _numeric_unary(_same(x, y))
+
+
 def _compare(x: Type, y: Type) -> Type:
     return _same(x, y).with_dtype("bool")
 
@@ -66,24 +76,25 @@ def _unary(name, fn, doc=""):
     return define(name, arity=1, shape=_float_unary, impl=fn, traits=UFUNC, doc=doc)
 
 
-def _binary(name, fn, traits=()):
-    return define(name, arity=2, shape=_float_binary, impl=fn, traits=[*UFUNC, *traits])
+def _binary(name, fn, traits=(), shape=_float_binary):
+    return define(name, arity=2, shape=shape, impl=fn, traits=[*UFUNC, *traits])
 
 
 # ---------------------------------------------------------------------------------------------
 # linear arithmetic
 
-add = _binary("add", np.add, traits=["commutative"])
+# add, sub, mul, negate, max and min also take integers (index arithmetic; no tangents)
+add = _binary("add", np.add, traits=["commutative"], shape=_numeric_binary)
 defjvp(add, lambda t, x, y, **_: t, lambda t, x, y, **_: t)
 add.transpose = lambda ct, x, y: [ct if is_linear(x) else None, ct if is_linear(y) else None]
 add.simplify = identity_operand(0.0)  # x + 0 = x
 
-sub = _binary("sub", np.subtract)
+sub = _binary("sub", np.subtract, shape=_numeric_binary)
 defjvp(sub, lambda t, x, y, **_: t, lambda t, x, y, **_: -t)
 sub.transpose = lambda ct, x, y: [ct if is_linear(x) else None, -ct if is_linear(y) else None]
 sub.simplify = identity_operand(0.0, "right")  # x - 0 = x
 
-negate = _unary("negate", np.negative)
+negate = define("negate", arity=1, shape=_numeric_unary, impl=np.negative, traits=UFUNC)
 deflinear(negate, lambda ct, x: [-ct])
 negate.simplify = involution  # -(-x) = x
 
@@ -101,7 +112,7 @@ identity.simplify = lambda eqn, known: eqn.ins[0]
 # ---------------------------------------------------------------------------------------------
 # bilinear and division
 
-mul = _binary("mul", np.multiply, traits=["commutative"])
+mul = _binary("mul", np.multiply, traits=["commutative"], shape=_numeric_binary)
 defbilinear(
     mul,
     lambda ct, y, **_: ct * y,  # x̄ = ct·y
@@ -190,7 +201,7 @@ def _balanced(x, other, ans):
 
 for _name, _fn in (("max", np.maximum), ("min", np.minimum)):
     defjvp(
-        _binary(_name, _fn, traits=["commutative"]),
+        _binary(_name, _fn, traits=["commutative"], shape=_numeric_binary),
         lambda t, x, y, ans: t * _balanced(x, y, ans),
         lambda t, x, y, ans: t * _balanced(y, x, ans),
     )
@@ -269,7 +280,7 @@ convert = define(
 def _convert_linearize(primals, tangents, dtype):
     (x,), (t,) = primals, tangents
     ans = core.bind("convert", x, dtype=dtype)
-    if isinstance(t, Zero) or dtype == "bool" or not core.type_of(x).is_float:
+    if isinstance(t, Zero) or dtype not in ("f32", "f64") or not core.type_of(x).is_float:
         return ans, Zero(core.type_of(ans))
     return ans, core.bind("convert", t, dtype=dtype)
 

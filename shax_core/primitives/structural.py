@@ -1,10 +1,17 @@
 """Structural primitives: constants, shape changes, slicing, padding, reductions.
 
 All but ``fromList`` and ``reduce_max`` are linear; their transposes are where the dimension
-bookkeeping lives (see DESIGN.md):
+bookkeeping lives:
 
-    broadcast [1] [2,6] x   (x :: f32[6])     ──ᵀ──▶  reduce_sum [0] ct
-    slice [0,0] [1,2] x     (x :: f32[2,2])   ──ᵀ──▶  pad [(0,1),(0,0)] 0.0 ct
+>>> from shax_core import parse, transpose_program
+>>> print(transpose_program(parse("def f(x :: f32[6]) = let y = broadcast [1] [2,6] x in [y]"), 1))
+def ft(arg0 :: f32[2, 6]) =
+  let t0 :: f32[6] = reduce_sum [0] arg0
+  in [t0]
+>>> print(transpose_program(parse("def f(x :: f32[2, 2]) = let y = slice [0,0] [1,2] x in [y]"), 1))
+def ft(arg0 :: f32[1, 2]) =
+  let t0 :: f32[2, 2] = pad [(0,1),(0,0)] 0.0 arg0
+  in [t0]
 """
 
 from __future__ import annotations

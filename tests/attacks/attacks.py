@@ -75,37 +75,29 @@ def serve(env: dict[str, str] | None = None, log: Path | None = None):
 
 @dataclass
 class LivenessProbe:
-    """GET /v2/health/live every 100 ms (own connection, own thread) while the block runs."""
+    """GET /v2/health/live every 100 ms while the block runs, from its own process (so the
+    attacker's own CPU work in this process cannot slow the probe), on its own connection."""
 
     url: str
     waits: list[float] = field(default_factory=list)
     failures: list[str] = field(default_factory=list)
 
     def __enter__(self):
-        self._stop = threading.Event()
-        self._thread = threading.Thread(target=self._run, daemon=True)
-        self._thread.start()
+        self._proc = subprocess.Popen(
+            [sys.executable, __file__, "--probe", self.url],
+            stdin=subprocess.PIPE,
+            stdout=subprocess.PIPE,
+            text=True,
+        )
+        assert self._proc.stdout.readline().strip() == "probing"
         time.sleep(0.25)  # a few probes before the attack starts
         return self
 
-    def _run(self) -> None:
-        with httpx.Client(base_url=self.url, timeout=10) as c:
-            while not self._stop.is_set():
-                start = time.perf_counter()
-                try:
-                    status = c.get("/v2/health/live").status_code
-                    if status != 200:
-                        self.failures.append(f"status {status}")
-                except httpx.HTTPError as e:
-                    self.failures.append(repr(e))
-                wait = time.perf_counter() - start
-                self.waits.append(wait)
-                self._stop.wait(max(0.0, PROBE_EVERY - wait))
-
     def __exit__(self, *exc):
         time.sleep(0.25)  # and a few after it
-        self._stop.set()
-        self._thread.join(timeout=15)
+        out, _ = self._proc.communicate("stop\n", timeout=30)
+        doc = orjson.loads(out)
+        self.waits, self.failures = doc["waits"], doc["failures"]
 
     @property
     def worst(self) -> float:
@@ -119,6 +111,28 @@ class LivenessProbe:
             "p50_ms": round(1e3 * w[len(w) // 2], 1) if w else None,
             "failures": len(self.failures),
         }
+
+
+def _probe_main(url: str) -> None:
+    """The probe process: probe until a line arrives on stdin, then print the waits."""
+    waits: list[float] = []
+    failures: list[str] = []
+    stop = threading.Event()
+    threading.Thread(target=lambda: (sys.stdin.readline(), stop.set()), daemon=True).start()
+    print("probing", flush=True)
+    with httpx.Client(base_url=url, timeout=10) as c:
+        while not stop.is_set():
+            start = time.perf_counter()
+            try:
+                status = c.get("/v2/health/live").status_code
+                if status != 200:
+                    failures.append(f"status {status}")
+            except httpx.HTTPError as e:
+                failures.append(repr(e))
+            wait = time.perf_counter() - start
+            waits.append(wait)
+            stop.wait(max(0.0, PROBE_EVERY - wait))
+    print(orjson.dumps({"waits": waits, "failures": failures}).decode(), flush=True)
 
 
 def _raw(port: int, head: bytes, body: bytes = b"", timeout: float = 30.0) -> bytes:
@@ -209,7 +223,7 @@ def lying_shape(url: str, elements: int) -> dict:
     from Content-Length, before reading) and inline on /vjp (refused before parsing data)."""
     prog = "def f(a :: f32[3]) = let y = sin a in [y]"
     pid = httpx.post(f"{url}/v1/programs", json={"program": prog}, timeout=60).json()["id"]
-    data = np.random.default_rng(0).random(elements, dtype=np.float32)
+    data = np.full(elements, 0.5, dtype=np.float32)  # "0.5," per element: 61 MiB for 16 M
     tensor = {"shape": [elements], "datatype": "FP32", "data": data}
     by_id = orjson.dumps({"inputs": [tensor]}, option=orjson.OPT_SERIALIZE_NUMPY)
     inline = orjson.dumps(
@@ -246,7 +260,7 @@ def unauthenticated_upload(url: str, mib: int) -> dict:
     return {"status": _status(reply), "seconds": round(time.perf_counter() - start, 3)}
 
 
-def compile_flood(url: str, equations: int, big: int = 2) -> dict:
+def compile_flood(url: str, equations: int, big: int = 2, head_start: float = 0.3) -> dict:
     """``big`` compiles of ``equations`` equations, then a trivial compile from another
     client: the trivial one must not wait for the big ones (its own compile lane)."""
     chain = " ".join(f"x{i + 1} = {'sin' if i % 2 else 'cos'} x{i}" for i in range(equations))
@@ -268,7 +282,7 @@ def compile_flood(url: str, equations: int, big: int = 2) -> dict:
     start = time.perf_counter()
     for t in threads:
         t.start()
-    time.sleep(0.3)  # the big ones are compiling
+    time.sleep(head_start)  # the big ones are compiling
     post("small", "def f(a :: f32[2]) = let y = sin a in [y]")
     for t in threads:
         t.join()
@@ -328,3 +342,7 @@ def slow_connections(url: str, idle: int, header_timeout: float) -> dict:
         "slow_body_status": _status(reply),
         "slow_body_closed_after_s": round(slow_body_s, 2),
     }
+
+
+if __name__ == "__main__" and sys.argv[1:2] == ["--probe"]:
+    _probe_main(sys.argv[2])

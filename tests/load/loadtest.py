@@ -4,7 +4,8 @@
 
 Two phases, each against its own uvicorn subprocess on 127.0.0.1 (a free port):
 
-1. **Mixed load** (``SHAX_MAX_INFLIGHT`` >= clients, a small ``SHAX_CACHE_ENTRIES``): clients
+1. **Mixed load** (``SHAX_MAX_INFLIGHT`` and ``SHAX_MAX_COMPILE_QUEUE`` >= clients, a small
+   ``SHAX_CACHE_ENTRIES``): clients
    send a fixed number of requests in total (or stop at ``--duration``), mixing compile
    (``POST /v1/programs`` over more distinct programs than the cache holds, so it keeps
    evicting), VJP by id and inline (``/vjp`` with the program), forward eval, and metadata
@@ -24,11 +25,8 @@ from __future__ import annotations
 import argparse
 import asyncio
 import json
-import os
 import random
-import socket
 import statistics
-import subprocess
 import sys
 import time
 from contextlib import contextmanager
@@ -38,6 +36,9 @@ from pathlib import Path
 import httpx
 
 ROOT = Path(__file__).resolve().parents[2]
+sys.path.insert(0, str(ROOT))  # run as a script too: the shared process helpers
+from tests.servers import free_port, shax_process  # noqa: E402
+
 MEDIUM = (ROOT / "tests" / "fixtures" / "seed_medium_traced.shax").read_text()
 
 
@@ -58,43 +59,11 @@ def inputs(k: int) -> list[dict]:
 # ---- server process ---------------------------------------------------------------------------
 
 
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
-
-
 @contextmanager
 def server(env_overrides: dict[str, str]):
-    """A uvicorn subprocess on 127.0.0.1; yields (url, pid); always stopped."""
-    port = free_port()
-    env = {k: v for k, v in os.environ.items() if not k.startswith("SHAX_")}
-    env.update(env_overrides)
-    cmd = [sys.executable, "-m", "shax_server.cli", "--host", "127.0.0.1", "--port", str(port)]
-    cmd += ["--log-level", "warning"]
-    proc = subprocess.Popen(cmd, env=env, cwd=ROOT)
-    url = f"http://127.0.0.1:{port}"
-    try:
-        deadline = time.monotonic() + 30
-        while True:
-            if proc.poll() is not None:
-                raise RuntimeError(f"uvicorn exited with {proc.returncode}")
-            try:
-                if httpx.get(f"{url}/v2/health/ready", timeout=1).status_code == 200:
-                    break
-            except httpx.TransportError:
-                pass
-            if time.monotonic() > deadline:
-                raise RuntimeError("uvicorn did not become ready in 30 s")
-            time.sleep(0.1)
+    """A uvicorn subprocess on 127.0.0.1 (no SHAX_ settings but these); yields (url, pid)."""
+    with shax_process(free_port(), env_overrides, inherit_shax=False) as (url, proc):
         yield url, proc.pid
-    finally:
-        proc.terminate()
-        try:
-            proc.wait(timeout=10)
-        except subprocess.TimeoutExpired:
-            proc.kill()
-            proc.wait(timeout=10)
 
 
 def rss_bytes(pid: int) -> int:
@@ -262,6 +231,7 @@ def run(
     env = {
         "SHAX_CACHE_ENTRIES": str(cache_entries),
         "SHAX_MAX_INFLIGHT": str(max(64, 2 * clients)),
+        "SHAX_MAX_COMPILE_QUEUE": str(max(64, 2 * clients)),  # the mixed phase refuses nothing
         "SHAX_EVAL_THREADS": "2",
     }
     report: dict = {"clients": clients, "requests": requests, "programs": n_programs}

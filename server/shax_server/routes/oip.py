@@ -2,9 +2,11 @@
 
 A model is a registered name (``/v2/models/{name}``, its latest version, or
 ``/v2/models/{name}/versions/{version}``) or a compiled program's bare content id. Its inputs
-are the program's arguments then its output cotangents; its outputs are the program's outputs
-then the gradients (names: see ``shax_server.compilation`` and a version's config). Inputs are
-matched by name. Cotangents may be left out when every output is a float scalar (then 1.0).
+are the program's arguments, named as the client (or the repository's program) named them, then
+its output cotangents; its outputs are the program's outputs then the gradients (names: see
+``shax_server.compilation`` and a version's config). Inputs are matched by name; the canonical
+names ``a0, a1, ...`` are accepted too. Cotangents may be left out when every output is a float
+scalar (then 1.0).
 """
 
 from __future__ import annotations
@@ -142,7 +144,7 @@ def _flag(value, what: str) -> bool | None:
 def _requested_outputs(doc: dict, available: list[str]) -> list[tuple[str, bool]]:
     """(name, as binary) for each output to return, in the order the client asked for."""
     params = doc.get("parameters")
-    params = {} if params is None else params  # null is absent; false or [] are errors
+    params = {} if params is None else params  # null is absent; false, 0, "" are not objects
     if not isinstance(params, dict):
         raise Problem(
             400, "Invalid request", "'parameters' must be an object", kind="invalid-request"

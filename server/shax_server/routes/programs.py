@@ -76,7 +76,7 @@ async def get_program(program_id: str, state: State) -> Response:
             "id": entry.key,
             "pipeline_version": pipeline_version(),
             "signature": entry.signature(),
-            "program": entry.source.text,
+            "program": str(entry.source.named_program()),
             "stages": stages,
         }
     )
@@ -200,7 +200,7 @@ async def jvp(program_id: str, request: Request, state: State) -> Response:
     binary = binary_output(body.doc)
     check_output(state.settings, [*p.out_types, *p.out_types], binary)
     wrt = entry.source.wrt
-    names, types = [f"t_{p.params[i].name}" for i in wrt], [p.params[i].type for i in wrt]
+    names, types = entry.tangent_names, [p.params[i].type for i in wrt]
 
     def arguments():
         inputs = _inputs(state, entry, body)

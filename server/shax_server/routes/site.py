@@ -6,7 +6,9 @@ bundled files (mounted at ``/static/docs``), the explorer's HTML, CSS and depend
 JavaScript from ``shax_server/static`` (mounted at ``/static/site``).
 
 ``install(app, protected)`` mounts the files and includes the routers; the explorer's compute
-endpoints get the API-key dependency ``protected`` (as the native API does), the pages do not.
+endpoints get the API-key dependency ``protected`` (as the native API does). With API keys set,
+the service's key gate closes every path, these pages too, unless ``SHAX_OPEN_PATHS`` opens them
+(``PUBLIC_PAGES``); the explorer's page then asks for a key when it computes.
 """
 
 from __future__ import annotations
@@ -24,7 +26,7 @@ from fastapi.staticfiles import StaticFiles
 from starlette.responses import HTMLResponse, Response
 
 from shax_server.compilation import pipeline_version
-from shax_server.deps import State
+from shax_server.deps import State, credentials_valid
 from shax_server.explore import LINK_ID, LinkStore, explore, link_document, primitive_names
 from shax_server.problems import Problem, not_found
 from shax_server.routes.docs import problems
@@ -66,6 +68,7 @@ _TENSORS = {
     "type": ["array", "null"],
     "items": {"description": "nested lists of numbers (or a tensor object with data)"},
 }
+# null means absent, as on the other native endpoints
 EXPLORE_SCHEMA = {
     "type": "object",
     "required": ["program"],
@@ -75,8 +78,7 @@ EXPLORE_SCHEMA = {
         "tangents": {**_TENSORS, "description": "one per wrt input; default: the inputs"},
         "cotangents": {**_TENSORS, "description": "one per output; default: ones"},
         "wrt": {"type": ["array", "null"], "items": {"type": "integer"}},
-        # an explicit null means absent, as everywhere in the API
-        "rewrites": {"type": ["string", "null"], "enum": ["shax", "seed", None], "default": "shax"},
+        "rewrites": {"enum": ["shax", "seed", None], "default": "shax"},
     },
 }
 
@@ -116,8 +118,26 @@ def wants_json(accept: str | None) -> bool:
     return quality.get("application/json", 0.0) > quality.get("text/html", 0.0)
 
 
+# the pages a server with API keys can open to everyone (SHAX_OPEN_PATHS); the explorer's
+# compute endpoints still ask for a key, which its page prompts for
+PUBLIC_PAGES = (
+    "/",
+    "/docs",
+    "/redoc",
+    "/openapi.json",
+    "/explore",
+    "/explore/*",
+    "/static/*",
+    "/v1/explore/samples",
+)
+
+
 def landing_document(request: Request, state) -> dict:
+    """What the landing page says. Program ids are listed only to a caller who could use them
+    (no API keys set, or the request carries one); the count is always given."""
     base = str(request.base_url).rstrip("/")
+    keys = state.settings.api_keys
+    shown = not keys or credentials_valid(request.scope.get("headers", ()), keys)
     models = list(state.cache.entries)
     return {
         "name": "shax",
@@ -128,7 +148,7 @@ def landing_document(request: Request, state) -> dict:
         "pipeline_version": pipeline_version(),
         "ready": state.ready,
         "models_loaded": len(models),
-        "models": models[-20:],
+        "models": models[-20:] if shown else [],
         "links": {
             "explorer": f"{base}/explore",
             "docs": f"{base}/docs",

@@ -198,6 +198,13 @@ function renderNumbers(result) {
   const root = $("numbers");
   root.textContent = "";
   const n = result.numbers || {};
+  if (n.problem) {
+    const box = el("div", "error", `${n.problem.title}: ${n.problem.detail}`);
+    box.id = "numbers-error";
+    root.appendChild(box);
+    root.appendChild(el("p", "hint", "The stages below are the program's; fix the inputs to see its numbers."));
+    return;
+  }
   if (!n.f) {
     root.appendChild(el("p", "hint", "Type inputs (a JSON list, one per parameter) to see outputs and gradients."));
     return;
@@ -314,6 +321,24 @@ function showBinding(stage, name) {
 
 // ---- actions
 
+// Nested arrays of ones (true for bool) of an IR type such as "f32[2, 3]".
+function onesOf(type) {
+  const m = /^(\w+)\[([^\]]*)\]$/.exec(type);
+  const one = m && m[1] === "bool" ? true : 1;
+  const dims = m && m[2].trim() ? m[2].split(",").map((d) => parseInt(d, 10)) : [];
+  const build = (k) => (k === dims.length ? one : Array.from({ length: dims[k] }, () => build(k + 1)));
+  return build(0);
+}
+
+function fillInputs() {
+  if (!state.result) return;
+  $("inputs").value = JSON.stringify(state.result.signature.inputs.map((v) => onesOf(v.type)));
+  $("tangents").value = "";
+  $("cotangents").value = "";
+  $("wrt").value = "";
+  run();
+}
+
 async function run() {
   let doc;
   try {
@@ -327,6 +352,7 @@ async function run() {
   try {
     const result = await call("POST", "/v1/explore", doc);
     state.result = result;
+    $("fill-inputs").disabled = false;
     clearError();
     renderStages(result);
     renderNumbers(result);
@@ -370,6 +396,7 @@ async function start() {
   $("sample").addEventListener("change", (e) => chooseSample(e.target.value));
   $("run").addEventListener("click", run);
   $("share").addEventListener("click", share);
+  $("fill-inputs").addEventListener("click", fillInputs);
   $("graph-stage").addEventListener("change", drawGraph);
   $("graph-fit").addEventListener("change", () => {
     const svg = document.querySelector("#graph svg");
