@@ -113,7 +113,7 @@ def main() -> int:
     parser.add_argument("--quick", action="store_true")
     parser.add_argument("--out", default=str(REPO / "docs" / "protocols.md"))
     args = parser.parse_args()
-    n = {"small": 30, "large": 5} if args.quick else {"small": 300, "large": 40}
+    n = {"small": 30, "large": 3} if args.quick else {"small": 300, "large": 12}
     with tempfile.TemporaryDirectory() as tmp:
         root = Path(tmp)
         repository(root)
