@@ -532,3 +532,35 @@ def test_registered_names_and_program_statistics_are_bounded():
         assert "m0" not in {s["name"] for s in h.get_inference_statistics()["model_stats"]}
         r = httpx.post(f"{url}/v1/programs", json={"program": programs[2], "name": "m2"})
         assert r.status_code == 200, r.text
+
+
+SCALED = (
+    "def scaled(x :: f32[3], k :: i32[3]) =\n"
+    "  let c :: f32[3] = convert f32 k\n"
+    "      y :: f32[3] = mul x c\n"
+    "      s :: f32[] = reduce_sum [0] y\n"
+    "  in [s]\n"
+)
+
+
+def test_integer_inputs_over_http_and_grpc(server, http, grpc):
+    """An INT32 input (not differentiated): config, JSON and binary over HTTP, raw over gRPC."""
+    r = httpx.post(f"{server[0]}/v1/programs", json={"program": SCALED, "name": "scaled"})
+    assert r.status_code == 200, r.text
+    config = http.get_model_config("scaled")
+    assert [t["data_type"] for t in config["input"]] == ["TYPE_FP32", "TYPE_INT32", "TYPE_FP32"]
+    assert grpc.get_model_config("scaled").config.input[1].data_type == 8  # TYPE_INT32
+    x = np.array([0.5, -1.0, 2.0], np.float32)
+    k = np.array([3, -2, 7], np.int32)
+    for binary in (False, True):
+        inputs = [httpclient.InferInput("x", [3], "FP32"), httpclient.InferInput("k", [3], "INT32")]
+        inputs[0].set_data_from_numpy(x, binary_data=binary)
+        inputs[1].set_data_from_numpy(k, binary_data=binary)
+        result = http.infer("scaled", inputs)
+        np.testing.assert_allclose(result.as_numpy("out0"), float(x @ k), rtol=1e-6)
+        np.testing.assert_array_equal(result.as_numpy("grad_x"), k.astype(np.float32))
+    inputs = [grpcclient.InferInput("x", [3], "FP32"), grpcclient.InferInput("k", [3], "INT32")]
+    inputs[0].set_data_from_numpy(x)
+    inputs[1].set_data_from_numpy(k)
+    result = grpc.infer("scaled", inputs)
+    np.testing.assert_array_equal(result.as_numpy("grad_x"), k.astype(np.float32))

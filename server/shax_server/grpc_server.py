@@ -58,7 +58,13 @@ STATUS = {
     415: grpc.StatusCode.INVALID_ARGUMENT,
     503: grpc.StatusCode.UNAVAILABLE,
 }
-CONTENTS = {"FP32": "fp32_contents", "FP64": "fp64_contents", "BOOL": "bool_contents"}
+CONTENTS = {  # InferTensorContents field of each datatype shax takes
+    "FP32": "fp32_contents",
+    "FP64": "fp64_contents",
+    "BOOL": "bool_contents",
+    "INT32": "int_contents",
+    "INT64": "int64_contents",
+}
 
 
 def _call(protected: bool):

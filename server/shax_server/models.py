@@ -55,7 +55,6 @@ log = logging.getLogger("shax_server")
 
 PLATFORM = "shax_vjp"
 BACKEND = "shax"
-TRITON_TYPES = {"FP32": "TYPE_FP32", "FP64": "TYPE_FP64", "BOOL": "TYPE_BOOL"}
 
 
 async def _entry(state: ServiceState, source: Source) -> Compiled:
@@ -224,7 +223,8 @@ def metadata_doc(state: ServiceState, model: Model) -> dict:
 
 def _config_tensor(name: str, t: Type) -> dict:
     meta = tensor_meta(name, t)
-    return {"name": name, "data_type": TRITON_TYPES[meta["datatype"]], "dims": meta["shape"]}
+    # Triton's DataType enum spells every OIP datatype TYPE_<datatype> (TYPE_FP32, TYPE_INT64)
+    return {"name": name, "data_type": f"TYPE_{meta['datatype']}", "dims": meta["shape"]}
 
 
 def config_doc(model: Model) -> dict:
