@@ -564,3 +564,42 @@ def test_integer_inputs_over_http_and_grpc(server, http, grpc):
     inputs[1].set_data_from_numpy(k)
     result = grpc.infer("scaled", inputs)
     np.testing.assert_array_equal(result.as_numpy("grad_x"), k.astype(np.float32))
+
+
+def test_grpc_typed_contents_and_malformed_raw_contents(server):
+    """Clients other than tritonclient send typed ``contents``; both forms decode alike."""
+    import grpc as grpclib
+    from tritonclient.grpc import service_pb2 as pb
+    from tritonclient.grpc import service_pb2_grpc as rpc
+
+    v = np.array([0.25, 0.5, 1.0], np.float32)
+    with grpclib.insecure_channel(server[1]) as channel:
+        stub = rpc.GRPCInferenceServiceStub(channel)
+        meta = stub.ModelMetadata(pb.ModelMetadataRequest(name="sinsum"))
+        tensor = pb.ModelInferRequest.InferInputTensor(
+            name=meta.inputs[0].name,
+            datatype="FP32",
+            shape=[3],
+            contents=pb.InferTensorContents(fp32_contents=v.tolist()),
+        )
+        reply = stub.ModelInfer(pb.ModelInferRequest(model_name="sinsum", inputs=[tensor]))
+        by_name = dict(zip((o.name for o in reply.outputs), reply.raw_output_contents))
+        grad = np.frombuffer(by_name[meta.outputs[1].name], dtype="<f4")
+        np.testing.assert_allclose(grad, np.cos(v), rtol=1e-6)
+        bad = pb.ModelInferRequest(
+            model_name="sinsum",
+            inputs=[pb.ModelInferRequest.InferInputTensor(name="x", datatype="FP32", shape=[3])],
+            raw_input_contents=[b"\0" * 12, b"\0" * 12],
+        )
+        with pytest.raises(grpclib.RpcError) as e:
+            stub.ModelInfer(bad)
+        assert e.value.code() == grpclib.StatusCode.INVALID_ARGUMENT
+        assert "raw_input_contents has 2 entries" in e.value.details()
+        short = pb.ModelInferRequest(
+            model_name="sinsum",
+            inputs=[pb.ModelInferRequest.InferInputTensor(name="x", datatype="FP32", shape=[3])],
+            raw_input_contents=[b"\0" * 8],
+        )
+        with pytest.raises(grpclib.RpcError) as e:
+            stub.ModelInfer(short)
+        assert e.value.code() == grpclib.StatusCode.INVALID_ARGUMENT and "12" in e.value.details()
