@@ -11,27 +11,9 @@ import shax_core as sx
 import shax_core.numpy as snp
 from shax_core.graph import from_graph, to_graph
 from tests.adcheck import check_hvp, check_jvp, check_transpose
+from tests.test_transforms import clip_gradient, safe_log  # 1 / max(x, 1e-3); clip(g, -1, 1)
 
 RNG = np.random.default_rng(14)
-
-
-@sx.custom_jvp
-def safe_log(x):
-    return snp.log(x)
-
-
-@safe_log.defjvp
-def _safe_log_jvp(primals, tangents):
-    (x,), (t,) = primals, tangents
-    return safe_log(x), t / snp.maximum(x, 1e-3)
-
-
-@sx.custom_vjp
-def clip_gradient(x):
-    return x
-
-
-clip_gradient.defvjp(lambda x: (x, None), lambda _, g: (snp.clip(g, -1.0, 1.0),))
 
 
 @sx.custom_jvp
