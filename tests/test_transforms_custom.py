@@ -113,6 +113,36 @@ def test_grad_of_grad_through_custom_jvp():
     np.testing.assert_allclose(h, np.diag([-4.0, -0.25]), rtol=1e-5)
 
 
+def test_partial_argnums_and_second_order_through_custom_vjp():
+    x, y = np.array([0.5, 1.5]), np.array([2.0, -1.0])
+    loss = lambda x, y: snp.sum(cube(x, y))  # noqa: E731
+    np.testing.assert_allclose(sx.grad(loss, argnums=1)(x, y), x**3, rtol=1e-12)
+    np.testing.assert_allclose(sx.grad(loss)(x, y), 3 * x * x * y, rtol=1e-12)
+    # forward over reverse: the VJP holds fwd's and bwd's equations, no custom_vjp_linear
+    np.testing.assert_allclose(sx.hessian(lambda x: loss(x, y))(x), np.diag(6 * x * y))
+    s = 1 / (1 + np.exp(-x))
+    h = sx.jacfwd(sx.grad(lambda x: snp.sum(softplus(x))))(x)
+    np.testing.assert_allclose(h, np.diag(s * (1 - s)), rtol=1e-12)
+
+
+def test_a_rule_not_linear_in_the_tangents_is_refused():
+    @sx.custom_jvp
+    def constant_tangent(x):
+        return snp.sin(x)
+
+    constant_tangent.defjvp(lambda p, t: (constant_tangent(p[0]), snp.cos(p[0])))
+    with pytest.raises(sx.ShaxError, match="does not depend on the input tangents"):
+        sx.grad(constant_tangent)(1.0)
+
+    @sx.custom_jvp
+    def squared_tangent(x):
+        return snp.sin(x)
+
+    squared_tangent.defjvp(lambda p, t: (squared_tangent(p[0]), t[0] * t[0]))
+    with pytest.raises(sx.ShaxError, match="not linear"):
+        sx.grad(squared_tangent)(1.0)
+
+
 def test_forward_mode_of_a_custom_vjp_is_an_error():
     with pytest.raises(sx.ShaxError, match="forward-mode"):
         sx.jvp(clip_loss, (X,), (np.ones(3, np.float32),))
@@ -176,6 +206,24 @@ def test_server_refuses_forward_mode_of_a_custom_vjp(client):
     )
     assert 400 <= r.status_code < 500, r.text
     assert "forward-mode" in r.text
+
+
+def test_server_refuses_a_rule_not_linear_in_the_tangents(client):
+    text = BAD_JVP.replace(
+        "def rule(a :: f32[3]) = let b = cos a in [b, b]",
+        ("def rule(a :: f32[3], t :: f32[3]) = let b = sin a  u = mul t t in [b, u]"),
+    )
+    assert "mul t t" in text
+    r = client.post(
+        "/vjp",
+        json={
+            "program": text,
+            "inputs": [{"data": [1, 2, 3]}],
+            "cotangents": [{"data": [1, 1, 1]}],
+        },
+    )
+    assert r.status_code == 400, r.text
+    assert "not linear" in r.text
 
 
 def test_sdk_uploads_the_rule(server_url):
