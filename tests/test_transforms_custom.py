@@ -226,13 +226,21 @@ def test_server_refuses_a_rule_not_linear_in_the_tangents(client):
     assert "not linear" in r.text
 
 
-def test_sdk_uploads_the_rule(server_url):
+@pytest.mark.parametrize("program_format", ["text", "graph"])
+def test_sdk_uploads_the_rule(server_url, program_format):
     from shax_client import Client
 
-    with Client(server_url) as c:
+    with Client(server_url, program_format=program_format) as c:
         np.testing.assert_allclose(c.grad(log_loss)(X), RULE_LOG, rtol=1e-6)
         np.testing.assert_allclose(c.grad(clip_loss)(X), RULE_CLIP, rtol=1e-6)
         x = np.array([0.3, -1.2], np.float32)
         np.testing.assert_allclose(
             c.grad(lambda x: snp.sum(softplus(x)))(x), 1 / (1 + np.exp(-x)), rtol=1e-5
         )
+        # the server holds the rule: its own stages show the custom equation and the rule's
+        # clamp (max) in the derivative it built
+        remote = c.compile(log_loss, X)
+        np.testing.assert_allclose(remote.grad(X), RULE_LOG, rtol=1e-6)
+        stages = remote.stages()
+        assert any("custom_jvp_call" in text for text in stages.values()), list(stages)
+        assert "max" in stages["vjp"], stages["vjp"]
