@@ -130,10 +130,10 @@ def test_several_workers_without_a_shared_store_are_refused():
 
 
 def test_serve_flags_reach_uvicorn_with_sane_defaults(monkeypatch):
+    import os
+
     import uvicorn
     from shax_server import cli
-
-    import os
 
     for k in list(os.environ):
         if k.startswith("SHAX_"):
