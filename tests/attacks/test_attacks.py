@@ -103,7 +103,7 @@ def test_an_unauthenticated_upload_is_refused_before_its_body():
 
 def test_big_compiles_do_not_starve_a_small_one(server):
     with LivenessProbe(server) as probe:
-        seen = attacks.compile_flood(server, equations=1200, head_start=0.1)
+        seen = attacks.compile_flood(server, equations=4000, head_start=0.1)
     assert set(seen["statuses"].values()) == {200}, seen
     assert seen["small_first"], seen
     check_probe(probe)
