@@ -39,7 +39,8 @@ def grad(f, *args, wrt=0):
 def test_docs_numpy_md_is_generated_from_the_code():
     with open("docs/numpy.md", encoding="utf-8") as f:
         on_disk = f.read()
-    assert on_disk == docs.render(), "docs/numpy.md is stale: python -m shax_core.numpy.docs > docs/numpy.md"
+    stale = "docs/numpy.md is stale: python -m shax_core.numpy.docs > docs/numpy.md"
+    assert on_disk == docs.render(), stale
 
 
 def test_docs_list_every_supported_name():
