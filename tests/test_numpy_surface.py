@@ -39,7 +39,8 @@ def grad(f, *args, wrt=0):
 def test_docs_numpy_md_is_generated_from_the_code():
     with open("docs/numpy.md", encoding="utf-8") as f:
         on_disk = f.read()
-    assert on_disk == docs.render(), "docs/numpy.md is stale: python -m shax_core.numpy.docs"
+    stale = "docs/numpy.md is stale: python -m shax_core.numpy.docs > docs/numpy.md"
+    assert on_disk == docs.render(), stale
 
 
 def test_docs_list_every_supported_name():
@@ -228,7 +229,7 @@ def test_sort_gradient_follows_the_permutation():
     assert idx is None and values.shape == (2, 2)
 
 
-def test_at_add_sums_repeats_and_set_averages_them():
+def test_at_add_sums_repeats_and_set_with_traced_indices_averages_them():
     x = np.zeros(4)
     idx = np.array([1, 1, 3], np.int32)
     v = np.array([1.0, 2.0, 5.0])
@@ -236,9 +237,9 @@ def test_at_add_sums_repeats_and_set_averages_them():
     np.testing.assert_array_equal(add, [0.0, 3.0, 0.0, 5.0])
     put = traced(lambda x, i, v: x.at[i].set(v), x + 9, idx, v)
     np.testing.assert_array_equal(put, [9.0, 1.5, 9.0, 5.0])
-    # gradients: set routes the cotangent of a written position to its updates (shared)
+    # constant indices: the last update wins, so only it receives the position's cotangent
     gv = grad(lambda v: snp.sum(snp.arange(4.0) * snp.zeros(4).at[idx].set(v)), v)
-    np.testing.assert_allclose(gv, [0.5, 0.5, 3.0])
+    np.testing.assert_allclose(gv, [0.0, 1.0, 3.0])
     gx = grad(lambda x: snp.sum(x.at[idx].set(v) * snp.arange(4.0)), x)
     np.testing.assert_array_equal(gx, [0.0, 0.0, 2.0, 0.0])
 
@@ -326,3 +327,51 @@ def test_grad_takes_integer_index_arrays_as_jax_does():
     np.testing.assert_array_equal(g, want)
     with pytest.raises(ShaxError, match="float"):
         sx.grad(lambda t, i: snp.sum(t[i]), argnums=1)(table, ids)
+
+
+@pytest.mark.parametrize("constant_index", [True, False])
+@pytest.mark.parametrize(
+    "method, reference",
+    [
+        ("max", np.maximum.at),
+        ("min", np.minimum.at),
+        ("multiply", np.multiply.at),
+    ],
+)
+def test_at_updates_apply_every_repeated_update(method, reference, constant_index):
+    # x.at[i].max(v) with i repeating is max(x, v1, v2), as JAX's scatter_max and NumPy's
+    # np.maximum.at give: never an average of the updates
+    x = RNG.uniform(0.5, 2.0, 5)
+    idx = np.array([1, 3, 1, 1, 0], np.int32)
+    v = RNG.uniform(0.5, 2.0, 5)
+    want = x.copy()
+    reference(want, idx, v)
+    w = np.arange(1.0, 6.0)
+
+    def update(x, v, i):
+        return getattr(snp.asarray(x).at[idx if constant_index else i], method)(v)
+
+    def f(x, v, i):
+        return snp.sum(update(x, v, i) * w)
+
+    np.testing.assert_allclose(traced(update, x, v, idx), want, rtol=1e-12)
+    # gradients in both float arguments against central differences (f64)
+    for wrt in (0, 1):
+        g = grad(f, x, v, idx, wrt=wrt)
+        eps, fd = 1e-6, np.zeros(5)
+        for k in range(5):
+            hi, lo = [x.copy(), v.copy()], [x.copy(), v.copy()]
+            hi[wrt][k] += eps
+            lo[wrt][k] -= eps
+            fd[k] = (float(f(*hi, idx)) - float(f(*lo, idx))) / (2 * eps)
+        np.testing.assert_allclose(g, fd, rtol=1e-6, atol=1e-8)
+
+
+def test_at_set_with_constant_repeated_indices_keeps_the_last_update():
+    x = np.zeros(4)
+    idx = np.array([1, 1, 3], np.int32)
+    v = np.array([1.0, 2.0, 5.0])
+    want = x.copy()
+    want[idx] = v  # NumPy: the last write wins
+    got = traced(lambda x, v: snp.asarray(x).at[idx].set(v), x, v)
+    np.testing.assert_array_equal(got, want)

@@ -1600,6 +1600,10 @@ def _getitem(x, index):
     return _ix.gather(x, idx, pos)
 
 
+MAX_UPDATE_ROUNDS = 64  # repeats of one constant position in an x.at[...] update
+MAX_DENSE_UPDATE = 1 << 22  # updates x positions for traced indices that may repeat
+
+
 class _At:
     """``x.at[index]``: JAX's functional updates."""
 
@@ -1615,9 +1619,11 @@ class _At:
 class _AtRef:
     """``x.at[index].set/add/multiply/divide/power/min/max/get``, each a new array.
 
-    Repeated positions: ``add`` sums every update (scatter-add); ``set``, ``multiply``,
-    ``min`` and ``max`` use the mean of the updates aimed at a position (deterministic and
-    linear; JAX leaves the order of repeated writes unspecified)."""
+    Repeated positions: ``add`` sums every update (scatter-add); ``multiply``, ``divide``,
+    ``min`` and ``max`` apply every update (``x * v1 * v2``, ``max(x, v1, v2)``), as JAX's
+    scatters do. ``set`` with constant indices keeps the last update (NumPy's rule; JAX leaves
+    the order unspecified), and ``power`` applies the updates in order; with traced indices
+    both use the mean of the updates aimed at a position (deterministic and linear)."""
 
     __slots__ = ("x", "index")
 
@@ -1665,12 +1671,94 @@ class _AtRef:
         mean_ = _core.div(total, _core.maximum(counts, _core.full_like(counts, 1)))
         return flat, written, mean_
 
-    def _apply(self, values, combine):
+    def _apply(self, values, combine, reduce=None):
+        """``x`` with ``combine(x[p], v)`` at every indexed position ``p``.
+
+        Constant positions that repeat are applied in rounds (round ``r`` holds each
+        position's ``r``-th update, so every update lands, in order). Traced positions that
+        may repeat are reduced densely with ``reduce`` (``"max"``, ``"min"``, ``"prod"``)
+        when given, else averaged (``set``, ``power``)."""
         mask = self._mask()
         if mask is not None:
             return where(mask, combine(self.x, _arr(values)), self.x)
+        x = self.x
+        n = math.prod(_shape(x))
+        table = _np.arange(n, dtype=_np.int32).reshape(_shape(x))
+        positions = _getitem(table, self.index)
+        if not _is_tracer(positions):
+            return self._rounds(_np.asarray(positions), values, combine)
+        if reduce is not None and math.prod(_shape(positions)) > 1:
+            return self._dense(positions, values, combine, reduce)
         flat, written, value = self._scattered(values)
-        return _core.reshape(where(written, combine(flat, value), flat), _shape(self.x))
+        return _core.reshape(where(written, combine(flat, value), flat), _shape(x))
+
+    def _updates(self, shape_, values):
+        v = _arr(values)
+        if _kind(v) != _kind(self.x):
+            v = _core.convert(v, _kind(self.x))
+        return _core.reshape(_core.broadcast_to(v, shape_), (math.prod(shape_),))
+
+    def _rounds(self, positions, values, combine):
+        x = self.x
+        n = math.prod(_shape(x))
+        flat_pos = positions.ravel().astype(_np.int64)
+        m = flat_pos.size
+        v = self._updates(positions.shape, values)
+        # rank[j]: how many earlier updates aim at the same position as update j
+        order = _np.argsort(flat_pos, kind="stable")
+        sorted_pos = flat_pos[order]
+        starts = _np.flatnonzero(_np.r_[True, sorted_pos[1:] != sorted_pos[:-1]])
+        run = _np.diff(_np.r_[starts, m])
+        rank = _np.empty(m, _np.int64)
+        rank[order] = _np.arange(m) - _np.repeat(starts, run)
+        rounds = int(rank.max(initial=-1)) + 1
+        if rounds > MAX_UPDATE_ROUNDS:
+            raise UnsupportedError(
+                "x.at[...] update",
+                f"a position indexed {rounds} times (at most {MAX_UPDATE_ROUNDS}; use .add "
+                "or fewer repeats)",
+            )
+        flat = _core.reshape(x, (n,))
+        for r in range(rounds):
+            chosen = _np.flatnonzero(rank == r)
+            if rounds == 1:
+                update = v
+            else:
+                update = _ix.gather(v, chosen.reshape(-1, 1).astype(_np.int32), 0)
+            where_ = flat_pos[chosen].reshape(-1, 1).astype(_np.int32)
+            spread = _ix.scatter_add(_core.full_like(flat, 0), where_, update, 0)
+            written = _np.zeros(n, bool)
+            written[flat_pos[chosen]] = True
+            flat = where(_const(written), combine(flat, spread), flat)
+        return _core.reshape(flat, _shape(x))
+
+    def _dense(self, positions, values, combine, reduce):
+        # one row per update, one column per position of x: O(updates x size) memory
+        x = self.x
+        n = math.prod(_shape(x))
+        m = math.prod(_shape(positions))
+        if m * n > MAX_DENSE_UPDATE:
+            raise UnsupportedError(
+                "x.at[...] update",
+                f"traced indices into {n} positions with {m} updates ({m * n} pairs, at most "
+                f"{MAX_DENSE_UPDATE}); use constant indices",
+            )
+        v = self._updates(_shape(positions), values)
+        hits = _core.compare(
+            "eq",
+            _core.reshape(positions, (m, 1)),
+            _const(_np.arange(n, dtype=_np.int32).reshape(1, n)),
+        )
+        rows = _core.broadcast_to(_core.reshape(v, (m, 1)), (m, n))
+        flat = _core.reshape(x, (n,))
+        if reduce == "prod":
+            update = prod(where(hits, rows, 1), axis=0)
+            return _core.reshape(combine(flat, update), _shape(x))
+        neutral = -_np.inf if reduce == "max" else _np.inf
+        reducer = max if reduce == "max" else min
+        update = reducer(where(hits, rows, neutral), axis=0)
+        written = any(hits, axis=0)
+        return _core.reshape(where(written, combine(flat, update), flat), _shape(x))
 
     def set(self, values, **_):  # noqa: A003
         return self._apply(values, lambda old, new: new)
@@ -1690,21 +1778,22 @@ class _AtRef:
         return _core.reshape(_ix.scatter_add(_core.reshape(x, (n,)), pidx, v, 0), _shape(x))
 
     def multiply(self, values, **_):
-        return self._apply(values, _core.mul)
+        return self._apply(values, _core.mul, "prod")
 
     mul = multiply
 
     def divide(self, values, **_):
-        return self._apply(values, _core.div)
+        # x / v1 / v2 = x / (v1 * v2)
+        return self._apply(values, _core.div, "prod")
 
     def power(self, values, **_):
         return self._apply(values, power)
 
     def min(self, values, **_):  # noqa: A003
-        return self._apply(values, minimum)
+        return self._apply(values, minimum, "min")
 
     def max(self, values, **_):  # noqa: A003
-        return self._apply(values, maximum)
+        return self._apply(values, maximum, "max")
 
 
 def take(a, indices, axis=None, mode=None, fill_value=None):

@@ -22,9 +22,10 @@ take the array's dtype, integer index arrays are i32 (no tangents), traced integ
 clamped into range while constant ones are checked, `max`/`min`/`maximum`/`minimum`/`clip`
 split the derivative 1/2 at ties, `relu'(0) = 0`, `softplus'(0) = 1/2`, `abs'(0) = 1`,
 `norm` and `sqrt` have an infinite/NaN derivative at 0. `x.at[i].add` sums repeated
-positions; `set`, `multiply`, `min` and `max` use the mean of the updates aimed at a repeated
-position (JAX leaves that order unspecified). A boolean mask indexes only when it is a
-constant (the result shape is static); with a traced mask use `where` or `x.at[mask].set(v)`.
+positions; `multiply`, `divide`, `min` and `max` apply every update aimed at a repeated
+position (as JAX's scatters); `set` keeps the last update with constant indices (NumPy's rule;
+JAX leaves the order unspecified) and the mean of the updates with traced ones. A boolean
+mask indexes only when it is a constant (the result shape is static); with a traced mask use `where` or `x.at[mask].set(v)`.
 """
 
 
