@@ -782,20 +782,26 @@ class _CustomBase:
                     _unflatten_args(in_trees, counts, [_example(t) for t in types]),
                     self.__name__,
                 )
-                if len(traced.program.outs) != 1 or traced.out_tree.cls is not None:
-                    raise ShaxError(
-                        f"{self.__name__}: shax supports custom rules for functions returning "
-                        "one array"
-                    )
-                params = self._params[key] = self._make(traced, types)
+                if not traced.program.outs:
+                    raise ShaxError(f"{self.__name__} must return at least one array")
+                prim, kwargs = self._make(traced, types)
+                params = self._params[key] = (prim, kwargs, traced.out_tree)
             finally:
                 self._building.discard(key)
-        prim, kwargs = params
-        return ops.bind(prim, *leaves, **kwargs)[0]
+        prim, kwargs, out_tree = params
+        return tree_unflatten(out_tree, list(ops.bind(prim, *leaves, **kwargs)))
 
 
 def _example(t: Type):
     return np.zeros(t.shape, t.np_dtype)
+
+
+def _fit_tree(name: str, what: str, value, tree: PyTreeDef, types) -> list:
+    """The leaves of a rule's ``value``, which must have the function's output structure."""
+    leaves, got = tree_flatten(value)
+    if got != tree:
+        raise ShaxError(f"{name} returned {what} of structure {got}; expected {tree}")
+    return [_fit(x, t) for x, t in zip(leaves, types, strict=True)]
 
 
 def _fit(x, t: Type):
@@ -839,8 +845,9 @@ class custom_jvp(_CustomBase):
         if self.jvp_rule is None:
             raise ShaxError(f"{self.__name__}: custom_jvp needs a rule (use .defjvp)")
         rule, in_trees, counts = self.jvp_rule, traced.in_trees, traced.leaf_counts
-        out_type = traced.program.outs[0].type
+        out_tree, out_types = traced.out_tree, traced.program.out_types
         n = len(types)
+        who = f"the rule of {self.__name__}"
 
         def flat_rule(*leaves):
             primals = _unflatten_args(in_trees, counts, list(leaves[:n]))
@@ -850,7 +857,10 @@ class custom_jvp(_CustomBase):
                 raise ShaxError(
                     f"the rule of {self.__name__} must return (primal_out, tangent_out)"
                 )
-            return _fit(result[0], out_type), _fit(result[1], out_type)
+            return (
+                *_fit_tree(who, "a primal", result[0], out_tree, out_types),
+                *_fit_tree(who, "a tangent", result[1], out_tree, out_types),
+            )
 
         examples = [_example(t) for t in types]
         names = [p.name for p in traced.program.params]
@@ -892,7 +902,9 @@ class custom_vjp(_CustomBase):
         if self.fwd is None or self.bwd is None:
             raise ShaxError(f"{self.__name__}: custom_vjp needs rules (use .defvjp)")
         fwd, bwd, in_trees, counts = self.fwd, self.bwd, traced.in_trees, traced.leaf_counts
-        out_type = traced.program.outs[0].type
+        out_tree, out_types = traced.out_tree, traced.program.out_types
+        n_out = len(out_types)
+        who = f"the fwd rule of {self.__name__}"
         res_trees: list = []
 
         def flat_fwd(*leaves):
@@ -901,7 +913,8 @@ class custom_vjp(_CustomBase):
                 raise ShaxError(f"the fwd rule of {self.__name__} must return (output, residuals)")
             res_leaves, res_tree = tree_flatten(result[1])
             res_trees.append(res_tree)
-            return (_fit(result[0], out_type), *(_leaf_value(r) for r in res_leaves))
+            outs = _fit_tree(who, "an output", result[0], out_tree, out_types)
+            return (*outs, *(_leaf_value(r) for r in res_leaves))
 
         fwd_traced = self._trace(
             flat_fwd,
@@ -910,12 +923,12 @@ class custom_vjp(_CustomBase):
             [p.name for p in traced.program.params],
         )
         res_tree = res_trees[-1]
-        res_types = fwd_traced.program.out_types[1:]
+        res_types = fwd_traced.program.out_types[n_out:]
         n_res = len(res_types)
 
         def flat_bwd(*leaves):
             residuals = tree_unflatten(res_tree, list(leaves[:n_res]))
-            cts = bwd(residuals, leaves[n_res])
+            cts = bwd(residuals, tree_unflatten(out_tree, list(leaves[n_res:])))
             if not isinstance(cts, tuple) or len(cts) != len(in_trees):
                 raise ShaxError(
                     f"the bwd rule of {self.__name__} must return a tuple with one cotangent "
@@ -935,8 +948,8 @@ class custom_vjp(_CustomBase):
                 flat += ls
             return tuple(_fit(c, t) for c, t in zip(flat, types, strict=True))
 
-        bwd_args = [_example(t) for t in (*res_types, out_type)]
-        names = [f"r{k}" for k in range(n_res)] + ["ct"]
+        bwd_args = [_example(t) for t in (*res_types, *out_types)]
+        names = [f"r{k}" for k in range(n_res)] + [f"ct{k}" for k in range(n_out)]
         bwd_traced = self._trace(flat_bwd, bwd_args, f"{self.__name__}_bwd", names)
         return "custom_vjp_call", {
             "fun": traced.program,

@@ -244,3 +244,73 @@ def test_sdk_uploads_the_rule(server_url, program_format):
         stages = remote.stages()
         assert any("custom_jvp_call" in text for text in stages.values()), list(stages)
         assert "max" in stages["vjp"], stages["vjp"]
+
+
+# ---------------------------------------------------------------------------------------------
+# pytree outputs
+
+
+@sx.custom_jvp
+def sincos(x):
+    return {"s": snp.sin(x), "c": snp.cos(x)}
+
+
+@sincos.defjvp
+def _sincos_jvp(primals, tangents):
+    (x,), (t,) = primals, tangents
+    return sincos(x), {"s": snp.cos(x) * t, "c": -snp.sin(x) * t}
+
+
+@sx.custom_vjp
+def scaled_pair(x, y):
+    return x * y, x + y
+
+
+def _pair_fwd(x, y):
+    return scaled_pair(x, y), (x, y)
+
+
+def _pair_bwd(res, cts):
+    x, y = res
+    g_prod, g_sum = cts
+    return (g_prod * y + g_sum, g_prod * x + g_sum)
+
+
+scaled_pair.defvjp(_pair_fwd, _pair_bwd)
+
+
+def test_pytree_outputs_of_custom_functions():
+    x, y = np.array([0.3, 1.1]), np.array([-0.7, 2.0])
+    out = sincos(x)
+    assert set(out) == {"s", "c"}
+
+    def loss(x):
+        sc = sincos(x)
+        return snp.sum(sc["s"] * sc["c"])  # sin(2x) / 2
+
+    np.testing.assert_allclose(sx.grad(loss)(x), np.cos(2 * x), rtol=1e-12)
+    program = sx.verify(sx.trace(loss, x))
+    check_jvp(program, [x], RNG)
+    check_transpose(program, [x], RNG)
+
+    def pair_loss(x, y):
+        p, s = scaled_pair(x, y)
+        return snp.sum(p * s)
+
+    gx, gy = sx.grad(pair_loss, argnums=(0, 1))(x, y)
+    np.testing.assert_allclose(gx, y * (x + y) + x * y, rtol=1e-12)
+    np.testing.assert_allclose(gy, x * (x + y) + x * y, rtol=1e-12)
+    parsed = sx.parse(sx.print_program(sx.trace(pair_loss, x, y)))
+    _, gx2, gy2 = sx.evaluate(sx.vjp_program(parsed), x, y, np.float64(1.0))
+    np.testing.assert_allclose(gx2, gx, rtol=1e-12)
+    np.testing.assert_allclose(gy2, gy, rtol=1e-12)
+
+
+def test_a_rule_of_the_wrong_structure_is_refused():
+    @sx.custom_jvp
+    def two(x):
+        return x, x
+
+    two.defjvp(lambda p, t: (two(p[0]), t[0]))
+    with pytest.raises(sx.ShaxError, match="structure"):
+        sx.grad(lambda x: two(x)[0])(1.0)
