@@ -750,11 +750,46 @@ def stop_gradient(x):
 
 
 class _CustomBase:
-    def __init__(self, fun: Callable):
+    def __init__(self, fun: Callable, nondiff_argnums: Sequence[int] = ()):
         functools.update_wrapper(self, fun)
         self.fun = fun
+        self.nondiff_argnums = tuple(sorted({int(i) for i in nondiff_argnums}))
+        if any(i < 0 for i in self.nondiff_argnums):
+            raise ShaxError("nondiff_argnums must be non-negative positions")
         self._params: dict = {}
         self._building: set = set()
+
+    def _split(self, args) -> tuple[tuple, list]:
+        """``(static, differentiable)`` arguments; static ones are hashable Python values
+        (they select the traced rule, as a ``jax.custom_jvp`` nondiff argument)."""
+        if not self.nondiff_argnums:
+            return (), list(args)
+        if self.nondiff_argnums[-1] >= len(args):
+            raise ShaxError(
+                f"{self.__name__}: nondiff_argnums {list(self.nondiff_argnums)} for "
+                f"{len(args)} arguments"
+            )
+        static = tuple(args[i] for i in self.nondiff_argnums)
+        if any(isinstance(x, Tracer) for x in tree_leaves(static)):
+            raise ShaxError(
+                f"{self.__name__}: a nondiff_argnums argument is a traced value; pass arrays "
+                "that depend on the input as ordinary arguments"
+            )
+        try:
+            hash(static)
+        except TypeError:
+            raise ShaxError(
+                f"{self.__name__}: nondiff_argnums arguments must be hashable Python values "
+                "(numbers, strings, functions, tuples)"
+            ) from None
+        return static, [a for i, a in enumerate(args) if i not in self.nondiff_argnums]
+
+    def _merge(self, static: tuple, dynamic: Sequence) -> list:
+        """The full argument list from the static and the differentiable ones."""
+        out, s, d = [], iter(static), iter(dynamic)
+        for i in range(len(static) + len(dynamic)):
+            out.append(next(s) if i in self.nondiff_argnums else next(d))
+        return out
 
     def _trace(self, f: Callable, args: Sequence, what: str, names=None) -> Traced:
         traced = trace_pytree(f, args, names=names, lift_constants=False, name=_identifier(what))
@@ -766,25 +801,28 @@ class _CustomBase:
         return traced
 
     def __call__(self, *args):
-        leaves, in_trees, counts = flatten_values(args)
+        static, dynamic = self._split(args)
+        leaves, in_trees, counts = flatten_values(dynamic)
         if not any(isinstance(x, Tracer) for x in leaves):
             return self.fun(*args)
         types = tuple(ops.type_of_value(x) for x in leaves)
-        key = (in_trees, types)
+        key = (static, in_trees, types)
         if key in self._building:  # the rule calls the function: its primal needs no rule
             return self.fun(*args)
         params = self._params.get(key)
         if params is None:
             self._building.add(key)
             try:
+                names = argument_names(self.fun, len(args))
                 traced = self._trace(
-                    self.fun,
+                    lambda *d: self.fun(*self._merge(static, d)),
                     _unflatten_args(in_trees, counts, [_example(t) for t in types]),
                     self.__name__,
+                    [n for i, n in enumerate(names) if i not in self.nondiff_argnums],
                 )
                 if not traced.program.outs:
                     raise ShaxError(f"{self.__name__} must return at least one array")
-                prim, kwargs = self._make(traced, types)
+                prim, kwargs = self._make(traced, types, static)
                 params = self._params[key] = (prim, kwargs, traced.out_tree)
             finally:
                 self._building.discard(key)
@@ -831,17 +869,15 @@ class custom_jvp(_CustomBase):
     (shax transposes it), and it is differentiated again for higher orders.
     """
 
-    def __init__(self, fun: Callable, nondiff_argnums: tuple = ()):
-        if nondiff_argnums:
-            raise ShaxError("nondiff_argnums is not supported; close over the values instead")
-        super().__init__(fun)
+    def __init__(self, fun: Callable, nondiff_argnums: Sequence[int] = ()):
+        super().__init__(fun, nondiff_argnums)
         self.jvp_rule: Callable | None = None
 
     def defjvp(self, rule: Callable) -> Callable:
         self.jvp_rule = rule
         return rule
 
-    def _make(self, traced: Traced, types):
+    def _make(self, traced: Traced, types, static: tuple):
         if self.jvp_rule is None:
             raise ShaxError(f"{self.__name__}: custom_jvp needs a rule (use .defjvp)")
         rule, in_trees, counts = self.jvp_rule, traced.in_trees, traced.leaf_counts
@@ -852,7 +888,7 @@ class custom_jvp(_CustomBase):
         def flat_rule(*leaves):
             primals = _unflatten_args(in_trees, counts, list(leaves[:n]))
             tangents = _unflatten_args(in_trees, counts, list(leaves[n:]))
-            result = rule(tuple(primals), tuple(tangents))
+            result = rule(*static, tuple(primals), tuple(tangents))
             if not isinstance(result, tuple | list) or len(result) != 2:
                 raise ShaxError(
                     f"the rule of {self.__name__} must return (primal_out, tangent_out)"
@@ -888,17 +924,15 @@ class custom_vjp(_CustomBase):
     (``jvp``, ``jacfwd``) of a custom_vjp function is an error, as in JAX.
     """
 
-    def __init__(self, fun: Callable, nondiff_argnums: tuple = ()):
-        if nondiff_argnums:
-            raise ShaxError("nondiff_argnums is not supported; close over the values instead")
-        super().__init__(fun)
+    def __init__(self, fun: Callable, nondiff_argnums: Sequence[int] = ()):
+        super().__init__(fun, nondiff_argnums)
         self.fwd: Callable | None = None
         self.bwd: Callable | None = None
 
     def defvjp(self, fwd: Callable, bwd: Callable) -> None:
         self.fwd, self.bwd = fwd, bwd
 
-    def _make(self, traced: Traced, types):
+    def _make(self, traced: Traced, types, static: tuple):
         if self.fwd is None or self.bwd is None:
             raise ShaxError(f"{self.__name__}: custom_vjp needs rules (use .defvjp)")
         fwd, bwd, in_trees, counts = self.fwd, self.bwd, traced.in_trees, traced.leaf_counts
@@ -908,7 +942,7 @@ class custom_vjp(_CustomBase):
         res_trees: list = []
 
         def flat_fwd(*leaves):
-            result = fwd(*_unflatten_args(in_trees, counts, list(leaves)))
+            result = fwd(*self._merge(static, _unflatten_args(in_trees, counts, list(leaves))))
             if not isinstance(result, tuple | list) or len(result) != 2:
                 raise ShaxError(f"the fwd rule of {self.__name__} must return (output, residuals)")
             res_leaves, res_tree = tree_flatten(result[1])
@@ -928,7 +962,7 @@ class custom_vjp(_CustomBase):
 
         def flat_bwd(*leaves):
             residuals = tree_unflatten(res_tree, list(leaves[:n_res]))
-            cts = bwd(residuals, tree_unflatten(out_tree, list(leaves[n_res:])))
+            cts = bwd(*static, residuals, tree_unflatten(out_tree, list(leaves[n_res:])))
             if not isinstance(cts, tuple) or len(cts) != len(in_trees):
                 raise ShaxError(
                     f"the bwd rule of {self.__name__} must return a tuple with one cotangent "

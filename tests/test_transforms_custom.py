@@ -314,3 +314,36 @@ def test_a_rule_of_the_wrong_structure_is_refused():
     two.defjvp(lambda p, t: (two(p[0]), t[0]))
     with pytest.raises(sx.ShaxError, match="structure"):
         sx.grad(lambda x: two(x)[0])(1.0)
+
+
+# ---------------------------------------------------------------------------------------------
+# nondiff_argnums: static Python values (a function, a number) passed to the rules first
+
+
+def test_nondiff_argnums_as_jax_passes_them():
+    from functools import partial
+
+    @partial(sx.custom_vjp, nondiff_argnums=(0,))
+    def app(f, x):
+        return f(x)
+
+    app.defvjp(lambda f, x: (app(f, x), x), lambda f, x, g: (5.0 * g * f(x),))
+    x = np.array([0.5, 2.0])
+    np.testing.assert_allclose(sx.grad(lambda x: snp.sum(app(snp.sin, x)))(x), 5 * np.sin(x))
+    text = sx.print_program(sx.trace(lambda x: snp.sum(app(snp.sin, x)), x))
+    assert "custom_vjp_call" in text and "sin" in text
+
+    @partial(sx.custom_jvp, nondiff_argnums=(1,))
+    def power(x, n):
+        return x**n
+
+    @power.defjvp
+    def _power_jvp(n, primals, tangents):
+        (x,), (t,) = primals, tangents
+        return power(x, n), n * x ** (n - 1) * t
+
+    np.testing.assert_allclose(sx.grad(lambda x: power(x, 3))(2.0), 12.0)
+    np.testing.assert_allclose(sx.grad(sx.grad(lambda x: power(x, 3)))(2.0), 12.0)
+    np.testing.assert_allclose(sx.grad(lambda x: power(x, 2))(2.0), 4.0)  # its own rule
+    with pytest.raises(sx.ShaxError, match="nondiff_argnums"):
+        sx.grad(lambda x: power(x, x))(2.0)
