@@ -11,7 +11,7 @@ import shax_core as sx
 import shax_core.numpy as snp
 from shax_core.graph import from_graph, to_graph
 from tests.adcheck import check_hvp, check_jvp, check_transpose
-from tests.test_transforms import clip_gradient, safe_log  # 1 / max(x, 1e-3); clip(g, -1, 1)
+from tests.test_transforms import clip_gradient, jax_x64, safe_log  # noqa: F401  # 1 / max(x, 1e-3); clip(g, -1, 1)
 
 RNG = np.random.default_rng(14)
 
@@ -347,3 +347,42 @@ def test_nondiff_argnums_as_jax_passes_them():
     np.testing.assert_allclose(sx.grad(lambda x: power(x, 2))(2.0), 4.0)  # its own rule
     with pytest.raises(sx.ShaxError, match="nondiff_argnums"):
         sx.grad(lambda x: power(x, x))(2.0)
+
+
+def test_pytree_outputs_and_nondiff_argnums_against_jax(jax_x64):  # noqa: F811
+    from functools import partial
+
+    jax, jnp = jax_x64, jax_x64.numpy
+
+    @jax.custom_vjp
+    def jpair(x, y):
+        return x * y, x + y
+
+    jpair.defvjp(lambda x, y: (jpair(x, y), (x, y)), _pair_bwd)
+
+    @partial(jax.custom_jvp, nondiff_argnums=(1,))
+    def jpower(x, n):
+        return x**n
+
+    @jpower.defjvp
+    def _(n, primals, tangents):
+        (x,), (t,) = primals, tangents
+        return jpower(x, n), 0.5 * n * x ** (n - 1) * t  # not the true derivative, on purpose
+
+    @partial(sx.custom_jvp, nondiff_argnums=(1,))
+    def power(x, n):
+        return x**n
+
+    @power.defjvp
+    def _(n, primals, tangents):
+        (x,), (t,) = primals, tangents
+        return power(x, n), 0.5 * n * x ** (n - 1) * t
+
+    x, y = np.array([0.3, 1.1]), np.array([-0.7, 2.0])
+    ours = sx.grad(lambda x, y: snp.sum(snp.prod(snp.stack(scaled_pair(x, y)), 0)), (0, 1))(x, y)
+    theirs = jax.grad(lambda x, y: jnp.sum(jnp.prod(jnp.stack(jpair(x, y)), 0)), (0, 1))(x, y)
+    for a, b in zip(ours, theirs, strict=True):
+        np.testing.assert_allclose(a, b, rtol=1e-12)
+    for f, g in [(lambda x: power(x, 3), lambda x: jpower(x, 3))]:
+        np.testing.assert_allclose(sx.grad(f)(1.5), jax.grad(g)(1.5), rtol=1e-12)
+        np.testing.assert_allclose(sx.grad(sx.grad(f))(1.5), jax.grad(jax.grad(g))(1.5), rtol=1e-12)
