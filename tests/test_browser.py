@@ -363,5 +363,8 @@ def test_explorer_share_link_and_samples(tab, browser, server_url):
     graph = page.locator("#graph svg[data-stage='vjp']")
     graph.wait_for()
     assert graph.locator("g.node text", has_text="= scan").count() == 2
+    # one marked line per node: the loop bodies' own bindings are not the graph's
+    pane = page.locator(".stage[data-stage='vjp'] pre")
+    assert pane.locator("[data-var]").count() == graph.locator("g.node").count()
     assert "grad_w" in page.locator("pre[data-numbers='dft']").inner_text()
     tab.check_clean()

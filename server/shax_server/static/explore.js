@@ -178,8 +178,11 @@ function renderStages(result) {
     const pre = el("pre");
     const part = {};
     if (st.graph) for (const node of st.graph.nodes) part[node.id] = node.part;
+    let depth = 0; // inside a loop's or a branch's { body }, names are the body's own
     highlight(pre, st.text, null, null, (line) => {
-      const m = BINDING.exec(line);
+      const outside = depth === 0;
+      depth += (line.match(/{/g) || []).length - (line.match(/}/g) || []).length;
+      const m = outside && BINDING.exec(line);
       return m && part[m[1]] ? [`part-${part[m[1]]}`, m[1]] : null;
     });
     pane.appendChild(pre);
