@@ -128,7 +128,7 @@ function showError(err) {
   box.dataset.line = p.line || "";
   box.dataset.column = p.column || "";
   box.hidden = false;
-  for (const id of ["numbers", "stages", "graph"]) $(id).classList.add("stale");
+  for (const id of ["numbers", "stages", "graph", "signature"]) $(id).classList.add("stale");
   refreshEditor(p.line, p.column);
   if (p.line) scrollEditorTo(p.line);
 }
@@ -141,7 +141,7 @@ function scrollEditorTo(line) {
 }
 
 function clearError() {
-  for (const id of ["numbers", "stages", "graph"]) $(id).classList.remove("stale");
+  for (const id of ["numbers", "stages", "graph", "signature"]) $(id).classList.remove("stale");
   $("error").hidden = true;
   $("error").textContent = "";
   refreshEditor();
