@@ -21,7 +21,7 @@ True
 Carries, ``xs`` and operands are pytrees (``shax_core.tree_util``: tuples, lists, dicts,
 namedtuples, dataclasses, registered classes, nested freely). A body
 may read values from the enclosing trace (weights, say): they become operands of the loop.
-Loop indices (``fori_loop``'s ``i``) are f32 scalars: shax has no integer arrays.
+``fori_loop``'s index ``i`` is an i32 scalar, as in JAX (so ``xs[i]`` gathers one row).
 """
 
 from __future__ import annotations
@@ -253,14 +253,14 @@ def fori_loop(lower, upper, body_fun: Callable, init_val, *, policy: str = "auto
         if not _traced(leaves):
             val = init_val
             for i in range(lo, hi):
-                val = body_fun(np.float32(i), val)
+                val = body_fun(np.int32(i), val)
             return val
 
         def step(carry, _):
             i, val = carry
-            return (i + 1.0, body_fun(i, val)), None
+            return (i + 1, body_fun(i, val)), None
 
-        (_, val), _ = scan(step, (np.float32(lo), init_val), length=max(hi - lo, 0), policy=policy)
+        (_, val), _ = scan(step, (np.int32(lo), init_val), length=max(hi - lo, 0), policy=policy)
         return val
 
     def cond_fun(carry):
@@ -269,9 +269,9 @@ def fori_loop(lower, upper, body_fun: Callable, init_val, *, policy: str = "auto
 
     def step_fun(carry):
         i, stop, val = carry
-        return i + 1.0, stop, body_fun(i, val)
+        return i + 1, stop, body_fun(i, val)
 
-    bounds = [convert(b, "f32") if isinstance(b, Tracer) else np.float32(b) for b in (lower, upper)]
+    bounds = [convert(b, "i32") if isinstance(b, Tracer) else np.int32(b) for b in (lower, upper)]
     return while_loop(cond_fun, step_fun, (bounds[0], bounds[1], init_val))[2]
 
 

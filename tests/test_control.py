@@ -514,3 +514,18 @@ def test_carries_are_pytrees():
     p = sx.verify(sx.trace(f, *args))
     np.testing.assert_allclose(sx.evaluate(p, *args)[0], f(*args), rtol=1e-13)
     check_transpose(p, args, RNG)
+
+
+def test_fori_loop_index_is_an_integer_that_indexes_rows():
+    # as JAX users write it: the loop index picks a row of a captured array
+    def f(xs, w):
+        return lax.fori_loop(0, xs.shape[0], lambda i, c: snp.tanh(c * w + xs[i]), snp.zeros(3))
+
+    args = [f64(5, 3), f64(3)]
+    p = sx.verify(sx.trace(f, *args))
+    want = np.zeros(3)
+    for row in args[0]:
+        want = np.tanh(want * args[1] + row)
+    np.testing.assert_allclose(sx.evaluate(p, *args)[0], want, rtol=1e-14)
+    check_transpose(p, args, RNG)
+    check_jvp(p, args, RNG)

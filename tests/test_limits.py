@@ -263,3 +263,22 @@ def test_json_out_of_range_both_encodings_and_numeric_ids_are_refused(client):
     assert r.status_code == 400 and "'id' must be a string" in r.json()["detail"], r.text
     r = client.post(f"/v2/models/{pid}/infer", json={"id": "42", "inputs": [tensor]})
     assert r.status_code == 200 and r.json()["id"] == "42", r.text
+
+
+def test_the_security_docs_state_every_limit_with_its_real_default():
+    """docs/security.md's limits table names each setting with its default, e.g.
+    `max_inflight` (32): each must be a setting and its stated default the real one (the page
+    once said 8 for max_inflight)."""
+    import re
+    from pathlib import Path
+
+    text = (Path(__file__).parent.parent / "docs" / "security.md").read_text()
+    table = text[text.index("## Limits") : text.index("Disconnects:")]
+    units = {"": 1, "Ki": 1024, "KiB": 1024, "Mi": 1 << 20, "MiB": 1 << 20, "GiB": 1 << 30, "s": 1}
+    stated = re.findall(r"`([a-z_]+)` \(([\d ]+(?:\.\d+)?)\s*(KiB|MiB|GiB|Ki|Mi|s)?\)", table)
+    assert len(stated) >= 17, stated
+    defaults = Settings()
+    for name, number, unit in stated:
+        assert name in Settings.model_fields, name
+        value = float(number.replace(" ", "")) * units[unit or ""]
+        assert getattr(defaults, name) == value, (name, number, unit, getattr(defaults, name))

@@ -127,3 +127,28 @@ def test_several_workers_without_a_shared_store_are_refused():
     assert done.returncode == 2
     assert "--workers 2 needs a store the workers share" in done.stderr
     assert "SHAX_REDIS_URL" in done.stderr
+
+
+def test_serve_flags_reach_uvicorn_with_sane_defaults(monkeypatch):
+    import os
+
+    import uvicorn
+    from shax_server import cli
+
+    for k in list(os.environ):
+        if k.startswith("SHAX_"):
+            monkeypatch.delenv(k)
+    for env in ("SHAX_PORT", *(e for e, _, _ in cli.FLAGS.values())):
+        monkeypatch.setenv(env, "")  # so that monkeypatch removes what serve() sets
+        monkeypatch.delenv(env)
+    seen = {}
+    monkeypatch.setattr(uvicorn, "run", lambda app, **kw: seen.update(kw))
+    cli.serve_main(["--port", "0"])
+    assert seen["timeout_keep_alive"] == 5 and seen["limit_concurrency"] == 512
+    assert seen["http"] == "shax_server.http:GuardedHttpToolsProtocol"
+    assert seen["h11_max_incomplete_event_size"] == 16 * 1024
+    flags = ["--timeout-keep-alive", "2", "--limit-concurrency", "64", "--max-header-bytes", "4096"]
+    cli.serve_main(["--port", "0", *flags, "--log-format", "json"])
+    assert (seen["timeout_keep_alive"], seen["limit_concurrency"]) == (2, 64)
+    assert seen["h11_max_incomplete_event_size"] == 4096
+    assert "JsonFormatter" in str(seen["log_config"]["formatters"])
