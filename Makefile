@@ -4,7 +4,7 @@ VENV := .venv
 BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed
 
-.PHONY: run test lint format bench bench-quick clean screenshots
+.PHONY: run test lint format bench bench-quick lock clean screenshots
 
 $(STAMP): pyproject.toml
 	$(PYTHON) -m venv $(VENV)
@@ -13,7 +13,7 @@ $(STAMP): pyproject.toml
 	touch $(STAMP)
 
 run: $(STAMP)
-	$(BIN)/shax serve --host 127.0.0.1 --port 8000
+	$(BIN)/shax serve --host 127.0.0.1 --port 8000 --model-repository examples/model_repository
 
 test: $(STAMP)
 	$(BIN)/ruff check .
@@ -36,6 +36,12 @@ bench: $(STAMP)
 
 bench-quick: $(STAMP)
 	$(BIN)/python bench/run.py --quick
+
+# docker/requirements.lock: the image's dependencies with hashes, from pyproject.toml's server extra
+lock: $(STAMP)
+	CUSTOM_COMPILE_COMMAND="make lock" $(BIN)/pip-compile --quiet --generate-hashes --strip-extras \
+	  --allow-unsafe --no-emit-find-links --build-deps-for wheel --extra server \
+	  --output-file docker/requirements.lock pyproject.toml
 
 clean:
 	rm -rf $(VENV) .pytest_cache .hypothesis

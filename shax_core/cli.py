@@ -5,7 +5,7 @@ shax print FILE                    parse, infer, print the typed program(s)
 shax compile FILE --stage vjp      print a stage: typed, rewritten, linearized, linear,
                                    transposed, vjp
 shax eval FILE --inputs '[[1,2],[3]]'   evaluate the first def, print outputs as JSON
-shax serve [--host H] [--port P] [--workers N]   run the HTTP service
+shax serve [--host H] [--port P] [--model-repository DIR] [--grpc-port [P]] ...   the service
 """
 
 from __future__ import annotations

@@ -13,7 +13,9 @@ anything else is refused rather than coerced. f32 stays f32 both ways.
 
 Non-finite floats in JSON: JSON has no spelling for them, so shax writes and reads the strings
 ``"NaN"``, ``"Infinity"`` and ``"-Infinity"`` (the spelling of JavaScript and TF Serving) in place
-of the number. Only those three strings are accepted. The binary extension carries IEEE bits and
+of the number. Only those three strings are accepted; on input the bare tokens ``NaN``,
+``Infinity`` and ``-Infinity`` (what Python's json module, and so tritonclient, writes) are read
+as those strings too. The binary extension carries IEEE bits and
 is exact.
 
 Binary tensor extension (Triton): the body is the JSON object followed by the raw little-endian
@@ -30,6 +32,7 @@ takes a (bounded) Python pass.
 from __future__ import annotations
 
 import math
+import re
 from collections.abc import Sequence
 from dataclasses import dataclass, field
 from typing import Any
@@ -466,8 +469,33 @@ def split_body(
     try:
         doc = orjson.loads(json_part)
     except orjson.JSONDecodeError as e:
-        raise FramingError(f"body is not valid JSON: {e}") from None
+        doc = loads_nonfinite(json_part, e)
     return doc, tail
+
+
+# a JSON string, or one of the bare tokens Python's json module (and so tritonclient) writes for
+# non-finite floats; strings are matched first so that a token inside a string is left alone
+_STRING_OR_NONFINITE = re.compile(rb'"(?:[^"\\]|\\.)*"|(-?Infinity|NaN)')
+
+
+def loads_nonfinite(json_part: memoryview, error: Exception) -> Any:
+    """JSON with bare ``NaN``/``Infinity``/``-Infinity`` tokens, read as the documented strings
+    (which tensor decoding turns into the floats). Only tried when strict parsing failed.
+
+    >>> loads_nonfinite(memoryview(b'[NaN, -Infinity, "NaN x", 1]'), None)
+    ['NaN', '-Infinity', 'NaN x', 1]
+    """
+    raw = bytes(json_part)
+    if b"NaN" not in raw and b"Infinity" not in raw:
+        raise FramingError(f"body is not valid JSON: {error}") from None
+
+    def quote(m: re.Match) -> bytes:
+        return b'"' + m[1] + b'"' if m[1] else m[0]
+
+    try:
+        return orjson.loads(_STRING_OR_NONFINITE.sub(quote, raw))
+    except orjson.JSONDecodeError as e:
+        raise FramingError(f"body is not valid JSON: {e}") from None
 
 
 class BinaryReader:

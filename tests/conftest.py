@@ -22,7 +22,9 @@ def server_url():
         "SHAX_MAX_TENSOR_ELEMENTS": str(2 * 1024 * 1024),
         "SHAX_MAX_PEAK_BYTES": str(256 * 1024 * 1024),
     }
-    with shax_server(free_port(), limits) as url:
+    # with the example model repository, as `make run` serves it (named, versioned models)
+    repository = ["--model-repository", str(ROOT / "examples" / "model_repository")]
+    with shax_server(free_port(), limits, args=repository) as url:
         yield url
 
 

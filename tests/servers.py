@@ -74,12 +74,13 @@ def shax_env(env: dict[str, str] | None = None, inherit_shax: bool = True) -> di
 @contextlib.contextmanager
 def shax_process(port: int, env: dict[str, str] | None = None, **options):
     """A ``python -m shax_server.cli`` subprocess on 127.0.0.1:port; yields ``(url, proc)``.
-    ``options``: ``inherit_shax`` (default True) and ``ready_within`` (seconds)."""
+    ``options``: ``inherit_shax`` (default True), ``ready_within`` (seconds) and ``args`` (more
+    ``shax serve`` flags)."""
     import httpx
 
     url = f"http://127.0.0.1:{port}"
     cmd = [sys.executable, "-m", "shax_server.cli", "--host", "127.0.0.1", "--port", str(port)]
-    cmd += ["--log-level", "warning"]
+    cmd += [*options.pop("args", ()), "--log-level", "warning"]
     environment = shax_env(env, options.pop("inherit_shax", True))
     with running(
         cmd,
@@ -93,7 +94,13 @@ def shax_process(port: int, env: dict[str, str] | None = None, **options):
 
 
 @contextlib.contextmanager
-def shax_server(port: int, env: dict[str, str] | None = None, ready_within: float = 30):
-    """``shax_process`` without API keys unless ``env`` sets them; yields its URL."""
-    with shax_process(port, env, ready_within=ready_within) as (url, _):
+def shax_server(
+    port: int,
+    env: dict[str, str] | None = None,
+    ready_within: float = 30,
+    args: list[str] | None = None,
+):
+    """``shax_process`` without API keys unless ``env`` sets them (``args``: more ``shax serve``
+    flags); yields its URL."""
+    with shax_process(port, env, ready_within=ready_within, args=args or []) as (url, _):
         yield url

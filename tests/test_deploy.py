@@ -373,7 +373,7 @@ def test_compose_ports_and_environment_agree_with_the_settings():
     assert settings.redis_url.startswith("redis://redis:6379")
 
     conf = nginx_conf()
-    upstream = re.findall(r"^\s*server shax:(\d+)", conf, flags=re.M)
+    upstream = re.findall(r"^\s*set \$shax_upstream http://shax:(\d+);", conf, flags=re.M)
     assert upstream == [str(settings.port)]
     assert services["shax"]["expose"] == [str(settings.port)]
     assert f"127.0.0.1:{settings.port}/v2/health/ready" in healthcheck_text(services["shax"])
@@ -394,11 +394,14 @@ def test_compose_ports_and_environment_agree_with_the_settings():
     assert size >= Settings.model_fields["max_body_bytes"].default
 
 
-def test_nginx_conf_keeps_upstream_connections_and_times_out():
+def test_nginx_conf_re_resolves_replicas_and_times_out():
     conf = nginx_conf()
-    upstream = re.search(r"upstream shax \{(.*?)\}", conf, flags=re.S)[1]
-    assert re.search(r"^\s*keepalive \d+;", upstream, flags=re.M)
-    assert "proxy_http_version 1.1;" in conf and 'proxy_set_header Connection "";' in conf
+    # replicas are found through Docker's DNS at request time, not once at start-up
+    assert re.search(r"^\s*resolver 127\.0\.0\.11 valid=\d+s ipv6=off;", conf, flags=re.M)
+    assert "upstream shax" not in conf  # an upstream block's names are resolved only once
+    passes = re.findall(r"proxy_pass (\S+);", conf)
+    assert passes and set(passes) == {"$shax_upstream"}
+    assert "proxy_http_version 1.1;" in conf
     for directive in ("proxy_connect_timeout", "proxy_read_timeout", "proxy_send_timeout"):
         assert re.search(rf"{directive} \d+s;", conf), directive
     read = int(re.search(r"proxy_read_timeout (\d+)s;", conf)[1])
@@ -409,14 +412,62 @@ def test_nginx_conf_keeps_upstream_connections_and_times_out():
 
 def test_dockerfile_is_multi_stage_non_root_with_a_healthcheck():
     text = (DOCKER / "Dockerfile").read_text()
-    assert len(re.findall(r"^FROM python:\$\{PYTHON_VERSION\}-slim AS \w+$", text, re.M)) == 2
-    assert re.search(r'pip install "\.\[server\]"', text)
+    assert len(re.findall(r"^FROM \$\{PYTHON_IMAGE\} AS \w+$", text, re.M)) == 2
+    # installs only hashed, pinned files, then shax itself without resolving anything
+    assert "pip install --require-hashes --no-deps -r docker/requirements.lock" in text
+    assert "pip install --no-deps --no-build-isolation ." in text
     user = re.findall(r"^USER (\S+)$", text, flags=re.M)
-    assert user and user[-1].split(":")[0] not in ("root", "0")
+    assert user and re.fullmatch(r"[1-9]\d*:[1-9]\d*", user[-1]), user  # numeric, not root
     assert "HEALTHCHECK" in text and "/v2/health/ready" in text
     cmd = re.search(r"^CMD (.+)$", text, flags=re.M)[1]
     assert json.loads(cmd)[:3] == ["python", "-m", "shax_server.cli"]
     assert "--workers" not in cmd
+
+
+def images_env() -> dict[str, str]:
+    lines = (DOCKER / ".env").read_text().splitlines()
+    return dict(line.split("=", 1) for line in lines if line and not line.startswith("#"))
+
+
+def test_base_images_are_pinned_in_one_place():
+    images = images_env()
+    assert set(images) == {"PYTHON_IMAGE", "REDIS_IMAGE", "NGINX_IMAGE"}
+    for name, image in images.items():
+        # a full version (x.y.z) or a digest, never a floating tag like 3.11-slim or latest
+        assert re.search(
+            r":\d+\.\d+\.\d+[-\w.]*(@sha256:[0-9a-f]{64})?$|@sha256:[0-9a-f]{64}$", image
+        ), (
+            name,
+            image,
+        )
+    dockerfile = (DOCKER / "Dockerfile").read_text()
+    assert re.search(rf"^ARG PYTHON_IMAGE={re.escape(images['PYTHON_IMAGE'])}$", dockerfile, re.M)
+    services = compose()["services"]
+    assert services["redis"]["image"] == "${REDIS_IMAGE}"
+    assert services["nginx"]["image"] == "${NGINX_IMAGE}"
+    assert services["shax"]["build"]["args"]["PYTHON_IMAGE"] == "${PYTHON_IMAGE}"
+    k8s_redis = yaml.safe_load_all((ROOT / "deploy" / "k8s" / "base" / "redis.yaml").read_text())
+    (redis_deployment,) = [d for d in k8s_redis if d["kind"] == "Deployment"]
+    (container,) = redis_deployment["spec"]["template"]["spec"]["containers"]
+    assert container["image"] == images["REDIS_IMAGE"]
+
+
+def test_the_lock_file_pins_every_server_dependency_with_hashes():
+    import tomllib
+
+    lock = (DOCKER / "requirements.lock").read_text()
+    pinned = dict(re.findall(r"^([A-Za-z0-9_.-]+)==(\S+) \\$", lock, flags=re.M))
+    blocks = re.split(r"\n(?=[A-Za-z0-9_.-]+==)", lock.split("\n\n", 1)[-1])
+    for block in blocks:
+        if "==" in block:
+            assert "--hash=sha256:" in block, block.splitlines()[0]
+    meta = tomllib.loads((ROOT / "pyproject.toml").read_text())["project"]
+    wanted = meta["dependencies"] + meta["optional-dependencies"]["server"]
+    norm = {k.lower().replace("_", "-"): v for k, v in pinned.items()}
+    for requirement in wanted:
+        name = re.match(r"[A-Za-z0-9_.-]+", requirement)[0].lower().replace("_", "-")
+        assert name in norm, f"{name} is in pyproject.toml but not in docker/requirements.lock"
+    assert "setuptools" in norm  # the build backend, so that the image builds without resolving
 
 
 def test_nginx_accepts_the_rendered_conf(tmp_path):
@@ -430,7 +481,7 @@ def test_nginx_accepts_the_rendered_conf(tmp_path):
     tmp_path.chmod(0o755)
     (tmp_path / "cache").mkdir()
     conf = tmp_path / "nginx.conf"
-    conf.write_text(render_nginx_conf(nginx_conf(), [free_port()], free_port(), tmp_path))
+    conf.write_text(render_nginx_conf(nginx_conf(), free_port(), free_port(), tmp_path, 53))
     r = subprocess.run(
         [nginx, "-t", "-p", str(tmp_path), "-c", str(conf), "-e", "stderr"],
         capture_output=True,

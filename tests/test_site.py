@@ -527,8 +527,8 @@ def test_explorer_takes_null_as_absent(client):
 
 def test_infer_refuses_parameters_that_are_not_objects(client):
     """Found by schemathesis once the examples gave it a real model id."""
-    example = openapi_examples.operation_examples()[("post", "/v2/models/{model_id}/infer")]
-    model = example["path"]["model_id"]
+    example = openapi_examples.operation_examples()[("post", "/v2/models/{model_name}/infer")]
+    model = example["path"]["model_name"]
     assert client.post("/v1/programs", json={"program": openapi_examples.MEDIUM}).status_code == 200
     url = f"/v2/models/{model}/infer"
     assert client.post(url, json=example["body"]).status_code == 200

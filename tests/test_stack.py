@@ -33,6 +33,7 @@ import pytest
 import redis
 from shax_client import Client
 
+from tests.dns_stub import StubDNS
 from tests.servers import free_port
 
 ROOT = Path(__file__).parent.parent
@@ -89,11 +90,15 @@ def check_vjp(doc: dict, k: int) -> None:
     np.testing.assert_allclose(doc["gradients"][0]["data"], grad, rtol=1e-5)
 
 
-def render_nginx_conf(text: str, upstreams: list[int], listen_port: int, prefix: Path) -> str:
-    """docker/nginx.conf for loopback: the upstream ``server shax:8000 ...;`` line becomes one line
-    per replica port (same parameters), ``listen 8080`` becomes 127.0.0.1:<port>, and the pid file
-    and temp directories move under ``prefix``. Nothing else changes; a conf that no longer has
-    exactly these lines is an error (so the test cannot silently run a different conf)."""
+def render_nginx_conf(
+    text: str, upstream_port: int, listen_port: int, prefix: Path, dns_port: int
+) -> str:
+    """docker/nginx.conf for loopback: the resolver (Docker's DNS, 127.0.0.11) becomes the stub
+    DNS on 127.0.0.1:<dns_port>, the upstream ``http://shax:8000`` gets the replicas' port (they
+    listen on distinct loopback addresses, as containers have distinct IPs), ``listen 8080``
+    becomes 127.0.0.1:<port>, and the pid file and temp directories move under ``prefix``.
+    Nothing else changes; a conf that no longer has exactly these lines is an error (so the
+    test cannot silently run a different conf)."""
 
     def sub(pattern: str, repl, count: int) -> None:
         nonlocal text
@@ -102,14 +107,33 @@ def render_nginx_conf(text: str, upstreams: list[int], listen_port: int, prefix:
             raise ValueError(f"docker/nginx.conf: {pattern!r} matched {n} times, not {count}")
 
     sub(
-        r"^(\s*)server shax:8000((?: [^;]*)?);$",
-        lambda m: "\n".join(f"{m[1]}server 127.0.0.1:{p}{m[2]};" for p in upstreams),
+        r"^(\s*)resolver 127\.0\.0\.11( [^;]*)?;$",
+        lambda m: f"{m[1]}resolver 127.0.0.1:{dns_port}{m[2] or ''};",
+        1,
+    )
+    sub(
+        r"^(\s*)set \$shax_upstream http://shax:8000;$",
+        lambda m: f"{m[1]}set $shax_upstream http://shax:{upstream_port};",
         1,
     )
     sub(r"^(\s*)listen 8080;$", lambda m: f"{m[1]}listen 127.0.0.1:{listen_port};", 1)
     sub(r"^pid /var/run/nginx\.pid;$", lambda m: f"pid {prefix}/nginx.pid;", 1)
     sub(r"/var/cache/nginx/", lambda m: f"{prefix}/cache/", 5)
     return text
+
+
+def free_port_on(hosts: list[str]) -> int:
+    """A port free on every one of ``hosts`` (loopback addresses)."""
+    for _ in range(50):
+        port = free_port()
+        try:
+            for host in hosts:
+                with socket.socket() as s:
+                    s.bind((host, port))
+            return port
+        except OSError:
+            continue
+    raise RuntimeError(f"no common free port on {hosts}")
 
 
 # ---------------------------------------------------------------------------------------------
@@ -181,6 +205,9 @@ class Stack:
     nginx: Proc
     url: str
     procs: list[Proc] = field(default_factory=list)
+    dns: StubDNS | None = None
+    port: int = 0
+    redis_url: str = ""
 
     def start(self, proc: Proc) -> None:
         if proc not in self.procs:
@@ -200,6 +227,7 @@ class Stack:
             if not proc.alive:
                 self.start(proc)
                 wait_for(proc, lambda u=url: ready(u), "ready")
+        self.dns.records["shax"] = list(REPLICA_HOSTS)
 
     def stop_all(self) -> None:
         for proc in reversed(self.procs):
@@ -209,7 +237,7 @@ class Stack:
         return redis.Redis(port=self.redis_port, socket_timeout=2)
 
 
-def _replica(name: str, port: int, redis_url: str, tmp: Path) -> Proc:
+def _replica(name: str, host: str, port: int, redis_url: str, tmp: Path) -> Proc:
     env = dict(
         os.environ,
         SHAX_REDIS_URL=redis_url,
@@ -219,8 +247,14 @@ def _replica(name: str, port: int, redis_url: str, tmp: Path) -> Proc:
     )
     for k in ("SHAX_API_KEYS", "SHAX_HOST", "SHAX_PORT", "SHAX_WORKERS"):
         env.pop(k, None)
-    cmd = [sys.executable, "-m", "shax_server.cli", "--host", "127.0.0.1", "--port", str(port)]
+    cmd = [sys.executable, "-m", "shax_server.cli", "--host", host, "--port", str(port)]
     return Proc(name, [*cmd, "--log-level", "warning"], env, tmp / f"{name}.log")
+
+
+# replicas listen on distinct loopback addresses and one port, as containers do on a network;
+# the stub DNS answers "shax" with the addresses of the replicas that are "running"
+REPLICA_HOSTS = ["127.0.0.2", "127.0.0.3"]
+SPARE_HOSTS = ["127.0.0.4", "127.0.0.5"]  # re-created and added replicas get new addresses
 
 
 @pytest.fixture(scope="module")
@@ -229,7 +263,8 @@ def stack():
     tmp.chmod(0o755)  # nginx workers run as an unprivileged user when the tests run as root
     (tmp / "cache").mkdir()
     redis_port, nginx_port = free_port(), free_port()
-    ports = [free_port(), free_port()]
+    port = free_port_on(REPLICA_HOSTS + SPARE_HOSTS)
+    dns = StubDNS({"shax": list(REPLICA_HOSTS)})
     redis_url = f"redis://127.0.0.1:{redis_port}/0"
     redis_proc = Proc(
         "redis",
@@ -253,17 +288,20 @@ def stack():
         dict(os.environ),
         tmp / "redis.log",
     )
-    replicas = [_replica(f"replica{i}", p, redis_url, tmp) for i, p in enumerate(ports)]
+    replicas = [
+        _replica(f"replica{i}", h, port, redis_url, tmp) for i, h in enumerate(REPLICA_HOSTS)
+    ]
     conf = tmp / "nginx.conf"
-    conf.write_text(render_nginx_conf(NGINX_CONF.read_text(), ports, nginx_port, tmp))
+    conf.write_text(render_nginx_conf(NGINX_CONF.read_text(), port, nginx_port, tmp, dns.port))
     nginx = Proc(
         "nginx",
         [NGINX, "-p", str(tmp), "-c", str(conf), "-e", "stderr", "-g", "daemon off;"],
         dict(os.environ),
         tmp / "nginx.log",
     )
-    urls = [f"http://127.0.0.1:{p}" for p in ports]
+    urls = [f"http://{h}:{port}" for h in REPLICA_HOSTS]
     s = Stack(tmp, redis_port, redis_proc, replicas, urls, nginx, f"http://127.0.0.1:{nginx_port}")
+    s.dns, s.port, s.redis_url = dns, port, redis_url
     try:
         s.start_redis()
         for proc in replicas:
@@ -275,6 +313,7 @@ def stack():
         yield s
     finally:
         s.stop_all()
+        dns.close()
         shutil.rmtree(tmp, ignore_errors=True)
 
 
@@ -332,12 +371,14 @@ _k = iter(range(1, 10**6))  # a fresh program number for every use (Redis lives 
 
 def test_render_keeps_everything_but_addresses_and_paths(tmp_path):
     text = NGINX_CONF.read_text()
-    out = render_nginx_conf(text, [1111, 2222], 3333, tmp_path)
-    assert "server 127.0.0.1:1111 max_fails=1 fail_timeout=5s;" in out
-    assert "server 127.0.0.1:2222 max_fails=1 fail_timeout=5s;" in out
+    out = render_nginx_conf(text, 1111, 3333, tmp_path, 5353)
+    assert "resolver 127.0.0.1:5353 valid=5s ipv6=off;" in out
+    assert "set $shax_upstream http://shax:1111;" in out
     assert "listen 127.0.0.1:3333;" in out and "shax:8000" not in out
     changed = {line.strip() for line in text.splitlines()} ^ {x.strip() for x in out.splitlines()}
-    allowed = re.compile(r"^(server shax:8000|server 127\.0\.0\.1:|listen |pid |\w+_temp_path )")
+    allowed = re.compile(
+        r"^(resolver 127\.0\.0\.|set \$shax_upstream |listen |pid |\w+_temp_path )"
+    )
     assert all(allowed.match(line) for line in changed), changed
 
 
@@ -505,8 +546,11 @@ def test_load_balancer_errors_are_problem_json(stack, tmp_path):
     tmp_path.chmod(0o755)
     (tmp_path / "cache").mkdir()
     port = free_port()
+    nobody = StubDNS({"shax": ["127.0.0.9"]})  # an address where no replica listens
     conf = tmp_path / "nginx.conf"
-    conf.write_text(render_nginx_conf(NGINX_CONF.read_text(), [free_port()], port, tmp_path))
+    conf.write_text(
+        render_nginx_conf(NGINX_CONF.read_text(), free_port(), port, tmp_path, nobody.port)
+    )
     proc = Proc(
         "nginx-dead-upstream",
         [NGINX, "-p", str(tmp_path), "-c", str(conf), "-e", "stderr", "-g", "daemon off;"],
@@ -521,8 +565,14 @@ def test_load_balancer_errors_are_problem_json(stack, tmp_path):
         assert r.status_code == 503 and r.headers["retry-after"] == "1", r.text
         assert r.headers["content-type"].startswith("application/problem+json")
         assert r.json()["title"] == "Service unavailable"
+        # a name the DNS does not know (every replica gone): the same 503
+        nobody.records.clear()
+        time.sleep(5.5)  # nginx's cached answer expires (valid=5s)
+        r = httpx.post(f"{url}/vjp", json=vjp_body(1), timeout=10)
+        assert r.status_code == 503 and r.headers["retry-after"] == "1", r.text
     finally:
         proc.stop()
+        nobody.close()
 
 
 # ---------------------------------------------------------------------------------------------
@@ -677,3 +727,69 @@ def test_two_workers_share_programs_and_metrics_through_redis(stack, tmp_path):
         assert counts == sorted(counts) and counts[-1] >= 80, counts
     finally:
         proc.stop()
+
+
+def _served_by(urls: list[str]) -> list[float]:
+    return [counters(u)["vjp_ok"] for u in urls]
+
+
+def _until_served(stack: Stack, url: str, k: int, pid: str, within: float = 20.0) -> str:
+    """Send VJPs through nginx until replica ``url`` has served one; every request must
+    succeed (no retries). Says how many requests and seconds that took."""
+    start = counters(url)["vjp_ok"]
+    began = time.monotonic()
+    deadline = began + within
+    sent = 0
+    with httpx.Client(base_url=stack.url, timeout=10) as c:
+        while counters(url)["vjp_ok"] == start:
+            assert time.monotonic() < deadline, f"{url} got no traffic in {within} s"
+            r = c.post(f"/v1/programs/{pid}/vjp", json={"inputs": vjp_body(k)["inputs"]})
+            assert r.status_code == 200, r.text
+            check_vjp(r.json(), k)
+            sent += 1
+            time.sleep(0.05)
+    return f"{sent} requests, {time.monotonic() - began:.1f} s"
+
+
+def test_added_and_recreated_replicas_get_traffic_without_restarting_nginx(stack):
+    """`docker compose up --scale shax=3`, then a replica re-created with a new address: nginx
+    finds both through DNS (its cached answer lives 5 s) while its master process runs on."""
+    stack.ensure()
+    nginx_pid = stack.nginx.popen.pid
+    k = next(_k)
+    pid = httpx.post(f"{stack.url}/v1/programs", json={"program": program(k)}).json()["id"]
+    spares = [
+        _replica(f"spare{i}", host, stack.port, stack.redis_url, stack.tmp)
+        for i, host in enumerate(SPARE_HOSTS)
+    ]
+    spare_urls = [f"http://{h}:{stack.port}" for h in SPARE_HOSTS]
+    try:
+        # scale up: a third replica appears in DNS
+        stack.start(spares[0])
+        wait_for(spares[0], lambda: ready(spare_urls[0]), "ready")
+        stack.dns.records["shax"] = [*REPLICA_HOSTS, SPARE_HOSTS[0]]
+        took = _until_served(stack, spare_urls[0], k, pid)
+        print(f"added replica served after {took} through nginx")
+        # re-create replica 1: the old container dies, the new one has another address
+        stack.replicas[1].stop(signal.SIGKILL)
+        stack.start(spares[1])
+        wait_for(spares[1], lambda: ready(spare_urls[1]), "ready")
+        stack.dns.records["shax"] = [REPLICA_HOSTS[0], *SPARE_HOSTS]
+        took = _until_served(stack, spare_urls[1], k, pid)
+        print(f"re-created replica served after {took} through nginx")
+        # and once DNS no longer names the dead one, every replica in it shares the load
+        time.sleep(5.5)
+        urls = [stack.replica_urls[0], *spare_urls]
+        before = _served_by(urls)
+        with httpx.Client(base_url=stack.url, timeout=10) as c:
+            for _ in range(30):
+                r = c.post(f"/v1/programs/{pid}/vjp", json={"inputs": vjp_body(k)["inputs"]})
+                assert r.status_code == 200, r.text
+        served = [a - b for a, b in zip(_served_by(urls), before)]
+        assert sum(served) == 30 and min(served) >= 5, served
+        assert stack.nginx.alive and stack.nginx.popen.pid == nginx_pid  # never restarted
+        assert "reload" not in stack.nginx.tail(20000)
+    finally:
+        for spare in spares:
+            spare.stop()
+        stack.ensure()

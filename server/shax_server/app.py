@@ -22,9 +22,11 @@ from shax_server.cache import ProgramCache
 from shax_server.deps import Authorized, ServiceState
 from shax_server.metrics import Metrics
 from shax_server.middleware import ApiKeyGate, BodyLimit, RequestID, RequestMetrics
+from shax_server.models import load_repository
 from shax_server.pool import WorkerPool
 from shax_server.problems import install_handlers
-from shax_server.routes import oip, ops, programs, site
+from shax_server.repository import Registry
+from shax_server.routes import oip, ops, programs, repository, site
 from shax_server.settings import Settings
 from shax_server.store import SharedStore, make_store
 
@@ -94,20 +96,40 @@ def create_app(settings: Settings | None = None, store: SharedStore | None = Non
     metrics.cache_entries.read = lambda: len(cache)
     metrics.cache_bytes.read = lambda: cache.bytes
     state = ServiceState(settings, metrics, cache, pool)
+    state.registry = Registry(settings, metrics.forget_model)
+
+    async def load_then_ready() -> None:
+        # the server answers (live) while the repository compiles; ready once every model is
+        # loaded or has failed (logged, UNAVAILABLE in the index with its reason)
+        await load_repository(state)
+        state.ready = True
 
     @asynccontextmanager
     async def lifespan(app: FastAPI):
         probe = getattr(store, "probe", None)
         prober = asyncio.create_task(_probe_forever(probe, settings)) if probe else None
-        state.ready = True
+        grpc = None
+        if settings.grpc_port is not None:
+            from shax_server.grpc_server import make_server  # grpcio only when asked for
+
+            grpc = make_server(state)
+            await grpc.start()
+        loading = None
+        if state.registry.root is None:
+            state.ready = True
+        else:
+            loading = asyncio.create_task(load_then_ready())
         try:
             yield
         finally:
             state.ready = False
-            if prober is not None:
-                prober.cancel()
-                with contextlib.suppress(asyncio.CancelledError):
-                    await prober
+            for task in (loading, prober):
+                if task is not None:
+                    task.cancel()
+                    with contextlib.suppress(asyncio.CancelledError):
+                        await task
+            if grpc is not None:
+                await grpc.stop(grace=2)
             state.pool.shutdown()
 
     # /docs and /redoc come from site.install: assets shipped with the package, no CDN
@@ -125,6 +147,8 @@ def create_app(settings: Settings | None = None, store: SharedStore | None = Non
     protected = Authorized if settings.api_keys else []
     app.include_router(programs.router, dependencies=protected)
     app.include_router(oip.health)
+    # before oip.models: /v2/models/stats is the statistics route, not a model named "stats"
+    app.include_router(repository.router, dependencies=protected)
     app.include_router(oip.models, dependencies=protected)
     app.include_router(ops.router)
     # POST /v1/programs/{id}/minimize

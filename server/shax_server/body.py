@@ -25,7 +25,16 @@ import orjson
 from fastapi import Request
 
 from shax_core.ir import Type
-from shax_core.wire import HEADER_LENGTH, FramingError, NestingError, frame, scan_json, split_body
+from shax_core.wire import (
+    HEADER_LENGTH,
+    FramingError,
+    NestingError,
+    frame,
+    loads_nonfinite,
+    scan_json,
+    split_body,
+)
+from shax_server.encoding import inflate
 from shax_server.problems import Problem, limit_exceeded
 from shax_server.settings import Settings
 
@@ -144,7 +153,7 @@ def _loads(text: memoryview | bytes):
     try:
         return orjson.loads(text)
     except orjson.JSONDecodeError as e:
-        raise FramingError(f"body is not valid JSON: {e}") from None
+        return loads_nonfinite(memoryview(text), e)  # bare NaN/Infinity tokens, or the error
 
 
 async def read(
@@ -158,6 +167,8 @@ async def read(
     limit = settings.max_body_bytes if limit is None else limit
     why = "" if limit == settings.max_body_bytes else " for this program's tensors"
     body = await receive(request, settings, limit, why)
+    # a compressed body obeys the same limit once inflated (a zip bomb stops there)
+    body = inflate(body, request.headers.get("content-encoding"), limit)
     header_length = request.headers.get(HEADER_LENGTH)
     if len(body) > LAZY_BYTES:
         doc, tail = await asyncio.to_thread(parse, body, header_length, settings, budgets)

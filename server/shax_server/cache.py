@@ -233,6 +233,7 @@ class ProgramCache:
         metadata = {
             "wrt": list(entry.source.wrt),
             "pipeline_version": pipeline_version(),
+            "residuals": entry.source.residuals,
             "vjp": str(entry.vjp),
             "names": list(entry.source.names),
         }
@@ -275,7 +276,8 @@ def _source_from_store(key: str, stored: tuple[str, dict], settings: Settings) -
     """The program a store entry holds, or None (logged) when it is not the program ``key``."""
     try:
         text, metadata = stored
-        source = prepare(shax_core.parse(text), metadata.get("wrt"), settings)
+        residuals = metadata.get("residuals")
+        source = prepare(shax_core.parse(text), metadata.get("wrt"), settings, residuals)
     except Exception as e:  # text that does not parse, bad wrt, over this replica's limits
         log.warning("ignoring shared-store entry %s: %s", key[:16], e)
         return None

@@ -34,7 +34,23 @@ FLAGS = {  # flag -> (SHAX_ variable, type, help)
     "--body-timeout": ("SHAX_BODY_TIMEOUT", float, "seconds a body may pause (10)"),
     "--upload-timeout": ("SHAX_UPLOAD_TIMEOUT", float, "seconds a whole body may take (60)"),
     "--log-format": ("SHAX_LOG_FORMAT", str, "text or json (text)"),
+    "--model-repository": (
+        "SHAX_MODEL_REPOSITORY",
+        str,
+        "a Triton-layout model repository DIR/<name>/<version>/model.shax, loaded at start-up",
+    ),
+    "--model-control-mode": (
+        "SHAX_MODEL_CONTROL_MODE",
+        str,
+        "explicit (default): the repository API loads and unloads models; none: it cannot",
+    ),
+    "--grpc-port": (
+        "SHAX_GRPC_PORT",
+        int,
+        "also serve the KServe v2 / Triton gRPC API on this port (8001 when given without one)",
+    ),
 }
+OPTIONAL_VALUE = {"--grpc-port": 8001}  # flags that may be given without a value
 
 
 def build_parser(prog: str = "shax serve") -> argparse.ArgumentParser:
@@ -49,7 +65,8 @@ def build_parser(prog: str = "shax serve") -> argparse.ArgumentParser:
     )
     parser.add_argument("--log-level", default="info")
     for flag, (_, kind, help_) in FLAGS.items():
-        parser.add_argument(flag, type=kind, default=None, help=help_)
+        extra = {"nargs": "?", "const": OPTIONAL_VALUE[flag]} if flag in OPTIONAL_VALUE else {}
+        parser.add_argument(flag, type=kind, default=None, help=help_, **extra)
     return parser
 
 

@@ -46,6 +46,7 @@ class Source:
     program: Program  # canonical, typed
     text: str  # canonical IR text
     wrt: tuple[int, ...]
+    residuals: str = "recompute"  # the residual policy the VJP is built with (part of the key)
     names: tuple[str, ...] = ()  # the client's parameter names (default: the canonical ones)
 
     @property
@@ -133,7 +134,7 @@ def count_equations(program: Program) -> int:
     return sum(1 + sum(count_equations(b) for b in e.subprograms) for e in program.eqns)
 
 
-def prepare(program: Program, wrt: Any, settings: Settings) -> Source:
+def prepare(program: Program, wrt: Any, settings: Settings, residuals: str | None = None) -> Source:
     n_eqns = count_equations(program)
     if n_eqns > settings.max_equations:
         raise limit_exceeded(
@@ -148,9 +149,24 @@ def prepare(program: Program, wrt: Any, settings: Settings) -> Source:
     check_sizes(typed, settings)
     canonical = canonicalize(typed)
     resolved = resolve_wrt(canonical, wrt)
-    key = content_hash(canonical, list(resolved), pipeline_version())
+    residuals = residuals or "recompute"
+    if residuals not in RESIDUAL_POLICIES:
+        raise Problem(
+            400,
+            "Invalid request",
+            f"'residuals' must be one of {', '.join(RESIDUAL_POLICIES)}, got {residuals!r}",
+            kind="invalid-request",
+        )
+    # the policy changes the compiled VJP, so it is part of the key (the default keeps old ids)
+    version = pipeline_version() + ("" if residuals == "recompute" else f"+residuals={residuals}")
+    key = content_hash(canonical, list(resolved), version)
     names = tuple(p.name for p in program.params)
-    return Source(key, canonical, canonical_text(canonical), resolved, names)
+    return Source(
+        key, canonical, canonical_text(canonical), resolved, residuals=residuals, names=names
+    )
+
+
+RESIDUAL_POLICIES = ("recompute", "save")
 
 
 TRIP_PARAMS = {"scan": "length", "while_loop": "max_trips"}  # a loop's static trip bound
@@ -326,7 +342,7 @@ def build(source: Source, settings: Settings) -> Compiled:
     """Run the AD pipeline once and compile: the expensive, cacheable step."""
     forward_exe = shax_core.compile(source.program)
     check_peak(forward_exe, "forward", settings)
-    vjp = shax_core.vjp_program(source.program, wrt=list(source.wrt))
+    vjp = shax_core.vjp_program(source.program, wrt=list(source.wrt), policy=source.residuals)
     vjp_exe = shax_core.compile(vjp)
     check_peak(vjp_exe, "VJP", settings)
     nbytes = entry_bytes(source, vjp, forward_exe, vjp_exe)

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import hmac
 from dataclasses import dataclass
-from typing import Annotated
+from typing import Annotated, Any
 
 from fastapi import Depends, Request, Security
 from fastapi.security import APIKeyHeader, HTTPAuthorizationCredentials, HTTPBearer
@@ -23,6 +23,7 @@ class ServiceState:
     cache: ProgramCache
     pool: WorkerPool
     ready: bool = False
+    registry: Any = None  # repository.Registry: model names and versions (set by create_app)
 
 
 async def get_state(request: Request) -> ServiceState:  # async: no thread hop per request

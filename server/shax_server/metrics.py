@@ -77,6 +77,16 @@ class Counter(_Metric):
         if self.shared is not None:
             (self.shared.labels(*labels) if labels else self.shared).inc(amount)
 
+    def remove(self, *prefix: str) -> None:
+        """Drop every series whose first label values are ``prefix``."""
+        with self.lock:
+            keys = [k for k in self.values if k[: len(prefix)] == prefix]
+            for key in keys:
+                del self.values[key]
+        if self.shared is not None:
+            for key in keys:
+                self.shared.remove(*key)
+
     def render(self) -> list[str]:
         lines = self.header()
         with self.lock:
@@ -197,10 +207,63 @@ class Metrics:
         self.compile_rejected = Counter(
             "shax_compilations_rejected_total", "compilations refused with 503 (queue full)"
         )
+        # Triton's per-model inference series (same names and labels as Triton's /metrics)
+        mv = ("model", "version")
+        self.triton_success = Counter(
+            "nv_inference_request_success", "successful inference requests", mv
+        )
+        self.triton_failure = Counter(
+            "nv_inference_request_failure",
+            "failed inference requests (reason REJECTED, CANCELED, BACKEND or OTHER)",
+            (*mv, "reason"),
+        )
+        self.triton_count = Counter("nv_inference_count", "inferences performed", mv)
+        self.triton_exec_count = Counter(
+            "nv_inference_exec_count", "model executions performed (no batching: = inferences)", mv
+        )
+        self.triton_request_us = Counter(
+            "nv_inference_request_duration_us", "cumulative inference request duration, us", mv
+        )
+        self.triton_queue_us = Counter(
+            "nv_inference_queue_duration_us", "cumulative time waiting for a worker thread, us", mv
+        )
+        self.triton_compute_input_us = Counter(
+            "nv_inference_compute_input_duration_us",
+            "cumulative time decoding and checking input tensors, us",
+            mv,
+        )
+        self.triton_compute_infer_us = Counter(
+            "nv_inference_compute_infer_duration_us", "cumulative time evaluating the VJP, us", mv
+        )
+        self.triton_compute_output_us = Counter(
+            "nv_inference_compute_output_duration_us", "cumulative time encoding outputs, us", mv
+        )
+        self.triton_phase_us = {
+            "queue": self.triton_queue_us,
+            "compute_input": self.triton_compute_input_us,
+            "compute_infer": self.triton_compute_infer_us,
+            "compute_output": self.triton_compute_output_us,
+        }
         self.redis_attached = False
         self.shared = False
         if _multiprocess():
             self.share()
+
+    def triton(self) -> list[Counter]:
+        return [
+            self.triton_success,
+            self.triton_failure,
+            self.triton_count,
+            self.triton_exec_count,
+            self.triton_request_us,
+            *self.triton_phase_us.values(),
+        ]
+
+    def forget_model(self, key: tuple[str, str]) -> None:
+        """Drop the Triton series of a model version (unloaded, or a program id evicted from
+        the statistics): label sets stay bounded."""
+        for counter in self.triton():
+            counter.remove(*key)
 
     def all(self) -> list[_Metric]:
         return [v for v in vars(self).values() if isinstance(v, _Metric)]
@@ -245,6 +308,7 @@ class Metrics:
             self.store_refused,
             self.store_republished,
             *((self.redis_errors, self.redis_up) if self.redis_attached else ()),
+            *self.triton(),
         ):
             lines += m.render()
         return "\n".join(lines) + "\n"

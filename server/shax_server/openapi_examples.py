@@ -33,6 +33,18 @@ MEDIUM = " ".join(one_line(SEED_MEDIUM).split())
 F = " ".join(one_line(SEED_F).split())
 MEDIUM_INPUTS = [{"data": [1, 2, 3, 4, 5, 6]}, {"data": [[1, 2], [3, 4]]}]
 MEDIUM_CT = [{"data": [5, 9]}]
+VERSIONED = "/v2/models/{model_name}/versions/{model_version}"
+LEAST_SQUARES = {"model_name": "least_squares", "model_version": "1"}
+LEAST_SQUARES_INPUTS = [
+    {"name": "w", "shape": [3], "datatype": "FP32", "data": [1, 2, 3]},
+    {
+        "name": "x",
+        "shape": [4, 3],
+        "datatype": "FP32",
+        "data": [1, 0, 0, 0, 1, 0, 0, 0, 1, 1, 1, 1],
+    },
+    {"name": "y", "shape": [4], "datatype": "FP32", "data": [1, 1, 1, 6]},
+]
 
 
 @cache
@@ -77,12 +89,25 @@ def operation_examples() -> dict[tuple[str, str], dict]:
         ("get", "/v2"): {},
         ("get", "/v2/health/live"): {},
         ("get", "/v2/health/ready"): {},
-        ("get", "/v2/models/{model_id}"): {"path": {"model_id": medium}},
-        ("get", "/v2/models/{model_id}/ready"): {"path": {"model_id": medium}},
-        ("post", "/v2/models/{model_id}/infer"): {
-            "path": {"model_id": medium},
+        ("get", "/v2/models/{model_name}"): {"path": {"model_name": medium}},
+        ("get", "/v2/models/{model_name}/ready"): {"path": {"model_name": medium}},
+        ("post", "/v2/models/{model_name}/infer"): {
+            "path": {"model_name": medium},
             "body": {"inputs": infer_inputs},
         },
+        # named, versioned models: examples/model_repository (make run loads it)
+        ("get", VERSIONED): {"path": LEAST_SQUARES},
+        ("get", VERSIONED + "/ready"): {"path": LEAST_SQUARES},
+        ("post", VERSIONED + "/infer"): {
+            "path": LEAST_SQUARES,
+            "body": {"inputs": LEAST_SQUARES_INPUTS},
+        },
+        ("get", "/v2/models/{model_name}/config"): {"path": {"model_name": "least_squares"}},
+        ("get", VERSIONED + "/config"): {"path": LEAST_SQUARES},
+        ("get", "/v2/models/stats"): {},
+        ("get", "/v2/models/{model_name}/stats"): {"path": {"model_name": "least_squares"}},
+        ("get", VERSIONED + "/stats"): {"path": LEAST_SQUARES},
+        ("post", "/v2/repository/index"): {"body": {"ready": True}},
         ("get", "/metrics"): {},
         ("post", "/v1/explore"): {
             "body": {
@@ -94,6 +119,9 @@ def operation_examples() -> dict[tuple[str, str], dict]:
         ("get", "/v1/explore/samples"): {},
         ("post", "/v1/explore/links"): {"body": {"program": MEDIUM}},
         ("get", "/v1/explore/links/{link_id}"): {"path": {"link_id": link}},
+        # last: unload a repository model, then load it again
+        ("post", "/v2/repository/models/{model_name}/unload"): {"path": {"model_name": "sinsum"}},
+        ("post", "/v2/repository/models/{model_name}/load"): {"path": {"model_name": "sinsum"}},
     }
 
 

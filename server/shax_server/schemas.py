@@ -83,7 +83,15 @@ class ProgramSource(BaseModel):
 
 
 class CompileRequest(ProgramSource):
-    pass
+    name: str | None = Field(
+        None, description="register the program as a version of this model (/v2/models/{name})"
+    )
+    version: str | None = Field(
+        None, description="the version label (default: the next number); needs 'name'"
+    )
+    residuals: Literal["recompute", "save"] | None = Field(
+        None, description="residual policy of the VJP (default recompute; part of the id)"
+    )
 
 
 class CompileResponse(BaseModel):
@@ -91,6 +99,8 @@ class CompileResponse(BaseModel):
     cached: bool
     pipeline_version: str
     signature: Signature
+    name: str | None = None
+    version: str | None = None
 
 
 class ProgramInfo(BaseModel):
@@ -163,6 +173,7 @@ class ServerMetadata(BaseModel):
 
 class ModelMetadata(BaseModel):
     name: str
+    versions: list[str] | None = None
     platform: str
     inputs: list[TensorMeta]
     outputs: list[TensorMeta]
@@ -182,6 +193,7 @@ class InferRequest(BaseModel):
 
 class InferResponse(BaseModel):
     model_name: str
+    model_version: str | None = None
     id: str | None = None
     outputs: list[Tensor]
 

@@ -6,7 +6,7 @@ list (empty: no authentication).
 
 from __future__ import annotations
 
-from typing import Annotated
+from typing import Annotated, Literal
 
 from pydantic import Field, SecretStr, field_validator
 from pydantic_settings import BaseSettings, NoDecode, SettingsConfigDict
@@ -108,6 +108,21 @@ class Settings(BaseSettings):
 
     # logging
     log_format: str = Field("text", pattern="^(text|json)$", description="text or json lines")
+
+    # Triton's model repository: DIR/<name>/<version>/model.shax (see repository.py), loaded
+    # at start-up; /v2/repository/models/{m}/load|unload change it at run time
+    model_repository: str | None = None
+    model_control_mode: Literal["explicit", "none"] = Field(
+        "explicit",
+        description="explicit: /v2/repository/models/{m}/load and unload change the loaded "
+        "models; none: the repository is loaded at start-up and stays as it is",
+    )
+    max_models: int = Field(
+        1024, ge=0, description="model versions registered through POST /v1/programs (names)"
+    )
+
+    # the KServe v2 / Triton gRPC service (grpc_server.py) on this port; None: off
+    grpc_port: int | None = Field(None, ge=0, le=65535)
 
     # shared store across replicas (the deployment issue plugs Redis in; see store.py)
     redis_url: str | None = None

@@ -7,8 +7,9 @@ from typing import Any
 PROBLEM_TITLES = {
     400: "Bad request: malformed body, program or tensor (problem+json)",
     401: "Missing or invalid API key",
-    404: "Unknown program id",
+    404: "Unknown program id, model name or version",
     408: "The request body arrived too slowly (SHAX_BODY_TIMEOUT, SHAX_UPLOAD_TIMEOUT)",
+    409: "The version label already holds another program",
     413: "A limit was exceeded (body, equations, elements, peak memory)",
     503: "Too many evaluations in flight or timed out; see Retry-After",
 }

@@ -7,6 +7,7 @@ from starlette.responses import Response
 
 from shax_server.compilation import pipeline_version, runs_inline
 from shax_server.deps import State
+from shax_server.models import name_program
 from shax_server.problems import Problem
 from shax_server.routes.docs import body, ok, problems
 from shax_server.service import (
@@ -40,20 +41,25 @@ def _json(doc) -> Response:
     "/v1/programs",
     summary="Compile a program (IR text or JSON graph) and cache its VJP",
     response_model=None,
-    responses={**ok("CompileResponse"), **ERRORS},
+    responses={**ok("CompileResponse"), **ERRORS, **problems(409)},
     openapi_extra=body("CompileRequest"),
 )
 async def compile_(request: Request, state: State) -> Response:
     body = await read_body(request)
-    entry, cached = await compile_program(state, body.doc)
-    return _json(
-        {
-            "id": entry.key,
-            "cached": cached,
-            "pipeline_version": pipeline_version(),
-            "signature": entry.signature(),
-        }
-    )
+    doc = body.doc
+    entry, cached = await compile_program(state, doc)
+    out = {
+        "id": entry.key,
+        "cached": cached,
+        "pipeline_version": pipeline_version(),
+        "signature": entry.signature(),
+    }
+    if doc.get("name") is not None:  # the program becomes a version of a named model
+        model = await name_program(state, entry, doc["name"], doc.get("version"))
+        out.update(name=model.name, version=model.version)
+    elif doc.get("version") is not None:
+        raise Problem(400, "Invalid request", "'version' needs a 'name'", kind="invalid-request")
+    return _json(out)
 
 
 @router.get(
