@@ -59,13 +59,11 @@ import numpy as np
 
 from shax_core import core as ops
 from shax_core._evaluate import Executable
-from shax_core._infer import infer
 from shax_core.core import Builder, Tracer
 from shax_core.ir import Program, ShaxError, Type, Var, type_of
-from shax_core.passes import lower
 from shax_core.passes.inline import inline
 from shax_core.pipeline import jvp_program, stages, vjp_program
-from shax_core.registry import CUSTOM, Linear, Zero, define_custom
+from shax_core.registry import Zero
 from shax_core.tree_util import (
     PyTreeDef,
     leaf_names,
@@ -328,7 +326,7 @@ def _executable(program: Program) -> Executable:
     if hit is not None and hit[0] is program:
         _EXECUTABLES.move_to_end(key)
         return hit[1]
-    exe = Executable(lower(program, "custom_body"))
+    exe = Executable(program)
     _EXECUTABLES[key] = (program, exe)
     while len(_EXECUTABLES) > 256:
         _EXECUTABLES.popitem(last=False)
@@ -744,72 +742,71 @@ def stop_gradient(x):
 # ---------------------------------------------------------------------------------------------
 # custom rules
 #
-# A custom_jvp / custom_vjp function becomes, per input structure and types, a process-local
-# primitive (``registry.CUSTOM``) whose impl runs the function's own program and whose
-# linearize rule is the user's rule. Its ``custom_body`` lowering replays the function's
-# program, which is what compiling, and sending a program to a server, use: the server never
-# sees a custom primitive (the SDK differentiates such programs on the client, where the rule
-# is, and the server evaluates the derivative program; see client/README.md).
-
-_custom_ids = itertools.count()
+# A custom_jvp / custom_vjp function traces, per input structure and types, to one equation of
+# a registry primitive whose sub-programs are the function and the user's rule:
+# ``custom_jvp_call {fun} {jvp}`` or ``custom_vjp_call {fun} {fwd} {bwd}``
+# (``shax_core.primitives.custom``). The rule is part of the program, so it prints, parses,
+# crosses the wire and is used by the server's differentiation as by the library's.
 
 
 class _CustomBase:
     def __init__(self, fun: Callable):
         functools.update_wrapper(self, fun)
         self.fun = fun
-        self._prims: dict = {}
+        self._params: dict = {}
+        self._building: set = set()
 
-    def _primitive(self, leaves, in_trees, counts, make):
-        types = tuple(ops.type_of_value(x) for x in leaves)
-        key = (in_trees, types)
-        prim = self._prims.get(key)
-        if prim is None:
-            traced = trace_pytree(
-                self.fun,
-                _unflatten_args(in_trees, counts, [_example(t) for t in types]),
-                lift_constants=False,
+    def _trace(self, f: Callable, args: Sequence, what: str, names=None) -> Traced:
+        traced = trace_pytree(f, args, names=names, lift_constants=False, name=_identifier(what))
+        if traced.captured:
+            raise ShaxError(
+                f"{self.__name__}: a custom_jvp/custom_vjp function or rule must not close over "
+                "traced values; pass them as arguments"
             )
-            if traced.captured:
-                raise ShaxError(
-                    f"{self.__name__}: a custom_jvp/custom_vjp function must not close over "
-                    "traced values; pass them as arguments"
-                )
-            if len(traced.program.outs) != 1 or traced.out_tree.cls is not None:
-                raise ShaxError(
-                    f"{self.__name__}: shax supports custom rules for functions returning one array"
-                )
-            prim = make(traced, types)
-            self._prims[key] = prim
-        return prim
+        return traced
 
     def __call__(self, *args):
         leaves, in_trees, counts = flatten_values(args)
         if not any(isinstance(x, Tracer) for x in leaves):
             return self.fun(*args)
-        prim = self._primitive(leaves, in_trees, counts, self._make)
-        return ops.bind(prim.name, *leaves)
+        types = tuple(ops.type_of_value(x) for x in leaves)
+        key = (in_trees, types)
+        if key in self._building:  # the rule calls the function: its primal needs no rule
+            return self.fun(*args)
+        params = self._params.get(key)
+        if params is None:
+            self._building.add(key)
+            try:
+                traced = self._trace(
+                    self.fun,
+                    _unflatten_args(in_trees, counts, [_example(t) for t in types]),
+                    self.__name__,
+                )
+                if len(traced.program.outs) != 1 or traced.out_tree.cls is not None:
+                    raise ShaxError(
+                        f"{self.__name__}: shax supports custom rules for functions returning "
+                        "one array"
+                    )
+                params = self._params[key] = self._make(traced, types)
+            finally:
+                self._building.discard(key)
+        prim, kwargs = params
+        return ops.bind(prim, *leaves, **kwargs)[0]
 
 
 def _example(t: Type):
     return np.zeros(t.shape, t.np_dtype)
 
 
-def _define_body(name: str, traced: Traced, types):
-    program = traced.program
-    out_type = program.outs[0].type
-
-    def shape(*in_types):
-        if tuple(in_types) != tuple(types):
-            raise ShaxError(f"{name} takes {list(map(str, types))}, got {list(map(str, in_types))}")
-        return out_type
-
-    def impl(*arrays):
-        return _executable(program)(*arrays)[0]
-
-    prim = define_custom(name, arity=len(types), shape=shape, impl=impl)
-    prim.extra["custom_body"] = lambda *xs: call(program, xs)[0]
-    return prim
+def _fit(x, t: Type):
+    """A rule's result as a value of type ``t`` (dtype converted, broadcast; None is zero)."""
+    if x is None or isinstance(x, Zero):
+        return np.zeros(t.shape, t.np_dtype)
+    if isinstance(x, Tracer):
+        if x.type.dtype != t.dtype:
+            x = ops.convert(x, t.dtype)
+        return x if x.type.shape == t.shape else ops.broadcast_to(x, t.shape)
+    return np.broadcast_to(np.asarray(x, t.np_dtype), t.shape).copy()
 
 
 class custom_jvp(_CustomBase):
@@ -841,38 +838,25 @@ class custom_jvp(_CustomBase):
     def _make(self, traced: Traced, types):
         if self.jvp_rule is None:
             raise ShaxError(f"{self.__name__}: custom_jvp needs a rule (use .defjvp)")
-        prim = _define_body(
-            f"custom_jvp_{_identifier(self.__name__)}_{next(_custom_ids)}", traced, types
-        )
         rule, in_trees, counts = self.jvp_rule, traced.in_trees, traced.leaf_counts
+        out_type = traced.program.outs[0].type
+        n = len(types)
 
-        def linearize_rule(primals, tangents):
-            ans = ops.bind(prim.name, *primals)
-            ts = [ops.instantiate(t, anchor=tangents) for t in tangents]
-            _, t_out = rule(
-                tuple(_unflatten_args(in_trees, counts, list(primals))),
-                tuple(_unflatten_args(in_trees, counts, ts)),
-            )
-            return ans, _as_tangent(t_out, ans, prim.name)
+        def flat_rule(*leaves):
+            primals = _unflatten_args(in_trees, counts, list(leaves[:n]))
+            tangents = _unflatten_args(in_trees, counts, list(leaves[n:]))
+            result = rule(tuple(primals), tuple(tangents))
+            if not isinstance(result, tuple | list) or len(result) != 2:
+                raise ShaxError(
+                    f"the rule of {self.__name__} must return (primal_out, tangent_out)"
+                )
+            return _fit(result[0], out_type), _fit(result[1], out_type)
 
-        prim.linearize = linearize_rule
-        return prim
-
-
-def _as_tangent(t, ans, name: str):
-    if isinstance(t, Zero):
-        return t
-    if not isinstance(t, Tracer):
-        raise ShaxError(
-            f"the rule of {name} returned a tangent that does not depend on the "
-            "input tangents (it must be linear in them)"
-        )
-    want = ops.type_of_value(ans)
-    if t.type.dtype != want.dtype:
-        t = ops.convert(t, want.dtype)
-    if t.type.shape != want.shape:
-        t = ops.broadcast_to(t, want.shape)
-    return t
+        examples = [_example(t) for t in types]
+        names = [p.name for p in traced.program.params]
+        names += [f"t_{name}" for name in names]
+        jvp = self._trace(flat_rule, examples + examples, f"{self.__name__}_jvp", names)
+        return "custom_jvp_call", {"fun": traced.program, "jvp": jvp.program}
 
 
 class custom_vjp(_CustomBase):
@@ -905,104 +889,64 @@ class custom_vjp(_CustomBase):
         self.fwd, self.bwd = fwd, bwd
 
     def _make(self, traced: Traced, types):
-        if self.fwd is None:
+        if self.fwd is None or self.bwd is None:
             raise ShaxError(f"{self.__name__}: custom_vjp needs rules (use .defvjp)")
-        base = f"custom_vjp_{_identifier(self.__name__)}_{next(_custom_ids)}"
-        prim = _define_body(base, traced, types)
         fwd, bwd, in_trees, counts = self.fwd, self.bwd, traced.in_trees, traced.leaf_counts
         out_type = traced.program.outs[0].type
-        bwd_prims: dict = {}
+        res_trees: list = []
 
-        def linearize_rule(primals, tangents):
-            out, res = fwd(*_unflatten_args(in_trees, counts, list(primals)))
-            res_leaves, res_tree = tree_flatten(res)
-            res_types = tuple(ops.type_of_value(r) for r in res_leaves)
-            key = (res_tree, res_types)
-            lin = bwd_prims.get(key)
-            if lin is None:
-                lin = bwd_prims[key] = _define_bwd(
-                    base, bwd, res_tree, res_types, types, in_trees, out_type
-                )
-            ts = [ops.instantiate(t, anchor=tangents) for t in tangents]
-            res_vals = [
-                r if isinstance(r, Tracer) else _constant_in(primals[0], r) for r in res_leaves
-            ]
-            return _as_primal(out, primals[0]), ops.bind(lin.name, *ts, *res_vals)
+        def flat_fwd(*leaves):
+            result = fwd(*_unflatten_args(in_trees, counts, list(leaves)))
+            if not isinstance(result, tuple | list) or len(result) != 2:
+                raise ShaxError(f"the fwd rule of {self.__name__} must return (output, residuals)")
+            res_leaves, res_tree = tree_flatten(result[1])
+            res_trees.append(res_tree)
+            return (_fit(result[0], out_type), *(_leaf_value(r) for r in res_leaves))
 
-        prim.linearize = linearize_rule
-        return prim
-
-
-def _constant_in(anchor: Tracer, value) -> Tracer:
-    """``value`` (an array or scalar residual) as a constant of ``anchor``'s trace, keeping its
-    dtype (an integer index stays an integer)."""
-    return Tracer(anchor.builder, anchor.builder.lift(_leaf_value(value)))
-
-
-def _as_primal(out, anchor):
-    if isinstance(out, Tracer):
-        return out
-    return ops.constant_like(np.asarray(out), anchor)
-
-
-def _define_bwd(base, bwd, res_tree, res_types, in_types, in_trees, out_type):
-    """The linear primitive ``(tangents..., residuals...) -> output tangent`` whose transpose
-    is the user's ``bwd``; it has no forward evaluation (forward mode is an error)."""
-    n_in = len(in_types)
-    name = f"{base}_bwd_{next(_custom_ids)}"
-
-    def shape(*types):
-        return out_type
-
-    def impl(*arrays):
-        raise ShaxError(
-            f"forward-mode differentiation (jvp, jacfwd, linearize) of the custom_vjp function "
-            f"{base} is not supported, as in JAX: use reverse mode (grad, vjp, jacrev)"
+        fwd_traced = self._trace(
+            flat_fwd,
+            [_example(t) for t in types],
+            f"{self.__name__}_fwd",
+            [p.name for p in traced.program.params],
         )
+        res_tree = res_trees[-1]
+        res_types = fwd_traced.program.out_types[1:]
+        n_res = len(res_types)
 
-    prim = define_custom(name, arity=n_in + len(res_types), shape=shape, impl=impl)
+        def flat_bwd(*leaves):
+            residuals = tree_unflatten(res_tree, list(leaves[:n_res]))
+            cts = bwd(residuals, leaves[n_res])
+            if not isinstance(cts, tuple) or len(cts) != len(in_trees):
+                raise ShaxError(
+                    f"the bwd rule of {self.__name__} must return a tuple with one cotangent "
+                    f"per argument ({len(in_trees)})"
+                )
+            flat = []
+            for k, (c, tree) in enumerate(zip(cts, in_trees, strict=True)):
+                if c is None:
+                    flat += [None] * tree.num_leaves
+                    continue
+                ls, got = tree_flatten(c)
+                if got != tree:
+                    raise ShaxError(
+                        f"the bwd rule of {self.__name__} returned {got} for argument {k}; "
+                        f"expected {tree}"
+                    )
+                flat += ls
+            return tuple(_fit(c, t) for c, t in zip(flat, types, strict=True))
 
-    def transpose(ct, *ins):
-        residuals = tree_unflatten(res_tree, list(ins[n_in:]))
-        if isinstance(ct, Zero):
-            return [None] * len(ins)
-        cts = bwd(residuals, ct)
-        if not isinstance(cts, tuple):
-            raise ShaxError(f"the bwd rule of {base} must return a tuple (one per argument)")
-        flat, tree = tree_flatten(cts)
-        if tree != PyTreeDef(tuple, None, in_trees, sum(t.num_leaves for t in in_trees)):
-            raise ShaxError(f"the bwd rule of {base} returned {tree}; expected {in_trees}")
-        out = []
-        for c, x in zip(flat, ins[:n_in], strict=True):
-            if not isinstance(x, Linear) or c is None:
-                out.append(None)
-                continue
-            if not isinstance(c, Tracer):
-                c = ops.full_like(ct, 0.0, x.type.shape, x.type.dtype) + np.asarray(c)
-            out.append(ops.broadcast_to(ops.convert(c, x.type.dtype), x.type.shape))
-        return out + [None] * (len(ins) - n_in)
-
-    prim.transpose = transpose
-
-    def linearize_again(primals, tangents):
-        raise ShaxError(f"cannot differentiate the linear part of {base} again in forward mode")
-
-    prim.linearize = linearize_again
-    return prim
+        bwd_args = [_example(t) for t in (*res_types, out_type)]
+        names = [f"r{k}" for k in range(n_res)] + ["ct"]
+        bwd_traced = self._trace(flat_bwd, bwd_args, f"{self.__name__}_bwd", names)
+        return "custom_vjp_call", {
+            "fun": traced.program,
+            "fwd": fwd_traced.program,
+            "bwd": bwd_traced.program,
+        }
 
 
 def _identifier(name: str) -> str:
     return re.sub(r"\W", "_", name) or "f"
-
-
-def uses_custom_rules(program: Program) -> bool:
-    """Whether ``program`` calls a process-local custom primitive (not sendable as is)."""
-    return any(e.prim in CUSTOM for e in program.eqns)
-
-
-def lower_custom(program: Program) -> Program:
-    """``program`` with every custom primitive replaced by its function's equations."""
-    return infer(lower(program, "custom_body")) if uses_custom_rules(program) else program
 
 
 __all__ = [
@@ -1019,11 +963,9 @@ __all__ = [
     "jacrev",
     "jvp",
     "linearize",
-    "lower_custom",
     "stop_gradient",
     "trace_pytree",
     "tree_leaves",
-    "uses_custom_rules",
     "value_and_grad",
     "vjp",
 ]

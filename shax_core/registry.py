@@ -452,30 +452,11 @@ def transform(name: str) -> Callable:
         raise ShaxError(f"the {name} transformation is not loaded (import shax_core)") from None
 
 
-# primitives made at run time for custom_jvp / custom_vjp functions (``shax_core.api``): they
-# live in this process only (the IR text cannot name them), so they are kept apart from the
-# registry that the parser, the server and the registry tests read
-CUSTOM: dict[str, Primitive] = {}
-
-
 def lookup(name: str) -> Primitive:
     try:
         return REGISTRY[name]
     except KeyError:
-        pass
-    try:
-        return CUSTOM[name]
-    except KeyError:
         raise ShaxError(f"unknown primitive {name!r}") from None
-
-
-def define_custom(
-    name: str, *, arity: int, shape: Callable[..., Type], impl: Callable
-) -> Primitive:
-    """A process-local primitive (see ``CUSTOM``) with no parameters."""
-    prim = Primitive(name=name, params=(), arity=arity, shape_rule=shape, impl=impl)
-    CUSTOM[name] = prim
-    return prim
 
 
 def define(

@@ -427,6 +427,9 @@ DIFFERENTIABLE = [
 # primitives with sub-programs (loops, branches) have their registry checks (FD in f64,
 # dot-product test, second order, agreement with the unrolled program) in tests/test_control.py
 WITH_SUBPROGRAMS = {"scan", "cond", "while_loop"}
+# custom_jvp_call, custom_vjp_call, custom_vjp_linear: FD, round trips, server in
+# tests/test_transforms_custom.py
+WITH_SUBPROGRAMS |= {"custom_jvp_call", "custom_vjp_call", "custom_vjp_linear"}
 
 
 def test_cases_cover_every_primitive():

@@ -29,12 +29,7 @@ import orjson
 from shax_client import errors
 from shax_client._arrays import as_typed, as_typed_all, nbytes
 from shax_core import Program, ShaxError, Type, infer
-from shax_core.api import (
-    call_types,
-    lower_custom,
-    trace_pytree,
-    uses_custom_rules,
-)
+from shax_core.api import call_types, trace_pytree
 from shax_core.tree_util import LEAF, PyTreeDef, tree_flatten, tree_unflatten
 from shax_core.wire import (
     HEADER_LENGTH,
@@ -219,10 +214,6 @@ class Entry:
     out_tree: PyTreeDef | None = None
     leaf_counts: tuple[int, ...] = ()
     captured: tuple[np.ndarray, ...] = ()
-    # a program that uses custom_jvp/custom_vjp rules: derivatives are taken here (where the
-    # rules are) and the server evaluates the derivative programs (see client/README.md)
-    local_rules: Program | None = None
-    derived: dict = field(default_factory=dict)
 
     @property
     def input_names(self) -> list[str]:
@@ -387,9 +378,6 @@ def trace_entry(f, specs: Sequence[Any], wrt: Any, program_format: str) -> Entry
             f"traced {program.name}: {len(program.eqns)} equations, "
             f"{len(program.params)} inputs in {time.perf_counter() - start:.1f}s"
         )
-    local_rules = None
-    if uses_custom_rules(program):
-        local_rules, program = program, lower_custom(program)
     single = traced.out_tree.cls is None
     entry = Entry(
         program,
@@ -403,7 +391,6 @@ def trace_entry(f, specs: Sequence[Any], wrt: Any, program_format: str) -> Entry
         out_tree=traced.out_tree,
         leaf_counts=traced.leaf_counts,
         captured=tuple(np.asarray(c) for c in traced.captured),
-        local_rules=local_rules,
     )
     return entry
 
@@ -617,12 +604,6 @@ class BaseClient:
             "inputs": self._inputs(entry, args),
             "cotangents": [(f"ct{i}", c) for i, c in enumerate(cts)],
         }
-        if entry.local_rules is not None:  # differentiated here; the server evaluates
-            derived = yield from self._derived_flow(entry, "vjp")
-            inputs = [a for _, a in members["inputs"]] + cts
-            out = yield from self._eval_arrays_flow(derived, inputs)
-            n = len(entry.out_types)
-            return out[:n], out[n:]
         out_types = entry.out_types + tuple(entry.in_types[i] for i in entry.wrt)
         out = yield from self._invoke_flow(entry, "vjp", members, out_types)
         return out["outputs"], out["gradients"]
@@ -635,34 +616,9 @@ class BaseClient:
             "inputs": self._inputs(entry, args),
             "tangents": [(f"t_{names[i]}", t) for i, t in zip(entry.wrt, ts, strict=True)],
         }
-        if entry.local_rules is not None:
-            derived = yield from self._derived_flow(entry, "jvp")
-            inputs = [a for _, a in members["inputs"]] + ts
-            out = yield from self._eval_arrays_flow(derived, inputs)
-            n = len(entry.out_types)
-            return out[:n], out[n:]
         out = yield from self._invoke_flow(entry, "jvp", members, entry.out_types * 2)
         tangent_key = next(k for k in out if k != "outputs")
         return out["outputs"], out[tangent_key]
-
-    def _derived_flow(self, entry: Entry, kind: str) -> Flow:
-        """The uploaded VJP or JVP program of an entry with custom rules, derived here."""
-        derived = entry.derived.get(kind)
-        if derived is None:
-            from shax_core import jvp_program, vjp_program
-
-            make = vjp_program if kind == "vjp" else jvp_program
-            program = lower_custom(make(entry.local_rules, list(entry.wrt)))
-            derived = _program_entry(program, (), False, self.program_format)
-            entry.derived[kind] = derived
-        if derived.id is None:
-            yield from self._upload_flow(derived)
-        return derived
-
-    def _eval_arrays_flow(self, entry: Entry, arrays: Sequence[np.ndarray]) -> Flow:
-        members = {"inputs": list(zip(entry.input_names, arrays, strict=True))}
-        out = yield from self._invoke_flow(entry, "eval", members, entry.out_types)
-        return out["outputs"]
 
     def _stages_flow(self, entry: Entry) -> Flow:
         response = yield from self._with_reupload(

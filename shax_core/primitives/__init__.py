@@ -11,6 +11,7 @@ and a case in tests/test_registry.py.
 
 from shax_core.primitives import (  # noqa: F401  (declarations)  # noqa: F401, I001
     control,
+    custom,
     decompositions,
     elementwise,
     indexing,
