@@ -260,6 +260,25 @@ def close(a, b, rtol=2e-3, atol=1e-3) -> bool:
         return False
 
 
+_IMPLEMENTATIONS: dict[str, dict[str, tuple[str, Callable]]] = {}
+
+
+def implementation(name: str, peer: str):
+    """Declare ``make`` as the workload's implementation ``name`` (a row of its tables), which
+    needs the library ``peer`` ("shax", "numpy", "jax", "torch", "autograd")."""
+
+    def register(make: Callable) -> Callable:
+        _IMPLEMENTATIONS.setdefault(make.__module__, {})[name] = (peer, make)
+        return make
+
+    return register
+
+
+def implementations(module: str) -> dict[str, tuple[str, Callable]]:
+    """``{name: (peer, make)}`` declared in ``module``, in the order of their definitions."""
+    return dict(_IMPLEMENTATIONS.get(module, {}))
+
+
 def build(sec: Section, cfg: Config, impls: dict, *args) -> dict:
     """A workload's implementations ``{name: (peer, make)}`` whose peer library is installed,
     each as ``make(*args)``; a note in ``sec`` for each missing peer and each failed setup.
@@ -275,3 +294,15 @@ def build(sec: Section, cfg: Config, impls: dict, *args) -> dict:
             sec.notes.append(f"{name}: setup failed: {type(e).__name__}: {e}")
     sec.notes += [missing_note(p, cfg) for p in sorted(missing)]
     return made
+
+
+def ratio_at_most(sec: Section, workload: str, what: str, r: float | None, limit: float) -> None:
+    """A target ``r <= limit`` (a ratio; not measured when r is None)."""
+    met = None if r is None else r <= limit
+    sec.targets.append(Target(workload, what, fmt_ratio(r), f"<= {limit}x", met))
+
+
+def ahead_of(sec: Section, workload: str, what: str, r: float | None) -> None:
+    """A target ``r < 1``: shax's time over the peer's (not measured when r is None)."""
+    met = r is not None and r < 1
+    sec.targets.append(Target(workload, what, fmt_ratio(r), "< 1x (ahead)", met))

@@ -1,4 +1,5 @@
-"""Run the benchmark workloads W1–W5 for shax and every installed peer; write a report.
+"""Run the benchmark workloads W1–W5 (issue 7), W6 (gather) and W7 (loops, issue 15) for shax
+and every installed peer; write a report.
 
     python bench/run.py            full suite (~10 minutes), writes docs/benchmarks.md + plot
     python bench/run.py --quick    smoke run (< 1 minute): small sizes, W5 tiny; the report goes
@@ -25,7 +26,7 @@ sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
 
 from common import REPO, Config, Section, log, table, version_of  # noqa: E402
 
-WORKLOADS = ("w1", "w2", "w3", "w4", "w5", "w6")
+WORKLOADS = ("w1", "w2", "w3", "w4", "w5", "w6", "w7")
 
 
 def cap_threads(n: int) -> None:
@@ -223,7 +224,7 @@ def main(argv=None) -> int:
     sections: list[Section] = []
     crashed: list[str] = []
     # each workload gets a share of the budget plus whatever the earlier ones left unused
-    shares = {"w1": 0.09, "w2": 0.09, "w3": 0.2, "w4": 0.5, "w5": 0.12, "w6": 0.06}
+    shares = {"w1": 0.08, "w2": 0.08, "w3": 0.19, "w4": 0.45, "w5": 0.1, "w6": 0.05, "w7": 0.05}
     chosen = [k for k in WORKLOADS if not cfg.only or k in cfg.only]
     total_share = sum(shares[k] for k in chosen)
     for key in chosen:
@@ -237,6 +238,7 @@ def main(argv=None) -> int:
                 "w4": "w4_deep",
                 "w5": "w5_service",
                 "w6": "w6_gather",
+                "w7": "w7_loops",
             }[key]
         )
         t0 = time.monotonic()

@@ -36,6 +36,7 @@ def medium_generic(m, x0, x8, minimum, maximum, broadcast):
 # implementations: each returns a zero-argument callable giving (outputs, grad a, grad b)
 
 
+@common.implementation("shax", "shax")
 def shax_impl():
     import shax_core as sx
     from shax_core.demo import medium
@@ -44,6 +45,7 @@ def shax_impl():
     return lambda: exe(A, B, CT)
 
 
+@common.implementation("shax (plan.run, unchecked)", "shax")
 def shax_run_impl():
     """The same plan through ``Executable.run`` (no argument checks): the plan's own cost."""
     import shax_core as sx
@@ -76,6 +78,7 @@ def numpy_vjp(a, b, ct):
     return out, ga, gb
 
 
+@common.implementation("NumPy (hand-written)", "numpy")
 def numpy_impl():
     return lambda: numpy_vjp(A, B, CT)
 
@@ -96,6 +99,7 @@ def _jax_fns():
     return jax, jnp, vjp_all
 
 
+@common.implementation("JAX jit", "jax")
 def jax_jit_impl():
     jax, jnp, vjp_all = _jax_fns()
     f = jax.jit(vjp_all)
@@ -103,12 +107,14 @@ def jax_jit_impl():
     return lambda: jax.block_until_ready(f(a, b, ct))
 
 
+@common.implementation("JAX eager", "jax")
 def jax_eager_impl():
     jax, jnp, vjp_all = _jax_fns()
     a, b, ct = jnp.asarray(A), jnp.asarray(B), jnp.asarray(CT)
     return lambda: jax.block_until_ready(vjp_all(a, b, ct))
 
 
+@common.implementation("PyTorch eager", "torch")
 def torch_impl():
     import torch
 
@@ -125,6 +131,7 @@ def torch_impl():
     return run
 
 
+@common.implementation("autograd", "autograd")
 def autograd_impl():
     import autograd
     import autograd.numpy as anp
@@ -181,15 +188,7 @@ def jax_cold_impl():
     return run
 
 
-IMPLS = {
-    "shax": ("shax", shax_impl),
-    "shax (plan.run, unchecked)": ("shax", shax_run_impl),
-    "NumPy (hand-written)": ("numpy", numpy_impl),
-    "JAX jit": ("jax", jax_jit_impl),
-    "JAX eager": ("jax", jax_eager_impl),
-    "PyTorch eager": ("torch", torch_impl),
-    "autograd": ("autograd", autograd_impl),
-}
+IMPLS = common.implementations(__name__)  # {name: (peer, make)}, as declared
 
 
 def run(cfg: common.Config) -> common.Section:
@@ -240,15 +239,7 @@ def run(cfg: common.Config) -> common.Section:
 
     s_warm = warm["shax"].median
     r = common.ratio(s_warm, base)
-    sec.targets.append(
-        common.Target(
-            "W1",
-            "warm VJP vs hand-written NumPy",
-            common.fmt_ratio(r),
-            "<= 1.5x",
-            None if r is None else r <= 1.5,
-        )
-    )
+    common.ratio_at_most(sec, "W1", "warm VJP vs hand-written NumPy", r, 1.5)
     for peer in ("PyTorch eager", "autograd"):
         if peer in warm and warm[peer].ok:
             rp = common.ratio(warm[peer].median, s_warm)

@@ -47,6 +47,7 @@ def loss_generic(m, w1, b1, w2, b2, w3, b3, x, y):
 # implementations: (forward callable, forward+gradient callable)
 
 
+@common.implementation("shax", "shax")
 def shax_impls(params, x, y):
     import shax_core as sx
     import shax_core.numpy as snp
@@ -87,6 +88,7 @@ def numpy_value_and_grad(w1, b1, w2, b2, w3, b3, x, y):
     return loss, (gw1, gb1, gw2, gb2, gw3, gb3)
 
 
+@common.implementation("NumPy (hand-written)", "numpy")
 def numpy_impls(params, x, y):
     return (lambda: numpy_forward(*params, x, y)), (lambda: numpy_value_and_grad(*params, x, y))
 
@@ -100,6 +102,7 @@ def _jax_loss():
     return jax, jnp, loss
 
 
+@common.implementation("JAX jit", "jax")
 def jax_jit_impls(params, x, y):
     jax, jnp, loss = _jax_loss()
     args = [jnp.asarray(a) for a in [*params, x, y]]
@@ -111,6 +114,7 @@ def jax_jit_impls(params, x, y):
     )
 
 
+@common.implementation("JAX eager", "jax")
 def jax_eager_impls(params, x, y):
     jax, jnp, loss = _jax_loss()
     args = [jnp.asarray(a) for a in [*params, x, y]]
@@ -121,6 +125,7 @@ def jax_eager_impls(params, x, y):
     )
 
 
+@common.implementation("PyTorch eager", "torch")
 def torch_impls(params, x, y):
     import torch
 
@@ -139,6 +144,7 @@ def torch_impls(params, x, y):
     return fwd, vg
 
 
+@common.implementation("autograd", "autograd")
 def autograd_impls(params, x, y):
     import autograd
     import autograd.numpy as anp
@@ -151,14 +157,7 @@ def autograd_impls(params, x, y):
     return (lambda: loss(ps, x, y)), (lambda: vg(ps, x, y))
 
 
-IMPLS = {
-    "shax": ("shax", shax_impls),
-    "NumPy (hand-written)": ("numpy", numpy_impls),
-    "JAX jit": ("jax", jax_jit_impls),
-    "JAX eager": ("jax", jax_eager_impls),
-    "PyTorch eager": ("torch", torch_impls),
-    "autograd": ("autograd", autograd_impls),
-}
+IMPLS = common.implementations(__name__)  # {name: (peer, make)}, as declared
 
 
 def _grads_of(name, result):
@@ -235,15 +234,7 @@ def run(cfg: common.Config) -> common.Section:
 
     s = vg["shax"].median
     r = common.ratio(s, np_vg)
-    sec.targets.append(
-        common.Target(
-            "W2",
-            "fwd+grad vs hand-written NumPy",
-            common.fmt_ratio(r),
-            "<= 1.05x",
-            None if r is None else r <= 1.05,
-        )
-    )
+    common.ratio_at_most(sec, "W2", "fwd+grad vs hand-written NumPy", r, 1.05)
     rg = common.ratio(s, fwd["shax"].median)
     sec.targets.append(
         common.Target(
@@ -257,15 +248,7 @@ def run(cfg: common.Config) -> common.Section:
     for peer in ("JAX jit", "PyTorch eager", "autograd"):
         if peer in vg and vg[peer].ok:
             rp = common.ratio(s, vg[peer].median)
-            sec.targets.append(
-                common.Target(
-                    "W2",
-                    f"fwd+grad vs {peer}",
-                    common.fmt_ratio(rp),
-                    "< 1x (ahead)",
-                    rp is not None and rp < 1,
-                )
-            )
+            common.ahead_of(sec, "W2", f"fwd+grad vs {peer}", rp)
     sec.data = {
         "fwd": {k: t.median for k, t in fwd.items()},
         "vg": {k: t.median for k, t in vg.items()},

@@ -48,6 +48,7 @@ def chain_literal(m, x):
 # implementations: make(x) -> zero-argument callable returning (loss, grad x)
 
 
+@common.implementation("shax", "shax")
 def shax_make(x):
     import shax_core as sx
     import shax_core.numpy as snp
@@ -81,10 +82,12 @@ def numpy_value_and_grad(x):
     return loss, gx
 
 
+@common.implementation("NumPy (hand-written)", "numpy")
 def numpy_make(x):
     return lambda: numpy_value_and_grad(x)
 
 
+@common.implementation("JAX jit", "jax")
 def jax_jit_make(x):
     jax, jnp = common.import_jax()
     f = jax.jit(jax.value_and_grad(lambda x: chain_literal(jnp, x)))
@@ -92,6 +95,7 @@ def jax_jit_make(x):
     return lambda: jax.block_until_ready(f(xj))
 
 
+@common.implementation("JAX eager", "jax")
 def jax_eager_make(x):
     jax, jnp = common.import_jax()
     f = jax.value_and_grad(lambda x: chain_literal(jnp, x))
@@ -99,6 +103,7 @@ def jax_eager_make(x):
     return lambda: jax.block_until_ready(f(xj))
 
 
+@common.implementation("PyTorch eager", "torch")
 def torch_make(x):
     import torch
 
@@ -113,6 +118,7 @@ def torch_make(x):
     return run
 
 
+@common.implementation("autograd", "autograd")
 def autograd_make(x):
     import autograd
     import autograd.numpy as anp
@@ -121,14 +127,7 @@ def autograd_make(x):
     return lambda: f(x)
 
 
-IMPLS = {
-    "shax": ("shax", shax_make),
-    "NumPy (hand-written)": ("numpy", numpy_make),
-    "JAX jit": ("jax", jax_jit_make),
-    "JAX eager": ("jax", jax_eager_make),
-    "PyTorch eager": ("torch", torch_make),
-    "autograd": ("autograd", autograd_make),
-}
+IMPLS = common.implementations(__name__)  # {name: (peer, make)}, as declared
 NUMPY_BASED = {"shax", "NumPy (hand-written)", "autograd"}
 
 
@@ -250,37 +249,13 @@ def run(cfg: common.Config) -> common.Section:
     ]
     s = times["shax"].median
     r = common.ratio(s, np_t)
-    sec.targets.append(
-        common.Target(
-            "W3",
-            "fwd+grad time vs hand-written NumPy",
-            common.fmt_ratio(r),
-            "<= 1.1x",
-            None if r is None else r <= 1.1,
-        )
-    )
+    common.ratio_at_most(sec, "W3", "fwd+grad time vs hand-written NumPy", r, 1.1)
     rm = common.ratio(mem.get("shax", {}).get("rss_delta"), np_m)
-    sec.targets.append(
-        common.Target(
-            "W3",
-            "peak memory vs hand-written NumPy",
-            common.fmt_ratio(rm),
-            "<= 1.2x",
-            None if rm is None else rm <= 1.2,
-        )
-    )
+    common.ratio_at_most(sec, "W3", "peak memory vs hand-written NumPy", rm, 1.2)
     for peer in ("JAX jit", "JAX eager", "PyTorch eager", "autograd"):
         if peer in times and times[peer].ok:
             rp = common.ratio(s, times[peer].median)
-            sec.targets.append(
-                common.Target(
-                    "W3",
-                    f"fwd+grad time vs {peer}",
-                    common.fmt_ratio(rp),
-                    "< 1x (ahead)",
-                    rp is not None and rp < 1,
-                )
-            )
+            common.ahead_of(sec, "W3", f"fwd+grad time vs {peer}", rp)
     sec.data = {"n": n, "time": {k: t.median for k, t in times.items()}, "mem": mem}
     return sec
 

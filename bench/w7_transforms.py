@@ -92,6 +92,7 @@ def env_for(code: Path) -> dict:
     paths = [str(code), str(code / "client"), str(code / "server")]
     env["PYTHONPATH"] = os.pathsep.join(paths)
     env.pop("SHAX_API_KEYS", None)
+    env["SHAX_MAX_EQUATIONS"] = "100000"  # the loop has 15k equations (default limit: 10k)
     return env
 
 

@@ -13,7 +13,7 @@ module imports only from layers below it; ``tests/test_layering.py`` checks it):
     text, _infer, graph     IR text, inference and verify, the JSON graph and content hash
     passes/, wire           rewrites (Program -> Program); tensors on the wire
     _trace, remat, _linearize, transpose, _evaluate
-    pipeline, numpy         the AD pipeline (stages, vjp_program); the NumPy front end
+    pipeline, numpy, lax    the AD pipeline (stages, vjp_program); the NumPy and lax front ends
     api                     grad, vjp, jvp, linearize of Python functions
     optimize, demo, cli
 

@@ -10,6 +10,7 @@ runs.
 from __future__ import annotations
 
 import gc
+import operator
 import os
 from concurrent.futures import ThreadPoolExecutor
 from contextlib import contextmanager
@@ -20,7 +21,7 @@ import numpy as np
 
 from shax_core._infer import infer
 from shax_core.ir import Program, ShaxError, Type
-from shax_core.registry import lookup
+from shax_core.registry import TRANSFORMS, lookup
 
 
 class EvaluationError(ShaxError):
@@ -49,11 +50,28 @@ EMPTY: frozenset = frozenset()
 VIEWS = frozenset({"transpose", "reshape", "broadcast", "slice"})  # of a C-contiguous array
 
 
+# On rank-0 values a ufunc call costs 1-4 µs where the operator costs 0.2: the operator
+# dispatches to the same ufunc loop (bitwise the same result), minus the call machinery.
+# This is what a loop over scalars (W4 as a fori_loop) spends its time on.
+_SCALAR_OPERATORS = {
+    np.add: operator.add,
+    np.subtract: operator.sub,
+    np.multiply: operator.mul,
+    np.divide: operator.truediv,
+    np.negative: operator.neg,
+}
+
+
 def _kernel(prim, eqn) -> object:
     """The function a step calls: the primitive's compiled kernel, or its impl with params."""
     params = prim.kwargs(eqn.params)
+    if not params and eqn.out.type.rank == 0 and eqn.out.type.is_float:
+        scalar_op = _SCALAR_OPERATORS.get(prim.impl) if isinstance(prim.impl, np.ufunc) else None
+        if scalar_op is not None and all(v.type == eqn.out.type for v in eqn.ins):
+            return scalar_op
     if prim.kernel is not None:
-        return prim.kernel(tuple(v.type for v in eqn.ins), eqn.out.type, **params)
+        out_type = tuple(v.type for v in eqn.outs) if prim.multiple_results else eqn.out.type
+        return prim.kernel(tuple(v.type for v in eqn.ins), out_type, **params)
     return partial(prim.impl, **params) if params else prim.impl
 
 
@@ -110,7 +128,8 @@ def _slots(program: Program) -> dict[str, int]:
     """A numbered slot per value: the parameters first, then each equation's result."""
     slot_of = {p.name: i for i, p in enumerate(program.params)}
     for e in program.eqns:
-        slot_of[e.out.name] = len(slot_of)
+        for v in e.outs:  # a loop binds several results
+            slot_of[v.name] = len(slot_of)
     return slot_of
 
 
@@ -133,7 +152,13 @@ def _buffers(program: Program, prims, slot_of) -> tuple[list[frozenset], list]:
     template: list = [None] * len(slot_of)
     for e, prim in zip(program.eqns, prims, strict=True):
         out = slot_of[e.out.name]
-        if "constant" in prim.traits:
+        if prim.multiple_results:  # a loop's results may be its operands (zero trips)
+            union = EMPTY
+            for v in e.ins:
+                union = union | refs[slot_of[v.name]]
+            for v in e.outs:
+                refs[slot_of[v.name]] = union | {slot_of[v.name]}
+        elif "constant" in prim.traits:
             template[out] = np.asarray(prim.impl(**prim.kwargs(e.params)))
         elif "out_buffer" in prim.traits and e.out.type.rank:
             refs[out] = frozenset({out})
@@ -154,6 +179,8 @@ class _Plan:
     views: frozenset[int]  # slots that are NumPy views of an argument (allocate nothing)
     in_place: int
     parallel: int
+    transient: list[int]  # bytes a step holds only while it runs (a loop's body)
+    work: int  # equations executed by one run, loop bodies counted per trip
 
 
 def _steps(program: Program, prims, slot_of, last_use, refs, template) -> _Plan:
@@ -163,7 +190,8 @@ def _steps(program: Program, prims, slot_of, last_use, refs, template) -> _Plan:
     for slot in range(len(slot_of)):
         for b in refs[slot]:
             buffer_last[b] = max(buffer_last.get(b, -1), last_use.get(slot, -1))
-    steps, alloc = [], []
+    steps, alloc, transient = [], [], []
+    work = 0
     views: set[int] = set()
     n_params = len(program.params)
     in_place = parallel = 0
@@ -173,6 +201,15 @@ def _steps(program: Program, prims, slot_of, last_use, refs, template) -> _Plan:
             continue
         ins = tuple(slot_of[v.name] for v in e.ins)
         fn = _kernel(prim, e)
+        transient.append(getattr(fn, "transient_bytes", 0))
+        work += getattr(fn, "work", 1)
+        if prim.multiple_results:  # one step binding every result (a tuple of slots)
+            outs = tuple(slot_of[v.name] for v in e.outs)
+            free = tuple(dict.fromkeys(s for s in ins if last_use[s] == i))
+            free += tuple(s for s in outs if s not in last_use)
+            steps.append((fn, ins, outs, free))
+            alloc.append(sum(v.type.nbytes for v in e.outs))
+            continue
         reuse = None
         # an elementwise out_buffer step may write into a dying operand (the laws of both
         # traits) and be split into chunks of the leading axis. (Rank-0 results are NumPy
@@ -204,17 +241,18 @@ def _steps(program: Program, prims, slot_of, last_use, refs, template) -> _Plan:
         if e.prim in VIEWS and ins[0] < n_params:
             views.add(out)
         alloc.append(0 if reuse is not None or out in views else e.out.type.nbytes)
-    return _Plan(tuple(steps), alloc, frozenset(views), in_place, parallel)
+    return _Plan(tuple(steps), alloc, frozenset(views), in_place, parallel, transient, work)
 
 
 def _run_form(steps) -> tuple:
     """The run loop's form of the steps: (fn, x, y, out, free) with y None for one operand and
-    x None (y the operand tuple) for any other count."""
+    x None (y the operand tuple) for any other count; a multi-result step always takes the
+    last form, its ``out`` a tuple of slots."""
     return tuple(
         (fn, ins[0], None, out, free)
-        if len(ins) == 1
+        if len(ins) == 1 and type(out) is int
         else (fn, ins[0], ins[1], out, free)
-        if len(ins) == 2
+        if len(ins) == 2 and type(out) is int
         else (fn, None, ins, out, free)
         for fn, ins, out, free in steps
     )
@@ -257,25 +295,37 @@ class Executable:
         self._loop = _run_form(plan.steps)
         self.n_slots = len(slot_of)
         self.n_params = len(program.params)
+        self._vars = [*program.params, *(v for e in program.eqns for v in e.outs)]
+        self.work = plan.work
         self.template = template
         self.in_place_steps = plan.in_place
         self.parallel_steps = plan.parallel
         self.out_slots = tuple(slot_of[v.name] for v in program.outs)
         self.out_copy = _out_copies(self.out_slots, refs)
-        self.peak_bytes = self._peak(plan.alloc, plan.views)
+        self.peak_bytes = self._peak(plan.alloc, plan.views, plan.transient)
         self._expected = [(t.np_dtype, t.shape) for t in self.in_types]
 
-    def _peak(self, alloc, views) -> int:
+    def _peak(self, alloc, views, transient) -> int:
         """The most bytes live at once: the arguments (held by the caller throughout), the
-        constants, each step's fresh buffer until its last reader, and the final copies of
-        outputs the plan does not own alone."""
+        constants, each step's fresh buffer until its last reader, a loop's body working set
+        while the loop runs, and the final copies of outputs the plan does not own alone."""
         size = [0] * self.n_slots
         for i, p in enumerate(self.program.params):
             size[i] = p.type.nbytes
         live = sum(size[: self.n_params])
         live += sum(a.nbytes for a in self.template if a is not None)
         peak = live
-        for (_, ins, out, free), nbytes in zip(self.steps, alloc, strict=True):
+        for (_, ins, out, free), nbytes, extra in zip(self.steps, alloc, transient, strict=True):
+            if type(out) is tuple:  # a loop: fresh results, and its body's working set
+                for s in out:
+                    size[s] = self._vars[s].type.nbytes
+                live += nbytes
+                peak = max(peak, live + extra)
+                for s in free:
+                    if s >= self.n_params:
+                        live -= size[s]
+                        size[s] = 0
+                continue
             if out in views:
                 size[out] = 0  # the argument's memory, counted once, held throughout
             else:
@@ -337,7 +387,11 @@ class Executable:
             if y is None:
                 slots[out] = fn(slots[x])
             elif x is None:
-                slots[out] = fn(*[slots[i] for i in y])
+                if type(out) is tuple:
+                    for s, a in zip(out, fn(*[slots[i] for i in y])):
+                        slots[s] = a
+                else:
+                    slots[out] = fn(*[slots[i] for i in y])
             else:
                 slots[out] = fn(slots[x], slots[y])
             for i in free:
@@ -351,6 +405,25 @@ class Executable:
                 a = a.copy()
             outs.append(a)
         return outs
+
+    def body_parts(self):
+        """``(new_slots, steps, n_params, out_slots)`` for a body run once per trip of a loop
+        (see ``control``): one slots list reused across trips, no argument checks and no
+        early frees (the next trip overwrites every slot). Outputs are read from their slots
+        as they are: the loop copies what it keeps, and a carry is never written in place
+        (a parameter is never a step's output buffer). A step is ``(fn, x, y, out, _)`` as
+        in ``run``."""
+        return self.template.copy, self._loop, self.n_params, self.out_slots
+
+    @property
+    def all_slot_bytes(self) -> int:
+        """Bytes of every slot at once: what a body run by ``body_parts`` may hold."""
+        return sum(v.type.nbytes for v in self._vars) + sum(
+            a.nbytes for a in self.template if a is not None
+        )
+
+
+TRANSFORMS["compile"] = Executable
 
 
 def compile(program: Program) -> Executable:  # noqa: A001 (the public name the API fixes)

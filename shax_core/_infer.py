@@ -26,6 +26,8 @@ from shax_core.text import format_eqn
 
 
 def infer(program: Program) -> Program:
+    """The program with every binding typed, sub-programs (loop bodies, branches) first:
+    a loop's shape rule then checks its body's signature against its operands."""
     env: dict[str, Var] = {}
     for p in program.params:
         if p.type is None:
@@ -39,19 +41,42 @@ def infer(program: Program) -> Program:
             raise ShaxTypeError(
                 f"{program.name}: {e.args[0]} is used before it is defined"
             ) from None
-        typed = Eqn(eqn.out, eqn.prim, eqn.params, ins)
-        t: Type = lookup(eqn.prim).out_type(typed, [v.type for v in ins])
-        if eqn.out.type is not None and eqn.out.type != t:
-            operands = ", ".join(str(v.type) for v in ins) or "no operands"
+        typed = Eqn(eqn.out, eqn.prim, eqn.params, ins, eqn.extra_outs)
+        if eqn.subprograms:
+            typed = typed.with_subprograms(lambda body, e=eqn: _infer_body(program, e, body))
+        prim = lookup(eqn.prim)
+        types: tuple[Type, ...] = prim.out_types(typed, [v.type for v in ins])
+        if len(types) != len(eqn.outs):
             raise ShaxTypeError(
-                f"{program.name}: `{format_eqn(typed)}` is annotated {eqn.out.type}, "
-                f"but {eqn.prim} of {operands} gives {t}"
+                f"{program.name}: the binding of {eqn.out.name} names {len(eqn.outs)} "
+                f"variable(s), but {eqn.prim} gives {len(types)} result(s)"
             )
-        out = Var(eqn.out.name, t)
-        env[out.name] = out
-        eqns.append(Eqn(out, eqn.prim, eqn.params, ins))
+        outs = []
+        for v, t in zip(eqn.outs, types, strict=True):
+            if v.type is not None and v.type != t:
+                operands = ", ".join(str(v.type) for v in ins) or "no operands"
+                raise ShaxTypeError(
+                    f"{program.name}: `{format_eqn(typed)}` is annotated "
+                    f"{v.type if v is eqn.out else f'{v.name} :: {v.type}'}, "
+                    f"but {eqn.prim} of {operands} gives {t}"
+                )
+            out = Var(v.name, t)
+            env[out.name] = out
+            outs.append(out)
+        eqns.append(Eqn(outs[0], eqn.prim, typed.params, ins, tuple(outs[1:])))
     try:
         outs = tuple(env[v.name] for v in program.outs)
     except KeyError as e:
         raise ShaxTypeError(f"{program.name}: output {e.args[0]} is not defined") from None
     return Program(program.name, program.params, tuple(eqns), outs, checked=True)
+
+
+def _infer_body(program: Program, eqn: Eqn, body: Program) -> Program:
+    if body.checked:
+        return body
+    try:
+        return infer(body)
+    except ShaxTypeError as e:
+        raise ShaxTypeError(
+            f"{program.name}: in the sub-program {body.name} of {eqn.out.name} = {eqn.prim}: {e}"
+        ) from None

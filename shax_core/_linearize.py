@@ -43,7 +43,7 @@ from shax_core._infer import infer
 from shax_core.core import Builder, Tracer, bind_at, zeros
 from shax_core.ir import Program, ShaxError, Var
 from shax_core.passes import dce
-from shax_core.registry import Zero, lookup
+from shax_core.registry import TRANSFORMS, Zero, lookup
 from shax_core.remat import POLICIES, rematerialize
 
 
@@ -154,13 +154,23 @@ def _jvp_and_partial_eval(program: Program, wrt: tuple[int, ...]) -> tuple[Progr
         ts = [tangent[v.name] for v in eqn.ins]
         params = prim.kwargs(eqn.params)
         if prim.no_tangent or all(isinstance(t, Zero) for t in ts):
-            ans, t_out = bind_at(primal_b, eqn.prim, *xs, **params), Zero(eqn.out.type)
+            ans = bind_at(primal_b, eqn.prim, *xs, **params)
+            t_out = (
+                tuple(Zero(v.type) for v in eqn.outs)
+                if prim.multiple_results
+                else Zero(eqn.out.type)
+            )
         else:
             if prim.linearize is None:
                 raise ShaxError(
                     f"{eqn.prim} has no linearize rule (in the binding of {eqn.out.name})"
                 )
             ans, t_out = prim.linearize(xs, ts, **params)
+        if prim.multiple_results:  # one primal and one tangent per result
+            for v, a, t in zip(eqn.outs, ans, t_out, strict=True):
+                primal[v.name] = a
+                tangent[v.name] = t if v.type.is_float else Zero(v.type)
+            continue
         if not eqn.out.type.is_float:
             t_out = Zero(eqn.out.type)
         primal[eqn.out.name] = ans
@@ -181,3 +191,6 @@ def _jvp_and_partial_eval(program: Program, wrt: tuple[int, ...]) -> tuple[Progr
         "d" + program.name, tuple(linear_b.params), tuple(linear_b.eqns), tuple(linear_outs)
     )
     return primal_prog, linear_prog
+
+
+TRANSFORMS["linearize"] = linearize_typed

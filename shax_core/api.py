@@ -23,9 +23,20 @@ array(48., dtype=float32)
 >>> g({"w": np.array([1.0, 2.0], np.float32), "b": 3.0})
 {'b': array(1., dtype=float32), 'w': array([2., 4.], dtype=float32)}
 
-The traced Program keeps the user's names (``trace_pytree``):
+The traced Program is flat, one parameter per leaf, named from the signature and the tree path
+(``trace_pytree``):
 
-    def loss(params.b :: f32[], params.w :: f32[2], x :: f32[2]) = ...
+>>> def loss(params, x):
+...     return snp.sum(params["w"] * x) + params["b"]
+>>> params = {"w": np.ones(2, np.float32), "b": np.float32(0)}
+>>> print(trace_pytree(loss, (params, np.ones(2, np.float32))).program)
+def loss(params.b :: f32[],
+         params.w :: f32[2],
+         x :: f32[2]) =
+  let x0 :: f32[2] = mul params.w x
+      x1 :: f32[] = reduce_sum [0] x0
+      x2 :: f32[] = add x1 params.b
+  in [x2]
 
 Closed-over arrays of at least ``LIFT_ELEMENTS`` elements are not written into the IR as
 literals: they become parameters too (``const0``, ...), passed as arrays on every call.
@@ -302,10 +313,7 @@ def _output_var(b: TraceBuilder, r) -> Var:
         r = np.zeros(r.type.shape, r.type.np_dtype)
     if isinstance(r, Tracer):
         return b.lift(r)
-    a = np.asarray(r)
-    if a.dtype.kind in "iu":
-        a = a.astype(np.float32)
-    return b.lift(a)
+    return b.lift(_leaf_value(r))  # a constant output: Python scalars as f32, as inputs are
 
 
 # ---------------------------------------------------------------------------------------------
@@ -403,7 +411,8 @@ def _logged(what: str, program: Program, build):
 # argnums, has_aux
 
 
-def _argnums(argnums, n: int) -> tuple[int, ...]:
+def argnums_indices(argnums, n: int) -> tuple[int, ...]:
+    """JAX's ``argnums`` (an int or a tuple; negative counts from the end) as indices."""
     nums = (argnums,) if isinstance(argnums, int) else tuple(argnums)
     out = []
     for a in nums:
@@ -431,8 +440,8 @@ def _check_wrt_float(traced: Traced, wrt: Sequence[int], what: str) -> None:
         p = traced.program.params[i]
         if not p.type.is_float:
             raise ShaxError(
-                f"{what} requires float inputs; {p.name} :: {p.type} is not (as in JAX, "
-                "differentiate only with respect to float arguments)"
+                f"{what} requires float inputs; {p.name} :: {p.type} is not: only float inputs "
+                "have tangents (as in JAX, differentiate only with respect to float arguments)"
             )
 
 
@@ -458,7 +467,7 @@ def value_and_grad(f: Callable, argnums=0, has_aux: bool = False) -> Callable:
 
     @functools.wraps(f)
     def value_and_grad_f(*args):
-        nums = _argnums(argnums, len(args))
+        nums = argnums_indices(argnums, len(args))
         traced, key, leaves = _trace_memo(f, args, "vg")
         plan = _memo(key and (*key, "vg", nums, has_aux), lambda: _vg_plan(traced, nums, has_aux))
         vjp, cts, n_out, aux_tree = plan
@@ -624,7 +633,7 @@ def jacfwd(f: Callable, argnums=0, has_aux: bool = False) -> Callable:
 
     @functools.wraps(f)
     def jacfwd_f(*args):
-        nums = _argnums(argnums, len(args))
+        nums = argnums_indices(argnums, len(args))
         traced, key, leaves = _trace_memo(f, args, "jacfwd")
         n_main, main_tree, aux_tree = _split_aux(traced, has_aux)
         wrt = traced.leaf_indices(nums)
@@ -681,7 +690,7 @@ def jacrev(f: Callable, argnums=0, has_aux: bool = False) -> Callable:
 
     @functools.wraps(f)
     def jacrev_f(*args):
-        nums = _argnums(argnums, len(args))
+        nums = argnums_indices(argnums, len(args))
         traced, key, leaves = _trace_memo(f, args, "jacrev")
         n_main, main_tree, aux_tree = _split_aux(traced, has_aux)
         wrt = traced.leaf_indices(nums)
@@ -907,12 +916,6 @@ class custom_vjp(_CustomBase):
         def linearize_rule(primals, tangents):
             out, res = fwd(*_unflatten_args(in_trees, counts, list(primals)))
             res_leaves, res_tree = tree_flatten(res)
-            res_leaves = [
-                ops.convert(r, "f32")
-                if isinstance(r, Tracer) and not r.type.is_float and r.type.dtype != "bool"
-                else r
-                for r in res_leaves
-            ]
             res_types = tuple(ops.type_of_value(r) for r in res_leaves)
             key = (res_tree, res_types)
             lin = bwd_prims.get(key)
@@ -922,12 +925,18 @@ class custom_vjp(_CustomBase):
                 )
             ts = [ops.instantiate(t, anchor=tangents) for t in tangents]
             res_vals = [
-                r if isinstance(r, Tracer) else ops.constant_like(r, primals[0]) for r in res_leaves
+                r if isinstance(r, Tracer) else _constant_in(primals[0], r) for r in res_leaves
             ]
             return _as_primal(out, primals[0]), ops.bind(lin.name, *ts, *res_vals)
 
         prim.linearize = linearize_rule
         return prim
+
+
+def _constant_in(anchor: Tracer, value) -> Tracer:
+    """``value`` (an array or scalar residual) as a constant of ``anchor``'s trace, keeping its
+    dtype (an integer index stays an integer)."""
+    return Tracer(anchor.builder, anchor.builder.lift(_leaf_value(value)))
 
 
 def _as_primal(out, anchor):
@@ -974,9 +983,11 @@ def _define_bwd(base, bwd, res_tree, res_types, in_types, in_trees, out_type):
         return out + [None] * (len(ins) - n_in)
 
     prim.transpose = transpose
-    prim.linearize = lambda primals, tangents: (_ for _ in ()).throw(
-        ShaxError(f"cannot differentiate the linear part of {base} again in forward mode")
-    )
+
+    def linearize_again(primals, tangents):
+        raise ShaxError(f"cannot differentiate the linear part of {base} again in forward mode")
+
+    prim.linearize = linearize_again
     return prim
 
 
@@ -996,6 +1007,7 @@ def lower_custom(program: Program) -> Program:
 
 __all__ = [
     "LIFT_ELEMENTS",
+    "argnums_indices",
     "Traced",
     "call",
     "call_types",

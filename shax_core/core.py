@@ -27,6 +27,7 @@ import numpy as np
 from shax_core.ir import (
     DTYPES,
     Eqn,
+    Program,
     ShaxError,
     ShaxTypeError,
     Type,
@@ -67,6 +68,14 @@ class Builder:
         out = self.fresh(out_type)
         self.eqns.append(Eqn(out, prim, params, tuple(ins)))
         return Tracer(self, out)
+
+    def emit_multi(
+        self, prim: str, params: tuple, ins: Sequence[Var], out_types: Sequence[Type]
+    ) -> tuple[Tracer, ...]:
+        """An equation of a multi-result primitive (a loop): one variable per result."""
+        outs = [self.fresh(t) for t in out_types]
+        self.eqns.append(Eqn(outs[0], prim, params, tuple(ins), tuple(outs[1:])))
+        return tuple(Tracer(self, v) for v in outs)
 
     def constant(self, value, dtype: str) -> Tracer:
         """A constant as a ``fromList`` equation (scalars are shared within a builder)."""
@@ -249,6 +258,8 @@ def _record(builder: Builder, prim, values: tuple, args) -> Tracer:
         out_type = prim.shape_rule(*types, **prim.kwargs(values))
     except Exception:  # noqa: BLE001  (out_type re-raises it with the equation named)
         out_type = prim.out_type(Eqn(Var("_"), prim.name, values, tuple(ins)), types)
+    if prim.multiple_results:
+        return builder.emit_multi(prim.name, values, ins, out_type)
     return builder.emit(prim.name, values, ins, out_type)
 
 
@@ -260,6 +271,22 @@ def bind_at(builder: Builder, name: str, *args, **params):
     prim = lookup(name)
     values = tuple(_freeze(params[p.name]) for p in prim.params)
     return _record(builder, prim, values, args)
+
+
+def inline(builder: Builder, program: Program, args: Sequence[Tracer]) -> list[Tracer]:
+    """Emit ``program``'s equations into ``builder`` with its parameters bound to ``args``;
+    return its outputs. Types are already known, so no rule runs."""
+    env = {p.name: a.variable for p, a in zip(program.params, args, strict=True)}
+    for eqn in program.eqns:
+        ins = [env[v.name] for v in eqn.ins]
+        if eqn.extra_outs:
+            outs = builder.emit_multi(eqn.prim, eqn.params, ins, [v.type for v in eqn.outs])
+            for v, t in zip(eqn.outs, outs, strict=True):
+                env[v.name] = t.variable
+            continue
+        out = builder.emit(eqn.prim, eqn.params, ins, eqn.out.type)
+        env[eqn.out.name] = out.variable
+    return [Tracer(builder, env[v.name]) for v in program.outs]
 
 
 def zeros(builder: Builder, type_: Type):

@@ -39,16 +39,18 @@ different names produce the same text and the same ``content_hash``.
 from __future__ import annotations
 
 import hashlib
+from contextvars import ContextVar
 from typing import Any
 
 from shax_core._infer import infer
-from shax_core.ir import DTYPES, Eqn, Program, ShaxError, Type, Var
+from shax_core.ir import DTYPES, MAX_NESTING, Eqn, Program, ShaxError, Type, Var
 from shax_core.passes.rename import canonical_names
-from shax_core.registry import REGISTRY, ParamError, json_int, json_list
+from shax_core.registry import REGISTRY, SUBPROGRAM_JSON, ParamError, json_int, json_list
 from shax_core.text import print_program
 
 FORMAT_VERSION = 1
 CANONICAL_NAME = "program"
+CANONICAL_BODY = "body"
 
 
 class GraphError(ParamError):
@@ -75,7 +77,12 @@ def to_graph(program: Program) -> dict:
             "params": params,
             "inputs": [v.name for v in e.ins],
         }
-        if e.out.type is not None:
+        if e.extra_outs:  # a multi-result primitive: every bound name, and their types
+            del eq["out"]
+            eq["outs"] = [v.name for v in e.outs]
+            if all(v.type is not None for v in e.outs):
+                eq["types"] = [{"dtype": v.type.dtype, "shape": list(v.type.shape)} for v in e.outs]
+        elif e.out.type is not None:
             eq["dtype"] = e.out.type.dtype
             eq["shape"] = list(e.out.type.shape)
         else:  # a hidden parameter is the binding's dtype (a constant's)
@@ -123,13 +130,35 @@ def _type(where: str, obj: dict) -> Type:
     return Type(dtype, dims)
 
 
+_DEPTH: ContextVar[int] = ContextVar("shax_graph_depth", default=0)  # sub-program nesting
+
+
+def _subgraph(where: str, v: Any) -> Program:
+    """A sub-program parameter from its nested graph (the registry's ``program`` kind)."""
+    depth = _DEPTH.get()
+    if depth >= MAX_NESTING:
+        raise ParamError(where, f"sub-programs nested more than {MAX_NESTING} deep")
+    token = _DEPTH.set(depth + 1)
+    try:
+        return from_graph(v)
+    except GraphError as e:
+        raise ParamError(f"{where}.{e.where}", e.message) from None
+    finally:
+        _DEPTH.reset(token)
+
+
+SUBPROGRAM_JSON.update(to_json=lambda program: to_graph(program), from_json=_subgraph)
+
+
 def _equation(i: int, obj: Any, env: dict[str, Var]) -> Eqn:
     where = f"equations[{i}]"
     if not isinstance(obj, dict):
         raise GraphError(where, "expected an object")
+    prim_name = obj.get("primitive")
+    if "outs" in obj and "out" not in obj and _known(prim_name, REGISTRY):
+        return _multi_equation(i, obj, env)
     out = _name(f"{where}.out", obj.get("out"))
     where = f"equations[{i}] ({out})"
-    prim_name = obj.get("primitive")
     if not _known(prim_name, REGISTRY):
         raise GraphError(f"{where}.primitive", f"unknown primitive {prim_name!r}")
     prim = REGISTRY[prim_name]
@@ -181,6 +210,34 @@ def _equation(i: int, obj: Any, env: dict[str, Var]) -> Eqn:
     return Eqn(Var(out, annotation), prim_name, tuple(values), tuple(ins))
 
 
+def _multi_equation(i: int, obj: dict, env: dict[str, Var]) -> Eqn:
+    """An equation of a multi-result primitive: ``"outs": [names]``, optional ``"types"``."""
+    where = f"equations[{i}]"
+    names = json_list(f"{where}.outs", obj["outs"])
+    if not names:
+        raise GraphError(f"{where}.outs", "expected at least one name")
+    outs = [_name(f"{where}.outs[{k}]", n) for k, n in enumerate(names)]
+    where = f"equations[{i}] ({outs[0]})"
+    prim = REGISTRY[obj["primitive"]]
+    if not prim.multiple_results:
+        raise GraphError(f"{where}.outs", f"{prim.name} has one result: name it in 'out'")
+    types: list[Type | None] = [None] * len(outs)
+    if "types" in obj:
+        listed = json_list(f"{where}.types", obj["types"])
+        if len(listed) != len(outs):
+            raise GraphError(f"{where}.types", f"expected {len(outs)} types, got {len(listed)}")
+        for k, t in enumerate(listed):
+            if not isinstance(t, dict):
+                raise GraphError(f"{where}.types[{k}]", "expected an object")
+            types[k] = _type(f"{where}.types[{k}]", t)
+    if len(set(outs)) != len(outs) or any(n in env for n in outs):
+        raise GraphError(f"{where}.outs", "a name is bound twice")
+    single = {k: v for k, v in obj.items() if k not in ("outs", "types", "dtype", "shape")}
+    eqn = _equation(i, dict(single, out=outs[0]), env)
+    vars_ = [Var(n, t) for n, t in zip(outs, types, strict=True)]
+    return Eqn(vars_[0], eqn.prim, eqn.params, eqn.ins, tuple(vars_[1:]))
+
+
 def from_graph(graph: Any) -> Program:
     """A Program from its JSON graph; raises GraphError naming the bad field or equation."""
     try:
@@ -214,7 +271,8 @@ def _program(graph: Any) -> Program:
     eqns = []
     for i, obj in enumerate(json_list("equations", graph.get("equations"))):
         eqn = _equation(i, obj, env)
-        env[eqn.out.name] = eqn.out
+        for v in eqn.outs:
+            env[v.name] = v
         eqns.append(eqn)
     outs = []
     for i, n in enumerate(json_list("outputs", graph.get("outputs"))):
@@ -231,7 +289,7 @@ def _program(graph: Any) -> Program:
 def canonicalize(program: Program) -> Program:
     """The typed program with names fixed by position: params a0.., equations v0..."""
     typed = program if program.checked else infer(program)
-    return canonical_names(typed, "a", "v").replace(name=CANONICAL_NAME)
+    return canonical_names(typed, "a", "v", CANONICAL_BODY).replace(name=CANONICAL_NAME)
 
 
 def canonical_text(program: Program) -> str:

@@ -41,6 +41,7 @@ DTYPES: dict[str, np.dtype] = {
     "i64": np.dtype(np.int64),
 }
 FLOAT_DTYPES = frozenset({"f32", "f64"})
+MAX_NESTING = 32  # sub-programs (loop bodies, branches) nest at most this deep
 INT_DTYPES = frozenset({"i32", "i64"})  # indices, counts, comparisons: never tangents
 
 
@@ -185,12 +186,57 @@ class Var:
 
 @dataclass(frozen=True, slots=True)
 class Eqn:
-    """``out = prim[params] ins``. ``params`` is ordered as the primitive's parameter spec."""
+    """``out = prim[params] ins``. ``params`` is ordered as the primitive's parameter spec.
+
+    A primitive with several results (a loop: its final carries and stacked outputs) binds
+    ``out`` and then ``extra_outs``; ``outs`` is all of them. Parameters may be sub-programs
+    (loop bodies, branches): closed Programs, whose free values are passed as operands.
+    """
 
     out: Var
     prim: str
     params: tuple[Any, ...]
     ins: tuple[Var, ...]
+    extra_outs: tuple[Var, ...] = ()
+
+    @property
+    def outs(self) -> tuple[Var, ...]:
+        return (self.out, *self.extra_outs) if self.extra_outs else (self.out,)
+
+    @property
+    def subprograms(self) -> tuple[Program, ...]:
+        """The sub-programs among the parameters, in order."""
+        return tuple(p for v in self.params for p in _programs_in(v))
+
+    def with_subprograms(self, fn) -> Eqn:
+        """This equation with every sub-program ``p`` replaced by ``fn(p)``."""
+        if not any(_programs_in(v) for v in self.params):
+            return self
+        params = tuple(_map_programs(v, fn) for v in self.params)
+        return Eqn(self.out, self.prim, params, self.ins, self.extra_outs)
+
+
+def _programs_in(value) -> tuple:
+    if isinstance(value, Program):
+        return (value,)
+    if isinstance(value, tuple) and value and isinstance(value[0], Program):
+        return value
+    return ()
+
+
+def _map_programs(value, fn):
+    if isinstance(value, Program):
+        return fn(value)
+    if isinstance(value, tuple) and value and isinstance(value[0], Program):
+        return tuple(fn(p) for p in value)
+    return value
+
+
+def bound_vars(program: Program):
+    """Every variable ``program`` binds at its top level: parameters, then equation outputs."""
+    yield from program.params
+    for e in program.eqns:
+        yield from e.outs
 
 
 @dataclass(frozen=True, slots=True)

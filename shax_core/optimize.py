@@ -32,6 +32,7 @@ from typing import Any, NamedTuple
 import numpy as np
 
 from shax_core._evaluate import Executable
+from shax_core.api import argnums_indices
 from shax_core.api import value_and_grad as api_value_and_grad
 from shax_core.ir import Program, ShaxError
 from shax_core.pipeline import vjp_program
@@ -178,7 +179,7 @@ def minimize(
     (default: all) move; the others are passed unchanged on every step. ``params`` come back
     as a list in ``x0``'s structure."""
     args = [tree_map(_as_float_array, a) for a in x0]
-    nums = tuple(range(len(args))) if argnums is None else _argnums(argnums, len(args))
+    nums = tuple(range(len(args))) if argnums is None else argnums_indices(argnums, len(args))
     if isinstance(f_or_program, Program):
         wrt = _program_wrt(f_or_program, args, nums)
         flat_vg = program_value_and_grad(f_or_program, wrt)
@@ -213,13 +214,6 @@ def minimize(
 def _as_float_array(x):
     a = np.asarray(x)
     return a.astype(np.float32) if a.dtype.kind in "iu" else a
-
-
-def _argnums(argnums, n: int) -> tuple[int, ...]:
-    nums = (argnums,) if isinstance(argnums, int) else tuple(argnums)
-    if not all(isinstance(a, int) and -n <= a < n for a in nums):
-        raise ShaxError(f"argnums {argnums!r} is out of range for {n} argument(s)")
-    return tuple(a % n for a in nums)
 
 
 def _program_wrt(program: Program, args, nums) -> list[int]:

@@ -40,7 +40,7 @@ from shax_core._infer import infer
 from shax_core._linearize import Linearized, linearize_typed
 from shax_core._trace import trace
 from shax_core.core import Builder
-from shax_core.ir import Program, Var
+from shax_core.ir import Program, Var, bound_vars
 from shax_core.passes import cleanup, cse, dce, simplify
 from shax_core.passes.inline import inline
 from shax_core.passes.rename import rewrite_ins
@@ -88,8 +88,8 @@ def _append(name: str, first: Program, second: Program, new_types, n_outputs: in
     ``second``'s. Equations are reused as they are (the pipeline's builders name variables
     with distinct prefixes); only if names clash are both inlined under fresh names."""
     new_params = tuple(Var(f"arg{len(first.params) + i}", t) for i, t in enumerate(new_types))
-    first_names = {p.name for p in first.params} | {e.out.name for e in first.eqns}
-    second_names = {e.out.name for e in second.eqns}
+    first_names = {v.name for v in bound_vars(first)}
+    second_names = {v.name for v in bound_vars(second)} - {p.name for p in second.params}
     new_names = {p.name for p in new_params}
     if (first_names | new_names) & second_names or first_names & new_names:
         b = Builder()

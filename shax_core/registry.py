@@ -143,6 +143,44 @@ def _json_literal(where: str, v: Any):
     return _json_float(where, v)
 
 
+def _json_word(where: str, v: Any) -> str:
+    if not isinstance(v, str) or not v.isidentifier():
+        raise ParamError(where, f"expected a word, got {v!r}")
+    return v
+
+
+# Sub-programs (loop bodies, branches) are Programs: printed with ``str(program)`` (the
+# printer ``text`` installs in ``ir``) and converted to and from JSON by the graph module, which
+# sits above the registry and fills this table when imported ("to_json": Program -> dict,
+# "from_json": (where, value) -> Program, raising ParamError naming the field).
+SUBPROGRAM_JSON: dict[str, Callable] = {}
+
+
+def _block_text(program, _dtype=None) -> str:
+    """``{``, the sub-program indented by 4, ``}``; the printer indents the lines after the first
+    past the binding they are in."""
+    return "{\n    " + str(program).replace("\n", "\n    ") + "\n  }"
+
+
+def _blocks_text(programs, _dtype=None) -> str:
+    return "[" + ", ".join(_block_text(p) for p in programs) + "]"
+
+
+def _program_to_json(program):
+    return SUBPROGRAM_JSON["to_json"](program)
+
+
+def _program_from_json(where: str, v: Any):
+    return SUBPROGRAM_JSON["from_json"](where, v)
+
+
+def _programs_from_json(where: str, v: Any) -> tuple:
+    items = json_list(where, v)
+    if not items:
+        raise ParamError(where, "expected at least one sub-program")
+    return tuple(_program_from_json(f"{where}[{i}]", x) for i, x in enumerate(items))
+
+
 def _text_literals(value, dtype: str) -> str:
     if dtype == "bool":
         return "[" + ",".join("true" if v else "false" for v in value) + "]"
@@ -210,8 +248,35 @@ PARAM_KINDS: dict[str, ParamKind] = {
             ),
         ),
         ParamKind("hidden_dtype", "", lambda v, _: None, None, str, _json_dtype, hidden=True),
+        ParamKind(
+            "word",
+            "save",
+            lambda v, _: v,
+            lambda p: p.take("name", expected="a word").text,
+            str,
+            _json_word,
+        ),
+        # sub-programs (loop bodies, branches): closed Programs, printed inline as
+        # ``{def body(...) = let ... in [...]}``; in JSON a nested graph
+        ParamKind(
+            "program",
+            "{def body(...) = ...}",
+            _block_text,
+            lambda p: p.block(),
+            _program_to_json,
+            _program_from_json,
+        ),
+        ParamKind(
+            "programs",
+            "[{def b0 ...}, {def b1 ...}]",
+            _blocks_text,
+            lambda p: p.dim_list(p.block),
+            lambda v: [_program_to_json(x) for x in v],
+            _programs_from_json,
+        ),
     ]
 }
+SUBPROGRAM_KINDS = frozenset({"program", "programs"})
 
 
 @dataclass(frozen=True, slots=True)
@@ -272,8 +337,12 @@ class Primitive:
     # printed as its operand alone (``x1 = x0``), and a bare variable parses as it (``id``)
     bare: bool = False
     doc: str = ""
-    # lowerings by name (see passes/_lower.py): rules rebuilding the result from other ops
+    # lowerings by name (see passes/_lower.py): rules rebuilding the result from other ops;
+    # "prune" (eqn, used, dce) -> eqn for primitives with sub-programs (see passes/_dce.py)
     extra: dict = field(default_factory=dict)
+    # the shape rule returns a tuple of Types and the equation binds one variable per result
+    # (a loop: its final carries and stacked outputs)
+    multiple_results: bool = False
 
     def kwargs(self, params: Sequence[Any]) -> dict[str, Any]:
         if not params:
@@ -311,6 +380,11 @@ class Primitive:
             values[i] = normalize_literals(values[i], dtype)
         return tuple(values)
 
+    def out_types(self, eqn, in_types: Sequence[Type | None]) -> tuple[Type, ...]:
+        """The result types of an equation, one per bound variable."""
+        t = self.out_type(eqn, in_types)
+        return t if self.multiple_results else (t,)
+
     def out_type(self, eqn, in_types: Sequence[Type | None]) -> Type:
         """The shape rule applied to an equation; errors name the equation and the types."""
         if self.arity is not None and len(in_types) != self.arity:
@@ -331,10 +405,12 @@ class Primitive:
             for v, t in zip(eqn.ins, in_types, strict=False)
         )
         try:
-            ps = self.format_params(eqn.params)
+            has_bodies = any(p.kind in SUBPROGRAM_KINDS for p in self.params)
+            ps = "" if has_bodies else self.format_params(eqn.params)
         except (TypeError, ValueError, KeyError):
             ps = ""
-        return f"in `{eqn.out.name} = {eqn.prim}{' ' + ps if ps else ''} {args}`"
+        lhs = ", ".join(v.name for v in eqn.outs)
+        return f"in `{lhs} = {eqn.prim}{' ' + ps if ps else ''} {args}`"
 
     def __repr__(self) -> str:
         return f"<primitive {self.name}>"
@@ -359,6 +435,21 @@ def normalize_literals(data, dtype: str) -> tuple:
 
 
 REGISTRY: dict[str, Primitive] = {}
+
+# The program transformations, for rules of primitives with sub-programs (a loop's linearize
+# rule linearizes its body). The modules that define them (linearize, transpose, evaluate)
+# sit above the registry and fill this table when imported, so imports stay one-way:
+#   "linearize": (program, wrt, policy) -> (primal, linear)   (program typed by shax)
+#   "transpose": (linear, num_linear) -> transposed
+#   "compile":   (program) -> a plan (``.run(arrays)``, ``.peak_bytes``, ``.work``)
+TRANSFORMS: dict[str, Callable] = {}
+
+
+def transform(name: str) -> Callable:
+    try:
+        return TRANSFORMS[name]
+    except KeyError:
+        raise ShaxError(f"the {name} transformation is not loaded (import shax_core)") from None
 
 
 # primitives made at run time for custom_jvp / custom_vjp functions (``shax_core.api``): they
@@ -397,6 +488,7 @@ def define(
     traits: Sequence[str] = (),
     bare: bool = False,
     doc: str = "",
+    multiple_results: bool = False,
 ) -> Primitive:
     """Declare a primitive (once). Unknown parameter kinds and traits are refused."""
     for pname, kind in params:
@@ -419,6 +511,7 @@ def define(
         traits=frozenset(traits),
         bare=bare,
         doc=doc,
+        multiple_results=multiple_results,
     )
     REGISTRY[name] = prim
     return prim

@@ -35,6 +35,7 @@ from bisect import bisect_right
 
 from shax_core.ir import (
     DTYPES,
+    MAX_NESTING,
     Eqn,
     Program,
     ShaxError,
@@ -77,6 +78,7 @@ def format_params(prim_name: str, params) -> str:
 
 
 def format_eqn(eqn: Eqn) -> str:
+    """One binding (a sub-program parameter spans several lines; see ``print_program``)."""
     prim = lookup(eqn.prim)
     lhs = eqn.out.name
     t = eqn.out.type
@@ -88,6 +90,8 @@ def format_eqn(eqn: Eqn) -> str:
             t = None  # an ill-typed equation being shown in an error message
     if t is not None:
         lhs += f" :: {t}"
+    for v in eqn.extra_outs:
+        lhs += f", {v.name} :: {v.type}" if v.type is not None else f", {v.name}"
     if prim.bare:
         return f"{lhs} = {eqn.ins[0].name}"
     parts = [eqn.prim]
@@ -98,14 +102,26 @@ def format_eqn(eqn: Eqn) -> str:
     return f"{lhs} = {' '.join(parts)}"
 
 
+def short_eqn(eqn: Eqn) -> str:
+    """A binding for an error message: sub-programs shown as ``{def name ...}``."""
+    if not eqn.subprograms:
+        return format_eqn(eqn)
+    lhs = ", ".join(v.name for v in eqn.outs)
+    bodies = " ".join(f"{{def {p.name} ...}}" for p in eqn.subprograms)
+    return f"{lhs} = {eqn.prim} {bodies} {' '.join(v.name for v in eqn.ins)}"
+
+
 def print_program(program: Program) -> str:
+    """The program's text. A binding with a sub-program spans several lines: the lines after
+    its first are indented past the binding's column, so bodies nest visibly."""
+
     def binder(v: Var) -> str:
         return f"{v.name} :: {v.type}" if v.type is not None else v.name
 
     head = f"def {program.name}("
     sep = ",\n" + " " * len(head)
     lines = [head + sep.join(binder(p) for p in program.params) + ") ="]
-    eqns = [format_eqn(e) for e in program.eqns]
+    eqns = [format_eqn(e).replace("\n", "\n      ") for e in program.eqns]
     if eqns:
         lines.append("  let " + eqns[0])
         lines.extend("      " + e for e in eqns[1:])
@@ -131,7 +147,7 @@ _TOKEN = re.compile(
   | (?P<number>[-+]?(?:\d+\.\d*(?:[eE][-+]?\d+)?|\d+(?:[eE][-+]?\d+)?|\.\d+(?:[eE][-+]?\d+)?
                      |inf(?:inity)?|nan)(?![A-Za-z0-9_']))
   | (?P<name>[A-Za-z_][A-Za-z0-9_'.]*)
-  | (?P<sym>::|[()\[\],=])
+  | (?P<sym>::|[()\[\],={}])
   | (?P<bad>.)
     """,
     re.VERBOSE | re.DOTALL,
@@ -196,6 +212,7 @@ class _Parser:
     def __init__(self, text: str):
         self.tokens = tokenize(text)
         self.i = 0
+        self.depth = 0  # sub-program nesting
 
     @property
     def tok(self) -> Token:
@@ -329,7 +346,19 @@ class _Parser:
         if self.at("::"):
             self.i += 1
             annotation = self.type_()
-        elif not self.at("="):
+        extra: list[tuple[Token, Type | None]] = []
+        while self.at(","):  # further results of a multi-result primitive (a loop)
+            self.i += 1
+            more = self.take("name", expected="a variable to bind")
+            names = [tok.text] + [t.text for t, _ in extra]
+            if more.text in env or more.text in names:
+                raise ParseError(f"{more.text} is bound twice", more.line, more.column)
+            more_type = None
+            if self.at("::"):
+                self.i += 1
+                more_type = self.type_()
+            extra.append((more, more_type))
+        if not self.at("="):
             hint = (
                 ""
                 if not self.tok.text
@@ -349,7 +378,18 @@ class _Parser:
             eqn = self.application(head, annotation, tok.text, env)
         else:
             eqn = Eqn(Var(tok.text, annotation), bare_primitive().name, (), (self.use(env),))
-        env[tok.text] = eqn.out
+        prim = REGISTRY.get(eqn.prim)
+        if extra and not (prim and prim.multiple_results):
+            raise ParseError(
+                f"{eqn.prim} has one result; {len(extra) + 1} variables are bound",
+                tok.line,
+                tok.column,
+            )
+        if extra:
+            outs = tuple(Var(t.text, ty) for t, ty in extra)
+            eqn = Eqn(eqn.out, eqn.prim, eqn.params, eqn.ins, outs)
+        for v in eqn.outs:
+            env[v.name] = v
         return eqn
 
     def application(self, head: Token, annotation, out_name: str, env) -> Eqn:
@@ -374,7 +414,7 @@ class _Parser:
             while (
                 self.tok.kind == "name"
                 and self.tok.text != "in"
-                and self.peek().text not in ("::", "=")
+                and self.peek().text not in ("::", "=", ",")
             ):
                 ins.append(self.use(env))
         else:
@@ -382,7 +422,7 @@ class _Parser:
                 if (
                     self.tok.kind != "name"
                     or self.tok.text == "in"
-                    or self.peek().text in ("::", "=")
+                    or self.peek().text in ("::", "=", ",")
                 ):
                     raise ParseError(
                         f"{prim.name} takes {prim.arity} operand(s), found {k}",
@@ -397,6 +437,19 @@ class _Parser:
         if tok.text not in DTYPES:
             raise ParseError(f"unknown dtype {tok.text!r}", tok.line, tok.column)
         return tok.text
+
+    def block(self) -> Program:
+        """``{def name(...) = let ... in [...]}``: a closed sub-program."""
+        start = self.take("sym", "{", expected="'{' and a sub-program")
+        if self.depth >= MAX_NESTING:
+            raise ParseError(
+                f"sub-programs nested more than {MAX_NESTING} deep", start.line, start.column
+            )
+        self.depth += 1
+        program = self.definition()
+        self.depth -= 1
+        self.take("sym", "}", expected="'}' closing the sub-program")
+        return program
 
 
 def parse_module(text: str) -> list[Program]:

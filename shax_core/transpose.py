@@ -27,8 +27,8 @@ from shax_core.core import Builder, add, bind_at, zeros
 from shax_core.ir import Program, ShaxError
 from shax_core.passes._dce import dce
 from shax_core.passes.inline import emit_on_first_use
-from shax_core.registry import Linear, RuleError, Zero, lookup
-from shax_core.text import format_eqn
+from shax_core.registry import TRANSFORMS, Linear, RuleError, Zero, lookup
+from shax_core.text import short_eqn as format_eqn
 
 
 class TransposeError(ShaxError):
@@ -71,10 +71,11 @@ def transpose_typed(linear: Program, num_linear: int) -> Program:
                     f"`{format_eqn(eqn)}` is not linear in its tangent input(s): "
                     f"{eqn.prim} has no transpose rule"
                 )
-            is_linear.add(eqn.out.name)
+            is_linear.update(v.name for v in eqn.outs)
             backward.append(eqn)
         else:
-            forward[eqn.out.name] = eqn
+            for v in eqn.outs:
+                forward[v.name] = eqn
 
     def forward_eqn(eqn, xs):
         return bind_at(b, eqn.prim, *xs, **lookup(eqn.prim).kwargs(eqn.params))
@@ -97,10 +98,16 @@ def transpose_typed(linear: Program, num_linear: int) -> Program:
             accumulate(v.name, c)
 
     for eqn in reversed(backward):
-        c = ct.pop(eqn.out.name, None)
-        if c is None:
-            continue
         prim = lookup(eqn.prim)
+        if prim.multiple_results:  # one cotangent per result, Zero where none arrived
+            cs = [ct.pop(v.name, None) for v in eqn.outs]
+            if all(c is None for c in cs):
+                continue
+            c = tuple(Zero(v.type) if c is None else c for v, c in zip(eqn.outs, cs))
+        else:
+            c = ct.pop(eqn.out.name, None)
+            if c is None:
+                continue
         args = [Linear(v.type) if v.name in is_linear else residual(v.name) for v in eqn.ins]
         try:
             in_cts = prim.transpose(c, *args, **prim.kwargs(eqn.params))
@@ -122,3 +129,6 @@ def transpose_typed(linear: Program, num_linear: int) -> Program:
         c = ct.get(p.name)
         outs.append((c if c is not None else zeros(b, p.type)).variable)
     return Program(linear.name + "t", tuple(b.params), tuple(b.eqns), tuple(outs))
+
+
+TRANSFORMS["transpose"] = transpose_typed

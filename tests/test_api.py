@@ -8,14 +8,13 @@ import numpy as np
 import pytest
 import tritonclient.http as triton
 
-from shax_core.demo import SEED_A, SEED_B, SEED_CT
 from tests.conftest import FIXTURES
+from tests.seed_numbers import DFT0 as G0
+from tests.seed_numbers import DFT1 as G1
+from tests.seed_numbers import SEED_A, SEED_B, SEED_CT, F
 
 MEDIUM = (FIXTURES / "seed_medium_typed.shax").read_text()
 X0, X1, CT = SEED_A, SEED_B, SEED_CT
-F = np.array([34.731194, 67.46239], dtype=np.float32)
-G0 = np.array([71.61691, -46.757164, -258.48987, -47.759422, 9.942725, 187.39752], np.float32)
-G1 = np.array([[-86.82799, 156.29037], [86.82799, 156.29037]], dtype=np.float32)
 INPUTS = [
     {"name": "arg0", "shape": [6], "datatype": "FP32", "data": X0.tolist()},
     {"name": "arg1", "shape": [2, 2], "datatype": "FP32", "data": X1.tolist()},

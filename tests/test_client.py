@@ -26,58 +26,12 @@ with warnings.catch_warnings():
 
 from shax_server.app import create_app
 
-from shax_core.demo import SEED_A, SEED_B, SEED_CT, f, medium
+from shax_core.demo import f, medium
+from tests.seed_numbers import DF, DFT0, DFT1, SEED_A, SEED_B, SEED_CT, SEED_MIN, SEED_VALUES, F
 
 pytestmark = pytest.mark.filterwarnings("ignore::DeprecationWarning")
 
 A0, A1, CT = SEED_A, SEED_B, SEED_CT
-F = np.array([34.731194, 67.46239], dtype=np.float32)
-DF = np.array([42.804844, 120.34088], dtype=np.float32)
-DFT0 = np.array([71.61691, -46.757164, -258.48987, -47.759422, 9.942725, 187.39752], np.float32)
-DFT1 = np.array([[-86.82799, 156.29037], [86.82799, 156.29037]], dtype=np.float32)
-SEED_VALUES = [  # the seed's 40 printed iteration values (f32)
-    -0.23971277,
-    -0.31265023,
-    -0.36950287,
-    -0.4114037,
-    -0.44097826,
-    -0.46120283,
-    -0.4747295,
-    -0.4836406,
-    -0.48945206,
-    -0.493217,
-    -0.49564552,
-    -0.49720764,
-    -0.4982106,
-    -0.49885383,
-    -0.4992661,
-    -0.49953017,
-    -0.49969923,
-    -0.4998075,
-    -0.4998768,
-    -0.49992114,
-    -0.49994954,
-    -0.4999677,
-    -0.49997932,
-    -0.49998674,
-    -0.49999154,
-    -0.49999458,
-    -0.4999965,
-    -0.49999776,
-    -0.4999986,
-    -0.49999908,
-    -0.4999994,
-    -0.49999964,
-    -0.49999973,
-    -0.49999985,
-    -0.49999988,
-    -0.4999999,
-    -0.49999997,
-    -0.49999997,
-    -0.49999997,
-    -0.5,
-]
-SEED_MIN = (np.float32(0.23235208), np.float32(-1.0176479))
 STAGES = {"typed", "rewritten", "linearized", "linear", "transposed", "vjp"}
 
 
@@ -165,6 +119,11 @@ async def check_gradient_descent_async(client: AsyncClient) -> None:
     check_trajectory(await client.minimize(f, (0.5, -0.75), progress=False))
 
 
+async def check_seed_async(client: AsyncClient) -> None:
+    await check_medium_async(client)
+    await check_gradient_descent_async(client)
+
+
 # ---------------------------------------------------------------------------------------------
 # in-process
 
@@ -180,8 +139,7 @@ def test_seed_gradient_descent_sync_in_process(sync_client):
 @pytest.mark.anyio
 async def test_seed_async_in_process(app):
     async with async_client(app) as client:
-        await check_medium_async(client)
-        await check_gradient_descent_async(client)
+        await check_seed_async(client)
 
 
 # ---------------------------------------------------------------------------------------------
@@ -197,8 +155,7 @@ def test_seed_sync_real_server(server_url):
 @pytest.mark.anyio
 async def test_seed_async_real_server(server_url):
     async with AsyncClient(server_url) as client:
-        await check_medium_async(client)
-        await check_gradient_descent_async(client)
+        await check_seed_async(client)
 
 
 # ---------------------------------------------------------------------------------------------

@@ -36,6 +36,7 @@ with warnings.catch_warnings():
 from shax_server.app import create_app
 from shax_server.settings import Settings
 
+from tests.seed_numbers import SEED_VALUES
 from tests.servers import free_port, shax_server
 
 ROOT = Path(__file__).parent.parent
@@ -47,7 +48,7 @@ def f(x, y):
     return snp.sin(z) * snp.cos(z)
 
 
-F0 = np.float32(-0.23971277)
+F0 = np.float32(SEED_VALUES[0])
 
 
 @pytest.fixture

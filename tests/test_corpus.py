@@ -76,3 +76,15 @@ def test_expected_unsupported_are_documented(name):
     with open("docs/numpy.md", encoding="utf-8") as f:
         text = f.read()
     assert EXPECTED_UNSUPPORTED[name] in text
+
+
+@pytest.mark.parametrize("entry", ENTRIES, ids=lambda e: f"{e.domain}-{e.name}")
+def test_entry_runs_eagerly_on_arrays_like_traced(entry):
+    """The same source on NumPy arrays (``jnp.asarray`` inputs, as JAX arrays) evaluates at
+    once and gives the traced program's value."""
+    if entry.name in EXPECTED_UNSUPPORTED:
+        return
+    inputs = entry.inputs(seed=5, fdtype=np.float64)
+    eager = entry.fn(snp, *[snp.asarray(a) for a in inputs])
+    (traced,) = sx.evaluate(shax_value_and_vjp(entry, inputs)[2], *inputs)
+    np.testing.assert_allclose(np.asarray(eager), traced, rtol=1e-9, atol=1e-12)

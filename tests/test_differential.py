@@ -19,15 +19,15 @@ from __future__ import annotations
 import numpy as np
 from adcheck import assert_all_close as assert_values
 from adcheck import vdot
-from hypothesis import given, note
+from hypothesis import given
 from hypothesis import strategies as st
-from test_properties import OPS, SETTINGS, directions, drawn
+from test_properties import SETTINGS, directions, drawn
+from test_properties import programs as property_programs
 
 import shax_core as sx
 import shax_core.core as core
 from shax_core import passes
-from shax_core.core import Builder, Tracer
-from shax_core.ir import Program, Type
+from shax_core.core import Tracer
 
 # small shapes, and shapes past the simplifier's FOLD_LIMIT (64 elements), where constants
 # stay splats instead of being folded to literal arrays
@@ -99,29 +99,10 @@ def _repeated(draw, x, pool):
 NEW_OPS = [_splat, _constant, _padded_splat, _folded_chain, _repeated]
 
 
-@st.composite
-def programs(draw, max_ops=12):
-    """(program, seed): a random f64 program mixing the ops of test_properties.py with
+def programs(max_ops=12):
+    """(program, seed): test_properties.py's random programs, half of whose operations are
     constants, splats, padded splats, foldable chains and repeated equations."""
-    b = Builder()
-    pool = [
-        b.add_param(Type("f64", draw(st.sampled_from(SHAPES))))
-        for _ in range(draw(st.integers(1, 3)))
-    ]
-    made = []
-    for _ in range(draw(st.integers(2, max_ops))):
-        op = draw(st.sampled_from(NEW_OPS) if draw(st.booleans()) else st.sampled_from(OPS))
-        x = pool[-1] if draw(st.booleans()) else draw(st.sampled_from(pool))
-        y = op(draw, x, pool)
-        if isinstance(y, Tracer) and y is not x:
-            pool.append(y)
-            made.append(y)
-    outs = [made[-1] if made else core.bind("sin", pool[0])]
-    read = {v.name for e in b.eqns for v in e.ins}
-    outs += [y for y in made[:-1] if y.variable.name not in read][-2:]
-    program = Program("g", tuple(b.params), tuple(b.eqns), tuple(o.variable for o in outs))
-    note(f"program:\n{program}")  # printed with a failing example
-    return sx.verify(program), draw(st.integers(0, 2**32 - 1))
+    return property_programs(max_ops=max_ops, shapes=SHAPES, extra_ops=NEW_OPS)
 
 
 PASSES = {
@@ -170,19 +151,22 @@ def test_residual_policies_and_zip_preserve_values(case):
     assert_values(grads["recompute"], grads["save"])
 
 
+def directional_derivative(program, args, t, ct, eps=1e-6) -> tuple[float, float]:
+    """``<ct, (f(x + eps t) - f(x - eps t)) / 2 eps>`` and the largest ``|f|`` seen."""
+    plus = sx.evaluate(program, *[a + eps * d for a, d in zip(args, t, strict=True)])
+    minus = sx.evaluate(program, *[a - eps * d for a, d in zip(args, t, strict=True)])
+    numeric = vdot(ct, [(a - b) / (2 * eps) for a, b in zip(plus, minus, strict=True)])
+    return numeric, max(float(np.max(np.abs(v), initial=0.0)) for v in plus)
+
+
 @SETTINGS
 @given(programs())
 def test_vjp_matches_central_differences(case):
-    """``<ct, (f(x + eps t) - f(x - eps t)) / 2 eps> == <vjp(ct), t>`` in f64."""
+    """``<vjp(ct), t>`` is the directional derivative along t, by central differences (f64)."""
     p, args, rng = drawn(case)
-    n = len(p.outs)
     t, ct = directions(p, rng)
-    eps = 1e-6
-    plus = sx.evaluate(p, *[a + eps * d for a, d in zip(args, t, strict=True)])
-    minus = sx.evaluate(p, *[a - eps * d for a, d in zip(args, t, strict=True)])
-    numeric = vdot(ct, [(a - b) / (2 * eps) for a, b in zip(plus, minus, strict=True)])
-    grads = sx.evaluate(sx.vjp_program(p), *args, *ct)[n:]
+    numeric, size = directional_derivative(p, args, t, ct)
+    grads = sx.evaluate(sx.vjp_program(p), *args, *ct)[len(p.outs) :]
     exact = vdot(grads, t)
-    scale = 1.0 + vdot([np.abs(g) for g in grads], [np.abs(d) for d in t])
-    scale += max(float(np.max(np.abs(v), initial=0.0)) for v in plus)
+    scale = 1.0 + size + vdot([np.abs(g) for g in grads], [np.abs(d) for d in t])
     assert abs(exact - numeric) <= 1e-6 * scale, (exact, numeric)

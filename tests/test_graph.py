@@ -55,34 +55,19 @@ def test_canonical_text_ignores_names():
 BASE = {"inputs": [{"name": "a", "dtype": "f32", "shape": [2]}], "outputs": ["y"]}
 
 
+def one_eqn(out: str, primitive: str, inputs: list[str]) -> dict:
+    """A graph patch: one equation without parameters."""
+    return {"equations": [{"out": out, "primitive": primitive, "inputs": inputs}]}
+
+
 @pytest.mark.parametrize(
     ("patch", "where", "needle"),
     [
-        (
-            {"equations": [{"out": "y", "primitive": "frob", "inputs": ["a"]}]},
-            "equations[0] (y).primitive",
-            "unknown primitive",
-        ),
-        (
-            {"equations": [{"out": "y", "primitive": "add", "inputs": ["a"]}]},
-            "equations[0] (y).inputs",
-            "takes 2 input(s), got 1",
-        ),
-        (
-            {"equations": [{"out": "y", "primitive": "sin", "inputs": ["y"]}]},
-            "equations[0] (y).inputs[0]",
-            "not defined",
-        ),
-        (
-            {"equations": [{"out": "a", "primitive": "sin", "inputs": ["a"]}]},
-            "equations[0] (a).out",
-            "bound twice",
-        ),
-        (
-            {"equations": [{"out": "y", "primitive": "reduce_sum", "inputs": ["a"]}]},
-            "equations[0] (y).params",
-            "needs parameter 'axes'",
-        ),
+        (one_eqn("y", "frob", ["a"]), "equations[0] (y).primitive", "unknown primitive"),
+        (one_eqn("y", "add", ["a"]), "equations[0] (y).inputs", "takes 2 input(s), got 1"),
+        (one_eqn("y", "sin", ["y"]), "equations[0] (y).inputs[0]", "not defined"),
+        (one_eqn("a", "sin", ["a"]), "equations[0] (a).out", "bound twice"),
+        (one_eqn("y", "reduce_sum", ["a"]), "equations[0] (y).params", "needs parameter 'axes'"),
         (
             {"equations": [{"out": "y", "primitive": "sin", "params": {"k": 1}, "inputs": ["a"]}]},
             "equations[0] (y).params",

@@ -9,6 +9,7 @@ refused with a clear 413/400 problem that names the limit (``limit`` member) and
 | max_peak_bytes      | every value's exact size, then the plan's | 413    |
 |                     | peak live bytes (types + lifetimes)       |        |
 | max_tensor_elements | each tensor's declared shape, before data | 413    |
+| max_trip_count      | every loop's trip bound (nested: product)  | 413    |
 """
 
 from __future__ import annotations
@@ -247,7 +248,7 @@ def test_json_out_of_range_both_encodings_and_numeric_ids_are_refused(client):
     prog = "def f(a :: f32[2]) = let y = sin a z = reduce_sum [0] y in [z]"
     r = client.post("/vjp", json={"program": prog, "inputs": [{"data": [1.0, 1e39]}]})
     assert r.status_code == 400 and "out of range for FP32" in r.json()["detail"], r.text
-    assert r.json()["tensor"] == "a0"
+    assert r.json()["tensor"] == "a"  # the parameter's own name
     pid = client.post("/v1/programs", json={"program": prog}).json()["id"]
     tensor = {"name": "a0", "shape": [2], "datatype": "FP32", "data": [1.0, 2.0]}
     both = {**tensor, "parameters": {"binary_data_size": 8}}

@@ -57,7 +57,7 @@ def test_docs_list_every_supported_name():
         lambda: snp.linalg.svd,
         lambda: snp.linalg.eigh,
         lambda: nn.dot_product_attention,
-        lambda: __import__("shax_core.lax", fromlist=["x"]).scan,
+        lambda: __import__("shax_core.lax", fromlist=["x"]).conv_general_dilated,
     ],
 )
 def test_unsupported_names_raise_a_clear_shax_error(get):
@@ -324,5 +324,5 @@ def test_grad_takes_integer_index_arrays_as_jax_does():
     want = np.zeros_like(table)
     np.add.at(want, ids, 2.0)
     np.testing.assert_array_equal(g, want)
-    with pytest.raises(ShaxError, match="only float inputs have tangents"):
+    with pytest.raises(ShaxError, match="float"):
         sx.grad(lambda t, i: snp.sum(t[i]), argnums=1)(table, ids)

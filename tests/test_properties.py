@@ -22,7 +22,7 @@ import os
 import numpy as np
 from adcheck import assert_all_close as assert_values
 from adcheck import check_hvp, random_like, vdot
-from hypothesis import HealthCheck, given, settings
+from hypothesis import HealthCheck, given, note, settings
 from hypothesis import strategies as st
 
 import shax_core as sx
@@ -260,13 +260,16 @@ def _solve(draw, x, pool):
     eye = x.builder.constant(2.0 * np.eye(n), "f64")
     a = core.add(core.mul(core.bind("tanh", core.broadcast(x, (0,), (n, n))), 0.3), eye)
     rhs = core.reshape(x, (n, 1))
-    if draw(st.booleans()):
-        out = decompositions.solve(a, rhs)
-    else:
-        out = decompositions.triangular_solve(
-            a, rhs, int(draw(st.booleans())), int(draw(st.booleans()))
-        )
-    return core.reshape(out, (n,))
+    kind = draw(st.sampled_from(["solve", "triangular_solve", "cholesky", "logabsdet"]))
+    if kind == "solve":
+        return core.reshape(decompositions.solve(a, rhs), (n,))
+    if kind == "triangular_solve":
+        lower, trans = int(draw(st.booleans())), int(draw(st.booleans()))
+        return core.reshape(decompositions.triangular_solve(a, rhs, lower, trans), (n,))
+    if kind == "cholesky":  # of a symmetric positive-definite a·aᵀ
+        spd = core.dot_general(a, a, (1,), (1,))
+        return core.bind("cholesky", spd)
+    return core.bind("logabsdet", a)
 
 
 OPS = [
@@ -289,16 +292,18 @@ OPS = [
 
 
 @st.composite
-def programs(draw, scalar_output=False, max_ops=10):
-    """(program, seed): a random f64 program and a seed for its random inputs."""
+def programs(draw, scalar_output=False, max_ops=10, shapes=SHAPES, extra_ops=()):
+    """(program, seed): a random f64 program and a seed for its random inputs; with
+    ``extra_ops``, half of the operations are drawn from them (test_differential.py)."""
     b = Builder()
     pool = [
-        b.add_param(Type("f64", draw(st.sampled_from(SHAPES))))
+        b.add_param(Type("f64", draw(st.sampled_from(shapes))))
         for _ in range(draw(st.integers(1, 3)))
     ]
     made = []
     for _ in range(draw(st.integers(2, max_ops))):
-        op = draw(st.sampled_from(OPS))
+        use_extra = bool(extra_ops) and draw(st.booleans())
+        op = draw(st.sampled_from(extra_ops if use_extra else OPS))
         # half the time, build on the newest value: deeper compositions (transpose of transpose,
         # reshape of reshape, ...) for the simplifier and the linearizer
         x = pool[-1] if draw(st.booleans()) else draw(st.sampled_from(pool))
@@ -319,6 +324,7 @@ def programs(draw, scalar_output=False, max_ops=10):
         if draw(st.booleans()):
             outs.append(draw(st.sampled_from(pool)))
     program = Program("g", tuple(b.params), tuple(b.eqns), tuple(o.variable for o in outs))
+    note(f"program:\n{program}")  # printed with a failing example
     sx.verify(program)
     return program, draw(st.integers(0, 2**32 - 1))
 

@@ -179,6 +179,12 @@ def convert_case(src: str, dst: str, shape: tuple, sampler, linear: bool, id=Non
     )
 
 
+# dot_general dimension numbers (lhs_contract, rhs_contract, lhs_batch, rhs_batch) of two cases
+UNUSUAL = ((3, 2), (0, 2), (1,), (3,))  # two contracted axes out of order, a batch axis
+X4, Y4 = (3, 2, 4, 5), (5, 6, 4, 2)
+SWAPPED = ((2,), (2,), (0, 1), (1, 0))  # two batch axes paired in swapped order
+
+
 def linear1(id: str, prim: str, params: tuple, shape: tuple, ref: Callable) -> Case:
     """A primitive linear in its one float operand, on uniform inputs of ``shape``."""
     return Case(id, prim, params, [(F, shape)], [U], ref, linear_in=(0,))
@@ -240,14 +246,11 @@ CASES: list[Case] = [
     # comparisons (bool results; some equal operands so eq/le/ge see both answers)
     *[
         Case(n, n, (), [(F, (3, 4)), (F, (3, 4))], [U, U], fn, derive={1: _mostly_equal})
-        for n, fn in [
-            ("eq", np.equal),
-            ("ne", np.not_equal),
-            ("lt", np.less),
-            ("le", np.less_equal),
-            ("gt", np.greater),
-            ("ge", np.greater_equal),
-        ]
+        for n, fn in zip(
+            ["eq", "ne", "lt", "le", "gt", "ge"],
+            [np.equal, np.not_equal, np.less, np.less_equal, np.greater, np.greater_equal],
+            strict=True,
+        )
     ],
     Case(
         "select",
@@ -276,30 +279,12 @@ CASES: list[Case] = [
     convert_case("f64", "bool", (2, 3), away_from_zero(), linear=False),
     # contractions
     contraction("dot_general-matmul", ((1,), (0,), (), ()), (2, 3), (3, 4), linear_in=(0,)),
-    contraction(
-        "dot_general-batch-2contract-unusual",
-        ((3, 2), (0, 2), (1,), (3,)),
-        (3, 2, 4, 5),
-        (5, 6, 4, 2),
-        linear_in=(0,),
-    ),
-    contraction(
-        "dot_general-batch-2contract-unusual-rhs",
-        ((3, 2), (0, 2), (1,), (3,)),
-        (3, 2, 4, 5),
-        (5, 6, 4, 2),
-        linear_in=(1,),
-    ),
+    contraction("dot_general-batch-2contract-unusual", UNUSUAL, X4, Y4, linear_in=(0,)),
+    contraction("dot_general-batch-2contract-unusual-rhs", UNUSUAL, X4, Y4, linear_in=(1,)),
     contraction(
         "dot_general-batch-middle", ((2,), (0,), (1,), (1,)), (4, 2, 3), (3, 2, 5), linear_in=(1,)
     ),
-    contraction(
-        "dot_general-2batch-swapped",
-        ((2,), (2,), (0, 1), (1, 0)),
-        (2, 3, 4),
-        (3, 2, 4, 5),
-        linear_in=(0,),
-    ),
+    contraction("dot_general-2batch-swapped", SWAPPED, (2, 3, 4), (3, 2, 4, 5), linear_in=(0,)),
     contraction(
         "dot_general-full-contract", ((0, 1), (1, 0), (), ()), (2, 3), (3, 2), linear_in=(1,)
     ),
@@ -439,8 +424,13 @@ DIFFERENTIABLE = [
 # completeness
 
 
+# primitives with sub-programs (loops, branches) have their registry checks (FD in f64,
+# dot-product test, second order, agreement with the unrolled program) in tests/test_control.py
+WITH_SUBPROGRAMS = {"scan", "cond", "while_loop"}
+
+
 def test_cases_cover_every_primitive():
-    covered = {c.prim for c in CASES} | {"fromList"}
+    covered = {c.prim for c in CASES} | {"fromList"} | WITH_SUBPROGRAMS
     assert set(REGISTRY) <= covered, f"no test case for {sorted(set(REGISTRY) - covered)}"
     assert len(set(_case_ids())) == len(CASES)
 

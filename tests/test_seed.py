@@ -16,18 +16,12 @@ import pytest
 
 import shax_core as sx
 from shax_core import passes
-from shax_core.demo import SEED_A, SEED_B, SEED_CT
+from tests.seed_numbers import DF, DFT0, DFT1, SEED_A, SEED_B, SEED_CT, F
 
 FIXTURES = Path(__file__).parent / "fixtures"
 ALL_FIXTURES = sorted(p.name for p in FIXTURES.glob("*.shax"))
 
 ARG0, ARG1, CT = SEED_A, SEED_B, SEED_CT  # the seed's inputs and cotangent, from one place
-F = np.array([34.731194, 67.46239], dtype=np.float32)
-DF = np.array([42.804844, 120.34088], dtype=np.float32)
-DFT0 = np.array(
-    [71.61691, -46.757164, -258.48987, -47.759422, 9.942725, 187.39752], dtype=np.float32
-)
-DFT1 = np.array([[-86.82799, 156.29037], [86.82799, 156.29037]], dtype=np.float32)
 
 RTOL = 1e-5
 

@@ -367,10 +367,11 @@ def _central_differences(program: sx.Program, inputs: list[np.ndarray], i: int, 
     return grad
 
 
-@pytest.mark.parametrize("name", ["f", "mlp", "softmax_xent"])
+@pytest.mark.parametrize("name", ["f", "mlp", "softmax_xent", "solve_loss"])
 def test_explore_sample_gradients_match_central_differences(client, name):
-    """The explorer's gradients for each sample, in f64, against central differences of the
-    sample program itself; dft(ct) and the zipped VJP agree."""
+    """The explorer's numbers for each sample, in f64, against central differences of the
+    sample program itself: dft(ct) (and the zipped VJP, which agrees) per input, df(dx) along
+    the tangents."""
     sample = samples.SAMPLES[name]
     program = _f64(sample["program"])
     r = client.post("/v1/explore", json={**sample, "program": program})
@@ -385,11 +386,23 @@ def test_explore_sample_gradients_match_central_differences(client, name):
         got = np.asarray(dft["data"]).reshape(dft["shape"])
         np.testing.assert_allclose(got, np.asarray(vjp["data"]).reshape(vjp["shape"]), rtol=1e-12)
         np.testing.assert_allclose(got, _central_differences(p, inputs, i), rtol=1e-6, atol=1e-8)
+    # df(dx): the directional derivative along the tangents (default: the inputs, as the seed)
+    given = sample.get("tangents") or [sample["inputs"][i] for i in wrt]
+    step = [np.zeros_like(a) for a in inputs]
+    for i, t in zip(wrt, given, strict=True):
+        step[i] = np.asarray(t, np.float64)
+    h = 1e-6
+    (hi,), (lo,) = (
+        sx.evaluate(p, *[a + sign * h * d for a, d in zip(inputs, step, strict=True)])
+        for sign in (1, -1)
+    )
+    (df,) = n["df"]
+    np.testing.assert_allclose(df["data"][0], (hi - lo) / (2 * h), rtol=1e-6, atol=1e-8)
 
 
 def test_samples_endpoint_lists_the_samples_and_primitives(client):
     doc = client.get("/v1/explore/samples").json()
-    assert set(doc["samples"]) == {"medium", "f", "mlp", "softmax_xent"}
+    assert set(doc["samples"]) == {"medium", "f", "mlp", "softmax_xent", "solve_loss"}
     assert doc["samples"]["medium"]["program"] == MEDIUM["program"]
     assert doc["primitives"] == sorted(REGISTRY)
 

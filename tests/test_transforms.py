@@ -321,6 +321,23 @@ def test_custom_jvp_safe_log():
     close(sx.grad(lambda x: snp.sum(safe_log(x) * x))(inside), fd * inside + np.log(inside))
 
 
+def test_custom_vjp_residuals_are_any_pytree():
+    @sx.custom_vjp
+    def square(x):
+        return x * x
+
+    def fwd(x):
+        return x * x, {"x": x, "k": np.array([1, 3], np.int32), "none": None}
+
+    def bwd(res, g):
+        k = res["k"]
+        return (2.0 * res["x"] * g * (k[1] - k[0]) / 2,)  # (3 - 1) / 2 = 1
+
+    square.defvjp(fwd, bwd)
+    close(sx.grad(lambda x: snp.sum(square(x)))(X3), 2 * X3)
+    close(sx.grad(sx.grad(lambda x: square(x)))(0.7), 2.0)
+
+
 def test_custom_vjp_clips_the_gradient():
     x = np.array([0.3, -2.0, 1.0])
     g = sx.grad(lambda x: snp.sum(clip_gradient(x) * 5.0))(x)

@@ -7,7 +7,7 @@ from __future__ import annotations
 import numpy as np
 import pytest
 import tritonclient.http as triton
-from shax_client import AsyncClient, Client
+from shax_client import AsyncClient, Client, NotFound
 
 import shax_core as sx
 import shax_core.numpy as snp
@@ -342,3 +342,48 @@ def test_minimize_reports_only_the_moving_params_when_asked(c, server_url):
     body["report"] = "everything"
     r = httpx.post(f"{server_url}/v1/programs/{rf.id}/minimize", json=body, timeout=30)
     assert r.status_code == 400 and "report" in r.json()["detail"]
+
+
+# ---------------------------------------------------------------------------------------------
+# long work: its own timeout, and a line saying so
+
+
+def test_uploads_use_the_compile_timeout_and_large_ones_say_so(caplog):
+    import logging
+
+    import httpx
+
+    seen: dict[str, object] = {}
+
+    def handler(request: httpx.Request) -> httpx.Response:
+        seen[request.url.path] = request.extensions.get("timeout")
+        return httpx.Response(404, json={"title": "stop here", "status": 404, "detail": "x"})
+
+    def chain(x):
+        for _ in range(2100):
+            x = x * 0.999 + 0.001
+        return snp.sum(x)
+
+    transport = httpx.MockTransport(handler)
+    with caplog.at_level(logging.INFO, logger="shax_client"):
+        with Client("http://x", transport=transport, timeout=5, compile_timeout=321) as client:
+            with pytest.raises(NotFound):
+                client.grad(chain)(X3)
+    assert seen["/v1/programs"]["read"] == 321  # not the per-call 5 s
+    assert any("equations" in r.message for r in caplog.records if r.name == "shax_client")
+
+
+def test_sdk_against_jax(c):
+    jax = pytest.importorskip("jax")
+    jax.config.update("jax_enable_x64", True)
+    try:
+        jnp = jax.numpy
+        params, x, y = rng_arrays()
+        ours = c.grad(lambda p: mlp_loss(snp, p, x, y))(params)
+        theirs = jax.grad(lambda p: mlp_loss(jnp, p, x, y))(params)
+        for k in params:
+            close(ours[k], theirs[k], rtol=1e-10)
+        ours3 = c.grad(sx.grad(sx.grad(lambda v: snp.sin(v) * v)))(0.7)
+        close(ours3, jax.grad(jax.grad(jax.grad(lambda v: jnp.sin(v) * v)))(0.7), rtol=1e-6)
+    finally:
+        jax.config.update("jax_enable_x64", False)

@@ -26,8 +26,9 @@ from typing import Any
 import shax_core
 from shax_core import Executable, Program, infer
 from shax_core.graph import canonical_text, canonicalize, content_hash, from_graph
-from shax_core.ir import Type, Var
+from shax_core.ir import Type, Var, bound_vars
 from shax_core.passes.rename import rewrite_ins
+from shax_core.registry import lookup
 from shax_core.wire import DATATYPE_OF_IR
 from shax_server.problems import Problem, limit_exceeded
 from shax_server.settings import Settings
@@ -128,16 +129,23 @@ def resolve_wrt(program: Program, wrt: Any) -> tuple[int, ...]:
     return tuple(wrt)
 
 
+def count_equations(program: Program) -> int:
+    """Equations of the program and of every sub-program (loop bodies, branches)."""
+    return sum(1 + sum(count_equations(b) for b in e.subprograms) for e in program.eqns)
+
+
 def prepare(program: Program, wrt: Any, settings: Settings, residuals: str | None = None) -> Source:
-    if len(program.eqns) > settings.max_equations:
+    n_eqns = count_equations(program)
+    if n_eqns > settings.max_equations:
         raise limit_exceeded(
             "max_equations",
-            f"the program has {len(program.eqns)} equations, more than the limit of "
-            f"{settings.max_equations}",
+            f"the program has {n_eqns} equations (loop bodies included), more than the limit "
+            f"of {settings.max_equations}",
         )
     # always infer: a fully annotated program counts as "typed" in the core, but annotations
     # from a request are claims, and the peak-memory check must not trust them
     typed = infer(program)
+    check_trips(typed, settings)
     check_sizes(typed, settings)
     canonical = canonicalize(typed)
     resolved = resolve_wrt(canonical, wrt)
@@ -161,6 +169,31 @@ def prepare(program: Program, wrt: Any, settings: Settings, residuals: str | Non
 RESIDUAL_POLICIES = ("recompute", "save")
 
 
+TRIP_PARAMS = {"scan": "length", "while_loop": "max_trips"}  # a loop's static trip bound
+
+
+def check_trips(program: Program, settings: Settings, outer: int = 1) -> None:
+    """Refuse a loop whose body would run more than ``max_trip_count`` times (nested loops
+    multiply), before compiling: the work of a loop is its trip count times its body's."""
+    limit = settings.max_trip_count
+    for e in program.eqns:
+        if not e.subprograms:
+            continue
+        trips = outer
+        param = TRIP_PARAMS.get(e.prim)
+        if param is not None:
+            trips = outer * lookup(e.prim).kwargs(e.params)[param]
+            if trips > limit:
+                nested = "" if outer == 1 else f" ({outer} enclosing trips x {trips // outer})"
+                raise limit_exceeded(
+                    "max_trip_count",
+                    f"the {e.prim} binding {e.out.name} runs its body {trips} times{nested}, "
+                    f"more than the limit of {limit}",
+                )
+        for body in e.subprograms:
+            check_trips(body, settings, trips)
+
+
 def check_sizes(program: Program, settings: Settings) -> None:
     """Refuse a program with any single value larger than ``max_peak_bytes``, before compiling.
 
@@ -168,7 +201,10 @@ def check_sizes(program: Program, settings: Settings) -> None:
     wrap around to 0 elements in int64 arithmetic and slip past the peak-memory check.
     """
     limit = settings.max_peak_bytes
-    for v in (*program.params, *(e.out for e in program.eqns)):
+    for e in program.eqns:
+        for body in e.subprograms:
+            check_sizes(body, settings)
+    for v in bound_vars(program):
         t = v.type
         nbytes = math.prod(t.shape) * t.np_dtype.itemsize
         if nbytes > limit:
@@ -278,9 +314,7 @@ class Compiled:
 def runs_inline(exe: Executable, settings: Settings) -> bool:
     """Whether evaluating ``exe`` is cheap enough to run on the event loop (bounded by its
     peak memory and its number of steps, both known from the plan)."""
-    return exe.peak_bytes <= settings.inline_eval_bytes and len(exe.steps) <= (
-        settings.inline_eval_steps
-    )
+    return exe.peak_bytes <= settings.inline_eval_bytes and exe.work <= (settings.inline_eval_steps)
 
 
 # resident bytes per equation of a cached entry (the source and VJP programs as objects, their

@@ -37,7 +37,13 @@ from shax_core.passes import lower_reduce_sum, rewrite
 from shax_core.primitives import REGISTRY
 from shax_core.text import format_float, tokenize
 from shax_core.wire import BinaryReader, encode_float
-from shax_server.compilation import check_peak, check_sizes, resolve_wrt
+from shax_server.compilation import (
+    check_peak,
+    check_sizes,
+    check_trips,
+    count_equations,
+    resolve_wrt,
+)
 from shax_server.problems import Problem, limit_exceeded, problem_for
 from shax_server.service import decode_positional
 from shax_server.settings import Settings
@@ -111,13 +117,13 @@ def parts(
         residual = set()
     for e in program.eqns:
         if any(v.name in linear for v in e.ins):
-            linear.add(e.out.name)
+            linear.update(v.name for v in e.outs)  # a loop binds several results
     for e in program.eqns:
         if e.out.name in linear:
             residual.update(v.name for v in e.ins if v.name not in linear)
     if residual_outs:
         residual.update(v.name for v in program.outs[len(program.outs) - residual_outs :])
-    every = names + [e.out.name for e in program.eqns]
+    every = names + [v.name for e in program.eqns for v in e.outs]
     return {
         n: "linear" if n in linear else "residual" if n in residual else "primal" for n in every
     }
@@ -171,8 +177,11 @@ def layout(program: Program, part: dict[str, str]) -> dict:
     for e in program.eqns:
         srcs = [index[v.name] for v in e.ins]
         layer = 1 + max((nodes[s]["layer"] for s in srcs), default=-1)
-        label = e.out.name if e.prim == "id" else f"{e.out.name} = {e.prim}"
+        lhs = ", ".join(v.name for v in e.outs)
+        label = e.out.name if e.prim == "id" else f"{lhs} = {e.prim}"
         dst = add(e.out.name, label, e.out.type, layer, "eqn")
+        for v in e.extra_outs:  # a loop's other results are the same node
+            index[v.name] = dst
         edges.extend([s, dst] for s in srcs)
     operands: dict[int, list[int]] = {}
     consumers: dict[int, list[int]] = {}
@@ -390,15 +399,17 @@ def explore(doc: dict, settings: Settings) -> dict:
     text = doc["program"]
     try:
         source = parse(text)
-        if len(source.eqns) > settings.max_equations:
+        n_eqns = count_equations(source)
+        if n_eqns > settings.max_equations:
             raise limit_exceeded(
                 "max_equations",
-                f"the program has {len(source.eqns)} equations, more than the limit of "
-                f"{settings.max_equations}",
+                f"the program has {n_eqns} equations (loop bodies included), more than the "
+                f"limit of {settings.max_equations}",
             )
         typed = infer(source)
     except (ParseError, ShaxTypeError) as e:
         raise located(e, text) from None
+    check_trips(typed, settings)
     check_sizes(typed, settings)
     wrt = list(resolve_wrt(typed, doc.get("wrt")))
     st = {"source": source, **_stages(typed, wrt, rewrites)}

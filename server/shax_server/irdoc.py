@@ -25,10 +25,13 @@ definition ::= "def" NAME "(" [param ("," param)*] ")" "=" "let" binding* "in" "
 param      ::= NAME "::" type
 type       ::= DTYPE "[" [INT ("," INT)*] "]"                e.g. f32[2, 6], f64[]
 DTYPE      ::= {dtypes}
-binding    ::= NAME ["::" type] "=" (NAME | PRIMITIVE argument* NAME*)
+binding    ::= result ("," result)* "=" (NAME | PRIMITIVE argument* NAME*)
+result     ::= NAME ["::" type]                             several: a loop's results
 uses       ::= [use ("," use)*]
 use        ::= NAME ["::" type]
 argument   ::= INT | "[" INT,* "]" | "[" pair,* "]" | NUMBER | DTYPE | "[" literal,* "]"
+             | WORD | block | "[" block,* "]"
+block      ::= "{" definition "}"                           a closed sub-program (a body)
 pair       ::= "(" INT "," INT ")"
 literal    ::= NUMBER | "true" | "false"
 NAME       ::= [A-Za-z_][A-Za-z0-9_']*   (not a primitive, not def/let/in)
@@ -60,6 +63,9 @@ KIND_TEXT = {
     "dtype": "a dtype: `f64`",
     "literals": "the values, row-major: `[1.0,2.0]`",
     "hidden_dtype": "not written: the binding's annotated dtype",
+    "word": "a word: `save`",
+    "program": "a sub-program: `{def body(...) = let ... in [...]}`",
+    "programs": "sub-programs: `[{def b0 ...}, {def b1 ...}]`",
 }
 
 MEANINGS = {
@@ -114,8 +120,10 @@ MEANINGS = {
 def _arg(kind: str, name: str) -> str | None:
     if kind == "hidden_dtype":
         return None
-    if kind in ("ints", "pairs", "literals"):
+    if kind in ("ints", "pairs", "literals", "programs"):
         return f"[{name}]"
+    if kind == "program":
+        return f"{{{name}}}"
     return name
 
 
@@ -130,6 +138,8 @@ def spelling(prim: Primitive) -> str:
         return "y = a"
     # a hidden dtype is the binding's annotation
     lhs = "y :: f32[shape]" if any(p.kind == "hidden_dtype" for p in prim.params) else "y"
+    if prim.multiple_results:
+        lhs = "y0, y1, ..."
     return " ".join([lhs, "=", prim.name, *args, *operands])
 
 

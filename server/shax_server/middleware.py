@@ -1,13 +1,15 @@
-"""Pure-ASGI middleware: the request body limit and request metrics.
+"""Pure-ASGI middleware: request ids, request metrics, API keys and the body limit.
 
 ``RequestID`` gives every request an id: the client's ``X-Request-ID`` when it is a short token,
-else a fresh one; it is echoed in the response header and added to every ``shax_server`` log
-record of that request (``request_id=...``).
+else a fresh one; it is echoed in the response header and carried by every log record made
+while the request is served (``logs.py``: any logger, worker threads included).
+
+``ApiKeyGate`` answers 401 from the headers alone, before any body is read.
 
 ``BodyLimit`` refuses a body larger than ``max_body_bytes`` with 413 whether or not it declares a
 Content-Length: declared lengths are checked up front, and streamed (chunked) bodies are counted
-as they arrive, so an oversized body is never buffered beyond the limit. The accepted body is
-replayed to the app unchanged.
+as the app reads them, without buffering (routes read bodies through ``body.py``, which refuses
+earlier, with limits computed from the program).
 """
 
 from __future__ import annotations

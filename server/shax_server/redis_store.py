@@ -12,6 +12,11 @@ also bound its memory (``maxmemory`` with ``allkeys-lru``, as docker/docker-comp
 that old programs are evicted first. Nothing read from Redis is executed: the cache (cache.py)
 parses the text, re-hashes it and checks it against the id, and checks the VJP's signature.
 
+Entries are signed by the cache (``cache.sign``, HMAC-SHA256 under ``SHAX_CACHE_SECRET``, in
+the metadata's ``signature``); the checksum here only catches damage, not forgery.
+``probe()`` PINGs Redis (the app calls it every second), so ``shax_redis_up`` is Redis' health
+now; ``exists()`` lets a replica write back a program the store lost.
+
 Redis is an optimisation, never a dependency of a request:
 
 - every call has a short socket timeout (``SHAX_REDIS_TIMEOUT``, default 0.25 s) and no retries;

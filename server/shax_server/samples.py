@@ -1,5 +1,6 @@
-"""The stage explorer's samples: the seed's ``f`` and ``medium``, an MLP and a softmax
-cross-entropy, each as IR text with inputs (and for ``medium`` the seed's cotangent).
+"""The stage explorer's samples: the seed's ``f`` and ``medium``, an MLP, a softmax
+cross-entropy and a least-squares loss through ``solve``, each as IR text with inputs (and for
+``medium`` the seed's cotangent).
 
 ``medium`` is the seed's "after tracing" text, so the explorer shows the seed's stages and, for
 inputs ``[1..6]`` and ``[[1,2],[3,4]]``, tangents equal to the inputs and cotangent ``[5, 9]``,
@@ -77,6 +78,19 @@ def softmax_xent(logits :: f32[3, 4],
   in [loss]
 """
 
+SOLVE_LOSS = """\
+-- least squares through a linear solve: x = a⁻¹ b, loss = |x - target|²; the gradient
+-- for b solves with aᵀ, the one for a is its outer product with -x
+def solve_loss(a :: f32[3, 3],
+               b :: f32[3, 1],
+               target :: f32[3, 1]) =
+  let x = solve a b
+      e = sub x target
+      s = mul e e
+      loss = reduce_sum [0,1] s
+  in [loss]
+"""
+
 
 def _grid(rows: int, cols: int, scale: float, shift: float = 0.0) -> list[list[float]]:
     """Small deterministic values: ((3i + 5j) mod 7 - 3) * scale + shift."""
@@ -118,5 +132,12 @@ SAMPLES: dict[str, dict] = {
             [[1, 0, 0, 0], [0, 0, 1, 0], [0, 0, 0, 1]],
         ],
         "wrt": [0],
+    },
+    "solve_loss": {
+        "title": "least squares through a linear solve",
+        "program": SOLVE_LOSS,
+        "inputs": [[[4, 1, 0], [1, 3, 1], [0, 1, 2]], [[1], [2], [3]], [[0.5], [0.5], [0.5]]],
+        "tangents": [[[1, 0, 0], [0, 0, 0], [0, 0, 0]], [[0], [1], [0]]],
+        "wrt": [0, 1],
     },
 }

@@ -38,6 +38,12 @@ class Settings(BaseSettings):
         64, ge=2, description="deepest nesting of arrays/objects in a JSON body (checked unparsed)"
     )
     max_peak_bytes: int = Field(1024 * MiB, ge=1, description="peak live bytes of one evaluation")
+    max_trip_count: int = Field(
+        1_000_000,
+        ge=0,
+        description="most iterations of any loop body (a scan's length, a while_loop's "
+        "max_trips), nested loops multiplied",
+    )
     max_output_bytes: int = Field(
         64 * MiB,
         ge=1,
@@ -78,7 +84,8 @@ class Settings(BaseSettings):
     open_paths: Annotated[list[str], NoDecode] = Field(
         default_factory=lambda: ["/v2/health/live", "/v2/health/ready"],
         description="paths answered without an API key when keys are set (exact match; a "
-        "trailing * matches a prefix); everything else needs a key",
+        "trailing * matches a prefix); everything else needs a key: every API call, "
+        "/metrics, /docs, /redoc, /openapi.json, GET /v2 and the site's pages",
     )
 
     # HTTP server (uvicorn): connection hygiene

@@ -70,11 +70,32 @@ def _np_dtype(d):
 
 
 class _Array(_np.ndarray):
-    """What creation functions return: a NumPy array that also has JAX's ``.at``."""
+    """What creation functions return: a NumPy array that also has JAX's ``.at``, and whose
+    NumPy arithmetic keeps JAX's default dtypes (``arange(4) / 4`` is f32, not f64: a result
+    is f64 only if an operand was)."""
 
     @property
     def at(self):
         return _At(self)
+
+    def __array_ufunc__(self, ufunc, method, *inputs, **kwargs):
+        plain = [_np.asarray(x) if isinstance(x, _Array) else x for x in inputs]
+        if "out" in kwargs:
+            kwargs["out"] = tuple(_np.asarray(o) for o in kwargs["out"])
+        result = getattr(ufunc, method)(*plain, **kwargs)
+        f64_in = builtins.any(
+            isinstance(x, _np.ndarray | _np.generic) and x.dtype == _np.float64 for x in plain
+        )
+
+        def jax_dtype(r):
+            if isinstance(r, _np.ndarray | _np.generic):
+                if r.dtype == _np.float64 and not f64_in:
+                    r = r.astype(_np.float32)
+                if isinstance(r, _np.ndarray):
+                    return r.view(_Array)
+            return r
+
+        return tuple(map(jax_dtype, result)) if isinstance(result, tuple) else jax_dtype(result)
 
 
 def _const(a, dt: str | None = None):
@@ -187,6 +208,8 @@ def _refuse(name: str, **options):
 
 def _unary(name: str, prim: str, doc: str = ""):
     def fn(x, /):
+        if type(x) is Tracer and x.variable.type.is_float:
+            return _core.bind(prim, x)  # the common case: nothing to convert
         return _core.bind(prim, _float(x))
 
     fn.__name__ = name
@@ -313,33 +336,18 @@ def fmod(x, y, /):
 
 
 def power(x, y, /):
-    """``x ** y``; small integer exponents become multiplications (exact derivatives at 0)."""
-    if isinstance(y, numbers.Integral) and not isinstance(y, bool) and _is_tracer(x):
-        if 0 <= y <= 8:
-            return _integer_power(_num(x), int(y))
-        if -8 <= y < 0:
-            return _core.div(1.0, _integer_power(_float(x), -int(y)))
-    x = _arr(x) if _is_tracer(x) or not isinstance(x, numbers.Real) else x
-    y = _arr(y) if _is_tracer(y) or not isinstance(y, numbers.Real) else y
-    if not isinstance(x, numbers.Real):
-        x = _float(x) if not (_type(x).is_int and isinstance(y, numbers.Integral)) else x
-    if not isinstance(y, numbers.Real):
-        y = _float(y)
+    """``x ** y`` with JAX's conventions: an integer exponent is repeated multiplication
+    (``d/dx x**0 = 0`` everywhere, ``d/dx x**2 = 0`` at 0); any other is the ``pow`` primitive."""
+    if isinstance(y, numbers.Integral) and not isinstance(y, bool):
+        if _is_tracer(x) or isinstance(x, _np.ndarray):
+            return _core.integer_power(_num(x), int(y))
+    x = x if _python_number(x) else _float(x)
+    y = y if _python_number(y) else _float(y)
     return _core.power(x, y)
 
 
-def _integer_power(x, n: int):
-    """``x ** n`` by repeated squaring (JAX's integer_pow: d/dx x**0 = 0 everywhere)."""
-    if n == 0:
-        return _core.full_like(x, 1)
-    result, base = None, x
-    while n:
-        if n & 1:
-            result = base if result is None else _core.mul(result, base)
-        n >>= 1
-        if n:
-            base = _core.mul(base, base)
-    return result
+def _python_number(v) -> bool:
+    return isinstance(v, numbers.Real) and not isinstance(v, _np.generic | bool)
 
 
 pow = power  # noqa: A001
@@ -934,8 +942,14 @@ def logspace(start, stop, num=50, endpoint=True, base=10.0, dtype=None):
 
 
 def array(object, dtype=None, copy=True, ndmin=0):  # noqa: A002
-    """An array from data; a list holding tracers is stacked."""
+    """An array from data; a list holding tracers is stacked. Python floats are f32 and
+    Python ints i32 (JAX's defaults); NumPy arrays keep their dtype."""
     a = _arr(object)
+    if isinstance(object, list | tuple) and not _is_tracer(a) and dtype is None:
+        if a.dtype == _np.float64:
+            a = a.astype(_np.float32)
+        elif a.dtype == _np.int64:
+            a = a.astype(_np.int32)
     if ndmin and _ndim(a) < ndmin:
         a = _core.reshape(a, (1,) * (ndmin - _ndim(a)) + _shape(a))
     a = _cast(a, _dtype(dtype))
@@ -2154,11 +2168,48 @@ _METHODS = {
 }
 
 
+# the arithmetic operators the registry's rules use on every equation they emit: a float
+# tracer with a tracer of its own type, or with a Python number, goes straight to the bind
+# layer (no conversions to check); anything else takes the jax.numpy function
+_FAST = {
+    "__add__": (_core.add, False),
+    "__radd__": (_core.add, True),
+    "__sub__": (_core.sub, False),
+    "__rsub__": (_core.sub, True),
+    "__mul__": (_core.mul, False),
+    "__rmul__": (_core.mul, True),
+    "__truediv__": (_core.div, False),
+    "__rtruediv__": (_core.div, True),
+    "__pow__": (_core.power, False),
+}
+_PY_NUMBER = (int, float)
+
+
+def _fast_operator(core_fn, reflected: bool, slow):
+    def op(self, other):
+        t = self.variable.type
+        if t.is_float and (
+            (type(other) is Tracer and other.variable.type == t) or type(other) in _PY_NUMBER
+        ):
+            return core_fn(other, self) if reflected else core_fn(self, other)
+        return slow(self, other)
+
+    op.__name__ = slow.__name__
+    return op
+
+
+def _neg(self):
+    return _core.neg(self) if self.variable.type.is_float else negative(self)
+
+
 def _attach_methods():
     for name, fn in _METHODS.items():
         if fn is None:
             continue
+        if name in _FAST:
+            fn = _fast_operator(*_FAST[name], fn)
         setattr(Tracer, name, fn)
+    Tracer.__neg__ = _neg
     Tracer.T = property(lambda self: transpose(self))
     Tracer.mT = property(lambda self: matrix_transpose(self))
     Tracer.at = property(lambda self: _At(self))

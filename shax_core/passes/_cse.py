@@ -21,21 +21,28 @@ from shax_core.registry import lookup
 
 
 def cse(program: Program) -> Program:
-    seen: dict[tuple, Var] = {}
+    """CSE within the program and, separately, within each sub-program (bodies are closed)."""
+    seen: dict[tuple, tuple[Var, ...]] = {}
     subst: dict[str, Var] = {}
     eqns = []
+    bodies_changed = False
     for eqn in program.eqns:
         eqn = rewrite_ins(eqn, subst)
+        if eqn.subprograms:
+            new = eqn.with_subprograms(cse)
+            bodies_changed |= new.params != eqn.params
+            eqn = new
         names = tuple(v.name for v in eqn.ins)
         if "commutative" in lookup(eqn.prim).traits:
             names = tuple(sorted(names))
         key = (eqn.prim, eqn.params, names)
         hit = seen.get(key)
-        if hit is not None and hit.type == eqn.out.type:
-            subst[eqn.out.name] = hit
+        if hit is not None and all(h.type == v.type for h, v in zip(hit, eqn.outs, strict=True)):
+            for h, v in zip(hit, eqn.outs, strict=True):
+                subst[v.name] = h
             continue
-        seen[key] = eqn.out
+        seen[key] = eqn.outs
         eqns.append(eqn)
-    if not subst:
+    if not subst and not bodies_changed:
         return program
     return substitute(program, eqns, subst)

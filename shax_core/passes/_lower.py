@@ -37,6 +37,10 @@ from shax_core.registry import lookup
 
 
 def lower(program: Program, lowering: str) -> Program:
+    """``program`` with the lowering applied, inside sub-programs too."""
+    program = program.replace(
+        eqns=tuple(e.with_subprograms(lambda b: lower(b, lowering)) for e in program.eqns)
+    )
     if not any(lowering in lookup(e.prim).extra for e in program.eqns):
         return program
     b = Builder()
@@ -46,7 +50,11 @@ def lower(program: Program, lowering: str) -> Program:
         xs = [env[v.name] for v in eqn.ins]
         rule = prim.extra.get(lowering)
         params = prim.kwargs(eqn.params)
-        env[eqn.out.name] = rule(*xs, **params) if rule else bind_at(b, eqn.prim, *xs, **params)
+        result = rule(*xs, **params) if rule else bind_at(b, eqn.prim, *xs, **params)
+        if prim.multiple_results:
+            env.update((v.name, r) for v, r in zip(eqn.outs, result, strict=True))
+        else:
+            env[eqn.out.name] = result
     outs = tuple(env[v.name].variable for v in program.outs)
     return Program(program.name, tuple(b.params), tuple(b.eqns), outs)
 

@@ -30,7 +30,7 @@ from __future__ import annotations
 
 import numpy as np
 
-from shax_core.ir import Eqn, Program, Var, canonical_float
+from shax_core.ir import Eqn, Program, Var, bound_vars, canonical_float
 from shax_core.passes._dce import dce
 from shax_core.passes.rename import rewrite_ins, substitute
 from shax_core.registry import lookup
@@ -92,7 +92,7 @@ def _fold_splats(eqn: Eqn, prim, known: Known, fresh_name):
 
 
 def simplify(program: Program) -> Program:
-    taken = {p.name for p in program.params} | {e.out.name for e in program.eqns}
+    taken = {v.name for v in bound_vars(program)}
     counter = iter(range(len(taken) + 1, 10**12))
 
     def fresh_name() -> str:
@@ -106,6 +106,11 @@ def simplify(program: Program) -> Program:
     for eqn in program.eqns:
         eqn = rewrite_ins(eqn, subst)
         prim = lookup(eqn.prim)
+        if eqn.subprograms:  # simplify inside bodies; no folding of loops themselves
+            eqn = eqn.with_subprograms(simplify)
+            known.producer[eqn.out.name] = eqn
+            eqns.append(eqn)
+            continue
         # rules may replace an equation several times (e.g. reshape of reshape of reshape)
         for _ in range(8):
             result = prim.simplify(eqn, known) if prim.simplify else None

@@ -3,20 +3,12 @@ value needs, when it is first needed (``emit_on_first_use``)."""
 
 from __future__ import annotations
 
-from collections.abc import Callable, Mapping, Sequence
+from collections.abc import Callable, Mapping
 
-from shax_core.core import Builder, Tracer
-from shax_core.ir import Eqn, Program
+from shax_core.core import inline  # multi-result aware; below the registry, so rules use it too
+from shax_core.ir import Eqn
 
-
-def inline(builder: Builder, program: Program, args: Sequence[Tracer]) -> list[Tracer]:
-    """Emit ``program``'s equations into ``builder`` with its parameters bound to ``args``;
-    return its outputs. Types are already known, so no rule runs."""
-    env = {p.name: a.variable for p, a in zip(program.params, args, strict=True)}
-    for eqn in program.eqns:
-        out = builder.emit(eqn.prim, eqn.params, [env[v.name] for v in eqn.ins], eqn.out.type)
-        env[eqn.out.name] = out.variable
-    return [Tracer(builder, env[v.name]) for v in program.outs]
+__all__ = ["emit_on_first_use", "inline"]
 
 
 def emit_on_first_use(
@@ -46,6 +38,10 @@ def emit_on_first_use(
         if missing:
             stack.extend(missing)
             continue
-        value[n] = emit(eqn, [value[v.name] for v in eqn.ins])
+        result = emit(eqn, [value[v.name] for v in eqn.ins])
+        if isinstance(result, tuple):  # a multi-result equation (a loop): all of its results
+            value.update((v.name, r) for v, r in zip(eqn.outs, result, strict=True))
+        else:
+            value[n] = result
         stack.pop()
     return value[name]

@@ -16,21 +16,40 @@ def substitute(program: Program, eqns, subst: Mapping[str, Var]) -> Program:
 def rewrite_ins(eqn: Eqn, subst: Mapping[str, Var]) -> Eqn:
     if not subst or not any(v.name in subst for v in eqn.ins):
         return eqn
-    return Eqn(eqn.out, eqn.prim, eqn.params, tuple(subst.get(v.name, v) for v in eqn.ins))
+    ins = tuple(subst.get(v.name, v) for v in eqn.ins)
+    return Eqn(eqn.out, eqn.prim, eqn.params, ins, eqn.extra_outs)
 
 
-def canonical_names(program: Program, param_prefix: str = "arg", var_prefix: str = "x") -> Program:
-    """Rename parameters ``arg0..`` and bindings ``x0..`` in order of definition."""
+def canonical_names(
+    program: Program,
+    param_prefix: str = "arg",
+    var_prefix: str = "x",
+    body_name: str | None = None,
+) -> Program:
+    """Rename parameters ``arg0..`` and bindings ``x0..`` in order of definition, and the
+    same inside every sub-program (each is its own scope); with ``body_name``, sub-programs
+    are renamed to it too (so names never split a content hash)."""
     subst: dict[str, Var] = {}
     params = []
     for i, p in enumerate(program.params):
         subst[p.name] = Var(f"{param_prefix}{i}", p.type)
         params.append(subst[p.name])
     eqns = []
-    for i, e in enumerate(program.eqns):
-        out = Var(f"{var_prefix}{i}", e.out.type)
-        eqns.append(Eqn(out, e.prim, e.params, tuple(subst[v.name] for v in e.ins)))
-        subst[e.out.name] = out
+    count = 0
+    for e in program.eqns:
+        outs = []
+        for v in e.outs:
+            outs.append(Var(f"{var_prefix}{count}", v.type))
+            count += 1
+        e = e.with_subprograms(
+            lambda b: canonical_names(b, param_prefix, var_prefix, body_name).replace(
+                name=body_name or b.name
+            )
+        )
+        ins = tuple(subst[v.name] for v in e.ins)
+        eqns.append(Eqn(outs[0], e.prim, e.params, ins, tuple(outs[1:])))
+        for old, new in zip(e.outs, outs, strict=True):
+            subst[old.name] = new
     return Program(
         program.name, tuple(params), tuple(eqns), tuple(subst[v.name] for v in program.outs)
     )

@@ -9,7 +9,15 @@ A new primitive: one block in a family module (or a new family module imported h
 and a case in tests/test_registry.py.
 """
 
-from shax_core.primitives import decompositions, elementwise, indexing, linalg, numeric, structural  # noqa: F401  (declarations)  # noqa: F401, I001
+from shax_core.primitives import (  # noqa: F401  (declarations)  # noqa: F401, I001
+    control,
+    decompositions,
+    elementwise,
+    indexing,
+    linalg,
+    numeric,
+    structural,
+)
 from shax_core.registry import (
     REGISTRY,
     TRAITS,

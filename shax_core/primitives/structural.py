@@ -35,6 +35,19 @@ def _check_shape(shape) -> None:
         raise ShaxTypeError(f"negative dimension in shape {list(shape)}")
 
 
+def _rearranging(name: str, params, shape, impl):
+    """A primitive that only moves or copies its one operand's elements: ``layout`` and
+    ``preserves_splat`` (see the trait table), with integer-list parameters."""
+    return define(
+        name,
+        arity=1,
+        params=[(p, "ints") for p in params],
+        shape=shape,
+        impl=impl,
+        traits=["layout", "preserves_splat"],
+    )
+
+
 # ---------------------------------------------------------------------------------------------
 # fromList shape data: a constant (its dtype is the binding's annotation; f32 by default)
 
@@ -131,14 +144,7 @@ def _broadcast_transpose(ct, x, dims, shape):
     return [core.reshape(ct_x, x.type.shape)]
 
 
-broadcast = define(
-    "broadcast",
-    arity=1,
-    params=[("dims", "ints"), ("shape", "ints")],
-    shape=_broadcast_shape,
-    impl=_broadcast_impl,
-    traits=["layout", "preserves_splat"],
-)
+broadcast = _rearranging("broadcast", ["dims", "shape"], _broadcast_shape, _broadcast_impl)
 deflinear(broadcast, _broadcast_transpose)
 broadcast.kernel = _broadcast_kernel
 
@@ -167,14 +173,7 @@ def _reshape_shape(x: Type, shape):
     return x.with_shape(shape)
 
 
-reshape = define(
-    "reshape",
-    arity=1,
-    params=[("shape", "ints")],
-    shape=_reshape_shape,
-    impl=lambda x, shape: np.reshape(x, shape),
-    traits=["layout", "preserves_splat"],
-)
+reshape = _rearranging("reshape", ["shape"], _reshape_shape, lambda x, shape: np.reshape(x, shape))
 deflinear(reshape, lambda ct, x, shape: [core.reshape(ct, x.type.shape)])
 
 
@@ -199,13 +198,8 @@ def _transpose_shape(x: Type, perm):
     return x.with_shape(tuple(x.shape[p] for p in perm))
 
 
-transpose = define(
-    "transpose",
-    arity=1,
-    params=[("perm", "ints")],
-    shape=_transpose_shape,
-    impl=lambda x, perm: np.transpose(x, perm),
-    traits=["layout", "preserves_splat"],
+transpose = _rearranging(
+    "transpose", ["perm"], _transpose_shape, lambda x, perm: np.transpose(x, perm)
 )
 deflinear(
     transpose, lambda ct, x, perm: [core.transpose(ct, tuple(int(i) for i in np.argsort(perm)))]
@@ -240,13 +234,11 @@ def _slice_shape(x: Type, start, limit):
     return x.with_shape(tuple(lim - s for s, lim in zip(start, limit, strict=True)))
 
 
-slice_p = define(
+slice_p = _rearranging(
     "slice",
-    arity=1,
-    params=[("start", "ints"), ("limit", "ints")],
-    shape=_slice_shape,
-    impl=lambda x, start, limit: x[tuple(map(slice, start, limit))],
-    traits=["layout", "preserves_splat"],
+    ["start", "limit"],
+    _slice_shape,
+    lambda x, start, limit: x[tuple(map(slice, start, limit))],
 )
 
 

@@ -101,6 +101,8 @@ def classify(entry):
     except Exception as e:  # noqa: BLE001  (the table reports it)
         tb = traceback.extract_tb(e.__traceback__)[-1]
         return "CRASH", f"{type(e).__name__}: {e} ({os.path.basename(tb.filename)}:{tb.lineno})"
+    if onp.asarray(sout).dtype != onp.asarray(jout).dtype:
+        return "WRONG", f"dtype {onp.asarray(sout).dtype}, JAX gives {onp.asarray(jout).dtype}"
     if not close(sout, jout):
         return "WRONG", f"value differs: max |diff| {onp.max(onp.abs(onp.subtract(sout, jout)))}"
     if len(sgrads) != len(jgrads):
