@@ -116,32 +116,20 @@ def _pipeline_times(make, n: int, runs: int) -> dict:
     }
 
 
+def _pipeline_row(label: str, r: dict) -> list:
+    times = [fmt_time(r["trace"]), fmt_time(r["vjp+compile"])]
+    return [label, *times, r["traced_eqns"], r["vjp_eqns"]]
+
+
 def run_w4(cfg: Config, sec: Section) -> None:
     sizes = (1000, 10_000) if cfg.quick else (1000, 10_000, 100_000)
     rows, loop = [], {}
     for n in sizes:
         loop[n] = _pipeline_times(w4_loop, n, 3 if cfg.quick else 5)
-        r = loop[n]
-        rows.append(
-            [
-                f"loop n={n}",
-                fmt_time(r["trace"]),
-                fmt_time(r["vjp+compile"]),
-                r["traced_eqns"],
-                r["vjp_eqns"],
-            ]
-        )
+        rows.append(_pipeline_row(f"loop n={n}", loop[n]))
     unrolled_n = 1000
     flat = _pipeline_times(w4_unrolled, unrolled_n, 1)
-    rows.append(
-        [
-            f"unrolled n={unrolled_n}",
-            fmt_time(flat["trace"]),
-            fmt_time(flat["vjp+compile"]),
-            flat["traced_eqns"],
-            flat["vjp_eqns"],
-        ]
-    )
+    rows.append(_pipeline_row(f"unrolled n={unrolled_n}", flat))
     sec.lines += ["### W4 as `lax.fori_loop` beside the unrolled form", ""]
     sec.lines += table(
         ["program", "trace", "vjp_program + compile", "traced eqns", "VJP eqns"], rows

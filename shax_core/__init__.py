@@ -45,15 +45,7 @@ from shax_core.api import (  # the transformations, with JAX's signatures
     value_and_grad,
     vjp,
 )
-from shax_core.ir import (
-    Eqn,
-    Program,
-    ShaxError,
-    ShaxTypeError,
-    Type,
-    Var,
-    VerifyError,
-)
+from shax_core.ir import Eqn, Program, ShaxError, ShaxTypeError, Type, Var, VerifyError
 from shax_core.pipeline import PIPELINE_VERSION, jvp_program, stages, vjp_program
 from shax_core.text import ParseError, parse, parse_module, print_module, print_program
 from shax_core.transpose import TransposeError, transpose_program

@@ -355,4 +355,16 @@ def test_explorer_share_link_and_samples(tab, browser, server_url):
     page.locator("#sample").select_option("softmax_xent")
     wait_until(lambda: signature.inner_text().startswith("softmax_xent("), "softmax's stages")
     assert "grad_logits" in page.locator("pre[data-numbers='dft']").inner_text()
+    # a loop: the RNN's scan is one node of its graph, and its VJP scans backwards
+    page.locator("#sample").select_option("rnn")
+    wait_until(lambda: signature.inner_text().startswith("rnn("), "the RNN's stages")
+    assert "= scan 4 reverse" in stage_text(page, "vjp")
+    page.locator("#graph-stage").select_option("vjp")
+    graph = page.locator("#graph svg[data-stage='vjp']")
+    graph.wait_for()
+    assert graph.locator("g.node text", has_text="= scan").count() == 2
+    # one marked line per node: the loop bodies' own bindings are not the graph's
+    pane = page.locator(".stage[data-stage='vjp'] pre")
+    assert pane.locator("[data-var]").count() == graph.locator("g.node").count()
+    assert "grad_w" in page.locator("pre[data-numbers='dft']").inner_text()
     tab.check_clean()

@@ -367,7 +367,7 @@ def _central_differences(program: sx.Program, inputs: list[np.ndarray], i: int, 
     return grad
 
 
-@pytest.mark.parametrize("name", ["f", "mlp", "softmax_xent", "solve_loss"])
+@pytest.mark.parametrize("name", ["f", "mlp", "softmax_xent", "solve_loss", "rnn"])
 def test_explore_sample_gradients_match_central_differences(client, name):
     """The explorer's numbers for each sample, in f64, against central differences of the
     sample program itself: dft(ct) (and the zipped VJP, which agrees) per input, df(dx) along
@@ -402,7 +402,7 @@ def test_explore_sample_gradients_match_central_differences(client, name):
 
 def test_samples_endpoint_lists_the_samples_and_primitives(client):
     doc = client.get("/v1/explore/samples").json()
-    assert set(doc["samples"]) == {"medium", "f", "mlp", "softmax_xent", "solve_loss"}
+    assert set(doc["samples"]) == {"medium", "f", "mlp", "softmax_xent", "solve_loss", "rnn"}
     assert doc["samples"]["medium"]["program"] == MEDIUM["program"]
     assert doc["primitives"] == sorted(REGISTRY)
 

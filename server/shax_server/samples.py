@@ -1,6 +1,6 @@
 """The stage explorer's samples: the seed's ``f`` and ``medium``, an MLP, a softmax
-cross-entropy and a least-squares loss through ``solve``, each as IR text with inputs (and for
-``medium`` the seed's cotangent).
+cross-entropy, a least-squares loss through ``solve`` and an RNN written with ``scan``, each as IR
+text with inputs (and for ``medium`` the seed's cotangent).
 
 ``medium`` is the seed's "after tracing" text, so the explorer shows the seed's stages and, for
 inputs ``[1..6]`` and ``[[1,2],[3,4]]``, tangents equal to the inputs and cotangent ``[5, 9]``,
@@ -91,6 +91,28 @@ def solve_loss(a :: f32[3, 3],
   in [loss]
 """
 
+RNN = """\
+-- an RNN over 4 steps with scan: h <- tanh(h w + x) for each row x of xs; the loss sums the
+-- last state and every step's sum. Its VJP runs a second scan, backwards over the steps.
+def rnn(h0 :: f32[3],
+        xs :: f32[4, 3],
+        w :: f32[3, 3]) =
+  let h, ys = scan 4 forward 1 1 auto {
+        def cell(cw :: f32[3, 3],
+                 ch :: f32[3],
+                 cx :: f32[3]) =
+          let hw = dot ch cw
+              z = add hw cx
+              h1 = tanh z
+              s = reduce_sum [0] h1
+          in [h1, s]
+      } w h0 xs
+      a = reduce_sum [0] h
+      b = reduce_sum [0] ys
+      loss = add a b
+  in [loss]
+"""
+
 
 def _grid(rows: int, cols: int, scale: float, shift: float = 0.0) -> list[list[float]]:
     """Small deterministic values: ((3i + 5j) mod 7 - 3) * scale + shift."""
@@ -139,5 +161,11 @@ SAMPLES: dict[str, dict] = {
         "inputs": [[[4, 1, 0], [1, 3, 1], [0, 1, 2]], [[1], [2], [3]], [[0.5], [0.5], [0.5]]],
         "tangents": [[[1, 0, 0], [0, 0, 0], [0, 0, 0]], [[0], [1], [0]]],
         "wrt": [0, 1],
+    },
+    "rnn": {
+        "title": "an RNN over a sequence (scan)",
+        "program": RNN,
+        "inputs": [[0.1, -0.2, 0.3], _grid(4, 3, 0.2), _grid(3, 3, 0.3)],
+        "wrt": [0, 2],
     },
 }

@@ -25,7 +25,8 @@ split the derivative 1/2 at ties, `relu'(0) = 0`, `softplus'(0) = 1/2`, `abs'(0)
 positions; `multiply`, `divide`, `min` and `max` apply every update aimed at a repeated
 position (as JAX's scatters); `set` keeps the last update with constant indices (NumPy's rule;
 JAX leaves the order unspecified) and the mean of the updates with traced ones. A boolean
-mask indexes only when it is a constant (the result shape is static); with a traced mask use `where` or `x.at[mask].set(v)`.
+mask indexes only when it is a constant (the result shape is static); with a traced mask use
+`where` or `x.at[mask].set(v)`.
 """
 
 

@@ -1,6 +1,6 @@
 """Attention, statistics, Gaussian processes, physics, optimization test functions."""
 
-from corpus import SPD, P, R, case, libs
+from corpus import SPD, I, P, R, case, libs
 
 # --- attention -------------------------------------------------------------------------------
 
@@ -266,3 +266,60 @@ def quadratic_form(np, x, a):
 def griewank(np, x):
     i = np.arange(1, x.shape[0] + 1)
     return 1 + np.sum(x**2) / 4000 - np.prod(np.cos(x / np.sqrt(i)))
+
+
+# --- loops written with lax (scan / fori_loop), as JAX users write them -----------------------
+
+
+@case(R(2), R(2), domain="physics")
+def scan_leapfrog(np, q0, p0):
+    lax = libs(np).lax
+
+    def step(carry, _):
+        q, p = carry
+        p = p - 0.05 * np.sin(q)
+        q = q + 0.1 * p
+        p = p - 0.05 * np.sin(q)
+        return (q, p), q.sum()
+
+    (q, p), trace = lax.scan(step, (q0, p0), None, length=8)
+    return np.concatenate([q, p, trace])
+
+
+@case(R(6, 3), R(3, 3), R(3), domain="ml")
+def scan_rnn(np, xs, w, b):
+    lax = libs(np).lax
+
+    def cell(h, x):
+        h = np.tanh(h @ w + x + b)
+        return h, h.sum()
+
+    h, outs = lax.scan(cell, np.zeros(3, xs.dtype), xs)
+    return h.sum() + outs.mean()
+
+
+@case(R(4), SPD(4), domain="optim")
+def fori_gradient_descent(np, x0, a):
+    lax = libs(np).lax
+
+    def body(i, x):
+        return x - 0.05 * (a @ x - 1.0)
+
+    return lax.fori_loop(0, 10, body, x0)
+
+
+@case(R(5, 3), I(5, 4), domain="indexing")
+def scan_gather_embeddings(np, table, ids):
+    lax = libs(np).lax
+
+    def body(acc, i):
+        return acc + np.tanh(table[i]), None
+
+    acc, _ = lax.scan(body, np.zeros(3, table.dtype), ids)
+    return acc
+
+
+@case(R(), R(3), domain="statistics")
+def cond_branch_loss(np, t, x):
+    lax = libs(np).lax
+    return lax.cond(t > 0, lambda v: np.sum(v**2), lambda v: np.sum(np.abs(v)), x)

@@ -128,7 +128,7 @@ function showError(err) {
   box.dataset.line = p.line || "";
   box.dataset.column = p.column || "";
   box.hidden = false;
-  for (const id of ["numbers", "stages", "graph"]) $(id).classList.add("stale");
+  for (const id of ["numbers", "stages", "graph", "signature"]) $(id).classList.add("stale");
   refreshEditor(p.line, p.column);
   if (p.line) scrollEditorTo(p.line);
 }
@@ -141,7 +141,7 @@ function scrollEditorTo(line) {
 }
 
 function clearError() {
-  for (const id of ["numbers", "stages", "graph"]) $(id).classList.remove("stale");
+  for (const id of ["numbers", "stages", "graph", "signature"]) $(id).classList.remove("stale");
   $("error").hidden = true;
   $("error").textContent = "";
   refreshEditor();
@@ -178,8 +178,11 @@ function renderStages(result) {
     const pre = el("pre");
     const part = {};
     if (st.graph) for (const node of st.graph.nodes) part[node.id] = node.part;
+    let depth = 0; // inside a loop's or a branch's { body }, names are the body's own
     highlight(pre, st.text, null, null, (line) => {
-      const m = BINDING.exec(line);
+      const outside = depth === 0;
+      depth += (line.match(/{/g) || []).length - (line.match(/}/g) || []).length;
+      const m = outside && BINDING.exec(line);
       return m && part[m[1]] ? [`part-${part[m[1]]}`, m[1]] : null;
     });
     pane.appendChild(pre);

@@ -1,4 +1,4 @@
-"""W7 transformations through the SDK: a closure over a big array, and a long unrolled loop.
+"""W8 transformations through the SDK: a closure over a big array, and a long unrolled loop.
 
 Two cases from issue 14, timed from the user's side (trace + upload + compile + first result)
 against a real ``shax serve`` on 127.0.0.1 (a subprocess, stopped at the end):
@@ -11,7 +11,7 @@ against a real ``shax serve`` on 127.0.0.1 (a subprocess, stopped at the end):
 ``--code DIR`` runs both the server and the client from another checkout (e.g. a worktree of
 an older commit, to measure "before"); by default the code of this checkout. Prints a table.
 
-    .venv/bin/python bench/w7_transforms.py [--code DIR]
+    .venv/bin/python bench/w8_transforms.py [--code DIR]
 """
 
 from __future__ import annotations
