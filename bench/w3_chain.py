@@ -308,7 +308,8 @@ def thread_settings(sec: common.Section, cfg: common.Config, x) -> dict:
     common.log("W3: chunk threads, idle")
     idle = common.measure(fns, cfg)
     common.log(f"W3: chunk threads, {cores} busy processes")
-    with busy_cores(cores, seconds=max(10.0, min(120.0, cfg.remaining()))):
+    # spinning for at most 120 s, stopped as soon as the rounds end (they must all see the load)
+    with busy_cores(cores, seconds=120.0):
         loaded = common.measure(fns, cfg)
     one = "shax, SHAX_PLAN_THREADS=1"
     rows = [
