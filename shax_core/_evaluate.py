@@ -5,6 +5,12 @@ parameters bound at compile time, so running the plan does no lookups and no typ
 every intermediate is released right after its last use. ``peak_bytes`` is the largest live
 set the plan can reach, computed from the types alone, so limits can refuse a program before it
 runs.
+
+Outputs are handed over as they are when the plan alone owns them (the new buffer of an
+``out_buffer`` or ``fresh`` step); arguments, constants, views and repeated slots are copied.
+A big elementwise step is split into chunks over threads only when cores are free:
+``SHAX_PLAN_THREADS=auto`` (the default) measures this process's usable cores at most once a
+second at run time (one thread under load); ``SHAX_PLAN_THREADS=N`` fixes N (1: never split).
 """
 
 from __future__ import annotations
