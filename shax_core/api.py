@@ -750,11 +750,46 @@ def stop_gradient(x):
 
 
 class _CustomBase:
-    def __init__(self, fun: Callable):
+    def __init__(self, fun: Callable, nondiff_argnums: Sequence[int] = ()):
         functools.update_wrapper(self, fun)
         self.fun = fun
+        self.nondiff_argnums = tuple(sorted({int(i) for i in nondiff_argnums}))
+        if any(i < 0 for i in self.nondiff_argnums):
+            raise ShaxError("nondiff_argnums must be non-negative positions")
         self._params: dict = {}
         self._building: set = set()
+
+    def _split(self, args) -> tuple[tuple, list]:
+        """``(static, differentiable)`` arguments; static ones are hashable Python values
+        (they select the traced rule, as a ``jax.custom_jvp`` nondiff argument)."""
+        if not self.nondiff_argnums:
+            return (), list(args)
+        if self.nondiff_argnums[-1] >= len(args):
+            raise ShaxError(
+                f"{self.__name__}: nondiff_argnums {list(self.nondiff_argnums)} for "
+                f"{len(args)} arguments"
+            )
+        static = tuple(args[i] for i in self.nondiff_argnums)
+        if any(isinstance(x, Tracer) for x in tree_leaves(static)):
+            raise ShaxError(
+                f"{self.__name__}: a nondiff_argnums argument is a traced value; pass arrays "
+                "that depend on the input as ordinary arguments"
+            )
+        try:
+            hash(static)
+        except TypeError:
+            raise ShaxError(
+                f"{self.__name__}: nondiff_argnums arguments must be hashable Python values "
+                "(numbers, strings, functions, tuples)"
+            ) from None
+        return static, [a for i, a in enumerate(args) if i not in self.nondiff_argnums]
+
+    def _merge(self, static: tuple, dynamic: Sequence) -> list:
+        """The full argument list from the static and the differentiable ones."""
+        out, s, d = [], iter(static), iter(dynamic)
+        for i in range(len(static) + len(dynamic)):
+            out.append(next(s) if i in self.nondiff_argnums else next(d))
+        return out
 
     def _trace(self, f: Callable, args: Sequence, what: str, names=None) -> Traced:
         traced = trace_pytree(f, args, names=names, lift_constants=False, name=_identifier(what))
@@ -766,36 +801,45 @@ class _CustomBase:
         return traced
 
     def __call__(self, *args):
-        leaves, in_trees, counts = flatten_values(args)
+        static, dynamic = self._split(args)
+        leaves, in_trees, counts = flatten_values(dynamic)
         if not any(isinstance(x, Tracer) for x in leaves):
             return self.fun(*args)
         types = tuple(ops.type_of_value(x) for x in leaves)
-        key = (in_trees, types)
+        key = (static, in_trees, types)
         if key in self._building:  # the rule calls the function: its primal needs no rule
             return self.fun(*args)
         params = self._params.get(key)
         if params is None:
             self._building.add(key)
             try:
+                names = argument_names(self.fun, len(args))
                 traced = self._trace(
-                    self.fun,
+                    lambda *d: self.fun(*self._merge(static, d)),
                     _unflatten_args(in_trees, counts, [_example(t) for t in types]),
                     self.__name__,
+                    [n for i, n in enumerate(names) if i not in self.nondiff_argnums],
                 )
-                if len(traced.program.outs) != 1 or traced.out_tree.cls is not None:
-                    raise ShaxError(
-                        f"{self.__name__}: shax supports custom rules for functions returning "
-                        "one array"
-                    )
-                params = self._params[key] = self._make(traced, types)
+                if not traced.program.outs:
+                    raise ShaxError(f"{self.__name__} must return at least one array")
+                prim, kwargs = self._make(traced, types, static)
+                params = self._params[key] = (prim, kwargs, traced.out_tree)
             finally:
                 self._building.discard(key)
-        prim, kwargs = params
-        return ops.bind(prim, *leaves, **kwargs)[0]
+        prim, kwargs, out_tree = params
+        return tree_unflatten(out_tree, list(ops.bind(prim, *leaves, **kwargs)))
 
 
 def _example(t: Type):
     return np.zeros(t.shape, t.np_dtype)
+
+
+def _fit_tree(name: str, what: str, value, tree: PyTreeDef, types) -> list:
+    """The leaves of a rule's ``value``, which must have the function's output structure."""
+    leaves, got = tree_flatten(value)
+    if got != tree:
+        raise ShaxError(f"{name} returned {what} of structure {got}; expected {tree}")
+    return [_fit(x, t) for x, t in zip(leaves, types, strict=True)]
 
 
 def _fit(x, t: Type):
@@ -825,32 +869,34 @@ class custom_jvp(_CustomBase):
     (shax transposes it), and it is differentiated again for higher orders.
     """
 
-    def __init__(self, fun: Callable, nondiff_argnums: tuple = ()):
-        if nondiff_argnums:
-            raise ShaxError("nondiff_argnums is not supported; close over the values instead")
-        super().__init__(fun)
+    def __init__(self, fun: Callable, nondiff_argnums: Sequence[int] = ()):
+        super().__init__(fun, nondiff_argnums)
         self.jvp_rule: Callable | None = None
 
     def defjvp(self, rule: Callable) -> Callable:
         self.jvp_rule = rule
         return rule
 
-    def _make(self, traced: Traced, types):
+    def _make(self, traced: Traced, types, static: tuple):
         if self.jvp_rule is None:
             raise ShaxError(f"{self.__name__}: custom_jvp needs a rule (use .defjvp)")
         rule, in_trees, counts = self.jvp_rule, traced.in_trees, traced.leaf_counts
-        out_type = traced.program.outs[0].type
+        out_tree, out_types = traced.out_tree, traced.program.out_types
         n = len(types)
+        who = f"the rule of {self.__name__}"
 
         def flat_rule(*leaves):
             primals = _unflatten_args(in_trees, counts, list(leaves[:n]))
             tangents = _unflatten_args(in_trees, counts, list(leaves[n:]))
-            result = rule(tuple(primals), tuple(tangents))
+            result = rule(*static, tuple(primals), tuple(tangents))
             if not isinstance(result, tuple | list) or len(result) != 2:
                 raise ShaxError(
                     f"the rule of {self.__name__} must return (primal_out, tangent_out)"
                 )
-            return _fit(result[0], out_type), _fit(result[1], out_type)
+            return (
+                *_fit_tree(who, "a primal", result[0], out_tree, out_types),
+                *_fit_tree(who, "a tangent", result[1], out_tree, out_types),
+            )
 
         examples = [_example(t) for t in types]
         names = [p.name for p in traced.program.params]
@@ -878,30 +924,31 @@ class custom_vjp(_CustomBase):
     (``jvp``, ``jacfwd``) of a custom_vjp function is an error, as in JAX.
     """
 
-    def __init__(self, fun: Callable, nondiff_argnums: tuple = ()):
-        if nondiff_argnums:
-            raise ShaxError("nondiff_argnums is not supported; close over the values instead")
-        super().__init__(fun)
+    def __init__(self, fun: Callable, nondiff_argnums: Sequence[int] = ()):
+        super().__init__(fun, nondiff_argnums)
         self.fwd: Callable | None = None
         self.bwd: Callable | None = None
 
     def defvjp(self, fwd: Callable, bwd: Callable) -> None:
         self.fwd, self.bwd = fwd, bwd
 
-    def _make(self, traced: Traced, types):
+    def _make(self, traced: Traced, types, static: tuple):
         if self.fwd is None or self.bwd is None:
             raise ShaxError(f"{self.__name__}: custom_vjp needs rules (use .defvjp)")
         fwd, bwd, in_trees, counts = self.fwd, self.bwd, traced.in_trees, traced.leaf_counts
-        out_type = traced.program.outs[0].type
+        out_tree, out_types = traced.out_tree, traced.program.out_types
+        n_out = len(out_types)
+        who = f"the fwd rule of {self.__name__}"
         res_trees: list = []
 
         def flat_fwd(*leaves):
-            result = fwd(*_unflatten_args(in_trees, counts, list(leaves)))
+            result = fwd(*self._merge(static, _unflatten_args(in_trees, counts, list(leaves))))
             if not isinstance(result, tuple | list) or len(result) != 2:
                 raise ShaxError(f"the fwd rule of {self.__name__} must return (output, residuals)")
             res_leaves, res_tree = tree_flatten(result[1])
             res_trees.append(res_tree)
-            return (_fit(result[0], out_type), *(_leaf_value(r) for r in res_leaves))
+            outs = _fit_tree(who, "an output", result[0], out_tree, out_types)
+            return (*outs, *(_leaf_value(r) for r in res_leaves))
 
         fwd_traced = self._trace(
             flat_fwd,
@@ -910,12 +957,12 @@ class custom_vjp(_CustomBase):
             [p.name for p in traced.program.params],
         )
         res_tree = res_trees[-1]
-        res_types = fwd_traced.program.out_types[1:]
+        res_types = fwd_traced.program.out_types[n_out:]
         n_res = len(res_types)
 
         def flat_bwd(*leaves):
             residuals = tree_unflatten(res_tree, list(leaves[:n_res]))
-            cts = bwd(residuals, leaves[n_res])
+            cts = bwd(*static, residuals, tree_unflatten(out_tree, list(leaves[n_res:])))
             if not isinstance(cts, tuple) or len(cts) != len(in_trees):
                 raise ShaxError(
                     f"the bwd rule of {self.__name__} must return a tuple with one cotangent "
@@ -935,8 +982,8 @@ class custom_vjp(_CustomBase):
                 flat += ls
             return tuple(_fit(c, t) for c, t in zip(flat, types, strict=True))
 
-        bwd_args = [_example(t) for t in (*res_types, out_type)]
-        names = [f"r{k}" for k in range(n_res)] + ["ct"]
+        bwd_args = [_example(t) for t in (*res_types, *out_types)]
+        names = [f"r{k}" for k in range(n_res)] + [f"ct{k}" for k in range(n_out)]
         bwd_traced = self._trace(flat_bwd, bwd_args, f"{self.__name__}_bwd", names)
         return "custom_vjp_call", {
             "fun": traced.program,

@@ -11,7 +11,7 @@ import shax_core as sx
 import shax_core.numpy as snp
 from shax_core.graph import from_graph, to_graph
 from tests.adcheck import check_hvp, check_jvp, check_transpose
-from tests.test_transforms import clip_gradient, safe_log  # 1 / max(x, 1e-3); clip(g, -1, 1)
+from tests.test_transforms import clip_gradient, jax_x64, safe_log  # noqa: F401  # 1 / max(x, 1e-3); clip(g, -1, 1)
 
 RNG = np.random.default_rng(14)
 
@@ -244,3 +244,145 @@ def test_sdk_uploads_the_rule(server_url, program_format):
         stages = remote.stages()
         assert any("custom_jvp_call" in text for text in stages.values()), list(stages)
         assert "max" in stages["vjp"], stages["vjp"]
+
+
+# ---------------------------------------------------------------------------------------------
+# pytree outputs
+
+
+@sx.custom_jvp
+def sincos(x):
+    return {"s": snp.sin(x), "c": snp.cos(x)}
+
+
+@sincos.defjvp
+def _sincos_jvp(primals, tangents):
+    (x,), (t,) = primals, tangents
+    return sincos(x), {"s": snp.cos(x) * t, "c": -snp.sin(x) * t}
+
+
+@sx.custom_vjp
+def scaled_pair(x, y):
+    return x * y, x + y
+
+
+def _pair_fwd(x, y):
+    return scaled_pair(x, y), (x, y)
+
+
+def _pair_bwd(res, cts):
+    x, y = res
+    g_prod, g_sum = cts
+    return (g_prod * y + g_sum, g_prod * x + g_sum)
+
+
+scaled_pair.defvjp(_pair_fwd, _pair_bwd)
+
+
+def test_pytree_outputs_of_custom_functions():
+    x, y = np.array([0.3, 1.1]), np.array([-0.7, 2.0])
+    out = sincos(x)
+    assert set(out) == {"s", "c"}
+
+    def loss(x):
+        sc = sincos(x)
+        return snp.sum(sc["s"] * sc["c"])  # sin(2x) / 2
+
+    np.testing.assert_allclose(sx.grad(loss)(x), np.cos(2 * x), rtol=1e-12)
+    program = sx.verify(sx.trace(loss, x))
+    check_jvp(program, [x], RNG)
+    check_transpose(program, [x], RNG)
+
+    def pair_loss(x, y):
+        p, s = scaled_pair(x, y)
+        return snp.sum(p * s)
+
+    gx, gy = sx.grad(pair_loss, argnums=(0, 1))(x, y)
+    np.testing.assert_allclose(gx, y * (x + y) + x * y, rtol=1e-12)
+    np.testing.assert_allclose(gy, x * (x + y) + x * y, rtol=1e-12)
+    parsed = sx.parse(sx.print_program(sx.trace(pair_loss, x, y)))
+    _, gx2, gy2 = sx.evaluate(sx.vjp_program(parsed), x, y, np.float64(1.0))
+    np.testing.assert_allclose(gx2, gx, rtol=1e-12)
+    np.testing.assert_allclose(gy2, gy, rtol=1e-12)
+
+
+def test_a_rule_of_the_wrong_structure_is_refused():
+    @sx.custom_jvp
+    def two(x):
+        return x, x
+
+    two.defjvp(lambda p, t: (two(p[0]), t[0]))
+    with pytest.raises(sx.ShaxError, match="structure"):
+        sx.grad(lambda x: two(x)[0])(1.0)
+
+
+# ---------------------------------------------------------------------------------------------
+# nondiff_argnums: static Python values (a function, a number) passed to the rules first
+
+
+def test_nondiff_argnums_as_jax_passes_them():
+    from functools import partial
+
+    @partial(sx.custom_vjp, nondiff_argnums=(0,))
+    def app(f, x):
+        return f(x)
+
+    app.defvjp(lambda f, x: (app(f, x), x), lambda f, x, g: (5.0 * g * f(x),))
+    x = np.array([0.5, 2.0])
+    np.testing.assert_allclose(sx.grad(lambda x: snp.sum(app(snp.sin, x)))(x), 5 * np.sin(x))
+    text = sx.print_program(sx.trace(lambda x: snp.sum(app(snp.sin, x)), x))
+    assert "custom_vjp_call" in text and "sin" in text
+
+    @partial(sx.custom_jvp, nondiff_argnums=(1,))
+    def power(x, n):
+        return x**n
+
+    @power.defjvp
+    def _power_jvp(n, primals, tangents):
+        (x,), (t,) = primals, tangents
+        return power(x, n), n * x ** (n - 1) * t
+
+    np.testing.assert_allclose(sx.grad(lambda x: power(x, 3))(2.0), 12.0)
+    np.testing.assert_allclose(sx.grad(sx.grad(lambda x: power(x, 3)))(2.0), 12.0)
+    np.testing.assert_allclose(sx.grad(lambda x: power(x, 2))(2.0), 4.0)  # its own rule
+    with pytest.raises(sx.ShaxError, match="nondiff_argnums"):
+        sx.grad(lambda x: power(x, x))(2.0)
+
+
+def test_pytree_outputs_and_nondiff_argnums_against_jax(jax_x64):  # noqa: F811
+    from functools import partial
+
+    jax, jnp = jax_x64, jax_x64.numpy
+
+    @jax.custom_vjp
+    def jpair(x, y):
+        return x * y, x + y
+
+    jpair.defvjp(lambda x, y: (jpair(x, y), (x, y)), _pair_bwd)
+
+    @partial(jax.custom_jvp, nondiff_argnums=(1,))
+    def jpower(x, n):
+        return x**n
+
+    @jpower.defjvp
+    def _(n, primals, tangents):
+        (x,), (t,) = primals, tangents
+        return jpower(x, n), 0.5 * n * x ** (n - 1) * t  # not the true derivative, on purpose
+
+    @partial(sx.custom_jvp, nondiff_argnums=(1,))
+    def power(x, n):
+        return x**n
+
+    @power.defjvp
+    def _(n, primals, tangents):
+        (x,), (t,) = primals, tangents
+        return power(x, n), 0.5 * n * x ** (n - 1) * t
+
+    x, y = np.array([0.3, 1.1]), np.array([-0.7, 2.0])
+    ours = sx.grad(lambda x, y: snp.sum(snp.prod(snp.stack(scaled_pair(x, y)), 0)), (0, 1))(x, y)
+    theirs = jax.grad(lambda x, y: jnp.sum(jnp.prod(jnp.stack(jpair(x, y)), 0)), (0, 1))(x, y)
+    for a, b in zip(ours, theirs, strict=True):
+        np.testing.assert_allclose(a, b, rtol=1e-12)
+    for f, g in [(lambda x: power(x, 3), lambda x: jpower(x, 3))]:
+        np.testing.assert_allclose(sx.grad(f)(1.5), jax.grad(g)(1.5), rtol=1e-12)
+        np.testing.assert_allclose(sx.grad(sx.grad(f))(1.5), jax.grad(jax.grad(g))(1.5), rtol=1e-12)

@@ -26,6 +26,40 @@ trip to a server.
 (``(residuals..., output cotangents...) -> input cotangents``, not necessarily linear). Forward
 mode of a custom_vjp function is an error, as in JAX: that linear equation has no evaluation.
 
+>>> from shax_core import linearize_program
+>>> p = parse('''def f(x :: f32[]) =
+...   let y :: f32[] = custom_vjp_call {
+...       def fun(a :: f32[]) = let b = sin a in [b]
+...     } {
+...       def fwd(a :: f32[]) = let b = sin a  c = cos a in [b, c]
+...     } {
+...       def bwd(c :: f32[], g :: f32[]) = let u = mul c g in [u]
+...     } x
+...   in [y]''')
+>>> lin = linearize_program(p, policy="save")
+>>> print(lin.primal)
+def f(x :: f32[]) =
+  let x0 :: f32[] = sin x
+      x1 :: f32[] = cos x
+  in [x0, x1]
+>>> print(lin.linear)
+def df(arg0 :: f32[],
+       arg1 :: f32[]) =
+  let d0 :: f32[] = custom_vjp_linear {
+          def bwd(c :: f32[],
+                  g :: f32[]) =
+            let u :: f32[] = mul c g
+            in [u]
+        } arg0 arg1
+  in [d0]
+>>> print(vjp_program(p))
+def f_dft(x :: f32[],
+          arg1 :: f32[]) =
+  let x0 :: f32[] = sin x
+      x1 :: f32[] = cos x
+      t0 :: f32[] = mul x1 arg1
+  in [x0, t0]
+
 The rules are interpreted equation by equation with ``bind``, so under the linearizer a rule
 partial-evaluates like any built-in one (primal-only equations go to the primal program, the
 rest to the linear one), and the rule's equations are themselves differentiated for higher
