@@ -112,10 +112,30 @@ def test_loop_program_cached_and_shown_by_stage(client, name):
 def test_while_loop_evaluates_and_has_forward_mode(client):
     a = np.float32(2.0)
     text = sx.print_program(sx.trace(newton, a))
-    # compiling (the VJP) fails with a clear error; forward evaluation needs no VJP
-    r = client.post("/vjp", json={"program": text, "inputs": tensors(a)})
-    assert r.status_code in (400, 422), r.text
-    assert "while_loop" in r.text and "fori_loop" in r.text
+    want = np.sqrt(np.float64(a))
+    # the program compiles (forward only): eval and jvp work, a VJP is a clear 400
+    r = client.post("/v1/programs", json={"program": text})
+    assert r.status_code == 200, r.text
+    pid = r.json()["id"]
+    r = client.post(f"/v1/programs/{pid}/eval", json={"inputs": tensors(a)})
+    assert r.status_code == 200, r.text
+    np.testing.assert_allclose(values(r.json()["outputs"])[0], want, rtol=1e-6)
+    r = client.post(
+        f"/v1/programs/{pid}/jvp", json={"inputs": tensors(a), "tangents": tensors(1.0)}
+    )
+    assert r.status_code == 200, r.text
+    # d sqrt(a) / da = 1 / (2 sqrt(a)), the tangent of Newton's iteration at convergence
+    tangent = [t for t in r.json()["outputs"] if t["name"].startswith("t")] or r.json()["tangents"]
+    np.testing.assert_allclose(values(tangent)[0], 0.5 / want, rtol=1e-5)
+    for path, body in (
+        ("/vjp", {"program": text, "inputs": tensors(a)}),
+        (f"/v1/programs/{pid}/vjp", {"inputs": tensors(a)}),
+        (f"/v1/programs/{pid}/minimize", {"x0": tensors(a), "steps": 2}),
+    ):
+        r = client.post(path, json=body)
+        assert r.status_code == 400, (path, r.text)
+        assert "while_loop" in r.text and "fori_loop" in r.text, r.text
+    assert "= while_loop " in client.get(f"/v1/programs/{pid}").json()["stages"]["typed"]
 
 
 @pytest.mark.parametrize("name", sorted(CASES))

@@ -234,7 +234,7 @@ class ProgramCache:
             "wrt": list(entry.source.wrt),
             "pipeline_version": pipeline_version(),
             "residuals": entry.source.residuals,
-            "vjp": str(entry.vjp),
+            "vjp": None if entry.vjp is None else str(entry.vjp),
             "names": list(entry.source.names),
         }
         if self.secret is not None:

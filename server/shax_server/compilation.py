@@ -24,11 +24,11 @@ from dataclasses import dataclass, field
 from typing import Any
 
 import shax_core
-from shax_core import Executable, Program, infer
+from shax_core import Executable, Program, TransposeError, infer
 from shax_core.graph import canonical_text, canonicalize, content_hash, from_graph
 from shax_core.ir import Type, Var, bound_vars
 from shax_core.passes.rename import rewrite_ins
-from shax_core.registry import lookup
+from shax_core.registry import RuleError, lookup
 from shax_core.wire import DATATYPE_OF_IR
 from shax_server.problems import Problem, limit_exceeded
 from shax_server.settings import Settings
@@ -233,16 +233,29 @@ class Compiled:
     """Everything the endpoints need about one program; immutable once built except ``lazy``."""
 
     source: Source
-    vjp: Program
-    vjp_exe: Executable
+    vjp: Program | None  # None: the program has no reverse mode (e.g. a while_loop)
+    vjp_exe: Executable | None
     forward_exe: Executable
     nbytes: int
+    no_reverse_mode: str | None = None  # why vjp is None, for the 400 a VJP request gets
     lazy: dict = field(default_factory=dict)
     lock: threading.Lock = field(default_factory=threading.Lock)
 
     @property
     def key(self) -> str:
         return self.source.key
+
+    def require_vjp(self) -> Executable:
+        """The VJP plan, or a 400 saying why this program has none (forward and JVP only)."""
+        if self.vjp_exe is None:
+            raise Problem(
+                400,
+                "No reverse mode",
+                f"this program has no VJP: {self.no_reverse_mode} "
+                "(POST /v1/programs/{id}/eval and /jvp still work)",
+                kind="no-reverse-mode",
+            )
+        return self.vjp_exe
 
     @property
     def program(self) -> Program:
@@ -306,8 +319,11 @@ class Compiled:
         with self.lock:
             if "stages" not in self.lazy:
                 named = self.source.named_program()
-                stages = shax_core.stages(named, wrt=list(self.source.wrt))
-                self.lazy["stages"] = {k: str(v) for k, v in stages.items()}
+                if self.vjp is None:  # forward only: the stages up to the one that failed
+                    self.lazy["stages"] = {"source": str(named), "typed": str(infer(named))}
+                else:
+                    stages = shax_core.stages(named, wrt=list(self.source.wrt))
+                    self.lazy["stages"] = {k: str(v) for k, v in stages.items()}
             return self.lazy["stages"]
 
 
@@ -325,10 +341,11 @@ BYTES_PER_ENTRY = 8 * 1024
 BYTES_PER_CONSTANT = 48  # an element of a literal: Python floats in the programs, then the array
 
 
-def entry_bytes(source: Source, vjp: Program, *exes: Executable) -> int:
+def entry_bytes(source: Source, vjp: Program | None, *exes: Executable) -> int:
     """What a compiled entry holds in memory: its programs and plans (per equation), the IR
     text, and every constant array its plans evaluated at compile time."""
-    eqns = len(source.program.eqns) + len(vjp.eqns) + sum(len(e.steps) for e in exes)
+    vjp_eqns = 0 if vjp is None else len(vjp.eqns)
+    eqns = len(source.program.eqns) + vjp_eqns + sum(len(e.steps) for e in exes)
     constants = sum(a.size for e in exes for a in e.template if a is not None)
     return (
         BYTES_PER_ENTRY
@@ -342,7 +359,11 @@ def build(source: Source, settings: Settings) -> Compiled:
     """Run the AD pipeline once and compile: the expensive, cacheable step."""
     forward_exe = shax_core.compile(source.program)
     check_peak(forward_exe, "forward", settings)
-    vjp = shax_core.vjp_program(source.program, wrt=list(source.wrt), policy=source.residuals)
+    try:
+        vjp = shax_core.vjp_program(source.program, wrt=list(source.wrt), policy=source.residuals)
+    except (RuleError, TransposeError) as e:  # no reverse mode (while_loop): eval, jvp only
+        nbytes = entry_bytes(source, None, forward_exe)
+        return Compiled(source, None, None, forward_exe, nbytes, no_reverse_mode=str(e))
     vjp_exe = shax_core.compile(vjp)
     check_peak(vjp_exe, "VJP", settings)
     nbytes = entry_bytes(source, vjp, forward_exe, vjp_exe)

@@ -376,7 +376,7 @@ async def run_inference(
         inputs, cotangents = _arguments(model, await decode(model))
         timing.decoded = time.perf_counter_ns()
         entry = model.entry
-        small = runs_inline(entry.vjp_exe, state.settings)
+        small = runs_inline(entry.require_vjp(), state.settings)
         submitted = time.perf_counter_ns()
         outs, grads, started, ended = await state.pool.run(
             _timed_vjp, entry, inputs, cotangents, inline=small

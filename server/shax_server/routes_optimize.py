@@ -165,7 +165,7 @@ class _Loop:
         args = list(self.fixed)
         for i, x in zip(self.wrt, xs, strict=True):
             args[i] = x
-        results = self.entry.vjp_exe.run([*args, self.one])
+        results = self.entry.require_vjp().run([*args, self.one])
         return results[0], results[1:]
 
     def step(self):
@@ -283,5 +283,6 @@ async def minimize(program_id: str, request: Request, state: State) -> Streaming
         max_elements=state.settings.max_tensor_elements,
     )
     reader.finish()
+    entry.require_vjp()  # a forward-only program is refused before the stream starts
     loop = _Loop(entry, x0, options)
     return StreamingResponse(_stream(state, entry, loop, options), media_type=NDJSON)

@@ -395,7 +395,7 @@ def run_forward(entry: Compiled, inputs: list[np.ndarray]) -> list[np.ndarray]:
 
 
 def run_vjp(entry: Compiled, inputs, cotangents) -> tuple[list, list]:
-    results = entry.vjp_exe.run([*inputs, *cotangents])
+    results = entry.require_vjp().run([*inputs, *cotangents])
     n = len(entry.program.outs)
     return results[:n], results[n:]
 

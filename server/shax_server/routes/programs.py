@@ -113,7 +113,7 @@ async def _vjp(state, entry, body: Body, extra: dict) -> Response:
         state.settings, [*p.out_types, *(p.params[i].type for i in entry.source.wrt)], binary
     )
     inputs, cotangents = await body.run(_vjp_arguments, state, entry, body)
-    small = runs_inline(entry.vjp_exe, state.settings)
+    small = runs_inline(entry.require_vjp(), state.settings)
     outs, grads = await state.pool.run(run_vjp, entry, inputs, cotangents, inline=small)
     return await evaluation_response(
         {"id": entry.key, **extra},
