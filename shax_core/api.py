@@ -549,18 +549,24 @@ def jvp(f: Callable, primals: Sequence, tangents: Sequence, has_aux: bool = Fals
     return out, tout
 
 
-def vjp(f: Callable, *primals, has_aux: bool = False):
-    """``(f(*primals), vjp_fn)`` (and ``aux``): ``vjp_fn(cotangent)`` returns a tuple with the
-    cotangent of each primal, as ``jax.vjp``. The primal runs once, saving residuals."""
-    traced, key, leaves = _trace_memo(f, primals, "vjp")
-    n_main, main_tree, aux_tree = _split_aux(traced, has_aux)
+def _linearized(traced: Traced, key, leaves) -> tuple[tuple[int, ...], dict, list, list]:
+    """Run the linearized program once at ``leaves``: ``(wrt, stages, outputs, residuals)``
+    with ``wrt`` every float leaf and ``stages`` memoised under ``key``."""
     program = traced.program
     wrt = tuple(i for i in range(traced.n_leaves) if program.params[i].type.is_float)
     st = _memo(key and (*key, "stages", wrt), lambda: stages(program, wrt=wrt))
     n_out = len(program.outs)
     values = call(st["linearized"], [*leaves, *traced.captured])
-    outs, residuals = values[:n_out], values[n_out:]
-    out_types = [v.type for v in program.outs]
+    return wrt, st, values[:n_out], values[n_out:]
+
+
+def vjp(f: Callable, *primals, has_aux: bool = False):
+    """``(f(*primals), vjp_fn)`` (and ``aux``): ``vjp_fn(cotangent)`` returns a tuple with the
+    cotangent of each primal, as ``jax.vjp``. The primal runs once, saving residuals."""
+    traced, key, leaves = _trace_memo(f, primals, "vjp")
+    n_main, main_tree, aux_tree = _split_aux(traced, has_aux)
+    wrt, st, outs, residuals = _linearized(traced, key, leaves)
+    out_types = [v.type for v in traced.program.outs]
 
     def vjp_fn(cotangent):
         cts, ct_tree = tree_flatten(cotangent)
@@ -593,12 +599,7 @@ def linearize(f: Callable, *primals):
     """``(f(*primals), f_jvp)``: the primal runs once now; ``f_jvp(*tangents)`` runs only the
     linear program on the saved residuals, as ``jax.linearize``."""
     traced, key, leaves = _trace_memo(f, primals, "lin")
-    program = traced.program
-    wrt = tuple(i for i in range(traced.n_leaves) if program.params[i].type.is_float)
-    st = _memo(key and (*key, "stages", wrt), lambda: stages(program, wrt=wrt))
-    n_out = len(program.outs)
-    values = call(st["linearized"], [*leaves, *traced.captured])
-    outs, residuals = values[:n_out], values[n_out:]
+    wrt, st, outs, residuals = _linearized(traced, key, leaves)
 
     def f_jvp(*tangents):
         t_leaves = flatten_values(tangents)[0]
