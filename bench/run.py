@@ -170,6 +170,21 @@ def render(
     return "\n".join(out) + "\n"
 
 
+NOTES_HEADING = "## Dated measurements (kept across runs)"
+
+
+def kept_notes(path: str) -> str:
+    """The report's dated-measurements section (from its heading to the end), which a new
+    run keeps: before/after figures of a change, written by hand from runs of this suite."""
+    try:
+        with open(path, encoding="utf-8") as fh:
+            text = fh.read()
+    except OSError:
+        return ""
+    at = text.find(NOTES_HEADING)
+    return "" if at < 0 else "\n" + text[at:].rstrip() + "\n"
+
+
 def main(argv=None) -> int:
     ap = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     ap.add_argument("--quick", action="store_true", help="smoke sizes, < 1 minute")
@@ -254,7 +269,7 @@ def main(argv=None) -> int:
         sections.append(sec)
     elapsed = time.monotonic() - start
     facts.append(f"Load average at end: {', '.join(f'{x:.2f}' for x in os.getloadavg())}")
-    report = render(cfg, sections, facts, crashed, elapsed)
+    report = render(cfg, sections, facts, crashed, elapsed) + kept_notes(out)
     with open(out, "w", encoding="utf-8") as fh:
         fh.write(report)
     # a short summary on stdout

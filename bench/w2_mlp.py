@@ -7,6 +7,9 @@ ratio, and GFLOP/s against a 1024^3 f32 NumPy matmul on the same machine.
 
 from __future__ import annotations
 
+import gc
+import tracemalloc
+
 import common
 import numpy as np
 
@@ -160,6 +163,20 @@ def autograd_impls(params, x, y):
 IMPLS = common.implementations(__name__)  # {name: (peer, make)}, as declared
 
 
+def _traced_peak(fn) -> int:
+    """Bytes NumPy holds at most during one call (after a warm-up call), its results included."""
+    fn()
+    gc.collect()
+    tracemalloc.start()
+    try:
+        result = fn()
+        _, peak = tracemalloc.get_traced_memory()
+    finally:
+        tracemalloc.stop()
+    del result
+    return peak
+
+
 def _grads_of(name, result):
     if name == "shax":
         return result[1:]
@@ -232,6 +249,18 @@ def run(cfg: common.Config) -> common.Section:
     counts = ", ".join(f"{k} {v}" for k, v in sorted(prims.items()))
     sec.lines += ["", f"shax VJP program: {len(vjp_exe.program.eqns)} equations ({counts})."]
 
+    # peak memory of one forward+gradient call, results included (NumPy allocations, traced)
+    peaks = {name: _traced_peak(vg_fns[name]) for name in ("shax", "NumPy (hand-written)")}
+    rm = common.ratio(peaks["shax"], peaks["NumPy (hand-written)"])
+    sec.lines += [
+        "",
+        f"peak memory of one forward+gradient (tracemalloc, results included): "
+        f"shax {peaks['shax'] / 2**20:.2f} MiB (plan's bound from the types "
+        f"{vjp_exe.peak_bytes / 2**20:.2f} MiB, arguments included), hand-written NumPy "
+        f"{peaks['NumPy (hand-written)'] / 2**20:.2f} MiB: {common.fmt_ratio(rm)}.",
+    ]
+    common.ratio_at_most(sec, "W2", "peak memory vs hand-written NumPy", rm, 1.0)
+
     s = vg["shax"].median
     r = common.ratio(s, np_vg)
     common.ratio_at_most(sec, "W2", "fwd+grad vs hand-written NumPy", r, 1.05)
@@ -254,5 +283,6 @@ def run(cfg: common.Config) -> common.Section:
         "vg": {k: t.median for k, t in vg.items()},
         "matmul_gflops": peak,
         "vjp_prims": prims,
+        "peak_bytes": peaks,
     }
     return sec

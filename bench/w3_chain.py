@@ -17,6 +17,7 @@ import json
 import os
 import subprocess
 import sys
+from contextlib import contextmanager
 
 import common
 import numpy as np
@@ -256,8 +257,95 @@ def run(cfg: common.Config) -> common.Section:
         if peer in times and times[peer].ok:
             rp = common.ratio(s, times[peer].median)
             common.ahead_of(sec, "W3", f"fwd+grad time vs {peer}", rp)
-    sec.data = {"n": n, "time": {k: t.median for k, t in times.items()}, "mem": mem}
+    threads = thread_settings(sec, cfg, x)
+    sec.data = {
+        "n": n,
+        "time": {k: t.median for k, t in times.items()},
+        "mem": mem,
+        "threads": threads,
+    }
     return sec
+
+
+# ---------------------------------------------------------------------------------------------
+# the chunk threads of big elementwise steps: one thread, every core, and the run-time decision
+# (SHAX_PLAN_THREADS=auto), idle and with every core kept busy by other processes
+
+
+def _shax_with_threads(setting: str, x):
+    old = os.environ.get("SHAX_PLAN_THREADS")
+    os.environ["SHAX_PLAN_THREADS"] = setting
+    try:
+        return shax_make(x)  # the setting is read when the plan is built
+    finally:
+        if old is None:
+            del os.environ["SHAX_PLAN_THREADS"]
+        else:
+            os.environ["SHAX_PLAN_THREADS"] = old
+
+
+BUSY = "import time\nend = time.monotonic() + {s}\nwhile time.monotonic() < end:\n    pass\n"
+
+
+@contextmanager
+def busy_cores(k: int, seconds: float):
+    """k processes spinning for at most ``seconds`` (stopped by their ids when done)."""
+    procs = [subprocess.Popen([sys.executable, "-c", BUSY.format(s=seconds)]) for _ in range(k)]
+    try:
+        yield
+    finally:
+        for p in procs:
+            p.terminate()
+        for p in procs:
+            p.wait()
+
+
+def thread_settings(sec: common.Section, cfg: common.Config, x) -> dict:
+    cores = len(os.sched_getaffinity(0))
+    fns = {f"shax, SHAX_PLAN_THREADS={t}": _shax_with_threads(t, x) for t in ("1", str(cores))}
+    fns["shax, SHAX_PLAN_THREADS=auto (default)"] = _shax_with_threads("auto", x)
+    fns["NumPy (hand-written)"] = numpy_make(x)
+    common.log("W3: chunk threads, idle")
+    idle = common.measure(fns, cfg)
+    common.log(f"W3: chunk threads, {cores} busy processes")
+    # spinning for at most 120 s, stopped as soon as the rounds end (they must all see the load)
+    with busy_cores(cores, seconds=120.0):
+        loaded = common.measure(fns, cfg)
+    one = "shax, SHAX_PLAN_THREADS=1"
+    rows = [
+        [
+            name,
+            common.fmt_time(idle[name].median),
+            common.fmt_ratio(common.ratio(idle[name].median, idle["NumPy (hand-written)"].median)),
+            common.fmt_time(loaded[name].median),
+            common.fmt_ratio(
+                common.ratio(loaded[name].median, loaded["NumPy (hand-written)"].median)
+            ),
+            common.fmt_ratio(common.ratio(loaded[name].median, loaded[one].median)),
+        ]
+        for name in fns
+    ]
+    sec.lines += ["", f"Chunk threads of big elementwise steps ({cores} cores):", ""]
+    sec.lines += common.table(
+        [
+            "implementation",
+            "as the machine is",
+            "vs NumPy",
+            f"{cores} busy processes",
+            "vs NumPy",
+            "vs one thread",
+        ],
+        rows,
+    )
+    auto = "shax, SHAX_PLAN_THREADS=auto (default)"
+    r = common.ratio(loaded[auto].median, loaded[one].median)
+    common.ratio_at_most(sec, "W3", "auto threads vs one thread, cores busy", r, 1.05)
+    r = common.ratio(loaded[auto].median, loaded["NumPy (hand-written)"].median)
+    common.ratio_at_most(sec, "W3", "fwd+grad time vs hand-written NumPy, cores busy", r, 1.0)
+    return {
+        "idle": {k: t.median for k, t in idle.items()},
+        "loaded": {k: t.median for k, t in loaded.items()},
+    }
 
 
 if __name__ == "__main__":

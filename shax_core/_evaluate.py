@@ -5,6 +5,12 @@ parameters bound at compile time, so running the plan does no lookups and no typ
 every intermediate is released right after its last use. ``peak_bytes`` is the largest live
 set the plan can reach, computed from the types alone, so limits can refuse a program before it
 runs.
+
+Outputs are handed over as they are when the plan alone owns them (the new buffer of an
+``out_buffer`` or ``fresh`` step); arguments, constants, views and repeated slots are copied.
+A big elementwise step is split into chunks over threads only when cores are free:
+``SHAX_PLAN_THREADS=auto`` (the default) measures this process's usable cores at most once a
+second at run time (one thread under load); ``SHAX_PLAN_THREADS=N`` fixes N (1: never split).
 """
 
 from __future__ import annotations
@@ -12,6 +18,7 @@ from __future__ import annotations
 import gc
 import operator
 import os
+import time
 from concurrent.futures import ThreadPoolExecutor
 from contextlib import contextmanager
 from dataclasses import dataclass
@@ -76,34 +83,148 @@ def _kernel(prim, eqn) -> object:
 
 
 PARALLEL_MIN_ELEMENTS = 1 << 18
-_THREADS = min(os.cpu_count() or 1, 8)
+MAX_THREADS = 8
+LOAD_SAMPLE_S = 1.0  # how long a measurement of the free cores is trusted
 _kernel_pool: ThreadPoolExecutor | None = None
 
 
-def _splits(t: Type) -> bool:
+def thread_setting(value: str | None) -> int | None:
+    """``SHAX_PLAN_THREADS``: ``auto`` (the default) or empty -> None (decide at run time
+    from the free cores, up to ``min(cores, MAX_THREADS)``); a positive integer -> exactly
+    that many threads (1: never split)."""
+    if value is None or value.strip().lower() in ("", "auto"):
+        return None
+    try:
+        n = int(value)
+    except ValueError:
+        n = 0
+    if n < 1:
+        raise ShaxError(f"SHAX_PLAN_THREADS must be 'auto' or a positive integer, got {value!r}")
+    return min(n, MAX_THREADS)
+
+
+def threads_that_pay(free: float, most: int) -> int:
+    """Threads for a chunked step when ``free`` cores are ours to use (the ones this process
+    kept busy plus the idle ones): as many as there are, within ``[1, most]``. Under load the
+    idle share is ~0 and this process gets at most one core, so the step runs as one call,
+    exactly as fast as an unsplit one."""
+    return max(1, min(most, int(free + 0.5)))
+
+
+def _cores() -> int:
+    try:
+        return len(os.sched_getaffinity(0))
+    except (AttributeError, OSError):  # not on Linux
+        return os.cpu_count() or 1
+
+
+def _idle_and_total() -> tuple[float, float]:
+    """The machine's idle and total CPU time so far (/proc/stat jiffies, all cores)."""
+    with open("/proc/stat", "rb") as fh:
+        fields = [float(v) for v in fh.readline().split()[1:9]]
+    return fields[3] + fields[4], sum(fields)  # idle + iowait, user..steal
+
+
+class FreeCores:
+    """``free()``: the cores this process could use, measured over the time since the last
+    call: its own CPU time per wall second plus the machine's idle share times its cores
+    (at most the cores it may run on). Before any interval: the cores minus the 1-minute load
+    average, plus this thread."""
+
+    def __init__(self):
+        self.cores = _cores()
+        self.all_cores = os.cpu_count() or self.cores
+        self._last = self._sample()
+
+    @staticmethod
+    def _sample():
+        try:
+            idle, total = _idle_and_total()
+        except (OSError, ValueError, IndexError):
+            return None
+        return idle, total, time.process_time(), time.monotonic()
+
+    def free(self) -> float:
+        now, last = self._sample(), self._last
+        self._last = now
+        if now is None or last is None or now[1] <= last[1] or now[3] <= last[3]:
+            try:
+                return self.cores - os.getloadavg()[0] + 1.0
+            except (AttributeError, OSError):  # not measurable here: one thread
+                return 1.0
+        idle_cores = (now[0] - last[0]) / (now[1] - last[1]) * self.all_cores
+        own_cores = (now[2] - last[2]) / (now[3] - last[3])
+        return min(float(self.cores), idle_cores + own_cores)
+
+
+class CoreMeter:
+    """How many threads a chunked step should use now: measured at most once per
+    ``LOAD_SAMPLE_S`` (a step itself costs one monotonic clock read). ``measure`` returns
+    the free cores (``FreeCores().free`` unless injected)."""
+
+    def __init__(self, most: int, measure=None, clock=time.monotonic):
+        self.most = most
+        self.measure = measure if measure is not None else FreeCores().free
+        self.clock = clock
+        self._until = -INF
+        self._threads = 1
+
+    def threads(self) -> int:
+        now = self.clock()
+        if now >= self._until:
+            self._threads = threads_that_pay(self.measure(), self.most)
+            self._until = now + LOAD_SAMPLE_S
+        return self._threads
+
+
+_meter: CoreMeter | None = None
+
+
+def plan_threads() -> tuple[int, CoreMeter | None]:
+    """``(most threads a step may be split over, the meter deciding at run time or None)``:
+    one meter for every plan of the process, so the cores are sampled once per interval."""
+    global _meter
+    fixed = thread_setting(os.environ.get("SHAX_PLAN_THREADS"))
+    if fixed is not None:
+        return fixed, None
+    most = min(_cores(), MAX_THREADS)
+    if most == 1:
+        return 1, None
+    if _meter is None or _meter.most != most:
+        _meter = CoreMeter(most)
+    return most, _meter
+
+
+def _splits(t: Type, most: int) -> bool:
     """Whether an elementwise result is big enough to compute in chunks on several cores."""
-    return (
-        _THREADS > 1 and t.rank > 0 and t.size >= PARALLEL_MIN_ELEMENTS and t.shape[0] >= _THREADS
-    )
+    return most > 1 and t.rank > 0 and t.size >= PARALLEL_MIN_ELEMENTS and t.shape[0] >= most
 
 
-def _parallel(impl, out_type: Type, position: int | None):
-    """``impl`` (elementwise, with ``out=``) over chunks of the leading axis, one per core
+def _chunks(n: int, k: int) -> list[slice]:
+    cuts = [n * j // k for j in range(k + 1)]
+    return [slice(lo, hi) for lo, hi in zip(cuts, cuts[1:])]
+
+
+def _parallel(impl, out_type: Type, position: int | None, most: int, meter: CoreMeter | None):
+    """``impl`` (elementwise, with ``out=``) over chunks of the leading axis, one per thread
     (NumPy releases the GIL in its loops), into a fresh buffer or, with ``position``, into that
-    dying operand. Elementwise, so the chunks are independent; the calling thread computes the
-    first one."""
-    n = out_type.shape[0]
-    cuts = [n * k // _THREADS for k in range(_THREADS + 1)]
-    chunks = [slice(lo, hi) for lo, hi in zip(cuts, cuts[1:])]
+    dying operand. Elementwise, so the chunks are independent and the result is the same for
+    any number of chunks; the calling thread computes the first one. The number of threads is
+    ``meter.threads()`` at the time of the call (``most`` without a meter)."""
     shape, dtype = out_type.shape, out_type.np_dtype
+    chunks = {k: _chunks(shape[0], k) for k in range(1, most + 1)}
 
     def run(*args):
         global _kernel_pool
-        if _kernel_pool is None:
-            _kernel_pool = ThreadPoolExecutor(_THREADS - 1, thread_name_prefix="shax-kernel")
         out = args[position] if position is not None else np.empty(shape, dtype)
-        rest = [_kernel_pool.submit(impl, *(a[c] for a in args), out=out[c]) for c in chunks[1:]]
-        impl(*(a[chunks[0]] for a in args), out=out[chunks[0]])
+        k = meter.threads() if meter is not None else most
+        if k == 1:
+            return impl(*args, out=out)
+        if _kernel_pool is None:
+            _kernel_pool = ThreadPoolExecutor(MAX_THREADS - 1, thread_name_prefix="shax-kernel")
+        first, *others = chunks[k]
+        rest = [_kernel_pool.submit(impl, *(a[c] for a in args), out=out[c]) for c in others]
+        impl(*(a[first] for a in args), out=out[first])
         for f in rest:
             f.result()
         return out
@@ -160,8 +281,8 @@ def _buffers(program: Program, prims, slot_of) -> tuple[list[frozenset], list]:
                 refs[slot_of[v.name]] = union | {slot_of[v.name]}
         elif "constant" in prim.traits:
             template[out] = np.asarray(prim.impl(**prim.kwargs(e.params)))
-        elif "out_buffer" in prim.traits and e.out.type.rank:
-            refs[out] = frozenset({out})
+        elif e.out.type.rank and ("out_buffer" in prim.traits or "fresh" in prim.traits):
+            refs[out] = frozenset({out})  # a new buffer, shared with nothing (the traits' laws)
         else:
             union = EMPTY
             for v in e.ins:
@@ -183,7 +304,7 @@ class _Plan:
     work: int  # equations executed by one run, loop bodies counted per trip
 
 
-def _steps(program: Program, prims, slot_of, last_use, refs, template) -> _Plan:
+def _steps(program: Program, prims, slot_of, last_use, refs, template, threads) -> _Plan:
     """One step per non-constant equation: its kernel, in place into a dying operand and/or
     split over the cores when the traits allow it, and the slots that die after it."""
     buffer_last: dict[int, float] = {}
@@ -225,8 +346,8 @@ def _steps(program: Program, prims, slot_of, last_use, refs, template) -> _Plan:
                 ):
                     reuse = pos
                     break
-        if elementwise and _splits(e.out.type):
-            fn = _parallel(prim.impl, e.out.type, reuse)
+        if elementwise and _splits(e.out.type, threads[0]):
+            fn = _parallel(prim.impl, e.out.type, reuse, *threads)
             parallel += 1
             in_place += reuse is not None
         elif reuse is not None:
@@ -290,7 +411,7 @@ class Executable:
         slot_of = _slots(program)
         last_use = _last_uses(program, slot_of)
         refs, template = _buffers(program, prims, slot_of)
-        plan = _steps(program, prims, slot_of, last_use, refs, template)
+        plan = _steps(program, prims, slot_of, last_use, refs, template, plan_threads())
         self.steps = plan.steps
         self._loop = _run_form(plan.steps)
         self.n_slots = len(slot_of)

@@ -137,13 +137,56 @@ def _with_params(program: Program, leading: Sequence, total_consts: Sequence[Typ
     return program.replace(params=tuple(extra) + tuple(inputs), checked=True)
 
 
+class CarryTypeError(ShaxError):
+    """A loop body returns a carry whose structure or types differ from its input's."""
+
+    def __init__(self, message: str, got: Sequence[Type]):
+        super().__init__(message)
+        self.got = tuple(got)
+
+
 def _check_carry(what: str, expected: Sequence[Type], got: Sequence[Type], tree_in, tree_out):
     if tree_in != tree_out or tuple(expected) != tuple(got):
-        raise ShaxError(
+        raise CarryTypeError(
             f"{what}: the body must return a carry of the same structure and types as its "
             f"input; the carry is ({', '.join(map(str, expected))}) but the body returns "
-            f"({', '.join(map(str, got))})"
+            f"({', '.join(map(str, got))})",
+            got if tree_in == tree_out else (),
         )
+
+
+def _is_weak(leaf) -> bool:
+    return isinstance(leaf, int | float) and not isinstance(leaf, bool)
+
+
+def _promote_weak(leaves: list, error: CarryTypeError) -> list | None:
+    """The carry with its Python-scalar (weakly typed) leaves given the dtype the body returns
+    for them, as JAX promotes weak-typed loop carries; None when that cannot fix ``error``."""
+    if len(error.got) != len(leaves):
+        return None
+    promoted, changed = [], False
+    for leaf, got in zip(leaves, error.got):
+        want = _leaf_type(leaf)
+        if want == got:
+            promoted.append(leaf)
+        elif _is_weak(leaf) and want.shape == got.shape and got.is_float:
+            promoted.append(np.asarray(leaf, got.np_dtype))
+            changed = True
+        else:
+            return None
+    return promoted if changed else None
+
+
+def _trace_carried(trace: Callable, leaves: list):
+    """``trace(leaves)``, retried once with weak carry leaves promoted when the body returns a
+    wider float dtype for them. Returns ``(result, leaves)``."""
+    try:
+        return trace(leaves), leaves
+    except CarryTypeError as error:
+        promoted = _promote_weak(leaves, error)
+        if promoted is None:
+            raise
+        return trace(promoted), promoted
 
 
 # ---------------------------------------------------------------------------------------------
@@ -190,10 +233,10 @@ def scan(
         stacked = [np.stack([np.asarray(y[k]) for y in y_leaves]) for k in range(len(y_leaves[0]))]
         return carry, _unflatten(_flatten(ys[0])[1], stacked)
 
-    carry_types = [_leaf_type(c) for c in carry_leaves]
     slice_types = [_leaf_type(x).with_shape(_leaf_type(x).shape[1:]) for x in x_leaves]
-    nk = len(carry_types)
+    nk = len(carry_leaves)
     y_tree = []
+    carry_types: list[Type] = []
 
     def body(args):
         c = _unflatten(carry_tree, args[:nk])
@@ -210,7 +253,13 @@ def scan(
         return list(c_leaves) + list(y_leaves)
 
     level = _level(carry_leaves + x_leaves)
-    program, consts, _ = _trace_body(body, carry_types + slice_types, level, "body")
+
+    def trace(leaves):
+        carry_types[:] = [_leaf_type(c) for c in leaves]
+        y_tree.clear()
+        return _trace_body(body, carry_types + slice_types, level, "body")
+
+    (program, consts, _), carry_leaves = _trace_carried(trace, carry_leaves)
     results = bind(
         "scan",
         *consts,
@@ -284,12 +333,18 @@ def while_loop(
     leaves, tree = _flatten(init_val)
     if not _traced(leaves):
         val, trips = init_val, 0
-        while bool(cond_fun(val)):
+        while True:
+            pred = cond_fun(val)
+            if isinstance(pred, Tracer):  # the functions close over traced values: trace
+                leaves, tree = _flatten(val)
+                max_trips -= trips
+                break
+            if not bool(pred):
+                return val
             if trips >= max_trips:
                 raise ShaxError(f"while_loop ran more than its max_trips={max_trips} iterations")
             val, trips = body_fun(val), trips + 1
-        return val
-    types = [_leaf_type(v) for v in leaves]
+    types: list[Type] = []
     level = _level(leaves)
 
     def cond_body(args):
@@ -306,8 +361,12 @@ def while_loop(
         _check_carry(f"while_loop of {_fname(body_fun)}", types, got, tree, new_tree)
         return new_leaves
 
+    def trace(leaves):
+        types[:] = [_leaf_type(v) for v in leaves]
+        return _trace_body(step_body, types, level, "body")
+
+    (body_prog, body_consts, _), leaves = _trace_carried(trace, leaves)
     cond_prog, cond_consts, _ = _trace_body(cond_body, types, level, "cond")
-    body_prog, body_consts, _ = _trace_body(step_body, types, level, "body")
     all_consts = [*cond_consts, *body_consts]
     const_types = [c.type for c in all_consts]
     cond_prog = _with_params(cond_prog, cond_consts, const_types, 0)

@@ -17,7 +17,7 @@ the parameter is printed, parsed and put in a JSON graph); ``traits`` names entr
 checks every claimed law on random inputs), and ``define`` refuses a trait not in the table.
 
 >>> sorted(TRAITS)
-['commutative', 'constant', 'elementwise', 'layout', 'out_buffer', 'preserves_splat']
+['commutative', 'constant', 'elementwise', 'fresh', 'layout', 'out_buffer', 'preserves_splat']
 """
 
 from __future__ import annotations
@@ -89,6 +89,12 @@ TRAITS: dict[str, Trait] = {
             "returns b, also when b is one of xs of the result's type; without out= the "
             "result is a fresh array, never a view of an operand",
             ("evaluate (in-place steps, chunks on several cores, buffer aliasing)",),
+        ),
+        Trait(
+            "fresh",
+            "impl(*xs) and the compiled kernel's call each return a new array every time: it "
+            "shares memory with no operand and with no earlier result, and it is writeable",
+            ("evaluate (outputs handed over without a copy, in-place steps into it)",),
         ),
     ]
 }

@@ -529,3 +529,37 @@ def test_fori_loop_index_is_an_integer_that_indexes_rows():
     np.testing.assert_allclose(sx.evaluate(p, *args)[0], want, rtol=1e-14)
     check_transpose(p, args, RNG)
     check_jvp(p, args, RNG)
+
+
+def test_a_python_scalar_carry_takes_the_dtype_the_body_returns():
+    # JAX promotes weakly typed carries: lax.scan(step, 0.5, xs) with f64 xs carries an f64
+    def loss(xs):
+        def step(c, x):
+            c = snp.tanh(c * x + 1.0)
+            return c, c * 2
+
+        c, ys = lax.scan(step, 0.5, xs)
+        return c + snp.sum(ys)
+
+    xs = np.linspace(-1.0, 1.0, 7)
+    g = sx.grad(loss)(xs)
+    assert g.dtype == np.float64
+    eps = 1e-6
+    fd = [(loss(xs + eps * e) - loss(xs - eps * e)) / (2 * eps) for e in np.eye(7)]
+    np.testing.assert_allclose(g, np.asarray(fd, np.float64), rtol=1e-6, atol=1e-9)
+
+    # a carry that cannot be promoted (an array) is still refused, naming the types
+    def bad(xs):
+        c, _ = lax.scan(lambda c, x: (c * x, x), np.float32(0.5), xs)
+        return c
+
+    with pytest.raises(sx.ShaxError, match=r"the carry is \(f32\[\]\) but the body returns \(f64"):
+        sx.grad(bad)(xs)
+
+
+def test_while_loop_over_a_closed_over_traced_value_runs_under_jvp():
+    def f(x):
+        return lax.while_loop(lambda c: c < 10.0, lambda c: c + x, 0.0)
+
+    value, tangent = sx.jvp(f, (np.float64(3.0),), (np.float64(1.0),))
+    assert float(value) == 12.0 and float(tangent) == 4.0  # 0 -> 3 -> 6 -> 9 -> 12

@@ -98,6 +98,24 @@ def law_out_buffer(case: Case, rng):
             np.testing.assert_array_equal(operands[k], want)
 
 
+def law_fresh(case: Case, rng):
+    """A new, writeable buffer on every call, from the impl and from the compiled kernel."""
+    args = case.sample(rng, "f64")
+    prim = lookup(case.prim)
+    kw = prim.kwargs(case.params)
+    calls = [lambda: prim.impl(*args, **kw)]
+    if prim.kernel is not None:
+        kernel = prim.kernel(tuple(case.in_types("f64")), _out_type(case), **kw)
+        calls.append(lambda: kernel(*args))
+    for call in calls:
+        first, second = np.asarray(call()), np.asarray(call())
+        np.testing.assert_array_equal(first, second)
+        for a in args:
+            assert not np.shares_memory(first, a), f"{case.prim}'s result shares an operand"
+        assert not np.shares_memory(first, second), f"{case.prim} returned one buffer twice"
+        assert first.flags.writeable, f"{case.prim}'s result is read-only"
+
+
 def law_constant(name: str, rng):
     prim = REGISTRY[name]
     assert prim.arity == 0
@@ -113,6 +131,7 @@ LAWS = {
     "layout": law_layout,
     "commutative": law_commutative,
     "out_buffer": law_out_buffer,
+    "fresh": law_fresh,
 }
 
 
@@ -159,5 +178,7 @@ def test_a_wrong_claim_fails():
     transpose = next(c for c in CASES if c.prim == "transpose")
     with pytest.raises(AssertionError):
         law_elementwise(transpose, rng)
+    with pytest.raises(AssertionError, match="shares an operand"):  # a view is not fresh
+        law_fresh(transpose, rng)
     with pytest.raises(AssertionError):  # reduce_sum adds: not a layout primitive
         law_layout(next(c for c in CASES if c.prim == "reduce_sum"), rng)

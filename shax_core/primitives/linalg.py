@@ -104,6 +104,7 @@ dot_general = define(
     ],
     shape=_dot_general_shape,
     impl=_dot_general_impl,
+    traits=["fresh"],
 )
 dot_general.kernel = _dot_general_kernel
 
@@ -164,7 +165,7 @@ def _dot_shape(x: Type, y: Type):
     return _dot_general_shape(x, y, **_dot_dims(x.rank))
 
 
-dot = define("dot", arity=2, shape=_dot_shape, impl=np.matmul)
+dot = define("dot", arity=2, shape=_dot_shape, impl=np.matmul, traits=["fresh"])
 defbilinear(
     dot,
     lambda ct, y, x_type: _transpose_lhs(ct, y, x_type, **_dot_dims(x_type.rank)),

@@ -375,12 +375,14 @@ reduce_sum = define(
     params=[("axes", "ints")],
     shape=_reduce_shape,
     impl=lambda x, axes: np.sum(x, axis=tuple(axes), dtype=x.dtype),
+    traits=["fresh"],
 )
 deflinear(
     reduce_sum, lambda ct, x, axes: [core.broadcast(ct, _kept(x.type.rank, axes), x.type.shape)]
 )
+# no axes: the sum is the operand itself, returned as a copy so that the result is fresh
 reduce_sum.kernel = lambda in_types, out_type, axes: (
-    (lambda a: np.add.reduce(a, axis=axes)) if axes else (lambda a: a)
+    (lambda a: np.add.reduce(a, axis=axes)) if axes else np.copy
 )
 
 
@@ -436,6 +438,7 @@ defjvp(
         params=[("axes", "ints")],
         shape=_reduce_max_shape,
         impl=_reduce_max_impl,
+        traits=["fresh"],
     ),
     _reduce_max_jvp,
 )
