@@ -549,18 +549,24 @@ def jvp(f: Callable, primals: Sequence, tangents: Sequence, has_aux: bool = Fals
     return out, tout
 
 
-def vjp(f: Callable, *primals, has_aux: bool = False):
-    """``(f(*primals), vjp_fn)`` (and ``aux``): ``vjp_fn(cotangent)`` returns a tuple with the
-    cotangent of each primal, as ``jax.vjp``. The primal runs once, saving residuals."""
-    traced, key, leaves = _trace_memo(f, primals, "vjp")
-    n_main, main_tree, aux_tree = _split_aux(traced, has_aux)
+def _linearized(traced: Traced, key, leaves) -> tuple[tuple[int, ...], dict, list, list]:
+    """Run the linearized program once at ``leaves``: ``(wrt, stages, outputs, residuals)``
+    with ``wrt`` every float leaf and ``stages`` memoised under ``key``."""
     program = traced.program
     wrt = tuple(i for i in range(traced.n_leaves) if program.params[i].type.is_float)
     st = _memo(key and (*key, "stages", wrt), lambda: stages(program, wrt=wrt))
     n_out = len(program.outs)
     values = call(st["linearized"], [*leaves, *traced.captured])
-    outs, residuals = values[:n_out], values[n_out:]
-    out_types = [v.type for v in program.outs]
+    return wrt, st, values[:n_out], values[n_out:]
+
+
+def vjp(f: Callable, *primals, has_aux: bool = False):
+    """``(f(*primals), vjp_fn)`` (and ``aux``): ``vjp_fn(cotangent)`` returns a tuple with the
+    cotangent of each primal, as ``jax.vjp``. The primal runs once, saving residuals."""
+    traced, key, leaves = _trace_memo(f, primals, "vjp")
+    n_main, main_tree, aux_tree = _split_aux(traced, has_aux)
+    wrt, st, outs, residuals = _linearized(traced, key, leaves)
+    out_types = [v.type for v in traced.program.outs]
 
     def vjp_fn(cotangent):
         cts, ct_tree = tree_flatten(cotangent)
@@ -593,12 +599,7 @@ def linearize(f: Callable, *primals):
     """``(f(*primals), f_jvp)``: the primal runs once now; ``f_jvp(*tangents)`` runs only the
     linear program on the saved residuals, as ``jax.linearize``."""
     traced, key, leaves = _trace_memo(f, primals, "lin")
-    program = traced.program
-    wrt = tuple(i for i in range(traced.n_leaves) if program.params[i].type.is_float)
-    st = _memo(key and (*key, "stages", wrt), lambda: stages(program, wrt=wrt))
-    n_out = len(program.outs)
-    values = call(st["linearized"], [*leaves, *traced.captured])
-    outs, residuals = values[:n_out], values[n_out:]
+    wrt, st, outs, residuals = _linearized(traced, key, leaves)
 
     def f_jvp(*tangents):
         t_leaves = flatten_values(tangents)[0]
@@ -628,95 +629,57 @@ def _stack(columns: list, lead: tuple[int, ...], tail: tuple[int, ...], lead_fir
 def jacfwd(f: Callable, argnums=0, has_aux: bool = False) -> Callable:
     """The Jacobian by forward mode (one JVP per input element), as ``jax.jacfwd``: for each
     output leaf, shape ``out.shape + in.shape`` per differentiated argument leaf."""
-
-    @functools.wraps(f)
-    def jacfwd_f(*args):
-        nums = argnums_indices(argnums, len(args))
-        traced, key, leaves = _trace_memo(f, args, "jacfwd")
-        n_main, main_tree, aux_tree = _split_aux(traced, has_aux)
-        wrt = traced.leaf_indices(nums)
-        _check_wrt_float(traced, wrt, "jacfwd")
-        program = traced.program
-        lin = _memo(key and (*key, "jvp", wrt), lambda: jvp_program(program, wrt))
-        n_out = len(program.outs)
-        in_types = [program.params[i].type for i in wrt]
-        out_types = [v.type for v in program.outs[:n_main]]
-        # columns[j][i][k]: output j's tangent along element k of input leaf i
-        columns = [[[] for _ in wrt] for _ in range(n_main)]
-        outs = None
-        for i, t in enumerate(in_types):
-            for k in range(t.size):
-                ts = [
-                    _one_hot(u, k) if m == i else np.zeros(u.shape, u.np_dtype)
-                    for m, u in enumerate(in_types)
-                ]
-                results = call(lin, [*leaves, *traced.captured, *ts])
-                outs = results[:n_out]
-                for j in range(n_main):
-                    columns[j][i].append(results[n_out + j])
-        if outs is None:  # nothing to differentiate (no elements)
-            outs = call(program, [*leaves, *traced.captured])
-        jac = [
-            [_jacobian_block(columns[j][i], in_types[i], out_types[j]) for i in range(len(wrt))]
-            for j in range(n_main)
-        ]
-        result = _jacobian_tree(traced, nums, main_tree, jac, argnums)
-        if has_aux:
-            return result, tree_unflatten(aux_tree, outs[n_main:])
-        return result
-
-    return jacfwd_f
-
-
-def _jacobian_block(cols, in_type: Type, out_type: Type):
-    if not cols:
-        return np.zeros((*out_type.shape, *in_type.shape), out_type.np_dtype)
-    return _stack(cols, in_type.shape, out_type.shape, lead_first=False)
-
-
-def _jacobian_tree(traced, nums, main_tree, jac, argnums):
-    """Output tree of (per-argument trees of) blocks, as JAX nests them."""
-    per_output = []
-    for blocks in jac:
-        trees = _per_argument(traced, nums, blocks)
-        per_output.append(trees[0] if isinstance(argnums, int) else tuple(trees))
-    return tree_unflatten(main_tree, per_output)
+    return _jacobian(f, argnums, has_aux, forward=True)
 
 
 def jacrev(f: Callable, argnums=0, has_aux: bool = False) -> Callable:
     """The Jacobian by reverse mode (one VJP per output element), as ``jax.jacrev``."""
+    return _jacobian(f, argnums, has_aux, forward=False)
+
+
+def _jacobian(f: Callable, argnums, has_aux: bool, forward: bool) -> Callable:
+    """``J`` of ``f`` one basis vector at a time: forward, the columns ``J·e_k`` (one JVP per
+    element k of each input leaf); reverse, the rows ``e_kᵀ·J`` (one VJP per element k of each
+    main output leaf)."""
+    what = "jacfwd" if forward else "jacrev"
 
     @functools.wraps(f)
-    def jacrev_f(*args):
+    def jacobian_f(*args):
         nums = argnums_indices(argnums, len(args))
-        traced, key, leaves = _trace_memo(f, args, "jacrev")
+        traced, key, leaves = _trace_memo(f, args, what)
         n_main, main_tree, aux_tree = _split_aux(traced, has_aux)
         wrt = traced.leaf_indices(nums)
-        _check_wrt_float(traced, wrt, "jacrev")
+        _check_wrt_float(traced, wrt, what)
         program = traced.program
-        vjp = _memo(key and (*key, "vjp", wrt), lambda: vjp_program(program, wrt))
         n_out = len(program.outs)
-        out_types = [v.type for v in program.outs]
         in_types = [program.params[i].type for i in wrt]
-        rows = [[[] for _ in wrt] for _ in range(n_main)]  # rows[j][i][k]
+        out_types = [v.type for v in program.outs]
+        if forward:
+            linear = _memo(key and (*key, "jvp", wrt), lambda: jvp_program(program, wrt))
+            seeds, n_seeded, n_answers = in_types, len(wrt), n_main
+        else:
+            linear = _memo(key and (*key, "vjp", wrt), lambda: vjp_program(program, wrt))
+            seeds, n_seeded, n_answers = out_types, n_main, len(wrt)
+        # answers[s][r][k]: leaf r of the linear map's answer to element k of seed leaf s
+        answers = [[[] for _ in range(n_answers)] for _ in range(n_seeded)]
         outs = None
-        for j in range(n_main):
-            for k in range(out_types[j].size):
-                cts = [
-                    _one_hot(u, k) if m == j else np.zeros(u.shape, u.np_dtype)
-                    for m, u in enumerate(out_types)
+        for s in range(n_seeded):
+            for k in range(seeds[s].size):
+                basis = [
+                    _one_hot(u, k) if m == s else np.zeros(u.shape, u.np_dtype)
+                    for m, u in enumerate(seeds)
                 ]
-                results = call(vjp, [*leaves, *traced.captured, *cts])
+                results = call(linear, [*leaves, *traced.captured, *basis])
                 outs = results[:n_out]
-                for i in range(len(wrt)):
-                    rows[j][i].append(results[n_out + i])
-        if outs is None:
+                for r in range(n_answers):
+                    answers[s][r].append(results[n_out + r])
+        if outs is None:  # nothing to differentiate (no elements)
             outs = call(program, [*leaves, *traced.captured])
         jac = [
             [
-                np.zeros((*out_types[j].shape, *in_types[i].shape), in_types[i].np_dtype)
-                if not rows[j][i]
-                else _stack(rows[j][i], out_types[j].shape, in_types[i].shape, lead_first=True)
+                _jacobian_block(
+                    answers[i][j] if forward else answers[j][i], in_types[i], out_types[j], forward
+                )
                 for i in range(len(wrt))
             ]
             for j in range(n_main)
@@ -726,7 +689,27 @@ def jacrev(f: Callable, argnums=0, has_aux: bool = False) -> Callable:
             return result, tree_unflatten(aux_tree, outs[n_main:])
         return result
 
-    return jacrev_f
+    return jacobian_f
+
+
+def _jacobian_block(pieces, in_type: Type, out_type: Type, forward: bool):
+    """The ``out.shape + in.shape`` block from its columns (forward) or rows (reverse)."""
+    if forward:
+        if not pieces:
+            return np.zeros((*out_type.shape, *in_type.shape), out_type.np_dtype)
+        return _stack(pieces, in_type.shape, out_type.shape, lead_first=False)
+    if not pieces:
+        return np.zeros((*out_type.shape, *in_type.shape), in_type.np_dtype)
+    return _stack(pieces, out_type.shape, in_type.shape, lead_first=True)
+
+
+def _jacobian_tree(traced, nums, main_tree, jac, argnums):
+    """Output tree of (per-argument trees of) blocks, as JAX nests them."""
+    per_output = []
+    for blocks in jac:
+        trees = _per_argument(traced, nums, blocks)
+        per_output.append(trees[0] if isinstance(argnums, int) else tuple(trees))
+    return tree_unflatten(main_tree, per_output)
 
 
 def hessian(f: Callable, argnums=0, has_aux: bool = False) -> Callable:

@@ -8,21 +8,7 @@ from pathlib import Path
 import httpx
 import numpy as np
 import pytest
-from shax_client import (
-    AsyncClient,
-    AuthError,
-    Client,
-    ConnectionFailed,
-    InvalidRequest,
-    InvalidTensor,
-    LimitExceeded,
-    NotFound,
-    ProgramError,
-    ServerError,
-    ShaxClientError,
-    Timeout,
-    Unavailable,
-)
+from shax_client import AsyncClient, Client, errors
 from shax_client._base import MinimizeReader, RetryPolicy
 from shax_client.errors import error_from_problem
 
@@ -117,7 +103,7 @@ def test_retries_are_bounded_and_carry_the_problem():
         return busy(retry_after="0")
 
     with Client("http://x", transport=httpx.MockTransport(handler), retries=2) as client:
-        with pytest.raises(Unavailable) as info:
+        with pytest.raises(errors.Unavailable) as info:
             client.compile(f, 0.5, -0.75)
     assert len(calls) == 3  # one try and two retries
     assert info.value.status == 503 and info.value.kind == "busy"
@@ -132,7 +118,7 @@ def test_non_idempotent_calls_are_not_retried():
         return busy()
 
     with Client("http://x", transport=httpx.MockTransport(handler)) as client:
-        with pytest.raises(Unavailable):
+        with pytest.raises(errors.Unavailable):
             client.request("POST", "/v1/programs/abc/vjp", {"inputs": []})
     assert len(calls) == 1
 
@@ -152,10 +138,10 @@ def test_connection_errors_are_retried_then_mapped():
 
     port = free_port()  # nothing listens there
     with Client(f"http://127.0.0.1:{port}", retries=1, backoff=0.001) as client:
-        with pytest.raises(ConnectionFailed) as info:
+        with pytest.raises(errors.ConnectionFailed) as info:
             client.compile(f, 0.5, -0.75)
     assert isinstance(info.value.__cause__, httpx.ConnectError)
-    assert isinstance(info.value, Unavailable)
+    assert isinstance(info.value, errors.Unavailable)
 
 
 def test_read_timeout_is_not_retried():
@@ -166,7 +152,7 @@ def test_read_timeout_is_not_retried():
         raise httpx.ReadTimeout("timed out", request=request)
 
     with Client("http://x", transport=httpx.MockTransport(slow), timeout=0.1) as client:
-        with pytest.raises(Timeout):
+        with pytest.raises(errors.Timeout):
             client.compile(f, 0.5, -0.75)
     assert len(calls) == 1
 
@@ -221,17 +207,17 @@ def test_reupload_after_server_restart():
 @pytest.mark.parametrize(
     ("status", "kind", "cls"),
     [
-        (400, "parse-error", ProgramError),
-        (400, "type-error", ProgramError),
-        (400, "graph-error", ProgramError),
-        (400, "differentiation-error", ProgramError),
-        (400, "tensor-error", InvalidTensor),
-        (400, "invalid-request", InvalidRequest),
-        (401, "unauthorized", AuthError),
-        (404, "not-found", NotFound),
-        (413, "limit-exceeded", LimitExceeded),
-        (500, None, ServerError),
-        (503, "busy", Unavailable),
+        (400, "parse-error", errors.ProgramError),
+        (400, "type-error", errors.ProgramError),
+        (400, "graph-error", errors.ProgramError),
+        (400, "differentiation-error", errors.ProgramError),
+        (400, "tensor-error", errors.InvalidTensor),
+        (400, "invalid-request", errors.InvalidRequest),
+        (401, "unauthorized", errors.AuthError),
+        (404, "not-found", errors.NotFound),
+        (413, "limit-exceeded", errors.LimitExceeded),
+        (500, None, errors.ServerError),
+        (503, "busy", errors.Unavailable),
     ],
 )
 def test_error_classes(status, kind, cls):
@@ -239,38 +225,38 @@ def test_error_classes(status, kind, cls):
     if kind:
         problem["type"] = f"urn:shax:problem:{kind}"
     exc = error_from_problem(status, problem)
-    assert type(exc) is cls and isinstance(exc, ShaxClientError)
+    assert type(exc) is cls and isinstance(exc, errors.ShaxClientError)
     assert exc.status == status and exc.problem == problem and "what went wrong" in str(exc)
 
 
 def test_error_mapping_from_a_real_app():
     app = create_app(Settings(max_equations=50))
     with TestClient(app) as tc, Client("http://testserver", http=tc) as client:
-        with pytest.raises(ProgramError) as info:
+        with pytest.raises(errors.ProgramError) as info:
             client.compile("def g(a :: f32[3]) =\n  let x = sin\n  in [x]")
         assert (info.value.line, info.value.column) == (2, 11)
         assert info.value.kind == "parse-error"
 
-        with pytest.raises(ProgramError) as info:
+        with pytest.raises(errors.ProgramError) as info:
             client.compile("def g(a :: f32[3], b :: f32[2]) = let x = add a b in [x]")
         assert info.value.kind == "type-error" and info.value.equation.startswith("x = add")
 
         rf = client.compile(f, 0.5, -0.75)
-        with pytest.raises(InvalidTensor) as info:
+        with pytest.raises(errors.InvalidTensor) as info:
             rf(np.zeros(3), 1.0)
         assert (
             info.value.tensor == "x" and "expected shape []" in info.value.detail
         )  # f(x, y): the user's name
 
-        with pytest.raises(InvalidRequest, match="optimizer"):
+        with pytest.raises(errors.InvalidRequest, match="optimizer"):
             rf.minimize((0.5, -0.75), optimizer="newton", progress=False)
 
-        with pytest.raises(InvalidRequest, match="optimizer"):  # not a name at all
+        with pytest.raises(errors.InvalidRequest, match="optimizer"):  # not a name at all
             client.request(
                 "POST", f"/v1/programs/{rf.id}/minimize", {"x0": [], "optimizer": ["gd"]}
             )
 
-        with pytest.raises(NotFound):
+        with pytest.raises(errors.NotFound):
             client.request("GET", "/v1/programs/" + "0" * 64)
 
         def long(x):
@@ -278,7 +264,7 @@ def test_error_mapping_from_a_real_app():
                 x = snp.sin(x)
             return x
 
-        with pytest.raises(LimitExceeded) as info:
+        with pytest.raises(errors.LimitExceeded) as info:
             client.compile(long, 0.5)
         assert info.value.limit == "max_equations"
 
@@ -290,7 +276,7 @@ def test_api_keys():
     app = create_app(Settings(api_keys="sesame"))
     with TestClient(app) as tc:
         with Client("http://testserver", http=tc) as client:
-            with pytest.raises(AuthError) as info:
+            with pytest.raises(errors.AuthError) as info:
                 client.compile(f, 0.5, -0.75)
             assert info.value.status == 401
         with Client("http://testserver", http=tc, api_key="sesame") as client:
@@ -301,7 +287,7 @@ def test_minimize_stream_error_line_is_typed():
     reader = MinimizeReader()
     assert reader.feed(b'{"step": 1, "value": -0.25, "params": []}').value == np.float32(-0.25)
     line = b'{"error": {"status": 503, "title": "Service busy", "detail": "busy", "type": "urn:shax:problem:busy"}}'  # noqa: E501
-    with pytest.raises(Unavailable):
+    with pytest.raises(errors.Unavailable):
         reader.feed(line)
-    with pytest.raises(ShaxClientError, match="ended before"):
+    with pytest.raises(errors.ShaxClientError, match="ended before"):
         MinimizeReader().finish()

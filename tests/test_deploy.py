@@ -31,6 +31,7 @@ from shax_server.redis_store import RedisSettings, RedisStore, encode_entry, fro
 from shax_server.settings import Settings
 from shax_server.store import make_store
 
+from tests.metrics_text import metric_sum
 from tests.servers import free_port, running
 
 ROOT = Path(__file__).parent.parent
@@ -65,14 +66,7 @@ def check(doc: dict, c: float) -> None:
 
 
 def scrape(client, name: str, **labels) -> float:
-    total = 0.0
-    for line in client.get("/metrics").text.splitlines():
-        m = re.match(r"^(\w+)(?:\{(.*)\})? (\S+)$", line)
-        if m and m[1] == name:
-            got = dict(re.findall(r'(\w+)="([^"]*)"', m[2] or ""))
-            if all(got.get(k) == v for k, v in labels.items()):
-                total += float(m[3])
-    return total
+    return metric_sum(client.get("/metrics").text, name, **labels)
 
 
 # ---------------------------------------------------------------------------------------------

@@ -375,3 +375,27 @@ def test_at_set_with_constant_repeated_indices_keeps_the_last_update():
     want[idx] = v  # NumPy: the last write wins
     got = traced(lambda x, v: snp.asarray(x).at[idx].set(v), x, v)
     np.testing.assert_array_equal(got, want)
+
+
+@pytest.mark.parametrize("fn", ["split", "array_split"])
+@pytest.mark.parametrize("sections", [1, 2, 3, [1, 3], [2, 2, 5], np.array([1, 2])])
+@pytest.mark.parametrize("axis", [0, 1, -1])
+def test_split_and_array_split_match_numpy(fn, sections, axis):
+    a = np.arange(24.0).reshape(4, 6)
+    if fn == "split" and isinstance(sections, int) and a.shape[axis] % sections:
+        with pytest.raises(ShaxError, match="equal division"):
+            snp.split(a, sections, axis=axis)
+        with pytest.raises(ValueError):
+            np.split(a, sections, axis=axis)
+        return
+    want = getattr(np, fn)(a, sections, axis=axis)
+    got = getattr(snp, fn)(a, sections, axis=axis)
+    assert len(got) == len(want)
+    for g, w in zip(got, want, strict=True):
+        np.testing.assert_array_equal(np.asarray(g), w)
+
+
+def test_grad_through_array_split_lands_on_its_piece():
+    x = np.arange(7.0)  # array_split into 3: sizes 3, 2, 2, so piece 1 is x[3:5]
+    g = sx.grad(lambda x: snp.sum(snp.array_split(x, 3)[1] ** 2))(x)
+    np.testing.assert_array_equal(g, np.where((np.arange(7) >= 3) & (np.arange(7) < 5), 2 * x, 0))

@@ -14,22 +14,19 @@ import shax_core.numpy as snp
 from shax_core import tree_util as tu
 from shax_core.api import LIFT_ELEMENTS, trace_pytree
 from tests.transforms_cases import (
+    X3,
     Layer,
     Pair,
+    check_regression_fit,
+    close,
     cubic,
     fd_grad,
     fd_jacobian,
     mlp_loss,
+    regression,
     rng_arrays,
     vector_fn,
 )
-
-X3 = np.array([0.3, -0.7, 1.2])
-
-
-def close(a, b, rtol=1e-6, atol=1e-8):
-    np.testing.assert_allclose(np.asarray(a), np.asarray(b), rtol=rtol, atol=atol)
-
 
 # ---------------------------------------------------------------------------------------------
 # pytrees
@@ -518,9 +515,7 @@ def test_optimizers_update_pytrees_of_params(name):
 def test_minimize_moves_only_argnums():
     from shax_core.optimize import minimize
 
-    rng = np.random.default_rng(1)
-    X = rng.normal(size=(32, 3)).astype(np.float32)
-    y = (X @ np.array([1.0, -2.0, 0.5], np.float32) + 0.3).astype(np.float32)
+    X, y = regression(32, seed=1)
     X0, y0 = X.copy(), y.copy()
 
     def loss(w, b, X, y):
@@ -529,13 +524,7 @@ def test_minimize_moves_only_argnums():
 
     w0, b0 = np.zeros(3, np.float32), np.float32(0.0)
     r = minimize(loss, (w0, b0, X, y), steps=300, lr=0.1, argnums=(0, 1))
-    w, b, X1, y1 = r.params
-    np.testing.assert_array_equal(X1, X0)
-    np.testing.assert_array_equal(y1, y0)
-    np.testing.assert_array_equal(X, X0)
-    close(w, [1.0, -2.0, 0.5], rtol=1e-3, atol=1e-3)
-    close(b, 0.3, rtol=1e-3, atol=1e-3)
-    assert float(r.value) < 1e-5
+    check_regression_fit(r.params, r.value, (X, y), (X0, y0))
 
 
 # ---------------------------------------------------------------------------------------------

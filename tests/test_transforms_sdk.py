@@ -14,20 +14,18 @@ import shax_core.numpy as snp
 from shax_core import tree_util as tu
 from tests.test_transforms import clip_gradient, safe_log
 from tests.transforms_cases import (
+    X3,
     Layer,
     Pair,
+    check_regression_fit,
+    close,
     fd_grad,
     fd_jacobian,
     mlp_loss,
+    regression,
     rng_arrays,
     vector_fn,
 )
-
-X3 = np.array([0.3, -0.7, 1.2])
-
-
-def close(a, b, rtol=1e-6, atol=1e-8):
-    np.testing.assert_allclose(np.asarray(a), np.asarray(b), rtol=rtol, atol=atol)
 
 
 @pytest.fixture(scope="module")
@@ -161,31 +159,18 @@ def test_perturbation_confusion_through_the_sdk(c):
 # minimize: only argnums move; the data is sent every call, unchanged
 
 
-def _regression():
-    rng = np.random.default_rng(3)
-    X = rng.normal(size=(64, 3)).astype(np.float32)
-    y = (X @ np.array([1.0, -2.0, 0.5], np.float32) + 0.3).astype(np.float32)
-    return X, y
-
-
 def loss(w, b, X, y):
     r = X @ w + b - y
     return snp.sum(r * r) / 64.0
 
 
 def test_minimize_with_argnums_leaves_data_untouched_and_converges(c):
-    X, y = _regression()
+    X, y = regression(64, seed=3)
     X0, y0 = X.copy(), y.copy()
     w0, b0 = np.zeros(3, np.float32), np.float32(0.0)
     result = c.minimize(loss, (w0, b0, X, y), steps=300, lr=0.1, argnums=(0, 1), progress=False)
     assert isinstance(result.params, tuple) and len(result.params) == 4
-    w, b, X1, y1 = result.params
-    np.testing.assert_array_equal(X1, X0)
-    np.testing.assert_array_equal(y1, y0)
-    np.testing.assert_array_equal(X, X0)
-    close(w, [1.0, -2.0, 0.5], rtol=1e-3, atol=1e-3)
-    close(b, 0.3, rtol=1e-3, atol=1e-3)
-    assert float(result.value) < 1e-5
+    check_regression_fit(result.params, result.value, (X, y), (X0, y0))
     # new data of the same shape: the same compiled program (no upload), moved params only
     uploads = c.uploads
     X2 = X * 2
@@ -195,7 +180,7 @@ def test_minimize_with_argnums_leaves_data_untouched_and_converges(c):
 
 
 def test_minimize_over_a_dict_of_params(c):
-    X, y = _regression()
+    X, y = regression(64, seed=3)
 
     def model_loss(params, X, y):
         r = X @ params["w"] + params["b"] - y
@@ -226,7 +211,7 @@ async def test_async_client_mirrors(server_url):
         close(ct["a"], 3.0)
         h = await ac.hessian(lambda x: snp.sum(x * x * x))(X3)
         close(h, np.diag(6 * X3), rtol=1e-6)
-        X, y = _regression()
+        X, y = regression(64, seed=3)
         result = await ac.minimize(
             loss,
             (np.zeros(3, np.float32), np.float32(0), X, y),
@@ -322,7 +307,7 @@ def test_minimize_reports_only_the_moving_params_when_asked(c, server_url):
     import httpx
     import orjson
 
-    X, y = _regression()
+    X, y = regression(64, seed=3)
     w0, b0 = np.zeros(3, np.float32), np.float32(0.0)
     rf = c.compile(loss, w0, b0, X, y, wrt=(0, 1))
     body = {

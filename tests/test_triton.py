@@ -25,6 +25,7 @@ import tritonclient.http as httpclient
 from tritonclient.utils import InferenceServerException
 
 from tests.conftest import ROOT
+from tests.metrics_text import metric_sum
 from tests.servers import free_port, shax_server
 
 REPOSITORY = ROOT / "examples" / "model_repository"
@@ -104,14 +105,7 @@ def check(result, version: str, **inputs) -> None:
 
 
 def metric(url: str, name: str, **labels) -> float:
-    total = 0.0
-    for line in httpx.get(f"{url}/metrics").text.splitlines():
-        m = re.match(r"^(\w+)(?:\{(.*)\})? (\S+)$", line)
-        if m and m[1] == name:
-            got = dict(re.findall(r'(\w+)="([^"]*)"', m[2] or ""))
-            if all(got.get(k) == v for k, v in labels.items()):
-                total += float(m[3])
-    return total
+    return metric_sum(httpx.get(f"{url}/metrics").text, name, **labels)
 
 
 # ---------------------------------------------------------------------------------------------

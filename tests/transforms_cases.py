@@ -11,6 +11,13 @@ import numpy as np
 
 Pair = namedtuple("Pair", ["w", "b"])
 
+X3 = np.array([0.3, -0.7, 1.2])
+
+
+def close(a, b, rtol=1e-6, atol=1e-8):
+    """Equal to f64 rounding (the default) or to the tolerance given."""
+    np.testing.assert_allclose(np.asarray(a), np.asarray(b), rtol=rtol, atol=atol)
+
 
 @dataclass
 class Layer:
@@ -32,6 +39,27 @@ def cubic(np_, x):
 def vector_fn(np_, x):
     """R^3 -> R^3, non-linear in every input."""
     return np_.sin(x) * x[0] + np_.exp(x) * x[2]
+
+
+def regression(rows, seed):
+    """Float32 data of the linear model ``y = X·[1, -2, 0.5] + 0.3``."""
+    rng = np.random.default_rng(seed)
+    X = rng.normal(size=(rows, 3)).astype(np.float32)
+    y = (X @ np.array([1.0, -2.0, 0.5], np.float32) + 0.3).astype(np.float32)
+    return X, y
+
+
+def check_regression_fit(params, value, given, original):
+    """``minimize`` moved only ``(w, b)``, to the model's truth; the data it returns and the
+    data it was given (``given``) still equal the ``original`` copies."""
+    w, b, X1, y1 = params
+    np.testing.assert_array_equal(X1, original[0])
+    np.testing.assert_array_equal(y1, original[1])
+    np.testing.assert_array_equal(given[0], original[0])
+    np.testing.assert_array_equal(given[1], original[1])
+    close(w, [1.0, -2.0, 0.5], rtol=1e-3, atol=1e-3)
+    close(b, 0.3, rtol=1e-3, atol=1e-3)
+    assert float(value) < 1e-5
 
 
 def rng_arrays(seed=0):

@@ -8,9 +8,6 @@ from typing import Any
 import httpx
 
 from shax_client._base import (
-    DEFAULT_BINARY_THRESHOLD,
-    DEFAULT_COMPILE_TIMEOUT,
-    DEFAULT_TIMEOUT,
     BaseClient,
     Call,
     Flow,
@@ -37,34 +34,7 @@ class AsyncClient(BaseClient):
     in-process); ``http`` an ``httpx.AsyncClient`` to use as is.
     """
 
-    def __init__(
-        self,
-        base_url: str = "http://127.0.0.1:8000",
-        *,
-        api_key: str | None = None,
-        timeout: float | httpx.Timeout | None = DEFAULT_TIMEOUT,
-        transport: httpx.AsyncBaseTransport | None = None,
-        http: httpx.AsyncClient | None = None,
-        retries: int = 3,
-        backoff: float = 0.1,
-        max_backoff: float = 5.0,
-        binary_threshold: int = DEFAULT_BINARY_THRESHOLD,
-        program_format: str = "text",
-        compile_timeout: float | None = DEFAULT_COMPILE_TIMEOUT,
-    ):
-        super().__init__(
-            base_url,
-            api_key=api_key,
-            timeout=timeout,
-            retries=retries,
-            backoff=backoff,
-            max_backoff=max_backoff,
-            binary_threshold=binary_threshold,
-            program_format=program_format,
-            compile_timeout=compile_timeout,
-        )
-        self._owns_http = http is None
-        self._http = http or httpx.AsyncClient(timeout=timeout, transport=transport)
+    http_class = httpx.AsyncClient
 
     async def aclose(self) -> None:
         if self._owns_http:

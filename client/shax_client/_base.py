@@ -487,7 +487,14 @@ Flow = Generator[Call, httpx.Response, Any]
 
 
 class BaseClient:
-    """Configuration and flows shared by the sync and async clients (no I/O here)."""
+    """Configuration and flows shared by the sync and async clients (no I/O here).
+
+    A subclass names its httpx client class in ``http_class`` (``httpx.Client`` or
+    ``httpx.AsyncClient``); ``transport`` is a transport of the matching kind and ``http`` a
+    client of that class to use as is, which this client then does not close.
+    """
+
+    http_class: type[httpx.Client] | type[httpx.AsyncClient]
 
     def __init__(
         self,
@@ -495,6 +502,8 @@ class BaseClient:
         *,
         api_key: str | None = None,
         timeout: float | httpx.Timeout | None = DEFAULT_TIMEOUT,
+        transport: httpx.BaseTransport | httpx.AsyncBaseTransport | None = None,
+        http: httpx.Client | httpx.AsyncClient | None = None,
         retries: int = 3,
         backoff: float = 0.1,
         max_backoff: float = 5.0,
@@ -518,6 +527,8 @@ class BaseClient:
         self._entries: dict[Any, Entry] = {}
         self._hessian_fns: dict[Any, Any] = {}
         self.uploads = 0  # POST /v1/programs sent by this client (first uploads and re-uploads)
+        self._owns_http = http is None
+        self._http = http or self.http_class(timeout=timeout, transport=transport)
 
     # -- memo ------------------------------------------------------------------------------
 

@@ -19,6 +19,7 @@ from typing import TYPE_CHECKING, Any
 from shax_client._arrays import unpack
 from shax_client._base import (
     Entry,
+    Flow,
     MinimizeReader,
     MinimizeResult,
     complete,
@@ -59,6 +60,19 @@ class _RemoteBase:
 
     def __repr__(self) -> str:
         return f"<{type(self).__name__} {self._entry.name} id={self.id}>"
+
+    def _minimize_flow(self, x0, steps, lr, optimizer, every, hyper) -> tuple[Flow, list[Any]]:
+        """The streamed minimize call (re-uploaded after a 404) and the start arguments."""
+        client, entry = self._client, self._entry
+        client._check_scalar(entry)
+        args = minimize_x0(x0)
+        options = minimize_options(steps, lr, optimizer, every, hyper)
+        flow = client._with_reupload(entry, lambda: client._minimize_call(entry, args, options))
+        return flow, args
+
+    def _minimize_reader(self, steps: int, progress: bool) -> tuple[MinimizeReader, Any]:
+        """A reader of the streamed steps, in the output's dtype, and its progress bar."""
+        return MinimizeReader(self._entry.out_types[0].np_dtype), make_progress(steps, progress)
 
     def _progress_loop(self, reader: MinimizeReader, bar, line) -> None:
         step = reader.feed(line)
@@ -120,22 +134,16 @@ class RemoteFunction(_RemoteBase):
         **hyper,
     ) -> MinimizeResult:
         """Gradient descent on the server next to the cached program, streamed back."""
-        client, entry = self._client, self._entry
-        client._check_scalar(entry)
-        args = minimize_x0(x0)
-        options = minimize_options(steps, lr, optimizer, every, hyper)
-        response = client._run(
-            client._with_reupload(entry, lambda: client._minimize_call(entry, args, options))
-        )
-        reader = MinimizeReader(entry.out_types[0].np_dtype)
-        bar = make_progress(steps, progress)
+        flow, args = self._minimize_flow(x0, steps, lr, optimizer, every, hyper)
+        response = self._client._run(flow)
+        reader, bar = self._minimize_reader(steps, progress)
         try:
             for line in response.iter_lines():
                 self._progress_loop(reader, bar, line)
         finally:
             response.close()
             bar.close()
-        return complete(reader.finish(), entry, args)
+        return complete(reader.finish(), self._entry, args)
 
 
 class AsyncRemoteFunction(_RemoteBase):
@@ -178,19 +186,13 @@ class AsyncRemoteFunction(_RemoteBase):
         every: int = 1,
         **hyper,
     ) -> MinimizeResult:
-        client, entry = self._client, self._entry
-        client._check_scalar(entry)
-        args = minimize_x0(x0)
-        options = minimize_options(steps, lr, optimizer, every, hyper)
-        response = await client._run(
-            client._with_reupload(entry, lambda: client._minimize_call(entry, args, options))
-        )
-        reader = MinimizeReader(entry.out_types[0].np_dtype)
-        bar = make_progress(steps, progress)
+        flow, args = self._minimize_flow(x0, steps, lr, optimizer, every, hyper)
+        response = await self._client._run(flow)
+        reader, bar = self._minimize_reader(steps, progress)
         try:
             async for line in response.aiter_lines():
                 self._progress_loop(reader, bar, line)
         finally:
             await response.aclose()
             bar.close()
-        return complete(reader.finish(), entry, args)
+        return complete(reader.finish(), self._entry, args)

@@ -28,7 +28,7 @@ from shax_server.compilation import (
     tensor_meta,
 )
 from shax_server.deps import ServiceState
-from shax_server.problems import Problem, not_found
+from shax_server.problems import Problem, invalid_request, not_found
 from shax_server.repository import (
     LOADING,
     READY,
@@ -127,11 +127,8 @@ async def load_model(
     serving stay (as Triton does) and the model's state says why."""
     registry = state.registry
     if registry.root is None:
-        raise Problem(
-            400,
-            "Invalid request",
-            "no model repository is configured (shax serve --model-repository DIR)",
-            kind="invalid-request",
+        raise invalid_request(
+            "no model repository is configured (shax serve --model-repository DIR)"
         )
     if not startup:
         check_model_control(state)
@@ -291,42 +288,20 @@ def decode_inputs(
         given_name = obj.get("name", f"inputs[{i}]")
         name = canonical.get(given_name, given_name)
         if name not in expected:
-            raise Problem(
-                400,
-                "Invalid request",
-                f"unknown input {name!r}; the model takes {', '.join(expected)}",
-                kind="invalid-request",
-                tensor=name,
+            raise invalid_request(
+                f"unknown input {name!r}; the model takes {', '.join(expected)}", tensor=name
             )
         if name in seen:
-            raise Problem(
-                400,
-                "Invalid request",
-                f"input {name!r} is given twice",
-                kind="invalid-request",
-                tensor=name,
-            )
+            raise invalid_request(f"input {name!r} is given twice", tensor=name)
         seen.add(name)
         expect_tensor(obj, name, expected[name], max_elements)
     missing = [n for n in names.inputs if n not in seen]
     if missing:
-        raise Problem(
-            400,
-            "Invalid request",
-            f"missing input(s) {', '.join(missing)}",
-            kind="invalid-request",
-            tensor=missing[0],
-        )
+        raise invalid_request(f"missing input(s) {', '.join(missing)}", tensor=missing[0])
     if any(n in seen for n in names.cotangents):
         absent = [n for n in names.cotangents if n not in seen]
         if absent:
-            raise Problem(
-                400,
-                "Invalid request",
-                f"missing cotangent(s) {', '.join(absent)}",
-                kind="invalid-request",
-                tensor=absent[0],
-            )
+            raise invalid_request(f"missing cotangent(s) {', '.join(absent)}", tensor=absent[0])
     given: Decoded = {}
     for i, obj in enumerate(objs):
         name, array = decode_tensor(

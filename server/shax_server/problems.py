@@ -63,6 +63,12 @@ def limit_exceeded(limit: str, detail: str) -> Problem:
     return Problem(413, "Limit exceeded", detail, kind="limit-exceeded", limit=limit)
 
 
+def invalid_request(detail: str, **extra: Any) -> Problem:
+    """A 400 for a request that is well-formed but asks for something that does not fit
+    (``extra`` names where, e.g. ``tensor=``)."""
+    return Problem(400, "Invalid request", detail, kind="invalid-request", **extra)
+
+
 def not_found(detail: str) -> Problem:
     return Problem(404, "Not found", detail, kind="not-found")
 

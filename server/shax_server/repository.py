@@ -43,7 +43,7 @@ import orjson
 import shax_core
 from shax_core.graph import from_graph
 from shax_server.compilation import RESIDUAL_POLICIES, Compiled, Source, prepare
-from shax_server.problems import Problem, limit_exceeded, not_found
+from shax_server.problems import Problem, invalid_request, limit_exceeded, not_found
 from shax_server.settings import Settings
 
 log = logging.getLogger("shax_server")
@@ -56,13 +56,9 @@ CONFIG_KEYS = {"wrt", "residuals", "inputs", "outputs", "cotangents", "gradients
 READY, UNAVAILABLE, LOADING = "READY", "UNAVAILABLE", "LOADING"
 
 
-def invalid(detail: str, **extra) -> Problem:
-    return Problem(400, "Invalid request", detail, kind="invalid-request", **extra)
-
-
 def check_name(value: Any, what: str) -> str:
     if not isinstance(value, str) or not NAME.fullmatch(value):
-        raise invalid(
+        raise invalid_request(
             f"{what} must be 1-128 letters, digits, '_', '.' or '-' (not starting with '.' "
             f"or '-'), got {value!r}"
         )
@@ -111,7 +107,7 @@ def names_for(entry: Compiled, config: dict) -> Names:
         ("outputs and gradients", outputs + gradients),
     ):
         if len(set(names)) != len(names):
-            raise invalid(f"the names of the {side} must be distinct, got {list(names)}")
+            raise invalid_request(f"the names of the {side} must be distinct, got {list(names)}")
     return Names(inputs, cotangents, outputs, gradients)
 
 
@@ -119,7 +115,9 @@ def _name_list(value: Any, default: tuple[str, ...], what: str) -> tuple[str, ..
     if value is None:
         return default
     if not isinstance(value, list) or len(value) != len(default):
-        raise invalid(f"config '{what}' must be a list of {len(default)} names, got {value!r}")
+        raise invalid_request(
+            f"config '{what}' must be a list of {len(default)} names, got {value!r}"
+        )
     return tuple(check_name(v, f"config '{what}' entry") for v in value)
 
 
@@ -353,17 +351,19 @@ def read_config(path: Path, settings: Settings) -> dict:
 
 def check_config(doc: Any, where: str) -> dict:
     if not isinstance(doc, dict):
-        raise invalid(f"{where}: a model config must be a JSON object")
+        raise invalid_request(f"{where}: a model config must be a JSON object")
     unknown = sorted(set(doc) - CONFIG_KEYS)
     if unknown:
-        raise invalid(
+        raise invalid_request(
             f"{where}: unknown config key(s) {', '.join(unknown)}; known: "
             + ", ".join(sorted(CONFIG_KEYS))
         )
     if doc.get("residuals", "recompute") not in RESIDUAL_POLICIES:
-        raise invalid(f"{where}: 'residuals' must be one of {', '.join(RESIDUAL_POLICIES)}")
+        raise invalid_request(f"{where}: 'residuals' must be one of {', '.join(RESIDUAL_POLICIES)}")
     if doc.get("max_batch_size", 0) != 0:
-        raise invalid(f"{where}: 'max_batch_size' must be 0 (shax programs have fixed shapes)")
+        raise invalid_request(
+            f"{where}: 'max_batch_size' must be 0 (shax programs have fixed shapes)"
+        )
     return doc
 
 
@@ -376,7 +376,7 @@ def _read_bounded(path: Path, settings: Settings) -> bytes:
     with open(path, "rb") as f:
         data = f.read(limit + 1)
     if len(data) > limit:
-        raise invalid(f"{path}: larger than max_body_bytes ({limit})")
+        raise invalid_request(f"{path}: larger than max_body_bytes ({limit})")
     return data
 
 
@@ -385,7 +385,7 @@ def read_version(directory: Path, config: dict, settings: Settings) -> tuple[Sou
     config = {**config, **read_config(directory / CONFIG_FILE, settings)}
     found = [directory / f for f in PROGRAM_FILES if _is_file(directory / f)]
     if len(found) != 1:
-        raise invalid(
+        raise invalid_request(
             f"{directory}: expected exactly one of {', '.join(PROGRAM_FILES)}, found "
             + (", ".join(p.name for p in found) or "none")
         )
@@ -397,9 +397,9 @@ def read_version(directory: Path, config: dict, settings: Settings) -> tuple[Sou
             program = from_graph(orjson.loads(data))
         source = prepare(program, config.get("wrt"), settings, config.get("residuals"))
     except Problem as e:
-        raise invalid(f"{found[0]}: {e.detail}") from None
+        raise invalid_request(f"{found[0]}: {e.detail}") from None
     except (shax_core.ShaxError, ValueError) as e:
-        raise invalid(f"{found[0]}: {e}") from None
+        raise invalid_request(f"{found[0]}: {e}") from None
     return source, config
 
 
@@ -415,5 +415,5 @@ def read_model(root: Path, name: str, override: dict | None, settings: Settings)
         (p.name for p in directory.iterdir() if p.is_dir() and p.name.isdigit()), key=int
     )
     if not labels:
-        raise invalid(f"{directory}: no version directories (1/, 2/, ...)")
+        raise invalid_request(f"{directory}: no version directories (1/, 2/, ...)")
     return [(label, *read_version(directory / label, config, settings)) for label in labels]

@@ -1180,30 +1180,34 @@ def _slice_axis(a, axis, start, stop):
 
 
 def split(ary, indices_or_sections, axis=0):
+    return _split(ary, indices_or_sections, axis, equal=True)
+
+
+def array_split(ary, indices_or_sections, axis=0):
+    return _split(ary, indices_or_sections, axis, equal=False)
+
+
+def _split(ary, indices_or_sections, axis, equal: bool):
+    """Pieces of ``ary`` along ``axis`` between cuts: given, or for k sections of n, at
+    multiples of n/k (``equal``: k must divide n) or with the first n mod k pieces one longer."""
     a = _arr(ary)
     ax = _axis(axis, _ndim(a))
     n = _shape(a)[ax]
     if isinstance(indices_or_sections, numbers.Integral):
         k = int(indices_or_sections)
-        if k <= 0 or n % k:
-            raise ShaxValueError(f"array split does not result in an equal division ({n} by {k})")
-        cuts = [n // k * i for i in range(1, k)]
+        if equal:
+            if k <= 0 or n % k:
+                raise ShaxValueError(
+                    f"array split does not result in an equal division ({n} by {k})"
+                )
+            cuts = [n // k * i for i in range(1, k)]
+        else:
+            sizes = [n // k + (1 if i < n % k else 0) for i in range(k)]
+            cuts = [int(c) for c in _np.cumsum(sizes)[:-1]]
     else:
         cuts = [int(c) for c in indices_or_sections]
     bounds = [0] + [builtins.min(builtins.max(c, 0), n) for c in cuts] + [n]
     return [_slice_axis(a, ax, lo, builtins.max(lo, hi)) for lo, hi in zip(bounds, bounds[1:])]
-
-
-def array_split(ary, indices_or_sections, axis=0):
-    a = _arr(ary)
-    ax = _axis(axis, _ndim(a))
-    n = _shape(a)[ax]
-    if isinstance(indices_or_sections, numbers.Integral):
-        k = int(indices_or_sections)
-        sizes = [n // k + (1 if i < n % k else 0) for i in range(k)]
-        cuts = list(_np.cumsum(sizes)[:-1])
-        return split(a, cuts, ax)
-    return split(a, indices_or_sections, ax)
 
 
 def hsplit(ary, sections):
