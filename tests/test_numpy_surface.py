@@ -378,7 +378,9 @@ def test_at_set_with_constant_repeated_indices_keeps_the_last_update():
 
 
 @pytest.mark.parametrize("fn", ["split", "array_split"])
-@pytest.mark.parametrize("sections", [1, 2, 3, [1, 3], [2, 2, 5], np.array([1, 2])])
+@pytest.mark.parametrize(
+    "sections", [1, 2, 3, [1, 3], [2, 2, 5], np.array([1, 2]), [-1, 10], [3, -2], [-9, 2]]
+)
 @pytest.mark.parametrize("axis", [0, 1, -1])
 def test_split_and_array_split_match_numpy(fn, sections, axis):
     a = np.arange(24.0).reshape(4, 6)

@@ -1206,8 +1206,11 @@ def _split(ary, indices_or_sections, axis, equal: bool):
             cuts = [int(c) for c in _np.cumsum(sizes)[:-1]]
     else:
         cuts = [int(c) for c in indices_or_sections]
-    bounds = [0] + [builtins.min(builtins.max(c, 0), n) for c in cuts] + [n]
-    return [_slice_axis(a, ax, lo, builtins.max(lo, hi)) for lo, hi in zip(bounds, bounds[1:])]
+    # piece i is a[cuts[i-1]:cuts[i]] with Python's slice rules (negative cuts count from the
+    # end, cuts past the end clamp), as NumPy's split
+    bounds = [0, *cuts, n]
+    pieces = [range(n)[lo:hi] for lo, hi in zip(bounds, bounds[1:])]
+    return [_slice_axis(a, ax, r.start, builtins.max(r.start, r.stop)) for r in pieces]
 
 
 def hsplit(ary, sections):
