@@ -344,7 +344,9 @@ class Primitive:
     bare: bool = False
     doc: str = ""
     # lowerings by name (see passes/_lower.py): rules rebuilding the result from other ops;
-    # "prune" (eqn, used, dce) -> eqn for primitives with sub-programs (see passes/_dce.py)
+    # "prune" (eqn, used, dce) -> eqn for primitives with sub-programs (see passes/_dce.py);
+    # "trips" (params) -> int, the static bound on how often a loop runs its body (the
+    # service's max_trip_count check)
     extra: dict = field(default_factory=dict)
     # the shape rule returns a tuple of Types and the equation binds one variable per result
     # (a loop: its final carries and stacked outputs)

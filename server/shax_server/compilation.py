@@ -169,9 +169,6 @@ def prepare(program: Program, wrt: Any, settings: Settings, residuals: str | Non
 RESIDUAL_POLICIES = ("recompute", "save")
 
 
-TRIP_PARAMS = {"scan": "length", "while_loop": "max_trips"}  # a loop's static trip bound
-
-
 def check_trips(program: Program, settings: Settings, outer: int = 1) -> None:
     """Refuse a loop whose body would run more than ``max_trip_count`` times (nested loops
     multiply), before compiling: the work of a loop is its trip count times its body's."""
@@ -180,9 +177,10 @@ def check_trips(program: Program, settings: Settings, outer: int = 1) -> None:
         if not e.subprograms:
             continue
         trips = outer
-        param = TRIP_PARAMS.get(e.prim)
-        if param is not None:
-            trips = outer * lookup(e.prim).kwargs(e.params)[param]
+        prim = lookup(e.prim)
+        bound = prim.extra.get("trips")  # declared in the loop primitive's registry block
+        if bound is not None:
+            trips = outer * bound(prim.kwargs(e.params))
             if trips > limit:
                 nested = "" if outer == 1 else f" ({outer} enclosing trips x {trips // outer})"
                 raise limit_exceeded(

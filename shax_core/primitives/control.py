@@ -329,6 +329,7 @@ scan_p = define(
 )
 scan_p.kernel = _scan_kernel
 scan_p.extra["long"] = True
+scan_p.extra["trips"] = lambda params: params["length"]  # how often the body runs
 
 
 def _scan_linearize(primals, tangents, *, length, direction, num_consts, num_carry, policy, body):
@@ -831,6 +832,7 @@ while_p = define(
 )
 while_p.kernel = _while_kernel
 while_p.extra["long"] = True
+while_p.extra["trips"] = lambda params: params["max_trips"]  # at most
 
 
 def _while_linearize(primals, tangents, *, num_consts, max_trips, cond, body):
