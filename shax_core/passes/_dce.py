@@ -21,21 +21,26 @@ from shax_core.primitives import lookup
 def dce(program: Program) -> Program:
     live = {v.name for v in program.outs}
     kept = []
-    changed = False
+    add_live = live.update
     for eqn in reversed(program.eqns):
-        used = [v.name in live for v in eqn.outs]
-        if not any(used):
-            changed = True
+        if eqn.extra_outs:
+            used = [v.name in live for v in eqn.outs]
+            if not any(used):
+                continue
+        elif eqn.out.name not in live:
             continue
-        if eqn.subprograms:
+        else:
+            used = None
+        if eqn.params and eqn.subprograms:
+            if used is None:
+                used = [True]
             prune = lookup(eqn.prim).extra.get("prune")
-            new = prune(eqn, used, dce) if prune else eqn.with_subprograms(dce)
-            changed |= new != eqn
-            eqn = new
+            eqn = prune(eqn, used, dce) if prune else eqn.with_subprograms(dce)
         kept.append(eqn)
-        for v in eqn.ins:
-            live.add(v.name)
-    if not changed:
+        add_live([v.name for v in eqn.ins])
+    if len(kept) == len(program.eqns) and all(
+        a is b for a, b in zip(reversed(kept), program.eqns, strict=True)
+    ):
         return program
     kept.reverse()
     return program.replace(eqns=tuple(kept))

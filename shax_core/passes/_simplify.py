@@ -103,10 +103,12 @@ def simplify(program: Program) -> Program:
     known = Known()
     subst: dict[str, Var] = {}
     eqns = []
+    values = known.value
     for eqn in program.eqns:
-        eqn = rewrite_ins(eqn, subst)
+        if subst:
+            eqn = rewrite_ins(eqn, subst)
         prim = lookup(eqn.prim)
-        if eqn.subprograms:  # simplify inside bodies; no folding of loops themselves
+        if eqn.params and eqn.subprograms:  # simplify inside bodies; no folding of loops
             eqn = eqn.with_subprograms(simplify)
             known.producer[eqn.out.name] = eqn
             eqns.append(eqn)
@@ -122,8 +124,13 @@ def simplify(program: Program) -> Program:
         if isinstance(result, Var) and result.type == eqn.out.type:
             subst[eqn.out.name] = result
             continue
-        ins_values = [known.array(v) for v in eqn.ins]
-        splat = _fold_splats(eqn, prim, known, fresh_name)
+        ins = eqn.ins
+        ins_values = [values.get(v.name) for v in ins] if ins and ins[0].name in values else None
+        splat = (
+            _fold_splats(eqn, prim, known, fresh_name)
+            if ins and "elementwise" in prim.traits
+            else None
+        )
         if splat is not None:
             # an elementwise op of broadcast scalars is a broadcast of the scalar result
             scalar_eqn, eqn = splat
@@ -133,7 +140,11 @@ def simplify(program: Program) -> Program:
             ins_values = [None]
         if "constant" in prim.traits:
             known.value[eqn.out.name] = prim.impl(**prim.kwargs(eqn.params))
-        elif eqn.ins and all(a is not None for a in ins_values) and eqn.out.type.size <= FOLD_LIMIT:
+        elif (
+            ins_values is not None
+            and all(a is not None for a in ins_values)
+            and eqn.out.type.size <= FOLD_LIMIT
+        ):
             folded = np.asarray(prim.impl(*ins_values, **prim.kwargs(eqn.params)))
             folded = folded.astype(eqn.out.type.np_dtype, copy=False)
             eqn = _constant_eqn(eqn.out, folded)
