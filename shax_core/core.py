@@ -73,6 +73,13 @@ class Builder:
         self.eqns.append(Eqn(out, prim, params, tuple(ins)))
         return Tracer(self, out)
 
+    def emit_var(self, prim: str, params: tuple, ins: Sequence[Var], out_type: Type) -> Var:
+        """``emit``, returning the bound variable (no tracer)."""
+        out = Var(f"{self.prefix}{self._count}", out_type)
+        self._count += 1
+        self.eqns.append(Eqn(out, prim, params, tuple(ins)))
+        return out
+
     def emit_multi(
         self, prim: str, params: tuple, ins: Sequence[Var], out_types: Sequence[Type]
     ) -> tuple[Tracer, ...]:

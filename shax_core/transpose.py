@@ -23,7 +23,7 @@ from __future__ import annotations
 
 from shax_core._infer import infer
 from shax_core._linearize import Linearized
-from shax_core.core import Builder, add, bind_at, zeros
+from shax_core.core import Builder, Tracer, add, bind_at, zeros
 from shax_core.ir import Program, ShaxError
 from shax_core.passes._dce import dce
 from shax_core.passes.inline import emit_on_first_use
@@ -78,7 +78,10 @@ def transpose_typed(linear: Program, num_linear: int) -> Program:
                 forward[v.name] = eqn
 
     def forward_eqn(eqn, xs):
-        return bind_at(b, eqn.prim, *xs, **lookup(eqn.prim).kwargs(eqn.params))
+        if eqn.extra_outs or any(x.__class__ is not Tracer or x.builder is not b for x in xs):
+            return bind_at(b, eqn.prim, *xs, **lookup(eqn.prim).kwargs(eqn.params))
+        # the equation as it is, on values in b: its type is known (the program is typed)
+        return b.emit(eqn.prim, eqn.params, [x.variable for x in xs], eqn.out.type)
 
     def residual(name: str):
         """The value of a non-linear variable, emitting its forward equations on first use
@@ -89,9 +92,21 @@ def transpose_typed(linear: Program, num_linear: int) -> Program:
     ct: dict[str, object] = {}
 
     def accumulate(name, c):
-        if c is None or isinstance(c, Zero):
+        if c is None or c.__class__ is Zero:
             return
-        ct[name] = c if name not in ct else add(ct[name], c)
+        prev = ct.get(name)
+        if prev is None:
+            ct[name] = c
+        elif (
+            prev.__class__ is Tracer
+            and c.__class__ is Tracer
+            and prev.builder is b
+            and c.builder is b
+            and prev.variable.type == c.variable.type
+        ):  # = add(prev, c): two cotangents of one type, nothing to promote or broadcast
+            ct[name] = b.emit("add", (), (prev.variable, c.variable), c.variable.type)
+        else:
+            ct[name] = add(prev, c)
 
     for v, c in zip(linear.outs, cts_in, strict=True):
         if v.name in is_linear:
@@ -108,7 +123,12 @@ def transpose_typed(linear: Program, num_linear: int) -> Program:
             c = ct.pop(eqn.out.name, None)
             if c is None:
                 continue
-        args = [Linear(v.type) if v.name in is_linear else residual(v.name) for v in eqn.ins]
+        args = [
+            Linear(v.type)
+            if v.name in is_linear
+            else (value[v.name] if v.name in value else residual(v.name))
+            for v in eqn.ins
+        ]
         try:
             in_cts = prim.transpose(c, *args, **prim.kwargs(eqn.params))
         except RuleError as e:

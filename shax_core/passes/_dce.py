@@ -22,25 +22,26 @@ def dce(program: Program) -> Program:
     live = {v.name for v in program.outs}
     kept = []
     add_live = live.update
+    changed = False
     for eqn in reversed(program.eqns):
         if eqn.extra_outs:
             used = [v.name in live for v in eqn.outs]
             if not any(used):
+                changed = True
                 continue
         elif eqn.out.name not in live:
+            changed = True
             continue
         else:
             used = None
         if eqn.params and eqn.subprograms:
-            if used is None:
-                used = [True]
             prune = lookup(eqn.prim).extra.get("prune")
-            eqn = prune(eqn, used, dce) if prune else eqn.with_subprograms(dce)
+            new = prune(eqn, used or [True], dce) if prune else eqn.with_subprograms(dce)
+            changed |= new != eqn
+            eqn = new
         kept.append(eqn)
         add_live([v.name for v in eqn.ins])
-    if len(kept) == len(program.eqns) and all(
-        a is b for a, b in zip(reversed(kept), program.eqns, strict=True)
-    ):
+    if not changed:
         return program
     kept.reverse()
     return program.replace(eqns=tuple(kept))
