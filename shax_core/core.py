@@ -541,12 +541,26 @@ def select(pred, on_true, on_false):
     shape = _broadcast_shapes(
         shape_of(pred), _broadcast_shapes(shape_of(on_true), shape_of(on_false))
     )
-    return bind(
-        "select",
-        broadcast_to(pred, shape),
-        broadcast_to(on_true, shape),
-        broadcast_to(on_false, shape),
-    )
+    pred = broadcast_to(pred, shape)
+    if isinstance(pred, Tracer) and _scalar_array(on_true) and _scalar_array(on_false):
+        # two scalar branches (the weights of a rule): their splats built in pred's builder,
+        # the equations lifting their broadcast arrays would record, without the arrays
+        b = pred.builder
+        return bind("select", pred, _splat(b, on_true, shape), _splat(b, on_false, shape))
+    return bind("select", pred, broadcast_to(on_true, shape), broadcast_to(on_false, shape))
+
+
+def _scalar_array(x) -> bool:
+    """A 0-d array other than NaN (lifting a NaN splat records a literal array instead)."""
+    return isinstance(x, np.ndarray) and x.ndim == 0 and bool(x == x)
+
+
+def _splat(builder: Builder, scalar: np.ndarray, shape: tuple[int, ...]):
+    """``builder.lift(np.broadcast_to(scalar, shape))``: the constant, broadcast if large."""
+    if math.prod(shape) <= 1:
+        return np.broadcast_to(scalar, shape)  # lifted as a literal by bind, as before
+    c = builder.constant(scalar, dtype_name(scalar.dtype))
+    return bind("broadcast", c, dims=(), shape=shape)
 
 
 def convert(x, dtype: str):
