@@ -64,18 +64,26 @@ def transpose_typed(linear: Program, num_linear: int) -> Program:
     backward = []
     forward: dict[str, object] = {}  # residual-only equations, emitted when first needed
     for eqn in linear.eqns:
-        prim = lookup(eqn.prim)
-        if any(v.name in is_linear for v in eqn.ins):
-            if prim.transpose is None:
-                raise TransposeError(
-                    f"`{format_eqn(eqn)}` is not linear in its tangent input(s): "
-                    f"{eqn.prim} has no transpose rule"
-                )
+        for v in eqn.ins:
+            if v.name in is_linear:
+                break
+        else:  # reads no tangent
+            if eqn.extra_outs:
+                for v in eqn.outs:
+                    forward[v.name] = eqn
+            else:
+                forward[eqn.out.name] = eqn
+            continue
+        if lookup(eqn.prim).transpose is None:
+            raise TransposeError(
+                f"`{format_eqn(eqn)}` is not linear in its tangent input(s): "
+                f"{eqn.prim} has no transpose rule"
+            )
+        if eqn.extra_outs:
             is_linear.update(v.name for v in eqn.outs)
-            backward.append(eqn)
         else:
-            for v in eqn.outs:
-                forward[v.name] = eqn
+            is_linear.add(eqn.out.name)
+        backward.append(eqn)
 
     def forward_eqn(eqn, xs):
         if eqn.extra_outs or any(x.__class__ is not Tracer or x.builder is not b for x in xs):
@@ -90,6 +98,7 @@ def transpose_typed(linear: Program, num_linear: int) -> Program:
         return emit_on_first_use(name, value, forward, forward_eqn)
 
     ct: dict[str, object] = {}
+    linear_of: dict = {}  # one Linear marker per type (they are immutable)
 
     def accumulate(name, c):
         if c is None or c.__class__ is Zero:
@@ -124,7 +133,7 @@ def transpose_typed(linear: Program, num_linear: int) -> Program:
             if c is None:
                 continue
         args = [
-            Linear(v.type)
+            (linear_of[v.type] if v.type in linear_of else _linear(linear_of, v.type))
             if v.name in is_linear
             else (value[v.name] if v.name in value else residual(v.name))
             for v in eqn.ins
@@ -135,9 +144,14 @@ def transpose_typed(linear: Program, num_linear: int) -> Program:
             raise TransposeError(f"`{format_eqn(eqn)}`: {e}") from None
         except ShaxError as e:
             raise TransposeError(f"`{format_eqn(eqn)}`: {e}") from None
-        for v, c_v in zip(eqn.ins, in_cts, strict=True):
+        if len(in_cts) != len(eqn.ins):
+            raise TransposeError(
+                f"`{format_eqn(eqn)}`: the transpose rule of {eqn.prim} gave "
+                f"{len(in_cts)} cotangents for {len(eqn.ins)} inputs"
+            )
+        for v, c_v in zip(eqn.ins, in_cts):
             if v.name in is_linear:
-                if c_v is not None and not isinstance(c_v, Zero) and c_v.type != v.type:
+                if c_v is not None and c_v.__class__ is not Zero and c_v.type != v.type:
                     raise TransposeError(
                         f"`{format_eqn(eqn)}`: the transpose rule of {eqn.prim} gave a "
                         f"cotangent of type {c_v.type} for {v.name} :: {v.type}"
@@ -149,6 +163,11 @@ def transpose_typed(linear: Program, num_linear: int) -> Program:
         c = ct.get(p.name)
         outs.append((c if c is not None else zeros(b, p.type)).variable)
     return Program(linear.name + "t", tuple(b.params), tuple(b.eqns), tuple(outs))
+
+
+def _linear(linear_of: dict, t) -> Linear:
+    linear_of[t] = Linear(t)
+    return linear_of[t]
 
 
 TRANSFORMS["transpose"] = transpose_typed
