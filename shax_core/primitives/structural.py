@@ -147,6 +147,8 @@ def _broadcast_transpose(ct, x, dims, shape):
 broadcast = _rearranging("broadcast", ["dims", "shape"], _broadcast_shape, _broadcast_impl)
 deflinear(broadcast, _broadcast_transpose)
 broadcast.kernel = _broadcast_kernel
+# the plan counts a layout change of an argument as a view of it (no new bytes)
+broadcast.extra["view"] = True
 
 
 def _same_type_is_noop(eqn, known):
@@ -187,6 +189,7 @@ def _reshape_simplify(eqn, known):
 
 reshape.simplify = _reshape_simplify
 reshape.kernel = lambda in_types, out_type, shape: lambda a: a.reshape(shape)
+reshape.extra["view"] = True
 
 # ---------------------------------------------------------------------------------------------
 # transpose perm x: output axis i is operand axis perm[i]
@@ -220,6 +223,7 @@ def _transpose_simplify(eqn, known):
 
 transpose.simplify = _transpose_simplify
 transpose.kernel = lambda in_types, out_type, perm: lambda a: a.transpose(perm)
+transpose.extra["view"] = True
 
 # ---------------------------------------------------------------------------------------------
 # slice start limit x (unit strides) and pad [(lo,hi),...] value x: each other's transpose
@@ -248,6 +252,7 @@ def _slice_kernel(in_types, out_type, start, limit):
 
 
 slice_p.kernel = _slice_kernel
+slice_p.extra["view"] = True
 deflinear(
     slice_p,
     lambda ct, x, start, limit: [
