@@ -193,18 +193,27 @@ defzero(_unary("sign", np.sign))
 # max / min: each side gets half the gradient at ties (as the seed, JAX and autograd do)
 
 
-def _balanced(x, other, ans):
-    """1 where x alone attains ans, 1/2 where both do, 0 elsewhere (the seed's
-    ``select(x == ans, 1, 0) / select(other == ans, 2, 1)``, without the division)."""
-    return select(x == ans, select(other == ans, 0.5, 1.0), 0.0)
+def _tie_weights(x, y):
+    """``(w_ge, w_le)``: the weights of the operand that is the larger (``x >= y``) and the
+    smaller (``x <= y``), ``[x >= y] - [x == y]/2`` and ``[x <= y] - [x == y]/2``: 1 alone,
+    1/2 at a tie, 0 otherwise, and 0 for both when either is NaN (no comparison holds), as
+    JAX's ``select(x == ans, select(y == ans, 1/2, 1), 0)``. Both rules build them from
+    ``(x, y)`` in this order, so max and min of the same operands share every equation."""
+    dtype = core.type_of(x).dtype
+    half_tie = 0.5 * core.convert(x == y, dtype)
+    return core.convert(x >= y, dtype) - half_tie, core.convert(x <= y, dtype) - half_tie
 
 
-for _name, _fn in (("max", np.maximum), ("min", np.minimum)):
-    defjvp(
-        _binary(_name, _fn, traits=["commutative"], shape=_numeric_binary),
-        lambda t, x, y, ans: t * _balanced(x, y, ans),
-        lambda t, x, y, ans: t * _balanced(y, x, ans),
-    )
+defjvp(
+    _binary("max", np.maximum, traits=["commutative"], shape=_numeric_binary),
+    lambda t, x, y, ans: t * _tie_weights(x, y)[0],
+    lambda t, x, y, ans: t * _tie_weights(x, y)[1],
+)
+defjvp(
+    _binary("min", np.minimum, traits=["commutative"], shape=_numeric_binary),
+    lambda t, x, y, ans: t * _tie_weights(x, y)[1],
+    lambda t, x, y, ans: t * _tie_weights(x, y)[0],
+)
 
 # ---------------------------------------------------------------------------------------------
 # comparisons: bool results, no tangents

@@ -385,10 +385,27 @@ reduce_sum = define(
 deflinear(
     reduce_sum, lambda ct, x, axes: [core.broadcast(ct, _kept(x.type.rank, axes), x.type.shape)]
 )
-# no axes: the sum is the operand itself, returned as a copy so that the result is fresh
-reduce_sum.kernel = lambda in_types, out_type, axes: (
-    (lambda a: np.add.reduce(a, axis=axes)) if axes else np.copy
-)
+ROWS_ADDED = 4  # a sum over a leading axis this short is added row by row
+
+
+def _reduce_sum_kernel(in_types, out_type, axes):
+    """No axes: the sum is the operand itself, returned as a copy so that the result is fresh.
+    Over a short leading axis: ``a[0] + a[1] + ...``, the rows added in order as NumPy's
+    reduction of that axis adds them, without its call overhead (a third of the time)."""
+    (x,) = in_types
+    if not axes:
+        return np.copy
+    if tuple(axes) == (0,) and 2 <= x.shape[0] <= ROWS_ADDED and (x.is_float or x.is_int):
+        rows = x.shape[0]
+        if rows == 2:
+            return lambda a: a[0] + a[1]
+        if rows == 3:
+            return lambda a: a[0] + a[1] + a[2]
+        return lambda a: a[0] + a[1] + a[2] + a[3]
+    return lambda a: np.add.reduce(a, axis=axes)
+
+
+reduce_sum.kernel = _reduce_sum_kernel
 
 
 def _sum_of_slices(x, axes):
