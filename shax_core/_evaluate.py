@@ -27,7 +27,8 @@ from functools import partial
 import numpy as np
 
 from shax_core._infer import infer
-from shax_core.ir import Program, ShaxError, Type, bound_vars
+from shax_core.ir import Eqn, Program, ShaxError, Type, Var, bound_vars
+from shax_core.passes._dce import dce
 from shax_core.registry import SUBPROGRAM_KINDS, TRANSFORMS, lookup
 
 
@@ -155,7 +156,7 @@ class FreeCores:
         self._last = now
         if now is None or last is None or now[1] <= last[1] or now[3] <= last[3]:
             try:
-                return self.cores - os.getloadavg()[0] + 1.0
+                return max(0.0, self.cores - os.getloadavg()[0] + 1.0)  # a load above cores
             except (AttributeError, OSError):  # not measurable here: one thread
                 return 1.0
         idle_cores = (now[0] - last[0]) / (now[1] - last[1]) * self.all_cores
@@ -471,6 +472,91 @@ def _plan(program: Program, threads) -> tuple[dict[str, int], _Plan]:
     return slot_of, plan
 
 
+# ---------------------------------------------------------------------------------------------
+# plan rewrites: cheaper equal forms, declared by the primitives (``prim.extra["plan"]``)
+
+REWRITE_MAX_EQNS = 5000  # longer programs are planned as they are (the pass costs ~2 µs/eqn)
+
+
+class PlanRewriter:
+    """What a plan rule may ask: the equation producing a value (None for a parameter), how
+    many equations and outputs read it, and a new variable of a type. A rule
+    ``rule(eqn, rw) -> tuple[Eqn, ...] | None`` returns equations computing ``eqn.out`` (the
+    last binds it), reading only values defined before ``eqn``; what is left without readers
+    is dropped afterwards."""
+
+    def __init__(self, program: Program):
+        self._producer: dict[str, Eqn] = {}
+        self._uses: dict[str, int] = {}
+        self._names = {v.name for v in bound_vars(program)}
+        self._count = 0
+        for v in program.outs:
+            self._uses[v.name] = self._uses.get(v.name, 0) + 1
+        for e in program.eqns:
+            for v in e.ins:
+                self._uses[v.name] = self._uses.get(v.name, 0) + 1
+
+    def producer(self, v: Var) -> Eqn | None:
+        return self._producer.get(v.name)
+
+    def uses(self, v: Var) -> int:
+        return self._uses.get(v.name, 0)
+
+    def fresh(self, t: Type) -> Var:
+        while True:
+            self._count += 1
+            name = f"p{self._count}"
+            if name not in self._names:
+                self._names.add(name)
+                return Var(name, t)
+
+    def apply(self, program: Program) -> Program:
+        eqns, changed = [], False
+        for e in program.eqns:
+            new = None
+            for rule in lookup(e.prim).extra.get("plan", ()):
+                new = rule(e, self)
+                if new:
+                    break
+            if new:
+                changed = True
+                for n in new:
+                    for v in n.ins:
+                        self._uses[v.name] = self._uses.get(v.name, 0) + 1
+                    self._producer[n.out.name] = n
+                eqns.extend(new)
+            else:
+                self._producer[e.out.name] = e
+                eqns.append(e)
+        if not changed:
+            return program
+        return dce(Program(program.name, program.params, tuple(eqns), program.outs, checked=True))
+
+
+def rewrite_plan(program: Program) -> Program:
+    """``program`` with the primitives' plan rules applied once, in order, and the equations
+    left without readers dropped: equal values, fewer or cheaper steps.
+
+    >>> from shax_core import infer, parse
+    >>> p = infer(parse(
+    ...     "def f(c :: f32[2], w :: f32[2], v :: f32[2]) = let n = negate c  a = mul c w"
+    ...     "  b = mul n v  s = add a b in [s]"
+    ... ))
+    >>> print(rewrite_plan(p))
+    def f(c :: f32[2],
+          w :: f32[2],
+          v :: f32[2]) =
+      let p1 :: f32[2] = sub w v
+          s :: f32[2] = mul c p1
+      in [s]
+    """
+    if len(program.eqns) > REWRITE_MAX_EQNS:
+        return program
+    if not any("plan" in lookup(e.prim).extra for e in program.eqns):
+        return program
+    return PlanRewriter(program).apply(program)
+
+
 def _out_copies(out_slots, refs) -> list[bool]:
     """An output is handed over without a copy only if the plan owns it exclusively."""
     seen: set[int] = set()
@@ -489,17 +575,19 @@ class Executable:
     live view aliases) writes its result into that buffer instead of allocating.
     """
 
-    def __init__(self, program: Program):
+    def __init__(self, program: Program, *, rewrite: bool = True):
         with no_gc():
-            self._build(program)
+            self._build(program, rewrite)
 
-    def _build(self, program: Program) -> None:
+    def _build(self, program: Program, rewrite: bool) -> None:
         if not program.checked:  # annotations are checked by inference, never trusted
             program = infer(program)
         self.program = program
         self.in_types: tuple[Type, ...] = program.in_types
         self.out_types: tuple[Type, ...] = program.out_types
-        slot_of, plan = _plan(program, plan_threads())
+        planned = rewrite_plan(program) if rewrite else program
+        self.planned = planned  # the program the steps compute (equal values)
+        slot_of, plan = _plan(planned, plan_threads())
         self._loop = plan.steps
         self.n_slots = len(slot_of)
         self.n_params = len(program.params)
@@ -599,7 +687,7 @@ class Executable:
     @property
     def all_slot_bytes(self) -> int:
         """Bytes of every slot at once: what a body run by ``body_parts`` may hold."""
-        return sum(v.type.nbytes for v in bound_vars(self.program)) + sum(
+        return sum(v.type.nbytes for v in bound_vars(self.planned)) + sum(
             a.nbytes for a in self.template if a is not None
         )
 

@@ -13,9 +13,14 @@ from __future__ import annotations
 import numpy as np
 import pytest
 from adcheck import check_jvp, check_transpose, one_eqn_program
+from hypothesis import given, settings
+from hypothesis import strategies as st
+from test_differential import programs as differential_programs
+from test_properties import SETTINGS, drawn
 
 import shax_core as sx
 import shax_core.numpy as snp
+from shax_core import _evaluate as ev
 from shax_core.ir import Type
 
 NAN, INF = np.nan, np.inf
@@ -115,3 +120,101 @@ def test_a_plan_built_twice_is_the_same_plan():
     assert (one.peak_bytes, one.work, one.out_copy) == (two.peak_bytes, two.work, two.out_copy)
     for g, h in zip(one(w, b, x, np.float32(1.0)), two(w, b, x, np.float32(1.0)), strict=True):
         np.testing.assert_array_equal(g, h)
+
+
+# ---------------------------------------------------------------------------------------------
+# plan rules (rewrite_plan): equal values on random programs and on the patterns they target
+
+
+def _plain(program, args):
+    """The program run step by step as written (no plan rules): the reference."""
+    return ev.Executable(program, rewrite=False)(*args)
+
+
+def _assert_rules_keep_values(program, args, rtol=1e-12):
+    rewritten = sx.verify(ev.rewrite_plan(program))
+    assert rewritten.in_types == program.in_types
+    assert rewritten.out_types == program.out_types
+    want = _plain(program, args)
+    for got in (sx.evaluate(rewritten, *args), sx.compile(program)(*args)):
+        for g, w in zip(got, want, strict=True):
+            np.testing.assert_allclose(g, w, rtol=rtol, atol=rtol)
+    return rewritten
+
+
+def _patterns(a, b, c, w, v):
+    """Cotangents with opposite signs meeting two weights, contractions of transposed
+    operands, transposed contractions; each also where the intermediate has other readers."""
+    nc = -c
+    ab = a @ b
+    return [
+        c * w + nc * v,  # c (w - v)
+        v * nc + w * c,  # the mirror image: c (w - v)
+        (c * w + nc * v) * w,
+        nc,  # the negation read elsewhere too
+        a @ b.T.T,  # a transpose of a transpose
+        (b.T @ a.T).T,
+        (a @ b).T,  # a transposed contraction read once
+        ab.T,  # ... and one read twice (left as it is)
+        ab,
+        b.T @ a.T,
+        snp.dot(a, b.T.T),
+    ]
+
+
+@settings(SETTINGS, max_examples=min(SETTINGS.max_examples, 20))
+@given(st.integers(1, 4), st.integers(1, 4), st.integers(1, 4), st.integers(0, 2**16))
+def test_plan_rules_keep_values_and_gradients_on_their_patterns(m, k, n, seed):
+    rng = np.random.default_rng(seed)
+    args = [rng.normal(size=s) for s in [(m, k), (k, n), (3, 2), (3, 2), (3, 2)]]
+    program = sx.trace(_patterns, *args)
+    rewritten = _assert_rules_keep_values(program, args)
+    assert len(rewritten.eqns) < len(program.eqns)
+
+    def loss(*xs):
+        return sum(snp.sum(o * o) for o in _patterns(*xs))
+
+    vjp = sx.vjp_program(sx.trace(loss, *args))
+    _assert_rules_keep_values(vjp, [*args, np.float64(1.0)])
+    # the gradient through the rewritten plan against central differences (f64)
+    grads = sx.compile(vjp)(*args, np.float64(1.0))[1:]
+    eps = 1e-6
+    for i, g in enumerate(grads):
+        d = rng.normal(size=args[i].shape)
+        plus = [x + eps * d if j == i else x for j, x in enumerate(args)]
+        minus = [x - eps * d if j == i else x for j, x in enumerate(args)]
+        fd = (float(loss_value(plus)) - float(loss_value(minus))) / (2 * eps)
+        np.testing.assert_allclose(np.vdot(g, d), fd, rtol=1e-5, atol=1e-6)
+
+
+def loss_value(xs):
+    return sum(np.sum(np.asarray(o) ** 2) for o in _numpy_patterns(*xs))
+
+
+def _numpy_patterns(a, b, c, w, v):
+    nc = -c
+    ab = a @ b
+    return [
+        c * w + nc * v,
+        v * nc + w * c,
+        (c * w + nc * v) * w,
+        nc,
+        a @ b,
+        (b.T @ a.T).T,
+        (a @ b).T,
+        ab.T,
+        ab,
+        b.T @ a.T,
+        a @ b,
+    ]
+
+
+@settings(SETTINGS, max_examples=min(SETTINGS.max_examples, 25))
+@given(differential_programs())
+def test_plan_rules_keep_values_on_random_programs(case):
+    p, args, rng = drawn(case)
+    _assert_rules_keep_values(p, args, rtol=1e-10)
+    if all(v.type.rank == 0 for v in p.outs) and p.outs:
+        return
+    ct = [rng.uniform(-1, 1, v.type.shape) for v in p.outs]
+    _assert_rules_keep_values(sx.vjp_program(p), [*args, *ct], rtol=1e-10)

@@ -10,7 +10,7 @@ from __future__ import annotations
 import numpy as np
 
 from shax_core import core
-from shax_core.ir import DTYPES, ShaxTypeError, Type
+from shax_core.ir import DTYPES, Eqn, ShaxTypeError, Type
 from shax_core.primitives.base import (
     Zero,
     defbilinear,
@@ -88,6 +88,31 @@ add = _binary("add", np.add, traits=["commutative"], shape=_numeric_binary)
 defjvp(add, lambda t, x, y, **_: t, lambda t, x, y, **_: t)
 add.transpose = lambda ct, x, y: [ct if is_linear(x) else None, ct if is_linear(y) else None]
 add.simplify = identity_operand(0.0)  # x + 0 = x
+
+
+def _distribute(eqn, rw):
+    """Plan rule: ``c*w1 + (-c)*w2 = c*(w1 - w2)`` when both products are read only here (a
+    cotangent reaching two weights with opposite signs: max - min). Equal up to rounding for
+    finite values; an infinite c with one weight 0 gives ±inf where the sum gave NaN."""
+    p, q = (rw.producer(v) for v in eqn.ins)
+    if p is None or q is None or p.prim != "mul" or q.prim != "mul":
+        return None
+    if rw.uses(eqn.ins[0]) != 1 or rw.uses(eqn.ins[1]) != 1 or not eqn.out.type.is_float:
+        return None
+    for first, second in ((p, q), (q, p)):
+        for i, c in enumerate(first.ins):
+            for j, n in enumerate(second.ins):
+                negated = rw.producer(n)
+                if negated is not None and negated.prim == "negate" and negated.ins[0] == c:
+                    w1, w2 = first.ins[1 - i], second.ins[1 - j]
+                    if not w1.type == w2.type == eqn.out.type:
+                        return None
+                    diff = rw.fresh(eqn.out.type)
+                    return (Eqn(diff, "sub", (), (w1, w2)), Eqn(eqn.out, "mul", (), (c, diff)))
+    return None
+
+
+add.extra["plan"] = (_distribute,)
 
 sub = _binary("sub", np.subtract, shape=_numeric_binary)
 defjvp(sub, lambda t, x, y, **_: t, lambda t, x, y, **_: -t)
