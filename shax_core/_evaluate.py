@@ -476,6 +476,7 @@ def _plan(program: Program, threads) -> tuple[dict[str, int], _Plan]:
 # plan rewrites: cheaper equal forms, declared by the primitives (``prim.extra["plan"]``)
 
 REWRITE_MAX_EQNS = 5000  # longer programs are planned as they are (the pass costs ~2 µs/eqn)
+RULE_DEPTH = 4  # how often the result of a rule is offered to the rules again
 
 
 class PlanRewriter:
@@ -511,26 +512,28 @@ class PlanRewriter:
                 return Var(name, t)
 
     def apply(self, program: Program) -> Program:
-        eqns, changed = [], False
+        eqns: list[Eqn] = []
         for e in program.eqns:
-            new = None
+            self._emit(e, eqns, RULE_DEPTH)
+        if len(eqns) == len(program.eqns) and all(map(operator.is_, eqns, program.eqns)):
+            return program
+        return dce(Program(program.name, program.params, tuple(eqns), program.outs, checked=True))
+
+    def _emit(self, e: Eqn, eqns: list, depth: int) -> None:
+        """Append ``e``, or what a rule rewrites it to (itself offered to the rules again, up
+        to ``depth`` times)."""
+        if depth:
             for rule in lookup(e.prim).extra.get("plan", ()):
                 new = rule(e, self)
                 if new:
-                    break
-            if new:
-                changed = True
-                for n in new:
-                    for v in n.ins:
-                        self._uses[v.name] = self._uses.get(v.name, 0) + 1
-                    self._producer[n.out.name] = n
-                eqns.extend(new)
-            else:
-                self._producer[e.out.name] = e
-                eqns.append(e)
-        if not changed:
-            return program
-        return dce(Program(program.name, program.params, tuple(eqns), program.outs, checked=True))
+                    for n in new:
+                        for v in n.ins:
+                            self._uses[v.name] = self._uses.get(v.name, 0) + 1
+                        self._emit(n, eqns, depth - 1)
+                    return
+        for v in e.outs:
+            self._producer[v.name] = e
+        eqns.append(e)
 
 
 def rewrite_plan(program: Program) -> Program:

@@ -159,6 +159,8 @@ def _patterns(a, b, c, w, v):
         ab,
         b.T @ a.T,
         snp.dot(a, b.T.T),
+        (w - c) - (v - c),  # w - v
+        (w - c) - (v - w),  # no common subtrahend: left as it is
     ]
 
 
@@ -206,6 +208,8 @@ def _numpy_patterns(a, b, c, w, v):
         ab,
         b.T @ a.T,
         a @ b,
+        (w - c) - (v - c),
+        (w - c) - (v - w),
     ]
 
 

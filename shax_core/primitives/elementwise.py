@@ -119,6 +119,21 @@ defjvp(sub, lambda t, x, y, **_: t, lambda t, x, y, **_: -t)
 sub.transpose = lambda ct, x, y: [ct if is_linear(x) else None, -ct if is_linear(y) else None]
 sub.simplify = identity_operand(0.0, "right")  # x - 0 = x
 
+
+def _common_subtrahend(eqn, rw):
+    """Plan rule: ``(a - c) - (b - c) = a - b`` (two tie weights differ by their common half
+    tie: max's minus min's). Never more work: the inner differences stay only while other
+    equations read them. Equal up to rounding for finite c (exact for the weights)."""
+    p, q = (rw.producer(v) for v in eqn.ins)
+    if p is None or q is None or p.prim != "sub" or q.prim != "sub" or p.ins[1] != q.ins[1]:
+        return None
+    if not eqn.out.type.is_float or not p.ins[0].type == q.ins[0].type == eqn.out.type:
+        return None
+    return (Eqn(eqn.out, "sub", (), (p.ins[0], q.ins[0])),)
+
+
+sub.extra["plan"] = (_common_subtrahend,)
+
 negate = define("negate", arity=1, shape=_numeric_unary, impl=np.negative, traits=UFUNC)
 deflinear(negate, lambda ct, x: [-ct])
 negate.simplify = involution  # -(-x) = x
