@@ -19,6 +19,7 @@ import gc
 import operator
 import os
 import time
+from collections.abc import Sequence
 from concurrent.futures import ThreadPoolExecutor
 from contextlib import contextmanager
 from dataclasses import dataclass
@@ -519,6 +520,16 @@ class PlanRewriter:
             return program
         return dce(Program(program.name, program.params, tuple(eqns), program.outs, checked=True))
 
+    def _release(self, e: Eqn) -> None:
+        """``e`` is not computed: its operands lose a reader, and an operand left without any
+        is not computed either (DCE drops them all afterwards)."""
+        for v in e.ins:
+            self._uses[v.name] -= 1
+            if not self._uses[v.name]:
+                dead = self._producer.get(v.name)
+                if dead is not None and not dead.extra_outs:
+                    self._release(dead)
+
     def _emit(self, e: Eqn, eqns: list, depth: int) -> None:
         """Append ``e``, or what a rule rewrites it to (itself offered to the rules again, up
         to ``depth`` times)."""
@@ -526,6 +537,7 @@ class PlanRewriter:
             for rule in lookup(e.prim).extra.get("plan", ()):
                 new = rule(e, self)
                 if new:
+                    self._release(e)  # e is replaced: its reads go
                     for n in new:
                         for v in n.ins:
                             self._uses[v.name] = self._uses.get(v.name, 0) + 1
@@ -549,8 +561,8 @@ def rewrite_plan(program: Program) -> Program:
     def f(c :: f32[2],
           w :: f32[2],
           v :: f32[2]) =
-      let p1 :: f32[2] = sub w v
-          s :: f32[2] = mul c p1
+      let p2 :: f32[2] = sub w v
+          s :: f32[2] = mul c p2
       in [s]
     """
     if len(program.eqns) > REWRITE_MAX_EQNS:
@@ -558,6 +570,30 @@ def rewrite_plan(program: Program) -> Program:
     if not any("plan" in lookup(e.prim).extra for e in program.eqns):
         return program
     return PlanRewriter(program).apply(program)
+
+
+class Steps(Sequence):
+    """The steps of a plan as ``(fn, operand slots, result slot, slots to free)``, made on
+    demand from the run loop's ``(fn, x, y, out, free)`` (``len`` costs nothing)."""
+
+    __slots__ = ("_loop",)
+
+    def __init__(self, loop: tuple):
+        self._loop = loop
+
+    def __len__(self) -> int:
+        return len(self._loop)
+
+    def __getitem__(self, i):
+        if isinstance(i, slice):
+            return tuple(self[k] for k in range(*i.indices(len(self._loop))))
+        fn, x, y, out, free = self._loop[i]
+        return (fn, (x,) if y is None else y if x is None else (x, y), out, free)
+
+    def __eq__(self, other) -> bool:
+        return tuple(self) == tuple(other) if isinstance(other, Sequence) else NotImplemented
+
+    __hash__ = None
 
 
 def _out_copies(out_slots, refs) -> list[bool]:
@@ -607,13 +643,10 @@ class Executable:
         self._expected = [(t.np_dtype, t.shape) for t in self.in_types]
 
     @property
-    def steps(self) -> tuple:
+    def steps(self) -> Steps:
         """The plan as ``(fn, operand slots, result slot (a tuple for a multi-result step),
-        slots to free after it)`` per step, in order."""
-        return tuple(
-            (fn, (x,) if y is None else y if x is None else (x, y), out, free)
-            for fn, x, y, out, free in self._loop
-        )
+        slots to free after it)`` per step, in order (read from the run form on demand)."""
+        return Steps(self._loop)
 
     def check_args(self, args) -> list[np.ndarray]:
         if len(args) == len(self._expected) and all(

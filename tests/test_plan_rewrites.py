@@ -161,6 +161,14 @@ def _patterns(a, b, c, w, v):
         snp.dot(a, b.T.T),
         (w - c) - (v - c),  # w - v
         (w - c) - (v - w),  # no common subtrahend: left as it is
+        w + (-v),  # negations that die where they are read: w - v
+        (-w) + (-v),
+        w - (-v),
+        (-w) - (-v),
+        (-w) * (-v),
+        c * (-(w * v)) + c,  # a negation moved through a product into a sum
+        -c + nc,  # nc is read elsewhere: stays
+        c * w - c * v,
     ]
 
 
@@ -210,6 +218,14 @@ def _numpy_patterns(a, b, c, w, v):
         a @ b,
         (w - c) - (v - c),
         (w - c) - (v - w),
+        w + (-v),
+        (-w) + (-v),
+        w - (-v),
+        (-w) - (-v),
+        (-w) * (-v),
+        c * (-(w * v)) + c,
+        -c + nc,
+        c * w - c * v,
     ]
 
 

@@ -90,6 +90,14 @@ add.transpose = lambda ct, x, y: [ct if is_linear(x) else None, ct if is_linear(
 add.simplify = identity_operand(0.0)  # x + 0 = x
 
 
+def _negated(v, eqn, rw):
+    """x when ``v = negate x`` and every reader of v is ``eqn`` (so v dies with it), else None."""
+    e = rw.producer(v)
+    if e is None or e.prim != "negate" or rw.uses(v) != sum(u == v for u in eqn.ins):
+        return None
+    return e.ins[0]
+
+
 def _distribute(eqn, rw):
     """Plan rule: ``c*w1 + (-c)*w2 = c*(w1 - w2)`` when both products are read only here (a
     cotangent reaching two weights with opposite signs: max - min). Equal up to rounding for
@@ -112,7 +120,21 @@ def _distribute(eqn, rw):
     return None
 
 
-add.extra["plan"] = (_distribute,)
+def _add_negated(eqn, rw):
+    """Plan rule: ``a + (-b) = a - b``, ``(-a) + (-b) = -(a + b)`` when the negations die
+    here (exact: IEEE rounding is symmetric in sign; integers wrap the same)."""
+    (a, b), (na, nb) = eqn.ins, (_negated(v, eqn, rw) for v in eqn.ins)
+    if na is not None and nb is not None:
+        total = rw.fresh(eqn.out.type)
+        return (Eqn(total, "add", (), (na, nb)), Eqn(eqn.out, "negate", (), (total,)))
+    if nb is not None:
+        return (Eqn(eqn.out, "sub", (), (a, nb)),)
+    if na is not None:
+        return (Eqn(eqn.out, "sub", (), (b, na)),)
+    return None
+
+
+add.extra["plan"] = (_distribute, _add_negated)
 
 sub = _binary("sub", np.subtract, shape=_numeric_binary)
 defjvp(sub, lambda t, x, y, **_: t, lambda t, x, y, **_: -t)
@@ -132,7 +154,37 @@ def _common_subtrahend(eqn, rw):
     return (Eqn(eqn.out, "sub", (), (p.ins[0], q.ins[0])),)
 
 
-sub.extra["plan"] = (_common_subtrahend,)
+def _sub_negated(eqn, rw):
+    """Plan rule: ``a - (-b) = a + b``, ``(-a) - (-b) = b - a`` when the negations die here
+    (exact)."""
+    (a, _), (na, nb) = eqn.ins, (_negated(v, eqn, rw) for v in eqn.ins)
+    if na is not None and nb is not None:
+        return (Eqn(eqn.out, "sub", (), (nb, na)),)
+    if nb is not None:
+        return (Eqn(eqn.out, "add", (), (a, nb)),)
+    return None
+
+
+def _sub_distribute(eqn, rw):
+    """Plan rule: ``c*w1 - c*w2 = c*(w1 - w2)`` when both products are read only here
+    (equal up to rounding for finite values, as ``_distribute``)."""
+    p, q = (rw.producer(v) for v in eqn.ins)
+    if p is None or q is None or p.prim != "mul" or q.prim != "mul":
+        return None
+    if rw.uses(eqn.ins[0]) != 1 or rw.uses(eqn.ins[1]) != 1 or not eqn.out.type.is_float:
+        return None
+    for i, c in enumerate(p.ins):
+        for j, d in enumerate(q.ins):
+            if c == d:
+                w1, w2 = p.ins[1 - i], q.ins[1 - j]
+                if not w1.type == w2.type == eqn.out.type:
+                    return None
+                diff = rw.fresh(eqn.out.type)
+                return (Eqn(diff, "sub", (), (w1, w2)), Eqn(eqn.out, "mul", (), (c, diff)))
+    return None
+
+
+sub.extra["plan"] = (_common_subtrahend, _sub_negated, _sub_distribute)
 
 negate = define("negate", arity=1, shape=_numeric_unary, impl=np.negative, traits=UFUNC)
 deflinear(negate, lambda ct, x: [-ct])
@@ -159,6 +211,22 @@ defbilinear(
     lambda ct, x, **_: x * ct,  # ȳ = x·ct
 )
 mul.simplify = identity_operand(1.0)  # x * 1 = x
+
+
+def _mul_negated(eqn, rw):
+    """Plan rule: ``a * (-b) = -(a * b)`` (the negation moves on toward an add, which takes it
+    as a sub) and ``(-a) * (-b) = a * b``, when the negations die here (exact)."""
+    (a, b), (na, nb) = eqn.ins, (_negated(v, eqn, rw) for v in eqn.ins)
+    if na is not None and nb is not None:
+        return (Eqn(eqn.out, "mul", (), (na, nb)),)
+    if na is None and nb is None:
+        return None
+    product = rw.fresh(eqn.out.type)
+    ins = (a, nb) if nb is not None else (na, b)
+    return (Eqn(product, "mul", (), ins), Eqn(eqn.out, "negate", (), (product,)))
+
+
+mul.extra["plan"] = (_mul_negated,)
 
 div = _binary("div", np.divide)
 defjvp(
