@@ -26,6 +26,7 @@ from functools import partial
 
 import numpy as np
 
+from shax_core import _codegen
 from shax_core._infer import infer
 from shax_core.ir import Program, ShaxError, Type
 from shax_core.registry import TRANSFORMS, lookup
@@ -425,6 +426,8 @@ class Executable:
         self.out_copy = _out_copies(self.out_slots, refs)
         self.peak_bytes = self._peak(plan.alloc, plan.views, plan.transient)
         self._expected = [(t.np_dtype, t.shape) for t in self.in_types]
+        # the tiers (see _codegen): interpret until the hot_at-th call, then run generated code
+        self._calls, self._hot_at, self._generated = 0, _codegen.hot_at(len(self.steps)), None
 
     def _peak(self, alloc, views, transient) -> int:
         """The most bytes live at once: the arguments (held by the caller throughout), the
@@ -502,6 +505,14 @@ class Executable:
 
     def run(self, arrays) -> list[np.ndarray]:
         """Run on already-checked arrays (see ``check_args``)."""
+        if self._generated is not None:
+            return self._generated(*arrays)
+        self._calls += 1
+        if self._calls >= self._hot_at:
+            self._hot_at = _codegen.NEVER
+            self._generated = _codegen.for_executable(self)
+            if self._generated is not None:
+                return self._generated(*arrays)
         slots = self.template.copy()
         slots[: self.n_params] = arrays
         for fn, x, y, out, free in self._loop:

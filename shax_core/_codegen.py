@@ -1,0 +1,259 @@
+"""The second tier of a compiled plan: straight-line Python generated from its steps.
+
+An ``Executable`` interprets its plan (a loop over ``(kernel, operand slots, result slot,
+slots to free)``). Once a plan is hot (called ``HOT_CALLS`` times) and short (at most
+``MAX_STEPS`` steps), its steps are written out as one function, one line per step, so a call
+costs the kernels and almost nothing else:
+
+>>> import shax_core as sx
+>>> program = sx.parse('''def f(a :: f32[3], b :: f32[3]) =
+...   let x = mul a b
+...       y = sin x
+...       z = add y a
+...   in [z, y]''')
+>>> print(source(read_plan(sx.compile(program))))
+def run(s0, s1):
+    s2 = k0(s0, s1)
+    del s1
+    s3 = k1(s2)
+    del s2
+    s4 = k2(s3, s0)
+    del s0
+    return [k3(s4), k4(s3)]
+
+Safety: the text is made from integers only. ``s<N>`` is slot N (the parameters first),
+``k<N>`` the N-th callable (step kernels, then one output finisher per result) and ``c<N>``
+the constant in slot N; kernels and constants are objects in the function's namespace, never
+rendered into the text, and the namespace's ``__builtins__`` is empty, so the function can
+reach nothing else. Nothing from a program (names, literals, params) is an input of
+``source``: it reads slot numbers, kernel positions and which slots hold constants, and
+refuses anything that is not a plain ``int``. Every line is matched against a fixed template
+(``LINE``) before ``compile``; the compiled function's names are then checked against its
+namespace. The function is built from the compiled code object with ``types.FunctionType``
+(no ``exec``).
+
+Semantics are the interpreter's: the same kernels in the same order on the same values, a
+slot deleted right after its last reader, and each output through the same finisher (an
+array of the declared dtype, copied unless the plan owns it alone). Code objects are cached
+by source, so plans of one structure share one compile.
+
+``SHAX_CODEGEN`` chooses the tier: ``auto`` (the default) generates for a plan of at most
+``MAX_STEPS`` steps on its ``HOT_CALLS``-th call; ``0`` (or ``off``) always interprets;
+``1`` (or ``always``) generates on the first call (still at most ``MAX_STEPS`` steps). It is
+read when a plan is built. ``compile`` costs about 20 µs a line, which is why it waits for hot
+plans and never runs for long ones (W4's 200k steps) or on the cold path.
+"""
+
+from __future__ import annotations
+
+import os
+import re
+import types
+from dataclasses import dataclass
+from functools import lru_cache
+
+import numpy as np
+
+from shax_core.ir import ShaxError
+
+HOT_CALLS = 16  # generate on this call of a plan (compile cost ~ 20-60 interpreted calls)
+MAX_STEPS = 4000  # longer plans stay interpreted (compile ~ 20 µs a line)
+NEVER = 1 << 62
+CACHED_CODES = 512
+FILENAME = "<shax plan>"
+
+
+class CodegenError(ShaxError):
+    """A generated line does not match the template, or a plan is not in a form we generate."""
+
+
+# ---------------------------------------------------------------------------------------------
+# the plan, as the generator reads it
+
+
+@dataclass(frozen=True)
+class PlanView:
+    """What the generator needs of an ``Executable``: integers and objects, nothing else.
+
+    ``steps``: ``(operand slots, result slot or tuple of slots, slots to free)``; ``kernels``:
+    the callable of each step; ``constants``: slot -> array for constant slots;
+    ``outputs``: ``(slot, dtype, copy)`` per result."""
+
+    n_params: int
+    steps: tuple
+    kernels: tuple
+    constants: dict
+    outputs: tuple
+
+
+def _ints(xs) -> tuple[int, ...]:
+    xs = tuple(xs)
+    if not all(type(x) is int and x >= 0 for x in xs):
+        raise CodegenError("plan slots must be non-negative ints")
+    return xs
+
+
+def read_plan(exe) -> PlanView:
+    """The one place that reads an ``Executable``'s step format (``exe.steps`` as
+    ``(fn, ins, out, free)``, ``exe.template``, ``exe.out_slots/out_types/out_copy``)."""
+    steps, kernels = [], []
+    for step in exe.steps:
+        fn, ins, out, free = step
+        if not callable(fn):
+            raise CodegenError("a step's kernel is not callable")
+        out = _ints(out) if type(out) is tuple else _ints((out,))[0]
+        if out == ():
+            raise CodegenError("a step binds no result")
+        steps.append((_ints(ins), out, _ints(free)))
+        kernels.append(fn)
+    constants = {i: a for i, a in enumerate(exe.template) if a is not None}
+    outputs = tuple(
+        (_ints((s,))[0], t.np_dtype, bool(c))
+        for s, t, c in zip(exe.out_slots, exe.out_types, exe.out_copy, strict=True)
+    )
+    return PlanView(_ints((exe.n_params,))[0], tuple(steps), tuple(kernels), constants, outputs)
+
+
+# ---------------------------------------------------------------------------------------------
+# source text, from integers only
+
+_SLOT = r"s\d+"
+_VALUE = r"[sc]\d+"
+_ARGS = rf"(?:{_VALUE}(?:, {_VALUE})*)?"
+LINE = re.compile(  # ASCII: \d is 0-9 only
+    "|".join(
+        [
+            rf"def run\((?:{_SLOT}(?:, {_SLOT})*)?\):",  # the header: parameters only
+            rf"    {_SLOT} = k\d+\({_ARGS}\)",  # one step
+            rf"    (?:{_SLOT}, )+= k\d+\({_ARGS}\)",  # a multi-result step
+            rf"    del {_SLOT}(?:, {_SLOT})*",  # slots that die here
+            rf"    return \[(?:k\d+\({_VALUE}\)(?:, k\d+\({_VALUE}\))*)?\]",  # finished outputs
+        ]
+    ),
+    re.ASCII,
+)
+
+
+def source(plan: PlanView) -> str:
+    """The plan as one function ``run(s0, ..., s<n_params-1>)`` returning the output list."""
+    for x in (plan.n_params, *plan.constants):
+        _ints((x,))
+
+    def value(s: int) -> str:
+        return f"c{s:d}" if s in plan.constants else f"s{s:d}"
+
+    lines = [f"def run({', '.join(f's{i:d}' for i in range(plan.n_params))}):"]
+    for k, (ins, out, free) in enumerate(plan.steps):
+        args = ", ".join(value(s) for s in _ints(ins))
+        if type(out) is tuple:  # s6, s7, = k2(...)
+            target = "".join(f"s{s:d}, " for s in _ints(out))
+        else:
+            target = f"s{_ints((out,))[0]:d} "
+        lines.append(f"    {target}= k{k:d}({args})")
+        dead = [f"s{s:d}" for s in _ints(free) if s not in plan.constants]
+        if dead:
+            lines.append(f"    del {', '.join(dead)}")
+    n = len(plan.steps)
+    finished = ", ".join(f"k{n + j:d}({value(s)})" for j, (s, _, _) in enumerate(plan.outputs))
+    lines.append(f"    return [{finished}]")
+    return "\n".join(lines) + "\n"
+
+
+def check_lines(text: str) -> None:
+    """Every line must be one of ``LINE``'s fixed forms (nothing else can reach compile)."""
+    for number, line in enumerate(text.split("\n"), 1):
+        if line and not LINE.fullmatch(line):
+            raise CodegenError(f"generated line {number} does not match the template: {line!r}")
+    if not text.startswith("def run(") or text.count("def ") != 1:
+        raise CodegenError("generated source must be exactly one function")
+
+
+@lru_cache(maxsize=CACHED_CODES)
+def code_of(text: str) -> types.CodeType:
+    """The code object of ``run`` in ``text`` (checked against the template first), cached by
+    the text itself: plans of one structure share one compile."""
+    check_lines(text)
+    module = compile(text, FILENAME, "exec", dont_inherit=True)  # shax: the one compile
+    (code,) = [c for c in module.co_consts if isinstance(c, types.CodeType)]
+    return code
+
+
+# ---------------------------------------------------------------------------------------------
+# the function
+
+
+def finisher(dtype: np.dtype, copy: bool):
+    """What the interpreter does to each output: an array of the declared dtype, copied when
+    the plan does not own it alone or it is read-only."""
+    asarray = np.asarray
+
+    def finish(x):
+        a = asarray(x)
+        if a.dtype != dtype:
+            return a.astype(dtype)
+        if copy or not a.flags.writeable:
+            return a.copy()
+        return a
+
+    return finish
+
+
+def namespace(plan: PlanView) -> dict:
+    ns: dict = {"__builtins__": {}}
+    for k, fn in enumerate(plan.kernels):
+        ns[f"k{k:d}"] = fn
+    n = len(plan.kernels)
+    for j, (_, dtype, copy) in enumerate(plan.outputs):
+        ns[f"k{n + j:d}"] = finisher(dtype, copy)
+    for s, a in plan.constants.items():
+        ns[f"c{s:d}"] = a
+    return ns
+
+
+def generate(plan: PlanView):
+    """The plan as a Python function of its arguments (``fn(*arrays) -> list``)."""
+    code = code_of(source(plan))
+    ns = namespace(plan)
+    unknown = [n for n in code.co_names if n not in ns]
+    if unknown:
+        raise CodegenError(f"generated code names {unknown} outside its namespace")
+    return types.FunctionType(code, ns, "run")
+
+
+# ---------------------------------------------------------------------------------------------
+# the tiers
+
+
+def setting(value: str | None) -> str:
+    """``SHAX_CODEGEN``: ``auto`` (default, also empty), ``0``/``off``, ``1``/``always``."""
+    v = (value or "auto").strip().lower()
+    if v in ("", "auto"):
+        return "auto"
+    if v in ("0", "off", "false", "no"):
+        return "off"
+    if v in ("1", "on", "always", "true", "yes"):
+        return "always"
+    raise ShaxError(f"SHAX_CODEGEN must be 'auto', '0' or '1', got {value!r}")
+
+
+def hot_at(n_steps: int) -> int:
+    """The call on which a plan of ``n_steps`` steps switches to generated code (NEVER: it
+    stays interpreted). Read from ``SHAX_CODEGEN`` when the plan is built."""
+    mode = setting(os.environ.get("SHAX_CODEGEN"))
+    if mode == "off" or n_steps > MAX_STEPS:
+        return NEVER
+    return 1 if mode == "always" else HOT_CALLS
+
+
+def tier(exe) -> str:
+    """``"generated"`` once ``exe`` runs generated code, else ``"interpreted"``."""
+    return "generated" if getattr(exe, "_generated", None) is not None else "interpreted"
+
+
+def for_executable(exe):
+    """The generated function for ``exe``, or None when its plan is not in a form we generate
+    (it then stays interpreted)."""
+    try:
+        return generate(read_plan(exe))
+    except (CodegenError, TypeError, ValueError):
+        return None
