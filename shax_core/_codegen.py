@@ -21,6 +21,14 @@ def run(s0, s1):
     del s0
     return [k3(s4), k4(s3)]
 
+A loop body (a ``scan``'s, so also ``fori_loop``'s) runs once per trip; once the loops
+running it have made ``HOT_TRIPS`` trips in all (so a long loop within its first call), its
+plan is generated in the body form, which returns the output values as they are instead of
+finished copies:
+
+>>> print(source(read_plan(sx.compile(program)), body=True).splitlines()[-1])
+    return (s4, s3, )
+
 Safety: the text is made from integers only. ``s<N>`` is slot N (the parameters first),
 ``k<N>`` the N-th callable (step kernels, then one output finisher per result) and ``c<N>``
 the constant in slot N; kernels and constants are objects in the function's namespace, never
@@ -39,9 +47,10 @@ by source, so plans of one structure share one compile.
 
 ``SHAX_CODEGEN`` chooses the tier: ``auto`` (the default) generates for a plan of at most
 ``MAX_STEPS`` steps on its ``HOT_CALLS``-th call; ``0`` (or ``off``) always interprets;
-``1`` (or ``always``) generates on the first call (still at most ``MAX_STEPS`` steps). It is
-read when a plan is built. ``compile`` costs about 20 µs a line, which is why it waits for hot
-plans and never runs for long ones (W4's 200k steps) or on the cold path.
+``1`` (or ``always``) generates on the first call or trip (still at most ``MAX_STEPS``
+steps). It is read when a plan is built. ``compile`` costs 7-20 µs a line (W1's 85 lines:
+0.6 ms, twenty interpreted calls), which is why it waits for hot plans and never runs for long
+ones (W4's 200k steps) or on the cold path.
 """
 
 from __future__ import annotations
@@ -57,6 +66,7 @@ import numpy as np
 from shax_core.ir import ShaxError
 
 HOT_CALLS = 16  # generate on this call of a plan (compile cost ~ 20-60 interpreted calls)
+HOT_TRIPS = 256  # a loop body is generated once loops have run it this many times
 MAX_STEPS = 4000  # longer plans stay interpreted (compile ~ 20 µs a line)
 NEVER = 1 << 62
 CACHED_CODES = 512
@@ -128,14 +138,17 @@ LINE = re.compile(  # ASCII: \d is 0-9 only
             rf"    (?:{_SLOT}, )+= k\d+\({_ARGS}\)",  # a multi-result step
             rf"    del {_SLOT}(?:, {_SLOT})*",  # slots that die here
             rf"    return \[(?:k\d+\({_VALUE}\)(?:, k\d+\({_VALUE}\))*)?\]",  # finished outputs
+            rf"    return \((?:{_VALUE}, )*\)",  # a loop body's outputs, as they are
         ]
     ),
     re.ASCII,
 )
 
 
-def source(plan: PlanView) -> str:
-    """The plan as one function ``run(s0, ..., s<n_params-1>)`` returning the output list."""
+def source(plan: PlanView, body: bool = False) -> str:
+    """The plan as one function ``run(s0, ..., s<n_params-1>)`` returning the output list
+    (each output finished as the interpreter's ``run`` does), or with ``body`` the tuple of
+    the output values as they are (what a loop reads from a body's slots each trip)."""
     for x in (plan.n_params, *plan.constants):
         _ints((x,))
 
@@ -154,8 +167,11 @@ def source(plan: PlanView) -> str:
         if dead:
             lines.append(f"    del {', '.join(dead)}")
     n = len(plan.steps)
-    finished = ", ".join(f"k{n + j:d}({value(s)})" for j, (s, _, _) in enumerate(plan.outputs))
-    lines.append(f"    return [{finished}]")
+    if body:
+        lines.append(f"    return ({''.join(f'{value(s)}, ' for s, _, _ in plan.outputs)})")
+    else:
+        finished = ", ".join(f"k{n + j:d}({value(s)})" for j, (s, _, _) in enumerate(plan.outputs))
+        lines.append(f"    return [{finished}]")
     return "\n".join(lines) + "\n"
 
 
@@ -210,9 +226,10 @@ def namespace(plan: PlanView) -> dict:
     return ns
 
 
-def generate(plan: PlanView):
-    """The plan as a Python function of its arguments (``fn(*arrays) -> list``)."""
-    code = code_of(source(plan))
+def generate(plan: PlanView, body: bool = False):
+    """The plan as a Python function of its arguments (``fn(*arrays) -> list``; with
+    ``body``, ``fn(*values) -> tuple`` of the output values as they are)."""
+    code = code_of(source(plan, body))
     ns = namespace(plan)
     unknown = [n for n in code.co_names if n not in ns]
     if unknown:
@@ -250,10 +267,28 @@ def tier(exe) -> str:
     return "generated" if getattr(exe, "_generated", None) is not None else "interpreted"
 
 
-def for_executable(exe):
+def for_executable(exe, body: bool = False):
     """The generated function for ``exe``, or None when its plan is not in a form we generate
     (it then stays interpreted)."""
     try:
-        return generate(read_plan(exe))
+        return generate(read_plan(exe), body)
     except (CodegenError, TypeError, ValueError):
         return None
+
+
+_NOT_YET = object()
+
+
+def hot_body(exe, trips: int):
+    """``exe``'s plan as a loop body, ``fn(*params) -> tuple of outputs``, once the loops
+    running it have made ``trips`` trips in all (``HOT_TRIPS``; at once under
+    ``SHAX_CODEGEN=1``; never when off or longer than ``MAX_STEPS``); None: interpret the
+    body's steps (``Executable.body_parts``). The function is made once per plan."""
+    made = getattr(exe, "_generated_body", _NOT_YET)
+    if made is not _NOT_YET:
+        return made
+    hot = exe._hot_at
+    if hot >= NEVER or (hot > 1 and trips < HOT_TRIPS):
+        return None
+    exe._generated_body = made = for_executable(exe, body=True)
+    return made

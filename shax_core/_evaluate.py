@@ -508,8 +508,7 @@ class Executable:
         if self._generated is not None:
             return self._generated(*arrays)
         self._calls += 1
-        if self._calls >= self._hot_at:
-            self._hot_at = _codegen.NEVER
+        if self._calls == self._hot_at:  # once (None: its plan stays interpreted)
             self._generated = _codegen.for_executable(self)
             if self._generated is not None:
                 return self._generated(*arrays)
@@ -537,6 +536,11 @@ class Executable:
                 a = a.copy()
             outs.append(a)
         return outs
+
+    def hot_body(self, trips: int):
+        """This plan as generated code for a loop body, ``fn(*params) -> tuple of outputs``,
+        once loops have run it ``trips`` times in all, else None (see ``_codegen.hot_body``)."""
+        return _codegen.hot_body(self, trips)
 
     def body_parts(self):
         """``(new_slots, steps, n_params, out_slots)`` for a body run once per trip of a loop

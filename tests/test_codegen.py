@@ -284,7 +284,7 @@ def test_a_name_outside_the_namespace_is_refused(monkeypatch):
         exe = sx.compile(program)
     plan = cg.read_plan(exe)
     real = cg.source(plan)
-    monkeypatch.setattr(cg, "source", lambda _: real.replace("k0(", "k99("))
+    monkeypatch.setattr(cg, "source", lambda *_: real.replace("k0(", "k99("))
     with pytest.raises(cg.CodegenError, match="k99"):
         cg.generate(plan)
 
@@ -385,18 +385,108 @@ def test_generated_outputs_alias_nothing():
         assert_same(exe(a, b), sx.compile(sx.parse(ALIASES))(a, b))
 
 
+def loop_tiers(program):
+    """``both_tiers`` for a program with loops: the generated tier gets its own copy of the
+    bodies (a body's plan is compiled once per body object, in the tier of its first use)."""
+    with codegen("0"):
+        interpreted = sx.compile(program)
+    with codegen("1"):
+        generated = sx.compile(sx.parse(str(program)))
+    return interpreted, generated
+
+
+@pytest.fixture
+def bodies_made(monkeypatch):
+    """The loop-body functions generated while a test runs (None: a body left interpreted)."""
+    made = []
+    real = cg.for_executable
+
+    def spy(exe, body=False):
+        fn = real(exe, body)
+        if body:
+            made.append(fn)
+        return fn
+
+    monkeypatch.setattr(cg, "for_executable", spy)
+    return made
+
+
 @settings(SETTINGS, max_examples=min(SETTINGS.max_examples, 10))
 @given(looped_programs())
 def test_scans_agree_with_the_interpreter(case):
-    """A scan is one multi-result step of the outer plan; its body stays interpreted."""
+    """A scan is one multi-result step of the outer plan; under SHAX_CODEGEN=1 its body runs
+    as generated code too, trip after trip, with bitwise the interpreter's results."""
     program, seed = case
     args, rng = loop_inputs(program, seed)
-    interpreted, generated = both_tiers(program)
-    assert_same(generated(*args), interpreted(*args))
-    vjp = sx.vjp_program(program)
-    cts = [rng.uniform(-1, 1, v.type.shape) for v in program.outs]
-    interpreted, generated = both_tiers(vjp)
-    assert_same(generated(*args, *cts), interpreted(*args, *cts))
+    made = []
+    real = cg.for_executable
+
+    def spy(exe, body=False):
+        made.append((body, real(exe, body)))
+        return made[-1][1]
+
+    cg.for_executable = spy
+    try:
+        interpreted, generated = loop_tiers(program)
+        assert_same(generated(*args), interpreted(*args))
+        vjp = sx.vjp_program(program)
+        cts = [rng.uniform(-1, 1, v.type.shape) for v in program.outs]
+        interpreted, generated = loop_tiers(vjp)
+        assert_same(generated(*args, *cts), interpreted(*args, *cts))
+        assert_same(generated(*args, *cts), interpreted(*args, *cts))
+    finally:
+        cg.for_executable = real
+    bodies = [fn for body, fn in made if body]
+    assert len(bodies) >= 2 and None not in bodies  # the scan's body, the transposed one
+
+
+def _fori(trips: int):
+    def f(x, y):
+        def body(i, c):
+            u, v = c
+            return snp.sin(u) * v + snp.cos(v), u * v - v * 0.5
+
+        u, v = lax.fori_loop(0, trips, body, (x, y))
+        return u + v
+
+    return sx.vjp_program(sx.trace(f, np.float64(0.3), np.float64(0.7)))
+
+
+def test_a_long_loop_body_is_generated_on_its_first_call(bodies_made):
+    """W4 as a fori_loop: HOT_TRIPS trips make a body hot within one call."""
+    args = [np.float64(0.3), np.float64(0.7), np.float64(1.0)]
+    program = _fori(cg.HOT_TRIPS)
+    with codegen("0"):
+        want = sx.compile(program)(*args)
+    with codegen("auto"):
+        exe = sx.compile(sx.parse(str(program)))
+    assert_same(exe(*args), want)
+    assert len(bodies_made) == 2 and None not in bodies_made  # forward and transposed bodies
+    assert cg.tier(exe) == "interpreted"  # the outer plan: not hot yet
+    for _ in range(cg.HOT_CALLS):
+        assert_same(exe(*args), want)
+    assert cg.tier(exe) == "generated" and len(bodies_made) == 2  # made once each
+
+
+def test_a_short_loop_body_waits_until_hot(bodies_made):
+    trips = 10
+    calls_to_hot = -(-cg.HOT_TRIPS // trips)
+    args = [np.float64(0.3), np.float64(0.7), np.float64(1.0)]
+    program = _fori(trips)
+    with codegen("0"):
+        want = sx.compile(program)(*args)
+        off = sx.compile(sx.parse(str(program)))
+    with codegen("auto"):
+        exe = sx.compile(sx.parse(str(program)))
+    for _ in range(calls_to_hot - 1):
+        assert_same(exe(*args), want)
+        assert_same(off(*args), want)
+    assert bodies_made == []
+    assert_same(exe(*args), want)
+    assert len(bodies_made) == 2 and None not in bodies_made
+    for _ in range(calls_to_hot):
+        assert_same(off(*args), want)
+    assert len(bodies_made) == 2  # SHAX_CODEGEN=0: never
 
 
 def test_while_loops_and_conds_agree_with_the_interpreter():
