@@ -49,8 +49,8 @@ by source, so plans of one structure share one compile.
 ``MAX_STEPS`` steps on its ``HOT_CALLS``-th call; ``0`` (or ``off``) always interprets;
 ``1`` (or ``always``) generates on the first call or trip (still at most ``MAX_STEPS``
 steps). It is read when a plan is built. ``compile`` costs 7-20 µs a line (W1's 85 lines:
-0.6 ms, twenty interpreted calls), which is why it waits for hot plans and never runs for long
-ones (W4's 200k steps) or on the cold path.
+0.6 ms, what its generated code saves in 70 calls), which is why it waits for hot plans and
+never runs for long ones (W4's 60k-200k steps) or on the cold path.
 """
 
 from __future__ import annotations
@@ -65,9 +65,12 @@ import numpy as np
 
 from shax_core.ir import ShaxError
 
-HOT_CALLS = 16  # generate on this call of a plan (compile cost ~ 20-60 interpreted calls)
+# When to generate (a ski rental): compile costs what generated code saves in about 70-170
+# calls, whatever the plan's length (both grow with it), so switching near that count keeps
+# the total within about 2x of the best choice in hindsight, for plans called once or forever.
+HOT_CALLS = 64  # generate on this call of a plan
 HOT_TRIPS = 256  # a loop body is generated once loops have run it this many times
-MAX_STEPS = 4000  # longer plans stay interpreted (compile ~ 20 µs a line)
+MAX_STEPS = 2000  # longer plans stay interpreted (compile ~ 7 µs a line: <= ~25 ms at once)
 NEVER = 1 << 62
 CACHED_CODES = 512
 FILENAME = "<shax plan>"
