@@ -57,9 +57,10 @@ from __future__ import annotations
 
 import os
 import re
+import threading
 import types
+from collections import OrderedDict
 from dataclasses import dataclass
-from functools import lru_cache
 
 import numpy as np
 
@@ -72,7 +73,7 @@ HOT_CALLS = 64  # generate on this call of a plan
 HOT_TRIPS = 256  # a loop body is generated once loops have run it this many times
 MAX_STEPS = 2000  # longer plans stay interpreted (compile ~ 7 µs a line: <= ~25 ms at once)
 NEVER = 1 << 62
-CACHED_CODES = 512
+CACHED_CHARS = 4 << 20  # the code cache holds at most this much source (and its code)
 FILENAME = "<shax plan>"
 
 
@@ -187,14 +188,56 @@ def check_lines(text: str) -> None:
         raise CodegenError("generated source must be exactly one function")
 
 
-@lru_cache(maxsize=CACHED_CODES)
+class CodeCache:
+    """Code objects by source text, least recently used first out, bounded by the total
+    length of the texts (a code object is about as big as its text)."""
+
+    def __init__(self, max_chars: int):
+        self.max_chars = max_chars
+        self.chars = self.hits = self.misses = 0
+        self._codes: OrderedDict[str, types.CodeType] = OrderedDict()
+        self._lock = threading.Lock()
+
+    def get(self, text: str, make) -> types.CodeType:
+        with self._lock:
+            code = self._codes.get(text)
+            if code is not None:
+                self._codes.move_to_end(text)
+                self.hits += 1
+                return code
+            self.misses += 1
+        code = make(text)  # outside the lock: two threads may both compile; one is kept
+        with self._lock:
+            if text not in self._codes:
+                self._codes[text] = code
+                self.chars += len(text)
+            while self.chars > self.max_chars and len(self._codes) > 1:
+                old, _ = self._codes.popitem(last=False)
+                self.chars -= len(old)
+        return code
+
+    def clear(self) -> None:
+        with self._lock:
+            self._codes.clear()
+            self.chars = 0
+
+
+CODES = CodeCache(CACHED_CHARS)
+
+
+def compile_checked(text: str) -> types.CodeType:
+    """The code object of the one function in ``text``, compiled only after every line
+    matched the template (the one builtin compile() of the packages, see test_security)."""
+    check_lines(text)
+    module = compile(text, FILENAME, "exec", dont_inherit=True)
+    (code,) = [c for c in module.co_consts if isinstance(c, types.CodeType)]
+    return code
+
+
 def code_of(text: str) -> types.CodeType:
     """The code object of ``run`` in ``text`` (checked against the template first), cached by
     the text itself: plans of one structure share one compile."""
-    check_lines(text)
-    module = compile(text, FILENAME, "exec", dont_inherit=True)  # shax: the one compile
-    (code,) = [c for c in module.co_consts if isinstance(c, types.CodeType)]
-    return code
+    return CODES.get(text, compile_checked)
 
 
 # ---------------------------------------------------------------------------------------------
@@ -275,8 +318,8 @@ def for_executable(exe, body: bool = False):
     (it then stays interpreted)."""
     try:
         return generate(read_plan(exe), body)
-    except (CodegenError, TypeError, ValueError):
-        return None
+    except (CodegenError, TypeError, ValueError, SyntaxError, RecursionError):
+        return None  # not a form we generate (or a bug here): interpret, as before
 
 
 _NOT_YET = object()

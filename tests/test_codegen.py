@@ -573,10 +573,9 @@ def test_plans_of_one_structure_share_one_compiled_code():
         ea, eb = sx.compile(a), sx.compile(b)
     x = np.ones(2, np.float32)
     ea(x)
-    before = cg.code_of.cache_info()
+    hits, misses = cg.CODES.hits, cg.CODES.misses
     got = eb(x)
-    after = cg.code_of.cache_info()
-    assert after.hits == before.hits + 1 and after.misses == before.misses
+    assert (cg.CODES.hits, cg.CODES.misses) == (hits + 1, misses)
     assert ea._generated.__code__ is eb._generated.__code__
     assert ea._generated is not eb._generated  # each with its own kernels and constants
     np.testing.assert_array_equal(got[0], [7.0, np.nan])
@@ -612,3 +611,19 @@ def test_the_text_depends_on_the_plans_structure_only():
     text = cg.source(cg.read_plan(one))
     assert cg.source(cg.read_plan(two)) == text  # ... in the same text
     assert set(text) <= ALPHABET
+
+
+def test_the_code_cache_is_bounded_by_the_size_of_its_texts():
+    cache = cg.CodeCache(max_chars=3 * len(_chain_source(4)))
+    texts = [_chain_source(n) for n in (4, 4, 5, 6, 7, 8)]
+    codes = [cache.get(t, cg.compile_checked) for t in texts]
+    assert codes[0] is codes[1] and cache.hits == 1 and cache.misses == 5
+    assert cache.chars <= cache.max_chars and len(cache._codes) < 5
+    assert texts[-1] in cache._codes and texts[0] not in cache._codes  # oldest out first
+    with pytest.raises(cg.CodegenError):
+        cache.get(texts[0] + "    import os\n", cg.compile_checked)
+
+
+def _chain_source(n: int) -> str:
+    with codegen("0"):
+        return cg.source(cg.read_plan(sx.compile(_chain(n))))
