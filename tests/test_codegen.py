@@ -627,3 +627,26 @@ def test_the_code_cache_is_bounded_by_the_size_of_its_texts():
 def _chain_source(n: int) -> str:
     with codegen("0"):
         return cg.source(cg.read_plan(sx.compile(_chain(n))))
+
+
+def test_threads_calling_one_plan_across_its_switch_agree():
+    """A server calls one cached plan from several threads: across the switch to generated
+    code every call gives the interpreter's result."""
+    from concurrent.futures import ThreadPoolExecutor
+
+    from shax_core.demo import SEED_A, SEED_B, SEED_CT, medium
+
+    program = sx.vjp_program(sx.trace(medium, SEED_A, SEED_B))
+    with codegen("0"):
+        want = sx.compile(program)(SEED_A, SEED_B, SEED_CT)
+    with codegen("auto"):
+        exe = sx.compile(program)
+
+    def calls(_):
+        return [exe(SEED_A, SEED_B, SEED_CT) for _ in range(cg.HOT_CALLS // 2)]
+
+    with ThreadPoolExecutor(4) as pool:
+        results = [r for rs in pool.map(calls, range(4)) for r in rs]
+    assert len(results) == 2 * cg.HOT_CALLS and cg.tier(exe) == "generated"
+    for got in results:
+        assert_same(got, want)
