@@ -227,6 +227,28 @@ def test_hostile_graph_through_the_server(client):
             np.testing.assert_array_equal(np.asarray(g["data"]).reshape(g["shape"]), w)
 
 
+def test_hostile_function_through_the_client_sdk(server_url):
+    """The client SDK traces a function named like code, with NaN/inf/huge constants, and
+    differentiates it on a real server many times: every gradient is the local interpreter's."""
+    from shax_client import Client
+
+    def f(x, y):
+        big = snp.asarray([1e38, np.nan, -np.inf, 2.0], dtype=np.float32)
+        return snp.sum(snp.tanh(x * y) * 3.0 + snp.where(big > 0, x, y) * 0.25)
+
+    f.__name__ = f.__qualname__ = "__import__('os').system('x')\n\"\"\""
+    rng = np.random.default_rng(4)
+    x, y = (rng.normal(size=4).astype(np.float32) for _ in range(2))
+    with codegen("0"):
+        want = sx.grad(f, argnums=(0, 1))(x, y)
+    with Client(server_url) as client:
+        df = client.grad(f, argnums=(0, 1))
+        for _ in range(HOT):
+            got = df(x, y)
+            for g, w in zip(got, want, strict=True):
+                np.testing.assert_array_equal(g, w)
+
+
 # ---------------------------------------------------------------------------------------------
 # the template and the namespace
 
