@@ -21,8 +21,8 @@ def run(s0, s1):
     del s0
     return [k3(s4), k4(s3)]
 
-A loop body (a ``scan``'s, so also ``fori_loop``'s) runs once per trip; once the loops
-running it have made ``HOT_TRIPS`` trips in all (so a long loop within its first call), its
+A loop body (a ``scan``'s, so also ``fori_loop``'s) runs once per trip; once its loop has
+counted ``HOT_TRIPS`` trips, the ones about to run included (so a long loop at once), its
 plan is generated in the body form, which returns the output values as they are instead of
 finished copies:
 
@@ -327,10 +327,10 @@ _NOT_YET = object()
 
 
 def hot_body(exe, trips: int):
-    """``exe``'s plan as a loop body, ``fn(*params) -> tuple of outputs``, once the loops
-    running it have made ``trips`` trips in all (``HOT_TRIPS``; at once under
-    ``SHAX_CODEGEN=1``; never when off or longer than ``MAX_STEPS``); None: interpret the
-    body's steps (``Executable.body_parts``). The function is made once per plan."""
+    """``exe``'s plan as a loop body, ``fn(*params) -> tuple of outputs``, once the loop
+    asking has counted ``trips >= HOT_TRIPS`` trips of it, the ones about to run included
+    (at once under ``SHAX_CODEGEN=1``; never when off or longer than ``MAX_STEPS``); None:
+    interpret the body's steps (``Executable.body_parts``). Made once per plan."""
     made = getattr(exe, "_generated_body", _NOT_YET)
     if made is not _NOT_YET:
         return made
