@@ -159,6 +159,11 @@ async def vjp_inline(request: Request, state: State) -> Response:
     openapi_extra=body("VjpByIdRequest"),
 )
 async def vjp(program_id: str, request: Request, state: State) -> Response:
+    return await vjp_by_id(state, request, program_id)
+
+
+async def vjp_by_id(state, request: Request, program_id: str) -> Response:
+    """``POST /v1/programs/{program_id}/vjp`` (the route, and the fast path's cache hits)."""
     entry = await find_program(state, program_id)
     return await _vjp(state, entry, await read_body(request, entry), {})
 
