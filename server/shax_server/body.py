@@ -53,6 +53,10 @@ def tensor_budget(types: Iterable[Type], settings: Settings) -> int:
 
 def entry_budgets(entry, settings: Settings) -> dict[str, int]:
     """Byte budgets of the tensor members of a request for the compiled program ``entry``."""
+    return _per_entry(entry, ("budgets", settings.body_bytes_per_element), _budgets, settings)
+
+
+def _budgets(entry, settings: Settings) -> dict[str, int]:
     p = entry.program
     inputs = tensor_budget(p.in_types, settings)
     return {
@@ -67,6 +71,19 @@ def body_budget(entry, settings: Settings) -> int:
     """Most bytes a whole evaluation body for ``entry`` may take (what a by-id route reads)."""
     b = entry_budgets(entry, settings)
     return min(settings.max_body_bytes, b["inputs"] + b["cotangents"] + b["tangents"] + SLACK)
+
+
+def _per_entry(entry, key: tuple, fn, settings: Settings):
+    """``fn(entry, settings)``, kept in a compiled entry's ``lazy`` memo (its types never
+    change, and ``key`` holds the settings it depends on); computed each time for a program
+    that is not compiled yet."""
+    memo = getattr(entry, "lazy", None)
+    if memo is None:
+        return fn(entry, settings)
+    value = memo.get(key)
+    if value is None:
+        value = memo[key] = fn(entry, settings)
+    return value
 
 
 def too_large(size: str, limit: int, why: str = "") -> Problem:
