@@ -38,14 +38,14 @@ def cse(program: Program) -> Program:
         swap = commutative.get(eqn.prim)
         if swap is None:
             swap = commutative[eqn.prim] = "commutative" in lookup(eqn.prim).traits
+        # the key: primitive, parameters, operand names (flat: one tuple per equation)
         if swap and len(ins) == 2:  # two operands, compared as a set
             a, b = ins[0].name, ins[1].name
-            names = (a, b) if a <= b else (b, a)
+            key = (eqn.prim, eqn.params, a, b) if a <= b else (eqn.prim, eqn.params, b, a)
+        elif swap:
+            key = (eqn.prim, eqn.params, *sorted([v.name for v in ins]))
         else:
-            names = tuple([v.name for v in ins])
-            if swap:
-                names = tuple(sorted(names))
-        key = (eqn.prim, eqn.params, names)
+            key = (eqn.prim, eqn.params, *[v.name for v in ins])
         hit = seen.get(key)
         outs = eqn.outs
         if hit is not None:
