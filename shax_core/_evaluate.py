@@ -331,24 +331,48 @@ def _plan(program: Program, threads) -> tuple[dict[str, int], _Plan]:
         size[i] = p.type.nbytes
     live = sum(size)
     buffer_last: dict[int, float] = {}  # per buffer: the last reader of any value aliasing it
-    # per primitive name, and per step signature: what every step of it shares
-    prims: dict[str, tuple] = {}  # (primitive, kernel memoizable, makes a buffer, ufunc, view)
-    kernels: dict = {}  # (kernel, result bytes) per (primitive, params, type ids)
+    # per step signature: (kernel or None for a loop, result bytes, primitive, makes a new
+    # buffer, elementwise with out=, a view of its operand)
+    kernels: dict = {}
     steps = []
     append = steps.append
     work = in_place = parallel = constants = extra_results = 0
     peak = live
     for i, e in enumerate(program.eqns):
-        info = prims.get(e.prim)
-        if info is None:
+        e_ins = e.ins
+        out_type = e.out.type
+        # one lookup per step: its kernel and what its primitive's traits say, shared by
+        # every step of one signature (primitive, params, type objects)
+        if len(e_ins) == 2:
+            key = (e.prim, e.params, id(out_type), id(e_ins[0].type), id(e_ins[1].type))
+        elif len(e_ins) == 1:
+            key = (e.prim, e.params, id(out_type), id(e_ins[0].type))
+        else:
+            key = (e.prim, e.params, id(out_type), *[id(v.type) for v in e_ins])
+        try:
+            hit = kernels.get(key)
+        except TypeError:  # an unhashable parameter: nothing shared
+            key, hit = None, None
+        if hit is None:
             prim = lookup(e.prim)
             t = prim.traits
+            if "constant" in t and not e_ins:
+                out = n_params + i + extra_results
+                template[out] = a = np.asarray(prim.impl(**prim.kwargs(e.params)))
+                constants += a.nbytes  # held by the template for the whole run
+                continue
             nested = prim.multiple_results or any(p.kind in SUBPROGRAM_KINDS for p in prim.params)
+            shared = None if nested else _kernel(prim, e)  # loops: a plan of their own each
             ufunc = {"elementwise", "out_buffer"} <= t
             new_buffer = "out_buffer" in t or "fresh" in t
             view = bool(prim.extra.get("view"))
-            info = prims[e.prim] = (prim, not nested, new_buffer, ufunc, view)
-        prim, memoizable, new_buffer, ufunc, view = info
+            nbytes = 0 if prim.multiple_results else out_type.nbytes
+            hit = (shared, nbytes, prim, new_buffer, ufunc, view)
+            if key is not None:
+                kernels[key] = hit
+        fn, nbytes, prim, new_buffer, ufunc, view = hit
+        if fn is None:
+            fn = _kernel(prim, e)
         ins = operands[i]
         if prim.multiple_results:  # a loop: one step binding every result (a tuple of slots)
             outs = tuple(slot_of[v.name] for v in e.outs)
@@ -360,7 +384,6 @@ def _plan(program: Program, threads) -> tuple[dict[str, int], _Plan]:
                 for b in refs[s]:
                     buffer_last[b] = max(buffer_last.get(b, -1), last[s])
             extra_results += len(outs) - 1
-            fn = _kernel(prim, e)
             work += getattr(fn, "work", 1) - 1
             free = _dying(ins, outs, last, i)
             append((fn, None, ins, outs, free))
@@ -374,31 +397,7 @@ def _plan(program: Program, threads) -> tuple[dict[str, int], _Plan]:
                     size[s] = 0
             continue
         out = n_params + i + extra_results  # the slot _operands gave it
-        out_type = e.out.type
         shaped = out_type.shape
-        e_ins = e.ins
-        if memoizable:
-            if len(e_ins) == 2:
-                key = (e.prim, e.params, id(out_type), id(e_ins[0].type), id(e_ins[1].type))
-            elif len(e_ins) == 1:
-                key = (e.prim, e.params, id(out_type), id(e_ins[0].type))
-            else:
-                key = (e.prim, e.params, id(out_type), *[id(v.type) for v in e_ins])
-            try:
-                hit = kernels.get(key)
-            except TypeError:  # an unhashable parameter: built for this step alone
-                key, hit = None, None
-            if hit is None:
-                if "constant" in prim.traits:
-                    template[out] = a = np.asarray(prim.impl(**prim.kwargs(e.params)))
-                    constants += a.nbytes  # held by the template for the whole run
-                    continue
-                hit = (_kernel(prim, e), out_type.nbytes)
-                if key is not None:
-                    kernels[key] = hit
-            fn, nbytes = hit
-        else:
-            fn, nbytes = _kernel(prim, e), out_type.nbytes
         # the buffers the result may share
         if new_buffer and shaped:
             refs[out] = frozenset((out,))
