@@ -11,6 +11,18 @@ Outputs are handed over as they are when the plan alone owns them (the new buffe
 A big elementwise step is split into chunks over threads only when cores are free:
 ``SHAX_PLAN_THREADS=auto`` (the default) measures this process's usable cores at most once a
 second at run time (one thread under load); ``SHAX_PLAN_THREADS=N`` fixes N (1: never split).
+
+Before planning, a program of at most ``REWRITE_MAX_EQNS`` equations is rewritten by the plan
+rules its primitives declare (``prim.extra["plan"]``, see ``rewrite_plan``) into equal, cheaper
+forms; no primitive is named here. The max - min of the seed's ``medium``, whose cotangents meet
+the tie weights with opposite signs, becomes one product per operand::
+
+    t1 = negate t0;  t2 = mul t0 wx;  t4 = mul t1 wy;  t5 = add t2 t4
+    ->  p1 = sub wx wy;  t5 = mul t0 p1
+
+Building the plan is linear: a pass numbering slots and finding each slot's last reader, then
+a pass making the steps, their buffers and the live bytes, with one kernel per distinct
+(primitive, parameters, operand and result types) shared by its steps.
 """
 
 from __future__ import annotations
