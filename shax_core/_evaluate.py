@@ -499,10 +499,12 @@ class PlanRewriter:
     is dropped afterwards."""
 
     def __init__(self, program: Program):
+        self._program = program
         self._producer: dict[str, Eqn] = {}
         self._uses: dict[str, int] = {}
-        self._names = {v.name for v in bound_vars(program)}
+        self._names: set[str] | None = None  # every name bound, once a new one is needed
         self._count = 0
+        self._rules: dict[str, tuple] = {}
         for v in program.outs:
             self._uses[v.name] = self._uses.get(v.name, 0) + 1
         for e in program.eqns:
@@ -516,6 +518,8 @@ class PlanRewriter:
         return self._uses.get(v.name, 0)
 
     def fresh(self, t: Type) -> Var:
+        if self._names is None:
+            self._names = {v.name for v in bound_vars(self._program)}
         while True:
             self._count += 1
             name = f"p{self._count}"
@@ -544,8 +548,11 @@ class PlanRewriter:
     def _emit(self, e: Eqn, eqns: list, depth: int) -> None:
         """Append ``e``, or what a rule rewrites it to (itself offered to the rules again, up
         to ``depth`` times)."""
+        rules = self._rules.get(e.prim)
+        if rules is None:
+            rules = self._rules[e.prim] = lookup(e.prim).extra.get("plan", ())
         if depth:
-            for rule in lookup(e.prim).extra.get("plan", ()):
+            for rule in rules:
                 new = rule(e, self)
                 if new:
                     self._release(e)  # e is replaced: its reads go
@@ -577,8 +584,6 @@ def rewrite_plan(program: Program) -> Program:
       in [s]
     """
     if len(program.eqns) > REWRITE_MAX_EQNS:
-        return program
-    if not any("plan" in lookup(e.prim).extra for e in program.eqns):
         return program
     return PlanRewriter(program).apply(program)
 
