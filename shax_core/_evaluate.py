@@ -39,6 +39,7 @@ from functools import partial
 
 import numpy as np
 
+from shax_core import _codegen
 from shax_core._infer import infer
 from shax_core.ir import Eqn, Program, ShaxError, Type, Var, bound_vars
 from shax_core.passes._dce import dce
@@ -657,6 +658,8 @@ class Executable:
         copies = sum(t.nbytes for t, c in zip(self.out_types, self.out_copy, strict=True) if c)
         self.peak_bytes = max(plan.peak, plan.live_at_end + copies)
         self._expected = [(t.np_dtype, t.shape) for t in self.in_types]
+        # the tiers (see _codegen): interpret until the hot_at-th call, then run generated code
+        self._calls, self._hot_at, self._generated = 0, _codegen.hot_at(len(self.steps)), None
 
     @property
     def steps(self) -> Steps:
@@ -702,6 +705,13 @@ class Executable:
 
     def run(self, arrays) -> list[np.ndarray]:
         """Run on already-checked arrays (see ``check_args``)."""
+        if self._generated is not None:
+            return self._generated(*arrays)
+        self._calls += 1
+        if self._calls == self._hot_at:  # once (None: its plan stays interpreted)
+            self._generated = _codegen.for_executable(self)
+            if self._generated is not None:
+                return self._generated(*arrays)
         slots = self.template.copy()
         slots[: self.n_params] = arrays
         for fn, x, y, out, free in self._loop:
@@ -726,6 +736,11 @@ class Executable:
                 a = a.copy()
             outs.append(a)
         return outs
+
+    def hot_body(self, trips: int):
+        """This plan as generated code for a loop body, ``fn(*params) -> tuple of outputs``,
+        once loops have run it ``trips`` times in all, else None (see ``_codegen.hot_body``)."""
+        return _codegen.hot_body(self, trips)
 
     def body_parts(self):
         """``(new_slots, steps, n_params, out_slots)`` for a body run once per trip of a loop
