@@ -21,6 +21,7 @@ import numpy as np
 from shax_core import core
 from shax_core.ir import Eqn, ShaxTypeError, Type
 from shax_core.primitives.base import defbilinear, define
+from shax_core.primitives.structural import transpose as transpose_p
 
 
 def _kept(rank, contract, batch):
@@ -207,8 +208,8 @@ dot.extra["canonicalize"] = _canonical_dot
 
 # ---------------------------------------------------------------------------------------------
 # plan rules (see ``shax_core._evaluate.rewrite_plan``): contractions read transposed operands
-# directly, and a transposed contraction is the contraction with its operands swapped (the
-# rule of transpose, which structural declares)
+# directly, and a transposed contraction is the contraction with its operands swapped (a rule
+# of transpose declared here, beside the contraction's parameters)
 
 
 def _contraction_dims(eqn) -> tuple | None:
@@ -268,4 +269,4 @@ def swapped_contraction(eqn, rw):
 
 dot_general.extra["plan"] = (_read_transposed_operands,)
 dot.extra["plan"] = (_read_transposed_operands,)
-# swapped_contraction is transpose's rule, declared in its block (structural)
+transpose_p.extra["plan"] = (swapped_contraction,)  # the contraction's rule for transpose

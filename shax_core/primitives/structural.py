@@ -23,7 +23,6 @@ import numpy as np
 from shax_core import core
 from shax_core.ir import DTYPES, Eqn, ShaxTypeError, Type
 from shax_core.primitives.base import Zero, define, defjvp, deflinear, defzero, is_linear
-from shax_core.primitives.linalg import swapped_contraction
 
 
 def _check_axes(axes, rank, what="axes") -> None:
@@ -225,8 +224,6 @@ def _transpose_simplify(eqn, known):
 transpose.simplify = _transpose_simplify
 transpose.kernel = lambda in_types, out_type, perm: lambda a: a.transpose(perm)
 transpose.extra["view"] = True
-# plan rule: a transposed contraction is the contraction with its operands swapped
-transpose.extra["plan"] = (swapped_contraction,)
 
 # ---------------------------------------------------------------------------------------------
 # slice start limit x (unit strides) and pad [(lo,hi),...] value x: each other's transpose
