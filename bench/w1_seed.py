@@ -221,6 +221,22 @@ def jax_cold_impl():
     return run
 
 
+def plan_note() -> str:
+    """How many steps the VJP plan has as written and after the plan rules."""
+    import shax_core as sx
+    from shax_core._evaluate import Executable
+    from shax_core.demo import medium
+
+    v = sx.vjp_program(sx.trace(medium, A, B))
+    written, planned = Executable(v, rewrite=False), Executable(v)
+    kinds = sorted({e.prim for e in v.eqns} - {e.prim for e in planned.planned.eqns})
+    gone = f" ({', '.join(kinds)} gone)" if kinds else ""
+    return (
+        f"shax VJP plan: {len(written.steps)} steps as written, {len(planned.steps)} after the "
+        f"plan rules{gone}."
+    )
+
+
 IMPLS = common.implementations(__name__)  # {name: (peer, make)}, as declared
 
 
@@ -269,6 +285,7 @@ def run(cfg: common.Config) -> common.Section:
     ]
     sec.lines += ["", "Cold start (IR text in, first gradient out; imports excluded):", ""]
     sec.lines += common.table(["implementation", "median", "runs"], rows)
+    sec.lines += ["", plan_note()]
 
     s_warm = warm["shax"].median
     r = common.ratio(s_warm, base)

@@ -11,6 +11,18 @@ Outputs are handed over as they are when the plan alone owns them (the new buffe
 A big elementwise step is split into chunks over threads only when cores are free:
 ``SHAX_PLAN_THREADS=auto`` (the default) measures this process's usable cores at most once a
 second at run time (one thread under load); ``SHAX_PLAN_THREADS=N`` fixes N (1: never split).
+
+Before planning, a program of at most ``REWRITE_MAX_EQNS`` equations is rewritten by the plan
+rules its primitives declare (``prim.extra["plan"]``, see ``rewrite_plan``) into equal, cheaper
+forms; no primitive is named here. The max - min of the seed's ``medium``, whose cotangents meet
+the tie weights with opposite signs, becomes one product per operand::
+
+    t1 = negate t0;  t2 = mul t0 wx;  t4 = mul t1 wy;  t5 = add t2 t4
+    ->  p1 = sub wx wy;  t5 = mul t0 p1
+
+Building the plan is linear: a pass numbering slots and finding each slot's last reader, then
+a pass making the steps, their buffers and the live bytes, with one kernel per distinct
+(primitive, parameters, operand and result types) shared by its steps.
 """
 
 from __future__ import annotations
@@ -332,24 +344,48 @@ def _plan(program: Program, threads) -> tuple[dict[str, int], _Plan]:
         size[i] = p.type.nbytes
     live = sum(size)
     buffer_last: dict[int, float] = {}  # per buffer: the last reader of any value aliasing it
-    # per primitive name, and per step signature: what every step of it shares
-    prims: dict[str, tuple] = {}  # (primitive, kernel memoizable, makes a buffer, ufunc, view)
-    kernels: dict = {}  # (kernel, result bytes) per (primitive, params, type ids)
+    # per step signature: (kernel or None for a loop, result bytes, primitive, makes a new
+    # buffer, elementwise with out=, a view of its operand)
+    kernels: dict = {}
     steps = []
     append = steps.append
     work = in_place = parallel = constants = extra_results = 0
     peak = live
     for i, e in enumerate(program.eqns):
-        info = prims.get(e.prim)
-        if info is None:
+        e_ins = e.ins
+        out_type = e.out.type
+        # one lookup per step: its kernel and what its primitive's traits say, shared by
+        # every step of one signature (primitive, params, type objects)
+        if len(e_ins) == 2:
+            key = (e.prim, e.params, id(out_type), id(e_ins[0].type), id(e_ins[1].type))
+        elif len(e_ins) == 1:
+            key = (e.prim, e.params, id(out_type), id(e_ins[0].type))
+        else:
+            key = (e.prim, e.params, id(out_type), *[id(v.type) for v in e_ins])
+        try:
+            hit = kernels.get(key)
+        except TypeError:  # an unhashable parameter: nothing shared
+            key, hit = None, None
+        if hit is None:
             prim = lookup(e.prim)
             t = prim.traits
+            if "constant" in t and not e_ins:
+                out = n_params + i + extra_results
+                template[out] = a = np.asarray(prim.impl(**prim.kwargs(e.params)))
+                constants += a.nbytes  # held by the template for the whole run
+                continue
             nested = prim.multiple_results or any(p.kind in SUBPROGRAM_KINDS for p in prim.params)
+            shared = None if nested else _kernel(prim, e)  # loops: a plan of their own each
             ufunc = {"elementwise", "out_buffer"} <= t
             new_buffer = "out_buffer" in t or "fresh" in t
             view = bool(prim.extra.get("view"))
-            info = prims[e.prim] = (prim, not nested, new_buffer, ufunc, view)
-        prim, memoizable, new_buffer, ufunc, view = info
+            nbytes = 0 if prim.multiple_results else out_type.nbytes
+            hit = (shared, nbytes, prim, new_buffer, ufunc, view)
+            if key is not None:
+                kernels[key] = hit
+        fn, nbytes, prim, new_buffer, ufunc, view = hit
+        if fn is None:
+            fn = _kernel(prim, e)
         ins = operands[i]
         if prim.multiple_results:  # a loop: one step binding every result (a tuple of slots)
             outs = tuple(slot_of[v.name] for v in e.outs)
@@ -361,7 +397,6 @@ def _plan(program: Program, threads) -> tuple[dict[str, int], _Plan]:
                 for b in refs[s]:
                     buffer_last[b] = max(buffer_last.get(b, -1), last[s])
             extra_results += len(outs) - 1
-            fn = _kernel(prim, e)
             work += getattr(fn, "work", 1) - 1
             free = _dying(ins, outs, last, i)
             append((fn, None, ins, outs, free))
@@ -375,31 +410,7 @@ def _plan(program: Program, threads) -> tuple[dict[str, int], _Plan]:
                     size[s] = 0
             continue
         out = n_params + i + extra_results  # the slot _operands gave it
-        out_type = e.out.type
         shaped = out_type.shape
-        e_ins = e.ins
-        if memoizable:
-            if len(e_ins) == 2:
-                key = (e.prim, e.params, id(out_type), id(e_ins[0].type), id(e_ins[1].type))
-            elif len(e_ins) == 1:
-                key = (e.prim, e.params, id(out_type), id(e_ins[0].type))
-            else:
-                key = (e.prim, e.params, id(out_type), *[id(v.type) for v in e_ins])
-            try:
-                hit = kernels.get(key)
-            except TypeError:  # an unhashable parameter: built for this step alone
-                key, hit = None, None
-            if hit is None:
-                if "constant" in prim.traits:
-                    template[out] = a = np.asarray(prim.impl(**prim.kwargs(e.params)))
-                    constants += a.nbytes  # held by the template for the whole run
-                    continue
-                hit = (_kernel(prim, e), out_type.nbytes)
-                if key is not None:
-                    kernels[key] = hit
-            fn, nbytes = hit
-        else:
-            fn, nbytes = _kernel(prim, e), out_type.nbytes
         # the buffers the result may share
         if new_buffer and shaped:
             refs[out] = frozenset((out,))
@@ -489,10 +500,12 @@ class PlanRewriter:
     is dropped afterwards."""
 
     def __init__(self, program: Program):
+        self._program = program
         self._producer: dict[str, Eqn] = {}
         self._uses: dict[str, int] = {}
-        self._names = {v.name for v in bound_vars(program)}
+        self._names: set[str] | None = None  # every name bound, once a new one is needed
         self._count = 0
+        self._rules: dict[str, tuple] = {}
         for v in program.outs:
             self._uses[v.name] = self._uses.get(v.name, 0) + 1
         for e in program.eqns:
@@ -506,6 +519,8 @@ class PlanRewriter:
         return self._uses.get(v.name, 0)
 
     def fresh(self, t: Type) -> Var:
+        if self._names is None:
+            self._names = {v.name for v in bound_vars(self._program)}
         while True:
             self._count += 1
             name = f"p{self._count}"
@@ -534,8 +549,11 @@ class PlanRewriter:
     def _emit(self, e: Eqn, eqns: list, depth: int) -> None:
         """Append ``e``, or what a rule rewrites it to (itself offered to the rules again, up
         to ``depth`` times)."""
+        rules = self._rules.get(e.prim)
+        if rules is None:
+            rules = self._rules[e.prim] = lookup(e.prim).extra.get("plan", ())
         if depth:
-            for rule in lookup(e.prim).extra.get("plan", ()):
+            for rule in rules:
                 new = rule(e, self)
                 if new:
                     self._release(e)  # e is replaced: its reads go
@@ -567,8 +585,6 @@ def rewrite_plan(program: Program) -> Program:
       in [s]
     """
     if len(program.eqns) > REWRITE_MAX_EQNS:
-        return program
-    if not any("plan" in lookup(e.prim).extra for e in program.eqns):
         return program
     return PlanRewriter(program).apply(program)
 

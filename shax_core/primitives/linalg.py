@@ -208,7 +208,8 @@ dot.extra["canonicalize"] = _canonical_dot
 
 # ---------------------------------------------------------------------------------------------
 # plan rules (see ``shax_core._evaluate.rewrite_plan``): contractions read transposed operands
-# directly, and a transposed contraction is the contraction with its operands swapped
+# directly, and a transposed contraction is the contraction with its operands swapped (a rule
+# of transpose declared here, beside the contraction's parameters)
 
 
 def _contraction_dims(eqn) -> tuple | None:
@@ -249,7 +250,7 @@ def _read_transposed_operands(eqn, rw):
     return (Eqn(eqn.out, "dot_general", (tuple(lc), tuple(rc), (), ()), (x, y)),)
 
 
-def _swapped_contraction(eqn, rw):
+def swapped_contraction(eqn, rw):
     """Plan rule: ``transpose (dot_general x y)``, swapping x's kept axes with y's, is
     ``dot_general y x``: the result comes out in its own layout (row-major), not as a
     transposed view (which makes the elementwise steps reading it slower)."""
@@ -268,4 +269,4 @@ def _swapped_contraction(eqn, rw):
 
 dot_general.extra["plan"] = (_read_transposed_operands,)
 dot.extra["plan"] = (_read_transposed_operands,)
-transpose_p.extra["plan"] = (_swapped_contraction,)
+transpose_p.extra["plan"] = (swapped_contraction,)  # the contraction's rule for transpose
