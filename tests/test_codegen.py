@@ -17,6 +17,9 @@ from contextlib import contextmanager
 
 import numpy as np
 import pytest
+from corpus import EXPECTED_UNSUPPORTED
+from corpus import load as load_corpus
+from corpus.run import cotangent, float_positions, shax_program
 from hypothesis import given, settings
 from test_differential import programs as differential_programs
 from test_evaluate_plan import ALIASES, assert_outputs_independent
@@ -374,6 +377,28 @@ def test_random_programs_and_their_vjps_agree_with_the_interpreter(case):
     interpreted, generated = both_tiers(vjp)
     assert_same(generated(*args, *cts), interpreted(*args, *cts))
     assert cg.tier(generated) == "generated"
+
+
+CORPUS = [e for e in load_corpus() if e.name not in EXPECTED_UNSUPPORTED]
+
+
+@pytest.mark.filterwarnings("ignore::RuntimeWarning")
+@pytest.mark.parametrize("entry", CORPUS, ids=lambda e: f"{e.domain}-{e.name}")
+def test_corpus_vjps_agree_with_the_interpreter(entry):
+    """Every corpus function (written as JAX users write them) and its VJP: the generated
+    tier gives bitwise the interpreter's outputs and gradients."""
+    inputs = entry.inputs(seed=3)
+    program = shax_program(entry, inputs)
+    interpreted, generated = loop_tiers(program)
+    want = interpreted(*inputs)
+    assert_same(generated(*inputs), want)
+    wrt = float_positions(inputs)
+    if program.outs[0].type.is_float and wrt:
+        vjp = sx.vjp_program(program, wrt)
+        ct = cotangent(want[0])
+        interpreted, generated = loop_tiers(vjp)
+        assert_same(generated(*inputs, ct), interpreted(*inputs, ct))
+        assert cg.tier(generated) == "generated" or len(generated.steps) > cg.MAX_STEPS
 
 
 @settings(SETTINGS, max_examples=min(SETTINGS.max_examples, 10))
