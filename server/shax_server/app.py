@@ -2,9 +2,11 @@
 
 Each app owns its state (cache, shared store, worker pool, metrics); the lifespan flips readiness
 (``/v2/health/ready`` answers 503 outside it), probes the shared store's health while it runs,
-and stops the pool's threads at shutdown. Middleware order, outermost first: request id,
-request metrics, API keys (from the headers alone, before any body is read), body-size limit,
-then FastAPI's own stack (exception handlers render problem+json).
+and stops the pool's threads at shutdown. In front of everything, the cached-call fast path
+(``fastpath.py``: answers cached evaluation calls itself, under the same rules, and passes
+everything else on). Then the middleware, outermost first: request id, request metrics, API
+keys (from the headers alone, before any body is read), body-size limit, then FastAPI's own
+stack (exception handlers render problem+json).
 """
 
 from __future__ import annotations
@@ -16,12 +18,14 @@ from contextlib import asynccontextmanager
 from fastapi import FastAPI
 from fastapi.openapi.utils import get_openapi
 from pydantic.json_schema import models_json_schema
+from starlette.types import Receive, Scope, Send
 
 from shax_server import openapi_examples, routes_optimize, schemas
 from shax_server.cache import ProgramCache
 from shax_server.deps import Authorized, ServiceState
+from shax_server.fastpath import FastPath, fast_calls
 from shax_server.metrics import Metrics
-from shax_server.middleware import ApiKeyGate, BodyLimit, RequestID, RequestMetrics
+from shax_server.middleware import Access, ApiKeyGate, BodyLimit, RequestID, RequestMetrics
 from shax_server.models import load_repository
 from shax_server.pool import WorkerPool
 from shax_server.problems import install_handlers
@@ -86,7 +90,7 @@ def _openapi(app: FastAPI):
     return build
 
 
-def create_app(settings: Settings | None = None, store: SharedStore | None = None) -> FastAPI:
+def create_app(settings: Settings | None = None, store: SharedStore | None = None) -> ShaxApp:
     """A fresh app: its own cache, pool and metrics (nothing is shared between apps)."""
     settings = settings or Settings()
     metrics = Metrics()
@@ -133,7 +137,7 @@ def create_app(settings: Settings | None = None, store: SharedStore | None = Non
             state.pool.shutdown()
 
     # /docs and /redoc come from site.install: assets shipped with the package, no CDN
-    app = FastAPI(
+    app = ShaxApp(
         title="shax",
         version="0.1.0",
         description=DESCRIPTION,
@@ -157,11 +161,30 @@ def create_app(settings: Settings | None = None, store: SharedStore | None = Non
     site.install(app, protected)
     app.openapi = _openapi(app)
     app.add_middleware(BodyLimit, max_bytes=settings.max_body_bytes)
+    access = Access(settings.api_keys, settings.open_paths)
     if settings.api_keys:
-        app.add_middleware(ApiKeyGate, keys=settings.api_keys, open_paths=settings.open_paths)
+        app.add_middleware(ApiKeyGate, access=access)
     app.add_middleware(RequestMetrics, metrics=metrics)
-    app.add_middleware(RequestID)  # outermost: every response, even a 413, carries the id
+    app.add_middleware(RequestID)  # every response, even a 413, carries the id
+    if settings.fast_path:  # in front of it all: cached calls skip the stack, same rules
+        calls = fast_calls(programs.router, oip.models)
+        app.fast_path = FastPath(state, access, settings.max_body_bytes, calls)
     return app
+
+
+class ShaxApp(FastAPI):
+    """The FastAPI app, with the cached-call fast path (``fastpath.py``) asked first."""
+
+    fast_path: FastPath | None = None
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        fast = self.fast_path
+        call = None if fast is None else fast.match(scope)
+        if call is None:
+            await super().__call__(scope, receive, send)
+            return
+        scope["app"] = self  # as Starlette sets it: the route reads its state through it
+        await fast.answer(call, scope, receive, send)
 
 
 async def _probe_forever(probe, settings: Settings) -> None:

@@ -53,6 +53,10 @@ def tensor_budget(types: Iterable[Type], settings: Settings) -> int:
 
 def entry_budgets(entry, settings: Settings) -> dict[str, int]:
     """Byte budgets of the tensor members of a request for the compiled program ``entry``."""
+    return _per_entry(entry, ("budgets", settings.body_bytes_per_element), _budgets, settings)
+
+
+def _budgets(entry, settings: Settings) -> dict[str, int]:
     p = entry.program
     inputs = tensor_budget(p.in_types, settings)
     return {
@@ -69,7 +73,22 @@ def body_budget(entry, settings: Settings) -> int:
     return min(settings.max_body_bytes, b["inputs"] + b["cotangents"] + b["tangents"] + SLACK)
 
 
-def _too_large(size: str, limit: int, why: str) -> Problem:
+def _per_entry(entry, key: tuple, fn, settings: Settings):
+    """``fn(entry, settings)``, kept in a compiled entry's ``lazy`` memo (its types never
+    change, and ``key`` holds the settings it depends on); computed each time for a program
+    that is not compiled yet."""
+    memo = getattr(entry, "lazy", None)
+    if memo is None:
+        return fn(entry, settings)
+    value = memo.get(key)
+    if value is None:
+        value = memo[key] = fn(entry, settings)
+    return value
+
+
+def too_large(size: str, limit: int, why: str = "") -> Problem:
+    """The 413 for a body of ``size`` bytes over ``limit`` (``why``: which limit, when it is
+    the program's rather than ``max_body_bytes``); the connection is closed after it."""
     p = limit_exceeded(
         "max_body_bytes" if why == "" else "body_bytes_per_element",
         f"the request body is {size} bytes, more than the limit of {limit}{why}",
@@ -82,15 +101,17 @@ async def receive(request: Request, settings: Settings, limit: int, why: str = "
     """The whole body, refused (413, 408, or 400 for a client that left) as early as possible."""
     declared = request.headers.get("content-length")
     if declared is not None and declared.isdigit() and int(declared) > limit:
-        raise _too_large(declared, limit, why)
+        raise too_large(declared, limit, why)
     loop = asyncio.get_running_loop()
     deadline = loop.time() + settings.upload_timeout
     chunks: list[bytes] = []
     size = 0
     while True:
-        wait = min(settings.body_timeout, deadline - loop.time())
+        # a timer, not wait_for: no task per chunk (a body that is already here costs nothing)
+        due = min(loop.time() + settings.body_timeout, deadline)
         try:
-            message = await asyncio.wait_for(request.receive(), max(wait, 0.001))
+            async with asyncio.timeout_at(due):
+                message = await request.receive()
         except TimeoutError:
             raise Problem(
                 408,
@@ -106,7 +127,7 @@ async def receive(request: Request, settings: Settings, limit: int, why: str = "
         chunk = message.get("body", b"")
         size += len(chunk)
         if size > limit:
-            raise _too_large(f"more than {limit}", limit, why)
+            raise too_large(f"more than {limit}", limit, why)
         chunks.append(chunk)
         if not message.get("more_body", False):
             return chunks[0] if len(chunks) == 1 else b"".join(chunks)

@@ -86,6 +86,10 @@ class ProgramCache:
     def __len__(self) -> int:
         return len(self.entries)
 
+    def holds(self, key: str) -> bool:
+        """Whether ``key`` is compiled and in this process's cache (a lookup needs no wait)."""
+        return key in self.entries
+
     def peek(self, key: str) -> Compiled | None:
         entry = self.entries.get(key)
         if entry is not None:

@@ -17,6 +17,7 @@ names shares the entry, and by-id endpoints use the names it was first compiled 
 from __future__ import annotations
 
 import dataclasses
+import functools
 import math
 import re
 import threading
@@ -270,18 +271,33 @@ class Compiled:
             return self
         return dataclasses.replace(self, source=source)
 
-    @property
-    def output_names(self) -> list[str]:
-        return [f"out{i}" for i in range(len(self.program.outs))]
+    # names and types of a call's tensors, computed once per entry (read on every call)
+    @functools.cached_property
+    def output_names(self) -> tuple[str, ...]:
+        return tuple(f"out{i}" for i in range(len(self.program.outs)))
 
-    @property
-    def cotangent_names(self) -> list[str]:
-        return [f"ct{i}" for i in range(len(self.program.outs))]
+    @functools.cached_property
+    def cotangent_names(self) -> tuple[str, ...]:
+        return tuple(f"ct{i}" for i in range(len(self.program.outs)))
 
-    @property
-    def gradient_names(self) -> list[str]:
+    @functools.cached_property
+    def gradient_names(self) -> tuple[str, ...]:
         names = self.input_names
-        return [f"grad_{names[i]}" for i in self.source.wrt]
+        return tuple(f"grad_{names[i]}" for i in self.source.wrt)
+
+    @functools.cached_property
+    def in_types(self) -> tuple[Type, ...]:
+        return tuple(self.program.in_types)
+
+    @functools.cached_property
+    def out_types(self) -> tuple[Type, ...]:
+        return tuple(self.program.out_types)
+
+    @functools.cached_property
+    def vjp_out_types(self) -> tuple[Type, ...]:
+        """The types of a VJP's answer: the outputs, then the gradients of the wrt inputs."""
+        p = self.program
+        return (*self.out_types, *(p.params[i].type for i in self.source.wrt))
 
     @property
     def tangent_names(self) -> list[str]:

@@ -170,6 +170,10 @@ class Metrics:
         self.compile_time = Histogram(
             "shax_compile_duration_seconds", "time to compile a program's VJP"
         )
+        self.fast_path = Counter(
+            "shax_fast_path_requests_total",
+            "requests answered by the cached-call fast path (fastpath.py), ahead of the routing",
+        )
         self.cache_hits = Counter("shax_cache_hits_total", "compiled-program cache hits")
         self.cache_misses = Counter("shax_cache_misses_total", "compiled-program cache misses")
         self.inflight = Gauge("shax_evaluations_in_flight", "evaluations running or queued")
@@ -294,6 +298,7 @@ class Metrics:
         for m in (
             self.requests,
             self.latency,
+            self.fast_path,
             self.compile_time,
             self.cache_hits,
             self.cache_misses,

@@ -110,33 +110,33 @@ def problem_for(exc: ShaxError) -> Problem:
 _HTTP_TITLES = {401: "Unauthorized", 404: "Not found", 405: "Method not allowed", 413: "Too large"}
 
 
-def install_handlers(app: FastAPI) -> None:
-    @app.exception_handler(Problem)
-    async def _problem(_: Request, exc: Problem) -> Response:
+def error_response(exc: Exception) -> Response:
+    """The problem+json response for an exception a route raised: the app's exception handlers
+    and the fast path both answer with it."""
+    if isinstance(exc, Problem):
         return problem_response(exc)
-
-    @app.exception_handler(ShaxError)
-    async def _shax(_: Request, exc: ShaxError) -> Response:
+    if isinstance(exc, ShaxError):
         return problem_response(problem_for(exc))
-
-    @app.exception_handler(RequestValidationError)
-    async def _validation(_: Request, exc: RequestValidationError) -> Response:
+    if isinstance(exc, RequestValidationError):
         parts = []
         for err in exc.errors()[:10]:
             loc = ".".join(str(x) for x in err.get("loc", ()))
             parts.append(f"{loc}: {err.get('msg', 'invalid')}")
         detail = "; ".join(parts) or "invalid request"
         return problem_response(Problem(400, "Invalid request", detail, kind="invalid-request"))
-
-    @app.exception_handler(StarletteHTTPException)
-    async def _http(_: Request, exc: StarletteHTTPException) -> Response:
+    if isinstance(exc, StarletteHTTPException):
         title = _HTTP_TITLES.get(exc.status_code, "HTTP error")
         detail = exc.detail if isinstance(exc.detail, str) else title
         return problem_response(Problem(exc.status_code, title, detail, headers=exc.headers))
+    log.error("unexpected error", exc_info=exc)
+    return problem_response(
+        Problem(500, "Internal error", "internal error; the server log has the details")
+    )
 
-    @app.exception_handler(Exception)
-    async def _unexpected(_: Request, exc: Exception) -> Response:
-        log.exception("unexpected error")
-        return problem_response(
-            Problem(500, "Internal error", "internal error; the server log has the details")
-        )
+
+def install_handlers(app: FastAPI) -> None:
+    async def handle(_: Request, exc: Exception) -> Response:
+        return error_response(exc)
+
+    for kind in (Problem, ShaxError, RequestValidationError, StarletteHTTPException, Exception):
+        app.add_exception_handler(kind, handle)

@@ -88,6 +88,12 @@ class Settings(BaseSettings):
         "/metrics, /docs, /redoc, /openapi.json, GET /v2 and the site's pages",
     )
 
+    fast_path: bool = Field(
+        True,
+        description="answer cached evaluation calls (by-id VJP, OIP infer of a loaded model) "
+        "ahead of FastAPI's routing, under the same rules (see fastpath.py)",
+    )
+
     # HTTP server (uvicorn): connection hygiene
     timeout_keep_alive: float = Field(5.0, gt=0, description="idle keep-alive seconds")
     header_timeout: float = Field(

@@ -198,17 +198,19 @@ INFER_DOC = {
     **INFER_DOC,
 )
 async def infer(model_name: str, request: Request, state: State) -> Response:
-    return await _infer(state, request, model_name, None)
+    return await infer_model(state, request, model_name, None)
 
 
 @models.post(VERSIONED + "/infer", summary="Inference on one version of a named model", **INFER_DOC)
 async def infer_version(
     model_name: str, model_version: str, request: Request, state: State
 ) -> Response:
-    return await _infer(state, request, model_name, model_version)
+    return await infer_model(state, request, model_name, model_version)
 
 
-async def _infer(state, request: Request, name: str, label: str | None) -> Response:
+async def infer_model(state, request: Request, name: str, label: str | None) -> Response:
+    """``POST /v2/models/{name}[/versions/{label}]/infer`` (the routes, and the fast path's
+    calls of loaded models)."""
     # the model first: its tensors bound the body that is read (and a 404 reads no body)
     model = await find_model(state, name, label)
     request_body = await read_body(request, model.entry)

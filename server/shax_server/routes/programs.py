@@ -91,7 +91,7 @@ def _decode(state, body: Body, member: str, names, types) -> list:
 
 
 def _inputs(state, entry, body: Body) -> list:
-    return _decode(state, body, "inputs", entry.input_names, entry.program.in_types)
+    return _decode(state, body, "inputs", entry.input_names, entry.in_types)
 
 
 def _vjp_arguments(state, entry, body: Body) -> tuple[list, list]:
@@ -99,19 +99,14 @@ def _vjp_arguments(state, entry, body: Body) -> tuple[list, list]:
     if body.doc.get("cotangents") is None:
         cotangents = default_cotangents(entry)
     else:
-        cotangents = _decode(
-            state, body, "cotangents", entry.cotangent_names, entry.program.out_types
-        )
+        cotangents = _decode(state, body, "cotangents", entry.cotangent_names, entry.out_types)
     body.reader.finish()
     return inputs, cotangents
 
 
 async def _vjp(state, entry, body: Body, extra: dict) -> Response:
-    p = entry.program
     binary = binary_output(body.doc)
-    check_output(
-        state.settings, [*p.out_types, *(p.params[i].type for i in entry.source.wrt)], binary
-    )
+    check_output(state.settings, entry.vjp_out_types, binary)
     inputs, cotangents = await body.run(_vjp_arguments, state, entry, body)
     small = runs_inline(entry.require_vjp(), state.settings)
     outs, grads = await state.pool.run(run_vjp, entry, inputs, cotangents, inline=small)
@@ -159,6 +154,11 @@ async def vjp_inline(request: Request, state: State) -> Response:
     openapi_extra=body("VjpByIdRequest"),
 )
 async def vjp(program_id: str, request: Request, state: State) -> Response:
+    return await vjp_by_id(state, request, program_id)
+
+
+async def vjp_by_id(state, request: Request, program_id: str) -> Response:
+    """``POST /v1/programs/{program_id}/vjp`` (the route, and the fast path's cache hits)."""
     entry = await find_program(state, program_id)
     return await _vjp(state, entry, await read_body(request, entry), {})
 
