@@ -96,9 +96,10 @@ def hot_calls_agree(program, args, *hostile: str):
 # ---------------------------------------------------------------------------------------------
 # hostile names and literals, through the whole path
 
-HOSTILE_TEXT = """def __import__(os.system :: f64[4], k0 :: f64[4], s1 :: f64[]) =
-  let __builtins__ :: f64[4] = fromList [4] [1e308, nan, -inf, 5e-324]
-      c0 :: f64[] = fromList [] [inf]
+HOSTILE_TEXT = """-- \"\"\" __import__('os').system('x') ''' \\
+def __import__(os.system :: f64[4], k0 :: f64[4], s1 :: f64[]) =
+  let __builtins__ :: f64[4] = fromList [4] [1e308, nan, -inf, 5e-324]  -- ');exec('1
+      c0 :: f64[] = fromList [] [1e400]
       eval'' = mul os.system k0
       exec = add eval'' __builtins__
       del = tanh exec
