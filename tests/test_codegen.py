@@ -363,6 +363,32 @@ def test_a_plan_not_made_of_plain_ints_is_not_generated(step):
     assert cg.for_executable(exe) is None  # it stays interpreted
 
 
+@pytest.mark.parametrize(
+    "steps",
+    [
+        ((np.sin, (2,), 1, ()),),  # reads a slot nothing bound
+        ((np.sin, (0,), 1, ()), (np.cos, (0,), 1, ())),  # binds a slot twice
+        ((np.sin, (0,), 2, (0,)), (np.add, (2, 0), 1, ())),  # reads a deleted slot
+        ((np.sin, (0,), 1, (1,)),),  # deletes an output, then returns it
+        ((np.sin, (0,), 0, ()),),  # rebinds a parameter
+    ],
+)
+def test_a_plan_whose_slots_do_not_flow_is_not_generated(steps):
+    exe = _FakeExecutable(steps)
+    with pytest.raises(cg.CodegenError):
+        cg.source(cg.read_plan(exe))
+    assert cg.for_executable(exe) is None
+
+
+def test_a_slot_freed_twice_is_deleted_once():
+    exe = _FakeExecutable(((np.sin, (0,), 2, (0, 0)), (np.cos, (2,), 1, (2, 0))))
+    text = cg.source(cg.read_plan(exe))
+    assert text.count("del s0") == 1 and "del s2\n" in text
+    fn = cg.for_executable(exe)
+    x = np.array([0.5, 1.0], np.float32)
+    np.testing.assert_array_equal(fn(x)[0], np.cos(np.sin(x)))
+
+
 # ---------------------------------------------------------------------------------------------
 # the same values as the interpreter
 
