@@ -22,6 +22,11 @@ The route's limits are the route's own: the body budget from the program's types
 Everything else goes to the FastAPI app unchanged: other paths and methods, a ``root_path``, a
 program that is not in the cache (the app looks in the shared store, joins a compilation, or
 answers 404), a model that is still loading. ``SHAX_FAST_PATH=false`` sends everything there.
+
+Two differences, both outside the answers' contract: an unexpected exception (a bug) is logged
+and answered 500 here with the request id on it (the app answers the same 500 from Starlette's
+outermost layer, without the id), and FastAPI's native OpenTelemetry hooks, when configured,
+do not see the calls answered here.
 """
 
 from __future__ import annotations
