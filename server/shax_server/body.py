@@ -107,21 +107,11 @@ async def receive(request: Request, settings: Settings, limit: int, why: str = "
     chunks: list[bytes] = []
     size = 0
     while True:
-        # a timer, not wait_for: no task per chunk (a body that is already here costs nothing)
-        due = min(loop.time() + settings.body_timeout, deadline)
+        # each chunk within body_timeout of the last, all of them within upload_timeout
         try:
-            async with asyncio.timeout_at(due):
-                message = await request.receive()
+            message = await _next_message(request, loop, deadline, settings.body_timeout)
         except TimeoutError:
-            raise Problem(
-                408,
-                "Request timeout",
-                "the request body arrived too slowly (SHAX_BODY_TIMEOUT "
-                f"{settings.body_timeout:g} s between chunks, SHAX_UPLOAD_TIMEOUT "
-                f"{settings.upload_timeout:g} s in all)",
-                kind="timeout",
-                headers={"Connection": "close"},
-            ) from None
+            raise _too_slow(settings) from None
         if message["type"] != "http.request":
             raise Problem(400, "Client disconnected", "the client left mid-body", kind="gone")
         chunk = message.get("body", b"")
@@ -131,6 +121,64 @@ async def receive(request: Request, settings: Settings, limit: int, why: str = "
         chunks.append(chunk)
         if not message.get("more_body", False):
             return chunks[0] if len(chunks) == 1 else b"".join(chunks)
+
+
+async def _next_message(request: Request, loop, deadline: float, pause: float) -> dict:
+    """The request's next ASGI message, waited for until ``min(now + pause, deadline)``.
+
+    A message that is already here (a small body arrives with its headers) is taken without
+    arming a timer: the receive coroutine is run up to its first wait, and only if it has to
+    wait is the rest awaited under the deadline (``_Continued`` relays it to the event loop as
+    ``await`` would)."""
+    receiving = request.receive()
+    try:
+        waiting_on = receiving.send(None)
+    except StopIteration as done:
+        if loop.time() > deadline:
+            raise TimeoutError from None
+        return done.value
+    async with asyncio.timeout_at(min(loop.time() + pause, deadline)):
+        return await _Continued(receiving, waiting_on)
+
+
+class _Continued:
+    """Awaitable: the rest of coroutine ``coro``, which was run up to its first wait and
+    yielded ``waiting_on``; sends, throws (a cancellation) and close reach ``coro`` as they
+    would through ``await coro``."""
+
+    def __init__(self, coro, waiting_on):
+        self.coro, self.waiting_on = coro, waiting_on
+
+    def __await__(self):
+        coro, yielded = self.coro, self.waiting_on
+        while True:
+            try:
+                sent = yield yielded
+            except GeneratorExit:
+                coro.close()
+                raise
+            except BaseException as exc:  # noqa: BLE001  (relayed to the coroutine)
+                step = coro.throw
+                value = exc
+            else:
+                step = coro.send
+                value = sent
+            try:
+                yielded = step(value)
+            except StopIteration as done:
+                return done.value
+
+
+def _too_slow(settings: Settings) -> Problem:
+    return Problem(
+        408,
+        "Request timeout",
+        "the request body arrived too slowly (SHAX_BODY_TIMEOUT "
+        f"{settings.body_timeout:g} s between chunks, SHAX_UPLOAD_TIMEOUT "
+        f"{settings.upload_timeout:g} s in all)",
+        kind="timeout",
+        headers={"Connection": "close"},
+    )
 
 
 def parse(
