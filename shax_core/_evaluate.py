@@ -19,6 +19,7 @@ import gc
 import operator
 import os
 import time
+from collections.abc import Sequence
 from concurrent.futures import ThreadPoolExecutor
 from contextlib import contextmanager
 from dataclasses import dataclass
@@ -26,9 +27,11 @@ from functools import partial
 
 import numpy as np
 
+from shax_core import _codegen
 from shax_core._infer import infer
-from shax_core.ir import Program, ShaxError, Type
-from shax_core.registry import TRANSFORMS, lookup
+from shax_core.ir import Eqn, Program, ShaxError, Type, Var, bound_vars
+from shax_core.passes._dce import dce
+from shax_core.registry import SUBPROGRAM_KINDS, TRANSFORMS, lookup
 
 
 class EvaluationError(ShaxError):
@@ -43,18 +46,24 @@ IN_PLACE_MIN_BYTES = 1 << 16
 def no_gc():
     """Building programs and plans allocates millions of small acyclic objects; the cyclic
     collector's repeated full scans of them cost a third of the time (more on big programs)
-    and find nothing. Used around the pipeline and plan construction."""
+    and find nothing. Used around the pipeline and plan construction.
+
+    On leaving, the objects made meanwhile join the oldest generation without a scan
+    (``gc.freeze`` then ``gc.unfreeze``: two list splices): otherwise the first allocation
+    after ``gc.enable`` scans every one of them as the young generation (0.1-0.4 s after a
+    200k-equation plan). A cycle among them is still found, by the next full collection."""
     was_enabled = gc.isenabled()
     gc.disable()
     try:
         yield
     finally:
         if was_enabled:
+            gc.freeze()
+            gc.unfreeze()
             gc.enable()
 
 
 EMPTY: frozenset = frozenset()
-VIEWS = frozenset({"transpose", "reshape", "broadcast", "slice"})  # of a C-contiguous array
 
 
 # On rank-0 values a ufunc call costs 1-4 µs where the operator costs 0.2: the operator
@@ -149,7 +158,7 @@ class FreeCores:
         self._last = now
         if now is None or last is None or now[1] <= last[1] or now[3] <= last[3]:
             try:
-                return self.cores - os.getloadavg()[0] + 1.0
+                return max(0.0, self.cores - os.getloadavg()[0] + 1.0)  # a load above cores
             except (AttributeError, OSError):  # not measurable here: one thread
                 return 1.0
         idle_cores = (now[0] - last[0]) / (now[1] - last[1]) * self.all_cores
@@ -242,141 +251,350 @@ def _in_place(impl, position: int, arity: int):
 
 
 # ---------------------------------------------------------------------------------------------
-# the phases of plan construction, each a function of the program and the earlier phases
+# plan construction: three linear passes over the equations (slots; lifetimes, backwards;
+# steps, buffers and the live bytes, forwards), a few dictionary and list operations per
+# equation. Kernels are built once per distinct (primitive, parameters, operand types, result
+# type): an unrolled program repeats a handful of signatures many times.
 
 
-def _slots(program: Program) -> dict[str, int]:
-    """A numbered slot per value: the parameters first, then each equation's result."""
+def _operands(program: Program) -> tuple[dict[str, int], list[tuple], list]:
+    """``(slot of each value, operand slots of each equation, last reader of each slot)``:
+    the parameters take the first slots, then each equation's results in order; the last
+    reader is an equation index, INF for an output (never freed), -1 for a value nobody
+    reads."""
     slot_of = {p.name: i for i, p in enumerate(program.params)}
-    for e in program.eqns:
-        for v in e.outs:  # a loop binds several results
-            slot_of[v.name] = len(slot_of)
-    return slot_of
-
-
-def _last_uses(program: Program, slot_of: dict[str, int]) -> dict[int, float]:
-    """The index of the last equation reading each slot (INF for outputs: never freed)."""
-    last_use: dict[int, float] = {slot_of[v.name]: INF for v in program.outs}
+    operands: list[tuple] = []
+    last: list = [-1] * len(slot_of)
     for i, e in enumerate(program.eqns):
-        for v in e.ins:
-            s = slot_of[v.name]
-            if last_use.get(s) != INF:
-                last_use[s] = i
-    return last_use
-
-
-def _buffers(program: Program, prims, slot_of) -> tuple[list[frozenset], list]:
-    """``(refs, template)``: the buffers each slot's value may share (an out_buffer step makes
-    a fresh buffer, named by its slot; any other step's result may alias its operands'), and
-    the constants, computed now (parameters and constants are never owned)."""
-    refs: list[frozenset] = [EMPTY] * len(slot_of)
-    template: list = [None] * len(slot_of)
-    for e, prim in zip(program.eqns, prims, strict=True):
-        out = slot_of[e.out.name]
-        if prim.multiple_results:  # a loop's results may be its operands (zero trips)
-            union = EMPTY
-            for v in e.ins:
-                union = union | refs[slot_of[v.name]]
-            for v in e.outs:
-                refs[slot_of[v.name]] = union | {slot_of[v.name]}
-        elif "constant" in prim.traits:
-            template[out] = np.asarray(prim.impl(**prim.kwargs(e.params)))
-        elif e.out.type.rank and ("out_buffer" in prim.traits or "fresh" in prim.traits):
-            refs[out] = frozenset({out})  # a new buffer, shared with nothing (the traits' laws)
+        ins = e.ins
+        if len(ins) == 1:
+            a = slot_of[ins[0].name]
+            operands.append((a,))
+            last[a] = i
+        elif len(ins) == 2:
+            a, b = slot_of[ins[0].name], slot_of[ins[1].name]
+            operands.append((a, b))
+            last[a] = last[b] = i
         else:
-            union = EMPTY
-            for v in e.ins:
-                r = refs[slot_of[v.name]]
-                if r:
-                    union = r if not union else union | r
-            refs[out] = union
-    return refs, template
+            slots = tuple([slot_of[v.name] for v in ins])
+            operands.append(slots)
+            for s in slots:
+                last[s] = i
+        if e.extra_outs:  # a loop binds several results
+            for v in e.outs:
+                slot_of[v.name] = len(last)
+                last.append(-1)
+        else:
+            slot_of[e.out.name] = len(last)
+            last.append(-1)
+    for v in program.outs:
+        last[slot_of[v.name]] = INF
+    return slot_of, operands, last
+
+
+def _dying(ins: tuple, outs, last: list, i: int) -> tuple:
+    """The slots to free after equation ``i``: operands it reads last (once each), then
+    results nobody reads."""
+    free = tuple(dict.fromkeys(s for s in ins if last[s] == i))
+    return free + tuple(s for s in outs if last[s] == -1)
 
 
 @dataclass(frozen=True)
 class _Plan:
-    steps: tuple  # (fn, operand slots, result slot, slots to free after it)
-    alloc: list[int]  # bytes each step allocates (0 when it writes into a dying operand)
-    views: frozenset[int]  # slots that are NumPy views of an argument (allocate nothing)
+    steps: tuple  # the run loop's form (fn, x, y, out, free), see ``Executable.run``
+    template: list  # the slots before a run: constants computed, everything else None
+    refs: list[frozenset]  # the buffers each slot's value may share
     in_place: int
     parallel: int
-    transient: list[int]  # bytes a step holds only while it runs (a loop's body)
     work: int  # equations executed by one run, loop bodies counted per trip
+    peak: int  # the most bytes live at once (see ``_plan``), before output copies
+    live_at_end: int  # the bytes still live after the last step
 
 
-def _steps(program: Program, prims, slot_of, last_use, refs, template, threads) -> _Plan:
+def _plan(program: Program, threads) -> tuple[dict[str, int], _Plan]:
     """One step per non-constant equation: its kernel, in place into a dying operand and/or
-    split over the cores when the traits allow it, and the slots that die after it."""
-    buffer_last: dict[int, float] = {}
-    for slot in range(len(slot_of)):
-        for b in refs[slot]:
-            buffer_last[b] = max(buffer_last.get(b, -1), last_use.get(slot, -1))
-    steps, alloc, transient = [], [], []
-    work = 0
-    views: set[int] = set()
-    n_params = len(program.params)
-    in_place = parallel = 0
-    for i, (e, prim) in enumerate(zip(program.eqns, prims, strict=True)):
-        out = slot_of[e.out.name]
-        if template[out] is not None:
-            continue
-        ins = tuple(slot_of[v.name] for v in e.ins)
-        fn = _kernel(prim, e)
-        transient.append(getattr(fn, "transient_bytes", 0))
-        work += getattr(fn, "work", 1)
-        if prim.multiple_results:  # one step binding every result (a tuple of slots)
+    split over the cores when the traits allow it, and the slots that die after it.
+
+    Buffers: an out_buffer or fresh step makes a new buffer, named by its slot; any other
+    step's result may alias its operands' buffers; parameters and constants are never owned.
+    An elementwise out_buffer step writes into an operand's buffer when that buffer dies
+    there (no live value aliases it) and has the result's type.
+
+    Live bytes: the arguments (held by the caller throughout), the constants, each step's new
+    buffer until its last reader (a view of an argument allocates nothing), and a loop's body
+    working set while the loop runs."""
+    slot_of, operands, last = _operands(program)
+    n_slots, n_params = len(last), len(program.params)
+    refs: list[frozenset] = [EMPTY] * n_slots
+    template: list = [None] * n_slots
+    size = [0] * n_slots
+    for i, p in enumerate(program.params):
+        size[i] = p.type.nbytes
+    live = sum(size)
+    buffer_last: dict[int, float] = {}  # per buffer: the last reader of any value aliasing it
+    # per primitive name, and per step signature: what every step of it shares
+    prims: dict[str, tuple] = {}  # (primitive, kernel memoizable, makes a buffer, ufunc, view)
+    kernels: dict = {}  # (kernel, result bytes) per (primitive, params, type ids)
+    steps = []
+    append = steps.append
+    work = in_place = parallel = constants = extra_results = 0
+    peak = live
+    for i, e in enumerate(program.eqns):
+        info = prims.get(e.prim)
+        if info is None:
+            prim = lookup(e.prim)
+            t = prim.traits
+            nested = prim.multiple_results or any(p.kind in SUBPROGRAM_KINDS for p in prim.params)
+            ufunc = {"elementwise", "out_buffer"} <= t
+            new_buffer = "out_buffer" in t or "fresh" in t
+            view = bool(prim.extra.get("view"))
+            info = prims[e.prim] = (prim, not nested, new_buffer, ufunc, view)
+        prim, memoizable, new_buffer, ufunc, view = info
+        ins = operands[i]
+        if prim.multiple_results:  # a loop: one step binding every result (a tuple of slots)
             outs = tuple(slot_of[v.name] for v in e.outs)
-            free = tuple(dict.fromkeys(s for s in ins if last_use[s] == i))
-            free += tuple(s for s in outs if s not in last_use)
-            steps.append((fn, ins, outs, free))
-            alloc.append(sum(v.type.nbytes for v in e.outs))
+            union = EMPTY
+            for s in ins:
+                union = union | refs[s]
+            for s in outs:  # its results may be its operands (zero trips)
+                refs[s] = union | {s}
+                for b in refs[s]:
+                    buffer_last[b] = max(buffer_last.get(b, -1), last[s])
+            extra_results += len(outs) - 1
+            fn = _kernel(prim, e)
+            work += getattr(fn, "work", 1) - 1
+            free = _dying(ins, outs, last, i)
+            append((fn, None, ins, outs, free))
+            for v, s in zip(e.outs, outs, strict=True):
+                size[s] = v.type.nbytes
+                live += size[s]
+            peak = max(peak, live + getattr(fn, "transient_bytes", 0))
+            for s in free:
+                if s >= n_params:
+                    live -= size[s]
+                    size[s] = 0
             continue
-        reuse = None
-        # an elementwise out_buffer step may write into a dying operand (the laws of both
-        # traits) and be split into chunks of the leading axis. (Rank-0 results are NumPy
-        # scalars, not buffers; on small arrays the ``out=`` call costs more than the
-        # allocation saves.)
-        elementwise = {"elementwise", "out_buffer"} <= prim.traits
-        if elementwise and e.out.type.rank and e.out.type.nbytes >= IN_PLACE_MIN_BYTES:
-            for pos, s in enumerate(ins):
-                if (
-                    refs[s] == frozenset({s})
-                    and buffer_last.get(s) == i
-                    and e.ins[pos].type == e.out.type
-                ):
-                    reuse = pos
-                    break
-        if elementwise and _splits(e.out.type, threads[0]):
-            fn = _parallel(prim.impl, e.out.type, reuse, *threads)
-            parallel += 1
-            in_place += reuse is not None
-        elif reuse is not None:
-            fn = _in_place(prim.impl, reuse, len(ins))
-            in_place += 1
-        free = tuple(dict.fromkeys(s for s in ins if last_use[s] == i))
-        if out not in last_use:  # nobody reads it: drop it at once
+        out = n_params + i + extra_results  # the slot _operands gave it
+        out_type = e.out.type
+        shaped = out_type.shape
+        e_ins = e.ins
+        if memoizable:
+            if len(e_ins) == 2:
+                key = (e.prim, e.params, id(out_type), id(e_ins[0].type), id(e_ins[1].type))
+            elif len(e_ins) == 1:
+                key = (e.prim, e.params, id(out_type), id(e_ins[0].type))
+            else:
+                key = (e.prim, e.params, id(out_type), *[id(v.type) for v in e_ins])
+            try:
+                hit = kernels.get(key)
+            except TypeError:  # an unhashable parameter: built for this step alone
+                key, hit = None, None
+            if hit is None:
+                if "constant" in prim.traits:
+                    template[out] = a = np.asarray(prim.impl(**prim.kwargs(e.params)))
+                    constants += a.nbytes  # held by the template for the whole run
+                    continue
+                hit = (_kernel(prim, e), out_type.nbytes)
+                if key is not None:
+                    kernels[key] = hit
+            fn, nbytes = hit
+        else:
+            fn, nbytes = _kernel(prim, e), out_type.nbytes
+        # the buffers the result may share
+        if new_buffer and shaped:
+            refs[out] = frozenset((out,))
+            buffer_last[out] = last[out]
+        else:
+            union = EMPTY
+            for s in ins:
+                r = refs[s]
+                if r:
+                    union = r if not union else union | r
+            if union:
+                refs[out] = union
+                lu = last[out]
+                for b in union:
+                    if buffer_last[b] < lu:
+                        buffer_last[b] = lu
+        if ufunc and shaped:
+            reuse = None
+            if nbytes >= IN_PLACE_MIN_BYTES:
+                for pos, s in enumerate(ins):
+                    if (
+                        buffer_last.get(s) == i
+                        and refs[s] == frozenset((s,))
+                        and e.ins[pos].type == out_type
+                    ):
+                        reuse = pos
+                        break
+            if _splits(out_type, threads[0]):
+                fn = _parallel(prim.impl, out_type, reuse, *threads)
+                parallel += 1
+                in_place += reuse is not None
+            elif reuse is not None:
+                fn = _in_place(prim.impl, reuse, len(ins))
+                in_place += 1
+            if reuse is not None:
+                nbytes = 0
+        # the slots dying here: operands read for the last time, a result nobody reads
+        if len(ins) == 1:
+            a = ins[0]
+            free = (a,) if last[a] == i else ()
+            append((fn, a, None, out, free))
+        elif len(ins) == 2:
+            a, b = ins
+            if last[a] == i:
+                free = (a, b) if last[b] == i and a != b else (a,)
+            else:
+                free = (b,) if last[b] == i else ()
+            append((fn, a, b, out, free))
+        else:
+            free = tuple(dict.fromkeys(s for s in ins if last[s] == i))
+            append((fn, None, ins, out, free))
+        if last[out] == -1:  # nobody reads it: drop it at once
             free += (out,)
-        steps.append((fn, ins, out, free))
-        # a structural step (transpose, reshape, slice, broadcast) of an argument is a view
-        # of memory the caller holds anyway: it allocates nothing
-        if e.prim in VIEWS and ins[0] < n_params:
-            views.add(out)
-        alloc.append(0 if reuse is not None or out in views else e.out.type.nbytes)
-    return _Plan(tuple(steps), alloc, frozenset(views), in_place, parallel, transient, work)
-
-
-def _run_form(steps) -> tuple:
-    """The run loop's form of the steps: (fn, x, y, out, free) with y None for one operand and
-    x None (y the operand tuple) for any other count; a multi-result step always takes the
-    last form, its ``out`` a tuple of slots."""
-    return tuple(
-        (fn, ins[0], None, out, free)
-        if len(ins) == 1 and type(out) is int
-        else (fn, ins[0], ins[1], out, free)
-        if len(ins) == 2 and type(out) is int
-        else (fn, None, ins, out, free)
-        for fn, ins, out, free in steps
+            steps[-1] = (*steps[-1][:4], free)
+        # a view (transpose, reshape, slice, broadcast) of an argument is memory the caller
+        # holds anyway: it allocates nothing
+        if view and ins[0] < n_params:
+            size[out] = nbytes = 0
+        else:
+            size[out] = nbytes if nbytes else max([size[s] for s in ins], default=0)
+            live += nbytes
+            if live > peak:
+                peak = live
+        for s in free:
+            if s >= n_params and (nbytes or s not in ins or size[s] != size[out]):
+                live -= size[s]
+            size[s] = 0
+    work += len(steps)  # one per step, and a loop's body per trip
+    plan = _Plan(
+        tuple(steps), template, refs, in_place, parallel, work, peak + constants, live + constants
     )
+    return slot_of, plan
+
+
+# ---------------------------------------------------------------------------------------------
+# plan rewrites: cheaper equal forms, declared by the primitives (``prim.extra["plan"]``)
+
+REWRITE_MAX_EQNS = 5000  # longer programs are planned as they are (the pass costs ~2 µs/eqn)
+RULE_DEPTH = 4  # how often the result of a rule is offered to the rules again
+
+
+class PlanRewriter:
+    """What a plan rule may ask: the equation producing a value (None for a parameter), how
+    many equations and outputs read it, and a new variable of a type. A rule
+    ``rule(eqn, rw) -> tuple[Eqn, ...] | None`` returns equations computing ``eqn.out`` (the
+    last binds it), reading only values defined before ``eqn``; what is left without readers
+    is dropped afterwards."""
+
+    def __init__(self, program: Program):
+        self._producer: dict[str, Eqn] = {}
+        self._uses: dict[str, int] = {}
+        self._names = {v.name for v in bound_vars(program)}
+        self._count = 0
+        for v in program.outs:
+            self._uses[v.name] = self._uses.get(v.name, 0) + 1
+        for e in program.eqns:
+            for v in e.ins:
+                self._uses[v.name] = self._uses.get(v.name, 0) + 1
+
+    def producer(self, v: Var) -> Eqn | None:
+        return self._producer.get(v.name)
+
+    def uses(self, v: Var) -> int:
+        return self._uses.get(v.name, 0)
+
+    def fresh(self, t: Type) -> Var:
+        while True:
+            self._count += 1
+            name = f"p{self._count}"
+            if name not in self._names:
+                self._names.add(name)
+                return Var(name, t)
+
+    def apply(self, program: Program) -> Program:
+        eqns: list[Eqn] = []
+        for e in program.eqns:
+            self._emit(e, eqns, RULE_DEPTH)
+        if len(eqns) == len(program.eqns) and all(map(operator.is_, eqns, program.eqns)):
+            return program
+        return dce(Program(program.name, program.params, tuple(eqns), program.outs, checked=True))
+
+    def _release(self, e: Eqn) -> None:
+        """``e`` is not computed: its operands lose a reader, and an operand left without any
+        is not computed either (DCE drops them all afterwards)."""
+        for v in e.ins:
+            self._uses[v.name] -= 1
+            if not self._uses[v.name]:
+                dead = self._producer.get(v.name)
+                if dead is not None and not dead.extra_outs:
+                    self._release(dead)
+
+    def _emit(self, e: Eqn, eqns: list, depth: int) -> None:
+        """Append ``e``, or what a rule rewrites it to (itself offered to the rules again, up
+        to ``depth`` times)."""
+        if depth:
+            for rule in lookup(e.prim).extra.get("plan", ()):
+                new = rule(e, self)
+                if new:
+                    self._release(e)  # e is replaced: its reads go
+                    for n in new:
+                        for v in n.ins:
+                            self._uses[v.name] = self._uses.get(v.name, 0) + 1
+                        self._emit(n, eqns, depth - 1)
+                    return
+        for v in e.outs:
+            self._producer[v.name] = e
+        eqns.append(e)
+
+
+def rewrite_plan(program: Program) -> Program:
+    """``program`` with the primitives' plan rules applied once, in order, and the equations
+    left without readers dropped: equal values, fewer or cheaper steps.
+
+    >>> from shax_core import infer, parse
+    >>> p = infer(parse(
+    ...     "def f(c :: f32[2], w :: f32[2], v :: f32[2]) = let n = negate c  a = mul c w"
+    ...     "  b = mul n v  s = add a b in [s]"
+    ... ))
+    >>> print(rewrite_plan(p))
+    def f(c :: f32[2],
+          w :: f32[2],
+          v :: f32[2]) =
+      let p2 :: f32[2] = sub w v
+          s :: f32[2] = mul c p2
+      in [s]
+    """
+    if len(program.eqns) > REWRITE_MAX_EQNS:
+        return program
+    if not any("plan" in lookup(e.prim).extra for e in program.eqns):
+        return program
+    return PlanRewriter(program).apply(program)
+
+
+class Steps(Sequence):
+    """The steps of a plan as ``(fn, operand slots, result slot, slots to free)``, made on
+    demand from the run loop's ``(fn, x, y, out, free)`` (``len`` costs nothing)."""
+
+    __slots__ = ("_loop",)
+
+    def __init__(self, loop: tuple):
+        self._loop = loop
+
+    def __len__(self) -> int:
+        return len(self._loop)
+
+    def __getitem__(self, i):
+        if isinstance(i, slice):
+            return tuple(self[k] for k in range(*i.indices(len(self._loop))))
+        fn, x, y, out, free = self._loop[i]
+        return (fn, (x,) if y is None else y if x is None else (x, y), out, free)
+
+    def __eq__(self, other) -> bool:
+        return tuple(self) == tuple(other) if isinstance(other, Sequence) else NotImplemented
+
+    __hash__ = None
 
 
 def _out_copies(out_slots, refs) -> list[bool]:
@@ -397,72 +615,41 @@ class Executable:
     live view aliases) writes its result into that buffer instead of allocating.
     """
 
-    def __init__(self, program: Program):
+    def __init__(self, program: Program, *, rewrite: bool = True):
         with no_gc():
-            self._build(program)
+            self._build(program, rewrite)
 
-    def _build(self, program: Program) -> None:
+    def _build(self, program: Program, rewrite: bool) -> None:
         if not program.checked:  # annotations are checked by inference, never trusted
             program = infer(program)
         self.program = program
         self.in_types: tuple[Type, ...] = program.in_types
         self.out_types: tuple[Type, ...] = program.out_types
-        prims = [lookup(e.prim) for e in program.eqns]
-        slot_of = _slots(program)
-        last_use = _last_uses(program, slot_of)
-        refs, template = _buffers(program, prims, slot_of)
-        plan = _steps(program, prims, slot_of, last_use, refs, template, plan_threads())
-        self.steps = plan.steps
-        self._loop = _run_form(plan.steps)
+        planned = rewrite_plan(program) if rewrite else program
+        self.planned = planned  # the program the steps compute (equal values)
+        slot_of, plan = _plan(planned, plan_threads())
+        self._loop = plan.steps
         self.n_slots = len(slot_of)
         self.n_params = len(program.params)
-        self._vars = [*program.params, *(v for e in program.eqns for v in e.outs)]
         self.work = plan.work
-        self.template = template
+        self.template = plan.template
         self.in_place_steps = plan.in_place
         self.parallel_steps = plan.parallel
         self.out_slots = tuple(slot_of[v.name] for v in program.outs)
-        self.out_copy = _out_copies(self.out_slots, refs)
-        self.peak_bytes = self._peak(plan.alloc, plan.views, plan.transient)
-        self._expected = [(t.np_dtype, t.shape) for t in self.in_types]
-
-    def _peak(self, alloc, views, transient) -> int:
-        """The most bytes live at once: the arguments (held by the caller throughout), the
-        constants, each step's fresh buffer until its last reader, a loop's body working set
-        while the loop runs, and the final copies of outputs the plan does not own alone."""
-        size = [0] * self.n_slots
-        for i, p in enumerate(self.program.params):
-            size[i] = p.type.nbytes
-        live = sum(size[: self.n_params])
-        live += sum(a.nbytes for a in self.template if a is not None)
-        peak = live
-        for (_, ins, out, free), nbytes, extra in zip(self.steps, alloc, transient, strict=True):
-            if type(out) is tuple:  # a loop: fresh results, and its body's working set
-                for s in out:
-                    size[s] = self._vars[s].type.nbytes
-                live += nbytes
-                peak = max(peak, live + extra)
-                for s in free:
-                    if s >= self.n_params:
-                        live -= size[s]
-                        size[s] = 0
-                continue
-            if out in views:
-                size[out] = 0  # the argument's memory, counted once, held throughout
-            else:
-                size[out] = nbytes if nbytes else max((size[s] for s in ins), default=0)
-            live += nbytes
-            peak = max(peak, live)
-            for s in free:
-                if s < self.n_params:
-                    continue  # the caller holds its arguments for the whole run
-                if nbytes or s not in ins or size[s] != size[out]:
-                    live -= size[s]
-                size[s] = 0
-        # outputs the plan does not own alone (views such as a transpose) are copied at the end,
-        # while everything still live is held
+        self.out_copy = _out_copies(self.out_slots, plan.refs)
+        # outputs the plan does not own alone (views such as a transpose) are copied at the
+        # end, while everything still live is held
         copies = sum(t.nbytes for t, c in zip(self.out_types, self.out_copy, strict=True) if c)
-        return max(peak, live + copies)
+        self.peak_bytes = max(plan.peak, plan.live_at_end + copies)
+        self._expected = [(t.np_dtype, t.shape) for t in self.in_types]
+        # the tiers (see _codegen): interpret until the hot_at-th call, then run generated code
+        self._calls, self._hot_at, self._generated = 0, _codegen.hot_at(len(self.steps)), None
+
+    @property
+    def steps(self) -> Steps:
+        """The plan as ``(fn, operand slots, result slot (a tuple for a multi-result step),
+        slots to free after it)`` per step, in order (read from the run form on demand)."""
+        return Steps(self._loop)
 
     def check_args(self, args) -> list[np.ndarray]:
         if len(args) == len(self._expected) and all(
@@ -502,6 +689,13 @@ class Executable:
 
     def run(self, arrays) -> list[np.ndarray]:
         """Run on already-checked arrays (see ``check_args``)."""
+        if self._generated is not None:
+            return self._generated(*arrays)
+        self._calls += 1
+        if self._calls == self._hot_at:  # once (None: its plan stays interpreted)
+            self._generated = _codegen.for_executable(self)
+            if self._generated is not None:
+                return self._generated(*arrays)
         slots = self.template.copy()
         slots[: self.n_params] = arrays
         for fn, x, y, out, free in self._loop:
@@ -527,6 +721,11 @@ class Executable:
             outs.append(a)
         return outs
 
+    def hot_body(self, trips: int):
+        """This plan as generated code for a loop body, ``fn(*params) -> tuple of outputs``,
+        once loops have run it ``trips`` times in all, else None (see ``_codegen.hot_body``)."""
+        return _codegen.hot_body(self, trips)
+
     def body_parts(self):
         """``(new_slots, steps, n_params, out_slots)`` for a body run once per trip of a loop
         (see ``control``): one slots list reused across trips, no argument checks and no
@@ -539,7 +738,7 @@ class Executable:
     @property
     def all_slot_bytes(self) -> int:
         """Bytes of every slot at once: what a body run by ``body_parts`` may hold."""
-        return sum(v.type.nbytes for v in self._vars) + sum(
+        return sum(v.type.nbytes for v in bound_vars(self.planned)) + sum(
             a.nbytes for a in self.template if a is not None
         )
 

@@ -27,7 +27,11 @@ from shax_core.text import format_eqn
 
 def infer(program: Program) -> Program:
     """The program with every binding typed, sub-programs (loop bodies, branches) first:
-    a loop's shape rule then checks its body's signature against its operands."""
+    a loop's shape rule then checks its body's signature against its operands. A program
+    whose types shax computed itself (``checked``: traced, or inferred before) is returned
+    as it is."""
+    if program.checked:
+        return program
     env: dict[str, Var] = {}
     for p in program.params:
         if p.type is None:

@@ -40,6 +40,7 @@ from collections.abc import Sequence
 from dataclasses import dataclass
 
 from shax_core._infer import infer
+from shax_core._memo import RuleMemo
 from shax_core.core import Builder, Tracer, bind_at, zeros
 from shax_core.ir import Program, ShaxError, Var
 from shax_core.passes import dce
@@ -148,24 +149,29 @@ def _jvp_and_partial_eval(program: Program, wrt: tuple[int, ...]) -> tuple[Progr
         tangent[p.name] = linear_b.add_param(p.type)
     linear_b.n_tangents = len(wrt)
 
+    memo = RuleMemo((primal_b, linear_b))
     for eqn in program.eqns:
         prim = lookup(eqn.prim)
         xs = [primal[v.name] for v in eqn.ins]
         ts = [tangent[v.name] for v in eqn.ins]
-        params = prim.kwargs(eqn.params)
-        if prim.no_tangent or all(isinstance(t, Zero) for t in ts):
-            ans = bind_at(primal_b, eqn.prim, *xs, **params)
-            t_out = (
-                tuple(Zero(v.type) for v in eqn.outs)
-                if prim.multiple_results
-                else Zero(eqn.out.type)
-            )
+        if prim.no_tangent or all(t.__class__ is Zero for t in ts):
+            if prim.multiple_results:
+                ans = bind_at(primal_b, eqn.prim, *xs, **prim.kwargs(eqn.params))
+                t_out = tuple(Zero(v.type) for v in eqn.outs)
+            else:  # the equation as it is: its type is known (the program is typed)
+                ans = primal_b.emit(eqn.prim, eqn.params, [x.variable for x in xs], eqn.out.type)
+                t_out = Zero(eqn.out.type)
         else:
             if prim.linearize is None:
                 raise ShaxError(
                     f"{eqn.prim} has no linearize rule (in the binding of {eqn.out.name})"
                 )
-            ans, t_out = prim.linearize(xs, ts, **params)
+            params = prim.kwargs(eqn.params)
+            if prim.multiple_results or (eqn.params and eqn.subprograms):
+                ans, t_out = prim.linearize(xs, ts, **params)
+            else:  # the same rule on operands of the same types: its tape replayed
+                key = memo.key((eqn.prim, eqn.params), xs + ts)
+                ans, t_out = memo.apply(key, xs + ts, prim.linearize, xs, ts, **params)
         if prim.multiple_results:  # one primal and one tangent per result
             for v, a, t in zip(eqn.outs, ans, t_out, strict=True):
                 primal[v.name] = a

@@ -70,5 +70,8 @@ def trace_returning(f, *specs, name: str | None = None) -> tuple[Program, bool]:
     prog_name = name or getattr(f, "__name__", "f")
     if not prog_name.isidentifier() or prog_name == "<lambda>":
         prog_name = "f"
-    program = Program(prog_name, tuple(builder.params), tuple(builder.eqns), tuple(outs))
+    # types computed by shape rules while recording are checked (inlined parsed ones are not)
+    program = Program(
+        prog_name, tuple(builder.params), tuple(builder.eqns), tuple(outs), checked=builder.checked
+    )
     return program, single

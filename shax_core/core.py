@@ -36,6 +36,7 @@ from shax_core.ir import (
     dtype_name,
 )
 from shax_core.ir import type_of as array_type
+from shax_core.registry import REGISTRY as _REGISTRY
 from shax_core.registry import Zero, lookup
 
 
@@ -53,6 +54,8 @@ class Builder:
         self.eqns: list[Eqn] = []
         self._count = 0
         self._constants: dict = {}
+        # every type recorded so far came from a shape rule or a checked program
+        self.checked = True
 
     def fresh(self, type_: Type) -> Var:
         v = Var(f"{self.prefix}{self._count}", type_)
@@ -65,9 +68,17 @@ class Builder:
         return Tracer(self, v)
 
     def emit(self, prim: str, params: tuple, ins: Sequence[Var], out_type: Type) -> Tracer:
-        out = self.fresh(out_type)
+        out = Var(f"{self.prefix}{self._count}", out_type)  # = self.fresh(out_type)
+        self._count += 1
         self.eqns.append(Eqn(out, prim, params, tuple(ins)))
         return Tracer(self, out)
+
+    def emit_var(self, prim: str, params: tuple, ins: Sequence[Var], out_type: Type) -> Var:
+        """``emit``, returning the bound variable (no tracer)."""
+        out = Var(f"{self.prefix}{self._count}", out_type)
+        self._count += 1
+        self.eqns.append(Eqn(out, prim, params, tuple(ins)))
+        return out
 
     def emit_multi(
         self, prim: str, params: tuple, ins: Sequence[Var], out_types: Sequence[Type]
@@ -240,7 +251,7 @@ def _freeze(v):
 
 def bind(name: str, *args, **params):
     """Apply primitive ``name``: NumPy evaluation on arrays, an equation on tracers."""
-    prim = lookup(name)
+    prim = _REGISTRY.get(name) or lookup(name)
     values = tuple(_freeze(params[p.name]) for p in prim.params) if params else ()
     builder = top_builder(args)
     if builder is None:
@@ -250,14 +261,21 @@ def bind(name: str, *args, **params):
 
 
 def _record(builder: Builder, prim, values: tuple, args) -> Tracer:
-    ins = [builder.lift(a) for a in args]
+    ins = tuple(
+        [
+            a.variable if a.__class__ is Tracer and a.builder is builder else builder.lift(a)
+            for a in args
+        ]
+    )
     types = [v.type for v in ins]
     try:
         if prim.arity is not None and len(types) != prim.arity:
             raise ShaxTypeError("arity")
-        out_type = prim.shape_rule(*types, **prim.kwargs(values))
+        out_type = (
+            prim.shape_rule(*types, **prim.kwargs(values)) if values else prim.shape_rule(*types)
+        )
     except Exception:  # noqa: BLE001  (out_type re-raises it with the equation named)
-        out_type = prim.out_type(Eqn(Var("_"), prim.name, values, tuple(ins)), types)
+        out_type = prim.out_type(Eqn(Var("_"), prim.name, values, ins), types)
     if prim.multiple_results:
         return builder.emit_multi(prim.name, values, ins, out_type)
     return builder.emit(prim.name, values, ins, out_type)
@@ -275,7 +293,10 @@ def bind_at(builder: Builder, name: str, *args, **params):
 
 def inline(builder: Builder, program: Program, args: Sequence[Tracer]) -> list[Tracer]:
     """Emit ``program``'s equations into ``builder`` with its parameters bound to ``args``;
-    return its outputs. Types are already known, so no rule runs."""
+    return its outputs. Types are already known, so no rule runs: if ``program``'s were not
+    computed by shax (a parsed program), the builder's program is not ``checked`` either."""
+    if not program.checked:
+        builder.checked = False
     env = {p.name: a.variable for p, a in zip(program.params, args, strict=True)}
     for eqn in program.eqns:
         ins = [env[v.name] for v in eqn.ins]
@@ -520,12 +541,26 @@ def select(pred, on_true, on_false):
     shape = _broadcast_shapes(
         shape_of(pred), _broadcast_shapes(shape_of(on_true), shape_of(on_false))
     )
-    return bind(
-        "select",
-        broadcast_to(pred, shape),
-        broadcast_to(on_true, shape),
-        broadcast_to(on_false, shape),
-    )
+    pred = broadcast_to(pred, shape)
+    if isinstance(pred, Tracer) and _scalar_array(on_true) and _scalar_array(on_false):
+        # two scalar branches (the weights of a rule): their splats built in pred's builder,
+        # the equations lifting their broadcast arrays would record, without the arrays
+        b = pred.builder
+        return bind("select", pred, _splat(b, on_true, shape), _splat(b, on_false, shape))
+    return bind("select", pred, broadcast_to(on_true, shape), broadcast_to(on_false, shape))
+
+
+def _scalar_array(x) -> bool:
+    """A 0-d array other than NaN (lifting a NaN splat records a literal array instead)."""
+    return isinstance(x, np.ndarray) and x.ndim == 0 and bool(x == x)
+
+
+def _splat(builder: Builder, scalar: np.ndarray, shape: tuple[int, ...]):
+    """``builder.lift(np.broadcast_to(scalar, shape))``: the constant, broadcast if large."""
+    if math.prod(shape) <= 1:
+        return np.broadcast_to(scalar, shape)  # lifted as a literal by bind, as before
+    c = builder.constant(scalar, dtype_name(scalar.dtype))
+    return bind("broadcast", c, dims=(), shape=shape)
 
 
 def convert(x, dtype: str):

@@ -109,7 +109,7 @@ class VerifyError(ShaxError):
     """A program breaks an IR invariant (SSA, scoping, types)."""
 
 
-@dataclass(frozen=True, slots=True)
+@dataclass(frozen=True, slots=True, eq=False)
 class Type:
     """An array type: dtype name and shape. Printed ``f32[2, 6]``; a scalar is ``f32[]``."""
 
@@ -127,6 +127,19 @@ class Type:
 
     def __str__(self) -> str:
         return f"{self.dtype}[{', '.join(map(str, self.shape))}]"
+
+    # equality by value; the identity test first, since rules mostly pass their operand's
+    # Type object through
+    def __eq__(self, other) -> bool:
+        return self is other or (
+            other.__class__ is Type and self.shape == other.shape and self.dtype == other.dtype
+        )
+
+    def __ne__(self, other) -> bool:
+        return not self.__eq__(other)
+
+    def __hash__(self) -> int:
+        return hash((self.dtype, self.shape))
 
     @property
     def rank(self) -> int:
@@ -180,8 +193,17 @@ class Var:
     name: str
     type: Type | None = None
 
+    def __init__(self, name: str, type: Type | None = None):  # noqa: A002
+        _set_var_name(self, name)
+        _set_var_type(self, type)
+
     def __str__(self) -> str:
         return self.name
+
+
+# the pipeline builds hundreds of thousands of these: set the slots directly (the frozen
+# dataclass __init__ goes through object.__setattr__ per field, about twice as slow)
+_set_var_name, _set_var_type = (Var.__dict__[f].__set__ for f in ("name", "type"))
 
 
 @dataclass(frozen=True, slots=True)
@@ -199,6 +221,13 @@ class Eqn:
     ins: tuple[Var, ...]
     extra_outs: tuple[Var, ...] = ()
 
+    def __init__(self, out: Var, prim: str, params: tuple, ins: tuple, extra_outs: tuple = ()):
+        _set_out(self, out)
+        _set_prim(self, prim)
+        _set_params(self, params)
+        _set_ins(self, ins)
+        _set_extra_outs(self, extra_outs)
+
     @property
     def outs(self) -> tuple[Var, ...]:
         return (self.out, *self.extra_outs) if self.extra_outs else (self.out,)
@@ -206,6 +235,8 @@ class Eqn:
     @property
     def subprograms(self) -> tuple[Program, ...]:
         """The sub-programs among the parameters, in order."""
+        if not self.params:
+            return ()
         return tuple(p for v in self.params for p in _programs_in(v))
 
     def with_subprograms(self, fn) -> Eqn:
@@ -214,6 +245,11 @@ class Eqn:
             return self
         params = tuple(_map_programs(v, fn) for v in self.params)
         return Eqn(self.out, self.prim, params, self.ins, self.extra_outs)
+
+
+_set_out, _set_prim, _set_params, _set_ins, _set_extra_outs = (
+    Eqn.__dict__[f].__set__ for f in ("out", "prim", "params", "ins", "extra_outs")
+)
 
 
 def _programs_in(value) -> tuple:

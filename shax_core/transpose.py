@@ -23,7 +23,7 @@ from __future__ import annotations
 
 from shax_core._infer import infer
 from shax_core._linearize import Linearized
-from shax_core.core import Builder, add, bind_at, zeros
+from shax_core.core import Builder, Tracer, add, bind_at, zeros
 from shax_core.ir import Program, ShaxError
 from shax_core.passes._dce import dce
 from shax_core.passes.inline import emit_on_first_use
@@ -64,21 +64,32 @@ def transpose_typed(linear: Program, num_linear: int) -> Program:
     backward = []
     forward: dict[str, object] = {}  # residual-only equations, emitted when first needed
     for eqn in linear.eqns:
-        prim = lookup(eqn.prim)
-        if any(v.name in is_linear for v in eqn.ins):
-            if prim.transpose is None:
-                raise TransposeError(
-                    f"`{format_eqn(eqn)}` is not linear in its tangent input(s): "
-                    f"{eqn.prim} has no transpose rule"
-                )
+        for v in eqn.ins:
+            if v.name in is_linear:
+                break
+        else:  # reads no tangent
+            if eqn.extra_outs:
+                for v in eqn.outs:
+                    forward[v.name] = eqn
+            else:
+                forward[eqn.out.name] = eqn
+            continue
+        if lookup(eqn.prim).transpose is None:
+            raise TransposeError(
+                f"`{format_eqn(eqn)}` is not linear in its tangent input(s): "
+                f"{eqn.prim} has no transpose rule"
+            )
+        if eqn.extra_outs:
             is_linear.update(v.name for v in eqn.outs)
-            backward.append(eqn)
         else:
-            for v in eqn.outs:
-                forward[v.name] = eqn
+            is_linear.add(eqn.out.name)
+        backward.append(eqn)
 
     def forward_eqn(eqn, xs):
-        return bind_at(b, eqn.prim, *xs, **lookup(eqn.prim).kwargs(eqn.params))
+        if eqn.extra_outs or any(x.__class__ is not Tracer or x.builder is not b for x in xs):
+            return bind_at(b, eqn.prim, *xs, **lookup(eqn.prim).kwargs(eqn.params))
+        # the equation as it is, on values in b: its type is known (the program is typed)
+        return b.emit(eqn.prim, eqn.params, [x.variable for x in xs], eqn.out.type)
 
     def residual(name: str):
         """The value of a non-linear variable, emitting its forward equations on first use
@@ -87,11 +98,24 @@ def transpose_typed(linear: Program, num_linear: int) -> Program:
         return emit_on_first_use(name, value, forward, forward_eqn)
 
     ct: dict[str, object] = {}
+    linear_of: dict = {}  # one Linear marker per type (they are immutable)
 
     def accumulate(name, c):
-        if c is None or isinstance(c, Zero):
+        if c is None or c.__class__ is Zero:
             return
-        ct[name] = c if name not in ct else add(ct[name], c)
+        prev = ct.get(name)
+        if prev is None:
+            ct[name] = c
+        elif (
+            prev.__class__ is Tracer
+            and c.__class__ is Tracer
+            and prev.builder is b
+            and c.builder is b
+            and prev.variable.type == c.variable.type
+        ):  # = add(prev, c): two cotangents of one type, nothing to promote or broadcast
+            ct[name] = b.emit("add", (), (prev.variable, c.variable), c.variable.type)
+        else:
+            ct[name] = add(prev, c)
 
     for v, c in zip(linear.outs, cts_in, strict=True):
         if v.name in is_linear:
@@ -108,16 +132,26 @@ def transpose_typed(linear: Program, num_linear: int) -> Program:
             c = ct.pop(eqn.out.name, None)
             if c is None:
                 continue
-        args = [Linear(v.type) if v.name in is_linear else residual(v.name) for v in eqn.ins]
+        args = [
+            (linear_of[v.type] if v.type in linear_of else _linear(linear_of, v.type))
+            if v.name in is_linear
+            else (value[v.name] if v.name in value else residual(v.name))
+            for v in eqn.ins
+        ]
         try:
             in_cts = prim.transpose(c, *args, **prim.kwargs(eqn.params))
         except RuleError as e:
             raise TransposeError(f"`{format_eqn(eqn)}`: {e}") from None
         except ShaxError as e:
             raise TransposeError(f"`{format_eqn(eqn)}`: {e}") from None
-        for v, c_v in zip(eqn.ins, in_cts, strict=True):
+        if len(in_cts) != len(eqn.ins):
+            raise TransposeError(
+                f"`{format_eqn(eqn)}`: the transpose rule of {eqn.prim} gave "
+                f"{len(in_cts)} cotangents for {len(eqn.ins)} inputs"
+            )
+        for v, c_v in zip(eqn.ins, in_cts):
             if v.name in is_linear:
-                if c_v is not None and not isinstance(c_v, Zero) and c_v.type != v.type:
+                if c_v is not None and c_v.__class__ is not Zero and c_v.type != v.type:
                     raise TransposeError(
                         f"`{format_eqn(eqn)}`: the transpose rule of {eqn.prim} gave a "
                         f"cotangent of type {c_v.type} for {v.name} :: {v.type}"
@@ -129,6 +163,11 @@ def transpose_typed(linear: Program, num_linear: int) -> Program:
         c = ct.get(p.name)
         outs.append((c if c is not None else zeros(b, p.type)).variable)
     return Program(linear.name + "t", tuple(b.params), tuple(b.eqns), tuple(outs))
+
+
+def _linear(linear_of: dict, t) -> Linear:
+    linear_of[t] = Linear(t)
+    return linear_of[t]
 
 
 TRANSFORMS["transpose"] = transpose_typed

@@ -15,7 +15,9 @@ from shax_core.passes.rename import canonical_names
 
 def cleanup(program: Program) -> Program:
     """Simplify, fold constants, CSE and DCE (run after every pipeline stage)."""
-    return dce(cse(simplify(program)))
+    simplified = simplify(program)  # ends with DCE
+    merged = cse(simplified)
+    return simplified if merged is simplified else dce(merged)  # DCE is idempotent
 
 
 def rewrite(program: Program) -> Program:

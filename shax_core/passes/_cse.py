@@ -26,21 +26,28 @@ def cse(program: Program) -> Program:
     subst: dict[str, Var] = {}
     eqns = []
     bodies_changed = False
+    commutative: dict[str, bool] = {}  # by primitive name
     for eqn in program.eqns:
-        eqn = rewrite_ins(eqn, subst)
-        if eqn.subprograms:
+        if subst:
+            eqn = rewrite_ins(eqn, subst)
+        if eqn.params and eqn.subprograms:
             new = eqn.with_subprograms(cse)
             bodies_changed |= new.params != eqn.params
             eqn = new
-        names = tuple(v.name for v in eqn.ins)
-        if "commutative" in lookup(eqn.prim).traits:
+        names = tuple([v.name for v in eqn.ins])
+        swap = commutative.get(eqn.prim)
+        if swap is None:
+            swap = commutative[eqn.prim] = "commutative" in lookup(eqn.prim).traits
+        if swap:
             names = tuple(sorted(names))
         key = (eqn.prim, eqn.params, names)
         hit = seen.get(key)
-        if hit is not None and all(h.type == v.type for h, v in zip(hit, eqn.outs, strict=True)):
-            for h, v in zip(hit, eqn.outs, strict=True):
-                subst[v.name] = h
-            continue
+        if hit is not None:
+            outs = eqn.outs
+            if all(h.type == v.type for h, v in zip(hit, outs, strict=True)):
+                for h, v in zip(hit, outs, strict=True):
+                    subst[v.name] = h
+                continue
         seen[key] = eqn.outs
         eqns.append(eqn)
     if not subst and not bodies_changed:

@@ -21,20 +21,26 @@ from shax_core.primitives import lookup
 def dce(program: Program) -> Program:
     live = {v.name for v in program.outs}
     kept = []
+    add_live = live.update
     changed = False
     for eqn in reversed(program.eqns):
-        used = [v.name in live for v in eqn.outs]
-        if not any(used):
+        if eqn.extra_outs:
+            used = [v.name in live for v in eqn.outs]
+            if not any(used):
+                changed = True
+                continue
+        elif eqn.out.name not in live:
             changed = True
             continue
-        if eqn.subprograms:
+        else:
+            used = None
+        if eqn.params and eqn.subprograms:
             prune = lookup(eqn.prim).extra.get("prune")
-            new = prune(eqn, used, dce) if prune else eqn.with_subprograms(dce)
+            new = prune(eqn, used or [True], dce) if prune else eqn.with_subprograms(dce)
             changed |= new != eqn
             eqn = new
         kept.append(eqn)
-        for v in eqn.ins:
-            live.add(v.name)
+        add_live([v.name for v in eqn.ins])
     if not changed:
         return program
     kept.reverse()

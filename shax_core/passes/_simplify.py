@@ -44,6 +44,9 @@ class Known:
     def __init__(self):
         self.producer: dict[str, Eqn] = {}
         self.value: dict[str, np.ndarray] = {}  # small constants, by variable
+        # the names that may be splats: constants and results of "preserves_splat" primitives
+        # (every other name is not one, so ``scalar`` answers None without looking further)
+        self.splat_candidates: set[str] = set()
 
     def eqn(self, v: Var) -> Eqn | None:
         return self.producer.get(v.name)
@@ -53,6 +56,8 @@ class Known:
 
     def scalar(self, v: Var) -> float | None:
         """The value of a constant whose elements are all equal (a splat), else None."""
+        if v.name not in self.splat_candidates:
+            return None
         a = self.value.get(v.name)
         if a is not None:
             flat = a.ravel()
@@ -64,6 +69,16 @@ class Known:
         if e is not None and "preserves_splat" in lookup(e.prim).traits:
             return self.scalar(e.ins[0])
         return None
+
+    def record(self, eqn: Eqn, value: np.ndarray | None = None) -> None:
+        """``eqn`` is in the simplified program (with its constant value, if it is one)."""
+        name = eqn.out.name
+        self.producer[name] = eqn
+        if value is not None:
+            self.value[name] = value
+            self.splat_candidates.add(name)
+        elif "preserves_splat" in lookup(eqn.prim).traits:
+            self.splat_candidates.add(name)
 
 
 def _constant_eqn(out: Var, array: np.ndarray) -> Eqn:
@@ -92,52 +107,74 @@ def _fold_splats(eqn: Eqn, prim, known: Known, fresh_name):
 
 
 def simplify(program: Program) -> Program:
-    taken = {v.name for v in bound_vars(program)}
-    counter = iter(range(len(taken) + 1, 10**12))
+    taken: set[str] = set()
+    counter: list = []  # the names in use are collected when the first fresh one is needed
 
     def fresh_name() -> str:
-        name = next(f"k{i}" for i in counter if f"k{i}" not in taken)
+        if not counter:
+            taken.update(v.name for v in bound_vars(program))
+            counter.append(iter(range(len(taken) + 1, 10**12)))
+        name = next(f"k{i}" for i in counter[0] if f"k{i}" not in taken)
         taken.add(name)
         return name
 
     known = Known()
     subst: dict[str, Var] = {}
     eqns = []
+    values = known.value
+    record = known.record
+    producer, candidates = known.producer, known.splat_candidates
+    preserves: dict[str, bool] = {}  # by primitive name
     for eqn in program.eqns:
-        eqn = rewrite_ins(eqn, subst)
+        if subst:
+            eqn = rewrite_ins(eqn, subst)
         prim = lookup(eqn.prim)
-        if eqn.subprograms:  # simplify inside bodies; no folding of loops themselves
+        if eqn.params and eqn.subprograms:  # simplify inside bodies; no folding of loops
             eqn = eqn.with_subprograms(simplify)
-            known.producer[eqn.out.name] = eqn
+            record(eqn)
             eqns.append(eqn)
             continue
         # rules may replace an equation several times (e.g. reshape of reshape of reshape)
-        for _ in range(8):
-            result = prim.simplify(eqn, known) if prim.simplify else None
-            if result is None or result is eqn:
-                break
-            if isinstance(result, Var):
-                break
-            eqn, prim = result, lookup(result.prim)
-        if isinstance(result, Var) and result.type == eqn.out.type:
-            subst[eqn.out.name] = result
-            continue
-        ins_values = [known.array(v) for v in eqn.ins]
-        splat = _fold_splats(eqn, prim, known, fresh_name)
-        if splat is not None:
-            # an elementwise op of broadcast scalars is a broadcast of the scalar result
-            scalar_eqn, eqn = splat
-            known.value[scalar_eqn.out.name] = np.asarray(scalar_eqn.params[1][0])
-            known.producer[scalar_eqn.out.name] = scalar_eqn
-            eqns.append(scalar_eqn)
-            ins_values = [None]
+        result = None
+        if prim.simplify is not None:
+            for _ in range(8):
+                result = prim.simplify(eqn, known) if prim.simplify else None
+                if result is None or result is eqn:
+                    break
+                if isinstance(result, Var):
+                    break
+                eqn, prim = result, lookup(result.prim)
+            if isinstance(result, Var) and result.type == eqn.out.type:
+                subst[eqn.out.name] = result
+                continue
+        ins = eqn.ins
+        ins_values = [values.get(v.name) for v in ins] if ins and ins[0].name in values else None
+        if ins and "elementwise" in prim.traits and eqn.out.type.size > FOLD_LIMIT:
+            splat = _fold_splats(eqn, prim, known, fresh_name)
+            if splat is not None:
+                # an elementwise op of broadcast scalars is a broadcast of the scalar result
+                scalar_eqn, eqn = splat
+                record(scalar_eqn, np.asarray(scalar_eqn.params[1][0]))
+                eqns.append(scalar_eqn)
+                ins_values = None
         if "constant" in prim.traits:
-            known.value[eqn.out.name] = prim.impl(**prim.kwargs(eqn.params))
-        elif eqn.ins and all(a is not None for a in ins_values) and eqn.out.type.size <= FOLD_LIMIT:
+            record(eqn, prim.impl(**prim.kwargs(eqn.params)))
+        elif (
+            ins_values is not None
+            and all(a is not None for a in ins_values)
+            and eqn.out.type.size <= FOLD_LIMIT
+        ):
             folded = np.asarray(prim.impl(*ins_values, **prim.kwargs(eqn.params)))
             folded = folded.astype(eqn.out.type.np_dtype, copy=False)
             eqn = _constant_eqn(eqn.out, folded)
-            known.value[eqn.out.name] = folded
-        known.producer[eqn.out.name] = eqn
+            record(eqn, folded)
+        else:  # = record(eqn), inlined: it runs for nearly every equation
+            name = eqn.out.name
+            producer[name] = eqn
+            splat = preserves.get(eqn.prim)
+            if splat is None:
+                splat = preserves[eqn.prim] = "preserves_splat" in lookup(eqn.prim).traits
+            if splat:
+                candidates.add(name)
         eqns.append(eqn)
     return dce(substitute(program, eqns, subst))

@@ -14,9 +14,14 @@ def substitute(program: Program, eqns, subst: Mapping[str, Var]) -> Program:
 
 
 def rewrite_ins(eqn: Eqn, subst: Mapping[str, Var]) -> Eqn:
-    if not subst or not any(v.name in subst for v in eqn.ins):
+    if not subst:
         return eqn
-    ins = tuple(subst.get(v.name, v) for v in eqn.ins)
+    for v in eqn.ins:
+        if v.name in subst:
+            break
+    else:
+        return eqn
+    ins = tuple([subst.get(v.name, v) for v in eqn.ins])
     return Eqn(eqn.out, eqn.prim, eqn.params, ins, eqn.extra_outs)
 
 

@@ -213,20 +213,16 @@ def _scan_kernel(in_types, out_types, *, length, direction, num_consts, num_carr
     carry_of = _getter(carry_slots)  # the body's new carry, as a tuple (one C call)
     scalars_of = _getter([y_slots[k] for k in scalar_ys])
 
-    def run(*args):
+    carry_at_out = slice(0, nk)  # in a generated body's output tuple
+    scalars_out = _getter([nk + k for k in scalar_ys])
+    array_out = [nk + k for k in array_ys]
+
+    def interpreted_trips(args, rows, ys, collect):
         slots = new_slots()
         slots[:nc] = args[:nc]  # loop-invariant: set once
         carry = args[nc : nc + nk]
         xs = args[nc + nk :]
-        # per-step slices: a list of per-step tuples of rows is cheaper to index than the
-        # arrays (built once; bounded length)
-        rows = list(zip(*xs)) if xs and length <= LIST_SLICES else None
-        ys = buffers()
         array_pairs = [(ys[k], y_slots[k]) for k in array_ys]
-        # scalar results are collected as they are (numpy scalars, never written again) and
-        # stacked once at the end; array results are copied into their preallocated buffer
-        collected = []
-        collect = collected.append if scalar_ys else None
         for i in steps:
             slots[carry_at] = carry
             if rows is not None:
@@ -249,6 +245,47 @@ def _scan_kernel(in_types, out_types, *, length, direction, num_consts, num_carr
                 collect(scalars_of(slots))
             for buf, s in array_pairs:
                 buf[i] = slots[s]
+        return carry
+
+    def generated_trips(body_fn, args, rows, ys, collect):
+        """The same trips through the body's generated code (the same kernels in the same
+        order, its outputs returned as a tuple instead of read from slots)."""
+        consts = args[:nc]
+        carry = args[nc : nc + nk]
+        xs = args[nc + nk :]
+        array_pairs = [(ys[k], at) for k, at in zip(array_ys, array_out, strict=True)]
+        for i in steps:
+            if rows is not None:
+                outs = body_fn(*consts, *carry, *rows[i])
+            elif xs:
+                outs = body_fn(*consts, *carry, *[x[i] for x in xs])
+            else:
+                outs = body_fn(*consts, *carry)
+            carry = outs[carry_at_out]
+            if collect is not None:
+                collect(scalars_out(outs))
+            for buf, at in array_pairs:
+                buf[i] = outs[at]
+        return carry
+
+    trips_run = [0]  # trips made by this kernel so far: the body is generated once it is hot
+
+    def run(*args):
+        trips_run[0] += length
+        body_fn = plan.hot_body(trips_run[0])
+        xs = args[nc + nk :]
+        # per-step slices: a list of per-step tuples of rows is cheaper to index than the
+        # arrays (built once; bounded length)
+        rows = list(zip(*xs)) if xs and length <= LIST_SLICES else None
+        ys = buffers()
+        # scalar results are collected as they are (numpy scalars, never written again) and
+        # stacked once at the end; array results are copied into their preallocated buffer
+        collected = []
+        collect = collected.append if scalar_ys else None
+        if body_fn is not None:
+            carry = generated_trips(body_fn, args, rows, ys, collect)
+        else:
+            carry = interpreted_trips(args, rows, ys, collect)
         if collected:
             if direction == "reverse":
                 collected.reverse()

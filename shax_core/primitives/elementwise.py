@@ -10,7 +10,7 @@ from __future__ import annotations
 import numpy as np
 
 from shax_core import core
-from shax_core.ir import DTYPES, ShaxTypeError, Type
+from shax_core.ir import DTYPES, Eqn, ShaxTypeError, Type
 from shax_core.primitives.base import (
     Zero,
     defbilinear,
@@ -89,10 +89,102 @@ defjvp(add, lambda t, x, y, **_: t, lambda t, x, y, **_: t)
 add.transpose = lambda ct, x, y: [ct if is_linear(x) else None, ct if is_linear(y) else None]
 add.simplify = identity_operand(0.0)  # x + 0 = x
 
+
+def _negated(v, eqn, rw):
+    """x when ``v = negate x`` and every reader of v is ``eqn`` (so v dies with it), else None."""
+    e = rw.producer(v)
+    if e is None or e.prim != "negate" or rw.uses(v) != sum(u == v for u in eqn.ins):
+        return None
+    return e.ins[0]
+
+
+def _distribute(eqn, rw):
+    """Plan rule: ``c*w1 + (-c)*w2 = c*(w1 - w2)`` when both products are read only here (a
+    cotangent reaching two weights with opposite signs: max - min). Equal up to rounding for
+    finite values; an infinite c with one weight 0 gives ±inf where the sum gave NaN."""
+    p, q = (rw.producer(v) for v in eqn.ins)
+    if p is None or q is None or p.prim != "mul" or q.prim != "mul":
+        return None
+    if rw.uses(eqn.ins[0]) != 1 or rw.uses(eqn.ins[1]) != 1 or not eqn.out.type.is_float:
+        return None
+    for first, second in ((p, q), (q, p)):
+        for i, c in enumerate(first.ins):
+            for j, n in enumerate(second.ins):
+                negated = rw.producer(n)
+                if negated is not None and negated.prim == "negate" and negated.ins[0] == c:
+                    w1, w2 = first.ins[1 - i], second.ins[1 - j]
+                    if not w1.type == w2.type == eqn.out.type:
+                        return None
+                    diff = rw.fresh(eqn.out.type)
+                    return (Eqn(diff, "sub", (), (w1, w2)), Eqn(eqn.out, "mul", (), (c, diff)))
+    return None
+
+
+def _add_negated(eqn, rw):
+    """Plan rule: ``a + (-b) = a - b``, ``(-a) + (-b) = -(a + b)`` when the negations die
+    here (exact: IEEE rounding is symmetric in sign; integers wrap the same)."""
+    (a, b), (na, nb) = eqn.ins, (_negated(v, eqn, rw) for v in eqn.ins)
+    if na is not None and nb is not None:
+        total = rw.fresh(eqn.out.type)
+        return (Eqn(total, "add", (), (na, nb)), Eqn(eqn.out, "negate", (), (total,)))
+    if nb is not None:
+        return (Eqn(eqn.out, "sub", (), (a, nb)),)
+    if na is not None:
+        return (Eqn(eqn.out, "sub", (), (b, na)),)
+    return None
+
+
+add.extra["plan"] = (_distribute, _add_negated)
+
 sub = _binary("sub", np.subtract, shape=_numeric_binary)
 defjvp(sub, lambda t, x, y, **_: t, lambda t, x, y, **_: -t)
 sub.transpose = lambda ct, x, y: [ct if is_linear(x) else None, -ct if is_linear(y) else None]
 sub.simplify = identity_operand(0.0, "right")  # x - 0 = x
+
+
+def _common_subtrahend(eqn, rw):
+    """Plan rule: ``(a - c) - (b - c) = a - b`` (two tie weights differ by their common half
+    tie: max's minus min's). Never more work: the inner differences stay only while other
+    equations read them. Equal up to rounding for finite c (exact for the weights)."""
+    p, q = (rw.producer(v) for v in eqn.ins)
+    if p is None or q is None or p.prim != "sub" or q.prim != "sub" or p.ins[1] != q.ins[1]:
+        return None
+    if not eqn.out.type.is_float or not p.ins[0].type == q.ins[0].type == eqn.out.type:
+        return None
+    return (Eqn(eqn.out, "sub", (), (p.ins[0], q.ins[0])),)
+
+
+def _sub_negated(eqn, rw):
+    """Plan rule: ``a - (-b) = a + b``, ``(-a) - (-b) = b - a`` when the negations die here
+    (exact)."""
+    (a, _), (na, nb) = eqn.ins, (_negated(v, eqn, rw) for v in eqn.ins)
+    if na is not None and nb is not None:
+        return (Eqn(eqn.out, "sub", (), (nb, na)),)
+    if nb is not None:
+        return (Eqn(eqn.out, "add", (), (a, nb)),)
+    return None
+
+
+def _sub_distribute(eqn, rw):
+    """Plan rule: ``c*w1 - c*w2 = c*(w1 - w2)`` when both products are read only here
+    (equal up to rounding for finite values, as ``_distribute``)."""
+    p, q = (rw.producer(v) for v in eqn.ins)
+    if p is None or q is None or p.prim != "mul" or q.prim != "mul":
+        return None
+    if rw.uses(eqn.ins[0]) != 1 or rw.uses(eqn.ins[1]) != 1 or not eqn.out.type.is_float:
+        return None
+    for i, c in enumerate(p.ins):
+        for j, d in enumerate(q.ins):
+            if c == d:
+                w1, w2 = p.ins[1 - i], q.ins[1 - j]
+                if not w1.type == w2.type == eqn.out.type:
+                    return None
+                diff = rw.fresh(eqn.out.type)
+                return (Eqn(diff, "sub", (), (w1, w2)), Eqn(eqn.out, "mul", (), (c, diff)))
+    return None
+
+
+sub.extra["plan"] = (_common_subtrahend, _sub_negated, _sub_distribute)
 
 negate = define("negate", arity=1, shape=_numeric_unary, impl=np.negative, traits=UFUNC)
 deflinear(negate, lambda ct, x: [-ct])
@@ -119,6 +211,22 @@ defbilinear(
     lambda ct, x, **_: x * ct,  # ȳ = x·ct
 )
 mul.simplify = identity_operand(1.0)  # x * 1 = x
+
+
+def _mul_negated(eqn, rw):
+    """Plan rule: ``a * (-b) = -(a * b)`` (the negation moves on toward an add, which takes it
+    as a sub) and ``(-a) * (-b) = a * b``, when the negations die here (exact)."""
+    (a, b), (na, nb) = eqn.ins, (_negated(v, eqn, rw) for v in eqn.ins)
+    if na is not None and nb is not None:
+        return (Eqn(eqn.out, "mul", (), (na, nb)),)
+    if na is None and nb is None:
+        return None
+    product = rw.fresh(eqn.out.type)
+    ins = (a, nb) if nb is not None else (na, b)
+    return (Eqn(product, "mul", (), ins), Eqn(eqn.out, "negate", (), (product,)))
+
+
+mul.extra["plan"] = (_mul_negated,)
 
 div = _binary("div", np.divide)
 defjvp(
@@ -193,18 +301,27 @@ defzero(_unary("sign", np.sign))
 # max / min: each side gets half the gradient at ties (as the seed, JAX and autograd do)
 
 
-def _balanced(x, other, ans):
-    """1 where x alone attains ans, 1/2 where both do, 0 elsewhere (the seed's
-    ``select(x == ans, 1, 0) / select(other == ans, 2, 1)``, without the division)."""
-    return select(x == ans, select(other == ans, 0.5, 1.0), 0.0)
+def _tie_weights(x, y):
+    """``(w_ge, w_le)``: the weights of the operand that is the larger (``x >= y``) and the
+    smaller (``x <= y``), ``[x >= y] - [x == y]/2`` and ``[x <= y] - [x == y]/2``: 1 alone,
+    1/2 at a tie, 0 otherwise, and 0 for both when either is NaN (no comparison holds), as
+    JAX's ``select(x == ans, select(y == ans, 1/2, 1), 0)``. Both rules build them from
+    ``(x, y)`` in this order, so max and min of the same operands share every equation."""
+    dtype = core.type_of(x).dtype
+    half_tie = 0.5 * core.convert(x == y, dtype)
+    return core.convert(x >= y, dtype) - half_tie, core.convert(x <= y, dtype) - half_tie
 
 
-for _name, _fn in (("max", np.maximum), ("min", np.minimum)):
-    defjvp(
-        _binary(_name, _fn, traits=["commutative"], shape=_numeric_binary),
-        lambda t, x, y, ans: t * _balanced(x, y, ans),
-        lambda t, x, y, ans: t * _balanced(y, x, ans),
-    )
+defjvp(
+    _binary("max", np.maximum, traits=["commutative"], shape=_numeric_binary),
+    lambda t, x, y, ans: t * _tie_weights(x, y)[0],
+    lambda t, x, y, ans: t * _tie_weights(x, y)[1],
+)
+defjvp(
+    _binary("min", np.minimum, traits=["commutative"], shape=_numeric_binary),
+    lambda t, x, y, ans: t * _tie_weights(x, y)[1],
+    lambda t, x, y, ans: t * _tie_weights(x, y)[0],
+)
 
 # ---------------------------------------------------------------------------------------------
 # comparisons: bool results, no tangents

@@ -19,8 +19,9 @@ import math
 import numpy as np
 
 from shax_core import core
-from shax_core.ir import ShaxTypeError, Type
+from shax_core.ir import Eqn, ShaxTypeError, Type
 from shax_core.primitives.base import defbilinear, define
+from shax_core.primitives.structural import transpose as transpose_p
 
 
 def _kept(rank, contract, batch):
@@ -82,15 +83,33 @@ def _dot_general_kernel(in_types, out_type, lhs_contract, rhs_contract, lhs_batc
     x_view = batch + (m, k)
     y_view = batch + (k, n)
     out_shape = out_type.shape
-    x_id = x_perm == tuple(range(x.rank)) and x.shape == x_view
-    y_id = y_perm == tuple(range(y.rank)) and y.shape == y_view
+    x_as = _operand_view(x, x_perm, x_view)
+    y_as = _operand_view(y, y_perm, y_view)
+    same_shape = batch + (m, n) == out_shape
+    if same_shape and x_as == "as is" and y_as == "as is":
+        return np.matmul
+    if same_shape and x_as == ".T" and y_as == "as is":
+        return lambda a, b: np.matmul(a.T, b)
+    if same_shape and x_as == "as is" and y_as == ".T":
+        return lambda a, b: np.matmul(a, b.T)
 
     def matmul(a, b):
-        a = a if x_id else a.transpose(x_perm).reshape(x_view)
-        b = b if y_id else b.transpose(y_perm).reshape(y_view)
+        a = a if x_as == "as is" else a.T if x_as == ".T" else a.transpose(x_perm).reshape(x_view)
+        b = b if y_as == "as is" else b.T if y_as == ".T" else b.transpose(y_perm).reshape(y_view)
         return np.matmul(a, b).reshape(out_shape)
 
     return matmul
+
+
+def _operand_view(t: Type, perm: tuple, view: tuple) -> str:
+    """How an operand becomes its ``[batch, rows, columns]`` view: ``as is``, ``.T`` (a 2-d
+    operand whose axes swap: BLAS reads the transposed view directly), or ``general`` (a
+    transpose then a reshape)."""
+    if perm == tuple(range(t.rank)) and t.shape == view:
+        return "as is"
+    if perm == (1, 0) and t.shape[::-1] == view:
+        return ".T"
+    return "general"
 
 
 dot_general = define(
@@ -185,3 +204,68 @@ def _canonical_dot(x, y):
 
 
 dot.extra["canonicalize"] = _canonical_dot
+
+
+# ---------------------------------------------------------------------------------------------
+# plan rules (see ``shax_core._evaluate.rewrite_plan``): contractions read transposed operands
+# directly, and a transposed contraction is the contraction with its operands swapped
+
+
+def _contraction_dims(eqn) -> tuple | None:
+    """``(lhs_contract, rhs_contract)`` of a dot or a batch-free dot_general, else None."""
+    if eqn.prim == "dot":
+        d = _dot_dims(eqn.ins[0].type.rank)
+        return d["lhs_contract"], d["rhs_contract"]
+    if eqn.prim == "dot_general" and not eqn.params[2] and not eqn.params[3]:
+        return eqn.params[0], eqn.params[1]
+    return None
+
+
+def _through_transpose(v, contract, rw):
+    """``(z, contract on z)`` when v = transpose perm z and v's kept axes keep their order
+    in z (so the contraction's result is laid out the same), else None."""
+    t = rw.producer(v)
+    if t is None or t.prim != "transpose":
+        return None
+    (perm,) = t.params
+    kept = [perm[a] for a in range(len(perm)) if a not in contract]
+    if kept != sorted(kept):
+        return None
+    return t.ins[0], tuple(perm[a] for a in contract)
+
+
+def _read_transposed_operands(eqn, rw):
+    """Plan rule: ``dot_general x (transpose p z) = dot_general x z`` contracting the axes p
+    maps to (a transpose is a view: BLAS reads z's memory with swapped strides)."""
+    dims = _contraction_dims(eqn)
+    if dims is None:
+        return None
+    (x, y), (lc, rc) = eqn.ins, dims
+    new_x, new_y = _through_transpose(x, lc, rw), _through_transpose(y, rc, rw)
+    if new_x is None and new_y is None:
+        return None
+    x, lc = new_x or (x, lc)
+    y, rc = new_y or (y, rc)
+    return (Eqn(eqn.out, "dot_general", (tuple(lc), tuple(rc), (), ()), (x, y)),)
+
+
+def _swapped_contraction(eqn, rw):
+    """Plan rule: ``transpose (dot_general x y)``, swapping x's kept axes with y's, is
+    ``dot_general y x``: the result comes out in its own layout (row-major), not as a
+    transposed view (which makes the elementwise steps reading it slower)."""
+    (perm,) = eqn.params
+    c = rw.producer(eqn.ins[0])
+    dims = _contraction_dims(c) if c is not None else None
+    if dims is None or rw.uses(eqn.ins[0]) != 1:
+        return None
+    (x, y), (lc, rc) = c.ins, dims
+    nx = x.type.rank - len(lc)
+    ny = y.type.rank - len(rc)
+    if tuple(perm) != tuple(range(nx, nx + ny)) + tuple(range(nx)):
+        return None
+    return (Eqn(eqn.out, "dot_general", (tuple(rc), tuple(lc), (), ()), (y, x)),)
+
+
+dot_general.extra["plan"] = (_read_transposed_operands,)
+dot.extra["plan"] = (_read_transposed_operands,)
+transpose_p.extra["plan"] = (_swapped_contraction,)

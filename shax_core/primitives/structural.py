@@ -147,6 +147,8 @@ def _broadcast_transpose(ct, x, dims, shape):
 broadcast = _rearranging("broadcast", ["dims", "shape"], _broadcast_shape, _broadcast_impl)
 deflinear(broadcast, _broadcast_transpose)
 broadcast.kernel = _broadcast_kernel
+# the plan counts a layout change of an argument as a view of it (no new bytes)
+broadcast.extra["view"] = True
 
 
 def _same_type_is_noop(eqn, known):
@@ -187,6 +189,7 @@ def _reshape_simplify(eqn, known):
 
 reshape.simplify = _reshape_simplify
 reshape.kernel = lambda in_types, out_type, shape: lambda a: a.reshape(shape)
+reshape.extra["view"] = True
 
 # ---------------------------------------------------------------------------------------------
 # transpose perm x: output axis i is operand axis perm[i]
@@ -220,6 +223,7 @@ def _transpose_simplify(eqn, known):
 
 transpose.simplify = _transpose_simplify
 transpose.kernel = lambda in_types, out_type, perm: lambda a: a.transpose(perm)
+transpose.extra["view"] = True
 
 # ---------------------------------------------------------------------------------------------
 # slice start limit x (unit strides) and pad [(lo,hi),...] value x: each other's transpose
@@ -248,6 +252,7 @@ def _slice_kernel(in_types, out_type, start, limit):
 
 
 slice_p.kernel = _slice_kernel
+slice_p.extra["view"] = True
 deflinear(
     slice_p,
     lambda ct, x, start, limit: [
@@ -380,10 +385,27 @@ reduce_sum = define(
 deflinear(
     reduce_sum, lambda ct, x, axes: [core.broadcast(ct, _kept(x.type.rank, axes), x.type.shape)]
 )
-# no axes: the sum is the operand itself, returned as a copy so that the result is fresh
-reduce_sum.kernel = lambda in_types, out_type, axes: (
-    (lambda a: np.add.reduce(a, axis=axes)) if axes else np.copy
-)
+ROWS_ADDED = 4  # a sum over a leading axis this short is added row by row
+
+
+def _reduce_sum_kernel(in_types, out_type, axes):
+    """No axes: the sum is the operand itself, returned as a copy so that the result is fresh.
+    Over a short leading axis: ``a[0] + a[1] + ...``, the rows added in order as NumPy's
+    reduction of that axis adds them, without its call overhead (a third of the time)."""
+    (x,) = in_types
+    if not axes:
+        return np.copy
+    if tuple(axes) == (0,) and 2 <= x.shape[0] <= ROWS_ADDED and (x.is_float or x.is_int):
+        rows = x.shape[0]
+        if rows == 2:
+            return lambda a: a[0] + a[1]
+        if rows == 3:
+            return lambda a: a[0] + a[1] + a[2]
+        return lambda a: a[0] + a[1] + a[2] + a[3]
+    return lambda a: np.add.reduce(a, axis=axes)
+
+
+reduce_sum.kernel = _reduce_sum_kernel
 
 
 def _sum_of_slices(x, axes):
