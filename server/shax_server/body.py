@@ -97,9 +97,13 @@ def too_large(size: str, limit: int, why: str = "") -> Problem:
     return p
 
 
-async def receive(request: Request, settings: Settings, limit: int, why: str = "") -> bytes:
-    """The whole body, refused (413, 408, or 400 for a client that left) as early as possible."""
-    declared = request.headers.get("content-length")
+async def receive(
+    request: Request, settings: Settings, limit: int, why: str = "", declared: str | None = None
+) -> bytes:
+    """The whole body, refused (413, 408, or 400 for a client that left) as early as possible
+    (``declared``: its Content-Length when the caller has read the headers already)."""
+    if declared is None:
+        declared = request.headers.get("content-length")
     if declared is not None and declared.isdigit() and int(declared) > limit:
         raise too_large(declared, limit, why)
     loop = asyncio.get_running_loop()
@@ -218,6 +222,20 @@ def parse(
     return doc, tail
 
 
+_BODY_HEADERS = {b"content-length": 0, b"content-encoding": 1, HEADER_LENGTH.lower().encode(): 2}
+
+
+def _body_headers(headers) -> list[str | None]:
+    """Content-Length, Content-Encoding and Inference-Header-Content-Length of raw ASGI
+    ``headers`` (the first of each, as ``Request.headers.get`` reads them), in one pass."""
+    found: list[str | None] = [None, None, None]
+    for name, value in headers:
+        i = _BODY_HEADERS.get(name)
+        if i is not None and found[i] is None:
+            found[i] = value.decode("latin-1")
+    return found
+
+
 def _loads(text: memoryview | bytes):
     try:
         return orjson.loads(text)
@@ -235,10 +253,11 @@ async def read(
     """(JSON object, binary tail, body size) of a request; big bodies parsed off the loop."""
     limit = settings.max_body_bytes if limit is None else limit
     why = "" if limit == settings.max_body_bytes else " for this program's tensors"
-    body = await receive(request, settings, limit, why)
-    # a compressed body obeys the same limit once inflated (a zip bomb stops there)
-    body = inflate(body, request.headers.get("content-encoding"), limit)
-    header_length = request.headers.get(HEADER_LENGTH)
+    declared, encoding, header_length = _body_headers(request.scope["headers"])
+    body = await receive(request, settings, limit, why, declared)
+    if encoding is not None:
+        # a compressed body obeys the same limit once inflated (a zip bomb stops there)
+        body = inflate(body, encoding, limit)
     if len(body) > LAZY_BYTES:
         doc, tail = await asyncio.to_thread(parse, body, header_length, settings, budgets)
     else:
