@@ -68,19 +68,16 @@ def _model_cached(state: ServiceState, model_name: str, model_version: str | Non
     return state.cache.holds(version.source.key)
 
 
-async def _vjp(state: ServiceState, request: Request, program_id: str) -> Response:
-    return await vjp_by_id(state, request, program_id)
-
-
 async def _infer(
     state: ServiceState, request: Request, model_name: str, model_version: str | None = None
 ) -> Response:
     return await infer_model(state, request, model_name, model_version)
 
 
-# (route template, whether a call may take the fast path, its handler), for POST
+# (route template, whether a call may take the fast path, its handler), for POST; a handler
+# takes (state, request, **path parameters)
 CALLS = (
-    ("/v1/programs/{program_id}/vjp", _program_cached, _vjp),
+    ("/v1/programs/{program_id}/vjp", _program_cached, vjp_by_id),
     ("/v2/models/{model_name}/infer", _model_cached, _infer),
     (VERSIONED + "/infer", _model_cached, _infer),
 )
