@@ -344,10 +344,14 @@ async def evaluation_response(
 ) -> Response:
     """``tensor_response`` for evaluation results: a big JSON body is encoded in a thread, and
     big binary tensors are streamed from the arrays' own buffers (never joined into a copy)."""
-    named = [(n, a) for m in members.values() for n, a in m]
-    flags = [binary] * len(named) if isinstance(binary, bool) else list(binary)
-    binary_bytes = sum(a.nbytes for (_, a), f in zip(named, flags, strict=True) if f)
-    json_bytes = sum(a.size for (_, a), f in zip(named, flags, strict=True) if not f)
+    arrays = [a for m in members.values() for _, a in m]
+    flags = [binary] * len(arrays) if isinstance(binary, bool) else list(binary)
+    binary_bytes = json_bytes = 0
+    for array, flag in zip(arrays, flags, strict=True):
+        if flag:
+            binary_bytes += array.nbytes
+        else:
+            json_bytes += array.size
     if binary_bytes <= LAZY_BYTES and json_bytes * 16 <= LAZY_BYTES:
         return tensor_response(doc, members, binary)
     out = dict(doc)
