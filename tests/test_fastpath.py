@@ -379,6 +379,14 @@ async def test_the_body_reader_waits_for_chunks_under_its_deadlines():
     reading.cancel()
     with pytest.raises(asyncio.CancelledError):
         await reading
+    loop = asyncio.get_running_loop()
+
+    def future_receive():  # an ASGI receive may return any awaitable, not only a coroutine
+        message = loop.create_future()
+        message.set_result({"type": "http.request", "body": b"{}", "more_body": False})
+        return message
+
+    assert await body.receive(_request(future_receive), settings, 100) == b"{}"
     slow = Settings(body_timeout=0.2, upload_timeout=0.3)  # each pause allowed, not the sum
     many = [{"type": "http.request", "body": b" ", "more_body": True}] * 5 + chunks
     with pytest.raises(Problem) as refused:

@@ -135,6 +135,9 @@ async def _next_message(request: Request, loop, deadline: float, pause: float) -
     wait is the rest awaited under the deadline (``_Continued`` relays it to the event loop as
     ``await`` would)."""
     receiving = request.receive()
+    if not hasattr(receiving, "send"):  # an awaitable that is no coroutine: just wait for it
+        async with asyncio.timeout_at(min(loop.time() + pause, deadline)):
+            return await receiving
     try:
         waiting_on = receiving.send(None)
     except StopIteration as done:
