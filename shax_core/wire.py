@@ -31,6 +31,7 @@ takes a (bounded) Python pass.
 
 from __future__ import annotations
 
+import functools
 import math
 import re
 from collections.abc import Sequence
@@ -42,6 +43,7 @@ import orjson
 
 from shax_core.ir import (  # the JSON spelling of floats, shared with the graph
     ShaxError,
+    Type,
     decode_float,
     encode_float,
 )
@@ -248,17 +250,16 @@ def encode_tensor(name: str, array: np.ndarray, binary: bool = False) -> tuple[d
     return obj, None
 
 
+# native NumPy dtype -> IR dtype name (a dtype equal to the native one hashes alike)
+_IR_OF_DTYPE = {np.dtype(DATATYPES[k].newbyteorder("=")): v for k, v in IR_DTYPES.items()}
+_DATATYPE_OF_DTYPE = {dtype: DATATYPE_OF_IR[name] for dtype, name in _IR_OF_DTYPE.items()}
+
+
 def _ir_dtype(dtype: np.dtype) -> str:
-    for k, v in {
-        "f32": np.float32,
-        "f64": np.float64,
-        "bool": np.bool_,
-        "i32": np.int32,
-        "i64": np.int64,
-    }.items():
-        if dtype == np.dtype(v):
-            return k
-    raise ShaxError(f"cannot send dtype {dtype} (shax sends f32, f64, i32, i64, bool)")
+    name = _IR_OF_DTYPE.get(dtype)
+    if name is None:
+        raise ShaxError(f"cannot send dtype {dtype} (shax sends f32, f64, i32, i64, bool)")
+    return name
 
 
 def binary_size(obj: Any) -> int | None:
@@ -273,6 +274,135 @@ def binary_size(obj: Any) -> int | None:
         name = obj.get("name") if isinstance(obj.get("name"), str) else "tensor"
         raise TensorError(name, f"binary_data_size must be a non-negative integer, got {size!r}")
     return size
+
+
+# ---------------------------------------------------------------------------------------------
+# tensors whose type is known: the common case without the general checks
+
+
+@dataclass(frozen=True)
+class Expected:
+    """What a program's type fixes about one tensor it takes: the datatype, the native dtype
+    and the little-endian one of the wire, the shape (as a tuple and as the list a tensor
+    object spells), the element count and the bytes of its binary form."""
+
+    datatype: str
+    dtype: np.dtype
+    wire_dtype: np.dtype
+    shape: tuple[int, ...]
+    shape_list: list[int]
+    size: int
+    nbytes: int
+
+
+@functools.lru_cache(maxsize=4096)
+def expected(types: tuple[Type, ...]) -> tuple[Expected, ...]:
+    """The ``Expected`` of each of ``types`` (computed once per tuple of types)."""
+    out = []
+    for t in types:
+        datatype = DATATYPE_OF_IR[t.dtype]
+        wire = DATATYPES[datatype]
+        out.append(
+            Expected(
+                datatype, t.np_dtype, wire, t.shape, list(t.shape), t.size, t.size * wire.itemsize
+            )
+        )
+    return tuple(out)
+
+
+_F32_MAX = float(np.finfo(np.float32).max)
+_NO_LIMIT = float("inf")
+
+
+def decode_expected(
+    items: list, reader: BinaryReader, types: Sequence[Expected], max_elements: int | None = None
+) -> list[np.ndarray] | None:
+    """The arrays of tensor objects ``items`` (one per entry of ``types``), when every object is
+    in the common case; else None, and the general path (``decode_tensor`` and the checks
+    against the types) decodes them or says what is wrong. The common case, which that path
+    accepts with the same result: an object whose name is absent, null or a string, whose
+    datatype and shape are absent, null or the expected ones (integers), within
+    ``max_elements``, and either JSON ``data`` (numbers of a kind the datatype takes, in its
+    range, of the expected size; nested only in the expected shape) or exactly the expected
+    ``binary_data_size`` bytes left in ``reader``. ``reader`` moves on only when every
+    object is decoded here."""
+    if len(items) != len(types):
+        return None
+    limit = _NO_LIMIT if max_elements is None else max_elements
+    tail, offset = reader.tail, reader.offset
+    arrays = []
+    for obj, e in zip(items, types):
+        if type(obj) is not dict or e.size > limit:
+            return None
+        get = obj.get
+        name, datatype, shape = get("name"), get("datatype"), get("shape")
+        if (
+            (name is not None and type(name) is not str)
+            or (datatype is not None and datatype != e.datatype)
+            or (shape is not None and (shape != e.shape_list or not _ints(shape)))
+        ):
+            return None
+        data, params = get("data"), get("parameters")
+        if params is None and data is not None:
+            array = _expected_json(data, e)
+            if array is None:
+                return None
+        elif data is None and type(params) is dict and len(params) == 1:
+            size = params.get("binary_data_size")
+            if type(size) is not int or size != e.nbytes or offset + size > len(tail):
+                return None
+            chunk = tail[offset : offset + size]
+            offset += size
+            if e.dtype.kind == "b":
+                raw = np.frombuffer(chunk, dtype=np.uint8)
+                if raw.size and raw.max() > 1:
+                    return None
+                array = raw.view(np.bool_).reshape(e.shape)
+            else:
+                wire = np.frombuffer(chunk, dtype=e.wire_dtype)
+                array = wire.reshape(e.shape).astype(e.dtype, copy=False)
+        else:
+            return None
+        arrays.append(array)
+    reader.offset = offset
+    return arrays
+
+
+def _ints(shape: list) -> bool:
+    for d in shape:
+        if type(d) is not int:
+            return False
+    return True
+
+
+def _expected_json(data: Any, e: Expected) -> np.ndarray | None:
+    """JSON ``data`` as an array of ``e``, or None when it is not plainly one (see
+    ``decode_expected``): what ``_json_array`` makes of it, without its error paths."""
+    kind = e.dtype.kind
+    try:
+        raw = np.asarray(data)
+    except (ValueError, TypeError):
+        return None
+    if raw.size != e.size or (raw.ndim > 1 and raw.shape != e.shape):
+        return None
+    given = raw.dtype.kind
+    if kind == "f":
+        if given == "f":
+            # f64 -> f32 only when no finite value can round to infinity (JSON numbers are
+            # finite); beyond, the general path range-checks
+            if e.dtype.itemsize == 4 and raw.size and float(np.abs(raw).max()) > _F32_MAX:
+                return None
+        elif given not in "iu":  # int64/uint64 magnitudes are far inside f32's range
+            return None
+        return raw.astype(e.dtype, copy=False).reshape(e.shape)
+    if kind == "b":
+        return raw.reshape(e.shape) if given == "b" else None
+    if given not in "iu" or not raw.size:
+        return None
+    info = np.iinfo(e.dtype)
+    if raw.min() < info.min or raw.max() > info.max:
+        return None
+    return raw.astype(e.dtype, copy=False).reshape(e.shape)
 
 
 # ---------------------------------------------------------------------------------------------
@@ -582,3 +712,48 @@ def encode_tensors(
         if raw is not None:
             chunks.append(raw)
     return objs, chunks
+
+
+def encode_body(
+    doc: dict, members: dict[str, Sequence[tuple[str, np.ndarray]]], binary: bool | Sequence[bool]
+) -> tuple[bytes, dict[str, str]]:
+    """``doc`` with each of ``members`` (named arrays) as its list of tensor objects -> (body,
+    headers): ``join_body`` of what ``encode_tensors`` makes of them.
+
+    All-JSON bodies take a shorter way: the arrays go to orjson as they are (flat), without
+    looking for non-finite values first. orjson writes a non-finite float as ``null``, so a
+    body without ``null`` in it had none; any other body is encoded again the general way,
+    which spells them as documented."""
+    if binary is False:
+        out = dict(doc)
+        for member, named in members.items():
+            objs = []
+            for name, array in named:
+                datatype = (
+                    _DATATYPE_OF_DTYPE.get(array.dtype) if type(array) is np.ndarray else None
+                )
+                if datatype is None:
+                    break  # not a plain array of a datatype shax sends: the general way
+                objs.append(
+                    {
+                        "name": name,
+                        "shape": array.shape,
+                        "datatype": datatype,
+                        "data": array.ravel(),
+                    }
+                )
+            else:
+                out[member] = objs
+                continue
+            break
+        else:
+            header = orjson.dumps(out, option=orjson.OPT_SERIALIZE_NUMPY)
+            if b"null" not in header:
+                return header, {"content-type": "application/json"}
+    out = dict(doc)
+    chunks: list[bytes] = []
+    for member, named in members.items():
+        objs, raw = encode_tensors(named, binary)
+        out[member] = objs
+        chunks += raw
+    return join_body(out, chunks)

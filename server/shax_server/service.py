@@ -33,9 +33,11 @@ from shax_core.wire import (
     BinaryReader,
     TensorError,
     check_shape,
+    decode_expected,
     decode_tensor,
+    encode_body,
     encode_tensors,
-    join_body,
+    expected,
 )
 from shax_server import body
 from shax_server.compilation import Compiled, Source, prepare, read_program
@@ -248,6 +250,17 @@ def decode_positional(
             + ", ".join(f"{n} {t}" for n, t in zip(names, types, strict=True)),
             kind="invalid-request",
         )
+    arrays = decode_expected(items, reader, expected(tuple(types)), max_elements)
+    if arrays is not None:  # the common case, in which every check of the general way passes
+        return arrays
+    return decode_checked(items, reader, names, types, max_elements=max_elements)
+
+
+def decode_checked(
+    items: list, reader: BinaryReader, names: Sequence[str], types: Sequence[Type], *, max_elements
+) -> list[np.ndarray]:
+    """``decode_positional``'s general way (one tensor object per type): every check, and the
+    error that names the tensor and what is wrong with it."""
     # every tensor's declared datatype and shape first, then (all of them fit) their data
     filled = []
     for obj, name, t in zip(items, names, types, strict=True):
@@ -295,13 +308,7 @@ def tensor_response(
     doc: dict, members: dict[str, Sequence[tuple[str, np.ndarray]]], binary: bool
 ) -> Response:
     """JSON (or binary-extension) response with ``members`` as lists of tensor objects."""
-    chunks: list[bytes] = []
-    out = dict(doc)
-    for member, named in members.items():
-        objs, raw = encode_tensors(named, binary)
-        out[member] = objs
-        chunks += raw
-    body, headers = join_body(out, chunks)
+    body, headers = encode_body(doc, members, binary)
     media_type = headers.pop("content-type")
     return Response(body, media_type=media_type, headers=headers)
 
