@@ -12,6 +12,11 @@ requests and seconds; every server is stopped at the end, also on errors.
   the median over the rounds), so that the other jobs on this shared machine weigh on all
   three alike. The servers' own CPU time per request (from /proc) is the load-independent
   figure: what one request costs the server process.
+- With ``SHAX_BENCH_W5_BASELINE=<a source tree>`` (e.g. ``git worktree add`` of the commit
+  before a change), that tree's fast path is a fourth server in the same rounds, so a change's
+  before and after come from one run.
+- In-process CPU per cached call: the app called as ASGI in a fresh process (this tree's, and
+  the baseline's), no HTTP, in interleaved rounds: what the server's own code costs per call.
 - Targets (issue 18): the fast path's requests/s at 16 connections >= 80% of the echo
   floor's, with p99 <= 2x the floor's.
 - A 4 MiB f32 tensor (1,048,576 elements) round trip, one connection: through shax's
@@ -45,6 +50,10 @@ W1_BODY = {
 }
 HEADER_LENGTH = "Inference-Header-Content-Length"
 ROUNDS = 3  # interleaved load rounds per point (1 in --quick)
+# another source tree (a checkout of the code before a change): its fast path is loaded in
+# the same interleaved rounds, and its in-process cost measured alike ("before" and "after"
+# from one run)
+BASELINE = os.environ.get("SHAX_BENCH_W5_BASELINE")
 # (key, label, server kind, extra environment); the floor last in each round
 SERVERS = (
     ("shax", "shax cached POST /v1/programs/{id}/vjp (W1), fast path", "shax", {}),
@@ -56,6 +65,16 @@ SERVERS = (
     ),
     ("floor", "FastAPI echo of the same body (floor)", "echo", {}),
 )
+if BASELINE:
+    SERVERS = (
+        (
+            "shax-base",
+            f"the fast path of {BASELINE} (baseline)",
+            "shax",
+            {"PYTHONPATH": f"{BASELINE}{os.pathsep}{os.path.join(BASELINE, 'server')}"},
+        ),
+        *SERVERS,
+    )
 
 
 class Server:
@@ -185,6 +204,95 @@ def rounds(
     return out
 
 
+async def _asgi_call(app, path: str, body: bytes) -> tuple[int, bytes]:
+    """One POST through the ASGI app itself (no HTTP): (status, body)."""
+    scope = {
+        "type": "http",
+        "asgi": {"version": "3.0"},
+        "http_version": "1.1",
+        "method": "POST",
+        "scheme": "http",
+        "path": path,
+        "raw_path": path.encode(),
+        "query_string": b"",
+        "root_path": "",
+        "headers": [
+            (b"host", b"127.0.0.1"),
+            (b"content-type", b"application/json"),
+            (b"content-length", str(len(body)).encode()),
+        ],
+        "client": ("127.0.0.1", 1),
+        "server": ("127.0.0.1", 80),
+    }
+    messages = [{"type": "http.request", "body": body, "more_body": False}]
+    sent: list[dict] = []
+
+    async def receive():
+        return messages.pop() if messages else {"type": "http.disconnect"}
+
+    async def send(message):
+        sent.append(message)
+
+    await app(scope, receive, send)
+    return sent[0]["status"], b"".join(m.get("body", b"") for m in sent[1:])
+
+
+def in_process(calls: int = 2000, repeats: int = 5) -> float:
+    """CPU µs per cached by-id VJP call of W1 through the app in this process (no HTTP;
+    uvloop when installed): the best of ``repeats`` loops of ``calls`` calls."""
+    import asyncio
+    import importlib.util
+    import time
+
+    from shax_server.app import create_app
+
+    import shax_core as sx
+    from shax_core.demo import SEED_A, SEED_B, medium
+
+    async def measure() -> float:
+        app = create_app()
+        text = sx.print_program(sx.trace(medium, SEED_A, SEED_B))
+        async with app.router.lifespan_context(app):
+            status, out = await _asgi_call(app, "/v1/programs", orjson.dumps({"program": text}))
+            _check(status, out, "compile W1")
+            path = f"/v1/programs/{orjson.loads(out)['id']}/vjp"
+            body = orjson.dumps(W1_BODY)
+            for _ in range(max(calls // 4, 50)):  # warm: the plan's generated code, caches
+                _check(*await _asgi_call(app, path, body), "W1 vjp")
+            best = float("inf")
+            for _ in range(repeats):
+                start = time.process_time()
+                for _ in range(calls):
+                    await _asgi_call(app, path, body)
+                best = min(best, (time.process_time() - start) / calls)
+            return best * 1e6
+
+    if importlib.util.find_spec("uvloop"):
+        import uvloop
+
+        return uvloop.run(measure())
+    return asyncio.run(measure())
+
+
+def _in_process_subprocess(tree: str | None, calls: int) -> float | None:
+    """``in_process`` in a fresh process, of ``tree``'s code when given (else this one's)."""
+    env = {k: v for k, v in os.environ.items() if not k.startswith("SHAX_")}
+    if tree:
+        env["PYTHONPATH"] = f"{tree}{os.pathsep}{os.path.join(tree, 'server')}"
+    proc = subprocess.run(
+        [sys.executable, os.path.abspath(__file__), "--in-process", str(calls)],
+        capture_output=True,
+        text=True,
+        timeout=300,
+        cwd=common.BENCH_DIR,
+        env=env,
+    )
+    if proc.returncode != 0:
+        common.log(f"W5 in-process ({tree or 'this tree'}) failed: {proc.stderr[-300:]}")
+        return None
+    return float(proc.stdout.strip().splitlines()[-1])
+
+
 def _check(status: int, body: bytes, what: str) -> None:
     if status != 200:
         raise RuntimeError(f"{what}: HTTP {status}: {body[:300]!r}")
@@ -221,6 +329,17 @@ def run(cfg: common.Config) -> common.Section:
     rps: dict[tuple[str, int], dict] = {}
     rt: dict[str, dict] = {}
     n_rounds = 1 if cfg.quick else ROUNDS
+    common.log("W5: in-process CPU per cached call")
+    inproc: dict[str, list[float]] = {"this tree": []}
+    if BASELINE:
+        inproc[BASELINE] = []
+    for _ in range(n_rounds):  # interleaved, as the servers are
+        for tree, got in inproc.items():
+            us = _in_process_subprocess(
+                None if tree == "this tree" else tree, 300 if cfg.quick else 2000
+            )
+            if us is not None:
+                got.append(us)
     with tempfile.TemporaryDirectory(prefix="shax-bench-") as tmp, contextlib.ExitStack() as up:
         common.log("W5: the echo app (framework floor) and shax with and without the fast path")
         servers = {
@@ -232,7 +351,7 @@ def run(cfg: common.Config) -> common.Section:
         echo, shax = servers["floor"], servers["shax"]
         _check(*echo.request("POST", "/echo", w1_body, json_headers), "echo")
         paths = {"floor": "/echo"}
-        for key in ("shax", "shax-app"):
+        for key in (k for k, _, kind, _ in SERVERS if kind == "shax"):
             st, out = servers[key].request(
                 "POST", "/v1/programs", orjson.dumps({"program": w1_text}), json_headers
             )
@@ -299,11 +418,18 @@ def run(cfg: common.Config) -> common.Section:
     opts = uvicorn_options()
     sec.lines += [
         f"uvicorn: 1 worker, loop={opts['loop']}, http={opts['http']}, access log off, on "
-        f"127.0.0.1; load from a separate process; the three servers loaded in {n_rounds} "
+        f"127.0.0.1; load from a separate process; the {len(SERVERS)} servers loaded in {n_rounds} "
         f"interleaved round(s) of {duration / n_rounds:g} s or {requests // n_rounds:,} "
         "requests per point, after a warm-up (figures: medians over the rounds). Load average "
         f"{', '.join(f'{v:.2f}' for v in load_before)} before, "
         f"{', '.join(f'{v:.2f}' for v in load_after)} after.",
+        "",
+    ]
+    sec.lines += [
+        "In-process CPU per cached by-id VJP call of W1 (the ASGI app called directly, no "
+        "HTTP; best loop of 5, min over the rounds): "
+        + "; ".join(f"{tree}: {min(v):.0f} µs" for tree, v in inproc.items() if v)
+        + ".",
         "",
     ]
     rows = []
@@ -374,6 +500,17 @@ def run(cfg: common.Config) -> common.Section:
             None if r is None else r <= 2,
         )
     )
+    b16 = rps.get(("shax-base", 16))
+    if s16 and f16 and b16:
+        sec.lines += [
+            "",
+            "At 16 connections, the baseline's fast path: "
+            f"{100 * b16['rps'] / f16['rps']:.0f}% of the floor's requests/s, p99 "
+            f"{b16['p99'] / f16['p99']:.2f}x the floor's, server CPU per request "
+            f"{b16['cpu_per_request'] / f16['cpu_per_request']:.2f}x the floor's "
+            f"({common.fmt_time(b16['cpu_per_request'])} against "
+            f"{common.fmt_time(s16['cpu_per_request'])} now).",
+        ]
     a16 = rps.get(("shax-app", 16))
     if s16 and f16 and a16:
         sec.lines += [
@@ -407,5 +544,14 @@ def run(cfg: common.Config) -> common.Section:
             None if r is None else r >= 10,
         )
     )
-    sec.data = {"rps": {f"{k[0]}@{k[1]}": v for k, v in rps.items()}, "roundtrip": rt}
+    sec.data = {
+        "rps": {f"{k[0]}@{k[1]}": v for k, v in rps.items()},
+        "roundtrip": rt,
+        "in_process_us": inproc,
+    }
     return sec
+
+
+if __name__ == "__main__":
+    if sys.argv[1:2] == ["--in-process"]:
+        print(f"{in_process(int(sys.argv[2]) if len(sys.argv) > 2 else 2000):.1f}")
