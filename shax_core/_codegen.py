@@ -153,24 +153,42 @@ LINE = re.compile(  # ASCII: \d is 0-9 only
 def source(plan: PlanView, body: bool = False) -> str:
     """The plan as one function ``run(s0, ..., s<n_params-1>)`` returning the output list
     (each output finished as the interpreter's ``run`` does), or with ``body`` the tuple of
-    the output values as they are (what a loop reads from a body's slots each trip)."""
+    the output values as they are (what a loop reads from a body's slots each trip).
+
+    Every slot read must be live (a parameter, a constant, or bound by an earlier step and not
+    deleted since), every slot bound once: else the plan is refused (``CodegenError``), so the
+    function can never fail where the interpreter would not."""
     for x in (plan.n_params, *plan.constants):
         _ints((x,))
+    live = set(range(plan.n_params))
+    bound = set(live)
 
     def value(s: int) -> str:
-        return f"c{s:d}" if s in plan.constants else f"s{s:d}"
+        if s in plan.constants:
+            return f"c{s:d}"
+        if s not in live:
+            raise CodegenError(f"slot {s:d} is read while it holds nothing")
+        return f"s{s:d}"
+
+    def bind(s: int) -> str:
+        if s in bound or s in plan.constants:
+            raise CodegenError(f"slot {s:d} is bound twice")
+        bound.add(s)
+        live.add(s)
+        return f"s{s:d}"
 
     lines = [f"def run({', '.join(f's{i:d}' for i in range(plan.n_params))}):"]
     for k, (ins, out, free) in enumerate(plan.steps):
         args = ", ".join(value(s) for s in _ints(ins))
         if type(out) is tuple:  # s6, s7, = k2(...)
-            target = "".join(f"s{s:d}, " for s in _ints(out))
+            target = "".join(f"{bind(s)}, " for s in _ints(out))
         else:
-            target = f"s{_ints((out,))[0]:d} "
+            target = f"{bind(_ints((out,))[0])} "
         lines.append(f"    {target}= k{k:d}({args})")
-        dead = [f"s{s:d}" for s in _ints(free) if s not in plan.constants]
+        dead = [s for s in dict.fromkeys(_ints(free)) if s in live]
         if dead:
-            lines.append(f"    del {', '.join(dead)}")
+            live.difference_update(dead)
+            lines.append(f"    del {', '.join(f's{s:d}' for s in dead)}")
     n = len(plan.steps)
     if body:
         lines.append(f"    return ({''.join(f'{value(s)}, ' for s, _, _ in plan.outputs)})")

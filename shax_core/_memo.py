@@ -1,27 +1,24 @@
-"""Memoized rule applications: a rule run once per key, its equations replayed after that.
+"""Memoized rule applications: a rule recorded once per key, its equations replayed after.
 
-A linearize or transpose rule is a pure function of its operands' types and of the
-primitive's parameters: run on tracers, it records the same equations for every operand of
-the same types (with the same builders, zero tangents and repeated operands). ``RuleMemo``
-runs the rule for the first application of each key, recording what it does to the builders
-(equations, constants, residual lifts), and replays that tape for the next applications:
+A linearize rule is a pure function of its operands' types and of the primitive's
+parameters: run on tracers, it records the same equations for every operand of the same
+types (with the same builders, zero tangents and repeated operands). ``RuleMemo`` runs the
+rule for the first application of a key, records what it does to the builders (equations,
+constants, residual lifts) on the second, and replays that tape for the applications after:
 the same calls on the builders, in the same order, with operands substituted. The result is
 the program the rule itself would have built, without running the rule and its shape rules
-again (on a 10,000-step chain, the same few keys recur 10,000 times).
+again (on a 10,000-step chain, the same few keys recur 10,000 times; a key seen once costs
+no recording).
 
->>> import numpy as np
-
-from shax_core.core import Builder, Tracer
+>>> from shax_core.core import Builder
 >>> from shax_core.ir import Type
 >>> import shax_core.numpy as snp
 >>> b = Builder()
 >>> memo = RuleMemo((b,))
 >>> x, y = (b.add_param(Type("f32", ())) for _ in range(2))
 >>> rule = lambda x: snp.sin(x) * 2.0
->>> first = memo.apply(memo.key(("rule",), [x]), [x], rule, x)  # runs the rule, records it
->>> again = memo.apply(memo.key(("rule",), [y]), [y], rule, y)  # replays its tape on y
->>> again.variable.name, len(memo.tapes)
-('x4', 1)
+>>> for v in (x, y, x):  # the rule runs, runs again recording its tape, then is replayed
+...     out = memo.apply(memo.key(("rule",), [v]), [v], rule, v)
 >>> for e in b.eqns:
 ...     print(e.out, "=", " ".join([e.prim, *map(str, e.ins)]))
 x0 = sin arg0
@@ -29,6 +26,10 @@ x1 = fromList
 x2 = mul x0 x1
 x3 = sin arg1
 x4 = mul x3 x1
+x5 = sin arg0
+x6 = mul x5 x1
+>>> out.variable.name
+'x6'
 
 A tape is kept only if every value it reads is an operand or one of its own results, and only
 equations, constants and residual lifts happened on the memo's builders; anything else (a rule
@@ -44,6 +45,7 @@ from shax_core.core import Builder, Tracer
 from shax_core.registry import Linear, Zero
 
 _EMIT, _MULTI, _CONST, _LIFT = range(4)
+_ONCE = ("applied once",)  # a key seen once: its second application is recorded
 
 
 class _Recorder:
@@ -203,10 +205,12 @@ class RuleMemo:
             tape = self.tapes.get(key)
         except TypeError:  # an unhashable parameter
             return rule(*args, **params)
-        if tape is not None:
+        if tape is not None and tape is not _ONCE:
             return self._replay(tape, inputs)
-        if key in self.tapes:  # a rule its tape cannot replay
-            return rule(*args, **params)
+        if tape is None:
+            if key not in self.tapes:  # a first application: recording pays from the second
+                self.tapes[key] = _ONCE
+            return rule(*args, **params)  # (or a rule its tape cannot replay)
         input_vars = [x.variable if x.__class__ is Tracer else None for x in inputs]
         rec = _Recorder(self.builders, input_vars)
         rec.install()

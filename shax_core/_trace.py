@@ -20,6 +20,7 @@ from __future__ import annotations
 
 import numpy as np
 
+from shax_core._evaluate import no_gc
 from shax_core.core import Builder, Tracer, constant_like
 from shax_core.ir import DTYPES, Program, ShaxError, Type, dtype_name, type_of
 
@@ -56,7 +57,8 @@ def trace_returning(f, *specs, name: str | None = None) -> tuple[Program, bool]:
     """``trace``, and whether ``f`` returned one value (True) or a tuple/list of them."""
     builder = Builder()
     args = [builder.add_param(as_type(s)) for s in specs]
-    result = f(*args)
+    with no_gc():  # recording makes many small acyclic objects: see no_gc
+        result = f(*args)
     single = not isinstance(result, tuple | list)
     results = [result] if single else list(result)
     outs = []

@@ -450,7 +450,15 @@ def _broadcast_shapes(a, b) -> tuple[int, ...]:
 
 def _binary(name, x, y):
     if type(x) is Tracer and type(y) is Tracer and x.variable.type == y.variable.type:
-        return bind(name, x, y)  # the common case: nothing to promote or broadcast
+        # the common case: nothing to promote or broadcast
+        if x.builder is y.builder:  # = bind(name, x, y) without its dispatch
+            prim = _REGISTRY[name]
+            try:
+                out_type = prim.shape_rule(x.variable.type, y.variable.type)
+            except Exception:  # noqa: BLE001  (bind raises it with the equation named)
+                return bind(name, x, y)
+            return x.builder.emit(name, (), (x.variable, y.variable), out_type)
+        return bind(name, x, y)
     x, y = _promote(x, y)
     shape = _broadcast_shapes(shape_of(x), shape_of(y))
     return bind(name, broadcast_to(x, shape), broadcast_to(y, shape))

@@ -115,6 +115,7 @@ class Type:
 
     dtype: str
     shape: tuple[int, ...]
+    _hash: int = field(init=False, repr=False, compare=False)  # types key many dicts
 
     def __post_init__(self):
         if self.dtype not in DTYPES:
@@ -124,6 +125,7 @@ class Type:
         for d in self.shape:
             if not isinstance(d, int | np.integer) or isinstance(d, bool) or d < 0:
                 raise ShaxTypeError(f"bad dimension {d!r} in shape {list(self.shape)}")
+        object.__setattr__(self, "_hash", hash((self.dtype, self.shape)))
 
     def __str__(self) -> str:
         return f"{self.dtype}[{', '.join(map(str, self.shape))}]"
@@ -139,7 +141,10 @@ class Type:
         return not self.__eq__(other)
 
     def __hash__(self) -> int:
-        return hash((self.dtype, self.shape))
+        return self._hash
+
+    def __reduce__(self):  # rebuilt, so the hash is this process's (str hashes are salted)
+        return (Type, (self.dtype, self.shape))
 
     @property
     def rank(self) -> int:

@@ -34,13 +34,14 @@ from __future__ import annotations
 
 from collections.abc import Sequence
 from dataclasses import dataclass
+from operator import attrgetter
 
 from shax_core._evaluate import no_gc
 from shax_core._infer import infer
 from shax_core._linearize import Linearized, linearize_typed
 from shax_core._trace import trace
 from shax_core.core import Builder
-from shax_core.ir import Program, Var, bound_vars
+from shax_core.ir import Program, Var
 from shax_core.passes import cleanup, cse, dce, simplify
 from shax_core.passes.inline import inline
 from shax_core.passes.rename import rewrite_ins
@@ -88,8 +89,9 @@ def _append(name: str, first: Program, second: Program, new_types, n_outputs: in
     ``second``'s. Equations are reused as they are (the pipeline's builders name variables
     with distinct prefixes); only if names clash are both inlined under fresh names."""
     new_params = tuple(Var(f"arg{len(first.params) + i}", t) for i, t in enumerate(new_types))
-    first_names = {v.name for v in bound_vars(first)}
-    second_names = {v.name for v in bound_vars(second)} - {p.name for p in second.params}
+    first_names = _bound_names(first.eqns)
+    first_names.update(p.name for p in first.params)
+    second_names = _bound_names(second.eqns)
     new_names = {p.name for p in new_params}
     if (first_names | new_names) & second_names or first_names & new_names:
         b = Builder()
@@ -101,9 +103,21 @@ def _append(name: str, first: Program, second: Program, new_types, n_outputs: in
         return Program(name, tuple(b.params), tuple(b.eqns), outs)
     args = new_params + first.outs[n_outputs:]
     subst = {p.name: a for p, a in zip(second.params, args, strict=True)}
-    eqns = first.eqns + tuple(rewrite_ins(e, subst) for e in second.eqns)
+    eqns = first.eqns + tuple([rewrite_ins(e, subst) for e in second.eqns])
     outs = first.outs[:n_outputs] + tuple(subst.get(v.name, v) for v in second.outs)
     return Program(name, first.params + new_params, eqns, outs)
+
+
+_OUT_NAME, _EXTRA_OUTS = attrgetter("out.name"), attrgetter("extra_outs")
+
+
+def _bound_names(eqns) -> set[str]:
+    """The names the equations bind (``map`` with attrgetter: this runs on every equation of
+    both halves of a VJP)."""
+    names = set(map(_OUT_NAME, eqns))
+    for extra in filter(None, map(_EXTRA_OUTS, eqns)):
+        names.update(v.name for v in extra)
+    return names
 
 
 @dataclass(frozen=True)

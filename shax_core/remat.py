@@ -74,6 +74,8 @@ def rematerialize(
     """Rewrite the (primal, linear) pair so cheap residuals of at least ``min_bytes`` are
     recomputed, not saved: ``(primal, linear, names of the recomputed residuals)``, the pair
     unchanged (the same objects) if none is."""
+    if all(v.type.nbytes < min_bytes for v in primal.outs[n_outputs:]):
+        return primal, linear, frozenset()  # every residual is small: all are saved
     producer = {e.out.name: e for e in primal.eqns}
     params = {p.name for p in primal.params}
     residuals = primal.outs[n_outputs:]

@@ -17,6 +17,9 @@ from contextlib import contextmanager
 
 import numpy as np
 import pytest
+from corpus import EXPECTED_UNSUPPORTED
+from corpus import load as load_corpus
+from corpus.run import cotangent, float_positions, shax_program
 from hypothesis import given, settings
 from test_differential import programs as differential_programs
 from test_evaluate_plan import ALIASES, assert_outputs_independent
@@ -93,9 +96,10 @@ def hot_calls_agree(program, args, *hostile: str):
 # ---------------------------------------------------------------------------------------------
 # hostile names and literals, through the whole path
 
-HOSTILE_TEXT = """def __import__(os.system :: f64[4], k0 :: f64[4], s1 :: f64[]) =
-  let __builtins__ :: f64[4] = fromList [4] [1e308, nan, -inf, 5e-324]
-      c0 :: f64[] = fromList [] [inf]
+HOSTILE_TEXT = """-- \"\"\" __import__('os').system('x') ''' \\
+def __import__(os.system :: f64[4], k0 :: f64[4], s1 :: f64[]) =
+  let __builtins__ :: f64[4] = fromList [4] [1e308, nan, -inf, 5e-324]  -- ');exec('1
+      c0 :: f64[] = fromList [] [1e400]
       eval'' = mul os.system k0
       exec = add eval'' __builtins__
       del = tanh exec
@@ -359,6 +363,32 @@ def test_a_plan_not_made_of_plain_ints_is_not_generated(step):
     assert cg.for_executable(exe) is None  # it stays interpreted
 
 
+@pytest.mark.parametrize(
+    "steps",
+    [
+        ((np.sin, (2,), 1, ()),),  # reads a slot nothing bound
+        ((np.sin, (0,), 1, ()), (np.cos, (0,), 1, ())),  # binds a slot twice
+        ((np.sin, (0,), 2, (0,)), (np.add, (2, 0), 1, ())),  # reads a deleted slot
+        ((np.sin, (0,), 1, (1,)),),  # deletes an output, then returns it
+        ((np.sin, (0,), 0, ()),),  # rebinds a parameter
+    ],
+)
+def test_a_plan_whose_slots_do_not_flow_is_not_generated(steps):
+    exe = _FakeExecutable(steps)
+    with pytest.raises(cg.CodegenError):
+        cg.source(cg.read_plan(exe))
+    assert cg.for_executable(exe) is None
+
+
+def test_a_slot_freed_twice_is_deleted_once():
+    exe = _FakeExecutable(((np.sin, (0,), 2, (0, 0)), (np.cos, (2,), 1, (2, 0))))
+    text = cg.source(cg.read_plan(exe))
+    assert text.count("del s0") == 1 and "del s2\n" in text
+    fn = cg.for_executable(exe)
+    x = np.array([0.5, 1.0], np.float32)
+    np.testing.assert_array_equal(fn(x)[0], np.cos(np.sin(x)))
+
+
 # ---------------------------------------------------------------------------------------------
 # the same values as the interpreter
 
@@ -374,6 +404,28 @@ def test_random_programs_and_their_vjps_agree_with_the_interpreter(case):
     interpreted, generated = both_tiers(vjp)
     assert_same(generated(*args, *cts), interpreted(*args, *cts))
     assert cg.tier(generated) == "generated"
+
+
+CORPUS = [e for e in load_corpus() if e.name not in EXPECTED_UNSUPPORTED]
+
+
+@pytest.mark.filterwarnings("ignore::RuntimeWarning")
+@pytest.mark.parametrize("entry", CORPUS, ids=lambda e: f"{e.domain}-{e.name}")
+def test_corpus_vjps_agree_with_the_interpreter(entry):
+    """Every corpus function (written as JAX users write them) and its VJP: the generated
+    tier gives bitwise the interpreter's outputs and gradients."""
+    inputs = entry.inputs(seed=3)
+    program = shax_program(entry, inputs)
+    interpreted, generated = loop_tiers(program)
+    want = interpreted(*inputs)
+    assert_same(generated(*inputs), want)
+    wrt = float_positions(inputs)
+    if program.outs[0].type.is_float and wrt:
+        vjp = sx.vjp_program(program, wrt)
+        ct = cotangent(want[0])
+        interpreted, generated = loop_tiers(vjp)
+        assert_same(generated(*inputs, ct), interpreted(*inputs, ct))
+        assert cg.tier(generated) == "generated" or len(generated.steps) > cg.MAX_STEPS
 
 
 @settings(SETTINGS, max_examples=min(SETTINGS.max_examples, 10))

@@ -23,8 +23,10 @@ import httpx
 import numpy as np
 import orjson
 import pytest
-from shax_server import Settings, create_app
+from shax_server import Settings, body, create_app
+from shax_server.problems import Problem
 from shax_server.store import MemoryStore
+from starlette.requests import Request
 
 import shax_core as sx
 from shax_core.demo import SEED_A, SEED_B, medium
@@ -335,3 +337,58 @@ async def test_log_records_made_on_the_fast_path_carry_the_request_id(caplog):
     assert app.state.shax.metrics.fast_path.values[()] == 1  # the fast path answered it
     records = [rec for rec in caplog.records if "exists" in rec.getMessage()]
     assert records and all(rec.request_id == "trace-fast" for rec in records)
+
+
+class _Receiver:
+    """An ASGI receive: each message after ``delay`` seconds (0: at once, without waiting;
+    None: never)."""
+
+    def __init__(self, messages: list[dict], delay: float | None):
+        self.messages, self.delay = list(messages), delay
+
+    async def __call__(self) -> dict:
+        if self.delay is None:
+            await asyncio.Event().wait()
+        if self.delay:
+            await asyncio.sleep(self.delay)
+        return self.messages.pop(0)
+
+
+def _request(receive) -> Request:
+    return Request({"type": "http", "method": "POST", "path": "/", "headers": []}, receive)
+
+
+@pytest.mark.anyio
+async def test_the_body_reader_waits_for_chunks_under_its_deadlines():
+    """Chunks that are already there are taken at once; chunks that come later are waited for
+    (within body_timeout); a body that stops is answered 408; a cancellation from outside (the
+    client left, the server stops) stays a cancellation."""
+    settings = Settings(body_timeout=0.3, upload_timeout=5)
+    chunks = [
+        {"type": "http.request", "body": b'{"a": ', "more_body": True},
+        {"type": "http.request", "body": b"1}", "more_body": False},
+    ]
+    for delay in (0, 0.05):
+        got = await body.receive(_request(_Receiver(chunks, delay)), settings, 100)
+        assert got == b'{"a": 1}', delay
+    with pytest.raises(Problem) as refused:
+        await body.receive(_request(_Receiver(chunks, None)), settings, 100)
+    assert refused.value.status == 408 and "SHAX_BODY_TIMEOUT" in refused.value.detail
+    reading = asyncio.ensure_future(body.receive(_request(_Receiver(chunks, None)), settings, 100))
+    await asyncio.sleep(0.05)
+    reading.cancel()
+    with pytest.raises(asyncio.CancelledError):
+        await reading
+    loop = asyncio.get_running_loop()
+
+    def future_receive():  # an ASGI receive may return any awaitable, not only a coroutine
+        message = loop.create_future()
+        message.set_result({"type": "http.request", "body": b"{}", "more_body": False})
+        return message
+
+    assert await body.receive(_request(future_receive), settings, 100) == b"{}"
+    slow = Settings(body_timeout=0.2, upload_timeout=0.3)  # each pause allowed, not the sum
+    many = [{"type": "http.request", "body": b" ", "more_body": True}] * 5 + chunks
+    with pytest.raises(Problem) as refused:
+        await body.receive(_request(_Receiver(many, 0.1)), slow, 100)
+    assert refused.value.status == 408

@@ -97,9 +97,13 @@ def too_large(size: str, limit: int, why: str = "") -> Problem:
     return p
 
 
-async def receive(request: Request, settings: Settings, limit: int, why: str = "") -> bytes:
-    """The whole body, refused (413, 408, or 400 for a client that left) as early as possible."""
-    declared = request.headers.get("content-length")
+async def receive(
+    request: Request, settings: Settings, limit: int, why: str = "", declared: str | None = None
+) -> bytes:
+    """The whole body, refused (413, 408, or 400 for a client that left) as early as possible
+    (``declared``: its Content-Length when the caller has read the headers already)."""
+    if declared is None:
+        declared = request.headers.get("content-length")
     if declared is not None and declared.isdigit() and int(declared) > limit:
         raise too_large(declared, limit, why)
     loop = asyncio.get_running_loop()
@@ -107,21 +111,11 @@ async def receive(request: Request, settings: Settings, limit: int, why: str = "
     chunks: list[bytes] = []
     size = 0
     while True:
-        # a timer, not wait_for: no task per chunk (a body that is already here costs nothing)
-        due = min(loop.time() + settings.body_timeout, deadline)
+        # each chunk within body_timeout of the last, all of them within upload_timeout
         try:
-            async with asyncio.timeout_at(due):
-                message = await request.receive()
+            message = await _next_message(request, loop, deadline, settings.body_timeout)
         except TimeoutError:
-            raise Problem(
-                408,
-                "Request timeout",
-                "the request body arrived too slowly (SHAX_BODY_TIMEOUT "
-                f"{settings.body_timeout:g} s between chunks, SHAX_UPLOAD_TIMEOUT "
-                f"{settings.upload_timeout:g} s in all)",
-                kind="timeout",
-                headers={"Connection": "close"},
-            ) from None
+            raise _too_slow(settings) from None
         if message["type"] != "http.request":
             raise Problem(400, "Client disconnected", "the client left mid-body", kind="gone")
         chunk = message.get("body", b"")
@@ -131,6 +125,67 @@ async def receive(request: Request, settings: Settings, limit: int, why: str = "
         chunks.append(chunk)
         if not message.get("more_body", False):
             return chunks[0] if len(chunks) == 1 else b"".join(chunks)
+
+
+async def _next_message(request: Request, loop, deadline: float, pause: float) -> dict:
+    """The request's next ASGI message, waited for until ``min(now + pause, deadline)``.
+
+    A message that is already here (a small body arrives with its headers) is taken without
+    arming a timer: the receive coroutine is run up to its first wait, and only if it has to
+    wait is the rest awaited under the deadline (``_Continued`` relays it to the event loop as
+    ``await`` would)."""
+    receiving = request.receive()
+    if not hasattr(receiving, "send"):  # an awaitable that is no coroutine: just wait for it
+        async with asyncio.timeout_at(min(loop.time() + pause, deadline)):
+            return await receiving
+    try:
+        waiting_on = receiving.send(None)
+    except StopIteration as done:
+        if loop.time() > deadline:
+            raise TimeoutError from None
+        return done.value
+    async with asyncio.timeout_at(min(loop.time() + pause, deadline)):
+        return await _Continued(receiving, waiting_on)
+
+
+class _Continued:
+    """Awaitable: the rest of coroutine ``coro``, which was run up to its first wait and
+    yielded ``waiting_on``; sends, throws (a cancellation) and close reach ``coro`` as they
+    would through ``await coro``."""
+
+    def __init__(self, coro, waiting_on):
+        self.coro, self.waiting_on = coro, waiting_on
+
+    def __await__(self):
+        coro, yielded = self.coro, self.waiting_on
+        while True:
+            try:
+                sent = yield yielded
+            except GeneratorExit:
+                coro.close()
+                raise
+            except BaseException as exc:  # noqa: BLE001  (relayed to the coroutine)
+                step = coro.throw
+                value = exc
+            else:
+                step = coro.send
+                value = sent
+            try:
+                yielded = step(value)
+            except StopIteration as done:
+                return done.value
+
+
+def _too_slow(settings: Settings) -> Problem:
+    return Problem(
+        408,
+        "Request timeout",
+        "the request body arrived too slowly (SHAX_BODY_TIMEOUT "
+        f"{settings.body_timeout:g} s between chunks, SHAX_UPLOAD_TIMEOUT "
+        f"{settings.upload_timeout:g} s in all)",
+        kind="timeout",
+        headers={"Connection": "close"},
+    )
 
 
 def parse(
@@ -170,6 +225,20 @@ def parse(
     return doc, tail
 
 
+_BODY_HEADERS = {b"content-length": 0, b"content-encoding": 1, HEADER_LENGTH.lower().encode(): 2}
+
+
+def _body_headers(headers) -> list[str | None]:
+    """Content-Length, Content-Encoding and Inference-Header-Content-Length of raw ASGI
+    ``headers`` (the first of each, as ``Request.headers.get`` reads them), in one pass."""
+    found: list[str | None] = [None, None, None]
+    for name, value in headers:
+        i = _BODY_HEADERS.get(name)
+        if i is not None and found[i] is None:
+            found[i] = value.decode("latin-1")
+    return found
+
+
 def _loads(text: memoryview | bytes):
     try:
         return orjson.loads(text)
@@ -187,10 +256,11 @@ async def read(
     """(JSON object, binary tail, body size) of a request; big bodies parsed off the loop."""
     limit = settings.max_body_bytes if limit is None else limit
     why = "" if limit == settings.max_body_bytes else " for this program's tensors"
-    body = await receive(request, settings, limit, why)
-    # a compressed body obeys the same limit once inflated (a zip bomb stops there)
-    body = inflate(body, request.headers.get("content-encoding"), limit)
-    header_length = request.headers.get(HEADER_LENGTH)
+    declared, encoding, header_length = _body_headers(request.scope["headers"])
+    body = await receive(request, settings, limit, why, declared)
+    if encoding is not None:
+        # a compressed body obeys the same limit once inflated (a zip bomb stops there)
+        body = inflate(body, encoding, limit)
     if len(body) > LAZY_BYTES:
         doc, tail = await asyncio.to_thread(parse, body, header_length, settings, budgets)
     else:

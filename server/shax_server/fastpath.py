@@ -22,6 +22,11 @@ The route's limits are the route's own: the body budget from the program's types
 Everything else goes to the FastAPI app unchanged: other paths and methods, a ``root_path``, a
 program that is not in the cache (the app looks in the shared store, joins a compilation, or
 answers 404), a model that is still loading. ``SHAX_FAST_PATH=false`` sends everything there.
+
+Two differences, both outside the answers' contract: an unexpected exception (a bug) is logged
+and answered 500 here with the request id on it (the app answers the same 500 from Starlette's
+outermost layer, without the id), and FastAPI's native OpenTelemetry hooks, when configured,
+do not see the calls answered here.
 """
 
 from __future__ import annotations
@@ -63,19 +68,16 @@ def _model_cached(state: ServiceState, model_name: str, model_version: str | Non
     return state.cache.holds(version.source.key)
 
 
-async def _vjp(state: ServiceState, request: Request, program_id: str) -> Response:
-    return await vjp_by_id(state, request, program_id)
-
-
 async def _infer(
     state: ServiceState, request: Request, model_name: str, model_version: str | None = None
 ) -> Response:
     return await infer_model(state, request, model_name, model_version)
 
 
-# (route template, whether a call may take the fast path, its handler), for POST
+# (route template, whether a call may take the fast path, its handler), for POST; a handler
+# takes (state, request, **path parameters)
 CALLS = (
-    ("/v1/programs/{program_id}/vjp", _program_cached, _vjp),
+    ("/v1/programs/{program_id}/vjp", _program_cached, vjp_by_id),
     ("/v2/models/{model_name}/infer", _model_cached, _infer),
     (VERSIONED + "/infer", _model_cached, _infer),
 )

@@ -135,7 +135,9 @@ class Histogram(_Metric):
 
     def observe(self, value: float, *labels: str) -> None:
         with self.lock:
-            s = self.series.setdefault(labels, [[0] * (len(self.buckets) + 1), 0.0, 0])
+            s = self.series.get(labels)
+            if s is None:
+                s = self.series[labels] = [[0] * (len(self.buckets) + 1), 0.0, 0]
             s[0][bisect.bisect_left(self.buckets, value)] += 1
             s[1] += value
             s[2] += 1

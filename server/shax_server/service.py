@@ -178,9 +178,8 @@ def _fill(obj: Any, name: str, t: Type) -> Any:
     """Native endpoints let a tensor omit name, datatype and shape: the program knows them."""
     if not isinstance(obj, dict):
         return obj
-    filled = {"name": name, "datatype": DATATYPE_OF_IR[t.dtype], "shape": list(t.shape)}
-    filled.update((k, v) for k, v in obj.items() if v is not None)  # null: the program's
-    return filled
+    given = {k: v for k, v in obj.items() if v is not None}  # null: the program's
+    return {"name": name, "datatype": DATATYPE_OF_IR[t.dtype], "shape": list(t.shape), **given}
 
 
 def expect_tensor(obj: Any, name: str, t: Type, max_elements: int) -> None:
@@ -249,9 +248,12 @@ def decode_positional(
             + ", ".join(f"{n} {t}" for n, t in zip(names, types, strict=True)),
             kind="invalid-request",
         )
-    filled = [_fill(obj, name, t) for obj, name, t in zip(items, names, types, strict=True)]
-    for obj, name, t in zip(filled, names, types, strict=True):
+    # every tensor's declared datatype and shape first, then (all of them fit) their data
+    filled = []
+    for obj, name, t in zip(items, names, types, strict=True):
+        obj = _fill(obj, name, t)
         expect_tensor(obj, name, t, max_elements)
+        filled.append(obj)
     arrays = []
     for obj, name, t in zip(filled, names, types, strict=True):
         chunk = reader.take(obj)
@@ -342,10 +344,14 @@ async def evaluation_response(
 ) -> Response:
     """``tensor_response`` for evaluation results: a big JSON body is encoded in a thread, and
     big binary tensors are streamed from the arrays' own buffers (never joined into a copy)."""
-    named = [(n, a) for m in members.values() for n, a in m]
-    flags = [binary] * len(named) if isinstance(binary, bool) else list(binary)
-    binary_bytes = sum(a.nbytes for (_, a), f in zip(named, flags, strict=True) if f)
-    json_bytes = sum(a.size for (_, a), f in zip(named, flags, strict=True) if not f)
+    arrays = [a for m in members.values() for _, a in m]
+    flags = [binary] * len(arrays) if isinstance(binary, bool) else list(binary)
+    binary_bytes = json_bytes = 0
+    for array, flag in zip(arrays, flags, strict=True):
+        if flag:
+            binary_bytes += array.nbytes
+        else:
+            json_bytes += array.size
     if binary_bytes <= LAZY_BYTES and json_bytes * 16 <= LAZY_BYTES:
         return tensor_response(doc, members, binary)
     out = dict(doc)

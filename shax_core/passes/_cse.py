@@ -34,21 +34,26 @@ def cse(program: Program) -> Program:
             new = eqn.with_subprograms(cse)
             bodies_changed |= new.params != eqn.params
             eqn = new
-        names = tuple([v.name for v in eqn.ins])
+        ins = eqn.ins
         swap = commutative.get(eqn.prim)
         if swap is None:
             swap = commutative[eqn.prim] = "commutative" in lookup(eqn.prim).traits
-        if swap:
-            names = tuple(sorted(names))
-        key = (eqn.prim, eqn.params, names)
+        # the key: primitive, parameters, operand names (flat: one tuple per equation)
+        if swap and len(ins) == 2:  # two operands, compared as a set
+            a, b = ins[0].name, ins[1].name
+            key = (eqn.prim, eqn.params, a, b) if a <= b else (eqn.prim, eqn.params, b, a)
+        elif swap:
+            key = (eqn.prim, eqn.params, *sorted([v.name for v in ins]))
+        else:
+            key = (eqn.prim, eqn.params, *[v.name for v in ins])
         hit = seen.get(key)
+        outs = eqn.outs
         if hit is not None:
-            outs = eqn.outs
             if all(h.type == v.type for h, v in zip(hit, outs, strict=True)):
                 for h, v in zip(hit, outs, strict=True):
                     subst[v.name] = h
                 continue
-        seen[key] = eqn.outs
+        seen[key] = outs
         eqns.append(eqn)
     if not subst and not bodies_changed:
         return program

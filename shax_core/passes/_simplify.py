@@ -124,32 +124,37 @@ def simplify(program: Program) -> Program:
     values = known.value
     record = known.record
     producer, candidates = known.producer, known.splat_candidates
-    preserves: dict[str, bool] = {}  # by primitive name
+    # by primitive name: (primitive, its rule, elementwise, constant, preserves_splat)
+    facts: dict[str, tuple] = {}
     for eqn in program.eqns:
         if subst:
             eqn = rewrite_ins(eqn, subst)
-        prim = lookup(eqn.prim)
+        fact = facts.get(eqn.prim)
+        if fact is None:
+            fact = facts[eqn.prim] = _facts(eqn.prim)
+        prim, rule, elementwise, constant, preserves = fact
         if eqn.params and eqn.subprograms:  # simplify inside bodies; no folding of loops
             eqn = eqn.with_subprograms(simplify)
             record(eqn)
             eqns.append(eqn)
             continue
-        # rules may replace an equation several times (e.g. reshape of reshape of reshape)
-        result = None
-        if prim.simplify is not None:
-            for _ in range(8):
-                result = prim.simplify(eqn, known) if prim.simplify else None
-                if result is None or result is eqn:
-                    break
-                if isinstance(result, Var):
-                    break
-                eqn, prim = result, lookup(result.prim)
-            if isinstance(result, Var) and result.type == eqn.out.type:
-                subst[eqn.out.name] = result
-                continue
+        if rule is not None:
+            # rules may replace an equation several times (reshape of reshape of reshape)
+            result = rule(eqn, known)
+            if result is not None and result is not eqn:
+                if result.__class__ is Var:
+                    if result.type == eqn.out.type:
+                        subst[eqn.out.name] = result
+                        continue
+                else:
+                    eqn, result = _replace(eqn, result, known)
+                    if result.__class__ is Var and result.type == eqn.out.type:
+                        subst[eqn.out.name] = result
+                        continue
+                    prim, rule, elementwise, constant, preserves = _facts(eqn.prim)
         ins = eqn.ins
         ins_values = [values.get(v.name) for v in ins] if ins and ins[0].name in values else None
-        if ins and "elementwise" in prim.traits and eqn.out.type.size > FOLD_LIMIT:
+        if elementwise and ins and eqn.out.type.size > FOLD_LIMIT:
             splat = _fold_splats(eqn, prim, known, fresh_name)
             if splat is not None:
                 # an elementwise op of broadcast scalars is a broadcast of the scalar result
@@ -157,7 +162,8 @@ def simplify(program: Program) -> Program:
                 record(scalar_eqn, np.asarray(scalar_eqn.params[1][0]))
                 eqns.append(scalar_eqn)
                 ins_values = None
-        if "constant" in prim.traits:
+                preserves = None  # eqn is now a broadcast: record() looks it up
+        if constant:
             record(eqn, prim.impl(**prim.kwargs(eqn.params)))
         elif (
             ins_values is not None
@@ -168,13 +174,35 @@ def simplify(program: Program) -> Program:
             folded = folded.astype(eqn.out.type.np_dtype, copy=False)
             eqn = _constant_eqn(eqn.out, folded)
             record(eqn, folded)
+        elif preserves is None:
+            record(eqn)
         else:  # = record(eqn), inlined: it runs for nearly every equation
-            name = eqn.out.name
-            producer[name] = eqn
-            splat = preserves.get(eqn.prim)
-            if splat is None:
-                splat = preserves[eqn.prim] = "preserves_splat" in lookup(eqn.prim).traits
-            if splat:
-                candidates.add(name)
+            producer[eqn.out.name] = eqn
+            if preserves:
+                candidates.add(eqn.out.name)
         eqns.append(eqn)
     return dce(substitute(program, eqns, subst))
+
+
+def _facts(name: str) -> tuple:
+    prim = lookup(name)
+    traits = prim.traits
+    return (
+        prim,
+        prim.simplify,
+        "elementwise" in traits,
+        "constant" in traits,
+        "preserves_splat" in traits,
+    )
+
+
+def _replace(eqn: Eqn, result: Eqn, known: Known):
+    """Apply the rules of the replacement equations in turn (at most 8 replacements in all):
+    ``(the last equation, the last rule result)``."""
+    for _ in range(7):
+        eqn = result
+        prim = lookup(eqn.prim)
+        result = prim.simplify(eqn, known) if prim.simplify else None
+        if result is None or result is eqn or result.__class__ is Var:
+            return eqn, result
+    return result, None
