@@ -384,8 +384,11 @@ def _plan(program: Program, threads) -> tuple[dict[str, int], _Plan]:
             if key is not None:
                 kernels[key] = hit
         fn, nbytes, prim, new_buffer, ufunc, view = hit
-        if fn is None:
+        transient = 0
+        if fn is None:  # a step with sub-programs: its kernel runs plans of its own
             fn = _kernel(prim, e)
+            work += getattr(fn, "work", 1) - 1
+            transient = getattr(fn, "transient_bytes", 0)
         ins = operands[i]
         if prim.multiple_results:  # a loop: one step binding every result (a tuple of slots)
             outs = tuple(slot_of[v.name] for v in e.outs)
@@ -397,13 +400,12 @@ def _plan(program: Program, threads) -> tuple[dict[str, int], _Plan]:
                 for b in refs[s]:
                     buffer_last[b] = max(buffer_last.get(b, -1), last[s])
             extra_results += len(outs) - 1
-            work += getattr(fn, "work", 1) - 1
             free = _dying(ins, outs, last, i)
             append((fn, None, ins, outs, free))
             for v, s in zip(e.outs, outs, strict=True):
                 size[s] = v.type.nbytes
                 live += size[s]
-            peak = max(peak, live + getattr(fn, "transient_bytes", 0))
+            peak = max(peak, live + transient)
             for s in free:
                 if s >= n_params:
                     live -= size[s]
@@ -472,8 +474,8 @@ def _plan(program: Program, threads) -> tuple[dict[str, int], _Plan]:
         else:
             size[out] = nbytes if nbytes else max([size[s] for s in ins], default=0)
             live += nbytes
-            if live > peak:
-                peak = live
+            if live + transient > peak:
+                peak = live + transient
         for s in free:
             if s >= n_params and (nbytes or s not in ins or size[s] != size[out]):
                 live -= size[s]

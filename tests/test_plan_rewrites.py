@@ -238,3 +238,33 @@ def test_plan_rules_keep_values_on_random_programs(case):
         return
     ct = [rng.uniform(-1, 1, v.type.shape) for v in p.outs]
     _assert_rules_keep_values(sx.vjp_program(p), [*args, *ct], rtol=1e-10)
+
+
+def test_a_loop_counts_its_body_per_trip_in_work_and_its_working_set_in_peak():
+    from shax_core import lax
+
+    def f(x):
+        def step(c, _):
+            return snp.sin(c) * 2.0, None
+
+        c, _ = lax.scan(step, x, None, length=5)
+        return snp.cos(c)
+
+    x = np.ones(1000, np.float64)
+    program = sx.trace(f, x)
+    exe = sx.compile(program)
+    (loop,) = [e for e in exe.planned.eqns if e.subprograms]
+    body = sx.compile(loop.subprograms[0])
+    others = len(exe.steps) - 1
+    assert exe.work == others + 1 + 5 * body.work
+    (run_loop,) = [fn for fn, _, out, _ in exe.steps if type(out) is tuple]
+    assert run_loop.transient_bytes > 0
+    # while the loop runs: the argument, the loop's result and the body's working set
+    assert exe.peak_bytes >= 2 * x.nbytes + run_loop.transient_bytes
+    np.testing.assert_allclose(exe(x)[0], np.cos(_five_steps(x)))
+
+
+def _five_steps(x):
+    for _ in range(5):
+        x = np.sin(x) * 2.0
+    return x
