@@ -540,13 +540,16 @@ class PlanRewriter:
 
     def _release(self, e: Eqn) -> None:
         """``e`` is not computed: its operands lose a reader, and an operand left without any
-        is not computed either (DCE drops them all afterwards)."""
-        for v in e.ins:
-            self._uses[v.name] -= 1
-            if not self._uses[v.name]:
-                dead = self._producer.get(v.name)
-                if dead is not None and not dead.extra_outs:
-                    self._release(dead)
+        is not computed either (DCE drops them all afterwards). A worklist, not recursion:
+        a long chain read once may go at once."""
+        pending = [e]
+        while pending:
+            for v in pending.pop().ins:
+                self._uses[v.name] -= 1
+                if not self._uses[v.name]:
+                    dead = self._producer.get(v.name)
+                    if dead is not None and not dead.extra_outs:
+                        pending.append(dead)
 
     def _emit(self, e: Eqn, eqns: list, depth: int) -> None:
         """Append ``e``, or what a rule rewrites it to (itself offered to the rules again, up
@@ -558,10 +561,11 @@ class PlanRewriter:
             for rule in rules:
                 new = rule(e, self)
                 if new:
-                    self._release(e)  # e is replaced: its reads go
-                    for n in new:
+                    for n in new:  # the new reads first, so what they keep never reaches 0
                         for v in n.ins:
                             self._uses[v.name] = self._uses.get(v.name, 0) + 1
+                    self._release(e)  # e is replaced: its reads go
+                    for n in new:
                         self._emit(n, eqns, depth - 1)
                     return
         for v in e.outs:

@@ -268,3 +268,17 @@ def _five_steps(x):
     for _ in range(5):
         x = np.sin(x) * 2.0
     return x
+
+
+def test_rules_on_a_long_chain_of_negations_go_as_deep_as_allowed_and_keep_values():
+    # y + (-(-(-...x0))): the sum takes the last negation as a difference, the difference the
+    # one before as a sum, and so on, RULE_DEPTH times (each result offered to the rules again)
+    n = 3000
+    body = " ".join(f"x{i + 1} = negate x{i}" for i in range(n))
+    p = sx.infer(sx.parse(f"def f(x0 :: f64[3], y :: f64[3]) = let {body} s = add y x{n} in [s]"))
+    x0, y = np.array([1.0, -2.0, 3.0]), np.array([0.5, 0.25, 4.0])
+    rewritten = sx.verify(ev.rewrite_plan(p))
+    assert len(rewritten.eqns) == n + 1 - ev.RULE_DEPTH
+    want = y + (-1) ** n * x0
+    np.testing.assert_array_equal(sx.evaluate(rewritten, x0, y)[0], want)
+    np.testing.assert_array_equal(ev.Executable(p, rewrite=False)(x0, y)[0], want)
