@@ -13,12 +13,12 @@ A big elementwise step is split into chunks over threads only when cores are fre
 second at run time (one thread under load); ``SHAX_PLAN_THREADS=N`` fixes N (1: never split).
 
 Before planning, a program of at most ``REWRITE_MAX_EQNS`` equations is rewritten by the plan
-rules its primitives declare (``prim.extra["plan"]``, see ``rewrite_plan``) into equal, cheaper
-forms; no primitive is named here. The max - min of the seed's ``medium``, whose cotangents meet
-the tie weights with opposite signs, becomes one product per operand::
+rules its primitives declare (``prim.extra["plan"]``, see ``rewrite_plan``) into cheaper forms
+that are equal bit for bit in IEEE arithmetic (a rule that only holds up to rounding, such as
+distributing a product over a sum, is not one); no primitive is named here. A negation that
+dies where it is read folds into the sum reading it::
 
-    t1 = negate t0;  t2 = mul t0 wx;  t4 = mul t1 wy;  t5 = add t2 t4
-    ->  p1 = sub wx wy;  t5 = mul t0 p1
+    t1 = negate t0;  t2 = add a t1   ->   t2 = sub a t0
 
 Building the plan is linear: a pass numbering slots and finding each slot's last reader, then
 a pass making the steps, their buffers and the live bytes, with one kernel per distinct
@@ -579,15 +579,14 @@ def rewrite_plan(program: Program) -> Program:
 
     >>> from shax_core import infer, parse
     >>> p = infer(parse(
-    ...     "def f(c :: f32[2], w :: f32[2], v :: f32[2]) = let n = negate c  a = mul c w"
-    ...     "  b = mul n v  s = add a b in [s]"
+    ...     "def f(c :: f32[2], w :: f32[2]) = let n = negate c  a = mul w n"
+    ...     "  s = add a w in [s]"
     ... ))
     >>> print(rewrite_plan(p))
     def f(c :: f32[2],
-          w :: f32[2],
-          v :: f32[2]) =
-      let p2 :: f32[2] = sub w v
-          s :: f32[2] = mul c p2
+          w :: f32[2]) =
+      let p1 :: f32[2] = mul w c
+          s :: f32[2] = sub w p1
       in [s]
     """
     if len(program.eqns) > REWRITE_MAX_EQNS:

@@ -4,6 +4,8 @@
   (JAX: ``select(x == ans, select(y == ans, 1/2, 1), 0)``, so a NaN operand gets weight 0 on
   both sides), and max and min of the same operands share their weight equations.
 - a sum over a short leading axis added row by row equals NumPy's sum bit for bit.
+- the plan rules give a user's program its IEEE answer bit for bit (overflow, infinities,
+  NaN, signed zeros), so only exact rewrites are rules.
 - plan construction: kernels shared between steps of one signature give each step its own
   result; plans built for the same program twice agree on every figure.
 """
@@ -282,3 +284,32 @@ def test_rules_on_a_long_chain_of_negations_go_as_deep_as_allowed_and_keep_value
     want = y + (-1) ** n * x0
     np.testing.assert_array_equal(sx.evaluate(rewritten, x0, y)[0], want)
     np.testing.assert_array_equal(ev.Executable(p, rewrite=False)(x0, y)[0], want)
+
+
+@pytest.mark.parametrize(
+    "text",
+    [
+        # what an algebraic (non-IEEE) rule would change: cancelling a common subtrahend
+        "let x = sub a c\n      y = sub b c\n      z = sub x y\n  in [z]",
+        # ... and distributing a product over a difference or a sum of a negation
+        "let x = mul c a\n      y = mul c b\n      z = sub x y\n  in [z]",
+        "let n = negate c\n      x = mul c a\n      y = mul n b\n      z = add x y\n  in [z]",
+        # what the exact rules do rewrite
+        "let n = negate b\n      z = add a n\n  in [z]",
+        "let n = negate a\n      m = negate b\n      z = sub n m\n  in [z]",
+        "let n = negate b\n      x = mul a n\n      z = add x c\n  in [z]",
+    ],
+)
+def test_plan_rules_give_a_users_program_its_ieee_answer_bit_for_bit(text):
+    """A user's program means its operations in IEEE arithmetic: the plan may only rewrite
+    what keeps every bit, at overflow, infinities, NaN, rounding and signed zeros too."""
+    program = sx.parse("def f(a :: f64[8], b :: f64[8], c :: f64[8]) =\n  " + text)
+    a = np.array([0.1, 2.0, 1e16, 1.0, 0.0, -0.0, INF, 5e-324])
+    b = np.array([0.2, 1.5, 0.0, NAN, -0.0, 0.0, 1.0, 2.5e-324])
+    c = np.array([0.3, 1e308, 1.0, 1.0, INF, -INF, INF, 0.5])
+    with np.errstate(all="ignore"):
+        (want,) = ev.Executable(program, rewrite=False)(a, b, c)
+        (got,) = sx.compile(program)(a, b, c)
+    np.testing.assert_array_equal(got, want)  # NaN where NaN
+    numbers = ~np.isnan(want)  # (a NaN's sign bit carries no meaning in IEEE 754)
+    assert np.array_equal(np.signbit(got[numbers]), np.signbit(want[numbers]))  # signed zeros
