@@ -27,6 +27,12 @@ and ``encode_tensor`` the per-tensor work.
 Decoding never validates element by element in Python on the common path: numbers go through one
 ``np.asarray`` and binary through ``np.frombuffer``. Only data containing the non-finite strings
 takes a (bounded) Python pass.
+
+When the types are known (a compiled program's inputs), ``decode_expected`` takes a shorter way
+for the common case (nothing declared but the expected datatype and shape, numbers of a kind
+the datatype takes, or exactly the expected binary bytes) and gives up on anything else, which
+the general way decodes or refuses with its message. ``encode_body`` writes all-JSON responses
+straight from the arrays and falls back to ``encode_tensors`` when a value is not finite.
 """
 
 from __future__ import annotations
@@ -724,7 +730,7 @@ def encode_body(
     looking for non-finite values first. orjson writes a non-finite float as ``null``, so a
     body without ``null`` in it had none; any other body is encoded again the general way,
     which spells them as documented."""
-    if binary is False:
+    if binary is False or _all_json(members, binary):
         out = dict(doc)
         for member, named in members.items():
             objs = []
@@ -757,3 +763,11 @@ def encode_body(
         out[member] = objs
         chunks += raw
     return join_body(out, chunks)
+
+
+def _all_json(members: dict, flags) -> bool:
+    """Flags, one per tensor of the one member, all false (as ``encode_tensors`` reads them)."""
+    if isinstance(flags, bool) or len(members) != 1:
+        return False
+    (named,) = members.values()
+    return len(named) == len(flags) and not any(flags)

@@ -284,10 +284,12 @@ def test_encode_body_writes_what_the_general_way_writes(pick, binary):
     assert outcome(wire.encode_body, {"id": "k"}, members, binary) == want
 
 
-def test_encode_body_takes_a_flag_per_tensor_of_one_member():
-    members = {"outputs": [("a", ARRAYS[0]), ("b", ARRAYS[1])]}
-    want = general_body({"id": "k"}, members, [True, False])
-    assert wire.encode_body({"id": "k"}, members, [True, False]) == want
+@pytest.mark.parametrize("flags", [[True, False], [False, False], [False, True], [False]])
+@pytest.mark.parametrize("pick", [[0, 1], [2, 9], [4, 5]])
+def test_encode_body_takes_a_flag_per_tensor_of_one_member(pick, flags):
+    members = {"outputs": [(f"t{i}", ARRAYS[i]) for i in pick]}
+    want = outcome(general_body, {"id": "k"}, members, flags)
+    assert outcome(wire.encode_body, {"id": "k"}, members, flags) == want
 
 
 def test_encode_body_spells_non_finite_values_as_documented():
