@@ -42,7 +42,7 @@ from shax_core._linearize import Linearized, linearize_typed
 from shax_core._trace import trace
 from shax_core.core import Builder
 from shax_core.ir import Program, Var
-from shax_core.passes import cleanup, cse, dce, simplify
+from shax_core.passes import cleanup, cse, cse_dce_free, dce, simplify, simplify_appended
 from shax_core.passes.inline import inline
 from shax_core.passes.rename import rewrite_ins
 from shax_core.transpose import transpose_typed
@@ -68,10 +68,21 @@ def zip_vjp(lin: Linearized, transposed: Program) -> Program:
     primal = lin.primal
     ct_types = [v.type for v in primal.outs[: lin.n_outputs]]
     name = f"{primal.name}_d{primal.name}t"
-    if not lin.recomputed:
-        return cleanup(_append(name, primal, transposed, ct_types, lin.n_outputs))
-    zipped = _append(name, dce(cse(primal)), dce(cse(transposed)), ct_types, lin.n_outputs)
-    return dce(simplify(zipped))
+    if not lin.recomputed:  # = cleanup(_append(...)); simplify ends with DCE
+        return cse_dce_free(_simplify_append(name, primal, transposed, ct_types, lin.n_outputs))
+    # simplify ends with DCE, and DCE is idempotent
+    return _simplify_append(name, dce(cse(primal)), dce(cse(transposed)), ct_types, lin.n_outputs)
+
+
+def _simplify_append(name: str, first: Program, second: Program, new_types, n_outputs: int):
+    """``simplify(_append(name, first, second, new_types, n_outputs))``, without rewriting
+    ``second``'s equations before simplifying them when the names allow it."""
+    new_params = tuple(Var(f"arg{len(first.params) + i}", t) for i, t in enumerate(new_types))
+    if _names_clash(first, second, new_params):
+        return simplify(_append(name, first, second, new_types, n_outputs))
+    args = new_params + first.outs[n_outputs:]
+    params = first.params + new_params
+    return simplify_appended(name, params, first, first.outs[:n_outputs], second, args)
 
 
 def zip_jvp(lin: Linearized) -> Program:
@@ -89,11 +100,7 @@ def _append(name: str, first: Program, second: Program, new_types, n_outputs: in
     ``second``'s. Equations are reused as they are (the pipeline's builders name variables
     with distinct prefixes); only if names clash are both inlined under fresh names."""
     new_params = tuple(Var(f"arg{len(first.params) + i}", t) for i, t in enumerate(new_types))
-    first_names = _bound_names(first.eqns)
-    first_names.update(p.name for p in first.params)
-    second_names = _bound_names(second.eqns)
-    new_names = {p.name for p in new_params}
-    if (first_names | new_names) & second_names or first_names & new_names:
+    if _names_clash(first, second, new_params):
         b = Builder()
         args = [b.add_param(p.type) for p in first.params]
         new = [b.add_param(t) for t in new_types]
@@ -106,6 +113,16 @@ def _append(name: str, first: Program, second: Program, new_types, n_outputs: in
     eqns = first.eqns + tuple([rewrite_ins(e, subst) for e in second.eqns])
     outs = first.outs[:n_outputs] + tuple(subst.get(v.name, v) for v in second.outs)
     return Program(name, first.params + new_params, eqns, outs)
+
+
+def _names_clash(first: Program, second: Program, new_params) -> bool:
+    """Whether ``second``'s equations bind a name ``first`` or the new parameters bind, or
+    the new parameters a name of ``first``."""
+    first_names = _bound_names(first.eqns)
+    first_names.update(p.name for p in first.params)
+    second_names = _bound_names(second.eqns)
+    new_names = {p.name for p in new_params}
+    return bool((first_names | new_names) & second_names or first_names & new_names)
 
 
 _OUT_NAME, _EXTRA_OUTS = attrgetter("out.name"), attrgetter("extra_outs")

@@ -50,7 +50,14 @@ def transpose_program(linear: Program | Linearized, num_linear: int | None = Non
 
 def transpose_typed(linear: Program, num_linear: int) -> Program:
     """``transpose_program`` on a program whose types were inferred by shax itself."""
-    linear = dce(linear)
+    return _transpose(linear, num_linear, dead_code_removed=False)
+
+
+def _transpose(linear: Program, num_linear: int, dead_code_removed: bool) -> Program:
+    """The transpose of ``dce(linear)``. Dead equations need not be removed first: no
+    cotangent reaches them and no live equation reads them, so none is emitted. Only a
+    sub-program (DCE prunes it) or an equation without a transpose rule (an error only if it
+    is live) makes the walk start again on ``dce(linear)``."""
     b = Builder(prefix="t")  # distinct from the primal's names, so zipping reuses both
     cts_in = [b.add_param(v.type) for v in linear.outs]
     value = {}  # non-linear values: tracers in b
@@ -64,6 +71,8 @@ def transpose_typed(linear: Program, num_linear: int) -> Program:
     backward = []
     forward: dict[str, object] = {}  # residual-only equations, emitted when first needed
     for eqn in linear.eqns:
+        if not dead_code_removed and eqn.params and eqn.subprograms:
+            return _transpose(dce(linear), num_linear, dead_code_removed=True)
         for v in eqn.ins:
             if v.name in is_linear:
                 break
@@ -75,6 +84,8 @@ def transpose_typed(linear: Program, num_linear: int) -> Program:
                 forward[eqn.out.name] = eqn
             continue
         if lookup(eqn.prim).transpose is None:
+            if not dead_code_removed:
+                return _transpose(dce(linear), num_linear, dead_code_removed=True)
             raise TransposeError(
                 f"`{format_eqn(eqn)}` is not linear in its tangent input(s): "
                 f"{eqn.prim} has no transpose rule"

@@ -15,13 +15,26 @@ commutative primitive are compared as a set. Every primitive is pure, so this is
 
 from __future__ import annotations
 
+from operator import attrgetter
+
 from shax_core.ir import Program, Var
 from shax_core.passes.rename import rewrite_ins, substitute
 from shax_core.registry import lookup
 
+_NAME = attrgetter("name")
+
 
 def cse(program: Program) -> Program:
     """CSE within the program and, separately, within each sub-program (bodies are closed)."""
+    return cse_bodies(program)[0]
+
+
+def cse_bodies(program: Program) -> tuple[Program, bool]:
+    """``(cse(program), whether a sub-program changed)``.
+
+    Without a changed sub-program, CSE of a program free of dead code is free of dead code:
+    a dropped equation read the same operands as the one it reuses, so everything that was
+    live stays live."""
     seen: dict[tuple, tuple[Var, ...]] = {}
     subst: dict[str, Var] = {}
     eqns = []
@@ -45,7 +58,7 @@ def cse(program: Program) -> Program:
         elif swap:
             key = (eqn.prim, eqn.params, *sorted([v.name for v in ins]))
         else:
-            key = (eqn.prim, eqn.params, *[v.name for v in ins])
+            key = (eqn.prim, eqn.params, *map(_NAME, ins))
         hit = seen.get(key)
         outs = eqn.outs
         if hit is not None:
@@ -56,5 +69,5 @@ def cse(program: Program) -> Program:
         seen[key] = outs
         eqns.append(eqn)
     if not subst and not bodies_changed:
-        return program
-    return substitute(program, eqns, subst)
+        return program, False
+    return substitute(program, eqns, subst), bodies_changed

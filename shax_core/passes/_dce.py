@@ -14,8 +14,12 @@ carries and stacked outputs), and DCE runs inside its sub-programs.
 
 from __future__ import annotations
 
+from operator import attrgetter
+
 from shax_core.ir import Program
 from shax_core.primitives import lookup
+
+_NAME = attrgetter("name")
 
 
 def dce(program: Program) -> Program:
@@ -40,7 +44,7 @@ def dce(program: Program) -> Program:
             changed |= new != eqn
             eqn = new
         kept.append(eqn)
-        add_live([v.name for v in eqn.ins])
+        add_live(map(_NAME, eqn.ins))
     if not changed:
         return program
     kept.reverse()
