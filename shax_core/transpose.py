@@ -69,6 +69,7 @@ def _transpose(linear: Program, num_linear: int, dead_code_removed: bool) -> Pro
             value[p.name] = b.add_param(p.type)
 
     backward = []
+    prims: dict = {}  # by name: the primitives of the tangent equations
     forward: dict[str, object] = {}  # residual-only equations, emitted when first needed
     for eqn in linear.eqns:
         if not dead_code_removed and eqn.params and eqn.subprograms:
@@ -83,7 +84,10 @@ def _transpose(linear: Program, num_linear: int, dead_code_removed: bool) -> Pro
             else:
                 forward[eqn.out.name] = eqn
             continue
-        if lookup(eqn.prim).transpose is None:
+        prim = prims.get(eqn.prim)
+        if prim is None:
+            prim = prims[eqn.prim] = lookup(eqn.prim)
+        if prim.transpose is None:
             if not dead_code_removed:
                 return _transpose(dce(linear), num_linear, dead_code_removed=True)
             raise TransposeError(
@@ -133,7 +137,7 @@ def _transpose(linear: Program, num_linear: int, dead_code_removed: bool) -> Pro
             accumulate(v.name, c)
 
     for eqn in reversed(backward):
-        prim = lookup(eqn.prim)
+        prim = prims[eqn.prim]
         if prim.multiple_results:  # one cotangent per result, Zero where none arrived
             cs = [ct.pop(v.name, None) for v in eqn.outs]
             if all(c is None for c in cs):
@@ -143,31 +147,42 @@ def _transpose(linear: Program, num_linear: int, dead_code_removed: bool) -> Pro
             c = ct.pop(eqn.out.name, None)
             if c is None:
                 continue
-        args = [
-            (linear_of[v.type] if v.type in linear_of else _linear(linear_of, v.type))
-            if v.name in is_linear
-            else (value[v.name] if v.name in value else residual(v.name))
-            for v in eqn.ins
-        ]
+        ins, params = eqn.ins, eqn.params
+        args = []
+        for v in ins:  # a Linear marker for each tangent operand, else its value
+            if v.name in is_linear:
+                t = v.type
+                args.append(linear_of[t] if t in linear_of else _linear(linear_of, t))
+            else:
+                args.append(value[v.name] if v.name in value else residual(v.name))
         try:
-            in_cts = prim.transpose(c, *args, **prim.kwargs(eqn.params))
+            if params:
+                in_cts = prim.transpose(c, *args, **prim.kwargs(params))
+            else:
+                in_cts = prim.transpose(c, *args)
         except RuleError as e:
             raise TransposeError(f"`{format_eqn(eqn)}`: {e}") from None
         except ShaxError as e:
             raise TransposeError(f"`{format_eqn(eqn)}`: {e}") from None
-        if len(in_cts) != len(eqn.ins):
+        if len(in_cts) != len(ins):
             raise TransposeError(
                 f"`{format_eqn(eqn)}`: the transpose rule of {eqn.prim} gave "
-                f"{len(in_cts)} cotangents for {len(eqn.ins)} inputs"
+                f"{len(in_cts)} cotangents for {len(ins)} inputs"
             )
-        for v, c_v in zip(eqn.ins, in_cts):
-            if v.name in is_linear:
-                if c_v is not None and c_v.__class__ is not Zero and c_v.type != v.type:
-                    raise TransposeError(
-                        f"`{format_eqn(eqn)}`: the transpose rule of {eqn.prim} gave a "
-                        f"cotangent of type {c_v.type} for {v.name} :: {v.type}"
-                    )
-                accumulate(v.name, c_v)
+        for v, c_v in zip(ins, in_cts):
+            name = v.name
+            if name not in is_linear or c_v is None or c_v.__class__ is Zero:
+                continue
+            t = c_v.variable.type if c_v.__class__ is Tracer else c_v.type
+            if t is not v.type and t != v.type:
+                raise TransposeError(
+                    f"`{format_eqn(eqn)}`: the transpose rule of {eqn.prim} gave a "
+                    f"cotangent of type {c_v.type} for {v.name} :: {v.type}"
+                )
+            if name in ct:
+                accumulate(name, c_v)
+            else:  # = accumulate(name, c_v): the first cotangent of name
+                ct[name] = c_v
 
     outs = []
     for p in linear.params[:num_linear]:
