@@ -35,12 +35,14 @@ from tests.servers import free_port, shax_process
 KEY = "fast-path-key-0123456789"
 LIMITS = {
     "SHAX_API_KEYS": KEY,
-    "SHAX_MAX_BODY_BYTES": "300000",
-    "SHAX_MAX_OUTPUT_BYTES": "50000",
+    "SHAX_MAX_BODY_BYTES": "4000000",
+    "SHAX_MAX_OUTPUT_BYTES": "2000000",
     "SHAX_BODY_BYTES_PER_ELEMENT": "64",
 }
 W1 = sx.print_program(sx.trace(medium, SEED_A, SEED_B))
-WIDE = "def wide(a :: f32[]) = let y = broadcast [] [5000] a in [y]"  # 80 kB of JSON out
+# 4.8 MB of JSON out (over max_output_bytes), 1.2 MB as binary (under it, and streamed)
+N_WIDE = 300_000
+WIDE = f"def wide(a :: f32[]) = let y = broadcast [] [{N_WIDE}] a in [y]"
 W1_BODY = {
     "inputs": [{"data": [1, 2, 3, 4, 5, 6]}, {"data": [[1, 2], [3, 4]]}],
     "cotangents": [{"data": [5, 9]}],
@@ -163,14 +165,17 @@ def requests(vjp_id: str, wide_id: str) -> list[tuple[str, tuple, bool]]:
     bad_infer = orjson.dumps(
         {"inputs": [{"name": "nope", "datatype": "FP32", "shape": [6], "data": [1] * 6}]}
     )
-    wide_body = orjson.dumps({"inputs": [{"data": 0.5}], "cotangents": [{"data": [1.0] * 5000}]})
-    wide_binary = orjson.dumps(
-        {
-            "inputs": [{"data": 0.5}],
-            "cotangents": [{"data": [1.0] * 5000}],
-            "binary_data_output": True,
-        }
-    )
+    cotangent = np.linspace(-1, 1, N_WIDE, dtype="<f4").tobytes()
+    wide_header = {
+        "inputs": [{"data": 0.5}],
+        "cotangents": [{"parameters": {"binary_data_size": len(cotangent)}}],
+    }
+    wide_json_out = orjson.dumps(wide_header)
+    wide_binary_out = orjson.dumps({**wide_header, "binary_data_output": True})
+
+    def framed(header: bytes) -> tuple[bytes, dict]:
+        return header + cotangent, {**binary_h, "Inference-Header-Content-Length": str(len(header))}
+
     no_id = {k: v for k, v in json_h.items() if k != "X-Request-ID"}
     return [
         ("json", ("POST", vjp, body, json_h), True),
@@ -185,7 +190,7 @@ def requests(vjp_id: str, wide_id: str) -> list[tuple[str, tuple, bool]]:
         ("chunked", ("POST", vjp, body, json_h, True), True),
         (
             "declared over max_body_bytes",
-            ("POST", vjp, b"", {**json_h, "Content-Length": "300001"}),
+            ("POST", vjp, b"", {**json_h, "Content-Length": "4000001"}),
             True,
         ),
         ("over the program's budget", ("POST", vjp, b" " * 200_000, json_h), True),
@@ -203,8 +208,8 @@ def requests(vjp_id: str, wide_id: str) -> list[tuple[str, tuple, bool]]:
             ("POST", vjp, orjson.dumps({**W1_BODY, "binary_data_output": "yes"}), json_h),
             True,
         ),
-        ("over max_output_bytes", ("POST", wide, wide_body, json_h), True),
-        ("binary under max_output_bytes", ("POST", wide, wide_binary, json_h), True),
+        ("over max_output_bytes", ("POST", wide, *framed(wide_json_out)), True),
+        ("binary under max_output_bytes", ("POST", wide, *framed(wide_binary_out)), True),
         ("infer by name", ("POST", "/v2/models/w1/infer", infer_body, json_h), True),
         ("infer by version", ("POST", "/v2/models/w1/versions/1/infer", infer_body, json_h), True),
         ("infer by id", ("POST", f"/v2/models/{vjp_id}/infer", infer_body, json_h), True),
@@ -263,7 +268,9 @@ def test_fast_path_answers_exactly_as_the_app(servers):
     for what in ("bearer", "binary", "gzip", "text/plain", "chunked", "infer by name"):
         assert answers[what][0] == 200, (what, answers[what][1][:300])
     assert dict(answers["binary"][2])["content-type"] == "application/octet-stream"
-    assert answers["binary under max_output_bytes"][0] == 200
+    status, out, headers = answers["binary under max_output_bytes"]  # streamed, 1.2 MB
+    assert status == 200 and len(out) > N_WIDE * 4
+    assert int(dict(headers)["content-length"]) == len(out)
     for what in ("no key", "wrong key", "infer no key"):
         assert answers[what][0] == 401 and problem(what)["type"].endswith("unauthorized")
         assert "www-authenticate" in dict(answers[what][2])
