@@ -117,22 +117,33 @@ def _append(name: str, first: Program, second: Program, new_types, n_outputs: in
 
 def _names_clash(first: Program, second: Program, new_params) -> bool:
     """Whether ``second``'s equations bind a name ``first`` or the new parameters bind, or
-    the new parameters a name of ``first``."""
-    first_names = _bound_names(first.eqns)
-    first_names.update(p.name for p in first.params)
-    second_names = _bound_names(second.eqns)
+    the new parameters a name of ``first``: with F, S, N those names, whether
+    ``(F | N) & S or F & N``, i.e. ``N & S or F & (S | N)`` (one set built, not three)."""
     new_names = {p.name for p in new_params}
-    return bool((first_names | new_names) & second_names or first_names & new_names)
+    taken = _bound_names(second.eqns)
+    if not new_names.isdisjoint(taken):
+        return True
+    taken.update(new_names)
+    if not taken.isdisjoint(map(_NAME, first.params)):
+        return True
+    if not taken.isdisjoint(map(_OUT_NAME, first.eqns)):
+        return True
+    return any(not taken.isdisjoint(map(_NAME, extra)) for extra in _extra_outs(first.eqns))
 
 
-_OUT_NAME, _EXTRA_OUTS = attrgetter("out.name"), attrgetter("extra_outs")
+_NAME, _OUT_NAME, _EXTRA_OUTS = attrgetter("name"), attrgetter("out.name"), attrgetter("extra_outs")
+
+
+def _extra_outs(eqns):
+    """The ``extra_outs`` of the equations that have some (loops)."""
+    return filter(None, map(_EXTRA_OUTS, eqns))
 
 
 def _bound_names(eqns) -> set[str]:
     """The names the equations bind (``map`` with attrgetter: this runs on every equation of
     both halves of a VJP)."""
     names = set(map(_OUT_NAME, eqns))
-    for extra in filter(None, map(_EXTRA_OUTS, eqns)):
+    for extra in _extra_outs(eqns):
         names.update(v.name for v in extra)
     return names
 

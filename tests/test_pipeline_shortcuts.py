@@ -9,6 +9,7 @@ programs and on hand-built cases where the shortcut's condition matters.
 
 from __future__ import annotations
 
+import numpy as np
 import pytest
 from hypothesis import given
 from hypothesis import strategies as st
@@ -131,3 +132,26 @@ def test_dead_tangent_code_without_a_transpose_rule_is_dropped_not_an_error():
     live = infer(sx.parse(text.replace("in [d2]", "in [d1]")))
     with pytest.raises(sx.TransposeError, match="sin"):
         transpose_typed(live, 1)
+
+
+@pytest.mark.parametrize(
+    "text",
+    [
+        # the input t0 is named like the transpose's first result
+        "def f(t0 :: f64[], b :: f64[]) = let x = sin t0  y = mul x b in [y]",
+        # an input named like the new cotangent parameter (arg2)
+        "def f(a :: f64[], arg2 :: f64[]) = let x = sin a  y = mul x arg2 in [y]",
+        # no clash
+        "def f(a :: f64[], b :: f64[]) = let x = sin a  y = mul x b in [y]",
+    ],
+)
+@pytest.mark.parametrize("policy", ["recompute", "save"])
+def test_zip_with_and_without_name_clashes_is_its_definition(text, policy):
+    lin = linearize_typed(cleanup(infer(sx.parse(text))), None, policy)
+    transposed = transpose_typed(lin.linear, lin.n_tangents)
+    zipped = pipeline.zip_vjp(lin, transposed)
+    assert zipped == zip_by_definition(lin, transposed)
+    sx.verify(zipped)
+    # d(sin a * b) = (cos a * b * ct, sin a * ct) at a = 0.3, b = 2, ct = 1.5
+    out, da, db = (float(v) for v in sx.evaluate(zipped, 0.3, 2.0, 1.5))
+    assert (out, da, db) == pytest.approx((np.sin(0.3) * 2, np.cos(0.3) * 3, np.sin(0.3) * 1.5))
