@@ -62,11 +62,16 @@ def cse_bodies(program: Program) -> tuple[Program, bool]:
         if swap is None:
             swap = commutative[prim] = "commutative" in lookup(prim).traits
         # the key: primitive, parameters, operand names (flat: one tuple per equation)
-        if swap and len(ins) == 2:  # two operands, compared as a set
+        n_ins = len(ins)
+        if swap and n_ins == 2:  # two operands, compared as a set
             a, b = ins[0].name, ins[1].name
             key = (prim, params, a, b) if a <= b else (prim, params, b, a)
         elif swap:
             key = (prim, params, *sorted([v.name for v in ins]))
+        elif n_ins == 1:
+            key = (prim, params, ins[0].name)
+        elif n_ins == 2:
+            key = (prim, params, ins[0].name, ins[1].name)
         else:
             key = (prim, params, *map(_NAME, ins))
         hit = seen.get(key)

@@ -14,18 +14,14 @@ carries and stacked outputs), and DCE runs inside its sub-programs.
 
 from __future__ import annotations
 
-from operator import attrgetter
-
 from shax_core.ir import Program
 from shax_core.primitives import lookup
-
-_NAME = attrgetter("name")
 
 
 def dce(program: Program) -> Program:
     live = {v.name for v in program.outs}
     kept = []
-    add_live = live.update
+    add_live = live.add
     changed = False
     for eqn in reversed(program.eqns):
         if eqn.extra_outs:
@@ -44,7 +40,8 @@ def dce(program: Program) -> Program:
             changed |= new != eqn
             eqn = new
         kept.append(eqn)
-        add_live(map(_NAME, eqn.ins))
+        for v in eqn.ins:  # (faster than set.update for one or two operands)
+            add_live(v.name)
     if not changed:
         return program
     kept.reverse()
