@@ -315,6 +315,15 @@ def run(cfg: common.Config) -> common.Section:
                 )
             )
     sc = cold["shax (parse, infer, vjp_program, compile, evaluate)"]
+    sec.targets.append(  # issue 18: IR text to first gradient
+        common.Target(
+            "W1",
+            "cold start (IR text to first gradient)",
+            common.fmt_time(sc.median),
+            "<= 3 ms",
+            sc.median <= 3e-3,
+        )
+    )
     jax_cold = [t for n, t in cold.items() if n.startswith("JAX")]
     if jax_cold and jax_cold[0].ok:
         r = common.ratio(sc.median, jax_cold[0].median)
@@ -329,9 +338,7 @@ def run(cfg: common.Config) -> common.Section:
         )
     else:
         sec.targets.append(
-            common.Target(
-                "W1", "cold start vs JAX", common.fmt_time(sc.median), "<= 1/25 of JAX", None
-            )
+            common.Target("W1", "cold start vs JAX", "JAX not installed", "<= 1/25 of JAX", None)
         )
     sec.data = {
         "warm": {n: t.median for n, t in warm.items()},

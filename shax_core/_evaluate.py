@@ -13,12 +13,12 @@ A big elementwise step is split into chunks over threads only when cores are fre
 second at run time (one thread under load); ``SHAX_PLAN_THREADS=N`` fixes N (1: never split).
 
 Before planning, a program of at most ``REWRITE_MAX_EQNS`` equations is rewritten by the plan
-rules its primitives declare (``prim.extra["plan"]``, see ``rewrite_plan``) into equal, cheaper
-forms; no primitive is named here. The max - min of the seed's ``medium``, whose cotangents meet
-the tie weights with opposite signs, becomes one product per operand::
+rules its primitives declare (``prim.extra["plan"]``, see ``rewrite_plan``) into cheaper forms
+that are equal bit for bit in IEEE arithmetic (a rule that only holds up to rounding, such as
+distributing a product over a sum, is not one); no primitive is named here. A negation that
+dies where it is read folds into the sum reading it::
 
-    t1 = negate t0;  t2 = mul t0 wx;  t4 = mul t1 wy;  t5 = add t2 t4
-    ->  p1 = sub wx wy;  t5 = mul t0 p1
+    t1 = negate t0;  t2 = add a t1   ->   t2 = sub a t0
 
 Building the plan is linear: a pass numbering slots and finding each slot's last reader, then
 a pass making the steps, their buffers and the live bytes, with one kernel per distinct
@@ -384,8 +384,11 @@ def _plan(program: Program, threads) -> tuple[dict[str, int], _Plan]:
             if key is not None:
                 kernels[key] = hit
         fn, nbytes, prim, new_buffer, ufunc, view = hit
-        if fn is None:
+        transient = 0
+        if fn is None:  # a step with sub-programs: its kernel runs plans of its own
             fn = _kernel(prim, e)
+            work += getattr(fn, "work", 1) - 1
+            transient = getattr(fn, "transient_bytes", 0)
         ins = operands[i]
         if prim.multiple_results:  # a loop: one step binding every result (a tuple of slots)
             outs = tuple(slot_of[v.name] for v in e.outs)
@@ -397,13 +400,12 @@ def _plan(program: Program, threads) -> tuple[dict[str, int], _Plan]:
                 for b in refs[s]:
                     buffer_last[b] = max(buffer_last.get(b, -1), last[s])
             extra_results += len(outs) - 1
-            work += getattr(fn, "work", 1) - 1
             free = _dying(ins, outs, last, i)
             append((fn, None, ins, outs, free))
             for v, s in zip(e.outs, outs, strict=True):
                 size[s] = v.type.nbytes
                 live += size[s]
-            peak = max(peak, live + getattr(fn, "transient_bytes", 0))
+            peak = max(peak, live + transient)
             for s in free:
                 if s >= n_params:
                     live -= size[s]
@@ -472,8 +474,8 @@ def _plan(program: Program, threads) -> tuple[dict[str, int], _Plan]:
         else:
             size[out] = nbytes if nbytes else max([size[s] for s in ins], default=0)
             live += nbytes
-            if live > peak:
-                peak = live
+            if live + transient > peak:
+                peak = live + transient
         for s in free:
             if s >= n_params and (nbytes or s not in ins or size[s] != size[out]):
                 live -= size[s]
@@ -538,13 +540,16 @@ class PlanRewriter:
 
     def _release(self, e: Eqn) -> None:
         """``e`` is not computed: its operands lose a reader, and an operand left without any
-        is not computed either (DCE drops them all afterwards)."""
-        for v in e.ins:
-            self._uses[v.name] -= 1
-            if not self._uses[v.name]:
-                dead = self._producer.get(v.name)
-                if dead is not None and not dead.extra_outs:
-                    self._release(dead)
+        is not computed either (DCE drops them all afterwards). A worklist, not recursion:
+        a long chain read once may go at once."""
+        pending = [e]
+        while pending:
+            for v in pending.pop().ins:
+                self._uses[v.name] -= 1
+                if not self._uses[v.name]:
+                    dead = self._producer.get(v.name)
+                    if dead is not None and not dead.extra_outs:
+                        pending.append(dead)
 
     def _emit(self, e: Eqn, eqns: list, depth: int) -> None:
         """Append ``e``, or what a rule rewrites it to (itself offered to the rules again, up
@@ -556,10 +561,11 @@ class PlanRewriter:
             for rule in rules:
                 new = rule(e, self)
                 if new:
-                    self._release(e)  # e is replaced: its reads go
-                    for n in new:
+                    for n in new:  # the new reads first, so what they keep never reaches 0
                         for v in n.ins:
                             self._uses[v.name] = self._uses.get(v.name, 0) + 1
+                    self._release(e)  # e is replaced: its reads go
+                    for n in new:
                         self._emit(n, eqns, depth - 1)
                     return
         for v in e.outs:
@@ -573,15 +579,14 @@ def rewrite_plan(program: Program) -> Program:
 
     >>> from shax_core import infer, parse
     >>> p = infer(parse(
-    ...     "def f(c :: f32[2], w :: f32[2], v :: f32[2]) = let n = negate c  a = mul c w"
-    ...     "  b = mul n v  s = add a b in [s]"
+    ...     "def f(c :: f32[2], w :: f32[2]) = let n = negate c  a = mul w n"
+    ...     "  s = add a w in [s]"
     ... ))
     >>> print(rewrite_plan(p))
     def f(c :: f32[2],
-          w :: f32[2],
-          v :: f32[2]) =
-      let p2 :: f32[2] = sub w v
-          s :: f32[2] = mul c p2
+          w :: f32[2]) =
+      let p1 :: f32[2] = mul w c
+          s :: f32[2] = sub w p1
       in [s]
     """
     if len(program.eqns) > REWRITE_MAX_EQNS:

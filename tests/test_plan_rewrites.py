@@ -4,6 +4,8 @@
   (JAX: ``select(x == ans, select(y == ans, 1/2, 1), 0)``, so a NaN operand gets weight 0 on
   both sides), and max and min of the same operands share their weight equations.
 - a sum over a short leading axis added row by row equals NumPy's sum bit for bit.
+- the plan rules give a user's program its IEEE answer bit for bit (overflow, infinities,
+  NaN, signed zeros), so only exact rewrites are rules.
 - plan construction: kernels shared between steps of one signature give each step its own
   result; plans built for the same program twice agree on every figure.
 """
@@ -238,3 +240,76 @@ def test_plan_rules_keep_values_on_random_programs(case):
         return
     ct = [rng.uniform(-1, 1, v.type.shape) for v in p.outs]
     _assert_rules_keep_values(sx.vjp_program(p), [*args, *ct], rtol=1e-10)
+
+
+def test_a_loop_counts_its_body_per_trip_in_work_and_its_working_set_in_peak():
+    from shax_core import lax
+
+    def f(x):
+        def step(c, _):
+            return snp.sin(c) * 2.0, None
+
+        c, _ = lax.scan(step, x, None, length=5)
+        return snp.cos(c)
+
+    x = np.ones(1000, np.float64)
+    program = sx.trace(f, x)
+    exe = sx.compile(program)
+    (loop,) = [e for e in exe.planned.eqns if e.subprograms]
+    body = sx.compile(loop.subprograms[0])
+    others = len(exe.steps) - 1
+    assert exe.work == others + 1 + 5 * body.work
+    (run_loop,) = [fn for fn, _, out, _ in exe.steps if type(out) is tuple]
+    assert run_loop.transient_bytes > 0
+    # while the loop runs: the argument, the loop's result and the body's working set
+    assert exe.peak_bytes >= 2 * x.nbytes + run_loop.transient_bytes
+    np.testing.assert_allclose(exe(x)[0], np.cos(_five_steps(x)))
+
+
+def _five_steps(x):
+    for _ in range(5):
+        x = np.sin(x) * 2.0
+    return x
+
+
+def test_rules_on_a_long_chain_of_negations_go_as_deep_as_allowed_and_keep_values():
+    # y + (-(-(-...x0))): the sum takes the last negation as a difference, the difference the
+    # one before as a sum, and so on, RULE_DEPTH times (each result offered to the rules again)
+    n = 3000
+    body = " ".join(f"x{i + 1} = negate x{i}" for i in range(n))
+    p = sx.infer(sx.parse(f"def f(x0 :: f64[3], y :: f64[3]) = let {body} s = add y x{n} in [s]"))
+    x0, y = np.array([1.0, -2.0, 3.0]), np.array([0.5, 0.25, 4.0])
+    rewritten = sx.verify(ev.rewrite_plan(p))
+    assert len(rewritten.eqns) == n + 1 - ev.RULE_DEPTH
+    want = y + (-1) ** n * x0
+    np.testing.assert_array_equal(sx.evaluate(rewritten, x0, y)[0], want)
+    np.testing.assert_array_equal(ev.Executable(p, rewrite=False)(x0, y)[0], want)
+
+
+@pytest.mark.parametrize(
+    "text",
+    [
+        # what an algebraic (non-IEEE) rule would change: cancelling a common subtrahend
+        "let x = sub a c\n      y = sub b c\n      z = sub x y\n  in [z]",
+        # ... and distributing a product over a difference or a sum of a negation
+        "let x = mul c a\n      y = mul c b\n      z = sub x y\n  in [z]",
+        "let n = negate c\n      x = mul c a\n      y = mul n b\n      z = add x y\n  in [z]",
+        # what the exact rules do rewrite
+        "let n = negate b\n      z = add a n\n  in [z]",
+        "let n = negate a\n      m = negate b\n      z = sub n m\n  in [z]",
+        "let n = negate b\n      x = mul a n\n      z = add x c\n  in [z]",
+    ],
+)
+def test_plan_rules_give_a_users_program_its_ieee_answer_bit_for_bit(text):
+    """A user's program means its operations in IEEE arithmetic: the plan may only rewrite
+    what keeps every bit, at overflow, infinities, NaN, rounding and signed zeros too."""
+    program = sx.parse("def f(a :: f64[8], b :: f64[8], c :: f64[8]) =\n  " + text)
+    a = np.array([0.1, 2.0, 1e16, 1.0, 0.0, -0.0, INF, 5e-324])
+    b = np.array([0.2, 1.5, 0.0, NAN, -0.0, 0.0, 1.0, 2.5e-324])
+    c = np.array([0.3, 1e308, 1.0, 1.0, INF, -INF, INF, 0.5])
+    with np.errstate(all="ignore"):
+        (want,) = ev.Executable(program, rewrite=False)(a, b, c)
+        (got,) = sx.compile(program)(a, b, c)
+    np.testing.assert_array_equal(got, want)  # NaN where NaN
+    numbers = ~np.isnan(want)  # (a NaN's sign bit carries no meaning in IEEE 754)
+    assert np.array_equal(np.signbit(got[numbers]), np.signbit(want[numbers]))  # signed zeros

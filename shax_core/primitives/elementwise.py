@@ -98,28 +98,6 @@ def _negated(v, eqn, rw):
     return e.ins[0]
 
 
-def _distribute(eqn, rw):
-    """Plan rule: ``c*w1 + (-c)*w2 = c*(w1 - w2)`` when both products are read only here (a
-    cotangent reaching two weights with opposite signs: max - min). Equal up to rounding for
-    finite values; an infinite c with one weight 0 gives ±inf where the sum gave NaN."""
-    p, q = (rw.producer(v) for v in eqn.ins)
-    if p is None or q is None or p.prim != "mul" or q.prim != "mul":
-        return None
-    if rw.uses(eqn.ins[0]) != 1 or rw.uses(eqn.ins[1]) != 1 or not eqn.out.type.is_float:
-        return None
-    for first, second in ((p, q), (q, p)):
-        for i, c in enumerate(first.ins):
-            for j, n in enumerate(second.ins):
-                negated = rw.producer(n)
-                if negated is not None and negated.prim == "negate" and negated.ins[0] == c:
-                    w1, w2 = first.ins[1 - i], second.ins[1 - j]
-                    if not w1.type == w2.type == eqn.out.type:
-                        return None
-                    diff = rw.fresh(eqn.out.type)
-                    return (Eqn(diff, "sub", (), (w1, w2)), Eqn(eqn.out, "mul", (), (c, diff)))
-    return None
-
-
 def _add_negated(eqn, rw):
     """Plan rule: ``a + (-b) = a - b``, ``(-a) + (-b) = -(a + b)`` when the negations die
     here (exact: IEEE rounding is symmetric in sign; integers wrap the same)."""
@@ -134,24 +112,15 @@ def _add_negated(eqn, rw):
     return None
 
 
-add.extra["plan"] = (_distribute, _add_negated)
+# Only rewrites that are exact in IEEE arithmetic are plan rules: they run on every program a
+# user sends. Distributing ``c*w1 - c*w2 = c*(w1 - w2)`` or cancelling ``(a - c) - (b - c) =
+# a - b`` changes rounding, overflow (c = 1e308) and NaNs (c = inf), so neither is one.
+add.extra["plan"] = (_add_negated,)
 
 sub = _binary("sub", np.subtract, shape=_numeric_binary)
 defjvp(sub, lambda t, x, y, **_: t, lambda t, x, y, **_: -t)
 sub.transpose = lambda ct, x, y: [ct if is_linear(x) else None, -ct if is_linear(y) else None]
 sub.simplify = identity_operand(0.0, "right")  # x - 0 = x
-
-
-def _common_subtrahend(eqn, rw):
-    """Plan rule: ``(a - c) - (b - c) = a - b`` (two tie weights differ by their common half
-    tie: max's minus min's). Never more work: the inner differences stay only while other
-    equations read them. Equal up to rounding for finite c (exact for the weights)."""
-    p, q = (rw.producer(v) for v in eqn.ins)
-    if p is None or q is None or p.prim != "sub" or q.prim != "sub" or p.ins[1] != q.ins[1]:
-        return None
-    if not eqn.out.type.is_float or not p.ins[0].type == q.ins[0].type == eqn.out.type:
-        return None
-    return (Eqn(eqn.out, "sub", (), (p.ins[0], q.ins[0])),)
 
 
 def _sub_negated(eqn, rw):
@@ -165,26 +134,7 @@ def _sub_negated(eqn, rw):
     return None
 
 
-def _sub_distribute(eqn, rw):
-    """Plan rule: ``c*w1 - c*w2 = c*(w1 - w2)`` when both products are read only here
-    (equal up to rounding for finite values, as ``_distribute``)."""
-    p, q = (rw.producer(v) for v in eqn.ins)
-    if p is None or q is None or p.prim != "mul" or q.prim != "mul":
-        return None
-    if rw.uses(eqn.ins[0]) != 1 or rw.uses(eqn.ins[1]) != 1 or not eqn.out.type.is_float:
-        return None
-    for i, c in enumerate(p.ins):
-        for j, d in enumerate(q.ins):
-            if c == d:
-                w1, w2 = p.ins[1 - i], q.ins[1 - j]
-                if not w1.type == w2.type == eqn.out.type:
-                    return None
-                diff = rw.fresh(eqn.out.type)
-                return (Eqn(diff, "sub", (), (w1, w2)), Eqn(eqn.out, "mul", (), (c, diff)))
-    return None
-
-
-sub.extra["plan"] = (_common_subtrahend, _sub_negated, _sub_distribute)
+sub.extra["plan"] = (_sub_negated,)
 
 negate = define("negate", arity=1, shape=_numeric_unary, impl=np.negative, traits=UFUNC)
 deflinear(negate, lambda ct, x: [-ct])
