@@ -4,7 +4,8 @@ The zip simplifies the appended halves without first rewriting the second half's
 ``cleanup`` skips the DCE after CSE when CSE cannot have left dead code, and ``transpose``
 walks a linear program without removing its dead code first. Each is checked against the
 composition it replaces (the programs must be equal, not merely evaluate alike), on random
-programs and on hand-built cases where the shortcut's condition matters.
+programs (straight-line and with loops) and on hand-built cases where the shortcut's
+condition matters.
 """
 
 from __future__ import annotations
@@ -14,6 +15,7 @@ import pytest
 from hypothesis import given
 from hypothesis import strategies as st
 from test_properties import SETTINGS, programs
+from test_properties_loops import looped_programs
 
 import shax_core as sx
 from shax_core import passes, pipeline
@@ -40,7 +42,7 @@ def zip_by_definition(lin, transposed):
 
 
 @SETTINGS
-@given(programs(), st.sampled_from(["recompute", "save"]))
+@given(st.one_of(programs(), looped_programs()), st.sampled_from(["recompute", "save"]))
 def test_zip_builds_the_program_of_its_definition(case, policy):
     p, _ = case
     lin = linearize_typed(cleanup(infer(p)), None, policy)
@@ -49,7 +51,7 @@ def test_zip_builds_the_program_of_its_definition(case, policy):
 
 
 @SETTINGS
-@given(programs())
+@given(st.one_of(programs(), looped_programs()))
 def test_cleanup_is_simplify_cse_dce(case):
     p, _ = case
     typed = infer(p)
@@ -57,7 +59,7 @@ def test_cleanup_is_simplify_cse_dce(case):
 
 
 @SETTINGS
-@given(programs())
+@given(st.one_of(programs(), looped_programs()))
 def test_transpose_without_dce_first_is_the_transpose_of_the_dce(case):
     p, _ = case
     lin = linearize_typed(cleanup(infer(p)), None, "save")
