@@ -70,8 +70,8 @@ def zip_vjp(lin: Linearized, transposed: Program) -> Program:
     name = f"{primal.name}_d{primal.name}t"
     if not lin.recomputed:  # = cleanup(_append(...)); simplify ends with DCE
         return cse_dce_free(_simplify_append(name, primal, transposed, ct_types, lin.n_outputs))
-    # simplify ends with DCE, and DCE is idempotent
-    return _simplify_append(name, dce(cse(primal)), dce(cse(transposed)), ct_types, lin.n_outputs)
+    halves = dce(cse(primal)), dce(cse(transposed))
+    return dce(_simplify_append(name, *halves, ct_types, lin.n_outputs))
 
 
 def _simplify_append(name: str, first: Program, second: Program, new_types, n_outputs: int):

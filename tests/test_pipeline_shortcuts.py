@@ -157,3 +157,17 @@ def test_zip_with_and_without_name_clashes_is_its_definition(text, policy):
     # d(sin a * b) = (cos a * b * ct, sin a * ct) at a = 0.3, b = 2, ct = 1.5
     out, da, db = (float(v) for v in sx.evaluate(zipped, 0.3, 2.0, 1.5))
     assert (out, da, db) == pytest.approx((np.sin(0.3) * 2, np.cos(0.3) * 3, np.sin(0.3) * 1.5))
+
+
+def test_zip_with_recomputed_residuals_is_its_definition():
+    # cos x (1.2 MB) is recomputed in the linear program, not saved: the zip's other branch
+    text = "def f(x :: f32[300000]) = let y = sin x  z = reduce_sum [0] y in [z]"
+    lin = linearize_typed(cleanup(infer(sx.parse(text))), None, "recompute")
+    assert lin.recomputed
+    transposed = transpose_typed(lin.linear, lin.n_tangents)
+    zipped = pipeline.zip_vjp(lin, transposed)
+    assert zipped == zip_by_definition(lin, transposed)
+    x = np.linspace(-1, 1, 300000, dtype=np.float32)
+    z, dx = sx.evaluate(zipped, x, np.float32(2.0))
+    np.testing.assert_allclose(dx, 2 * np.cos(x), rtol=1e-6)
+    np.testing.assert_allclose(z, np.sin(x.astype(np.float64)).sum(), rtol=1e-4)
