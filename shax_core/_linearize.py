@@ -150,11 +150,19 @@ def _jvp_and_partial_eval(program: Program, wrt: tuple[int, ...]) -> tuple[Progr
     linear_b.n_tangents = len(wrt)
 
     memo = RuleMemo((primal_b, linear_b))
+    prims: dict = {}  # by name
     for eqn in program.eqns:
-        prim = lookup(eqn.prim)
+        prim = prims.get(eqn.prim)
+        if prim is None:
+            prim = prims[eqn.prim] = lookup(eqn.prim)
         xs = [primal[v.name] for v in eqn.ins]
         ts = [tangent[v.name] for v in eqn.ins]
-        if prim.no_tangent or all(t.__class__ is Zero for t in ts):
+        zero_tangents = True
+        for t in ts:
+            if t.__class__ is not Zero:
+                zero_tangents = False
+                break
+        if prim.no_tangent or zero_tangents:
             if prim.multiple_results:
                 ans = bind_at(primal_b, eqn.prim, *xs, **prim.kwargs(eqn.params))
                 t_out = tuple(Zero(v.type) for v in eqn.outs)
@@ -170,8 +178,9 @@ def _jvp_and_partial_eval(program: Program, wrt: tuple[int, ...]) -> tuple[Progr
             if prim.multiple_results or (eqn.params and eqn.subprograms):
                 ans, t_out = prim.linearize(xs, ts, **params)
             else:  # the same rule on operands of the same types: its tape replayed
-                key = memo.key((eqn.prim, eqn.params), xs + ts)
-                ans, t_out = memo.apply(key, xs + ts, prim.linearize, xs, ts, **params)
+                operands = xs + ts
+                key = memo.key((eqn.prim, eqn.params), operands)
+                ans, t_out = memo.apply(key, operands, prim.linearize, xs, ts, **params)
         if prim.multiple_results:  # one primal and one tangent per result
             for v, a, t in zip(eqn.outs, ans, t_out, strict=True):
                 primal[v.name] = a

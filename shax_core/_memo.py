@@ -168,6 +168,8 @@ class RuleMemo:
     def __init__(self, builders: tuple[Builder, ...]):
         self.builders = builders
         self.tapes: dict = {}
+        # the builders of levels 0 and 1 (None where there is none: no tracer's builder is None)
+        self.first_two = (*builders[:2], None, None)[:2]
 
     def key(self, head: tuple, inputs) -> tuple | None:
         """The memo key: ``head`` (primitive, parameters) and, per input, its builder and type
@@ -175,19 +177,19 @@ class RuleMemo:
         None when an input is anything else."""
         parts = []
         seen: dict[int, int] = {}
-        builders = self.builders
+        first_builder, second_builder = self.first_two
         for j, x in enumerate(inputs):
             cls = x.__class__
             if cls is Tracer:
                 b = x.builder
-                if b is builders[0]:
+                if b is first_builder:
                     level = 0
-                elif len(builders) > 1 and b is builders[1]:
+                elif b is second_builder:
                     level = 1
                 else:
                     return None
-                first = seen.setdefault(id(x.variable), j)
-                parts.append((level, x.variable.type, first))
+                v = x.variable
+                parts.append((level, v.type, seen.setdefault(id(v), j)))
             elif cls is Zero or cls is Linear:
                 parts.append((cls, x.type))
             elif x is None:

@@ -116,6 +116,8 @@ class Type:
     dtype: str
     shape: tuple[int, ...]
     _hash: int = field(init=False, repr=False, compare=False)  # types key many dicts
+    # the number of elements (Python ints: never wraps); every pass asks it of many types
+    size: int = field(init=False, repr=False, compare=False)
 
     def __post_init__(self):
         if self.dtype not in DTYPES:
@@ -126,6 +128,7 @@ class Type:
             if not isinstance(d, int | np.integer) or isinstance(d, bool) or d < 0:
                 raise ShaxTypeError(f"bad dimension {d!r} in shape {list(self.shape)}")
         object.__setattr__(self, "_hash", hash((self.dtype, self.shape)))
+        object.__setattr__(self, "size", math.prod(self.shape))
 
     def __str__(self) -> str:
         return f"{self.dtype}[{', '.join(map(str, self.shape))}]"
@@ -149,10 +152,6 @@ class Type:
     @property
     def rank(self) -> int:
         return len(self.shape)
-
-    @property
-    def size(self) -> int:
-        return math.prod(self.shape)  # Python ints: never wraps
 
     @property
     def np_dtype(self) -> np.dtype:

@@ -42,7 +42,7 @@ from shax_core._linearize import Linearized, linearize_typed
 from shax_core._trace import trace
 from shax_core.core import Builder
 from shax_core.ir import Program, Var
-from shax_core.passes import cleanup, cse, dce, simplify
+from shax_core.passes import cleanup, cse, cse_dce_free, dce, simplify, simplify_appended
 from shax_core.passes.inline import inline
 from shax_core.passes.rename import rewrite_ins
 from shax_core.transpose import transpose_typed
@@ -68,10 +68,21 @@ def zip_vjp(lin: Linearized, transposed: Program) -> Program:
     primal = lin.primal
     ct_types = [v.type for v in primal.outs[: lin.n_outputs]]
     name = f"{primal.name}_d{primal.name}t"
-    if not lin.recomputed:
-        return cleanup(_append(name, primal, transposed, ct_types, lin.n_outputs))
-    zipped = _append(name, dce(cse(primal)), dce(cse(transposed)), ct_types, lin.n_outputs)
-    return dce(simplify(zipped))
+    if not lin.recomputed:  # = cleanup(_append(...)); simplify ends with DCE
+        return cse_dce_free(_simplify_append(name, primal, transposed, ct_types, lin.n_outputs))
+    halves = dce(cse(primal)), dce(cse(transposed))
+    return dce(_simplify_append(name, *halves, ct_types, lin.n_outputs))
+
+
+def _simplify_append(name: str, first: Program, second: Program, new_types, n_outputs: int):
+    """``simplify(_append(name, first, second, new_types, n_outputs))``, without rewriting
+    ``second``'s equations before simplifying them when the names allow it."""
+    new_params = tuple(Var(f"arg{len(first.params) + i}", t) for i, t in enumerate(new_types))
+    if _names_clash(first, second, new_params):
+        return simplify(_append(name, first, second, new_types, n_outputs))
+    args = new_params + first.outs[n_outputs:]
+    params = first.params + new_params
+    return simplify_appended(name, params, first, first.outs[:n_outputs], second, args)
 
 
 def zip_jvp(lin: Linearized) -> Program:
@@ -89,11 +100,7 @@ def _append(name: str, first: Program, second: Program, new_types, n_outputs: in
     ``second``'s. Equations are reused as they are (the pipeline's builders name variables
     with distinct prefixes); only if names clash are both inlined under fresh names."""
     new_params = tuple(Var(f"arg{len(first.params) + i}", t) for i, t in enumerate(new_types))
-    first_names = _bound_names(first.eqns)
-    first_names.update(p.name for p in first.params)
-    second_names = _bound_names(second.eqns)
-    new_names = {p.name for p in new_params}
-    if (first_names | new_names) & second_names or first_names & new_names:
+    if _names_clash(first, second, new_params):
         b = Builder()
         args = [b.add_param(p.type) for p in first.params]
         new = [b.add_param(t) for t in new_types]
@@ -108,14 +115,35 @@ def _append(name: str, first: Program, second: Program, new_types, n_outputs: in
     return Program(name, first.params + new_params, eqns, outs)
 
 
-_OUT_NAME, _EXTRA_OUTS = attrgetter("out.name"), attrgetter("extra_outs")
+def _names_clash(first: Program, second: Program, new_params) -> bool:
+    """Whether ``second``'s equations bind a name ``first`` or the new parameters bind, or
+    the new parameters a name of ``first``: with F, S, N those names, whether
+    ``(F | N) & S or F & N``, i.e. ``N & S or F & (S | N)`` (one set built, not three)."""
+    new_names = {p.name for p in new_params}
+    taken = _bound_names(second.eqns)
+    if not new_names.isdisjoint(taken):
+        return True
+    taken.update(new_names)
+    if not taken.isdisjoint(map(_NAME, first.params)):
+        return True
+    if not taken.isdisjoint(map(_OUT_NAME, first.eqns)):
+        return True
+    return any(not taken.isdisjoint(map(_NAME, extra)) for extra in _extra_outs(first.eqns))
+
+
+_NAME, _OUT_NAME, _EXTRA_OUTS = attrgetter("name"), attrgetter("out.name"), attrgetter("extra_outs")
+
+
+def _extra_outs(eqns):
+    """The ``extra_outs`` of the equations that have some (loops)."""
+    return filter(None, map(_EXTRA_OUTS, eqns))
 
 
 def _bound_names(eqns) -> set[str]:
     """The names the equations bind (``map`` with attrgetter: this runs on every equation of
     both halves of a VJP)."""
     names = set(map(_OUT_NAME, eqns))
-    for extra in filter(None, map(_EXTRA_OUTS, eqns)):
+    for extra in _extra_outs(eqns):
         names.update(v.name for v in extra)
     return names
 

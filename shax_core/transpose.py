@@ -50,7 +50,14 @@ def transpose_program(linear: Program | Linearized, num_linear: int | None = Non
 
 def transpose_typed(linear: Program, num_linear: int) -> Program:
     """``transpose_program`` on a program whose types were inferred by shax itself."""
-    linear = dce(linear)
+    return _transpose(linear, num_linear, dead_code_removed=False)
+
+
+def _transpose(linear: Program, num_linear: int, dead_code_removed: bool) -> Program:
+    """The transpose of ``dce(linear)``. Dead equations need not be removed first: no
+    cotangent reaches them and no live equation reads them, so none is emitted. Only a
+    sub-program (DCE prunes it) or an equation without a transpose rule (an error only if it
+    is live) makes the walk start again on ``dce(linear)``."""
     b = Builder(prefix="t")  # distinct from the primal's names, so zipping reuses both
     cts_in = [b.add_param(v.type) for v in linear.outs]
     value = {}  # non-linear values: tracers in b
@@ -62,8 +69,11 @@ def transpose_typed(linear: Program, num_linear: int) -> Program:
             value[p.name] = b.add_param(p.type)
 
     backward = []
+    prims: dict = {}  # by name: the primitives of the tangent equations
     forward: dict[str, object] = {}  # residual-only equations, emitted when first needed
     for eqn in linear.eqns:
+        if not dead_code_removed and eqn.params and eqn.subprograms:
+            return _transpose(dce(linear), num_linear, dead_code_removed=True)
         for v in eqn.ins:
             if v.name in is_linear:
                 break
@@ -74,7 +84,12 @@ def transpose_typed(linear: Program, num_linear: int) -> Program:
             else:
                 forward[eqn.out.name] = eqn
             continue
-        if lookup(eqn.prim).transpose is None:
+        prim = prims.get(eqn.prim)
+        if prim is None:
+            prim = prims[eqn.prim] = lookup(eqn.prim)
+        if prim.transpose is None:
+            if not dead_code_removed:
+                return _transpose(dce(linear), num_linear, dead_code_removed=True)
             raise TransposeError(
                 f"`{format_eqn(eqn)}` is not linear in its tangent input(s): "
                 f"{eqn.prim} has no transpose rule"
@@ -122,7 +137,7 @@ def transpose_typed(linear: Program, num_linear: int) -> Program:
             accumulate(v.name, c)
 
     for eqn in reversed(backward):
-        prim = lookup(eqn.prim)
+        prim = prims[eqn.prim]
         if prim.multiple_results:  # one cotangent per result, Zero where none arrived
             cs = [ct.pop(v.name, None) for v in eqn.outs]
             if all(c is None for c in cs):
@@ -132,31 +147,42 @@ def transpose_typed(linear: Program, num_linear: int) -> Program:
             c = ct.pop(eqn.out.name, None)
             if c is None:
                 continue
-        args = [
-            (linear_of[v.type] if v.type in linear_of else _linear(linear_of, v.type))
-            if v.name in is_linear
-            else (value[v.name] if v.name in value else residual(v.name))
-            for v in eqn.ins
-        ]
+        ins, params = eqn.ins, eqn.params
+        args = []
+        for v in ins:  # a Linear marker for each tangent operand, else its value
+            if v.name in is_linear:
+                t = v.type
+                args.append(linear_of[t] if t in linear_of else _linear(linear_of, t))
+            else:
+                args.append(value[v.name] if v.name in value else residual(v.name))
         try:
-            in_cts = prim.transpose(c, *args, **prim.kwargs(eqn.params))
+            if params:
+                in_cts = prim.transpose(c, *args, **prim.kwargs(params))
+            else:
+                in_cts = prim.transpose(c, *args)
         except RuleError as e:
             raise TransposeError(f"`{format_eqn(eqn)}`: {e}") from None
         except ShaxError as e:
             raise TransposeError(f"`{format_eqn(eqn)}`: {e}") from None
-        if len(in_cts) != len(eqn.ins):
+        if len(in_cts) != len(ins):
             raise TransposeError(
                 f"`{format_eqn(eqn)}`: the transpose rule of {eqn.prim} gave "
-                f"{len(in_cts)} cotangents for {len(eqn.ins)} inputs"
+                f"{len(in_cts)} cotangents for {len(ins)} inputs"
             )
-        for v, c_v in zip(eqn.ins, in_cts):
-            if v.name in is_linear:
-                if c_v is not None and c_v.__class__ is not Zero and c_v.type != v.type:
-                    raise TransposeError(
-                        f"`{format_eqn(eqn)}`: the transpose rule of {eqn.prim} gave a "
-                        f"cotangent of type {c_v.type} for {v.name} :: {v.type}"
-                    )
-                accumulate(v.name, c_v)
+        for v, c_v in zip(ins, in_cts):
+            name = v.name
+            if name not in is_linear or c_v is None or c_v.__class__ is Zero:
+                continue
+            t = c_v.variable.type if c_v.__class__ is Tracer else c_v.type
+            if t is not v.type and t != v.type:
+                raise TransposeError(
+                    f"`{format_eqn(eqn)}`: the transpose rule of {eqn.prim} gave a "
+                    f"cotangent of type {c_v.type} for {v.name} :: {v.type}"
+                )
+            if name in ct:
+                accumulate(name, c_v)
+            else:  # = accumulate(name, c_v): the first cotangent of name
+                ct[name] = c_v
 
     outs = []
     for p in linear.params[:num_linear]:

@@ -15,46 +15,74 @@ commutative primitive are compared as a set. Every primitive is pure, so this is
 
 from __future__ import annotations
 
-from shax_core.ir import Program, Var
-from shax_core.passes.rename import rewrite_ins, substitute
+from operator import attrgetter
+
+from shax_core.ir import Eqn, Program, Var
+from shax_core.passes.rename import substitute
 from shax_core.registry import lookup
+
+_NAME = attrgetter("name")
 
 
 def cse(program: Program) -> Program:
     """CSE within the program and, separately, within each sub-program (bodies are closed)."""
-    seen: dict[tuple, tuple[Var, ...]] = {}
+    return cse_bodies(program)[0]
+
+
+def cse_bodies(program: Program) -> tuple[Program, bool]:
+    """``(cse(program), whether a sub-program changed)``.
+
+    Without a changed sub-program, CSE of a program free of dead code is free of dead code:
+    a dropped equation read the same operands as the one it reuses, so everything that was
+    live stays live."""
+    seen: dict[tuple, Eqn] = {}  # by key: the first equation with it
     subst: dict[str, Var] = {}
     eqns = []
     bodies_changed = False
     commutative: dict[str, bool] = {}  # by primitive name
     for eqn in program.eqns:
-        if subst:
-            eqn = rewrite_ins(eqn, subst)
-        if eqn.params and eqn.subprograms:
+        if subst:  # = rewrite_ins(eqn, subst), inlined: it runs for nearly every equation
+            for v in eqn.ins:
+                if v.name in subst:
+                    eqn = Eqn(
+                        eqn.out,
+                        eqn.prim,
+                        eqn.params,
+                        tuple([subst.get(v.name, v) for v in eqn.ins]),
+                        eqn.extra_outs,
+                    )
+                    break
+        prim, params, ins = eqn.prim, eqn.params, eqn.ins
+        if params and eqn.subprograms:
             new = eqn.with_subprograms(cse)
-            bodies_changed |= new.params != eqn.params
+            bodies_changed |= new.params != params
             eqn = new
-        ins = eqn.ins
-        swap = commutative.get(eqn.prim)
+            params = eqn.params
+        swap = commutative.get(prim)
         if swap is None:
-            swap = commutative[eqn.prim] = "commutative" in lookup(eqn.prim).traits
+            swap = commutative[prim] = "commutative" in lookup(prim).traits
         # the key: primitive, parameters, operand names (flat: one tuple per equation)
-        if swap and len(ins) == 2:  # two operands, compared as a set
+        n_ins = len(ins)
+        if swap and n_ins == 2:  # two operands, compared as a set
             a, b = ins[0].name, ins[1].name
-            key = (eqn.prim, eqn.params, a, b) if a <= b else (eqn.prim, eqn.params, b, a)
+            key = (prim, params, a, b) if a <= b else (prim, params, b, a)
         elif swap:
-            key = (eqn.prim, eqn.params, *sorted([v.name for v in ins]))
+            key = (prim, params, *sorted([v.name for v in ins]))
+        elif n_ins == 1:
+            key = (prim, params, ins[0].name)
+        elif n_ins == 2:
+            key = (prim, params, ins[0].name, ins[1].name)
         else:
-            key = (eqn.prim, eqn.params, *[v.name for v in ins])
+            key = (prim, params, *map(_NAME, ins))
         hit = seen.get(key)
-        outs = eqn.outs
         if hit is not None:
-            if all(h.type == v.type for h, v in zip(hit, outs, strict=True)):
-                for h, v in zip(hit, outs, strict=True):
+            outs, hit_outs = eqn.outs, hit.outs
+            if all(h.type == v.type for h, v in zip(hit_outs, outs, strict=True)):
+                for h, v in zip(hit_outs, outs, strict=True):
                     subst[v.name] = h
                 continue
-        seen[key] = outs
+        seen[key] = eqn
         eqns.append(eqn)
     if not subst and not bodies_changed:
-        return program
-    return substitute(program, eqns, subst)
+        return program, False
+    return substitute(program, eqns, subst), bodies_changed

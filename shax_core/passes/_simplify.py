@@ -32,7 +32,7 @@ import numpy as np
 
 from shax_core.ir import Eqn, Program, Var, bound_vars, canonical_float
 from shax_core.passes._dce import dce
-from shax_core.passes.rename import rewrite_ins, substitute
+from shax_core.passes.rename import substitute
 from shax_core.registry import lookup
 
 FOLD_LIMIT = 64  # fold constant expressions whose result has at most this many elements
@@ -107,81 +107,135 @@ def _fold_splats(eqn: Eqn, prim, known: Known, fresh_name):
 
 
 def simplify(program: Program) -> Program:
-    taken: set[str] = set()
-    counter: list = []  # the names in use are collected when the first fresh one is needed
+    walk = _Walk(lambda: bound_vars(program))
+    walk.forward(program.eqns)
+    return dce(substitute(program, walk.eqns, walk.subst))
 
-    def fresh_name() -> str:
+
+def simplify_appended(
+    name: str, params: tuple, first: Program, first_outs, second: Program, args
+) -> Program:
+    """``simplify`` of the program running ``first``'s equations, then ``second``'s with
+    ``second.params`` bound to ``args`` (variables of the first part), with the outputs
+    ``first_outs`` then ``second.outs``; its parameters are ``params``. The same program as
+    building that program and simplifying it, without rewriting ``second``'s equations
+    twice. The names ``first`` binds must differ from those ``second``'s equations bind."""
+
+    def bound():
+        yield from params
+        yield from bound_vars(first)
+        for e in second.eqns:
+            yield from e.outs
+
+    walk = _Walk(bound)
+    walk.forward(first.eqns)
+    subst = walk.subst
+    outs = [subst.get(v.name, v) for v in first_outs]  # before second's parameter names
+    # every argument resolved before any parameter is bound (second's parameter names may
+    # be names of the first part)
+    resolved = [subst.get(a.name, a) for a in args]
+    subst.update(zip([p.name for p in second.params], resolved, strict=True))
+    walk.forward(second.eqns)
+    outs.extend(subst.get(v.name, v) for v in second.outs)
+    return dce(Program(name, tuple(params), tuple(walk.eqns), tuple(outs)))
+
+
+class _Walk:
+    """The forward walk of ``simplify``: ``eqns`` is the simplified body so far and ``subst``
+    maps each replaced name to the variable that equals it. ``bound()`` gives every variable
+    the whole program binds (fresh names avoid them)."""
+
+    def __init__(self, bound):
+        self.bound = bound
+        self.known = Known()
+        self.subst: dict[str, Var] = {}
+        self.eqns: list[Eqn] = []
+        self.taken: set[str] = set()
+        self.counter: list = []  # the names in use are collected when the first one is needed
+        # by primitive name: (primitive, its rule, elementwise, constant, preserves_splat)
+        self.facts: dict[str, tuple] = {}
+
+    def fresh_name(self) -> str:
+        taken, counter = self.taken, self.counter
         if not counter:
-            taken.update(v.name for v in bound_vars(program))
+            taken.update(v.name for v in self.bound())
             counter.append(iter(range(len(taken) + 1, 10**12)))
         name = next(f"k{i}" for i in counter[0] if f"k{i}" not in taken)
         taken.add(name)
         return name
 
-    known = Known()
-    subst: dict[str, Var] = {}
-    eqns = []
-    values = known.value
-    record = known.record
-    producer, candidates = known.producer, known.splat_candidates
-    # by primitive name: (primitive, its rule, elementwise, constant, preserves_splat)
-    facts: dict[str, tuple] = {}
-    for eqn in program.eqns:
-        if subst:
-            eqn = rewrite_ins(eqn, subst)
-        fact = facts.get(eqn.prim)
-        if fact is None:
-            fact = facts[eqn.prim] = _facts(eqn.prim)
-        prim, rule, elementwise, constant, preserves = fact
-        if eqn.params and eqn.subprograms:  # simplify inside bodies; no folding of loops
-            eqn = eqn.with_subprograms(simplify)
-            record(eqn)
+    def forward(self, body) -> None:
+        known, subst, eqns, facts = self.known, self.subst, self.eqns, self.facts
+        fresh_name = self.fresh_name
+        values = known.value
+        record = known.record
+        producer, candidates = known.producer, known.splat_candidates
+        for eqn in body:
+            if subst:  # = rewrite_ins(eqn, subst), inlined: it runs for nearly every equation
+                for v in eqn.ins:
+                    if v.name in subst:
+                        eqn = Eqn(
+                            eqn.out,
+                            eqn.prim,
+                            eqn.params,
+                            tuple([subst.get(v.name, v) for v in eqn.ins]),
+                            eqn.extra_outs,
+                        )
+                        break
+            fact = facts.get(eqn.prim)
+            if fact is None:
+                fact = facts[eqn.prim] = _facts(eqn.prim)
+            prim, rule, elementwise, constant, preserves = fact
+            if eqn.params and eqn.subprograms:  # simplify inside bodies; no folding of loops
+                eqn = eqn.with_subprograms(simplify)
+                record(eqn)
+                eqns.append(eqn)
+                continue
+            if rule is not None:
+                # rules may replace an equation several times (reshape of reshape of reshape)
+                result = rule(eqn, known)
+                if result is not None and result is not eqn:
+                    if result.__class__ is Var:
+                        if result.type == eqn.out.type:
+                            subst[eqn.out.name] = result
+                            continue
+                    else:
+                        eqn, result = _replace(eqn, result, known)
+                        if result.__class__ is Var and result.type == eqn.out.type:
+                            subst[eqn.out.name] = result
+                            continue
+                        prim, rule, elementwise, constant, preserves = _facts(eqn.prim)
+            ins = eqn.ins
+            ins_values = (
+                [values.get(v.name) for v in ins] if ins and ins[0].name in values else None
+            )
+            if elementwise and ins and eqn.out.type.size > FOLD_LIMIT:
+                splat = _fold_splats(eqn, prim, known, fresh_name)
+                if splat is not None:
+                    # an elementwise op of broadcast scalars is a broadcast of the scalar result
+                    scalar_eqn, eqn = splat
+                    record(scalar_eqn, np.asarray(scalar_eqn.params[1][0]))
+                    eqns.append(scalar_eqn)
+                    ins_values = None
+                    preserves = None  # eqn is now a broadcast: record() looks it up
+            if constant:
+                record(eqn, prim.impl(**prim.kwargs(eqn.params)))
+            elif (
+                ins_values is not None
+                and all(a is not None for a in ins_values)
+                and eqn.out.type.size <= FOLD_LIMIT
+            ):
+                folded = np.asarray(prim.impl(*ins_values, **prim.kwargs(eqn.params)))
+                folded = folded.astype(eqn.out.type.np_dtype, copy=False)
+                eqn = _constant_eqn(eqn.out, folded)
+                record(eqn, folded)
+            elif preserves is None:
+                record(eqn)
+            else:  # = record(eqn), inlined: it runs for nearly every equation
+                producer[eqn.out.name] = eqn
+                if preserves:
+                    candidates.add(eqn.out.name)
             eqns.append(eqn)
-            continue
-        if rule is not None:
-            # rules may replace an equation several times (reshape of reshape of reshape)
-            result = rule(eqn, known)
-            if result is not None and result is not eqn:
-                if result.__class__ is Var:
-                    if result.type == eqn.out.type:
-                        subst[eqn.out.name] = result
-                        continue
-                else:
-                    eqn, result = _replace(eqn, result, known)
-                    if result.__class__ is Var and result.type == eqn.out.type:
-                        subst[eqn.out.name] = result
-                        continue
-                    prim, rule, elementwise, constant, preserves = _facts(eqn.prim)
-        ins = eqn.ins
-        ins_values = [values.get(v.name) for v in ins] if ins and ins[0].name in values else None
-        if elementwise and ins and eqn.out.type.size > FOLD_LIMIT:
-            splat = _fold_splats(eqn, prim, known, fresh_name)
-            if splat is not None:
-                # an elementwise op of broadcast scalars is a broadcast of the scalar result
-                scalar_eqn, eqn = splat
-                record(scalar_eqn, np.asarray(scalar_eqn.params[1][0]))
-                eqns.append(scalar_eqn)
-                ins_values = None
-                preserves = None  # eqn is now a broadcast: record() looks it up
-        if constant:
-            record(eqn, prim.impl(**prim.kwargs(eqn.params)))
-        elif (
-            ins_values is not None
-            and all(a is not None for a in ins_values)
-            and eqn.out.type.size <= FOLD_LIMIT
-        ):
-            folded = np.asarray(prim.impl(*ins_values, **prim.kwargs(eqn.params)))
-            folded = folded.astype(eqn.out.type.np_dtype, copy=False)
-            eqn = _constant_eqn(eqn.out, folded)
-            record(eqn, folded)
-        elif preserves is None:
-            record(eqn)
-        else:  # = record(eqn), inlined: it runs for nearly every equation
-            producer[eqn.out.name] = eqn
-            if preserves:
-                candidates.add(eqn.out.name)
-        eqns.append(eqn)
-    return dce(substitute(program, eqns, subst))
 
 
 def _facts(name: str) -> tuple:
