@@ -39,12 +39,15 @@ every time.
 
 from __future__ import annotations
 
+from operator import itemgetter
+
 import numpy as np
 
 from shax_core.core import Builder, Tracer
+from shax_core.ir import Eqn, Var
 from shax_core.registry import Linear, Zero
 
-_EMIT, _MULTI, _CONST, _LIFT = range(4)
+_EMIT, _MULTI, _CONST, _LIFT, _EMIT_1, _EMIT_N = range(6)
 _ONCE = ("applied once",)  # a key seen once: its second application is recorded
 
 
@@ -221,27 +224,53 @@ class RuleMemo:
         finally:
             rec.remove()
         out = _flatten(result, rec) if rec.valid else None
-        self.tapes[key] = (rec.tape, out) if out is not None else None
+        self.tapes[key] = (_compiled(rec.tape), out) if out is not None else None
         return result
 
     def _replay(self, tape, inputs):
+        """The tape's calls on the builders, with ``Builder.emit`` inlined: an equation is
+        ``Eqn(Var(prefix + count, out_type), prim, params, ins)`` appended to its builder."""
         ops, out = tape
         builders = self.builders
+        eqns = [b.eqns.append for b in builders]
         slots = [x.variable if x.__class__ is Tracer else None for x in inputs]
         append = slots.append
-        for op in ops:
-            kind = op[0]
-            b = builders[op[1]]
-            if kind is _EMIT:
-                append(b.emit_var(op[2], op[3], [slots[s] for s in op[4]], op[5]))
-            elif kind is _CONST:
-                append(b.constant(op[2], op[3]).variable)
-            elif kind is _LIFT:
-                append(b.lift_foreign(Tracer(builders[op[2]], slots[op[3]])))
+        for kind, i, prim, params, ins, out_type in ops:
+            if kind is _EMIT_N or kind is _EMIT_1:
+                b = builders[i]
+                n = b._count
+                v = Var(f"{b.prefix}{n}", out_type)
+                b._count = n + 1
+                eqns[i](Eqn(v, prim, params, ins(slots) if kind is _EMIT_N else (slots[ins],)))
+                append(v)
+            elif kind is _LIFT:  # (kind, builder, level of the lifted value, its slot)
+                append(builders[i].lift_foreign(Tracer(builders[prim], slots[params])))
+            elif kind is _CONST:  # (kind, builder, value, dtype)
+                append(builders[i].constant(prim, params).variable)
+            elif kind is _EMIT:
+                ins = [slots[s] for s in ins]
+                append(builders[i].emit_var(prim, params, ins, out_type))
             else:
-                for t in b.emit_multi(op[2], op[3], [slots[s] for s in op[4]], op[5]):
+                for t in builders[i].emit_multi(prim, params, [slots[s] for s in ins], out_type):
                     append(t.variable)
         return _unflatten(out, slots, builders)
+
+
+def _compiled(tape: list[tuple]) -> tuple[tuple, ...]:
+    """The tape as ``_replay`` reads it: six fields per call, and an equation's operands as
+    one slot (``_EMIT_1``) or an ``itemgetter`` of its slots (``_EMIT_N``, two or more)."""
+    ops = []
+    for op in tape:
+        kind = op[0]
+        if kind is _EMIT and len(op[4]) == 1:
+            ops.append((_EMIT_1, op[1], op[2], op[3], op[4][0], op[5]))
+        elif kind is _EMIT and len(op[4]) > 1:
+            ops.append((_EMIT_N, op[1], op[2], op[3], itemgetter(*op[4]), op[5]))
+        elif kind is _EMIT or kind is _MULTI:
+            ops.append(op)
+        else:
+            ops.append((*op, None, None))
+    return tuple(ops)
 
 
 def _flatten(result, rec: _Recorder):
