@@ -57,10 +57,13 @@ class _LinearBuilder(Builder):
         self.n_tangents = 0
 
     def lift_foreign(self, x: Tracer) -> Var:
-        hit = self.residuals.get(x.variable.name)
+        return self.lift_variable(x.builder, x.variable)
+
+    def lift_variable(self, source: Builder, v: Var) -> Var:
+        hit = self.residuals.get(v.name)
         if hit is None:
-            param = self.add_param(x.type).variable
-            hit = self.residuals[x.variable.name] = (x.variable, param)
+            param = self.add_param(v.type).variable
+            hit = self.residuals[v.name] = (v, param)
         return hit[1]
 
 
@@ -174,13 +177,17 @@ def _jvp_and_partial_eval(program: Program, wrt: tuple[int, ...]) -> tuple[Progr
                 raise ShaxError(
                     f"{eqn.prim} has no linearize rule (in the binding of {eqn.out.name})"
                 )
-            params = prim.kwargs(eqn.params)
             if prim.multiple_results or (eqn.params and eqn.subprograms):
-                ans, t_out = prim.linearize(xs, ts, **params)
+                ans, t_out = prim.linearize(xs, ts, **prim.kwargs(eqn.params))
             else:  # the same rule on operands of the same types: its tape replayed
                 operands = xs + ts
                 key = memo.key((eqn.prim, eqn.params), operands)
-                ans, t_out = memo.apply(key, operands, prim.linearize, xs, ts, **params)
+                tape = memo.recorded(key)
+                if tape is not None:
+                    ans, t_out = memo.replay(tape, operands)
+                else:
+                    params = prim.kwargs(eqn.params)
+                    ans, t_out = memo.apply(key, operands, prim.linearize, xs, ts, **params)
         if prim.multiple_results:  # one primal and one tangent per result
             for v, a, t in zip(eqn.outs, ans, t_out, strict=True):
                 primal[v.name] = a

@@ -201,6 +201,16 @@ class RuleMemo:
                 return None
         return (*head, *parts)
 
+    def recorded(self, key: tuple | None):
+        """The replayable tape of ``key``, or None (then ``apply`` runs or records the rule)."""
+        if key is None:
+            return None
+        try:
+            tape = self.tapes.get(key)
+        except TypeError:  # an unhashable parameter
+            return None
+        return None if tape is _ONCE else tape
+
     def apply(self, key: tuple | None, inputs, rule, *args, **params):
         """``rule(*args, **params)`` (the rule applied to ``inputs``, which are ``args``
         flattened), or the tape of its first application with this key replayed on them."""
@@ -211,7 +221,7 @@ class RuleMemo:
         except TypeError:  # an unhashable parameter
             return rule(*args, **params)
         if tape is not None and tape is not _ONCE:
-            return self._replay(tape, inputs)
+            return self.replay(tape, inputs)
         if tape is None:
             if key not in self.tapes:  # a first application: recording pays from the second
                 self.tapes[key] = _ONCE
@@ -227,8 +237,9 @@ class RuleMemo:
         self.tapes[key] = (_compiled(rec.tape), out) if out is not None else None
         return result
 
-    def _replay(self, tape, inputs):
-        """The tape's calls on the builders, with ``Builder.emit`` inlined: an equation is
+    def replay(self, tape, inputs):
+        """What the rule of ``tape``'s key returns on ``inputs``: the tape's calls on the
+        builders made again, with ``Builder.emit`` inlined: an equation is
         ``Eqn(Var(prefix + count, out_type), prim, params, ins)`` appended to its builder."""
         ops, out = tape
         builders = self.builders
@@ -244,7 +255,7 @@ class RuleMemo:
                 eqns[i](Eqn(v, prim, params, ins(slots) if kind is _EMIT_N else (slots[ins],)))
                 append(v)
             elif kind is _LIFT:  # (kind, builder, level of the lifted value, its slot)
-                append(builders[i].lift_foreign(Tracer(builders[prim], slots[params])))
+                append(builders[i].lift_variable(builders[prim], slots[params]))
             elif kind is _CONST:  # (kind, builder, value, dtype)
                 append(builders[i].constant(prim, params).variable)
             elif kind is _EMIT:
@@ -257,7 +268,7 @@ class RuleMemo:
 
 
 def _compiled(tape: list[tuple]) -> tuple[tuple, ...]:
-    """The tape as ``_replay`` reads it: six fields per call, and an equation's operands as
+    """The tape as ``replay`` reads it: six fields per call, and an equation's operands as
     one slot (``_EMIT_1``) or an ``itemgetter`` of its slots (``_EMIT_N``, two or more)."""
     ops = []
     for op in tape:

@@ -122,6 +122,10 @@ class Builder:
             return bind("broadcast", scalar, dims=(), shape=a.shape).variable
         return self.constant(a, dtype).variable
 
+    def lift_variable(self, source: Builder, v: Var) -> Var:
+        """``lift_foreign(Tracer(source, v))``: the variable ``v`` of ``source`` lifted."""
+        return self.lift_foreign(Tracer(source, v))
+
     def lift_foreign(self, x: Tracer) -> Var:
         raise ShaxError(
             "a traced value from another function was captured; pass it as an argument instead"

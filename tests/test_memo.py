@@ -75,3 +75,43 @@ def test_a_repeated_step_is_replayed_with_its_residuals_and_constants():
     fd_y = (sx.evaluate(p, x, y + eps)[0] - sx.evaluate(p, x, y - eps)[0]) / (2 * eps)
     assert np.isfinite([gx, gy]).all()
     np.testing.assert_allclose([gx, gy], [fd_x, fd_y], rtol=1e-6)
+
+
+def test_replayed_equations_of_every_arity_match_the_rule_run_again():
+    """Equations of no, one, two and three operands, a constant and a lifted value: the
+    replayed tape appends, to each builder, what running the rule again appends."""
+    from shax_core._linearize import _LinearBuilder
+    from shax_core.core import Builder, Tracer
+    from shax_core.ir import Type
+
+    f32, pred = Type("f32", ()), Type("bool", ())
+    current = {}  # the builders of the run in progress
+
+    def rule(x, y, c):
+        outer, inner = current["builders"]
+        z = outer.emit_var("iota", ((), 0, "f32"), (), f32)  # no operands
+        s = outer.emit_var("sin", (), (x.variable,), f32)
+        m = outer.emit_var("mul", (), (s, y.variable), f32)
+        w = outer.emit_var("select", (), (c.variable, m, z), f32)
+        two = inner.constant(2.0, "f32").variable
+        r = inner.lift_foreign(Tracer(outer, w))
+        return Tracer(outer, w), Tracer(inner, inner.emit_var("mul", (), (r, two), f32))
+
+    def built(memoized: bool):
+        outer, inner = current["builders"] = Builder(), _LinearBuilder()
+        memo = _memo.RuleMemo((outer, inner))
+        args = [outer.add_param(t) for t in (f32, f32, pred, f32, f32, pred)]
+        results = []
+        for trio in (args[:3], args[3:], args[:3], args[3:]):
+            key = memo.key(("rule",), trio) if memoized else None
+            results.append(memo.apply(key, trio, rule, *trio))
+        return outer, inner, results, memo
+
+    plain, memoized = built(False), built(True)
+    assert [len(t[0]) for t in memoized[3].tapes.values() if t is not _memo._ONCE] == [7]
+    for a, b in zip(plain[:2], memoized[:2]):
+        assert [str(e) for e in a.eqns] == [str(e) for e in b.eqns]
+        assert [str(v) for v in a.params] == [str(v) for v in b.params]
+        assert len(b.eqns) > 4
+    assert [(str(p), str(t)) for p, t in plain[2]] == [(str(p), str(t)) for p, t in memoized[2]]
+    assert len(memoized[1].residuals) == 4  # one per application: each lifts its own w
