@@ -289,6 +289,9 @@ class Program:
     # True when shax computed every type (``infer``, or a pass over such a program); False
     # for parsed or hand-built programs, whose annotations are then checked, never trusted
     checked: bool = field(default=False, compare=False, repr=False)
+    # the lean form (``lean_of``); a view of one (``from_lean``) leaves params, eqns and outs
+    # unset until first read
+    _lean: Any = field(default=None, compare=False, repr=False)
 
     def __str__(self) -> str:
         return _printer[0](self) if _printer else repr(self)
@@ -311,6 +314,188 @@ class Program:
         return all(p.type for p in self.params) and all(e.out.type for e in self.eqns)
 
     def replace(self, **changes) -> Program:
+        lean = self._lean
+        if lean is not None and changes.keys() <= {"name", "checked"}:  # the view stays lean
+            renamed = lean.renamed(changes.get("name", self.name))
+            return from_lean(renamed, checked=changes.get("checked", False))
         fields = dict(name=self.name, params=self.params, eqns=self.eqns, outs=self.outs)
         fields.update(changes)
         return Program(**fields)
+
+    def __getattr__(self, attr: str):
+        # only reached for an attribute not in the instance: a view of a Lean builds its
+        # parameters, equations and outputs on first access (see ``from_lean``)
+        if attr in _VIEW_FIELDS:
+            lean = object.__getattribute__(self, "_lean")
+            if lean is not None:
+                value = _VIEW_FIELDS[attr](lean)
+                object.__setattr__(self, attr, value)
+                return value
+        raise AttributeError(f"{type(self).__name__!r} object has no attribute {attr!r}")
+
+
+# ---------------------------------------------------------------------------------------------
+# the lean representation: a program as struct of arrays
+
+
+class Lean:
+    """A program as struct of arrays: what the pipeline's passes read and build.
+
+    Variables are integer ids into two columns, ``types[v]`` and ``names[v]``; equation ``i``
+    binds ``eqn_out[i]`` (then ``eqn_extra[i]``, for a primitive with several results) to
+    ``eqn_prim[i][eqn_params[i]] eqn_ins[i]``. ``params`` and ``outs`` are ids. The columns
+    hold every variable of the program and may hold more (ids the program does not use):
+    passes that keep variables share their input's columns, so a published Lean's columns
+    are never changed; a pass that adds variables extends a copy.
+
+    ``Program`` is the public, printable view, built on demand:
+
+    >>> f32 = Type("f32", ())
+    >>> lean = Lean("f", [f32, f32, f32], ["a", "b", "x0"], (0, 1), (2,),
+    ...             ["add"], [()], [(0, 1)], [2])
+    >>> print(from_lean(lean))
+    def f(a :: f32[],
+          b :: f32[]) =
+      let x0 :: f32[] = add a b
+      in [x0]
+    >>> lean_of(from_lean(lean)) is lean
+    True
+    """
+
+    __slots__ = (
+        "name",
+        "types",
+        "names",
+        "params",
+        "outs",
+        "eqn_prim",
+        "eqn_params",
+        "eqn_ins",
+        "eqn_out",
+        "eqn_extra",
+        "_vars",
+    )
+
+    def __init__(
+        self,
+        name: str,
+        types: list,
+        names: list,
+        params: tuple[int, ...],
+        outs: tuple[int, ...],
+        eqn_prim: list,
+        eqn_params: list,
+        eqn_ins: list,
+        eqn_out: list,
+        eqn_extra: dict | None = None,
+        vars_: list | None = None,
+    ):
+        self.name = name
+        self.types, self.names = types, names
+        self.params, self.outs = params, outs
+        self.eqn_prim, self.eqn_params, self.eqn_ins = eqn_prim, eqn_params, eqn_ins
+        self.eqn_out = eqn_out
+        self.eqn_extra = eqn_extra or {}  # equation index -> its extra output ids
+        self._vars = vars_  # the Var of each id once built (None: none built yet)
+
+    def __len__(self) -> int:
+        return len(self.eqn_prim)
+
+    def eqn_outs(self, i: int) -> tuple[int, ...]:
+        """Every variable equation ``i`` binds."""
+        extra = self.eqn_extra.get(i) if self.eqn_extra else None
+        return (self.eqn_out[i], *extra) if extra else (self.eqn_out[i],)
+
+    def renamed(self, name: str) -> Lean:
+        if name == self.name:
+            return self
+        return Lean(
+            name, self.types, self.names, self.params, self.outs, self.eqn_prim,
+            self.eqn_params, self.eqn_ins, self.eqn_out, self.eqn_extra, self._vars,
+        )  # fmt: skip
+
+    def var(self, v: int) -> Var:
+        """The public ``Var`` of id ``v`` (built once per Lean)."""
+        vars_ = self._vars
+        if vars_ is None or len(vars_) < len(self.types):
+            vars_ = self._vars = (vars_ or []) + [None] * (len(self.types) - len(vars_ or ()))
+        var = vars_[v]
+        if var is None:
+            var = vars_[v] = Var(self.names[v], self.types[v])
+        return var
+
+    def eqn(self, i: int) -> Eqn:
+        """The public ``Eqn`` of equation ``i``."""
+        var = self.var
+        extra = self.eqn_extra.get(i) if self.eqn_extra else None
+        return Eqn(
+            var(self.eqn_out[i]),
+            self.eqn_prim[i],
+            self.eqn_params[i],
+            tuple([var(v) for v in self.eqn_ins[i]]),
+            tuple([var(v) for v in extra]) if extra else (),
+        )
+
+
+def from_lean(lean: Lean, checked: bool = False) -> Program:
+    """The ``Program`` view of ``lean``: parameters, equations and outputs are built on first
+    access, and ``lean_of`` gives ``lean`` back without building them."""
+    program = object.__new__(Program)
+    for attr, value in (("name", lean.name), ("_hash", []), ("checked", checked), ("_lean", lean)):
+        object.__setattr__(program, attr, value)
+    return program
+
+
+def lean_of(program: Program) -> Lean:
+    """The lean form of ``program`` (its own if it is a view; else built once and kept).
+
+    Variables are numbered parameters first, then equation outputs in order. A name used
+    before it is bound raises ``VerifyError`` naming it (passes run on verified programs)."""
+    lean = program._lean
+    if lean is None:
+        lean = _to_lean(program)
+        object.__setattr__(program, "_lean", lean)
+    return lean
+
+
+def _to_lean(program: Program) -> Lean:
+    vars_: list[Var] = list(program.params)
+    ids = {v.name: i for i, v in enumerate(vars_)}
+    eqn_prim, eqn_params, eqn_ins, eqn_out, eqn_extra = [], [], [], [], {}
+    try:
+        for i, e in enumerate(program.eqns):
+            eqn_prim.append(e.prim)
+            eqn_params.append(e.params)
+            eqn_ins.append(tuple([ids[v.name] for v in e.ins]))
+            eqn_out.append(len(vars_))
+            ids[e.out.name] = len(vars_)
+            vars_.append(e.out)
+            if e.extra_outs:
+                extra = []
+                for v in e.extra_outs:
+                    extra.append(len(vars_))
+                    ids[v.name] = len(vars_)
+                    vars_.append(v)
+                eqn_extra[i] = tuple(extra)
+        outs = tuple([ids[v.name] for v in program.outs])
+    except KeyError as e:
+        raise VerifyError(f"{program.name}: {e.args[0]} is used but never bound") from None
+    types = [v.type for v in vars_]
+    names = [v.name for v in vars_]
+    params = tuple(range(len(program.params)))
+    return Lean(
+        program.name, types, names, params, outs, eqn_prim, eqn_params, eqn_ins, eqn_out,
+        eqn_extra, vars_,
+    )  # fmt: skip
+
+
+def _view_eqns(lean: Lean) -> tuple[Eqn, ...]:
+    eqn = lean.eqn
+    return tuple([eqn(i) for i in range(len(lean.eqn_prim))])
+
+
+_VIEW_FIELDS = {
+    "params": lambda lean: tuple([lean.var(v) for v in lean.params]),
+    "eqns": _view_eqns,
+    "outs": lambda lean: tuple([lean.var(v) for v in lean.outs]),
+}
