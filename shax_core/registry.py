@@ -337,6 +337,8 @@ class Primitive:
     transpose: Callable | None = None
     no_tangent: bool = False
     # (eqn, known) -> an equal existing Var, a cheaper Eqn, or None (see passes/_simplify.py)
+    # (a rule with ``needs_splat_operand = True`` is only asked when an operand may be a splat;
+    # with ``needs_same_primitive_operand = True``, when an operand is made by this primitive)
     simplify: Callable | None = None
     # (in_types, out_type, **params) -> fn(*arrays): impl specialized once at plan time
     kernel: Callable | None = None

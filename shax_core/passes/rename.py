@@ -1,16 +1,68 @@
-"""Substitution and renaming helpers shared by the passes (not a pass themselves)."""
+"""Substitution and renaming helpers shared by the passes (not a pass themselves).
+
+The passes read and build ``Lean`` columns (``shax_core.ir``): ``Rows`` collects the
+equations a pass keeps or makes, ``substitute`` turns them into the pass's result.
+"""
 
 from __future__ import annotations
 
 from collections.abc import Mapping
 
-from shax_core.ir import Eqn, Program, Var
+from shax_core.ir import Eqn, Lean, Program, Var, _map_programs, _programs_in
 
 
-def substitute(program: Program, eqns, subst: Mapping[str, Var]) -> Program:
-    """``program`` with ``eqns`` as its body and every use of a name in ``subst`` replaced."""
-    outs = tuple(subst.get(v.name, v) for v in program.outs)
-    return program.replace(eqns=tuple(eqns), outs=outs)
+class Rows:
+    """Equation columns being built: equation ``i`` binds ``out[i]`` (then ``extra[i]``) to
+    ``prim[i][params[i]] ins[i]``, every variable an id into the columns of its ``Lean``."""
+
+    __slots__ = ("prim", "params", "ins", "out", "extra")
+
+    def __init__(self):
+        self.prim: list[str] = []
+        self.params: list[tuple] = []
+        self.ins: list[tuple[int, ...]] = []
+        self.out: list[int] = []
+        self.extra: dict[int, tuple[int, ...]] = {}
+
+    def __len__(self) -> int:
+        return len(self.prim)
+
+    def add(self, prim: str, params: tuple, ins: tuple, out: int, extra=None) -> None:
+        if extra:
+            self.extra[len(self.prim)] = extra
+        self.prim.append(prim)
+        self.params.append(params)
+        self.ins.append(ins)
+        self.out.append(out)
+
+    def lean(self, name: str, types: list, names: list, params: tuple, outs: tuple) -> Lean:
+        return Lean(
+            name, types, names, params, outs, self.prim, self.params, self.ins, self.out,
+            self.extra,
+        )  # fmt: skip
+
+
+def substitute(lean: Lean, rows: Rows, subst: Mapping[int, int], types=None, names=None):
+    """``lean`` with ``rows`` as its body and every output in ``subst`` replaced (the rows
+    read the replacements already); ``types``/``names``: new columns, if the pass added
+    variables (else ``lean``'s are shared)."""
+    outs = tuple([subst.get(v, v) for v in lean.outs]) if subst else lean.outs
+    if types is None:
+        types, names = lean.types, lean.names
+    return rows.lean(lean.name, types, names, lean.params, outs)
+
+
+def has_subprograms(params: tuple) -> bool:
+    """Whether equation parameters hold a sub-program (a loop body, branches)."""
+    for value in params:
+        if _programs_in(value):
+            return True
+    return False
+
+
+def map_subprograms(params: tuple, fn) -> tuple:
+    """``params`` with every sub-program ``p`` replaced by ``fn(p)``."""
+    return tuple([_map_programs(v, fn) for v in params])
 
 
 def rewrite_ins(eqn: Eqn, subst: Mapping[str, Var]) -> Eqn:
