@@ -18,7 +18,8 @@ ids, and the result shares the program's variable columns.
 from __future__ import annotations
 
 from shax_core.ir import Lean, Program, from_lean, lean_of
-from shax_core.passes.rename import Rows, has_subprograms, map_subprograms, substitute
+from shax_core.passes._dce import _may_nest, select
+from shax_core.passes.rename import has_subprograms, map_subprograms
 from shax_core.registry import lookup
 
 
@@ -38,34 +39,33 @@ def cse_bodies(program: Program) -> tuple[Program, bool]:
     return (program if merged is lean else from_lean(merged)), bodies_changed
 
 
-def cse_lean(lean: Lean) -> tuple[Lean, bool]:
-    """``cse_bodies`` on the columns: ``lean`` itself if nothing merged."""
+def cse_lean(lean: Lean, live: bytearray | None = None) -> tuple[Lean, bool]:
+    """``cse_bodies`` on the columns: ``lean`` itself if nothing merged. With ``live``, the
+    CSE of the equations ``i`` where ``live[i]`` (of ``dce_lean(lean)``, without building it)."""
     seen: dict[tuple, int] = {}  # by key: the index (in lean) of the first equation with it
     subst: dict[int, int] = {}  # variable id -> the id it equals
-    rows = Rows()
-    add = rows.add
+    keep = bytearray(b"\x01") * len(lean) if live is None else bytearray(live)
+    new_ins: dict[int, tuple] = {}  # equation index -> its operands after substitution
+    new_params: dict[int, tuple] = {}  # equation index -> its parameters after CSE of bodies
     bodies_changed = False
     commutative: dict[str, bool] = {}  # by primitive name
-    types = lean.types
-    eqn_prim, eqn_params, eqn_ins, eqn_out = (
-        lean.eqn_prim,
-        lean.eqn_params,
-        lean.eqn_ins,
-        lean.eqn_out,
-    )
-    eqn_extra = lean.eqn_extra
-    for i, prim in enumerate(eqn_prim):
-        ins = eqn_ins[i]
-        if subst:  # operands replaced by the variables they equal
-            for v in ins:
-                if v in subst:
-                    ins = tuple([subst.get(v, v) for v in ins])
-                    break
-        params = eqn_params[i]
-        if params and has_subprograms(params):
-            new = map_subprograms(params, cse)
-            bodies_changed |= new != params
-            params = new
+    nests: dict[str, bool] = {}  # by primitive name: whether it may have sub-programs
+    types, eqn_extra = lean.types, lean.eqn_extra
+    rows = zip(lean.eqn_prim, lean.eqn_params, lean.eqn_ins, lean.eqn_out)
+    for i, (prim, params, ins, out) in enumerate(rows):
+        if live is not None and not live[i]:
+            continue
+        if subst and not subst.keys().isdisjoint(ins):  # operands replaced by their equals
+            ins = new_ins[i] = tuple([subst.get(v, v) for v in ins])
+        if params:
+            nested = nests.get(prim)
+            if nested is None:
+                nested = nests[prim] = _may_nest(prim)
+            if nested and has_subprograms(params):
+                new = map_subprograms(params, cse)
+                if new != params:
+                    bodies_changed = True
+                    params = new_params[i] = new
         swap = commutative.get(prim)
         if swap is None:
             swap = commutative[prim] = "commutative" in lookup(prim).traits
@@ -82,17 +82,24 @@ def cse_lean(lean: Lean) -> tuple[Lean, bool]:
             key = (prim, params, ins[0], ins[1])
         else:
             key = (prim, params, *ins)
-        extra = eqn_extra.get(i) if eqn_extra else None
         hit = seen.get(key)
         if hit is not None:
-            outs = (eqn_out[i], *extra) if extra else (eqn_out[i],)
+            extra = eqn_extra.get(i) if eqn_extra else None
+            outs = (out, *extra) if extra else (out,)
             hit_outs = lean.eqn_outs(hit)
             if all(types[h] == types[v] for h, v in zip(hit_outs, outs, strict=True)):
                 for h, v in zip(hit_outs, outs, strict=True):
                     subst[v] = h
+                keep[i] = 0
                 continue
         seen[key] = i
-        add(prim, params, ins, eqn_out[i], extra)
     if not subst and not bodies_changed:
-        return lean, False
-    return substitute(lean, rows, subst), bodies_changed
+        if live is None:
+            return lean, False
+        return select(lean, live), False
+    pruned = {i: (p, new_ins.get(i, lean.eqn_ins[i]), lean.eqn_out[i], eqn_extra.get(i))
+              for i, p in new_params.items()}  # fmt: skip
+    merged = select(lean, keep, pruned, new_ins)
+    if subst:
+        merged.outs = tuple([subst.get(v, v) for v in merged.outs])
+    return merged, bodies_changed

@@ -17,9 +17,11 @@ variable columns: the result is a view of the kept equations.
 
 from __future__ import annotations
 
+from itertools import compress
+
 from shax_core.ir import Lean, Program, from_lean, lean_of
 from shax_core.passes.rename import has_subprograms, map_subprograms
-from shax_core.primitives import lookup
+from shax_core.registry import SUBPROGRAM_KINDS, lookup
 
 
 def dce(program: Program) -> Program:
@@ -30,65 +32,91 @@ def dce(program: Program) -> Program:
 
 def dce_lean(lean: Lean) -> Lean:
     """The DCE of ``lean`` (``lean`` itself if nothing is dead)."""
+    keep, pruned = live_equations(lean)
+    return lean if keep is None else select(lean, keep, pruned)
+
+
+def live_equations(lean: Lean) -> tuple[bytearray | None, dict[int, tuple]]:
+    """``(keep, pruned)``: ``keep[i]`` says whether equation ``i`` is live (None: all are,
+    and none was pruned); ``pruned[i]`` is the new ``(params, ins, out, extra)`` of a live
+    equation whose ``prune`` rule (or DCE inside its sub-programs) changed it."""
+    n = len(lean.eqn_out)
     live = bytearray(len(lean.types))
     for v in lean.outs:
         live[v] = 1
-    eqn_ins, eqn_out, eqn_params, eqn_extra = (
-        lean.eqn_ins,
-        lean.eqn_out,
-        lean.eqn_params,
-        lean.eqn_extra,
-    )
-    kept: list[int] = []  # equation indices, last first
-    pruned: dict[int, tuple] = {}  # index -> the equation's new (params, ins, out, extra)
-    keep = kept.append
-    for i in range(len(eqn_out) - 1, -1, -1):
+    keep = bytearray(n)
+    pruned: dict[int, tuple] = {}
+    eqn_params, eqn_extra, eqn_prim = lean.eqn_params, lean.eqn_extra, lean.eqn_prim
+    nests: dict[str, bool] = {}  # by primitive name: whether it may have sub-programs
+    n_kept = 0
+    for i, out, ins in zip(range(n - 1, -1, -1), reversed(lean.eqn_out), reversed(lean.eqn_ins)):
         extra = eqn_extra.get(i) if eqn_extra else None
         if extra:
-            used = [bool(live[eqn_out[i]]), *(bool(live[v]) for v in extra)]
+            used = [bool(live[out]), *(bool(live[v]) for v in extra)]
             if not any(used):
                 continue
-        elif not live[eqn_out[i]]:
+        elif not live[out]:
             continue
         else:
             used = None
         params = eqn_params[i]
-        if params and has_subprograms(params):
-            new = _prune(lean, i, used or [True])
-            if new is not None:
-                pruned[i] = new
-                keep(i)
-                for v in new[1]:
-                    live[v] = 1
-                continue
-        keep(i)
-        for v in eqn_ins[i]:
+        if params:
+            prim = eqn_prim[i]
+            nested = nests.get(prim)
+            if nested is None:
+                nested = nests[prim] = _may_nest(prim)
+            if nested and has_subprograms(params):
+                new = _prune(lean, i, used or [True])
+                if new is not None:
+                    pruned[i] = new
+                    ins = new[1]
+        keep[i] = 1
+        n_kept += 1
+        for v in ins:
             live[v] = 1
-    if len(kept) == len(eqn_out) and not pruned:
-        return lean
-    kept.reverse()
-    prim, out_params, out_ins, out_out, out_extra = [], [], [], [], {}
-    for i in kept:
-        row = pruned.get(i) if pruned else None
-        if row is None:
-            params, ins, out, extra = (
-                eqn_params[i],
-                eqn_ins[i],
-                eqn_out[i],
-                (eqn_extra.get(i) if eqn_extra else None),
-            )
-        else:
-            params, ins, out, extra = row
-        if extra:
-            out_extra[len(prim)] = extra
-        prim.append(lean.eqn_prim[i])
-        out_params.append(params)
-        out_ins.append(ins)
-        out_out.append(out)
+    if n_kept == n and not pruned:
+        return None, pruned
+    return keep, pruned
+
+
+def select(lean: Lean, keep: bytearray, pruned=None, ins=None) -> Lean:
+    """``lean`` with the equations ``i`` where ``keep[i]`` (in order), ``pruned[i]`` the new
+    ``(params, ins, out, extra)`` of equation ``i``, ``ins[i]`` its new operands; same
+    variable columns (the kept columns are taken in C: ``itertools.compress``)."""
+    eqn_ins = lean.eqn_ins
+    if ins or pruned:
+        eqn_ins = list(eqn_ins)
+        for i, new in (ins or {}).items():
+            eqn_ins[i] = new
+    eqn_params, eqn_out = lean.eqn_params, lean.eqn_out
+    extra = {}
+    if pruned:
+        eqn_params, eqn_out = list(eqn_params), list(eqn_out)
+        for i, (params, new_ins, out, new_extra) in pruned.items():
+            eqn_params[i], eqn_ins[i], eqn_out[i] = params, new_ins, out
+            if new_extra:
+                extra[i] = new_extra
+    for i, e in lean.eqn_extra.items():
+        if keep[i] and not (pruned and i in pruned):
+            extra[i] = e
+    if extra:  # re-indexed: the number of kept equations before each
+        extra = {keep[:i].count(1): e for i, e in sorted(extra.items())}
     return Lean(
-        lean.name, lean.types, lean.names, lean.params, lean.outs, prim, out_params, out_ins,
-        out_out, out_extra,
-    )  # fmt: skip
+        lean.name,
+        lean.types,
+        lean.names,
+        lean.params,
+        lean.outs,
+        list(compress(lean.eqn_prim, keep)),
+        list(compress(eqn_params, keep)),
+        list(compress(eqn_ins, keep)),
+        list(compress(eqn_out, keep)),
+        extra,
+    )
+
+
+def _may_nest(prim: str) -> bool:
+    return any(p.kind in SUBPROGRAM_KINDS for p in lookup(prim).params)
 
 
 def _prune(lean: Lean, i: int, used: list[bool]) -> tuple | None:

@@ -33,7 +33,7 @@ import numpy as np
 from shax_core.ir import Eqn, Lean, Program, Type, Var, canonical_float, from_lean, lean_of
 from shax_core.passes._dce import dce_lean
 from shax_core.passes.rename import Rows, has_subprograms, map_subprograms
-from shax_core.registry import lookup
+from shax_core.registry import SUBPROGRAM_KINDS, lookup
 
 FOLD_LIMIT = 64  # fold constant expressions whose result has at most this many elements
 
@@ -109,7 +109,11 @@ def _constant_params(out_type: Type, array: np.ndarray) -> tuple:
 
 
 def simplify(program: Program) -> Program:
-    lean = lean_of(program)
+    return from_lean(dce_lean(simplified_lean(lean_of(program))))
+
+
+def simplified_lean(lean: Lean) -> Lean:
+    """The simplifier's walk over ``lean``, before the DCE that ends ``simplify``."""
 
     def bound():
         names = lean.names
@@ -121,8 +125,7 @@ def simplify(program: Program) -> Program:
     rep = list(range(len(lean.types)))
     walk.forward(lean, rep, 0)
     outs = tuple([rep[v] for v in lean.outs])
-    simplified = walk.rows.lean(lean.name, walk.types, walk.names, lean.params, outs)
-    return from_lean(dce_lean(simplified))
+    return walk.rows.lean(lean.name, walk.types, walk.names, lean.params, outs)
 
 
 def simplify_appended(
@@ -155,7 +158,7 @@ def simplify_appended(
         len(lean1.types),
         tuple(ids[a.name] for a in args),
     )
-    return from_lean(lean)
+    return from_lean(dce_lean(lean))
 
 
 def appended_lean(
@@ -172,7 +175,8 @@ def appended_lean(
     """``simplify_appended`` on columns: ``types``/``names`` (the caller's own lists; the
     walk may extend them) hold ``first``'s variables under their ids and ``second``'s at
     ``offset`` plus theirs (0 when ``first``'s columns extend ``second``'s or the other way
-    round); ``params``, ``first_outs`` and ``args`` are ids in them."""
+    round); ``params``, ``first_outs`` and ``args`` are ids in them. The walk's result,
+    before the DCE that ends ``simplify``."""
 
     def bound():
         yield from (names[v] for v in params)
@@ -192,7 +196,7 @@ def appended_lean(
         rep2[p] = rep[a]
     walk.forward(second, rep2, offset)
     outs.extend(rep2[v] for v in second.outs)
-    return dce_lean(walk.rows.lean(name, walk.types, walk.names, params, tuple(outs)))
+    return walk.rows.lean(name, walk.types, walk.names, params, tuple(outs))
 
 
 class _Walk:
@@ -260,12 +264,13 @@ class _Walk:
         row_prim, row_extra = rows.prim, rows.extra
         add_prim, add_params = row_prim.append, rows.params.append
         add_ins, add_out = rows.ins.append, rows.out.append
-        src_prim, src_params, src_ins = src.eqn_prim, src.eqn_params, src.eqn_ins
-        src_out, src_extra = src.eqn_out, src.eqn_extra
+        # extra results by (source) result id: the loop needs no equation index
+        src_extra = {src.eqn_out[i]: e for i, e in src.eqn_extra.items()}
         n_rows = len(rows)
         types = self.types
-        for i, prim in enumerate(src_prim):
-            ins = src_ins[i]
+        for prim, params, ins, source_out in zip(
+            src.eqn_prim, src.eqn_params, src.eqn_ins, src.eqn_out
+        ):
             n_ins = len(ins)
             if n_ins == 2:
                 ins = (rep[ins[0]], rep[ins[1]])
@@ -273,17 +278,15 @@ class _Walk:
                 ins = (rep[ins[0]],)
             elif n_ins:
                 ins = tuple([rep[v] for v in ins])
-            params = src_params[i]
-            source_out = src_out[i]
             out = source_out + offset
-            extra = src_extra.get(i) if src_extra else None
+            extra = src_extra.get(source_out) if src_extra else None
             if extra and offset:
                 extra = tuple([v + offset for v in extra])
             fact = facts.get(prim)
             if fact is None:
                 fact = facts[prim] = _facts(prim)
-            prim_, rule, elementwise, constant, preserves, needs = fact
-            if params and has_subprograms(params):  # simplify inside bodies; no folding of loops
+            prim_, rule, elementwise, constant, preserves, needs, nests = fact
+            if params and nests and has_subprograms(params):  # simplify inside bodies; no folding
                 params = map_subprograms(params, simplify)
                 record(n_rows, out, prim)
                 if extra:
@@ -296,11 +299,8 @@ class _Walk:
                 continue
             if rule is not None and (
                 needs is None
-                or (needs is _SPLAT and any([v in candidates for v in ins]))
-                or (
-                    needs is _SAME
-                    and any([row_prim[producer[v]] == prim for v in ins if v in producer])
-                )
+                or (needs is _SPLAT and not candidates.isdisjoint(ins))
+                or (needs is _SAME and _made_by(prim, ins, producer, row_prim))
             ):
                 # rules may replace an equation several times (reshape of reshape of reshape)
                 eqn = Eqn(
@@ -322,7 +322,7 @@ class _Walk:
                             rep[source_out] = result.id
                             continue
                         prim = eqn.prim
-                        prim_, rule, elementwise, constant, preserves, needs = _facts(prim)
+                        prim_, rule, elementwise, constant, preserves, needs, nests = _facts(prim)
                         params, ins = eqn.params, tuple([v.id for v in eqn.ins])
                         out = eqn.out.id
                         extra = tuple([v.id for v in eqn.extra_outs]) or None
@@ -396,7 +396,17 @@ def _facts(name: str) -> tuple:
         else _SAME
         if getattr(rule, "needs_same_primitive_operand", False)
         else None,
+        any(p.kind in SUBPROGRAM_KINDS for p in prim.params),
     )
+
+
+def _made_by(prim: str, ins: tuple, producer: dict, row_prim: list) -> bool:
+    """Whether an operand is the result of an equation of ``prim``."""
+    for v in ins:
+        row = producer.get(v)
+        if row is not None and row_prim[row] == prim:
+            return True
+    return False
 
 
 # what a rule needs to be able to fire (its declared flag): an operand that may be a splat,
