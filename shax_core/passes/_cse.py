@@ -17,9 +17,11 @@ ids, and the result shares the program's variable columns.
 
 from __future__ import annotations
 
+from itertools import compress
+
 from shax_core.ir import Lean, Program, from_lean, lean_of
-from shax_core.passes._dce import _may_nest, select
-from shax_core.passes.rename import has_subprograms, map_subprograms
+from shax_core.passes._dce import select
+from shax_core.passes.rename import has_subprograms, map_subprograms, may_nest
 from shax_core.registry import lookup
 
 
@@ -41,65 +43,71 @@ def cse_bodies(program: Program) -> tuple[Program, bool]:
 
 def cse_lean(lean: Lean, live: bytearray | None = None) -> tuple[Lean, bool]:
     """``cse_bodies`` on the columns: ``lean`` itself if nothing merged. With ``live``, the
-    CSE of the equations ``i`` where ``live[i]`` (of ``dce_lean(lean)``, without building it)."""
-    seen: dict[tuple, int] = {}  # by key: the index (in lean) of the first equation with it
+    CSE of the equations ``i`` where ``live[i]`` (of ``dce_lean(lean)``, without building it).
+
+    The key of an equation is its primitive, parameters and operand ids; it is looked up in
+    a table per primitive, and without parameters an equation's one or two operand ids make
+    an integer key (no tuple is built for most equations)."""
     subst: dict[int, int] = {}  # variable id -> the id it equals
-    keep = bytearray(b"\x01") * len(lean) if live is None else bytearray(live)
+    n = len(lean)
+    keep = bytearray(b"\x01") * n if live is None else bytearray(live)
     new_ins: dict[int, tuple] = {}  # equation index -> its operands after substitution
     new_params: dict[int, tuple] = {}  # equation index -> its parameters after CSE of bodies
     bodies_changed = False
-    commutative: dict[str, bool] = {}  # by primitive name
-    nests: dict[str, bool] = {}  # by primitive name: whether it may have sub-programs
+    # by primitive name: (commutative, may have sub-programs, {integer key: index of the
+    # first equation with it}, {tuple key: index})
+    tables: dict[str, tuple] = {}
     types, eqn_extra = lean.types, lean.eqn_extra
-    rows = zip(lean.eqn_prim, lean.eqn_params, lean.eqn_ins, lean.eqn_out)
-    for i, (prim, params, ins, out) in enumerate(rows):
-        if live is not None and not live[i]:
-            continue
+    eqn_prim, eqn_params, eqn_ins, eqn_out = (
+        lean.eqn_prim,
+        lean.eqn_params,
+        lean.eqn_ins,
+        lean.eqn_out,
+    )
+    width = len(types)  # operand pair (a, b) -> a * width + b; one operand a -> -1 - a
+    for i in range(n) if live is None else compress(range(n), live):
+        prim, params, ins = eqn_prim[i], eqn_params[i], eqn_ins[i]
         if subst and not subst.keys().isdisjoint(ins):  # operands replaced by their equals
             ins = new_ins[i] = tuple([subst.get(v, v) for v in ins])
-        if params:
-            nested = nests.get(prim)
-            if nested is None:
-                nested = nests[prim] = _may_nest(prim)
-            if nested and has_subprograms(params):
-                new = map_subprograms(params, cse)
-                if new != params:
-                    bodies_changed = True
-                    params = new_params[i] = new
-        swap = commutative.get(prim)
-        if swap is None:
-            swap = commutative[prim] = "commutative" in lookup(prim).traits
-        # the key: primitive, parameters, operand ids (flat: one tuple per equation)
+        table = tables.get(prim)
+        if table is None:
+            table = tables[prim] = _table(prim)
+        swap, nests, by_ins, by_key = table
+        if params and nests and has_subprograms(params):
+            new = map_subprograms(params, cse)
+            if new != params:
+                bodies_changed = True
+                params = new_params[i] = new
         n_ins = len(ins)
-        if swap and n_ins == 2:  # two operands, compared as a set
-            a, b = ins
-            key = (prim, params, a, b) if a <= b else (prim, params, b, a)
-        elif swap:
-            key = (prim, params, *sorted(ins))
-        elif n_ins == 1:
-            key = (prim, params, ins[0])
+        if params or n_ins > 2 or not n_ins:  # commutative operands compared as a set
+            key, seen = (params, *(sorted(ins) if swap else ins)), by_key
         elif n_ins == 2:
-            key = (prim, params, ins[0], ins[1])
+            a, b = ins
+            key, seen = (b * width + a if swap and b < a else a * width + b), by_ins
         else:
-            key = (prim, params, *ins)
-        hit = seen.get(key)
-        if hit is not None:
+            key, seen = -1 - ins[0], by_ins
+        hit = seen.setdefault(key, i)
+        if hit != i:
             extra = eqn_extra.get(i) if eqn_extra else None
-            outs = (out, *extra) if extra else (out,)
+            outs = (eqn_out[i], *extra) if extra else (eqn_out[i],)
             hit_outs = lean.eqn_outs(hit)
             if all(types[h] == types[v] for h, v in zip(hit_outs, outs, strict=True)):
                 for h, v in zip(hit_outs, outs, strict=True):
                     subst[v] = h
                 keep[i] = 0
                 continue
-        seen[key] = i
+            seen[key] = i  # a later equal equation reuses this one
     if not subst and not bodies_changed:
         if live is None:
             return lean, False
         return select(lean, live), False
-    pruned = {i: (p, new_ins.get(i, lean.eqn_ins[i]), lean.eqn_out[i], eqn_extra.get(i))
+    pruned = {i: (p, new_ins.get(i, eqn_ins[i]), eqn_out[i], eqn_extra.get(i))
               for i, p in new_params.items()}  # fmt: skip
     merged = select(lean, keep, pruned, new_ins)
     if subst:
         merged.outs = tuple([subst.get(v, v) for v in merged.outs])
     return merged, bodies_changed
+
+
+def _table(prim: str) -> tuple:
+    return ("commutative" in lookup(prim).traits, may_nest(prim), {}, {})

@@ -20,8 +20,8 @@ from __future__ import annotations
 from itertools import compress
 
 from shax_core.ir import Lean, Program, from_lean, lean_of
-from shax_core.passes.rename import has_subprograms, map_subprograms
-from shax_core.registry import SUBPROGRAM_KINDS, lookup
+from shax_core.passes.rename import has_subprograms, map_subprograms, may_nest
+from shax_core.registry import lookup
 
 
 def dce(program: Program) -> Program:
@@ -64,7 +64,7 @@ def live_equations(lean: Lean) -> tuple[bytearray | None, dict[int, tuple]]:
             prim = eqn_prim[i]
             nested = nests.get(prim)
             if nested is None:
-                nested = nests[prim] = _may_nest(prim)
+                nested = nests[prim] = may_nest(prim)
             if nested and has_subprograms(params):
                 new = _prune(lean, i, used or [True])
                 if new is not None:
@@ -113,10 +113,6 @@ def select(lean: Lean, keep: bytearray, pruned=None, ins=None) -> Lean:
         list(compress(eqn_out, keep)),
         extra,
     )
-
-
-def _may_nest(prim: str) -> bool:
-    return any(p.kind in SUBPROGRAM_KINDS for p in lookup(prim).params)
 
 
 def _prune(lean: Lean, i: int, used: list[bool]) -> tuple | None:

@@ -54,14 +54,15 @@ class Known:
 
     def __init__(self, walk: _Walk):
         self.walk = walk
-        self.producer: dict[int, int] = {}  # variable id -> the index of its equation
+        # variable id -> the index of its equation (None: a parameter, or not bound yet)
+        self.producer: list[int | None] = [None] * len(walk.types)
         self.value: dict[int, np.ndarray] = {}  # small constants, by variable id
         # the ids that may be splats: constants and results of "preserves_splat" primitives
         # (every other variable is not one, so ``scalar`` answers None without looking further)
         self.splat_candidates: set[int] = set()
 
     def eqn(self, v: Var) -> Eqn | None:
-        row = self.producer.get(v.id)
+        row = self.producer[v.id]
         return None if row is None else self.walk.eqn(row)
 
     def array(self, v: Var) -> np.ndarray | None:
@@ -81,7 +82,7 @@ class Known:
                 return flat[0].item()
             return None
         # law of "preserves_splat": f(splat c) is a splat of c (pad is not: it adds its value)
-        row = self.producer.get(v)
+        row = self.producer[v]
         rows = self.walk.rows
         if row is not None and "preserves_splat" in lookup(rows.prim[row]).traits:
             return self.scalar_of(rows.ins[row][0])
@@ -243,6 +244,7 @@ class _Walk:
             self.copy_columns = False
         self.types.append(type_)
         self.names.append(name)
+        self.known.producer.append(None)
         return len(self.types) - 1
 
     def fresh_name(self) -> str:
@@ -285,7 +287,18 @@ class _Walk:
             fact = facts.get(prim)
             if fact is None:
                 fact = facts[prim] = _facts(prim)
-            prim_, rule, elementwise, constant, preserves, needs, nests = fact
+            if fact[0] and (not candidates or candidates.isdisjoint(ins)):
+                # no rule can fire, nothing to fold, nothing to record but the producer
+                producer[out] = n_rows
+                if extra:
+                    row_extra[n_rows] = extra
+                add_prim(prim)
+                add_params(params)
+                add_ins(ins)
+                add_out(out)
+                n_rows += 1
+                continue
+            _, prim_, rule, elementwise, constant, preserves, needs, nests = fact
             if params and nests and has_subprograms(params):  # simplify inside bodies; no folding
                 params = map_subprograms(params, simplify)
                 record(n_rows, out, prim)
@@ -322,11 +335,13 @@ class _Walk:
                             rep[source_out] = result.id
                             continue
                         prim = eqn.prim
-                        prim_, rule, elementwise, constant, preserves, needs, nests = _facts(prim)
+                        _, prim_, rule, elementwise, constant, preserves, needs, nests = _facts(
+                            prim
+                        )
                         params, ins = eqn.params, tuple([v.id for v in eqn.ins])
                         out = eqn.out.id
                         extra = tuple([v.id for v in eqn.extra_outs]) or None
-            if constant or (ins and ins[0] in candidates):  # (values are candidates too)
+            if constant or (candidates and ins and ins[0] in candidates):  # (values too)
                 n_rows = self._fold(prim, prim_, elementwise, constant, params, ins, out, extra)
                 types = self.types
                 continue
@@ -382,28 +397,39 @@ class _Walk:
 
 
 def _facts(name: str) -> tuple:
+    """``(plain, primitive, its rule, elementwise, constant, preserves_splat, what the rule
+    needs to fire, may have sub-programs)``; plain: an equation without a possible splat
+    operand is kept as it is (no rule, or one that needs a splat operand; not a constant,
+    not a splat; no sub-programs)."""
     prim = lookup(name)
     traits = prim.traits
     rule = prim.simplify
-    return (
-        prim,
-        rule,
-        "elementwise" in traits,
-        "constant" in traits,
-        "preserves_splat" in traits,
+    needs = (
         _SPLAT
         if getattr(rule, "needs_splat_operand", False)
         else _SAME
         if getattr(rule, "needs_same_primitive_operand", False)
-        else None,
-        any(p.kind in SUBPROGRAM_KINDS for p in prim.params),
+        else None
+    )
+    nests = any(p.kind in SUBPROGRAM_KINDS for p in prim.params)
+    constant, preserves = "constant" in traits, "preserves_splat" in traits
+    plain = (rule is None or needs is _SPLAT) and not (constant or preserves or nests)
+    return (
+        plain,
+        prim,
+        rule,
+        "elementwise" in traits,
+        constant,
+        preserves,
+        needs,
+        nests,
     )
 
 
-def _made_by(prim: str, ins: tuple, producer: dict, row_prim: list) -> bool:
+def _made_by(prim: str, ins: tuple, producer: list, row_prim: list) -> bool:
     """Whether an operand is the result of an equation of ``prim``."""
     for v in ins:
-        row = producer.get(v)
+        row = producer[v]
         if row is not None and row_prim[row] == prim:
             return True
     return False

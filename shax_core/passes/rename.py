@@ -9,6 +9,7 @@ from __future__ import annotations
 from collections.abc import Mapping
 
 from shax_core.ir import Eqn, Lean, Program, Var, _map_programs, _programs_in
+from shax_core.registry import SUBPROGRAM_KINDS, lookup
 
 
 class Rows:
@@ -58,6 +59,11 @@ def has_subprograms(params: tuple) -> bool:
         if _programs_in(value):
             return True
     return False
+
+
+def may_nest(prim: str) -> bool:
+    """Whether equations of ``prim`` may hold sub-programs (a parameter of a program kind)."""
+    return any(p.kind in SUBPROGRAM_KINDS for p in lookup(prim).params)
 
 
 def map_subprograms(params: tuple, fn) -> tuple:
