@@ -65,27 +65,34 @@ def cse_lean(lean: Lean, live: bytearray | None = None) -> tuple[Lean, bool]:
         lean.eqn_out,
     )
     width = len(types)  # operand pair (a, b) -> a * width + b; one operand a -> -1 - a
-    for i in range(n) if live is None else compress(range(n), live):
-        prim, params, ins = eqn_prim[i], eqn_params[i], eqn_ins[i]
-        if subst and not subst.keys().isdisjoint(ins):  # operands replaced by their equals
-            ins = new_ins[i] = tuple([subst.get(v, v) for v in ins])
+    rows = zip(range(n), eqn_prim, eqn_params, eqn_ins)
+    for i, prim, params, ins in rows if live is None else compress(rows, live):
         table = tables.get(prim)
         if table is None:
             table = tables[prim] = _table(prim)
         swap, nests, by_ins, by_key = table
-        if params and nests and has_subprograms(params):
-            new = map_subprograms(params, cse)
-            if new != params:
-                bodies_changed = True
-                params = new_params[i] = new
         n_ins = len(ins)
-        if params or n_ins > 2 or not n_ins:  # commutative operands compared as a set
-            key, seen = (params, *(sorted(ins) if swap else ins)), by_key
-        elif n_ins == 2:
+        if n_ins == 2 and not params:  # most equations: the key is an integer
             a, b = ins
+            if subst and (a in subst or b in subst):  # operands replaced by their equals
+                a, b = ins = new_ins[i] = (subst.get(a, a), subst.get(b, b))
             key, seen = (b * width + a if swap and b < a else a * width + b), by_ins
+        elif n_ins == 1 and not params:
+            a = ins[0]
+            if subst and a in subst:
+                a = subst[a]
+                ins = new_ins[i] = (a,)
+            key, seen = -1 - a, by_ins
         else:
-            key, seen = -1 - ins[0], by_ins
+            if subst and not subst.keys().isdisjoint(ins):
+                ins = new_ins[i] = tuple([subst.get(v, v) for v in ins])
+            if params and nests and has_subprograms(params):
+                new = map_subprograms(params, cse)
+                if new != params:
+                    bodies_changed = True
+                    params = new_params[i] = new
+            # commutative operands compared as a set
+            key, seen = (params, *(sorted(ins) if swap else ins)), by_key
         hit = seen.setdefault(key, i)
         if hit != i:
             extra = eqn_extra.get(i) if eqn_extra else None

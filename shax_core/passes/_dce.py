@@ -17,7 +17,7 @@ variable columns: the result is a view of the kept equations.
 
 from __future__ import annotations
 
-from itertools import compress
+from itertools import chain, compress
 
 from shax_core.ir import Lean, Program, from_lean, lean_of
 from shax_core.passes.rename import has_subprograms, map_subprograms, may_nest
@@ -41,6 +41,13 @@ def live_equations(lean: Lean) -> tuple[bytearray | None, dict[int, tuple]]:
     and none was pruned); ``pruned[i]`` is the new ``(params, ins, out, extra)`` of a live
     equation whose ``prune`` rule (or DCE inside its sub-programs) changed it."""
     n = len(lean.eqn_out)
+    if not lean.eqn_extra and not any(map(may_nest, set(lean.eqn_prim))):
+        # every result read by an equation or an output: nothing is dead (of dead equations,
+        # the last one's result is read by none), and that is a check in C
+        read = set(chain.from_iterable(lean.eqn_ins))
+        read.update(lean.outs)
+        if read.issuperset(lean.eqn_out):
+            return None, {}
     live = bytearray(len(lean.types))
     for v in lean.outs:
         live[v] = 1

@@ -28,6 +28,8 @@ ones is not ones (its border is the pad value), so ``x * pad(ones)`` stays a pro
 
 from __future__ import annotations
 
+from itertools import islice
+
 import numpy as np
 
 from shax_core.ir import Eqn, Lean, Program, Type, Var, canonical_float, from_lean, lean_of
@@ -218,6 +220,7 @@ class _Walk:
         # by primitive name: (primitive, its rule, elementwise, constant, preserves_splat,
         # whether the rule can only fire on a constant operand)
         self.facts: dict[str, tuple] = {}
+        self.replaced = False  # whether a result was replaced by an equal variable
 
     def operand(self, v: int) -> _Operand:
         op = self.operands.get(v)
@@ -259,7 +262,13 @@ class _Walk:
     def forward(self, src: Lean, rep: list, offset: int) -> None:
         """Simplify ``src``'s equations onto ``rows``: ``rep[v]`` is the id (in the walk's
         columns) of the variable equal to ``src``'s variable ``v``, and ``src``'s equations
-        bind their variables at ``offset``; a replaced result updates ``rep``."""
+        bind their variables at ``offset``; a replaced result updates ``rep``.
+
+        On an empty walk with ``offset`` 0 and ``rep`` the identity, the equations up to
+        the first one a rule or folding may change are taken as they are (``kept_prefix``)."""
+        start = 0
+        if not offset and not self.rows.prim and not self.replaced:
+            start = self.kept_prefix(src)
         known, rows, facts = self.known, self.rows, self.facts
         operand, record = self.operand, known.record
         producer, candidates = known.producer, known.splat_candidates
@@ -270,9 +279,10 @@ class _Walk:
         src_extra = {src.eqn_out[i]: e for i, e in src.eqn_extra.items()}
         n_rows = len(rows)
         types = self.types
-        for prim, params, ins, source_out in zip(
-            src.eqn_prim, src.eqn_params, src.eqn_ins, src.eqn_out
-        ):
+        columns = (src.eqn_prim, src.eqn_params, src.eqn_ins, src.eqn_out)
+        if start:
+            columns = [islice(c, start, None) for c in columns]
+        for prim, params, ins, source_out in zip(*columns):
             n_ins = len(ins)
             if n_ins == 2:
                 ins = (rep[ins[0]], rep[ins[1]])
@@ -328,11 +338,13 @@ class _Walk:
                     if isinstance(result, Var):
                         if result.type == types[out]:
                             rep[source_out] = result.id
+                            self.replaced = True
                             continue
                     else:
                         eqn, result = _replace(eqn, result, known)
                         if isinstance(result, Var) and result.type == eqn.out.type:
                             rep[source_out] = result.id
+                            self.replaced = True
                             continue
                         prim = eqn.prim
                         _, prim_, rule, elementwise, constant, preserves, needs, nests = _facts(
@@ -355,6 +367,51 @@ class _Walk:
             add_ins(ins)
             add_out(out)
             n_rows += 1
+
+    def kept_prefix(self, src: Lean) -> int:
+        """Take ``src``'s equations as the walk's first rows while no rule can fire on them
+        and there is nothing to fold (recording their producers): the number taken."""
+        known, facts = self.known, self.facts
+        producer, candidates = known.producer, known.splat_candidates
+        src_prim = src.eqn_prim
+        n = len(src_prim)
+        for i, (prim, params, ins, out) in enumerate(
+            zip(src_prim, src.eqn_params, src.eqn_ins, src.eqn_out)
+        ):
+            fact = facts.get(prim)
+            if fact is None:
+                fact = facts[prim] = _facts(prim)
+            if fact[0]:
+                if candidates and not candidates.isdisjoint(ins):
+                    n = i
+                    break
+            else:
+                _, _, rule, _, constant, preserves, needs, nests = fact
+                if (
+                    constant
+                    or (params and nests and has_subprograms(params))
+                    or (candidates and ins and ins[0] in candidates)
+                    or (
+                        rule is not None
+                        and (
+                            needs is None
+                            or (needs is _SPLAT and not candidates.isdisjoint(ins))
+                            or (needs is _SAME and _made_by(prim, ins, producer, src_prim))
+                        )
+                    )
+                ):
+                    n = i
+                    break
+                if preserves:
+                    candidates.add(out)
+            producer[out] = i
+        rows = self.rows
+        rows.prim.extend(src_prim[:n])
+        rows.params.extend(src.eqn_params[:n])
+        rows.ins.extend(src.eqn_ins[:n])
+        rows.out.extend(src.eqn_out[:n])
+        rows.extra.update((i, e) for i, e in src.eqn_extra.items() if i < n)
+        return n
 
     def _fold(self, prim, prim_, elementwise, constant, params, ins, out, extra) -> int:
         """Add equation ``out = prim[params] ins`` to the rows, folded if its operands are
