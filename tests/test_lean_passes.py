@@ -96,3 +96,17 @@ def test_zip_of_halves_sharing_columns_is_the_zip_of_halves_numbered_apart(case,
     got = pipeline.zip_vjp(shared, from_lean(shared_second))
     assert str(got) == str(want)
     assert got == want
+
+
+def test_halves_numbered_alike_by_chance_still_read_their_own_parameters():
+    # the rewritten program is empty, so the primal's columns ([a]) are a prefix of the
+    # transposed program's ([a, arg1, t0]) by name and type: the halves share ids, and the
+    # transposed half's parameters must still be bound to the cotangents (d/da of [a, a]
+    # is ct0 + ct1), not read as the primal's variables of the same ids
+    text = (
+        "def g(a :: f64[]) = let x0 = sin a  x1 = lt a x0  x2 = select x1 a a  "
+        "x3 = sin a  x4 = lt a x3  x5 = select x4 a a in [x5, x2]"
+    )
+    program = sx.parse(text.replace("(a ::", "(arg0 ::").replace(" a", " arg0"))
+    zipped = pipeline.vjp_program(program)
+    assert [float(v) for v in sx.evaluate(zipped, 0.3, 1.5, 2.0)] == [0.3, 0.3, 3.5]

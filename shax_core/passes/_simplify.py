@@ -126,7 +126,7 @@ def simplified_lean(lean: Lean) -> Lean:
 
     walk = _Walk(lean.types, lean.names, bound, copy_columns=True)
     rep = list(range(len(lean.types)))
-    walk.forward(lean, rep, 0)
+    walk.forward(lean, rep, 0, identity=True)
     outs = tuple([rep[v] for v in lean.outs])
     return walk.rows.lean(lean.name, walk.types, walk.names, lean.params, outs)
 
@@ -191,7 +191,7 @@ def appended_lean(
 
     walk = _Walk(types, names, bound, copy_columns=False)
     rep = list(range(len(types)))
-    walk.forward(first, rep, 0)
+    walk.forward(first, rep, 0, identity=True)
     outs = [rep[v] for v in first_outs]
     # second's ids: offset, its parameters bound to the (resolved) arguments
     rep2 = list(range(offset, offset + len(second.types)))
@@ -220,7 +220,6 @@ class _Walk:
         # by primitive name: (primitive, its rule, elementwise, constant, preserves_splat,
         # whether the rule can only fire on a constant operand)
         self.facts: dict[str, tuple] = {}
-        self.replaced = False  # whether a result was replaced by an equal variable
 
     def operand(self, v: int) -> _Operand:
         op = self.operands.get(v)
@@ -259,15 +258,15 @@ class _Walk:
         taken.add(name)
         return name
 
-    def forward(self, src: Lean, rep: list, offset: int) -> None:
+    def forward(self, src: Lean, rep: list, offset: int, identity: bool = False) -> None:
         """Simplify ``src``'s equations onto ``rows``: ``rep[v]`` is the id (in the walk's
         columns) of the variable equal to ``src``'s variable ``v``, and ``src``'s equations
         bind their variables at ``offset``; a replaced result updates ``rep``.
 
-        On an empty walk with ``offset`` 0 and ``rep`` the identity, the equations up to
-        the first one a rule or folding may change are taken as they are (``kept_prefix``)."""
+        With ``identity`` (``offset`` 0, ``rep[v] == v``) on an empty walk, the equations up
+        to the first one a rule or folding may change are taken as they are (``kept_prefix``)."""
         start = 0
-        if not offset and not self.rows.prim and not self.replaced:
+        if identity and not offset and not self.rows.prim:
             start = self.kept_prefix(src)
         known, rows, facts = self.known, self.rows, self.facts
         operand, record = self.operand, known.record
@@ -338,13 +337,11 @@ class _Walk:
                     if isinstance(result, Var):
                         if result.type == types[out]:
                             rep[source_out] = result.id
-                            self.replaced = True
                             continue
                     else:
                         eqn, result = _replace(eqn, result, known)
                         if isinstance(result, Var) and result.type == eqn.out.type:
                             rep[source_out] = result.id
-                            self.replaced = True
                             continue
                         prim = eqn.prim
                         _, prim_, rule, elementwise, constant, preserves, needs, nests = _facts(
