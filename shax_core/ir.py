@@ -272,6 +272,14 @@ def _map_programs(value, fn):
     return value
 
 
+def has_subprograms(params: tuple) -> bool:
+    """Whether an equation with parameters ``params`` has sub-programs (``Eqn.subprograms``)."""
+    for v in params:
+        if _programs_in(v):
+            return True
+    return False
+
+
 def bound_vars(program: Program):
     """Every variable ``program`` binds at its top level: parameters, then equation outputs."""
     yield from program.params

@@ -119,14 +119,12 @@ def rematerialize(
         return b.add_param(leaf_vars[name].type)
 
     def emit(eqn, xs: list[Tracer]) -> Tracer:
-        return b.emit(eqn.prim, eqn.params, [x.variable for x in xs], eqn.out.type)
+        return b.emit(eqn.prim, eqn.params, [x.id for x in xs], eqn.out.type)
 
     args = tangents + [
         emit_on_first_use(v.name, value, producer, emit, saved_input) for v in residuals
     ]
     outs = inline(b, linear, args)
-    new_linear = Program(
-        linear.name, tuple(b.params), tuple(b.eqns), tuple(t.variable for t in outs)
-    )
+    new_linear = b.program(linear.name, [t.id for t in outs], checked=False)
     new_primal = primal.replace(outs=primal.outs[:n_outputs] + tuple(saved))
     return new_primal, new_linear, frozenset(recompute)
