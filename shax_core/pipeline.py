@@ -113,8 +113,8 @@ def _append(name: str, first: Program, second: Program, new_types, n_outputs: in
         new = [b.add_param(t) for t in new_types]
         first_outs = inline(b, first, args)
         second_outs = inline(b, second, new + first_outs[n_outputs:])
-        outs = tuple(t.variable for t in first_outs[:n_outputs] + second_outs)
-        return Program(name, tuple(b.params), tuple(b.eqns), outs)
+        outs = [t.id for t in first_outs[:n_outputs] + second_outs]
+        return b.program(name, outs, checked=False)
     types, names, new_ids, offset = _columns(lean1, lean2, new_names, new_types)
     # second's variable v is first's or new variable rep[v] (its parameters), else v + offset
     rep = list(range(offset, offset + len(lean2.types)))

@@ -19,8 +19,8 @@ from __future__ import annotations
 
 from itertools import chain, compress
 
-from shax_core.ir import Lean, Program, from_lean, lean_of
-from shax_core.passes.rename import has_subprograms, map_subprograms, may_nest
+from shax_core.ir import Lean, Program, from_lean, has_subprograms, lean_of
+from shax_core.passes.rename import map_subprograms, may_nest
 from shax_core.registry import lookup
 
 

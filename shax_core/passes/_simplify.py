@@ -32,9 +32,19 @@ from itertools import islice
 
 import numpy as np
 
-from shax_core.ir import Eqn, Lean, Program, Type, Var, canonical_float, from_lean, lean_of
+from shax_core.ir import (
+    Eqn,
+    Lean,
+    Program,
+    Type,
+    Var,
+    canonical_float,
+    from_lean,
+    has_subprograms,
+    lean_of,
+)
 from shax_core.passes._dce import dce_lean
-from shax_core.passes.rename import Rows, has_subprograms, map_subprograms
+from shax_core.passes.rename import Rows, map_subprograms
 from shax_core.registry import SUBPROGRAM_KINDS, lookup
 
 FOLD_LIMIT = 64  # fold constant expressions whose result has at most this many elements

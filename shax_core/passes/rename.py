@@ -8,7 +8,7 @@ from __future__ import annotations
 
 from collections.abc import Mapping
 
-from shax_core.ir import Eqn, Lean, Program, Var, _map_programs, _programs_in
+from shax_core.ir import Eqn, Lean, Program, Var, _map_programs
 from shax_core.registry import SUBPROGRAM_KINDS, lookup
 
 
@@ -51,14 +51,6 @@ def substitute(lean: Lean, rows: Rows, subst: Mapping[int, int], types=None, nam
     if types is None:
         types, names = lean.types, lean.names
     return rows.lean(lean.name, types, names, lean.params, outs)
-
-
-def has_subprograms(params: tuple) -> bool:
-    """Whether equation parameters hold a sub-program (a loop body, branches)."""
-    for value in params:
-        if _programs_in(value):
-            return True
-    return False
 
 
 def may_nest(prim: str) -> bool:
