@@ -28,6 +28,12 @@ def f_dft(a :: f32[],
       x2 :: f32[] = cos x0
       t0 :: f32[] = mul arg2 x2
   in [x1, t0, t0]
+
+Every stage reads and builds ``Lean`` columns (``shax_core.ir``). The zip appends the two
+halves' columns: the transposed half's variable ids move up past the primal's (or stay, when
+one half's columns extend the other's), its parameters are bound to the new cotangent
+parameters and the residuals, and the simplifier walks both halves without building either
+appended program first.
 """
 
 from __future__ import annotations

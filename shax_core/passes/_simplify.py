@@ -5,6 +5,13 @@ equals the equation's result, a cheaper replacement equation, or None. ``known``
 "is this variable a constant, and which one" and "which equation produced it". Constant
 operands are folded when the result is small. No primitive is named here.
 
+The walk reads the program's ``Lean`` columns (variable ids) and builds new ones; a rule is
+handed the public ``Eqn`` of its equation only when it is asked, with ``Var`` operands that
+carry their id. A rule that can only fire on a splat operand (``needs_splat_operand``, e.g.
+``x * 1``) or on an operand of its own primitive (``needs_same_primitive_operand``, e.g.
+``-(-x)``) says so, and is not asked otherwise: most equations are kept without building
+anything but their row.
+
 >>> from shax_core import infer, parse
 >>> p = infer(parse(
 ...     "def f(arg0 :: f32[2]) = let x0 = fromList [] [1.0]  x1 = broadcast [] [2] x0"
