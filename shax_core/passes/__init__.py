@@ -7,10 +7,10 @@ before linearizing and after zipping. ``rewrite`` is the seed's rewrites (canoni
 
 from shax_core.ir import Lean, Program, from_lean, lean_of
 from shax_core.passes._cse import cse, cse_bodies, cse_lean
-from shax_core.passes._dce import dce, dce_lean, live_equations, select
+from shax_core.passes._dce import dce, dce_lean, live_equations
 from shax_core.passes._lower import canonicalize_dot, lower, lower_reduce_sum
 from shax_core.passes._simplify import simplified_lean, simplify, simplify_appended
-from shax_core.passes.rename import canonical_names
+from shax_core.passes.rename import canonical_names, select
 
 
 def cleanup(program: Program) -> Program:

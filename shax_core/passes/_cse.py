@@ -20,8 +20,7 @@ from __future__ import annotations
 from itertools import compress
 
 from shax_core.ir import Lean, Program, from_lean, has_subprograms, lean_of
-from shax_core.passes._dce import select
-from shax_core.passes.rename import map_subprograms, may_nest
+from shax_core.passes.rename import map_subprograms, may_nest, select
 from shax_core.registry import lookup
 
 

@@ -17,10 +17,10 @@ variable columns: the result is a view of the kept equations.
 
 from __future__ import annotations
 
-from itertools import chain, compress
+from itertools import chain
 
 from shax_core.ir import Lean, Program, from_lean, has_subprograms, lean_of
-from shax_core.passes.rename import map_subprograms, may_nest
+from shax_core.passes.rename import map_subprograms, may_nest, select
 from shax_core.registry import lookup
 
 
@@ -84,42 +84,6 @@ def live_equations(lean: Lean) -> tuple[bytearray | None, dict[int, tuple]]:
     if n_kept == n and not pruned:
         return None, pruned
     return keep, pruned
-
-
-def select(lean: Lean, keep: bytearray, pruned=None, ins=None) -> Lean:
-    """``lean`` with the equations ``i`` where ``keep[i]`` (in order), ``pruned[i]`` the new
-    ``(params, ins, out, extra)`` of equation ``i``, ``ins[i]`` its new operands; same
-    variable columns (the kept columns are taken in C: ``itertools.compress``)."""
-    eqn_ins = lean.eqn_ins
-    if ins or pruned:
-        eqn_ins = list(eqn_ins)
-        for i, new in (ins or {}).items():
-            eqn_ins[i] = new
-    eqn_params, eqn_out = lean.eqn_params, lean.eqn_out
-    extra = {}
-    if pruned:
-        eqn_params, eqn_out = list(eqn_params), list(eqn_out)
-        for i, (params, new_ins, out, new_extra) in pruned.items():
-            eqn_params[i], eqn_ins[i], eqn_out[i] = params, new_ins, out
-            if new_extra:
-                extra[i] = new_extra
-    for i, e in lean.eqn_extra.items():
-        if keep[i] and not (pruned and i in pruned):
-            extra[i] = e
-    if extra:  # re-indexed: the number of kept equations before each
-        extra = {keep[:i].count(1): e for i, e in sorted(extra.items())}
-    return Lean(
-        lean.name,
-        lean.types,
-        lean.names,
-        lean.params,
-        lean.outs,
-        list(compress(lean.eqn_prim, keep)),
-        list(compress(eqn_params, keep)),
-        list(compress(eqn_ins, keep)),
-        list(compress(eqn_out, keep)),
-        extra,
-    )
 
 
 def _prune(lean: Lean, i: int, used: list[bool]) -> tuple | None:

@@ -1,12 +1,14 @@
 """Substitution and renaming helpers shared by the passes (not a pass themselves).
 
 The passes read and build ``Lean`` columns (``shax_core.ir``): ``Rows`` collects the
-equations a pass keeps or makes, ``substitute`` turns them into the pass's result.
+equations a pass makes; a pass that only drops equations takes the kept ones with
+``select``.
 """
 
 from __future__ import annotations
 
 from collections.abc import Mapping
+from itertools import compress
 
 from shax_core.ir import Eqn, Lean, Program, Var, _map_programs
 from shax_core.registry import SUBPROGRAM_KINDS, lookup
@@ -43,14 +45,40 @@ class Rows:
         )  # fmt: skip
 
 
-def substitute(lean: Lean, rows: Rows, subst: Mapping[int, int], types=None, names=None):
-    """``lean`` with ``rows`` as its body and every output in ``subst`` replaced (the rows
-    read the replacements already); ``types``/``names``: new columns, if the pass added
-    variables (else ``lean``'s are shared)."""
-    outs = tuple([subst.get(v, v) for v in lean.outs]) if subst else lean.outs
-    if types is None:
-        types, names = lean.types, lean.names
-    return rows.lean(lean.name, types, names, lean.params, outs)
+def select(lean: Lean, keep: bytearray, pruned=None, ins=None) -> Lean:
+    """``lean`` with the equations ``i`` where ``keep[i]`` (in order), ``pruned[i]`` the new
+    ``(params, ins, out, extra)`` of equation ``i``, ``ins[i]`` its new operands; same
+    variable columns (the kept columns are taken in C: ``itertools.compress``)."""
+    eqn_ins = lean.eqn_ins
+    if ins or pruned:
+        eqn_ins = list(eqn_ins)
+        for i, new in (ins or {}).items():
+            eqn_ins[i] = new
+    eqn_params, eqn_out = lean.eqn_params, lean.eqn_out
+    extra = {}
+    if pruned:
+        eqn_params, eqn_out = list(eqn_params), list(eqn_out)
+        for i, (params, new_ins, out, new_extra) in pruned.items():
+            eqn_params[i], eqn_ins[i], eqn_out[i] = params, new_ins, out
+            if new_extra:
+                extra[i] = new_extra
+    for i, e in lean.eqn_extra.items():
+        if keep[i] and not (pruned and i in pruned):
+            extra[i] = e
+    if extra:  # re-indexed: the number of kept equations before each
+        extra = {keep[:i].count(1): e for i, e in sorted(extra.items())}
+    return Lean(
+        lean.name,
+        lean.types,
+        lean.names,
+        lean.params,
+        lean.outs,
+        list(compress(lean.eqn_prim, keep)),
+        list(compress(eqn_params, keep)),
+        list(compress(eqn_ins, keep)),
+        list(compress(eqn_out, keep)),
+        extra,
+    )
 
 
 def may_nest(prim: str) -> bool:
