@@ -47,7 +47,7 @@ from shax_core._linearize import Linearized, linearize_typed
 from shax_core._trace import trace
 from shax_core.core import Builder
 from shax_core.ir import Lean, Program, from_lean, lean_of
-from shax_core.passes import cleanup, cse, dce, tidy
+from shax_core.passes import Keys, cleanup, cse, dce, tidy
 from shax_core.passes._dce import dce_lean
 from shax_core.passes._simplify import appended_lean, simplified_lean
 from shax_core.passes.inline import inline
@@ -76,24 +76,28 @@ def zip_vjp(lin: Linearized, transposed: Program) -> Program:
     ct_types = [lean.types[v] for v in lean.outs[: lin.n_outputs]]
     name = f"{primal.name}_d{primal.name}t"
     if not lin.recomputed:  # = cleanup(_append(...))
-        return from_lean(tidy(_simplify_append(name, primal, transposed, ct_types, lin.n_outputs)))
+        keys = Keys()
+        walked = _simplify_append(name, primal, transposed, ct_types, lin.n_outputs, keys)
+        return from_lean(tidy(walked, keys))
     halves = dce(cse(primal)), dce(cse(transposed))
     return from_lean(dce_lean(_simplify_append(name, *halves, ct_types, lin.n_outputs)))
 
 
-def _simplify_append(name: str, first: Program, second: Program, new_types, n_outputs: int):
+def _simplify_append(
+    name: str, first: Program, second: Program, new_types, n_outputs: int, keys=None
+) -> Lean:
     """The simplifier's walk over ``_append(name, first, second, new_types, n_outputs)`` (its
     DCE gives their ``simplify``), without rewriting ``second``'s equations before
-    simplifying them when the names allow it."""
+    simplifying them when the names allow it (``keys``: see ``passes.tidy``)."""
     lean1, lean2 = lean_of(first), lean_of(second)
     new_names = [f"arg{len(lean1.params) + i}" for i in range(len(new_types))]
     if _names_clash(lean1, lean2, new_names):
-        return simplified_lean(lean_of(_append(name, first, second, new_types, n_outputs)))
+        return simplified_lean(lean_of(_append(name, first, second, new_types, n_outputs)), keys)
     types, names, new_ids, offset = _columns(lean1, lean2, new_names, new_types)
     args = new_ids + lean1.outs[n_outputs:]
     params = lean1.params + new_ids
     first_outs = lean1.outs[:n_outputs]
-    return appended_lean(name, types, names, params, lean1, first_outs, lean2, offset, args)
+    return appended_lean(name, types, names, params, lean1, first_outs, lean2, offset, args, keys)
 
 
 def zip_jvp(lin: Linearized) -> Program:

@@ -9,6 +9,7 @@ so one's columns extend the other's) must be the zip of the same halves numbered
 
 from __future__ import annotations
 
+import pytest
 from hypothesis import given
 from hypothesis import strategies as st
 from test_properties import SETTINGS, programs
@@ -110,3 +111,26 @@ def test_halves_numbered_alike_by_chance_still_read_their_own_parameters():
     program = sx.parse(text.replace("(a ::", "(arg0 ::").replace(" a", " arg0"))
     zipped = pipeline.vjp_program(program)
     assert [float(v) for v in sx.evaluate(zipped, 0.3, 1.5, 2.0)] == [0.3, 0.3, 3.5]
+
+
+@pytest.mark.parametrize(
+    "text",
+    [
+        # an early dead equation equal to a later live one: the live one stays (with its name)
+        "def f(a :: f64[], b :: f64[]) = let x0 = sin a  x1 = cos b  x2 = sin a  "
+        "x3 = mul x1 x2 in [x3]",
+        # the first equal pair (x2, x1) comes before the dead x0's twin x3
+        "def f(a :: f64[], b :: f64[]) = let x0 = sin a  x1 = cos b  x2 = cos b  x3 = sin a  "
+        "x4 = mul x2 x3  x5 = add x4 x1 in [x5]",
+        # commutative twins, one dead, and a rule that fires after them
+        "def f(a :: f64[], b :: f64[]) = let x0 = mul a b  x1 = mul b a  x2 = negate x1  "
+        "x3 = negate x2  x4 = add x3 b in [x4]",
+    ],
+)
+def test_cleanup_is_simplify_cse_dce_with_dead_twins(text):
+    p = infer(sx.parse(text))
+    want = dce(cse(simplify(p)))
+    got = cleanup(p)
+    assert str(got) == str(want)
+    names = [e.out.name for e in got.eqns]
+    assert "x0" not in names  # the dead equation is never the one kept

@@ -6,7 +6,7 @@ before linearizing and after zipping. ``rewrite`` is the seed's rewrites (canoni
 """
 
 from shax_core.ir import Lean, Program, from_lean, lean_of
-from shax_core.passes._cse import cse, cse_bodies, cse_lean
+from shax_core.passes._cse import Keys, cse, cse_bodies, cse_lean
 from shax_core.passes._dce import dce, dce_lean, live_equations
 from shax_core.passes._lower import canonicalize_dot, lower, lower_reduce_sum
 from shax_core.passes._simplify import simplified_lean, simplify, simplify_appended
@@ -15,17 +15,18 @@ from shax_core.passes.rename import canonical_names, select
 
 def cleanup(program: Program) -> Program:
     """Simplify, fold constants, CSE and DCE (run after every pipeline stage)."""
-    return from_lean(tidy(simplified_lean(lean_of(program))))
+    keys = Keys()
+    return from_lean(tidy(simplified_lean(lean_of(program), keys), keys))
 
 
-def tidy(walked: Lean) -> Lean:
+def tidy(walked: Lean, keys: Keys | None = None) -> Lean:
     """``cse_dce_free(dce(walked))`` on columns (``walked``: the simplifier's walk, whose DCE
-    ends ``simplify``): CSE reads the live equations in place, and the kept ones are taken
-    once, at the end."""
+    ends ``simplify``; ``keys``: the CSE keys the walk made): CSE reads the live equations in
+    place, and the kept ones are taken once, at the end."""
     keep, pruned = live_equations(walked)
-    if pruned:  # a loop changed: CSE reads the pruned equations
-        walked, keep = select(walked, keep, pruned), None
-    merged, bodies_changed = cse_lean(walked, keep)
+    if pruned:  # a loop changed: CSE reads the pruned equations (renumbered)
+        walked, keep, keys = select(walked, keep, pruned), None, None
+    merged, bodies_changed = cse_lean(walked, keep, keys)
     return dce_lean(merged) if bodies_changed else merged
 
 
@@ -42,6 +43,7 @@ def rewrite(program: Program) -> Program:
 
 
 __all__ = [
+    "Keys",
     "canonical_names",
     "canonicalize_dot",
     "cleanup",

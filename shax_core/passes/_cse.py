@@ -17,7 +17,7 @@ ids, and the result shares the program's variable columns.
 
 from __future__ import annotations
 
-from itertools import compress
+from itertools import compress, islice
 
 from shax_core.ir import Lean, Program, from_lean, has_subprograms, lean_of
 from shax_core.passes.rename import map_subprograms, may_nest, select
@@ -40,9 +40,27 @@ def cse_bodies(program: Program) -> tuple[Program, bool]:
     return (program if merged is lean else from_lean(merged)), bodies_changed
 
 
-def cse_lean(lean: Lean, live: bytearray | None = None) -> tuple[Lean, bool]:
+WIDTH = 1 << 32  # the key of operands (a, b) is a * WIDTH + b; of one operand a, -1 - a
+
+
+class Keys:
+    """The CSE keys of a program's first ``count`` equations, no two of them equal, made
+    while the program was built (``tables``: by primitive, as ``cse_lean`` keeps them)."""
+
+    __slots__ = ("tables", "count")
+
+    def __init__(self):
+        self.tables: dict[str, tuple] = {}
+        self.count = 0
+
+
+def cse_lean(
+    lean: Lean, live: bytearray | None = None, keys: Keys | None = None
+) -> tuple[Lean, bool]:
     """``cse_bodies`` on the columns: ``lean`` itself if nothing merged. With ``live``, the
     CSE of the equations ``i`` where ``live[i]`` (of ``dce_lean(lean)``, without building it).
+    With ``keys``, the walk starts after the equations they hold (a dead one among them is
+    no match).
 
     The key of an equation is its primitive, parameters and operand ids; it is looked up in
     a table per primitive, and without parameters an equation's one or two operand ids make
@@ -55,7 +73,8 @@ def cse_lean(lean: Lean, live: bytearray | None = None) -> tuple[Lean, bool]:
     bodies_changed = False
     # by primitive name: (commutative, may have sub-programs, {integer key: index of the
     # first equation with it}, {tuple key: index})
-    tables: dict[str, tuple] = {}
+    tables: dict[str, tuple] = {} if keys is None else keys.tables
+    start = 0 if keys is None else keys.count
     types, eqn_extra = lean.types, lean.eqn_extra
     eqn_prim, eqn_params, eqn_ins, eqn_out = (
         lean.eqn_prim,
@@ -63,12 +82,17 @@ def cse_lean(lean: Lean, live: bytearray | None = None) -> tuple[Lean, bool]:
         lean.eqn_ins,
         lean.eqn_out,
     )
-    width = len(types)  # operand pair (a, b) -> a * width + b; one operand a -> -1 - a
+    width = WIDTH
     rows = zip(range(n), eqn_prim, eqn_params, eqn_ins)
-    for i, prim, params, ins in rows if live is None else compress(rows, live):
+    if start:
+        rows = islice(rows, start, None)
+        live_rows = None if live is None else islice(live, start, None)
+    else:
+        live_rows = live
+    for i, prim, params, ins in rows if live is None else compress(rows, live_rows):
         table = tables.get(prim)
         if table is None:
-            table = tables[prim] = _table(prim)
+            table = tables[prim] = key_table(prim)
         swap, nests, by_ins, by_key = table
         n_ins = len(ins)
         if n_ins == 2 and not params:  # most equations: the key is an integer
@@ -94,6 +118,9 @@ def cse_lean(lean: Lean, live: bytearray | None = None) -> tuple[Lean, bool]:
             key, seen = (params, *(sorted(ins) if swap else ins)), by_key
         hit = seen.setdefault(key, i)
         if hit != i:
+            if hit < start and live is not None and not live[hit]:  # dead: no match
+                seen[key] = i
+                continue
             extra = eqn_extra.get(i) if eqn_extra else None
             outs = (eqn_out[i], *extra) if extra else (eqn_out[i],)
             hit_outs = lean.eqn_outs(hit)
@@ -115,5 +142,7 @@ def cse_lean(lean: Lean, live: bytearray | None = None) -> tuple[Lean, bool]:
     return merged, bodies_changed
 
 
-def _table(prim: str) -> tuple:
+def key_table(prim: str) -> tuple:
+    """The key tables of ``prim``: (commutative, may have sub-programs, {integer key: first
+    equation}, {tuple key: first equation})."""
     return ("commutative" in lookup(prim).traits, may_nest(prim), {}, {})

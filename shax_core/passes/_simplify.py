@@ -50,6 +50,7 @@ from shax_core.ir import (
     has_subprograms,
     lean_of,
 )
+from shax_core.passes._cse import WIDTH, Keys, key_table
 from shax_core.passes._dce import dce_lean
 from shax_core.passes.rename import Rows, map_subprograms
 from shax_core.registry import SUBPROGRAM_KINDS, lookup
@@ -132,8 +133,9 @@ def simplify(program: Program) -> Program:
     return from_lean(dce_lean(simplified_lean(lean_of(program))))
 
 
-def simplified_lean(lean: Lean) -> Lean:
-    """The simplifier's walk over ``lean``, before the DCE that ends ``simplify``."""
+def simplified_lean(lean: Lean, keys: Keys | None = None) -> Lean:
+    """The simplifier's walk over ``lean``, before the DCE that ends ``simplify``; ``keys``
+    gets the CSE keys of the equations it takes as they are (see ``_Walk.kept_prefix``)."""
 
     def bound():
         names = lean.names
@@ -141,7 +143,7 @@ def simplified_lean(lean: Lean) -> Lean:
         for i in range(len(lean)):
             yield from (names[v] for v in lean.eqn_outs(i))
 
-    walk = _Walk(lean.types, lean.names, bound, copy_columns=True)
+    walk = _Walk(lean.types, lean.names, bound, copy_columns=True, keys=keys)
     rep = list(range(len(lean.types)))
     walk.forward(lean, rep, 0, identity=True)
     outs = tuple([rep[v] for v in lean.outs])
@@ -191,12 +193,13 @@ def appended_lean(
     second: Lean,
     offset: int,
     args: tuple,
+    keys: Keys | None = None,
 ) -> Lean:
     """``simplify_appended`` on columns: ``types``/``names`` (the caller's own lists; the
     walk may extend them) hold ``first``'s variables under their ids and ``second``'s at
     ``offset`` plus theirs (0 when ``first``'s columns extend ``second``'s or the other way
     round); ``params``, ``first_outs`` and ``args`` are ids in them. The walk's result,
-    before the DCE that ends ``simplify``."""
+    before the DCE that ends ``simplify`` (``keys``: as for ``simplified_lean``)."""
 
     def bound():
         yield from (names[v] for v in params)
@@ -206,7 +209,7 @@ def appended_lean(
         for i in range(len(second)):
             yield from (names[v + offset] for v in second.eqn_outs(i))
 
-    walk = _Walk(types, names, bound, copy_columns=False)
+    walk = _Walk(types, names, bound, copy_columns=False, keys=keys)
     rep = list(range(len(types)))
     walk.forward(first, rep, 0, identity=True)
     outs = [rep[v] for v in first_outs]
@@ -225,11 +228,12 @@ class _Walk:
     folding adds a variable). ``bound()`` gives the name of every variable the whole program
     binds (fresh names avoid them)."""
 
-    def __init__(self, types: list, names: list, bound, copy_columns: bool):
+    def __init__(self, types: list, names: list, bound, copy_columns: bool, keys=None):
         self.types, self.names = types, names
         self.copy_columns = copy_columns
         self.bound = bound
         self.rows = Rows()
+        self.keys = keys  # CSE keys of the kept prefix (see kept_prefix), if wanted
         self.known = Known(self)
         self.operands: dict[int, _Operand] = {}
         self.taken: set[str] = set()
@@ -384,11 +388,14 @@ class _Walk:
 
     def kept_prefix(self, src: Lean) -> int:
         """Take ``src``'s equations as the walk's first rows while no rule can fire on them
-        and there is nothing to fold (recording their producers): the number taken."""
-        known, facts = self.known, self.facts
+        and there is nothing to fold (recording their producers): the number taken. With
+        ``keys``, their CSE keys too, up to the first equal pair."""
+        known, facts, keys = self.known, self.facts, self.keys
         producer, candidates = known.producer, known.splat_candidates
         src_prim = src.eqn_prim
         n = len(src_prim)
+        keyed = keys is not None
+        tables = keys.tables if keyed else None
         for i, (prim, params, ins, out) in enumerate(
             zip(src_prim, src.eqn_params, src.eqn_ins, src.eqn_out)
         ):
@@ -418,7 +425,25 @@ class _Walk:
                     break
                 if preserves:
                     candidates.add(out)
+            if keyed:  # the key of cse_lean (no operand is substituted yet)
+                table = tables.get(prim)
+                if table is None:
+                    table = tables[prim] = key_table(prim)
+                swap, _, by_ins, by_key = table
+                n_ins = len(ins)
+                if n_ins == 2 and not params:
+                    a, b = ins
+                    key, seen = (b * WIDTH + a if swap and b < a else a * WIDTH + b), by_ins
+                elif n_ins == 1 and not params:
+                    key, seen = -1 - ins[0], by_ins
+                else:
+                    key, seen = (params, *(sorted(ins) if swap else ins)), by_key
+                if seen.setdefault(key, i) != i:
+                    keyed = False
+                    keys.count = i
             producer[out] = i
+        if keyed:
+            keys.count = n
         rows = self.rows
         rows.prim.extend(src_prim[:n])
         rows.params.extend(src.eqn_params[:n])
