@@ -102,8 +102,8 @@ def test_plan_rules_rewrite_a_view_as_they_rewrite_the_program():
         assert str(exe.planned) != str(program)  # the rules did apply
         args = [a, b, w] + ([np.float32(0.7)] if len(program.params) == 4 else [])
         _same_bits(exe(*args), ordinary(*args))
+        assert _built(view) == set()  # (printing the plan below may build it)
         assert _plan_shape(exe) == _plan_shape(ordinary)
-        assert _built(view) == set()
 
 
 def test_an_unplanned_reference_plan_of_a_view_matches_too():
@@ -141,7 +141,7 @@ def test_loops_with_view_bodies_compile_without_building_them():
 
     xs = np.linspace(-1, 1, 6, dtype=np.float32)
     p = sx.trace(f, X0, xs)
-    for program in (p,):  # the VJP's bodies: see the infer commit
+    for program in (p, sx.vjp_program(p)):  # the VJP's bodies are not checked: inferred
         view = _with_view_bodies(program)
         bodies = [b for ps in lean_of(view).eqn_params for b in ps if isinstance(b, Program)]
         assert bodies
@@ -190,5 +190,56 @@ def test_random_programs_and_their_vjps_compile_alike_as_views(case):
         view = _view(program)
         exe, ordinary = sx.compile(view), sx.compile(_ordinary(program))
         _same_bits(exe(*inputs), ordinary(*inputs))
+        assert _built(view) == set()  # (printing the plan below may build it)
         assert _plan_shape(exe) == _plan_shape(ordinary)
-        assert _built(view) == set()
+
+
+# ---------------------------------------------------------------------------------------------
+# inference reads the lean columns: an unchecked view is typed without being built, and errors
+# name what they named before
+
+F32 = sx.Type("f32", ())
+V3 = sx.Type("f32", (3,))
+
+
+def test_an_unchecked_view_is_inferred_without_being_built():
+    lean = Lean("f", [F32, None, None], ["a", "x", "y"], (0,), (2,), ["sin", "cos"],
+                [(), ()], [(0,), (1,)], [1, 2])  # fmt: skip
+    view = from_lean(lean, checked=False)
+    typed = sx.infer(view)
+    assert _built(view) == set() and typed.checked
+    assert lean.types == [F32, None, None]  # the input's column is never changed
+    assert str(typed) == str(
+        sx.infer(sx.parse("def f(a :: f32[]) = let x = sin a  y = cos x in [y]"))
+    )
+    np.testing.assert_array_equal(
+        sx.compile(view)(np.float32(0.5))[0], np.cos(np.sin(np.float32(0.5)))
+    )
+
+
+def test_inference_errors_name_the_variable_and_come_in_program_order():
+    a, x, y = sx.Var("a", V3), sx.Var("x"), sx.Var("y")
+    ghost = sx.Var("ghost", V3)
+    unbound = Program("f", (a,), (sx.Eqn(x, "sin", (), (ghost,)),), (x,))
+    with pytest.raises(sx.ShaxTypeError, match="f: ghost is used before it is defined"):
+        sx.infer(unbound)
+    # an ill-typed equation before the unbound use is the first error
+    bad = sx.Eqn(y, "reshape", ((7,),), (a,))
+    with pytest.raises(sx.ShaxTypeError, match="reshape"):
+        sx.infer(Program("f", (a,), (bad, sx.Eqn(x, "sin", (), (ghost,))), (x,)))
+    with pytest.raises(sx.ShaxTypeError, match="f: output ghost is not defined"):
+        sx.infer(Program("f", (a,), (sx.Eqn(x, "sin", (), (a,)),), (ghost,)))
+    # a view whose operand id is bound only later
+    lean = Lean("g", [F32, None, None], ["a", "x", "y"], (0,), (2,), ["sin", "cos"],
+                [(), ()], [(2,), (1,)], [1, 2])  # fmt: skip
+    with pytest.raises(sx.ShaxTypeError, match="g: y is used before it is defined"):
+        sx.infer(from_lean(lean))
+
+
+def test_a_wrong_annotation_on_a_view_is_named_with_both_types():
+    lean = Lean("f", [V3, F32], ["a", "x"], (0,), (1,), ["sin"], [()], [(0,)], [1])
+    with pytest.raises(
+        sx.ShaxTypeError,
+        match=r"`x :: f32\[\] = sin a` is annotated f32\[\], but sin of f32\[3\] gives f32\[3\]",
+    ):
+        sx.infer(from_lean(lean, checked=False))
