@@ -374,22 +374,22 @@ def _plan(lean: Lean, threads) -> tuple[list, int, _Plan]:
         out_type = types[eqn_out[i]]
         # one lookup per step: its kernel and what its primitive's traits say, shared by
         # every step of one signature (primitive, params, type objects)
-        nested = nested_of.get(e_prim)
-        if nested is None:
-            nested = nested_of[e_prim] = _has_subprograms(lookup(e_prim))
-        if nested:
-            key, hit = None, None
+        if len(e_ins) == 2:
+            key = (e_prim, e_params, id(out_type), id(types[e_ins[0]]), id(types[e_ins[1]]))
+        elif len(e_ins) == 1:
+            key = (e_prim, e_params, id(out_type), id(types[e_ins[0]]))
         else:
-            if len(e_ins) == 2:
-                key = (e_prim, e_params, id(out_type), id(types[e_ins[0]]), id(types[e_ins[1]]))
-            elif len(e_ins) == 1:
-                key = (e_prim, e_params, id(out_type), id(types[e_ins[0]]))
-            else:
-                key = (e_prim, e_params, id(out_type), *[id(types[v]) for v in e_ins])
-            try:
-                hit = kernels.get(key)
-            except TypeError:  # an unhashable parameter: nothing shared
-                key, hit = None, None
+            key = (e_prim, e_params, id(out_type), *[id(types[v]) for v in e_ins])
+        if e_params:  # a body is a Program: never hashed (its hash would build its view)
+            nested = nested_of.get(e_prim)
+            if nested is None:
+                nested = nested_of[e_prim] = _has_subprograms(lookup(e_prim))
+            if nested:
+                key = None
+        try:
+            hit = kernels.get(key) if key is not None else None
+        except TypeError:  # an unhashable parameter: nothing shared
+            key, hit = None, None
         if hit is None:
             prim = lookup(e_prim)
             t = prim.traits
@@ -398,26 +398,30 @@ def _plan(lean: Lean, threads) -> tuple[list, int, _Plan]:
                 template[out] = a = np.asarray(prim.impl(**prim.kwargs(e_params)))
                 constants += a.nbytes  # held by the template for the whole run
                 continue
+            nested = _has_subprograms(prim)
             in_types = tuple([types[v] for v in e_ins])
             shared = None if nested else _kernel(prim, e_params, in_types, out_type)
-            ufunc = {"elementwise", "out_buffer"} <= t
-            new_buffer = "out_buffer" in t or "fresh" in t
-            view = bool(prim.extra.get("view"))
-            nbytes = 0 if prim.multiple_results else out_type.nbytes
-            hit = (shared, nbytes, prim, new_buffer, ufunc, view)
+            shaped = bool(out_type.shape)
+            hit = (
+                shared,
+                0 if prim.multiple_results else out_type.nbytes,
+                prim,
+                ("out_buffer" in t or "fresh" in t) and shaped,  # makes a new buffer
+                {"elementwise", "out_buffer"} <= t and shaped,  # may run in place / split
+                bool(prim.extra.get("view")),
+                prim.multiple_results,
+            )
             if key is not None:
                 kernels[key] = hit
-        fn, nbytes, prim, new_buffer, ufunc, view = hit
+        fn, nbytes, prim, new_buffer, ufunc, view, multi = hit
         transient = 0
         if fn is None:  # a step with sub-programs: its kernel runs plans of its own
-            outs_types = (
-                tuple([types[v] for v in lean.eqn_outs(i)]) if prim.multiple_results else out_type
-            )
+            outs_types = tuple([types[v] for v in lean.eqn_outs(i)]) if multi else out_type
             fn = _kernel(prim, e_params, tuple([types[v] for v in e_ins]), outs_types)
             work += getattr(fn, "work", 1) - 1
             transient = getattr(fn, "transient_bytes", 0)
         ins = operands[i]
-        if prim.multiple_results:  # a loop: one step binding every result (a tuple of slots)
+        if multi:  # a loop: one step binding every result (a tuple of slots)
             e_outs = lean.eqn_outs(i)
             outs = tuple([slot[v] for v in e_outs])
             union = EMPTY
@@ -440,11 +444,11 @@ def _plan(lean: Lean, threads) -> tuple[list, int, _Plan]:
                     size[s] = 0
             continue
         out = n_params + i + extra_results  # the slot _operands gave it
-        shaped = out_type.shape
+        lu = last[out]
         # the buffers the result may share
-        if new_buffer and shaped:
+        if new_buffer:
             refs[out] = frozenset((out,))
-            buffer_last[out] = last[out]
+            buffer_last[out] = lu
         else:
             union = EMPTY
             for s in ins:
@@ -453,11 +457,10 @@ def _plan(lean: Lean, threads) -> tuple[list, int, _Plan]:
                     union = r if not union else union | r
             if union:
                 refs[out] = union
-                lu = last[out]
                 for b in union:
                     if buffer_last[b] < lu:
                         buffer_last[b] = lu
-        if ufunc and shaped:
+        if ufunc:
             reuse = None
             if nbytes >= IN_PLACE_MIN_BYTES:
                 for pos, s in enumerate(ins):
@@ -478,23 +481,26 @@ def _plan(lean: Lean, threads) -> tuple[list, int, _Plan]:
             if reuse is not None:
                 nbytes = 0
         # the slots dying here: operands read for the last time, a result nobody reads
-        if len(ins) == 1:
-            a = ins[0]
-            free = (a,) if last[a] == i else ()
-            append((fn, a, None, out, free))
-        elif len(ins) == 2:
+        if len(ins) == 2:
             a, b = ins
             if last[a] == i:
                 free = (a, b) if last[b] == i and a != b else (a,)
             else:
                 free = (b,) if last[b] == i else ()
+            if lu == -1:  # nobody reads it: drop it at once
+                free += (out,)
             append((fn, a, b, out, free))
+        elif len(ins) == 1:
+            a = ins[0]
+            free = (a,) if last[a] == i else ()
+            if lu == -1:
+                free += (out,)
+            append((fn, a, None, out, free))
         else:
             free = tuple(dict.fromkeys(s for s in ins if last[s] == i))
+            if lu == -1:
+                free += (out,)
             append((fn, None, ins, out, free))
-        if last[out] == -1:  # nobody reads it: drop it at once
-            free += (out,)
-            steps[-1] = (*steps[-1][:4], free)
         # a view (transpose, reshape, slice, broadcast) of an argument is memory the caller
         # holds anyway: it allocates nothing
         if view and ins[0] < n_params:
