@@ -270,11 +270,36 @@ def _in_place(impl, position: int, arity: int):
 # types, result type): an unrolled program repeats a handful of signatures many times.
 
 
-def _operands(lean: Lean) -> tuple[list, list[tuple], list]:
+def _operands(lean: Lean) -> tuple[Sequence, list[tuple], list]:
     """``(slot of each variable id, operand slots of each equation, last reader of each
     slot)``: the parameters take the first slots, then each equation's results in order (an
     id the program does not bind has slot None); the last reader is an equation index, INF
-    for an output (never freed), -1 for a value nobody reads."""
+    for an output (never freed), -1 for a value nobody reads. When the ids are numbered so
+    already (parameters first, then results in order: ``lean_of`` of a Program), the slot of
+    an id is the id and the operands are the equations' own."""
+    n_params, eqn_out, extra = len(lean.params), lean.eqn_out, lean.eqn_extra
+    n_slots = n_params + len(eqn_out) + sum(map(len, extra.values()))
+    if not extra and lean.params == tuple(range(n_params)) and _numbered(eqn_out, n_params):
+        slot: Sequence = range(len(lean.types))
+        operands = lean.eqn_ins
+        last: list = [-1] * n_slots
+        for i, ins in enumerate(operands):
+            for s in ins:
+                last[s] = i
+    else:
+        slot, operands, last = _renumbered(lean)
+    for v in lean.outs:
+        last[slot[v]] = INF
+    return slot, operands, last
+
+
+def _numbered(ids: Sequence[int], start: int) -> bool:
+    """Whether ``ids`` is ``start, start + 1, ...``."""
+    return all(map(operator.eq, ids, range(start, start + len(ids))))
+
+
+def _renumbered(lean: Lean) -> tuple[list, list[tuple], list]:
+    """``_operands`` for ids numbered any other way: each id's slot looked up."""
     slot: list = [None] * len(lean.types)
     for i, v in enumerate(lean.params):
         slot[v] = i
@@ -302,8 +327,6 @@ def _operands(lean: Lean) -> tuple[list, list[tuple], list]:
         else:
             slot[eqn_out[i]] = len(last)
             last.append(-1)
-    for v in lean.outs:
-        last[slot[v]] = INF
     return slot, operands, last
 
 
@@ -369,17 +392,17 @@ def _plan(lean: Lean, threads) -> tuple[list, int, _Plan]:
         lean.eqn_ins,
         lean.eqn_out,
     )
+    type_id = list(map(id, types))  # types are shared objects: one per distinct type, mostly
     for i, e_ins in enumerate(eqn_ins):
-        e_prim, e_params = eqn_prim[i], eqn_params[i]
-        out_type = types[eqn_out[i]]
+        e_prim, e_params, o = eqn_prim[i], eqn_params[i], eqn_out[i]
         # one lookup per step: its kernel and what its primitive's traits say, shared by
         # every step of one signature (primitive, params, type objects)
         if len(e_ins) == 2:
-            key = (e_prim, e_params, id(out_type), id(types[e_ins[0]]), id(types[e_ins[1]]))
+            key = (e_prim, e_params, type_id[o], type_id[e_ins[0]], type_id[e_ins[1]])
         elif len(e_ins) == 1:
-            key = (e_prim, e_params, id(out_type), id(types[e_ins[0]]))
+            key = (e_prim, e_params, type_id[o], type_id[e_ins[0]])
         else:
-            key = (e_prim, e_params, id(out_type), *[id(types[v]) for v in e_ins])
+            key = (e_prim, e_params, type_id[o], *[type_id[v] for v in e_ins])
         if e_params:  # a body is a Program: never hashed (its hash would build its view)
             nested = nested_of.get(e_prim)
             if nested is None:
@@ -391,6 +414,7 @@ def _plan(lean: Lean, threads) -> tuple[list, int, _Plan]:
         except TypeError:  # an unhashable parameter: nothing shared
             key, hit = None, None
         if hit is None:
+            out_type = types[o]
             prim = lookup(e_prim)
             t = prim.traits
             if "constant" in t and not e_ins:
@@ -416,7 +440,7 @@ def _plan(lean: Lean, threads) -> tuple[list, int, _Plan]:
         fn, nbytes, prim, new_buffer, ufunc, view, multi = hit
         transient = 0
         if fn is None:  # a step with sub-programs: its kernel runs plans of its own
-            outs_types = tuple([types[v] for v in lean.eqn_outs(i)]) if multi else out_type
+            outs_types = tuple([types[v] for v in lean.eqn_outs(i)]) if multi else types[o]
             fn = _kernel(prim, e_params, tuple([types[v] for v in e_ins]), outs_types)
             work += getattr(fn, "work", 1) - 1
             transient = getattr(fn, "transient_bytes", 0)
@@ -461,6 +485,7 @@ def _plan(lean: Lean, threads) -> tuple[list, int, _Plan]:
                     if buffer_last[b] < lu:
                         buffer_last[b] = lu
         if ufunc:
+            out_type = types[o]
             reuse = None
             if nbytes >= IN_PLACE_MIN_BYTES:
                 for pos, s in enumerate(ins):

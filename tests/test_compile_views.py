@@ -243,3 +243,39 @@ def test_a_wrong_annotation_on_a_view_is_named_with_both_types():
         match=r"`x :: f32\[\] = sin a` is annotated f32\[\], but sin of f32\[3\] gives f32\[3\]",
     ):
         sx.infer(from_lean(lean, checked=False))
+
+
+def _renumbered(p: Program, seed: int) -> Program:
+    """A view of ``p`` whose variable ids are shuffled among unused ones (as a pass that
+    adds variables to a copy of its input's columns leaves them)."""
+    lean = lean_of(_ordinary(p))
+    n = len(lean.types)
+    rng = np.random.default_rng(seed)
+    new_id = [int(k) for k in rng.permutation(2 * n)[:n]]  # ids up to 2n: half unused
+    types, names = [None] * (2 * n), [f"unused{k}" for k in range(2 * n)]
+    for v in range(n):
+        types[new_id[v]], names[new_id[v]] = lean.types[v], lean.names[v]
+    ids = lambda vs: tuple(new_id[v] for v in vs)  # noqa: E731
+    fresh = Lean(
+        lean.name, types, names, ids(lean.params), ids(lean.outs), lean.eqn_prim,
+        lean.eqn_params, [ids(ins) for ins in lean.eqn_ins], [new_id[v] for v in lean.eqn_out],
+        {i: ids(extra) for i, extra in lean.eqn_extra.items()},
+    )  # fmt: skip
+    return from_lean(fresh, checked=p.checked)
+
+
+@SETTINGS
+@given(property_programs(max_ops=10))
+def test_views_numbered_any_way_plan_as_the_program(case):
+    p, args, rng = drawn(case)
+    programs = [p] + ([sx.vjp_program(p)] if p.outs[0].type.is_float else [])
+    for k, program in enumerate(programs):
+        inputs = list(args)
+        if len(program.params) > len(args):
+            inputs += [rng.uniform(-1, 1, v.type.shape) for v in p.outs]
+        view = _renumbered(program, k)
+        exe, ordinary = sx.compile(view), sx.compile(_ordinary(program))
+        _same_bits(exe(*inputs), ordinary(*inputs))
+        assert _built(view) == set()
+        assert _plan_shape(exe) == _plan_shape(ordinary)
+        assert exe.all_slot_bytes == ordinary.all_slot_bytes
