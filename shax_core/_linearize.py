@@ -42,7 +42,7 @@ from dataclasses import dataclass
 from shax_core._infer import infer
 from shax_core._memo import RuleMemo
 from shax_core.core import Builder, Tracer, bind_at, zeros
-from shax_core.ir import Program, ShaxError, Var
+from shax_core.ir import Program, ShaxError, Var, has_subprograms, lean_of
 from shax_core.passes import dce
 from shax_core.registry import TRANSFORMS, Zero, lookup
 from shax_core.remat import POLICIES, rematerialize
@@ -53,18 +53,17 @@ class _LinearBuilder(Builder):
 
     def __init__(self):
         super().__init__(level=1, prefix="d")  # tangent-side names: d0, d1, ...
-        self.residuals: dict[str, tuple[Var, Var]] = {}  # primal name -> (primal var, param)
+        self.residuals: dict[int, int] = {}  # primal id -> its residual parameter's id
         self.n_tangents = 0
 
-    def lift_foreign(self, x: Tracer) -> Var:
-        return self.lift_variable(x.builder, x.variable)
+    def lift_foreign(self, x: Tracer) -> int:
+        return self.lift_variable(x.builder, x.id)
 
-    def lift_variable(self, source: Builder, v: Var) -> Var:
-        hit = self.residuals.get(v.name)
-        if hit is None:
-            param = self.add_param(v.type).variable
-            hit = self.residuals[v.name] = (v, param)
-        return hit[1]
+    def lift_variable(self, source: Builder, v: int) -> int:
+        param = self.residuals.get(v)
+        if param is None:
+            param = self.residuals[v] = self.add_param(source.types[v]).id
+        return param
 
 
 def float_inputs(program: Program) -> tuple[int, ...]:
@@ -143,23 +142,29 @@ def linearize_typed(program: Program, wrt: Sequence[int] | None, policy: str) ->
 
 def _jvp_and_partial_eval(program: Program, wrt: tuple[int, ...]) -> tuple[Program, Program]:
     """One walk: each equation's linearize rule on primal and tangent tracers."""
+    source = lean_of(program)
+    types = source.types
     primal_b = Builder(level=0)
     linear_b = _LinearBuilder()
-    primal = {p.name: primal_b.add_param(p.type, p.name) for p in program.params}
-    tangent: dict[str, object] = {p.name: Zero(p.type) for p in program.params}
+    primal: list = [None] * len(types)  # by source id: primal tracers
+    tangent: list = [None] * len(types)  # by source id: tangent tracers or Zero
+    for p in source.params:
+        primal[p] = primal_b.add_param(types[p], source.names[p])
+        tangent[p] = Zero(types[p])
     for i in wrt:
-        p = program.params[i]
-        tangent[p.name] = linear_b.add_param(p.type)
+        p = source.params[i]
+        tangent[p] = linear_b.add_param(types[p])
     linear_b.n_tangents = len(wrt)
 
     memo = RuleMemo((primal_b, linear_b))
     prims: dict = {}  # by name
-    for eqn in program.eqns:
-        prim = prims.get(eqn.prim)
+    columns = zip(source.eqn_prim, source.eqn_params, source.eqn_ins, source.eqn_out)
+    for i, (name, params, ins, out) in enumerate(columns):
+        prim = prims.get(name)
         if prim is None:
-            prim = prims[eqn.prim] = lookup(eqn.prim)
-        xs = [primal[v.name] for v in eqn.ins]
-        ts = [tangent[v.name] for v in eqn.ins]
+            prim = prims[name] = lookup(name)
+        xs = [primal[v] for v in ins]
+        ts = [tangent[v] for v in ins]
         zero_tangents = True
         for t in ts:
             if t.__class__ is not Zero:
@@ -167,51 +172,46 @@ def _jvp_and_partial_eval(program: Program, wrt: tuple[int, ...]) -> tuple[Progr
                 break
         if prim.no_tangent or zero_tangents:
             if prim.multiple_results:
-                ans = bind_at(primal_b, eqn.prim, *xs, **prim.kwargs(eqn.params))
-                t_out = tuple(Zero(v.type) for v in eqn.outs)
+                ans = bind_at(primal_b, name, *xs, **prim.kwargs(params))
+                t_out = tuple(Zero(types[v]) for v in source.eqn_outs(i))
             else:  # the equation as it is: its type is known (the program is typed)
-                ans = primal_b.emit(eqn.prim, eqn.params, [x.variable for x in xs], eqn.out.type)
-                t_out = Zero(eqn.out.type)
+                ans = primal_b.emit(name, params, [x.id for x in xs], types[out])
+                t_out = Zero(types[out])
         else:
             if prim.linearize is None:
                 raise ShaxError(
-                    f"{eqn.prim} has no linearize rule (in the binding of {eqn.out.name})"
+                    f"{name} has no linearize rule (in the binding of {source.names[out]})"
                 )
-            if prim.multiple_results or (eqn.params and eqn.subprograms):
-                ans, t_out = prim.linearize(xs, ts, **prim.kwargs(eqn.params))
+            if prim.multiple_results or (params and has_subprograms(params)):
+                ans, t_out = prim.linearize(xs, ts, **prim.kwargs(params))
             else:  # the same rule on operands of the same types: its tape replayed
                 operands = xs + ts
-                key = memo.key((eqn.prim, eqn.params), operands)
+                key = memo.key((name, params), operands)
                 tape = memo.recorded(key)
                 if tape is not None:
                     ans, t_out = memo.replay(tape, operands)
                 else:
-                    params = prim.kwargs(eqn.params)
-                    ans, t_out = memo.apply(key, operands, prim.linearize, xs, ts, **params)
+                    kwargs = prim.kwargs(params)
+                    ans, t_out = memo.apply(key, operands, prim.linearize, xs, ts, **kwargs)
         if prim.multiple_results:  # one primal and one tangent per result
-            for v, a, t in zip(eqn.outs, ans, t_out, strict=True):
-                primal[v.name] = a
-                tangent[v.name] = t if v.type.is_float else Zero(v.type)
+            for v, a, t in zip(source.eqn_outs(i), ans, t_out, strict=True):
+                primal[v] = a
+                tangent[v] = t if types[v].is_float else Zero(types[v])
             continue
-        if not eqn.out.type.is_float:
-            t_out = Zero(eqn.out.type)
-        primal[eqn.out.name] = ans
-        tangent[eqn.out.name] = t_out
+        if not types[out].is_float:
+            t_out = Zero(types[out])
+        primal[out] = ans
+        tangent[out] = t_out
 
-    out_tangents = [tangent[v.name] for v in program.outs]
     linear_outs = [
-        (zeros(linear_b, t.type) if isinstance(t, Zero) else t).variable for t in out_tangents
+        (zeros(linear_b, t.type) if t.__class__ is Zero else t).id
+        for t in (tangent[v] for v in source.outs)
     ]
-    residual_vars = [primal_var for primal_var, _ in linear_b.residuals.values()]
-    primal_prog = Program(
-        program.name,
-        tuple(primal_b.params),
-        tuple(primal_b.eqns),
-        tuple(primal[v.name].variable for v in program.outs) + tuple(residual_vars),
+    residual_ids = list(linear_b.residuals)  # primal ids, in the order they were lifted
+    primal_prog = primal_b.program(
+        program.name, [primal[v].id for v in source.outs] + residual_ids, checked=False
     )
-    linear_prog = Program(
-        "d" + program.name, tuple(linear_b.params), tuple(linear_b.eqns), tuple(linear_outs)
-    )
+    linear_prog = linear_b.program("d" + program.name, linear_outs, checked=False)
     return primal_prog, linear_prog
 
 

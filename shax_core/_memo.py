@@ -44,7 +44,6 @@ from operator import itemgetter
 import numpy as np
 
 from shax_core.core import Builder, Tracer
-from shax_core.ir import Eqn, Var
 from shax_core.registry import Linear, Zero
 
 _EMIT, _MULTI, _CONST, _LIFT, _EMIT_1, _EMIT_N = range(6)
@@ -56,33 +55,32 @@ class _Recorder:
 
     def __init__(self, builders: tuple[Builder, ...], input_vars: list):
         self.builders = builders
-        self.slot: dict[int, int] = {}  # id(Var) -> its slot
-        self.vars: list = []  # keeps the slotted Vars alive (ids stay unique)
+        self.slot: dict[tuple[int, int], int] = {}  # (builder index, variable id) -> its slot
+        self.vars: list = []  # one entry per slot
         for v in input_vars:
-            if v is not None and id(v) not in self.slot:
+            if v is not None and v not in self.slot:
                 self._bind(v)
-            elif v is not None:
-                self.vars.append(v)
             else:
-                self.vars.append(None)
+                self.vars.append(v)
         self.n_inputs = len(input_vars)
         self.tape: list[tuple] = []
         self.depth = 0
         self.valid = True
 
-    def _bind(self, v) -> int:
-        self.slot[id(v)] = len(self.vars)
+    def _bind(self, v: tuple[int, int]) -> int:
+        self.slot[v] = len(self.vars)
         self.vars.append(v)
         return len(self.vars) - 1
 
-    def _slots(self, ins) -> tuple[int, ...]:
-        """The slots of ``ins``; a value from outside the tape makes it invalid."""
+    def _slots(self, i: int, ins) -> tuple[int, ...]:
+        """The slots of ``ins`` (ids in builder ``i``); a value from outside the tape makes
+        it invalid."""
         slot = self.slot
         for v in ins:
-            if id(v) not in slot:
+            if (i, v) not in slot:
                 self.valid = False
                 return ()
-        return tuple([slot[id(v)] for v in ins])
+        return tuple([slot[i, v] for v in ins])
 
     def install(self) -> None:
         for i, b in enumerate(self.builders):
@@ -90,7 +88,7 @@ class _Recorder:
 
     def remove(self) -> None:
         for b in self.builders:
-            for name in ("emit", "emit_var", "emit_multi", "constant", "lift_foreign", "add_param"):
+            for name in ("emit", "emit_id", "emit_multi", "constant", "lift_foreign", "add_param"):
                 b.__dict__.pop(name, None)
 
     def _wrap(self, i: int, b: Builder) -> None:
@@ -100,22 +98,22 @@ class _Recorder:
         def rec_emit(prim, params, ins, out_type):
             if self.depth:
                 return emit(prim, params, ins, out_type)
-            slots = self._slots(ins) if self.valid else ()
+            slots = self._slots(i, ins) if self.valid else ()
             t = emit(prim, params, ins, out_type)
             if self.valid:
                 self.tape.append((_EMIT, i, prim, params, slots, out_type))
-                self._bind(t.variable)
+                self._bind((i, t.id))
             return t
 
         def rec_emit_multi(prim, params, ins, out_types):
             if self.depth:
                 return emit_multi(prim, params, ins, out_types)
-            slots = self._slots(ins) if self.valid else ()
+            slots = self._slots(i, ins) if self.valid else ()
             ts = emit_multi(prim, params, ins, out_types)
             if self.valid:
                 self.tape.append((_MULTI, i, prim, params, slots, tuple(out_types)))
                 for t in ts:
-                    self._bind(t.variable)
+                    self._bind((i, t.id))
             return ts
 
         def rec_constant(value, dtype):
@@ -128,16 +126,16 @@ class _Recorder:
                 self.depth -= 1
             if self.valid:
                 self.tape.append((_CONST, i, _frozen(value), dtype))
-                self._bind(t.variable)
+                self._bind((i, t.id))
             return t
 
         def rec_lift_foreign(x):
             if self.depth:
                 return lift_foreign(x)
-            src = self._slots((x.variable,))[0] if self.valid else 0
             level = self.builders.index(x.builder) if x.builder in self.builders else -1
             if level < 0:
                 self.valid = False
+            src = self._slots(level, (x.id,))[0] if self.valid else 0
             self.depth += 1
             try:
                 v = lift_foreign(x)
@@ -145,7 +143,7 @@ class _Recorder:
                 self.depth -= 1
             if self.valid:
                 self.tape.append((_LIFT, i, level, src))
-                self._bind(v)
+                self._bind((i, v))
             return v
 
         def rec_add_param(*args, **kwargs):
@@ -154,9 +152,7 @@ class _Recorder:
             return add_param(*args, **kwargs)
 
         b.emit, b.emit_multi, b.constant = rec_emit, rec_emit_multi, rec_constant
-        b.emit_var = lambda prim, params, ins, out_type: (
-            rec_emit(prim, params, ins, out_type).variable
-        )
+        b.emit_id = lambda prim, params, ins, out_type: rec_emit(prim, params, ins, out_type).id
         b.lift_foreign, b.add_param = rec_lift_foreign, rec_add_param
 
 
@@ -191,8 +187,7 @@ class RuleMemo:
                     level = 1
                 else:
                     return None
-                v = x.variable
-                parts.append((level, v.type, seen.setdefault(id(v), j)))
+                parts.append((level, x.type, seen.setdefault((level, x.id), j)))
             elif cls is Zero or cls is Linear:
                 parts.append((cls, x.type))
             elif x is None:
@@ -226,7 +221,10 @@ class RuleMemo:
             if key not in self.tapes:  # a first application: recording pays from the second
                 self.tapes[key] = _ONCE
             return rule(*args, **params)  # (or a rule its tape cannot replay)
-        input_vars = [x.variable if x.__class__ is Tracer else None for x in inputs]
+        builders = self.builders
+        input_vars = [
+            (builders.index(x.builder), x.id) if x.__class__ is Tracer else None for x in inputs
+        ]
         rec = _Recorder(self.builders, input_vars)
         rec.install()
         try:
@@ -239,31 +237,36 @@ class RuleMemo:
 
     def replay(self, tape, inputs):
         """What the rule of ``tape``'s key returns on ``inputs``: the tape's calls on the
-        builders made again, with ``Builder.emit`` inlined: an equation is
-        ``Eqn(Var(prefix + count, out_type), prim, params, ins)`` appended to its builder."""
+        builders made again, with ``Builder.emit`` inlined: an equation is its columns
+        appended to its builder, binding a new variable ``prefix + count`` of ``out_type``."""
         ops, out = tape
         builders = self.builders
-        eqns = [b.eqns.append for b in builders]
-        slots = [x.variable if x.__class__ is Tracer else None for x in inputs]
+        slots = [x.id if x.__class__ is Tracer else None for x in inputs]
         append = slots.append
         for kind, i, prim, params, ins, out_type in ops:
             if kind is _EMIT_N or kind is _EMIT_1:
                 b = builders[i]
+                types = b.types
+                v = len(types)
+                types.append(out_type)
                 n = b._count
-                v = Var(f"{b.prefix}{n}", out_type)
+                b.names.append(f"{b.prefix}{n}")
                 b._count = n + 1
-                eqns[i](Eqn(v, prim, params, ins(slots) if kind is _EMIT_N else (slots[ins],)))
+                b.eqn_prim.append(prim)
+                b.eqn_params.append(params)
+                b.eqn_ins.append(ins(slots) if kind is _EMIT_N else (slots[ins],))
+                b.eqn_out.append(v)
                 append(v)
             elif kind is _LIFT:  # (kind, builder, level of the lifted value, its slot)
                 append(builders[i].lift_variable(builders[prim], slots[params]))
             elif kind is _CONST:  # (kind, builder, value, dtype)
-                append(builders[i].constant(prim, params).variable)
+                append(builders[i].constant(prim, params).id)
             elif kind is _EMIT:
                 ins = [slots[s] for s in ins]
-                append(builders[i].emit_var(prim, params, ins, out_type))
+                append(builders[i].emit_id(prim, params, ins, out_type))
             else:
                 for t in builders[i].emit_multi(prim, params, [slots[s] for s in ins], out_type):
-                    append(t.variable)
+                    append(t.id)
         return _unflatten(out, slots, builders)
 
 
@@ -299,10 +302,13 @@ def _flatten(result, rec: _Recorder):
 def _leaf(x, rec: _Recorder):
     cls = x.__class__
     if cls is Tracer:
-        s = rec.slot.get(id(x.variable))
-        if s is None or x.builder not in rec.builders:
+        if x.builder not in rec.builders:
             return None
-        return (0, rec.builders.index(x.builder), s)
+        b = rec.builders.index(x.builder)
+        s = rec.slot.get((b, x.id))
+        if s is None:
+            return None
+        return (0, b, s)
     if x is None:
         return (1, None, None)
     if cls is Zero:

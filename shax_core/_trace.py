@@ -68,12 +68,9 @@ def trace_returning(f, *specs, name: str | None = None) -> tuple[Program, bool]:
                 raise ShaxError("the traced function returned a value from another trace")
             r = constant_like(r, args[0] if args else np.float32(0)) if args else r
             r = r if isinstance(r, Tracer) else builder.constant(r, dtype_name(np.asarray(r).dtype))
-        outs.append(r.variable)
+        outs.append(r.id)
     prog_name = name or getattr(f, "__name__", "f")
     if not prog_name.isidentifier() or prog_name == "<lambda>":
         prog_name = "f"
     # types computed by shape rules while recording are checked (inlined parsed ones are not)
-    program = Program(
-        prog_name, tuple(builder.params), tuple(builder.eqns), tuple(outs), checked=builder.checked
-    )
-    return program, single
+    return builder.program(prog_name, outs), single

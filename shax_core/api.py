@@ -60,7 +60,7 @@ import numpy as np
 from shax_core import core as ops
 from shax_core._evaluate import Executable
 from shax_core.core import Builder, Tracer
-from shax_core.ir import Program, ShaxError, Type, Var, type_of
+from shax_core.ir import Program, ShaxError, Type, lean_of, type_of
 from shax_core.passes.inline import inline
 from shax_core.pipeline import jvp_program, stages, vjp_program
 from shax_core.registry import Zero
@@ -103,12 +103,12 @@ class TraceBuilder(Builder):
     def __init__(self, level: int, lift_constants: bool = True):
         super().__init__(level=level)
         self.captured: list[object] = []
-        self.captured_params: list[Var] = []
-        self._by_identity: dict[int, Var] = {}
-        self._arrays: dict[int, tuple[np.ndarray, Var]] = {}
+        self.captured_params: list[int] = []  # ids
+        self._by_identity: dict[int, int] = {}
+        self._arrays: dict[int, tuple[np.ndarray, int]] = {}
         self.lift_constants = lift_constants
 
-    def lift(self, x) -> Var:
+    def lift(self, x) -> int:
         if isinstance(x, Tracer):
             return super().lift(x)
         if not isinstance(x, np.ndarray):
@@ -127,14 +127,14 @@ class TraceBuilder(Builder):
         self._arrays[id(x)] = (x, var)  # holds x: its id stays unique while this trace lives
         return var
 
-    def lift_foreign(self, x: Tracer) -> Var:
+    def lift_foreign(self, x: Tracer) -> int:
         return self._capture(x, x, x.type, "outer")
 
-    def _capture(self, key, value, type_: Type, stem: str) -> Var:
+    def _capture(self, key, value, type_: Type, stem: str) -> int:
         hit = self._by_identity.get(id(key))
         if hit is not None:
             return hit
-        param = Var(f"{stem}{len(self.captured)}", type_)
+        param = self.new_var(type_, f"{stem}{len(self.captured)}")
         self._by_identity[id(key)] = param
         self.captured.append(value)
         self.captured_params.append(param)
@@ -281,17 +281,12 @@ def trace_pytree(
     prog_name = name or getattr(f, "__name__", "f")
     if not prog_name.isidentifier() or prog_name == "<lambda>":
         prog_name = "f"
-    program = Program(
-        prog_name,
-        tuple(b.params) + tuple(b.captured_params),
-        tuple(b.eqns),
-        tuple(outs),
-    )
-    if len(program.eqns) >= LARGE_EQUATIONS:
+    program = b.program(prog_name, outs, b.param_ids + b.captured_params, checked=False)
+    if len(b.eqn_prim) >= LARGE_EQUATIONS:  # (the view's equations are not built)
         log.info(
             "traced %s: %d equations, %d inputs in %.2fs",
             prog_name,
-            len(program.eqns),
+            len(b.eqn_prim),
             len(program.params),
             time.perf_counter() - start,
         )
@@ -306,7 +301,7 @@ def _unflatten_args(in_trees, counts, leaves) -> list:
     return out
 
 
-def _output_var(b: TraceBuilder, r) -> Var:
+def _output_var(b: TraceBuilder, r) -> int:
     if isinstance(r, Zero):
         r = np.zeros(r.type.shape, r.type.np_dtype)
     if isinstance(r, Tracer):
@@ -395,12 +390,13 @@ def _trace_memo(f, args, tag):
 def _logged(what: str, program: Program, build):
     start = time.perf_counter()
     result = build()
-    if len(program.eqns) >= LARGE_EQUATIONS:
+    n_eqns = len(lean_of(program))  # (a view's equations are not built)
+    if n_eqns >= LARGE_EQUATIONS:
         log.info(
             "%s of %s (%d equations) built in %.2fs",
             what,
             program.name,
-            len(program.eqns),
+            n_eqns,
             time.perf_counter() - start,
         )
     return result

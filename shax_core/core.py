@@ -27,6 +27,7 @@ import numpy as np
 from shax_core.ir import (
     DTYPES,
     Eqn,
+    Lean,
     Program,
     ShaxError,
     ShaxTypeError,
@@ -34,6 +35,8 @@ from shax_core.ir import (
     Var,
     canonical_float,
     dtype_name,
+    from_lean,
+    lean_of,
 )
 from shax_core.ir import type_of as array_type
 from shax_core.registry import REGISTRY as _REGISTRY
@@ -45,48 +48,166 @@ class TracerBoolError(ShaxError, TypeError):
 
 
 class Builder:
-    """Collects equations for one program being built. ``level`` orders nested builders."""
+    """Collects the equations of one program being built, as ``Lean`` columns.
+
+    Variables are integer ids local to the builder (``types[v]``, ``names[v]``); equations are
+    appended to the equation columns; ``program`` publishes a ``Lean`` (copies of the columns,
+    so a builder may go on recording) and its ``Program`` view. ``level`` orders nested
+    builders."""
 
     def __init__(self, level: int = 0, prefix: str = "x"):
         self.level = level
         self.prefix = prefix
-        self.params: list[Var] = []
-        self.eqns: list[Eqn] = []
+        self.types: list[Type] = []  # variable columns
+        self.names: list[str] = []
+        self.param_ids: list[int] = []
+        self.eqn_prim: list[str] = []  # equation columns
+        self.eqn_params: list[tuple] = []
+        self.eqn_ins: list[tuple[int, ...]] = []
+        self.eqn_out: list[int] = []
+        self.eqn_extra: dict[int, tuple[int, ...]] = {}
         self._count = 0
         self._constants: dict = {}
+        self._vars: list = []  # the public Var of each id, once asked for
+        self._var_ids: dict[int, int] = {}  # id() of such a Var -> its id
         # every type recorded so far came from a shape rule or a checked program
         self.checked = True
 
-    def fresh(self, type_: Type) -> Var:
-        v = Var(f"{self.prefix}{self._count}", type_)
-        self._count += 1
+    # the public view of the columns: ``Var`` and ``Eqn`` objects, for error messages and
+    # callers that build programs by hand (the pipeline's passes use ids)
+
+    def var(self, v: int) -> Var:
+        """The public ``Var`` of id ``v`` (one object per id)."""
+        vars_ = self._vars
+        if len(vars_) <= v:
+            vars_.extend([None] * (len(self.types) - len(vars_)))
+        var = vars_[v]
+        if var is None:
+            var = vars_[v] = Var(self.names[v], self.types[v])
+            self._var_ids[id(var)] = v
+        return var
+
+    def id_of(self, x: int | Var) -> int:
+        """The id of ``x``: an id, or a ``Var`` this builder made (``var``)."""
+        if x.__class__ is int:
+            return x
+        v = self._var_ids.get(id(x))
+        if v is not None and self._vars[v] is x:
+            return v
+        for v in range(len(self.names) - 1, -1, -1):  # a Var equal to one of this builder's
+            if self.names[v] == x.name and self.types[v] == x.type:
+                return v
+        raise ShaxError(f"{x.name} is not a variable of this builder")
+
+    @property
+    def params(self) -> list[Var]:
+        return [self.var(v) for v in self.param_ids]
+
+    @property
+    def eqns(self) -> list[Eqn]:
+        var, extra = self.var, self.eqn_extra
+        return [
+            Eqn(
+                var(out),
+                prim,
+                params,
+                tuple([var(v) for v in ins]),
+                tuple([var(v) for v in extra[i]]) if i in extra else (),
+            )
+            for i, (prim, params, ins, out) in enumerate(
+                zip(self.eqn_prim, self.eqn_params, self.eqn_ins, self.eqn_out)
+            )
+        ]
+
+    def emit_var(self, prim: str, params: tuple, ins: Sequence, out_type: Type) -> Var:
+        """``emit`` on operands given as ``Var``s (or ids), returning the bound ``Var``."""
+        return self.var(self.emit_id(prim, params, [self.id_of(v) for v in ins], out_type))
+
+    def lean(self, name: str, outs: Sequence[int], params: Sequence[int] | None = None) -> Lean:
+        """The program recorded so far, with outputs ``outs`` (ids) and parameters ``params``
+        (default: in the order they were added)."""
+        vars_ = self._vars
+        return Lean(
+            name,
+            self.types[:],
+            self.names[:],
+            tuple(self.param_ids if params is None else params),
+            tuple(outs),
+            self.eqn_prim[:],
+            self.eqn_params[:],
+            self.eqn_ins[:],
+            self.eqn_out[:],
+            dict(self.eqn_extra),
+            vars_[:] + [None] * (len(self.types) - len(vars_)) if vars_ else None,
+        )
+
+    def program(
+        self,
+        name: str,
+        outs: Sequence[int],
+        params: Sequence[int] | None = None,
+        checked: bool | None = None,
+    ) -> Program:
+        """``lean(...)``'s ``Program`` view; ``checked`` defaults to the builder's own."""
+        lean = self.lean(name, outs, params)
+        return from_lean(lean, checked=self.checked if checked is None else checked)
+
+    def new_var(self, type_: Type, name: str | None = None) -> int:
+        """A new variable (named ``prefix + count`` unless ``name`` is given)."""
+        v = len(self.types)
+        self.types.append(type_)
+        if name is None:
+            name = f"{self.prefix}{self._count}"
+            self._count += 1
+        self.names.append(name)
         return v
 
     def add_param(self, type_: Type, name: str | None = None) -> Tracer:
-        v = Var(name or f"arg{len(self.params)}", type_)
-        self.params.append(v)
-        return Tracer(self, v)
+        v = len(self.types)
+        self.types.append(type_)
+        self.names.append(name or f"arg{len(self.param_ids)}")
+        self.param_ids.append(v)
+        return Tracer(self, v, type_)
 
-    def emit(self, prim: str, params: tuple, ins: Sequence[Var], out_type: Type) -> Tracer:
-        out = Var(f"{self.prefix}{self._count}", out_type)  # = self.fresh(out_type)
+    def emit(self, prim: str, params: tuple, ins: Sequence[int], out_type: Type) -> Tracer:
+        """Record ``prim[params] ins`` (operand ids) binding a new variable of ``out_type``."""
+        types = self.types
+        v = len(types)
+        types.append(out_type)
+        self.names.append(f"{self.prefix}{self._count}")
         self._count += 1
-        self.eqns.append(Eqn(out, prim, params, tuple(ins)))
-        return Tracer(self, out)
+        self.eqn_prim.append(prim)
+        self.eqn_params.append(params)
+        self.eqn_ins.append(tuple(ins))
+        self.eqn_out.append(v)
+        return Tracer(self, v, out_type)
 
-    def emit_var(self, prim: str, params: tuple, ins: Sequence[Var], out_type: Type) -> Var:
-        """``emit``, returning the bound variable (no tracer)."""
-        out = Var(f"{self.prefix}{self._count}", out_type)
+    def emit_id(self, prim: str, params: tuple, ins: Sequence[int], out_type: Type) -> int:
+        """``emit``, returning the bound variable's id (no tracer)."""
+        types = self.types
+        v = len(types)
+        types.append(out_type)
+        self.names.append(f"{self.prefix}{self._count}")
         self._count += 1
-        self.eqns.append(Eqn(out, prim, params, tuple(ins)))
-        return out
+        self.eqn_prim.append(prim)
+        self.eqn_params.append(params)
+        self.eqn_ins.append(tuple(ins))
+        self.eqn_out.append(v)
+        return v
 
     def emit_multi(
-        self, prim: str, params: tuple, ins: Sequence[Var], out_types: Sequence[Type]
+        self, prim: str, params: tuple, ins: Sequence[int], out_types: Sequence[Type]
     ) -> tuple[Tracer, ...]:
         """An equation of a multi-result primitive (a loop): one variable per result."""
-        outs = [self.fresh(t) for t in out_types]
-        self.eqns.append(Eqn(outs[0], prim, params, tuple(ins), tuple(outs[1:])))
-        return tuple(Tracer(self, v) for v in outs)
+        outs = [self.new_var(t) for t in out_types]
+        i = len(self.eqn_prim)
+        self.eqn_prim.append(prim)
+        self.eqn_params.append(params)
+        self.eqn_ins.append(tuple(ins))
+        self.eqn_out.append(outs[0])
+        if len(outs) > 1:
+            self.eqn_extra[i] = tuple(outs[1:])
+        return tuple(Tracer(self, v, t) for v, t in zip(outs, out_types, strict=True))
 
     def constant(self, value, dtype: str) -> Tracer:
         """A constant as a ``fromList`` equation (scalars are shared within a builder)."""
@@ -105,11 +226,11 @@ class Builder:
             self._constants[key] = t
         return t
 
-    def lift(self, x) -> Var:
+    def lift(self, x) -> int:
         """The variable of ``x`` inside this builder (a constant for arrays and scalars)."""
         if isinstance(x, Tracer):
             if x.builder is self:
-                return x.variable
+                return x.id
             if x.builder.level < self.level:
                 return self.lift_foreign(x)
             raise ShaxError("a value from an inner trace escaped into an outer one")
@@ -119,37 +240,42 @@ class Builder:
         if a.size > 1 and (flat == flat[0]).all():
             # a splat array is a scalar constant broadcast: no large literal in the IR
             scalar = self.constant(flat[0], dtype)
-            return bind("broadcast", scalar, dims=(), shape=a.shape).variable
-        return self.constant(a, dtype).variable
+            return bind("broadcast", scalar, dims=(), shape=a.shape).id
+        return self.constant(a, dtype).id
 
-    def lift_variable(self, source: Builder, v: Var) -> Var:
+    def lift_variable(self, source: Builder, v: int) -> int:
         """``lift_foreign(Tracer(source, v))``: the variable ``v`` of ``source`` lifted."""
-        return self.lift_foreign(Tracer(source, v))
+        return self.lift_foreign(Tracer(source, v, source.types[v]))
 
-    def lift_foreign(self, x: Tracer) -> Var:
+    def lift_foreign(self, x: Tracer) -> int:
         raise ShaxError(
             "a traced value from another function was captured; pass it as an argument instead"
         )
 
 
 class Tracer:
-    """A value being recorded: a builder and the variable it is bound to."""
+    """A value being recorded: a builder, the id of its variable there, and its type."""
 
-    __slots__ = ("builder", "variable")
+    __slots__ = ("builder", "id", "type")
     __array_priority__ = 1000  # so `ndarray * tracer` defers to Tracer.__rmul__
 
-    def __init__(self, builder: Builder, var: Var):
+    def __init__(self, builder: Builder, var: int | Var, type_: Type | None = None):
         self.builder = builder
-        self.variable = var
+        if type_ is None:  # (a Var of the builder is accepted too)
+            var = builder.id_of(var)
+            type_ = builder.types[var]
+        self.id = var
+        self.type = type_
 
     @property
-    def type(self) -> Type:
-        return self.variable.type
+    def variable(self) -> Var:
+        """The public ``Var`` (built on demand: passes use ``id``)."""
+        return self.builder.var(self.id)
 
-    shape = property(lambda self: self.variable.type.shape)
-    dtype = property(lambda self: self.variable.type.np_dtype)
-    ndim = property(lambda self: len(self.variable.type.shape))
-    size = property(lambda self: self.variable.type.size)
+    shape = property(lambda self: self.type.shape)
+    dtype = property(lambda self: self.type.np_dtype)
+    ndim = property(lambda self: len(self.type.shape))
+    size = property(lambda self: self.type.size)
 
     def __repr__(self) -> str:
         return f"Tracer({self.variable.name} :: {self.variable.type})"
@@ -266,12 +392,9 @@ def bind(name: str, *args, **params):
 
 def _record(builder: Builder, prim, values: tuple, args) -> Tracer:
     ins = tuple(
-        [
-            a.variable if a.__class__ is Tracer and a.builder is builder else builder.lift(a)
-            for a in args
-        ]
+        [a.id if a.__class__ is Tracer and a.builder is builder else builder.lift(a) for a in args]
     )
-    types = [v.type for v in ins]
+    types = [builder.types[v] for v in ins]
     try:
         if prim.arity is not None and len(types) != prim.arity:
             raise ShaxTypeError("arity")
@@ -279,7 +402,8 @@ def _record(builder: Builder, prim, values: tuple, args) -> Tracer:
             prim.shape_rule(*types, **prim.kwargs(values)) if values else prim.shape_rule(*types)
         )
     except Exception:  # noqa: BLE001  (out_type re-raises it with the equation named)
-        out_type = prim.out_type(Eqn(Var("_"), prim.name, values, ins), types)
+        named = tuple([builder.var(v) for v in ins])
+        out_type = prim.out_type(Eqn(Var("_"), prim.name, values, named), types)
     if prim.multiple_results:
         return builder.emit_multi(prim.name, values, ins, out_type)
     return builder.emit(prim.name, values, ins, out_type)
@@ -301,17 +425,22 @@ def inline(builder: Builder, program: Program, args: Sequence[Tracer]) -> list[T
     computed by shax (a parsed program), the builder's program is not ``checked`` either."""
     if not program.checked:
         builder.checked = False
-    env = {p.name: a.variable for p, a in zip(program.params, args, strict=True)}
-    for eqn in program.eqns:
-        ins = [env[v.name] for v in eqn.ins]
-        if eqn.extra_outs:
-            outs = builder.emit_multi(eqn.prim, eqn.params, ins, [v.type for v in eqn.outs])
-            for v, t in zip(eqn.outs, outs, strict=True):
-                env[v.name] = t.variable
+    lean = lean_of(program)
+    env = [0] * len(lean.types)  # program id -> builder id
+    for p, a in zip(lean.params, args, strict=True):
+        env[p] = a.id
+    types, extra = lean.types, lean.eqn_extra
+    for i, (prim, params, ins) in enumerate(zip(lean.eqn_prim, lean.eqn_params, lean.eqn_ins)):
+        new_ins = [env[v] for v in ins]
+        if extra and i in extra:
+            outs = lean.eqn_outs(i)
+            made = builder.emit_multi(prim, params, new_ins, [types[v] for v in outs])
+            for v, t in zip(outs, made, strict=True):
+                env[v] = t.id
             continue
-        out = builder.emit(eqn.prim, eqn.params, ins, eqn.out.type)
-        env[eqn.out.name] = out.variable
-    return [Tracer(builder, env[v.name]) for v in program.outs]
+        out = lean.eqn_out[i]
+        env[out] = builder.emit_id(prim, params, new_ins, types[out])
+    return [Tracer(builder, env[v], types[v]) for v in lean.outs]
 
 
 def zeros(builder: Builder, type_: Type):
@@ -453,15 +582,15 @@ def _broadcast_shapes(a, b) -> tuple[int, ...]:
 
 
 def _binary(name, x, y):
-    if type(x) is Tracer and type(y) is Tracer and x.variable.type == y.variable.type:
+    if type(x) is Tracer and type(y) is Tracer and x.type == y.type:
         # the common case: nothing to promote or broadcast
         if x.builder is y.builder:  # = bind(name, x, y) without its dispatch
             prim = _REGISTRY[name]
             try:
-                out_type = prim.shape_rule(x.variable.type, y.variable.type)
+                out_type = prim.shape_rule(x.type, y.type)
             except Exception:  # noqa: BLE001  (bind raises it with the equation named)
                 return bind(name, x, y)
-            return x.builder.emit(name, (), (x.variable, y.variable), out_type)
+            return x.builder.emit(name, (), (x.id, y.id), out_type)
         return bind(name, x, y)
     x, y = _promote(x, y)
     shape = _broadcast_shapes(shape_of(x), shape_of(y))

@@ -272,6 +272,14 @@ def _map_programs(value, fn):
     return value
 
 
+def has_subprograms(params: tuple) -> bool:
+    """Whether an equation with parameters ``params`` has sub-programs (``Eqn.subprograms``)."""
+    for v in params:
+        if _programs_in(v):
+            return True
+    return False
+
+
 def bound_vars(program: Program):
     """Every variable ``program`` binds at its top level: parameters, then equation outputs."""
     yield from program.params
@@ -411,6 +419,13 @@ class Lean:
             return self
         return Lean(
             name, self.types, self.names, self.params, self.outs, self.eqn_prim,
+            self.eqn_params, self.eqn_ins, self.eqn_out, self.eqn_extra, self._vars,
+        )  # fmt: skip
+
+    def with_outs(self, outs: tuple[int, ...]) -> Lean:
+        """This program returning ``outs`` (the same columns)."""
+        return Lean(
+            self.name, self.types, self.names, self.params, tuple(outs), self.eqn_prim,
             self.eqn_params, self.eqn_ins, self.eqn_out, self.eqn_extra, self._vars,
         )  # fmt: skip
 

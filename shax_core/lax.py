@@ -81,16 +81,18 @@ class _BodyBuilder(Builder):
 
     def __init__(self, level: int, name: str):
         super().__init__(level=level, prefix=f"{name}_")
-        self.captured: dict[str, tuple[Tracer, Tracer]] = {}  # outer name -> (outer, param)
+        # (outer builder, outer id) -> (outer tracer, param)
+        self.captured: dict[tuple, tuple[Tracer, Tracer]] = {}
 
     def lift_foreign(self, x: Tracer):
-        hit = self.captured.get(x.variable.name)
+        key = (id(x.builder), x.id)
+        hit = self.captured.get(key)
         if hit is None or hit[0] is not x:
-            hit = self.captured[x.variable.name] = (
+            hit = self.captured[key] = (
                 x,
-                self.add_param(x.type, f"c{len(self.params)}"),
+                self.add_param(x.type, f"c{len(self.param_ids)}"),
             )
-        return hit[1].variable
+        return hit[1].id
 
 
 def _trace_body(fn: Callable, in_types: Sequence[Type], level: int, name: str):
@@ -103,13 +105,13 @@ def _trace_body(fn: Callable, in_types: Sequence[Type], level: int, name: str):
     outs = []
     for leaf in leaves:
         if isinstance(leaf, Tracer) and leaf.builder is b:
-            outs.append(leaf.variable)
+            outs.append(leaf.id)
         else:
             outs.append(b.lift(_as_array(leaf) if not isinstance(leaf, Tracer) else leaf))
-    captured = [param.variable for _, param in b.captured.values()]
+    captured = [param.id for _, param in b.captured.values()]
     outer = [x for x, _ in b.captured.values()]
-    params = tuple(captured) + tuple(a.variable for a in args)
-    program = Program(name, params, tuple(b.eqns), tuple(outs), checked=True)
+    params = captured + [a.id for a in args]
+    program = b.program(name, outs, params, checked=True)
     return program, outer, structure
 
 

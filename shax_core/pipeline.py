@@ -106,8 +106,8 @@ def _append(name: str, first: Program, second: Program, new_types, n_outputs: in
         new = [b.add_param(t) for t in new_types]
         first_outs = inline(b, first, args)
         second_outs = inline(b, second, new + first_outs[n_outputs:])
-        outs = tuple(t.variable for t in first_outs[:n_outputs] + second_outs)
-        return Program(name, tuple(b.params), tuple(b.eqns), outs)
+        outs = [t.id for t in first_outs[:n_outputs] + second_outs]
+        return b.program(name, outs, checked=False)
     args = new_params + first.outs[n_outputs:]
     subst = {p.name: a for p, a in zip(second.params, args, strict=True)}
     eqns = first.eqns + tuple([rewrite_ins(e, subst) for e in second.eqns])

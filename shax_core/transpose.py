@@ -24,9 +24,8 @@ from __future__ import annotations
 from shax_core._infer import infer
 from shax_core._linearize import Linearized
 from shax_core.core import Builder, Tracer, add, bind_at, zeros
-from shax_core.ir import Program, ShaxError
+from shax_core.ir import Program, ShaxError, has_subprograms, lean_of
 from shax_core.passes._dce import dce
-from shax_core.passes.inline import emit_on_first_use
 from shax_core.registry import TRANSFORMS, Linear, RuleError, Zero, lookup
 from shax_core.text import short_eqn as format_eqn
 
@@ -58,137 +57,173 @@ def _transpose(linear: Program, num_linear: int, dead_code_removed: bool) -> Pro
     cotangent reaches them and no live equation reads them, so none is emitted. Only a
     sub-program (DCE prunes it) or an equation without a transpose rule (an error only if it
     is live) makes the walk start again on ``dce(linear)``."""
+    lean = lean_of(linear)
+    types, names = lean.types, lean.names
+    eqn_prim, eqn_params, eqn_ins, eqn_out = (
+        lean.eqn_prim, lean.eqn_params, lean.eqn_ins, lean.eqn_out
+    )  # fmt: skip
+    extra = lean.eqn_extra
     b = Builder(prefix="t")  # distinct from the primal's names, so zipping reuses both
-    cts_in = [b.add_param(v.type) for v in linear.outs]
-    value = {}  # non-linear values: tracers in b
-    is_linear = set()
-    for i, p in enumerate(linear.params):
+    cts_in = [b.add_param(types[v]) for v in lean.outs]
+    n = len(types)
+    value: list = [None] * n  # by id: the non-linear values, as tracers in b
+    is_linear = bytearray(n)  # by id: 1 for a tangent
+    for i, p in enumerate(lean.params):
         if i < num_linear:
-            is_linear.add(p.name)
+            is_linear[p] = 1
         else:
-            value[p.name] = b.add_param(p.type)
+            value[p] = b.add_param(types[p])
 
-    backward = []
+    backward = []  # the tangent equations, by index
     prims: dict = {}  # by name: the primitives of the tangent equations
-    forward: dict[str, object] = {}  # residual-only equations, emitted when first needed
-    for eqn in linear.eqns:
-        if not dead_code_removed and eqn.params and eqn.subprograms:
+    forward: dict[int, int] = {}  # id -> its residual-only equation, emitted when first needed
+    for i, (name, params, ins) in enumerate(zip(eqn_prim, eqn_params, eqn_ins)):
+        if not dead_code_removed and params and has_subprograms(params):
             return _transpose(dce(linear), num_linear, dead_code_removed=True)
-        for v in eqn.ins:
-            if v.name in is_linear:
+        for v in ins:
+            if is_linear[v]:
                 break
         else:  # reads no tangent
-            if eqn.extra_outs:
-                for v in eqn.outs:
-                    forward[v.name] = eqn
+            if extra and i in extra:
+                for v in lean.eqn_outs(i):
+                    forward[v] = i
             else:
-                forward[eqn.out.name] = eqn
+                forward[eqn_out[i]] = i
             continue
-        prim = prims.get(eqn.prim)
+        prim = prims.get(name)
         if prim is None:
-            prim = prims[eqn.prim] = lookup(eqn.prim)
+            prim = prims[name] = lookup(name)
         if prim.transpose is None:
             if not dead_code_removed:
                 return _transpose(dce(linear), num_linear, dead_code_removed=True)
             raise TransposeError(
-                f"`{format_eqn(eqn)}` is not linear in its tangent input(s): "
-                f"{eqn.prim} has no transpose rule"
+                f"`{format_eqn(lean.eqn(i))}` is not linear in its tangent input(s): "
+                f"{name} has no transpose rule"
             )
-        if eqn.extra_outs:
-            is_linear.update(v.name for v in eqn.outs)
+        if extra and i in extra:
+            for v in lean.eqn_outs(i):
+                is_linear[v] = 1
         else:
-            is_linear.add(eqn.out.name)
-        backward.append(eqn)
+            is_linear[eqn_out[i]] = 1
+        backward.append(i)
 
-    def forward_eqn(eqn, xs):
-        if eqn.extra_outs or any(x.__class__ is not Tracer or x.builder is not b for x in xs):
-            return bind_at(b, eqn.prim, *xs, **lookup(eqn.prim).kwargs(eqn.params))
+    def forward_eqn(i: int, xs: list):
+        name, params = eqn_prim[i], eqn_params[i]
+        if (extra and i in extra) or any(
+            x.__class__ is not Tracer or x.builder is not b for x in xs
+        ):
+            return bind_at(b, name, *xs, **lookup(name).kwargs(params))
         # the equation as it is, on values in b: its type is known (the program is typed)
-        return b.emit(eqn.prim, eqn.params, [x.variable for x in xs], eqn.out.type)
+        return b.emit(name, params, [x.id for x in xs], types[eqn_out[i]])
 
-    def residual(name: str):
-        """The value of a non-linear variable, emitting its forward equations on first use
-        (so recomputed residuals are computed right before the backward step that reads
-        them, and are not all live at once)."""
-        return emit_on_first_use(name, value, forward, forward_eqn)
+    def residual(v: int):
+        """The value of the non-linear variable ``v``, emitting its forward equations on
+        first use, operands before their users (so recomputed residuals are computed right
+        before the backward step that reads them, and are not all live at once). An explicit
+        stack, not recursion: a chain of any length works."""
+        stack = [v]
+        while stack:
+            u = stack[-1]
+            if value[u] is not None:
+                stack.pop()
+                continue
+            i = forward[u]
+            missing = [w for w in eqn_ins[i] if value[w] is None]
+            if missing:
+                stack.extend(missing)
+                continue
+            result = forward_eqn(i, [value[w] for w in eqn_ins[i]])
+            if isinstance(result, tuple):  # a multi-result equation: all of its results
+                for w, r in zip(lean.eqn_outs(i), result, strict=True):
+                    value[w] = r
+            else:
+                value[u] = result
+            stack.pop()
+        return value[v]
 
-    ct: dict[str, object] = {}
+    ct: list = [None] * n  # by id: the cotangent summed so far
     linear_of: dict = {}  # one Linear marker per type (they are immutable)
 
-    def accumulate(name, c):
+    def accumulate(v: int, c):
         if c is None or c.__class__ is Zero:
             return
-        prev = ct.get(name)
+        prev = ct[v]
         if prev is None:
-            ct[name] = c
+            ct[v] = c
         elif (
             prev.__class__ is Tracer
             and c.__class__ is Tracer
             and prev.builder is b
             and c.builder is b
-            and prev.variable.type == c.variable.type
+            and prev.type == c.type
         ):  # = add(prev, c): two cotangents of one type, nothing to promote or broadcast
-            ct[name] = b.emit("add", (), (prev.variable, c.variable), c.variable.type)
+            ct[v] = b.emit("add", (), (prev.id, c.id), c.type)
         else:
-            ct[name] = add(prev, c)
+            ct[v] = add(prev, c)
 
-    for v, c in zip(linear.outs, cts_in, strict=True):
-        if v.name in is_linear:
-            accumulate(v.name, c)
+    for v, c in zip(lean.outs, cts_in, strict=True):
+        if is_linear[v]:
+            accumulate(v, c)
 
-    for eqn in reversed(backward):
-        prim = prims[eqn.prim]
+    for i in reversed(backward):
+        name = eqn_prim[i]
+        prim = prims[name]
         if prim.multiple_results:  # one cotangent per result, Zero where none arrived
-            cs = [ct.pop(v.name, None) for v in eqn.outs]
+            outs = lean.eqn_outs(i)
+            cs = [ct[v] for v in outs]
+            for v in outs:
+                ct[v] = None
             if all(c is None for c in cs):
                 continue
-            c = tuple(Zero(v.type) if c is None else c for v, c in zip(eqn.outs, cs))
+            c = tuple(Zero(types[v]) if c is None else c for v, c in zip(outs, cs))
         else:
-            c = ct.pop(eqn.out.name, None)
+            out = eqn_out[i]
+            c = ct[out]
             if c is None:
                 continue
-        ins, params = eqn.ins, eqn.params
+            ct[out] = None
+        ins, params = eqn_ins[i], eqn_params[i]
         args = []
         for v in ins:  # a Linear marker for each tangent operand, else its value
-            if v.name in is_linear:
-                t = v.type
+            if is_linear[v]:
+                t = types[v]
                 args.append(linear_of[t] if t in linear_of else _linear(linear_of, t))
             else:
-                args.append(value[v.name] if v.name in value else residual(v.name))
+                x = value[v]
+                args.append(x if x is not None else residual(v))
         try:
             if params:
                 in_cts = prim.transpose(c, *args, **prim.kwargs(params))
             else:
                 in_cts = prim.transpose(c, *args)
         except RuleError as e:
-            raise TransposeError(f"`{format_eqn(eqn)}`: {e}") from None
+            raise TransposeError(f"`{format_eqn(lean.eqn(i))}`: {e}") from None
         except ShaxError as e:
-            raise TransposeError(f"`{format_eqn(eqn)}`: {e}") from None
+            raise TransposeError(f"`{format_eqn(lean.eqn(i))}`: {e}") from None
         if len(in_cts) != len(ins):
             raise TransposeError(
-                f"`{format_eqn(eqn)}`: the transpose rule of {eqn.prim} gave "
+                f"`{format_eqn(lean.eqn(i))}`: the transpose rule of {name} gave "
                 f"{len(in_cts)} cotangents for {len(ins)} inputs"
             )
         for v, c_v in zip(ins, in_cts):
-            name = v.name
-            if name not in is_linear or c_v is None or c_v.__class__ is Zero:
+            if not is_linear[v] or c_v is None or c_v.__class__ is Zero:
                 continue
-            t = c_v.variable.type if c_v.__class__ is Tracer else c_v.type
-            if t is not v.type and t != v.type:
+            t = c_v.type
+            if t is not types[v] and t != types[v]:
                 raise TransposeError(
-                    f"`{format_eqn(eqn)}`: the transpose rule of {eqn.prim} gave a "
-                    f"cotangent of type {c_v.type} for {v.name} :: {v.type}"
+                    f"`{format_eqn(lean.eqn(i))}`: the transpose rule of {name} gave a "
+                    f"cotangent of type {t} for {names[v]} :: {types[v]}"
                 )
-            if name in ct:
-                accumulate(name, c_v)
-            else:  # = accumulate(name, c_v): the first cotangent of name
-                ct[name] = c_v
+            if ct[v] is not None:
+                accumulate(v, c_v)
+            else:  # = accumulate(v, c_v): the first cotangent of v
+                ct[v] = c_v
 
     outs = []
-    for p in linear.params[:num_linear]:
-        c = ct.get(p.name)
-        outs.append((c if c is not None else zeros(b, p.type)).variable)
-    return Program(linear.name + "t", tuple(b.params), tuple(b.eqns), tuple(outs))
+    for p in lean.params[:num_linear]:
+        c = ct[p]
+        outs.append((c if c is not None else zeros(b, types[p])).id)
+    return b.program(lean.name + "t", outs, checked=False)
 
 
 def _linear(linear_of: dict, t) -> Linear:

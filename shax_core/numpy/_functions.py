@@ -208,7 +208,7 @@ def _refuse(name: str, **options):
 
 def _unary(name: str, prim: str, doc: str = ""):
     def fn(x, /):
-        if type(x) is Tracer and x.variable.type.is_float:
+        if type(x) is Tracer and x.type.is_float:
             return _core.bind(prim, x)  # the common case: nothing to convert
         return _core.bind(prim, _float(x))
 
@@ -2283,9 +2283,9 @@ _PY_NUMBER = (int, float)
 
 def _fast_operator(core_fn, reflected: bool, slow):
     def op(self, other):
-        t = self.variable.type
+        t = self.type
         if t.is_float and (
-            (type(other) is Tracer and other.variable.type == t) or type(other) in _PY_NUMBER
+            (type(other) is Tracer and other.type == t) or type(other) in _PY_NUMBER
         ):
             return core_fn(other, self) if reflected else core_fn(self, other)
         return slow(self, other)
@@ -2295,7 +2295,7 @@ def _fast_operator(core_fn, reflected: bool, slow):
 
 
 def _neg(self):
-    return _core.neg(self) if self.variable.type.is_float else negative(self)
+    return _core.neg(self) if self.type.is_float else negative(self)
 
 
 def _attach_methods():

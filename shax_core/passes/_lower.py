@@ -55,8 +55,7 @@ def lower(program: Program, lowering: str) -> Program:
             env.update((v.name, r) for v, r in zip(eqn.outs, result, strict=True))
         else:
             env[eqn.out.name] = result
-    outs = tuple(env[v.name].variable for v in program.outs)
-    return Program(program.name, tuple(b.params), tuple(b.eqns), outs)
+    return b.program(program.name, [env[v.name].id for v in program.outs], checked=False)
 
 
 def canonicalize_dot(program: Program) -> Program:

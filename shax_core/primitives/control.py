@@ -128,9 +128,7 @@ def _linearize(body: Program, wrt: Sequence[int]) -> tuple[Program, Program]:
 
 
 def _program(name: str, b: Builder, outs) -> Program:
-    return Program(
-        name, tuple(b.params), tuple(b.eqns), tuple(t.variable for t in outs), checked=True
-    )
+    return b.program(name, [t.id for t in outs], checked=True)
 
 
 def _permuted(body: Program, order: Sequence[int]) -> Program:
