@@ -22,7 +22,9 @@ dies where it is read folds into the sum reading it::
 
 Building the plan is linear: a pass numbering slots and finding each slot's last reader, then
 a pass making the steps, their buffers and the live bytes, with one kernel per distinct
-(primitive, parameters, operand and result types) shared by its steps.
+(primitive, parameters, operand and result types) shared by its steps. Both read the
+program's lean form (``lean_of``: integer variable ids, equation columns), as the plan rules
+do, so compiling a view (``from_lean``) never builds its ``Var``/``Eqn`` objects.
 """
 
 from __future__ import annotations
