@@ -424,7 +424,9 @@ def _plan(lean: Lean, threads) -> tuple[list, int, _Plan]:
                 template[out] = a = np.asarray(prim.impl(**prim.kwargs(e_params)))
                 constants += a.nbytes  # held by the template for the whole run
                 continue
-            nested = _has_subprograms(prim)
+            nested = nested_of.get(e_prim)
+            if nested is None:
+                nested = nested_of[e_prim] = _has_subprograms(prim)
             in_types = tuple([types[v] for v in e_ins])
             shared = None if nested else _kernel(prim, e_params, in_types, out_type)
             shaped = bool(out_type.shape)
@@ -606,10 +608,11 @@ class PlanRewriter:
     def fresh(self, t: Type) -> int:
         lean = self._lean
         if self._bound is None:
-            names = lean.names
-            bound = {names[v] for v in lean.params}
-            for i in range(len(lean)):
-                bound.update(names[v] for v in lean.eqn_outs(i))
+            name_of = lean.names.__getitem__
+            bound = set(map(name_of, lean.params))
+            bound.update(map(name_of, lean.eqn_out))
+            for extra in lean.eqn_extra.values():
+                bound.update(map(name_of, extra))
             self._bound = bound
             self._types, self._names = list(self._types), list(self._names)  # never shared
         while True:
