@@ -150,7 +150,11 @@ def test_loops_with_view_bodies_compile_without_building_them():
         got = exe(*args)
         assert _built(view) == set()
         assert all(_built(b) == set() for b in bodies)
-        _same_bits(got, sx.compile(_ordinary(program))(*args))
+        ordinary = sx.compile(_ordinary(program))
+        _same_bits(got, ordinary(*args))
+        shuffled = sx.compile(_renumbered(program, 5))  # several results, ids numbered apart
+        _same_bits(shuffled(*args), got)
+        assert _plan_shape(shuffled) == _plan_shape(ordinary) == _plan_shape(exe)
 
 
 def test_generated_code_of_a_view_is_the_programs(monkeypatch):
