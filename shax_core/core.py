@@ -47,6 +47,38 @@ class TracerBoolError(ShaxError, TypeError):
     pass
 
 
+# the generated names ``prefix + str(i)`` of the first variables, shared by every builder of
+# the pipeline's prefixes (a builder names thousands of variables; a name from here is one list
+# read instead of a format). A cache is replaced, never extended in place, so threads only
+# ever read complete lists; other prefixes and names past the limit are formatted.
+_NAME_LIMIT = 1 << 17
+_NAMES: dict[str, list[str]] = {"x": [], "d": [], "t": []}
+
+
+def _name_cache(prefix: str, end: int) -> list[str]:
+    """The shared names of ``prefix``: at least ``min(end, _NAME_LIMIT)`` of them, or none
+    for a prefix that is not cached."""
+    names = _NAMES.get(prefix)
+    if names is None:
+        return []
+    n = len(names)
+    if n < end and n < _NAME_LIMIT:
+        want = min(max(end, 2 * n, 256), _NAME_LIMIT)
+        names = _NAMES[prefix] = names + [f"{prefix}{i}" for i in range(n, want)]
+    return names
+
+
+def fresh_names(prefix: str, start: int, k: int) -> list[str]:
+    """``[prefix + str(i) for i in range(start, start + k)]``."""
+    end = start + k
+    names = _NAMES.get(prefix)
+    if names is None or len(names) < end:
+        names = _name_cache(prefix, end)
+        if len(names) < end:
+            return [f"{prefix}{i}" for i in range(start, end)]
+    return names[start:end]
+
+
 class Builder:
     """Collects the equations of one program being built, as ``Lean`` columns.
 
@@ -66,7 +98,8 @@ class Builder:
         self.eqn_ins: list[tuple[int, ...]] = []
         self.eqn_out: list[int] = []
         self.eqn_extra: dict[int, tuple[int, ...]] = {}
-        self._count = 0
+        self._count = 0  # generated names so far: the next is prefix + str(_count)
+        self._name_cache: list[str] | tuple = _NAMES.get(prefix, ())
         self._constants: dict = {}
         self._vars: list = []  # the public Var of each id, once asked for
         self._var_ids: dict[int, int] = {}  # id() of such a Var -> its id
@@ -157,8 +190,10 @@ class Builder:
         v = len(self.types)
         self.types.append(type_)
         if name is None:
-            name = f"{self.prefix}{self._count}"
-            self._count += 1
+            n = self._count
+            self._count = n + 1
+            cache = self._name_cache
+            name = cache[n] if n < len(cache) else self._generated_name(n)
         self.names.append(name)
         return v
 
@@ -174,11 +209,13 @@ class Builder:
         types = self.types
         v = len(types)
         types.append(out_type)
-        self.names.append(f"{self.prefix}{self._count}")
-        self._count += 1
+        n = self._count
+        self._count = n + 1
+        cache = self._name_cache
+        self.names.append(cache[n] if n < len(cache) else self._generated_name(n))
         self.eqn_prim.append(prim)
         self.eqn_params.append(params)
-        self.eqn_ins.append(tuple(ins))
+        self.eqn_ins.append(ins if ins.__class__ is tuple else tuple(ins))
         self.eqn_out.append(v)
         return Tracer(self, v, out_type)
 
@@ -187,13 +224,23 @@ class Builder:
         types = self.types
         v = len(types)
         types.append(out_type)
-        self.names.append(f"{self.prefix}{self._count}")
-        self._count += 1
+        n = self._count
+        self._count = n + 1
+        cache = self._name_cache
+        self.names.append(cache[n] if n < len(cache) else self._generated_name(n))
         self.eqn_prim.append(prim)
         self.eqn_params.append(params)
-        self.eqn_ins.append(tuple(ins))
+        self.eqn_ins.append(ins if ins.__class__ is tuple else tuple(ins))
         self.eqn_out.append(v)
         return v
+
+    def _generated_name(self, n: int) -> str:
+        """``prefix + str(n)`` (past the end of the builder's view of the shared cache)."""
+        if self._name_cache.__class__ is list:  # (a prefix of its own has the empty tuple)
+            cache = self._name_cache = _name_cache(self.prefix, n + 1)
+            if n < len(cache):
+                return cache[n]
+        return f"{self.prefix}{n}"
 
     def emit_multi(
         self, prim: str, params: tuple, ins: Sequence[int], out_types: Sequence[Type]
