@@ -41,10 +41,10 @@ from __future__ import annotations
 
 import numpy as np
 
-from shax_core.core import Builder, Tracer
+from shax_core.core import Builder, Tracer, param_name
 from shax_core.registry import Linear, Zero
 
-_EMIT, _MULTI, _CONST, _LIFT, _EMIT_1, _EMIT_2 = range(6)
+_EMIT, _MULTI, _CONST, _LIFT, _EMIT_1, _EMIT_2, _RESIDUAL = range(7)
 _ONCE = ("applied once",)  # a key seen once: its second application is recorded
 
 
@@ -250,21 +250,44 @@ class RuleMemo:
         append = slots.append
         for op in tape[2]:
             kind = op[0]
-            if kind is _EMIT_2 or kind is _EMIT_1:
+            if kind is _EMIT_2:
                 # (kind, builder, its types, names, prims, params, operands and outs columns,
-                #  prim, params, operand slots, out type)
-                _, b, types, names, prim_col, params_col, ins_col, out_col, prim, params, s, t = op
+                #  prim, params, first and second operand slot, out type)
+                _, b, types, names, prims, params_col, ins_col, outs, prim, params, s, r, t = op
                 v = len(types)
                 types.append(t)
                 n = b._count
                 b._count = n + 1
                 cache = b._name_cache
                 names.append(cache[n] if n < len(cache) else b._generated_name(n))
-                prim_col.append(prim)
+                prims.append(prim)
                 params_col.append(params)
-                ins_col.append((slots[s[0]], slots[s[1]]) if kind is _EMIT_2 else (slots[s],))
-                out_col.append(v)
+                ins_col.append((slots[s], slots[r]))
+                outs.append(v)
                 append(v)
+            elif kind is _EMIT_1:  # (the same, with one operand slot)
+                _, b, types, names, prims, params_col, ins_col, outs, prim, params, s, t = op
+                v = len(types)
+                types.append(t)
+                n = b._count
+                b._count = n + 1
+                cache = b._name_cache
+                names.append(cache[n] if n < len(cache) else b._generated_name(n))
+                prims.append(prim)
+                params_col.append(params)
+                ins_col.append((slots[s],))
+                outs.append(v)
+                append(v)
+            elif kind is _RESIDUAL:  # (kind, lifted, types, names, param ids, source types, slot)
+                _, lifted, types, names, param_ids, source_types, s = op
+                v = slots[s]
+                param = lifted.get(v)
+                if param is None:  # Builder.lift_variable of a builder with ``lifted``, inlined
+                    param = lifted[v] = len(types)
+                    types.append(source_types[v])
+                    names.append(param_name(len(param_ids)))
+                    param_ids.append(param)
+                append(param)
             elif kind is _LIFT:  # (kind, builder's lift_variable, source builder, slot)
                 append(op[1](op[2], slots[op[3]]))
             elif kind is _CONST:  # (kind, builder, value, dtype)
@@ -288,10 +311,11 @@ def _compiled(tape: list[tuple], builders: tuple[Builder, ...]) -> tuple[tuple, 
         b = builders[i]
         if kind is _EMIT and 1 <= len(op[4]) <= 2:
             columns = (b.types, b.names, b.eqn_prim, b.eqn_params, b.eqn_ins, b.eqn_out)
-            ins = op[4] if len(op[4]) == 2 else op[4][0]
-            ops.append(
-                (_EMIT_2 if len(op[4]) == 2 else _EMIT_1, b, *columns, op[2], op[3], ins, op[5])
-            )
+            kind = _EMIT_2 if len(op[4]) == 2 else _EMIT_1
+            ops.append((kind, b, *columns, op[2], op[3], *op[4], op[5]))
+        elif kind is _LIFT and b.lifted is not None:  # one parameter per lifted id
+            columns = (b.lifted, b.types, b.names, b.param_ids, builders[op[2]].types)
+            ops.append((_RESIDUAL, *columns, op[3]))
         elif kind is _LIFT:  # (kind, builder, level of the lifted value, its slot)
             ops.append((_LIFT, b.lift_variable, builders[op[2]], op[3]))
         else:

@@ -52,7 +52,7 @@ class TracerBoolError(ShaxError, TypeError):
 # read instead of a format). A cache is replaced, never extended in place, so threads only
 # ever read complete lists; other prefixes and names past the limit are formatted.
 _NAME_LIMIT = 1 << 17
-_NAMES: dict[str, list[str]] = {"x": [], "d": [], "t": []}
+_NAMES: dict[str, list[str]] = {"x": [], "d": [], "t": [], "arg": []}
 
 
 def _name_cache(prefix: str, end: int) -> list[str]:
@@ -66,6 +66,14 @@ def _name_cache(prefix: str, end: int) -> list[str]:
         want = min(max(end, 2 * n, 256), _NAME_LIMIT)
         names = _NAMES[prefix] = names + [f"{prefix}{i}" for i in range(n, want)]
     return names
+
+
+def param_name(k: int) -> str:
+    """The name of a builder's ``k``-th parameter: ``arg`` + k."""
+    cache = _NAMES["arg"]
+    if k >= len(cache):
+        cache = _name_cache("arg", k + 1)
+    return cache[k] if k < len(cache) else f"arg{k}"
 
 
 def fresh_names(prefix: str, start: int, k: int) -> list[str]:
@@ -105,6 +113,9 @@ class Builder:
         self._var_ids: dict[int, int] = {}  # id() of such a Var -> its id
         # every type recorded so far came from a shape rule or a checked program
         self.checked = True
+        # primal id -> parameter id, in a builder that lifts a foreign variable as one
+        # parameter per id (``lift_variable``); the rule memo replays such lifts inline
+        self.lifted: dict[int, int] | None = None
 
     # the public view of the columns: ``Var`` and ``Eqn`` objects, for error messages and
     # callers that build programs by hand (the pipeline's passes use ids)
@@ -200,7 +211,7 @@ class Builder:
     def add_param(self, type_: Type, name: str | None = None) -> Tracer:
         v = len(self.types)
         self.types.append(type_)
-        self.names.append(name or f"arg{len(self.param_ids)}")
+        self.names.append(name or param_name(len(self.param_ids)))
         self.param_ids.append(v)
         return Tracer(self, v, type_)
 
