@@ -437,9 +437,42 @@ def _freeze(v):
     return v
 
 
+# shape rules of parameterless primitives by (rule, operand types), by identity: a rule is a
+# pure function of its operands' types, and the chain a program is traced from meets the same
+# few Type objects again and again. An entry holds its rule and types, so their ids are not
+# reused while it lives; the table is bounded (cleared when full).
+_SHAPES: dict[tuple, tuple] = {}
+_SHAPES_LIMIT = 4096
+
+
+def _shape(rule, *types):
+    """``rule(*types)``, remembered (exceptions propagate and are not remembered)."""
+    key = (id(rule), *map(id, types))
+    hit = _SHAPES.get(key)
+    if hit is not None:
+        return hit[0]
+    out = rule(*types)
+    if len(_SHAPES) >= _SHAPES_LIMIT:
+        _SHAPES.clear()
+    _SHAPES[key] = (out, rule, types)
+    return out
+
+
 def bind(name: str, *args, **params):
     """Apply primitive ``name``: NumPy evaluation on arrays, an equation on tracers."""
     prim = _REGISTRY.get(name) or lookup(name)
+    if not params and len(args) == 1:  # the common case: one tracer, no parameters
+        x = args[0]
+        if x.__class__ is Tracer and prim.arity == 1 and not prim.multiple_results:
+            t = x.type
+            hit = _SHAPES.get((id(prim.shape_rule), id(t)))
+            if hit is not None:
+                return x.builder.emit(name, (), (x.id,), hit[0])
+            try:
+                out_type = _shape(prim.shape_rule, t)
+            except Exception:  # noqa: BLE001  (_record raises it with the equation named)
+                return _record(x.builder, prim, (), args)
+            return x.builder.emit(name, (), (x.id,), out_type)
     values = tuple(_freeze(params[p.name]) for p in prim.params) if params else ()
     builder = top_builder(args)
     if builder is None:
@@ -640,16 +673,21 @@ def _broadcast_shapes(a, b) -> tuple[int, ...]:
 
 
 def _binary(name, x, y):
-    if type(x) is Tracer and type(y) is Tracer and x.type == y.type:
-        # the common case: nothing to promote or broadcast
-        if x.builder is y.builder:  # = bind(name, x, y) without its dispatch
-            prim = _REGISTRY[name]
+    if x.__class__ is Tracer and y.__class__ is Tracer:
+        tx, ty = x.type, y.type
+        if (tx is ty or tx == ty) and x.builder is y.builder:
+            # the common case (nothing to promote or broadcast): bind without its dispatch
+            rule = _REGISTRY[name].shape_rule
+            hit = _SHAPES.get((id(rule), id(tx), id(ty)))
+            if hit is not None:
+                return x.builder.emit(name, (), (x.id, y.id), hit[0])
             try:
-                out_type = prim.shape_rule(x.type, y.type)
+                out_type = _shape(rule, tx, ty)
             except Exception:  # noqa: BLE001  (bind raises it with the equation named)
                 return bind(name, x, y)
             return x.builder.emit(name, (), (x.id, y.id), out_type)
-        return bind(name, x, y)
+        if tx == ty:
+            return bind(name, x, y)
     x, y = _promote(x, y)
     shape = _broadcast_shapes(shape_of(x), shape_of(y))
     return bind(name, broadcast_to(x, shape), broadcast_to(y, shape))
