@@ -41,7 +41,7 @@ from dataclasses import dataclass
 
 from shax_core._infer import infer
 from shax_core._memo import RuleMemo
-from shax_core.core import Builder, Tracer, bind_at, param_name, zeros
+from shax_core.core import Builder, Tracer, bind_at, zeros
 from shax_core.ir import Program, ShaxError, Var, has_subprograms, lean_of
 from shax_core.passes import dce
 from shax_core.registry import TRANSFORMS, Zero, lookup
@@ -66,7 +66,7 @@ class _LinearBuilder(Builder):
             types = self.types
             param = self.residuals[v] = len(types)
             types.append(source.types[v])
-            self.names.append(param_name(len(self.param_ids)))
+            self.names.append(self._param_name(len(self.param_ids)))
             self.param_ids.append(param)
         return param
 

@@ -41,7 +41,7 @@ from __future__ import annotations
 
 import numpy as np
 
-from shax_core.core import Builder, Tracer, param_name
+from shax_core.core import Builder, Tracer
 from shax_core.registry import Linear, Zero
 
 _EMIT, _MULTI, _CONST, _LIFT, _EMIT_1, _EMIT_2, _RESIDUAL = range(7)
@@ -278,14 +278,17 @@ class RuleMemo:
                 ins_col.append((slots[s],))
                 outs.append(v)
                 append(v)
-            elif kind is _RESIDUAL:  # (kind, lifted, types, names, param ids, source types, slot)
-                _, lifted, types, names, param_ids, source_types, s = op
+            elif kind is _RESIDUAL:
+                # (kind, builder, its lifted, types, names, param ids, source types, slot)
+                _, b, lifted, types, names, param_ids, source_types, s = op
                 v = slots[s]
                 param = lifted.get(v)
                 if param is None:  # Builder.lift_variable of a builder with ``lifted``, inlined
                     param = lifted[v] = len(types)
                     types.append(source_types[v])
-                    names.append(param_name(len(param_ids)))
+                    k = len(param_ids)
+                    cache = b._param_names
+                    names.append(cache[k] if k < len(cache) else b._param_name(k))
                     param_ids.append(param)
                 append(param)
             elif kind is _LIFT:  # (kind, builder's lift_variable, source builder, slot)
@@ -315,7 +318,7 @@ def _compiled(tape: list[tuple], builders: tuple[Builder, ...]) -> tuple[tuple, 
             ops.append((kind, b, *columns, op[2], op[3], *op[4], op[5]))
         elif kind is _LIFT and b.lifted is not None:  # one parameter per lifted id
             columns = (b.lifted, b.types, b.names, b.param_ids, builders[op[2]].types)
-            ops.append((_RESIDUAL, *columns, op[3]))
+            ops.append((_RESIDUAL, b, *columns, op[3]))
         elif kind is _LIFT:  # (kind, builder, level of the lifted value, its slot)
             ops.append((_LIFT, b.lift_variable, builders[op[2]], op[3]))
         else:

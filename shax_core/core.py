@@ -49,18 +49,24 @@ class TracerBoolError(ShaxError, TypeError):
 
 # the generated names ``prefix + str(i)`` of the first variables, shared by every builder of
 # the pipeline's prefixes (a builder names thousands of variables; a name from here is one list
-# read instead of a format). A cache is replaced, never extended in place, so threads only
-# ever read complete lists; other prefixes and names past the limit are formatted.
+# read instead of a format). A shared list is replaced, never extended in place, so threads only
+# ever read complete lists; a builder past the shared names (or with a prefix of its own)
+# continues on a private copy (``_OwnNames``), extended in place. Every such list holds
+# ``prefix + str(i)`` at index i.
 _NAME_LIMIT = 1 << 17
 _NAMES: dict[str, list[str]] = {"x": [], "d": [], "t": [], "arg": []}
 
 
-def _name_cache(prefix: str, end: int) -> list[str]:
-    """The shared names of ``prefix``: at least ``min(end, _NAME_LIMIT)`` of them, or none
+class _OwnNames(list):
+    """A builder's own continuation of the names of its prefix."""
+
+
+def _name_cache(prefix: str, end: int) -> list[str] | tuple:
+    """The shared names of ``prefix``: at least ``min(end, _NAME_LIMIT)`` of them, or ``()``
     for a prefix that is not cached."""
     names = _NAMES.get(prefix)
     if names is None:
-        return []
+        return ()
     n = len(names)
     if n < end and n < _NAME_LIMIT:
         want = min(max(end, 2 * n, 256), _NAME_LIMIT)
@@ -68,23 +74,16 @@ def _name_cache(prefix: str, end: int) -> list[str]:
     return names
 
 
-def param_name(k: int) -> str:
-    """The name of a builder's ``k``-th parameter: ``arg`` + k."""
-    cache = _NAMES["arg"]
-    if k >= len(cache):
-        cache = _name_cache("arg", k + 1)
-    return cache[k] if k < len(cache) else f"arg{k}"
-
-
-def fresh_names(prefix: str, start: int, k: int) -> list[str]:
-    """``[prefix + str(i) for i in range(start, start + k)]``."""
-    end = start + k
-    names = _NAMES.get(prefix)
-    if names is None or len(names) < end:
-        names = _name_cache(prefix, end)
-        if len(names) < end:
-            return [f"{prefix}{i}" for i in range(start, end)]
-    return names[start:end]
+def _names_through(prefix: str, names, n: int) -> list[str]:
+    """A list of ``prefix`` names that reaches index ``n``, from ``names`` (one such list):
+    the shared one while it can, else the builder's own."""
+    if n < _NAME_LIMIT and prefix in _NAMES:
+        return _name_cache(prefix, n + 1)
+    if names.__class__ is not _OwnNames:
+        names = _OwnNames(names)
+    m = len(names)
+    names.extend([f"{prefix}{i}" for i in range(m, max(n + 1, m + max(16, m >> 2)))])
+    return names
 
 
 class Builder:
@@ -107,7 +106,8 @@ class Builder:
         self.eqn_out: list[int] = []
         self.eqn_extra: dict[int, tuple[int, ...]] = {}
         self._count = 0  # generated names so far: the next is prefix + str(_count)
-        self._name_cache: list[str] | tuple = _NAMES.get(prefix, ())
+        self._name_cache: list[str] | tuple = _NAMES.get(prefix, ())  # see _NAMES
+        self._param_names: list[str] = _NAMES["arg"]
         self._constants: dict = {}
         self._vars: list = []  # the public Var of each id, once asked for
         self._var_ids: dict[int, int] = {}  # id() of such a Var -> its id
@@ -211,7 +211,7 @@ class Builder:
     def add_param(self, type_: Type, name: str | None = None) -> Tracer:
         v = len(self.types)
         self.types.append(type_)
-        self.names.append(name or param_name(len(self.param_ids)))
+        self.names.append(name or self._param_name(len(self.param_ids)))
         self.param_ids.append(v)
         return Tracer(self, v, type_)
 
@@ -246,12 +246,16 @@ class Builder:
         return v
 
     def _generated_name(self, n: int) -> str:
-        """``prefix + str(n)`` (past the end of the builder's view of the shared cache)."""
-        if self._name_cache.__class__ is list:  # (a prefix of its own has the empty tuple)
-            cache = self._name_cache = _name_cache(self.prefix, n + 1)
-            if n < len(cache):
-                return cache[n]
-        return f"{self.prefix}{n}"
+        """``prefix + str(n)`` (past the end of the builder's names list)."""
+        names = self._name_cache = _names_through(self.prefix, self._name_cache, n)
+        return names[n]
+
+    def _param_name(self, k: int) -> str:
+        """``arg + str(k)``, the default name of the k-th parameter."""
+        names = self._param_names
+        if k >= len(names):
+            names = self._param_names = _names_through("arg", names, k)
+        return names[k]
 
     def emit_multi(
         self, prim: str, params: tuple, ins: Sequence[int], out_types: Sequence[Type]
