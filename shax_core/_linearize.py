@@ -193,6 +193,7 @@ class _Walk:
         self._float_by_id: dict[int, bool] = {}
         self.memo = RuleMemo((primal_b, linear_b))
         self.entries: dict = {}  # operand state -> (tape, primal slot, code, tangent slot, code)
+        self._values: dict[int, tuple] = {}  # see values
 
     def code(self, t) -> int:
         c = self._code_by_id.get(id(t))
@@ -206,31 +207,33 @@ class _Walk:
 
     def set_primal(self, v: int, x) -> None:
         if x.__class__ is Tracer and x.builder is self.primal_b:
-            self.pid[v], self.pc[v] = x.id, self.code(x.type)
+            c = self._code_by_id.get(id(x.type))
+            self.pid[v], self.pc[v] = x.id, self.code(x.type) if c is None else c
         else:
             self.pid[v], self.pc[v], self.pobj[v] = -2, None, x
 
     def set_tangent(self, v: int, t) -> None:
         if t.__class__ is Tracer and t.builder is self.linear_b:
-            self.tid[v], self.tc[v] = t.id, self.code(t.type)
+            c = self._code_by_id.get(id(t.type))
+            self.tid[v], self.tc[v] = t.id, self.code(t.type) if c is None else c
         elif t.__class__ is Zero:
             self.tid[v], self.tc[v] = -1, -1 - self.code(t.type)
         else:
             self.tid[v], self.tc[v], self.tobj[v] = -2, None, t
 
-    def primal(self, v: int):
-        p = self.pid[v]
-        if p < 0:
-            return self.pobj[v]
-        return Tracer(self.primal_b, p, self.code_types[self.pc[v]])
-
-    def tangent(self, v: int):
-        t = self.tid[v]
-        if t >= 0:
-            return Tracer(self.linear_b, t, self.code_types[self.tc[v]])
-        if t == -1:
-            return Zero(self.code_types[-1 - self.tc[v]])
-        return self.tobj[v]
+    def values(self, v: int) -> tuple:
+        """The primal tracer and the tangent (tracer or zero) of ``v``, as the rule takes
+        them (made once per variable, and kept for its other uses)."""
+        pair = self._values.get(v)
+        if pair is None:
+            p, t = self.pid[v], self.tid[v]
+            x = Tracer(self.primal_b, p, self.code_types[self.pc[v]]) if p >= 0 else self.pobj[v]
+            if t >= 0:
+                dx = Tracer(self.linear_b, t, self.code_types[self.tc[v]])
+            else:
+                dx = Zero(self.code_types[-1 - self.tc[v]]) if t == -1 else self.tobj[v]
+            pair = self._values[v] = (x, dx)
+        return pair
 
     def primal_out(self, v: int) -> int:
         p = self.pid[v]
@@ -360,12 +363,9 @@ class _Walk:
     def equation(self, i: int, prim, name: str, params: tuple, ins, out: int) -> None:
         """An equation as the rule is written: on tracers and zeros (through the memo)."""
         source, types = self.source, self.source.types
-        made: dict[int, tuple] = {}  # one primal tracer and one tangent per operand variable
-        for v in ins:
-            if v not in made:
-                made[v] = (self.primal(v), self.tangent(v))
-        xs = [made[v][0] for v in ins]
-        ts = [made[v][1] for v in ins]
+        pairs = [self.values(v) for v in ins]
+        xs = [x for x, _ in pairs]
+        ts = [t for _, t in pairs]
         zero_tangents = True
         for t in ts:
             if t.__class__ is not Zero:
@@ -389,14 +389,9 @@ class _Walk:
                 memo = self.memo
                 operands = xs + ts
                 key = memo.key((name, params), operands)
-                tape = memo.recorded(key)
-                if tape is not None:
-                    ans, t_out = memo.replay(tape, operands)
-                else:
-                    kwargs = prim.kwargs(params)
-                    ans, t_out = memo.apply(key, operands, prim.linearize, xs, ts, **kwargs)
-                    tape = memo.recorded(key)
-                if tape is not None:
+                kwargs = prim.kwargs(params)
+                (ans, t_out), tape = memo.applied(key, operands, prim.linearize, xs, ts, **kwargs)
+                if tape is not None and 1 <= len(ins) <= 2:  # (run looks such ones up)
                     sig = self.signature(name, params, ins)
                     if None not in sig:  # (an operand kept as it is has no signature)
                         entry = self.entry(tape)
@@ -411,6 +406,7 @@ class _Walk:
             t_out = Zero(types[out])
         self.set_primal(out, ans)
         self.set_tangent(out, t_out)
+        self._values[out] = (ans, t_out)
 
 
 TRANSFORMS["linearize"] = linearize_typed

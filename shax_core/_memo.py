@@ -46,6 +46,7 @@ from shax_core.registry import Linear, Zero
 
 _EMIT, _MULTI, _CONST, _LIFT, _EMIT_1, _EMIT_2, _RESIDUAL = range(7)
 _ONCE = ("applied once",)  # a key seen once: its second application is recorded
+_ABSENT = ("not applied",)
 
 
 class _Recorder:
@@ -207,18 +208,24 @@ class RuleMemo:
     def apply(self, key: tuple | None, inputs, rule, *args, **params):
         """``rule(*args, **params)`` (the rule applied to ``inputs``, which are ``args``
         flattened), or the tape of its first application with this key replayed on them."""
+        return self.applied(key, inputs, rule, *args, **params)[0]
+
+    def applied(self, key: tuple | None, inputs, rule, *args, **params):
+        """``(apply(...), the replayable tape of key after it, or None)``."""
         if key is None:
-            return rule(*args, **params)
+            return rule(*args, **params), None
+        tapes = self.tapes
         try:
-            tape = self.tapes.get(key)
+            tape = tapes.get(key, _ABSENT)
         except TypeError:  # an unhashable parameter
-            return rule(*args, **params)
-        if tape is not None and tape is not _ONCE:
-            return self.replay(tape, inputs)
-        if tape is None:
-            if key not in self.tapes:  # a first application: recording pays from the second
-                self.tapes[key] = _ONCE
-            return rule(*args, **params)  # (or a rule its tape cannot replay)
+            return rule(*args, **params), None
+        if tape is _ABSENT:  # a first application: recording pays from the second
+            tapes[key] = _ONCE
+            return rule(*args, **params), None
+        if tape is None:  # a rule its tape cannot replay
+            return rule(*args, **params), None
+        if tape is not _ONCE:
+            return self.replay(tape, inputs), tape
         builders = self.builders
         input_vars = [
             (builders.index(x.builder), x.id) if x.__class__ is Tracer else None for x in inputs
@@ -230,10 +237,9 @@ class RuleMemo:
         finally:
             rec.remove()
         out = _flatten(result, rec) if rec.valid else None
-        self.tapes[key] = (
-            (tuple(rec.tape), out, _compiled(rec.tape, builders)) if out is not None else None
-        )
-        return result
+        tape = (tuple(rec.tape), out, _compiled(rec.tape, builders)) if out is not None else None
+        tapes[key] = tape
+        return result, tape
 
     def replay(self, tape, inputs):
         """What the rule of ``tape``'s key returns on ``inputs``: the tape's calls on the

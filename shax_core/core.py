@@ -449,13 +449,8 @@ _SHAPES: dict[tuple, tuple] = {}
 _SHAPES_LIMIT = 4096
 
 
-def _shape(rule, *types):
-    """``rule(*types)``, remembered (exceptions propagate and are not remembered)."""
-    key = (id(rule), *map(id, types))
-    hit = _SHAPES.get(key)
-    if hit is not None:
-        return hit[0]
-    out = rule(*types)
+def _remember_shape(key: tuple, out, rule, types: tuple):
+    """Remember ``out = rule(*types)`` under ``key`` (see _SHAPES); returns ``out``."""
     if len(_SHAPES) >= _SHAPES_LIMIT:
         _SHAPES.clear()
     _SHAPES[key] = (out, rule, types)
@@ -468,14 +463,16 @@ def bind(name: str, *args, **params):
     if not params and len(args) == 1:  # the common case: one tracer, no parameters
         x = args[0]
         if x.__class__ is Tracer and prim.arity == 1 and not prim.multiple_results:
-            t = x.type
-            hit = _SHAPES.get((id(prim.shape_rule), id(t)))
+            t, rule = x.type, prim.shape_rule
+            key = (id(rule), id(t))
+            hit = _SHAPES.get(key)
             if hit is not None:
                 return x.builder.emit(name, (), (x.id,), hit[0])
             try:
-                out_type = _shape(prim.shape_rule, t)
+                out_type = rule(t)
             except Exception:  # noqa: BLE001  (_record raises it with the equation named)
                 return _record(x.builder, prim, (), args)
+            _remember_shape(key, out_type, rule, (t,))
             return x.builder.emit(name, (), (x.id,), out_type)
     values = tuple(_freeze(params[p.name]) for p in prim.params) if params else ()
     builder = top_builder(args)
@@ -682,13 +679,15 @@ def _binary(name, x, y):
         if (tx is ty or tx == ty) and x.builder is y.builder:
             # the common case (nothing to promote or broadcast): bind without its dispatch
             rule = _REGISTRY[name].shape_rule
-            hit = _SHAPES.get((id(rule), id(tx), id(ty)))
+            key = (id(rule), id(tx), id(ty))
+            hit = _SHAPES.get(key)
             if hit is not None:
                 return x.builder.emit(name, (), (x.id, y.id), hit[0])
             try:
-                out_type = _shape(rule, tx, ty)
+                out_type = rule(tx, ty)
             except Exception:  # noqa: BLE001  (bind raises it with the equation named)
                 return bind(name, x, y)
+            _remember_shape(key, out_type, rule, (tx, ty))
             return x.builder.emit(name, (), (x.id, y.id), out_type)
         if tx == ty:
             return bind(name, x, y)
