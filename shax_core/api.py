@@ -60,7 +60,7 @@ import numpy as np
 from shax_core import core as ops
 from shax_core._evaluate import Executable
 from shax_core.core import Builder, Tracer
-from shax_core.ir import Program, ShaxError, Type, type_of
+from shax_core.ir import Program, ShaxError, Type, lean_of, type_of
 from shax_core.passes.inline import inline
 from shax_core.pipeline import jvp_program, stages, vjp_program
 from shax_core.registry import Zero
@@ -282,11 +282,11 @@ def trace_pytree(
     if not prog_name.isidentifier() or prog_name == "<lambda>":
         prog_name = "f"
     program = b.program(prog_name, outs, b.param_ids + b.captured_params, checked=False)
-    if len(program.eqns) >= LARGE_EQUATIONS:
+    if len(b.eqn_prim) >= LARGE_EQUATIONS:  # (the view's equations are not built)
         log.info(
             "traced %s: %d equations, %d inputs in %.2fs",
             prog_name,
-            len(program.eqns),
+            len(b.eqn_prim),
             len(program.params),
             time.perf_counter() - start,
         )
@@ -389,12 +389,13 @@ def _trace_memo(f, args, tag):
 def _logged(what: str, program: Program, build):
     start = time.perf_counter()
     result = build()
-    if len(program.eqns) >= LARGE_EQUATIONS:
+    n_eqns = len(lean_of(program))  # (a view's equations are not built)
+    if n_eqns >= LARGE_EQUATIONS:
         log.info(
             "%s of %s (%d equations) built in %.2fs",
             what,
             program.name,
-            len(program.eqns),
+            n_eqns,
             time.perf_counter() - start,
         )
     return result

@@ -422,6 +422,13 @@ class Lean:
             self.eqn_params, self.eqn_ins, self.eqn_out, self.eqn_extra, self._vars,
         )  # fmt: skip
 
+    def with_outs(self, outs: tuple[int, ...]) -> Lean:
+        """This program returning ``outs`` (the same columns)."""
+        return Lean(
+            self.name, self.types, self.names, self.params, tuple(outs), self.eqn_prim,
+            self.eqn_params, self.eqn_ins, self.eqn_out, self.eqn_extra, self._vars,
+        )  # fmt: skip
+
     def var(self, v: int) -> Var:
         """The public ``Var`` of id ``v`` (built once per Lean)."""
         vars_ = self._vars

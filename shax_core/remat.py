@@ -46,8 +46,8 @@ that first reads it, so recomputed values are never all live at once.
 from __future__ import annotations
 
 from shax_core.core import Builder, Tracer
-from shax_core.ir import Program
-from shax_core.passes.inline import emit_on_first_use, inline
+from shax_core.ir import Lean, Program, from_lean, lean_of
+from shax_core.passes.inline import inline
 from shax_core.registry import lookup
 
 POLICIES = ("recompute", "save")
@@ -56,11 +56,14 @@ DEFAULT_DEPTH = 3
 MIN_BYTES = 1 << 20
 
 
-def _cheap(eqn) -> bool:
-    traits = lookup(eqn.prim).traits
-    if not ({"elementwise", "layout", "constant"} & traits):
+def _cheap(lean: Lean, i: int) -> bool:
+    """Whether equation ``i`` is cheap to recompute: elementwise, layout or a constant, and
+    no operand larger than its result."""
+    if not ({"elementwise", "layout", "constant"} & lookup(lean.eqn_prim[i]).traits):
         return False
-    return all(v.type.size <= eqn.out.type.size for v in eqn.ins)
+    types = lean.types
+    size = types[lean.eqn_out[i]].size
+    return all(types[v].size <= size for v in lean.eqn_ins[i])
 
 
 def rematerialize(
@@ -74,29 +77,29 @@ def rematerialize(
     """Rewrite the (primal, linear) pair so cheap residuals of at least ``min_bytes`` are
     recomputed, not saved: ``(primal, linear, names of the recomputed residuals)``, the pair
     unchanged (the same objects) if none is."""
-    if all(v.type.nbytes < min_bytes for v in primal.outs[n_outputs:]):
+    lean = lean_of(primal)
+    types, eqn_ins = lean.types, lean.eqn_ins
+    residuals = lean.outs[n_outputs:]
+    if all(types[v].nbytes < min_bytes for v in residuals):
         return primal, linear, frozenset()  # every residual is small: all are saved
-    producer = {e.out.name: e for e in primal.eqns}
-    params = {p.name for p in primal.params}
-    residuals = primal.outs[n_outputs:]
-    kept: set[str] = set()
-    memo: dict[tuple[str, int], bool] = {}
+    producer = {out: i for i, out in enumerate(lean.eqn_out)}  # id -> its equation
+    params = set(lean.params)
+    kept: set[int] = set()
+    memo: dict[tuple[int, int], bool] = {}
 
-    def reachable(name: str, budget: int) -> bool:
-        """Can ``name`` be rebuilt with at most ``budget`` cheap equations from saved values?"""
-        if name in kept or name in params:
+    def reachable(v: int, budget: int) -> bool:
+        """Can ``v`` be rebuilt with at most ``budget`` cheap equations from saved values?"""
+        if v in kept or v in params:
             return True
-        key = (name, budget)
+        key = (v, budget)
         if key not in memo:
-            eqn = producer.get(name)
-            ok = eqn is not None and _cheap(eqn) and (not eqn.ins or budget > 0)
-            memo[key] = ok and all(reachable(v.name, budget - 1) for v in eqn.ins)
+            i = producer.get(v)
+            ok = i is not None and _cheap(lean, i) and (not eqn_ins[i] or budget > 0)
+            memo[key] = ok and all(reachable(w, budget - 1) for w in eqn_ins[i])
         return memo[key]
 
-    order = {e.out.name: i for i, e in enumerate(primal.eqns)}
-    types = {v.name: v.type for v in residuals}
-    recompute: set[str] = set()
-    for r in sorted({v.name for v in residuals}, key=lambda n: order.get(n, -1)):
+    recompute: set[int] = set()
+    for r in sorted(set(residuals), key=lambda v: producer.get(v, -1)):
         if r in params or types[r].nbytes < min_bytes or not reachable(r, depth):
             kept.add(r)
             memo.clear()  # a newly kept value can make others reachable
@@ -105,26 +108,38 @@ def rematerialize(
     if not recompute:
         return primal, linear, frozenset()
 
-    leaf_vars = {v.name: v for v in residuals} | {p.name: p for p in primal.params}
     b = Builder(level=0, prefix="d")
-    tangents = [b.add_param(p.type) for p in linear.params[:n_tangents]]
-    saved: list = []  # primal vars that the new linear program takes as residuals
-    value: dict[str, Tracer] = {}
+    tangents = [b.add_param(types[p]) for p in lean_of(linear).params[:n_tangents]]
+    saved: list[int] = []  # primal ids that the new linear program takes as residuals
+    value: dict[int, Tracer] = {}
 
-    def saved_input(name: str) -> Tracer | None:
-        """A saved value becomes an input of the new linear program (a residual)."""
-        if name not in kept and name not in params:
-            return None
-        saved.append(leaf_vars[name])
-        return b.add_param(leaf_vars[name].type)
+    def residual(v: int) -> Tracer:
+        """The value of primal ``v`` in ``b``: a saved value becomes an input of the new
+        linear program (a residual); a recomputed one is emitted, operands first, when first
+        needed (an explicit stack: a chain of any length works)."""
+        stack = [v]
+        while stack:
+            u = stack[-1]
+            if u in value:
+                stack.pop()
+                continue
+            if u in kept or u in params:
+                saved.append(u)
+                value[u] = b.add_param(types[u])
+                stack.pop()
+                continue
+            i = producer[u]
+            missing = [w for w in eqn_ins[i] if w not in value]
+            if missing:
+                stack.extend(missing)
+                continue
+            ins = [value[w].id for w in eqn_ins[i]]
+            value[u] = b.emit(lean.eqn_prim[i], lean.eqn_params[i], ins, types[u])
+            stack.pop()
+        return value[v]
 
-    def emit(eqn, xs: list[Tracer]) -> Tracer:
-        return b.emit(eqn.prim, eqn.params, [x.id for x in xs], eqn.out.type)
-
-    args = tangents + [
-        emit_on_first_use(v.name, value, producer, emit, saved_input) for v in residuals
-    ]
+    args = tangents + [residual(v) for v in residuals]
     outs = inline(b, linear, args)
-    new_linear = b.program(linear.name, [t.id for t in outs], checked=False)
-    new_primal = primal.replace(outs=primal.outs[:n_outputs] + tuple(saved))
-    return new_primal, new_linear, frozenset(recompute)
+    new_linear = b.program(lean_of(linear).name, [t.id for t in outs], checked=False)
+    new_primal = from_lean(lean.with_outs(lean.outs[:n_outputs] + tuple(saved)))
+    return new_primal, new_linear, frozenset(lean.names[v] for v in recompute)
