@@ -36,6 +36,11 @@ class TransposeError(ShaxError):
     """The program is not linear in its tangent inputs; the message names the equation."""
 
 
+# Rule applications are recorded and replayed (``_recorded``); False runs every rule itself
+# (the tests compare the two).
+REPLAY = True
+
+
 def transpose_program(linear: Program | Linearized, num_linear: int | None = None) -> Program:
     """The transpose of a linear program whose first ``num_linear`` inputs are tangents (a
     ``Linearized`` from ``linearize_program`` says how many itself)."""
@@ -279,24 +284,24 @@ def _transpose(linear: Program, num_linear: int, dead_code_removed: bool) -> Pro
                     b_out.append(u)
                     slots.append(u)
                 b._count = k
-                for v, r in zip(ins, results):
-                    if r >= 0:
-                        c_v, prev = slots[r], ct[v]
-                        if prev is None:
-                            ct[v] = c_v
-                        elif prev.__class__ is int and bt[prev] == bt[c_v]:
-                            # = accumulate(v, c_v), inlined
-                            ct[v] = u = len(bt)
-                            bt.append(bt[c_v])
-                            bn.append(f"t{k}")
-                            k += 1
-                            b_prim.append("add")
-                            b_params.append(())
-                            b_ins.append((prev, c_v))
-                            b_out.append(u)
-                            b._count = k
-                        else:
-                            accumulate(v, c_v)
+                for j, r in results:
+                    v = ins[j]
+                    c_v, prev = slots[r], ct[v]
+                    if prev is None:
+                        ct[v] = c_v
+                    elif prev.__class__ is int and bt[prev] == bt[c_v]:
+                        # = accumulate(v, c_v), inlined
+                        ct[v] = u = len(bt)
+                        bt.append(bt[c_v])
+                        bn.append(f"t{k}")
+                        k += 1
+                        b_prim.append("add")
+                        b_params.append(())
+                        b_ins.append((prev, c_v))
+                        b_out.append(u)
+                        b._count = k
+                    else:
+                        accumulate(v, c_v)
                 continue
         args = [
             (linear_of[t] if (t := types[v]) in linear_of else _linear(linear_of, t))
@@ -329,7 +334,7 @@ def _transpose(linear: Program, num_linear: int, dead_code_removed: bool) -> Pro
                     f"`{format_eqn(lean.eqn(i))}`: the transpose rule of {name} gave a "
                     f"cotangent of type {t} for {names[v]} :: {types[v]}"
                 )
-        if key is not None and replayable[name]:
+        if key is not None and replayable[name] and REPLAY:
             tape = _recorded(b, before, c, xs, in_cts)
             if tape is not None:
                 tapes[key] = tape
@@ -371,9 +376,10 @@ def _recorded(b: Builder, before: tuple, c, xs: list, in_cts) -> tuple | None:
     cotangent ``c``, then one per operand (its value, None for a tangent), then ``fixed`` (the
     constants of b's cache the rule read), and appends each emitted variable; an op is
     ``(primitive, params, operand slots, type)`` (the slots as an ``itemgetter``, one int, or
-    ``()``) and ``results`` is, per operand, the slot of its cotangent or -1 (none). Only
-    plain equations may have been emitted (no new parameters, multi-result equations or
-    unchecked types), and every operand must be an input, a constant or emitted here."""
+    ``()``) and ``results`` holds ``(operand index, slot of its cotangent)`` for each operand
+    that gets one. Only plain equations may have been emitted (no new parameters,
+    multi-result equations or unchecked types), and every operand must be an input, a
+    constant or emitted here."""
     n_vars, n_eqns, count, checked, n_extra, n_params = before
     n_new = len(b.eqn_prim) - n_eqns
     if (
@@ -426,7 +432,7 @@ def _recorded(b: Builder, before: tuple, c, xs: list, in_cts) -> tuple | None:
         u = b.eqn_out[k]
         ops.append((b.eqn_prim[k], b.eqn_params[k], operands, b.types[u]))
         slot[u] = len(xs) + len(fixed) + len(ops)
-    results = tuple(-1 if r is None else slot[r.id] for r in results)
+    results = tuple((j, slot[r.id]) for j, r in enumerate(results) if r is not None)
     return tuple(ops), tuple(fixed), results, len(values)
 
 
