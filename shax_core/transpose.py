@@ -39,6 +39,7 @@ class TransposeError(ShaxError):
 # Rule applications are recorded and replayed (``_recorded``); False runs every rule itself
 # (the tests compare the two).
 REPLAY = True
+_ONCE = ("applied once",)  # the tape of a key applied once: its second application is recorded
 
 
 def transpose_program(linear: Program | Linearized, num_linear: int | None = None) -> Program:
@@ -214,6 +215,7 @@ def _transpose(linear: Program, num_linear: int, dead_code_removed: bool) -> Pro
             if all(c is None for c in cs):
                 continue
             c = tuple(Zero(types[v]) if c is None else tracer(c) for v, c in zip(outs, cs))
+            tape = None
             xs = [None if is_linear[v] else value[v] for v in ins]
             for j, v in enumerate(ins):
                 if xs[j] is None and not is_linear[v]:
@@ -262,6 +264,7 @@ def _transpose(linear: Program, num_linear: int, dead_code_removed: bool) -> Pro
                 key = tape = None
             if (
                 tape is not None
+                and tape is not _ONCE
                 and c.__class__ is int
                 and (tape[3] == 0 or (c not in xs if tape[3] == 1 else _distinct(c, xs)))
             ):
@@ -303,14 +306,16 @@ def _transpose(linear: Program, num_linear: int, dead_code_removed: bool) -> Pro
                     else:
                         accumulate(v, c_v)
                 continue
-        args = [
-            (linear_of[t] if (t := types[v]) in linear_of else _linear(linear_of, t))
-            if x is None
-            else Tracer(b, x, bt[x])
-            for v, x in zip(ins, xs)
-        ]
+        args = []
+        for v, x in zip(ins, xs):  # a Linear marker for each tangent operand, else its value
+            if x is None:
+                t = types[v]
+                args.append(linear_of[t] if t in linear_of else _linear(linear_of, t))
+            else:
+                args.append(Tracer(b, x, bt[x]))
         prim = prims[name]
-        before = (len(bt), len(b_prim), b._count, b.checked, len(b.eqn_extra), len(b.param_ids))
+        if tape is _ONCE:  # the second application of its key: recorded
+            before = (len(bt), len(b_prim), b._count, b.checked, len(b.eqn_extra), len(b.param_ids))
         try:
             if params:
                 in_cts = prim.transpose(tracer(c), *args, **prim.kwargs(params))
@@ -325,6 +330,11 @@ def _transpose(linear: Program, num_linear: int, dead_code_removed: bool) -> Pro
                 f"`{format_eqn(lean.eqn(i))}`: the transpose rule of {name} gave "
                 f"{len(in_cts)} cotangents for {len(ins)} inputs"
             )
+        if tape is _ONCE:  # (a tape of an application that fails below is never used)
+            if (tape := _recorded(b, before, c, xs, in_cts)) is not None:
+                tapes[key] = tape
+        elif tape is None and key is not None and REPLAY and replayable[name]:
+            tapes[key] = _ONCE  # a first application: recording pays from the second
         for v, x, c_v in zip(ins, xs, in_cts):
             if x is not None or c_v is None or c_v.__class__ is Zero:
                 continue
@@ -334,14 +344,8 @@ def _transpose(linear: Program, num_linear: int, dead_code_removed: bool) -> Pro
                     f"`{format_eqn(lean.eqn(i))}`: the transpose rule of {name} gave a "
                     f"cotangent of type {t} for {names[v]} :: {types[v]}"
                 )
-        if key is not None and replayable[name] and REPLAY:
-            tape = _recorded(b, before, c, xs, in_cts)
-            if tape is not None:
-                tapes[key] = tape
-        for v, x, c_v in zip(ins, xs, in_cts):
-            if x is not None or c_v is None or c_v.__class__ is Zero:
-                continue
-            c_v = id_in_b(c_v)
+            if c_v.__class__ is Tracer and c_v.builder is b:
+                c_v = c_v.id
             if ct[v] is not None:
                 accumulate(v, c_v)
             else:  # = accumulate(v, c_v): the first cotangent of v
@@ -381,7 +385,8 @@ def _recorded(b: Builder, before: tuple, c, xs: list, in_cts) -> tuple | None:
     multi-result equations or unchecked types), and every operand must be an input, a
     constant or emitted here."""
     n_vars, n_eqns, count, checked, n_extra, n_params = before
-    n_new = len(b.eqn_prim) - n_eqns
+    eqn_out, eqn_ins, names = b.eqn_out, b.eqn_ins, b.names
+    n_new = len(eqn_out) - n_eqns
     if (
         len(b.types) - n_vars != n_new
         or b._count - count != n_new
@@ -391,49 +396,48 @@ def _recorded(b: Builder, before: tuple, c, xs: list, in_cts) -> tuple | None:
         or c.__class__ is not int
     ):
         return None
-    values = [x for x in xs if x is not None]
-    constants = {t.id for t in b._constants.values()}
-    inputs = [c, *values]
-    if len(set(inputs)) != len(inputs) or any(x.__class__ is not int for x in values):
-        return None
-    if not constants.isdisjoint(inputs):
-        return None
-    emitted = range(n_eqns, n_eqns + n_new)
-    for k in emitted:  # each equation binds the next variable, named as emit names it
-        u = b.eqn_out[k]
-        if u != n_vars + k - n_eqns or b.names[u] != f"{b.prefix}{count + k - n_eqns}":
-            return None
-    # the constants the rule read from b's cache (or put there: replayed, it finds them)
-    cached = {u for u in (b.eqn_out[k] for k in emitted) if u in constants}
-    made = [k for k in emitted if b.eqn_out[k] not in cached]  # the equations replayed
-    slot = {c: 0}
+    slot = {c: 0}  # variable id -> its slot
     for j, x in enumerate(xs, 1):
         if x is not None:
+            if x.__class__ is not int or x in slot:  # (repeated inputs: ambiguous slots)
+                return None
             slot[x] = j
-    results = [
-        c_v if x is None and c_v is not None and c_v.__class__ is not Zero else None
-        for x, c_v in zip(xs, in_cts)
-    ]
-    if any(r is not None and (r.__class__ is not Tracer or r.builder is not b) for r in results):
+    n_values = len(slot) - 1
+    constants = {t.id for t in b._constants.values()} if b._constants else set()
+    if not constants.isdisjoint(slot):
         return None
-    fixed = {}  # constant id -> its slot
-    read = [u for k in made for u in b.eqn_ins[k]] + [r.id for r in results if r is not None]
-    new = {b.eqn_out[k] for k in made}
-    for u in read:
-        if u not in slot and u not in new:
+    emitted = range(n_eqns, n_eqns + n_new)
+    made = []  # the equations replayed: not the constants the rule put in b's cache
+    for k in emitted:  # each equation binds the next variable, named as emit names it
+        u = eqn_out[k]
+        if u != n_vars + k - n_eqns or names[u] != f"{b.prefix}{count + k - n_eqns}":
+            return None
+        if u not in constants:
+            made.append(k)
+    results = []  # (operand index, variable id of its cotangent)
+    for j, (x, c_v) in enumerate(zip(xs, in_cts)):
+        if x is None and c_v is not None and c_v.__class__ is not Zero:
+            if c_v.__class__ is not Tracer or c_v.builder is not b:
+                return None
+            results.append((j, c_v.id))
+    # the constants read from b's cache (replayed, the rule finds them there), then the
+    # variables emitted, numbered after them
+    new = {eqn_out[k] for k in made}
+    fixed: dict[int, int] = {}
+    for u in [w for k in made for w in eqn_ins[k]] + [u for _, u in results]:
+        if u not in slot and u not in new and u not in fixed:
             if u not in constants:
                 return None
-            fixed.setdefault(u, 1 + len(xs) + len(fixed))
+            fixed[u] = 1 + len(xs) + len(fixed)
     slot.update(fixed)
     ops = []
     for k in made:
-        ins = tuple([slot[u] for u in b.eqn_ins[k]])
+        ins = tuple([slot[w] for w in eqn_ins[k]])
         operands = itemgetter(*ins) if len(ins) > 1 else ins[0] if ins else ()
-        u = b.eqn_out[k]
+        u = eqn_out[k]
         ops.append((b.eqn_prim[k], b.eqn_params[k], operands, b.types[u]))
         slot[u] = len(xs) + len(fixed) + len(ops)
-    results = tuple((j, slot[r.id]) for j, r in enumerate(results) if r is not None)
-    return tuple(ops), tuple(fixed), results, len(values)
+    return tuple(ops), tuple(fixed), tuple([(j, slot[u]) for j, u in results]), n_values
 
 
 TRANSFORMS["transpose"] = transpose_typed
