@@ -36,9 +36,10 @@ class TransposeError(ShaxError):
     """The program is not linear in its tangent inputs; the message names the equation."""
 
 
-# Rule applications are recorded and replayed (``_recorded``); False runs every rule itself
-# (the tests compare the two).
-REPLAY = True
+# Rule applications are recorded and replayed (``_recorded``) in programs of at least this
+# many tangent equations (in smaller ones recording costs more than replaying saves); None
+# runs every rule itself (the tests compare the two).
+REPLAY_FROM: int | None = 64
 _ONCE = ("applied once",)  # the tape of a key applied once: its second application is recorded
 
 
@@ -204,9 +205,11 @@ def _transpose(linear: Program, num_linear: int, dead_code_removed: bool) -> Pro
             accumulate(v, c)
 
     tapes: dict = {}  # (primitive, params, per operand: tangent?, type) -> its tape
+    replay = REPLAY_FROM is not None and len(backward) >= REPLAY_FROM
     for i in reversed(backward):
         name = eqn_prim[i]
         ins, params = eqn_ins[i], eqn_params[i]
+        key = tape = None
         if name in multiple_results:  # one cotangent per result, Zero where none arrived
             outs = lean.eqn_outs(i)
             cs = [ct[v] for v in outs]
@@ -215,103 +218,101 @@ def _transpose(linear: Program, num_linear: int, dead_code_removed: bool) -> Pro
             if all(c is None for c in cs):
                 continue
             c = tuple(Zero(types[v]) if c is None else tracer(c) for v, c in zip(outs, cs))
-            tape = None
-            xs = [None if is_linear[v] else value[v] for v in ins]
-            for j, v in enumerate(ins):
-                if xs[j] is None and not is_linear[v]:
-                    xs[j] = residual(v)
-            key = None
         else:
             out = eqn_out[i]
             c = ct[out]
             if c is None:
                 continue
             ct[out] = None
-            # per operand: None for a tangent, else its value (emitting its forward
-            # equations); the key: whether each operand is a tangent, and its type
-            if len(ins) == 2:
-                u, w = ins
-                lu, lw = is_linear[u], is_linear[w]
-                if lu:
-                    xu = None
-                elif (xu := value[u]) is None:
-                    xu = residual(u)
-                if lw:
-                    xw = None
-                elif (xw := value[w]) is None:
-                    xw = residual(w)
-                xs = [xu, xw]
-                key = (name, params, lu, types[u], lw, types[w])
-            elif len(ins) == 1:  # a tangent
-                xs = [None]
-                key = (name, params, 1, types[ins[0]])
-            else:
-                xs = []
-                key = [name, params]
-                for v in ins:
-                    if is_linear[v]:
-                        xs.append(None)
-                        key.append(1)
-                    else:
-                        x = value[v]
-                        xs.append(x if x is not None else residual(v))
-                        key.append(0)
-                    key.append(types[v])
-                key = tuple(key)
-            try:
-                tape = tapes.get(key)
-            except TypeError:  # an unhashable parameter
-                key = tape = None
-            if (
-                tape is not None
-                and tape is not _ONCE
-                and c.__class__ is int
-                and (tape[3] == 0 or (c not in xs if tape[3] == 1 else _distinct(c, xs)))
-            ):
-                # the rule's equations again: slot 0 the cotangent, then the operands'
-                # values, the cached constants the rule read, and each variable emitted
-                ops, fixed, results, _ = tape
-                slots = [c, *xs, *fixed] if fixed else [c, *xs]
-                k = b._count
-                for prim_name, prim_params, operands, out_type in ops:
-                    u = len(bt)
-                    bt.append(out_type)
-                    bn.append(f"t{k}")
-                    k += 1
-                    b_prim.append(prim_name)
-                    b_params.append(prim_params)
-                    if operands.__class__ is itemgetter:
-                        b_ins.append(operands(slots))
-                    else:
-                        b_ins.append((slots[operands],) if operands.__class__ is int else ())
-                    b_out.append(u)
-                    slots.append(u)
-                b._count = k
-                for j, r in results:
-                    v = ins[j]
-                    c_v, prev = slots[r], ct[v]
-                    if prev is None:
-                        ct[v] = c_v
-                    elif prev.__class__ is int and bt[prev] == bt[c_v]:
-                        # = accumulate(v, c_v), inlined
-                        ct[v] = u = len(bt)
-                        bt.append(bt[c_v])
+            if replay:  # the rule's recorded equations, if its key has a tape
+                # per operand: None for a tangent, else its value (emitting its forward
+                # equations); the key: whether each operand is a tangent, and its type
+                if len(ins) == 2:
+                    u, w = ins
+                    lu, lw = is_linear[u], is_linear[w]
+                    if lu:
+                        xu = None
+                    elif (xu := value[u]) is None:
+                        xu = residual(u)
+                    if lw:
+                        xw = None
+                    elif (xw := value[w]) is None:
+                        xw = residual(w)
+                    xs = [xu, xw]
+                    key = (name, params, lu, types[u], lw, types[w])
+                elif len(ins) == 1:  # a tangent
+                    xs = [None]
+                    key = (name, params, 1, types[ins[0]])
+                else:
+                    xs = []
+                    for v in ins:
+                        if is_linear[v]:
+                            xs.append(None)
+                        else:
+                            x = value[v]
+                            xs.append(x if x is not None else residual(v))
+                    key = [name, params]
+                    for v, x in zip(ins, xs):
+                        key.append(1 if x is None else 0)
+                        key.append(types[v])
+                    key = tuple(key)
+                try:
+                    tape = tapes.get(key)
+                except TypeError:  # an unhashable parameter
+                    key = None
+                if (
+                    tape is not None
+                    and tape is not _ONCE
+                    and c.__class__ is int
+                    and (tape[3] == 0 or (c not in xs if tape[3] == 1 else _distinct(c, xs)))
+                ):
+                    # the rule's equations again: slot 0 the cotangent, then the operands'
+                    # values, the cached constants the rule read, and each variable emitted
+                    ops, fixed, results, _ = tape
+                    slots = [c, *xs, *fixed] if fixed else [c, *xs]
+                    k = b._count
+                    for prim_name, prim_params, operands, out_type in ops:
+                        u = len(bt)
+                        bt.append(out_type)
                         bn.append(f"t{k}")
                         k += 1
-                        b_prim.append("add")
-                        b_params.append(())
-                        b_ins.append((prev, c_v))
+                        b_prim.append(prim_name)
+                        b_params.append(prim_params)
+                        if operands.__class__ is itemgetter:
+                            b_ins.append(operands(slots))
+                        else:
+                            b_ins.append((slots[operands],) if operands.__class__ is int else ())
                         b_out.append(u)
-                        b._count = k
-                    else:
-                        accumulate(v, c_v)
-                continue
+                        slots.append(u)
+                    b._count = k
+                    for j, r in results:
+                        v = ins[j]
+                        c_v, prev = slots[r], ct[v]
+                        if prev is None:
+                            ct[v] = c_v
+                        elif prev.__class__ is int and bt[prev] == bt[c_v]:
+                            # = accumulate(v, c_v), inlined
+                            ct[v] = u = len(bt)
+                            bt.append(bt[c_v])
+                            bn.append(f"t{k}")
+                            k += 1
+                            b_prim.append("add")
+                            b_params.append(())
+                            b_ins.append((prev, c_v))
+                            b_out.append(u)
+                            b._count = k
+                        else:
+                            accumulate(v, c_v)
+                    continue
         args = []
-        for v, x in zip(ins, xs):  # a Linear marker for each tangent operand, else its value
-            if x is None:
+        for v in ins:  # a Linear marker for each tangent operand, else its value
+            if is_linear[v]:
                 t = types[v]
                 args.append(linear_of[t] if t in linear_of else _linear(linear_of, t))
             else:
+                x = value[v]
+                if x is None:
+                    x = residual(v)
                 args.append(Tracer(b, x, bt[x]))
         prim = prims[name]
         if tape is _ONCE:  # the second application of its key: recorded
@@ -333,10 +334,10 @@ def _transpose(linear: Program, num_linear: int, dead_code_removed: bool) -> Pro
         if tape is _ONCE:  # (a tape of an application that fails below is never used)
             if (tape := _recorded(b, before, c, xs, in_cts)) is not None:
                 tapes[key] = tape
-        elif tape is None and key is not None and REPLAY and replayable[name]:
+        elif tape is None and key is not None and replayable[name]:
             tapes[key] = _ONCE  # a first application: recording pays from the second
-        for v, x, c_v in zip(ins, xs, in_cts):
-            if x is not None or c_v is None or c_v.__class__ is Zero:
+        for v, c_v in zip(ins, in_cts):
+            if not is_linear[v] or c_v is None or c_v.__class__ is Zero:
                 continue
             t = c_v.type
             if t is not types[v] and t != types[v]:
@@ -382,8 +383,9 @@ def _recorded(b: Builder, before: tuple, c, xs: list, in_cts) -> tuple | None:
     ``(primitive, params, operand slots, type)`` (the slots as an ``itemgetter``, one int, or
     ``()``) and ``results`` holds ``(operand index, slot of its cotangent)`` for each operand
     that gets one. Only plain equations may have been emitted (no new parameters,
-    multi-result equations or unchecked types), and every operand must be an input, a
-    constant or emitted here."""
+    multi-result equations, unchecked types, or constants new to b's cache: the first
+    application put them there), and every operand must be an input, a cached constant or
+    emitted here."""
     n_vars, n_eqns, count, checked, n_extra, n_params = before
     eqn_out, eqn_ins, names = b.eqn_out, b.eqn_ins, b.names
     n_new = len(eqn_out) - n_eqns
@@ -406,23 +408,22 @@ def _recorded(b: Builder, before: tuple, c, xs: list, in_cts) -> tuple | None:
     constants = {t.id for t in b._constants.values()} if b._constants else set()
     if not constants.isdisjoint(slot):
         return None
-    emitted = range(n_eqns, n_eqns + n_new)
-    made = []  # the equations replayed: not the constants the rule put in b's cache
-    for k in emitted:  # each equation binds the next variable, named as emit names it
+    made = range(n_eqns, n_eqns + n_new)
+    for k in made:  # each equation binds the next variable, named as emit names it
         u = eqn_out[k]
         if u != n_vars + k - n_eqns or names[u] != f"{b.prefix}{count + k - n_eqns}":
             return None
-        if u not in constants:
-            made.append(k)
+        if u in constants:  # (put in b's cache: replayed, the rule would find it there)
+            return None
     results = []  # (operand index, variable id of its cotangent)
     for j, (x, c_v) in enumerate(zip(xs, in_cts)):
         if x is None and c_v is not None and c_v.__class__ is not Zero:
             if c_v.__class__ is not Tracer or c_v.builder is not b:
                 return None
             results.append((j, c_v.id))
-    # the constants read from b's cache (replayed, the rule finds them there), then the
-    # variables emitted, numbered after them
-    new = {eqn_out[k] for k in made}
+    # the constants read from b's cache (the same variables each time), then the variables
+    # emitted, numbered after them
+    new = range(n_vars, n_vars + n_new)
     fixed: dict[int, int] = {}
     for u in [w for k in made for w in eqn_ins[k]] + [u for _, u in results]:
         if u not in slot and u not in new and u not in fixed:

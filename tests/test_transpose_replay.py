@@ -26,21 +26,23 @@ ENTRIES = [e for e in load() if e.name not in EXPECTED_UNSUPPORTED]
 
 
 def _stages(program, wrt=None, *, replay: bool, policy: str | None = None) -> dict[str, str]:
-    with pytest.MonkeyPatch.context() as m:
-        m.setattr(transpose, "REPLAY", replay)
+    with pytest.MonkeyPatch.context() as m:  # replayed in programs of any size, or never
+        m.setattr(transpose, "REPLAY_FROM", 0 if replay else None)
         kwargs = {} if policy is None else {"policy": policy}
         stages = run(program, wrt, **kwargs).stages()
     return {name: str(p) for name, p in stages.items()}
 
 
+@pytest.mark.parametrize("policy", ["save", "recompute"])
 @pytest.mark.parametrize("entry", ENTRIES, ids=lambda e: f"{e.domain}-{e.name}")
-def test_replayed_transpose_rules_give_the_same_programs_on_the_corpus(entry):
+def test_replayed_transpose_rules_give_the_same_programs_on_the_corpus(entry, policy):
     inputs = entry.inputs(seed=5, fdtype=np.float64)
     prog = shax_program(entry, inputs)
     wrt = float_positions(inputs)
     if not wrt or not prog.outs[0].type.is_float:
         pytest.skip("nothing to differentiate")
-    assert _stages(prog, wrt, replay=True) == _stages(prog, wrt, replay=False)
+    replayed = _stages(prog, wrt, replay=True, policy=policy)
+    assert replayed == _stages(prog, wrt, replay=False, policy=policy)
 
 
 @SETTINGS
@@ -66,9 +68,11 @@ def test_a_chain_of_repeated_steps_is_replayed_exactly_and_its_gradient_is_right
     args = (np.float64(0.4), np.float64(-0.3), m)
     p = sx.trace(_chain, *args)
     with pytest.MonkeyPatch.context() as mp:
-        mp.setattr(transpose, "REPLAY", False)
+        mp.setattr(transpose, "REPLAY_FROM", None)
         plain = sx.vjp_program(p, policy=policy)
-    replayed = sx.vjp_program(p, policy=policy)
+    with pytest.MonkeyPatch.context() as mp:
+        mp.setattr(transpose, "REPLAY_FROM", 0)
+        replayed = sx.vjp_program(p, policy=policy)
     assert str(replayed) == str(plain)
     assert len(replayed.eqns) > 100
     out, gx, gy, gm = sx.evaluate(replayed, *args, np.float64(1.0))
