@@ -238,9 +238,7 @@ class _Walk:
         self.operands: dict[int, _Operand] = {}
         self.taken: set[str] = set()
         self.counter: list = []  # the names in use are collected when the first one is needed
-        # by primitive name: (primitive, its rule, elementwise, constant, preserves_splat,
-        # whether the rule can only fire on a constant operand)
-        self.facts: dict[str, tuple] = {}
+        self.facts: dict[str, tuple] = {}  # by primitive name: see ``_facts``
 
     def operand(self, v: int) -> _Operand:
         op = self.operands.get(v)
