@@ -85,9 +85,8 @@ def _transpose(linear: Program, num_linear: int, dead_code_removed: bool) -> Pro
     # the parameters of b: one cotangent per output, then the residuals (ids 0, 1, ...)
     residuals = lean.params[num_linear:]
     n_cts = len(lean.outs)
-    for v in (*lean.outs, *residuals):  # = b.add_param(types[v]), the ids 0, 1, ...
-        bn.append(f"arg{len(bt)}")
-        bt.append(types[v])
+    bt.extend([types[v] for v in (*lean.outs, *residuals)])  # = b.add_param(types[v]) each
+    bn.extend([f"arg{k}" for k in range(len(bt))])
     b.param_ids.extend(range(len(bt)))
     n = len(types)
     value: list = [None] * n  # by id: the non-linear values, as ids in b
@@ -102,9 +101,13 @@ def _transpose(linear: Program, num_linear: int, dead_code_removed: bool) -> Pro
     replayable: dict = {}  # by name: whether its rule applications are recorded
     multiple_results: set = set()  # the names of those with multiple results
     forward: dict[int, int] = {}  # id -> its residual-only equation, emitted when first needed
-    for i, (name, params, ins) in enumerate(zip(eqn_prim, eqn_params, eqn_ins)):
-        if not dead_code_removed and params and has_subprograms(params):
-            return _transpose(dce(linear), num_linear, dead_code_removed=True)
+    if (
+        not dead_code_removed
+        and any(eqn_params)  # (most equations have no parameters)
+        and any(p and has_subprograms(p) for p in eqn_params)
+    ):
+        return _transpose(dce(linear), num_linear, dead_code_removed=True)
+    for i, ins in enumerate(eqn_ins):
         for v in ins:
             if is_linear[v]:
                 break
@@ -115,6 +118,7 @@ def _transpose(linear: Program, num_linear: int, dead_code_removed: bool) -> Pro
             else:
                 forward[eqn_out[i]] = i
             continue
+        name = eqn_prim[i]
         if name not in prims:  # (checked once per primitive)
             prim = prims[name] = lookup(name)
             replayable[name] = not prim.multiple_results and not any(
