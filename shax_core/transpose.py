@@ -260,10 +260,10 @@ def _transpose(linear: Program, num_linear: int, dead_code_removed: bool) -> Pro
                         key.append(1 if x is None else 0)
                         key.append(types[v])
                     key = tuple(key)
-                try:
-                    tape = tapes.get(key)
-                except TypeError:  # an unhashable parameter
+                if params and not _plain(params):  # (0.0 == -0.0 and 1 == True: no key)
                     key = None
+                else:
+                    tape = tapes.get(key)
                 if (
                     tape is not None
                     and tape is not _ONCE
@@ -368,6 +368,19 @@ def _transpose(linear: Program, num_linear: int, dead_code_removed: bool) -> Pro
 def _linear(linear_of: dict, t) -> Linear:
     linear_of[t] = Linear(t)
     return linear_of[t]
+
+
+def _plain(params) -> bool:
+    """Whether ``params`` holds only ints, strings and tuples of them: values equal only when
+    they print the same, so a key (no floats: 0.0 == -0.0; no bools: True == 1)."""
+    for x in params:
+        cls = x.__class__
+        if cls is tuple:
+            if not _plain(x):
+                return False
+        elif cls is not int and cls is not str:
+            return False
+    return True
 
 
 def _distinct(c: int, xs: list) -> bool:
