@@ -4,8 +4,13 @@ The linear program takes ``(tangents..., residuals...)``. Its transpose takes
 ``(output cotangents..., residuals...)`` and returns the cotangent of each tangent input.
 Equations that read no tangent (residual-only work, constants) run forward, each emitted just
 before the first backward step that reads it; the others run backwards through their
-primitive's transpose rule, cotangents of a value used several
-times are summed, and a cotangent that never arrives is a zero of the right type.
+primitive's transpose rule, cotangents of a value used several times are summed, and a
+cotangent that never arrives is a zero of the right type.
+
+A transpose rule is a pure function of its primitive's parameters, which operands are
+tangents and the operands' types: in a long program the equations one such key emits are
+recorded once and replayed for its later equations, with their own operands (a chain of
+10,000 steps has a handful of keys). The result is the program the rules would build.
 
 >>> from shax_core.text import parse
 >>> df = parse(
@@ -67,10 +72,9 @@ def _transpose(linear: Program, num_linear: int, dead_code_removed: bool) -> Pro
     sub-program (DCE prunes it) or an equation without a transpose rule (an error only if it
     is live) makes the walk start again on ``dce(linear)``.
 
-    Values and cotangents are ids in the builder ``b``; a rule runs on tracers of them. A rule
-    is a pure function of its primitive's parameters and its operands' types (and which are
-    tangents), so the equations it emits for one such key are recorded once (``_Tape``) and
-    replayed for every later application of the key, with the operands substituted."""
+    Values and cotangents are ids in the builder ``b``; a rule runs on tracers of them. Its
+    application is recorded (``_recorded``) at the second equation of its key and replayed
+    for the equations after: the same columns appended to ``b``, operands substituted."""
     lean = lean_of(linear)
     types, names = lean.types, lean.names
     eqn_prim, eqn_params, eqn_ins, eqn_out = (
