@@ -54,6 +54,7 @@ class _LinearBuilder(Builder):
     def __init__(self):
         super().__init__(level=1, prefix="d")  # tangent-side names: d0, d1, ...
         self.residuals: dict[int, int] = {}  # primal id -> its residual parameter's id
+        self.lifted = self.residuals
         self.n_tangents = 0
 
     def lift_foreign(self, x: Tracer) -> int:
@@ -61,8 +62,12 @@ class _LinearBuilder(Builder):
 
     def lift_variable(self, source: Builder, v: int) -> int:
         param = self.residuals.get(v)
-        if param is None:
-            param = self.residuals[v] = self.add_param(source.types[v]).id
+        if param is None:  # add_param, without the tracer
+            types = self.types
+            param = self.residuals[v] = len(types)
+            types.append(source.types[v])
+            self.names.append(self._param_name(len(self.param_ids)))
+            self.param_ids.append(param)
         return param
 
 
@@ -146,25 +151,221 @@ def _jvp_and_partial_eval(program: Program, wrt: tuple[int, ...]) -> tuple[Progr
     types = source.types
     primal_b = Builder(level=0)
     linear_b = _LinearBuilder()
-    primal: list = [None] * len(types)  # by source id: primal tracers
-    tangent: list = [None] * len(types)  # by source id: tangent tracers or Zero
+    walk = _Walk(source, primal_b, linear_b)
     for p in source.params:
-        primal[p] = primal_b.add_param(types[p], source.names[p])
-        tangent[p] = Zero(types[p])
+        walk.set_primal(p, primal_b.add_param(types[p], source.names[p]))
+        walk.set_tangent(p, Zero(types[p]))
     for i in wrt:
         p = source.params[i]
-        tangent[p] = linear_b.add_param(types[p])
+        walk.set_tangent(p, linear_b.add_param(types[p]))
     linear_b.n_tangents = len(wrt)
+    walk.run()
 
-    memo = RuleMemo((primal_b, linear_b))
-    prims: dict = {}  # by name
-    columns = zip(source.eqn_prim, source.eqn_params, source.eqn_ins, source.eqn_out)
-    for i, (name, params, ins, out) in enumerate(columns):
-        prim = prims.get(name)
-        if prim is None:
-            prim = prims[name] = lookup(name)
-        xs = [primal[v] for v in ins]
-        ts = [tangent[v] for v in ins]
+    linear_outs = [walk.tangent_out(v) for v in source.outs]
+    residual_ids = list(linear_b.residuals)  # primal ids, in the order they were lifted
+    primal_prog = primal_b.program(
+        program.name, [walk.primal_out(v) for v in source.outs] + residual_ids, checked=False
+    )
+    linear_prog = linear_b.program("d" + program.name, linear_outs, checked=False)
+    return primal_prog, linear_prog
+
+
+class _Walk:
+    """The walk's state by source variable id, as ids and interned type codes (no tracers):
+    ``pid[v]`` the primal's id in the primal builder, ``tid[v]`` the tangent's id in the
+    linear builder (-1 a symbolic zero), ``pc[v]``/``tc[v]`` the codes of their types (a
+    zero's code is ``-1 - code``). Anything else a rule returned is kept as it is in
+    ``pobj``/``tobj`` (``pid``/``tid`` -2, code None). An equation whose operands were seen
+    in the same state (``_sig``) has its tape replayed on ids; others go through ``RuleMemo``
+    with tracers, as the rule is written."""
+
+    def __init__(self, source, primal_b: Builder, linear_b: _LinearBuilder):
+        self.source = source
+        self.primal_b, self.linear_b = primal_b, linear_b
+        n = len(source.types)
+        self.pid, self.pc = [-2] * n, [None] * n
+        self.tid, self.tc = [-2] * n, [None] * n
+        self.pobj: dict[int, object] = {}
+        self.tobj: dict[int, object] = {}
+        self.code_types: list = []  # code -> Type
+        self._code_by_id: dict[int, int] = {}  # id of a Type (kept alive in code_types) -> code
+        self._code_by_value: dict = {}
+        self._float_by_id: dict[int, bool] = {}
+        self.memo = RuleMemo((primal_b, linear_b))
+        self.entries: dict = {}  # operand state -> (tape, primal slot, code, tangent slot, code)
+        self._values: dict[int, tuple] = {}  # see values
+
+    def code(self, t) -> int:
+        c = self._code_by_id.get(id(t))
+        if c is None:
+            c = self._code_by_value.get(t)
+            if c is None:
+                c = self._code_by_value[t] = len(self.code_types)
+            self._code_by_id[id(t)] = c
+            self.code_types.append(t)  # keeps t (and so its id) alive
+        return c
+
+    def set_primal(self, v: int, x) -> None:
+        if x.__class__ is Tracer and x.builder is self.primal_b:
+            c = self._code_by_id.get(id(x.type))
+            self.pid[v], self.pc[v] = x.id, self.code(x.type) if c is None else c
+        else:
+            self.pid[v], self.pc[v], self.pobj[v] = -2, None, x
+
+    def set_tangent(self, v: int, t) -> None:
+        if t.__class__ is Tracer and t.builder is self.linear_b:
+            c = self._code_by_id.get(id(t.type))
+            self.tid[v], self.tc[v] = t.id, self.code(t.type) if c is None else c
+        elif t.__class__ is Zero:
+            self.tid[v], self.tc[v] = -1, -1 - self.code(t.type)
+        else:
+            self.tid[v], self.tc[v], self.tobj[v] = -2, None, t
+
+    def values(self, v: int) -> tuple:
+        """The primal tracer and the tangent (tracer or zero) of ``v``, as the rule takes
+        them (made once per variable, and kept for its other uses)."""
+        pair = self._values.get(v)
+        if pair is None:
+            p, t = self.pid[v], self.tid[v]
+            x = Tracer(self.primal_b, p, self.code_types[self.pc[v]]) if p >= 0 else self.pobj[v]
+            if t >= 0:
+                dx = Tracer(self.linear_b, t, self.code_types[self.tc[v]])
+            else:
+                dx = Zero(self.code_types[-1 - self.tc[v]]) if t == -1 else self.tobj[v]
+            pair = self._values[v] = (x, dx)
+        return pair
+
+    def primal_out(self, v: int) -> int:
+        p = self.pid[v]
+        return p if p >= 0 else self.pobj[v].id
+
+    def tangent_out(self, v: int) -> int:
+        t = self.tid[v]
+        if t >= 0:
+            return t
+        if t == -1:
+            return zeros(self.linear_b, self.code_types[-1 - self.tc[v]]).id
+        t = self.tobj[v]
+        return (zeros(self.linear_b, t.type) if t.__class__ is Zero else t).id
+
+    def is_float(self, t) -> bool:
+        f = self._float_by_id.get(id(t))
+        if f is None:
+            f = self._float_by_id[id(t)] = t.is_float
+            self.code(t)  # keeps t alive, so its id is not reused
+        return f
+
+    def run(self) -> None:
+        source = self.source
+        types = source.types
+        pid, pc, tid, tc = self.pid, self.pc, self.tid, self.tc
+        entries, replay, is_float = self.entries, self.memo.replay_slots, self.is_float
+        emit_primal = self.primal_b.emit_id
+        kinds: dict = {}  # by name: (primitive, whether it is replayed on ids)
+        columns = zip(source.eqn_prim, source.eqn_params, source.eqn_ins, source.eqn_out)
+        for i, (name, params, ins, out) in enumerate(columns):
+            kind = kinds.get(name)
+            if kind is None:
+                prim = lookup(name)
+                kind = kinds[name] = (prim, not (prim.multiple_results or prim.no_tangent))
+            prim, plain = kind
+            if plain:
+                n = len(ins)
+                if n == 2:
+                    a, b = ins
+                    ta, tb = tid[a], tid[b]
+                    if ta == -1 and tb == -1:  # zero tangents: the equation as it is
+                        pa, pb = pid[a], pid[b]
+                        if pa >= 0 and pb >= 0:
+                            t = types[out]
+                            pid[out], pc[out] = emit_primal(name, params, (pa, pb), t), self.code(t)
+                            tid[out], tc[out] = -1, -1 - self.code(t)
+                            continue
+                    else:
+                        pa, pb = pid[a], pid[b]
+                        sig = (name, params, pc[a], pc[b], tc[a], tc[b], pa == pb, ta == tb)
+                        try:
+                            entry = entries.get(sig)
+                        except TypeError:  # an unhashable parameter
+                            entry = None
+                        if entry is not None:
+                            tape, ps, pcode, ts, tcode = entry
+                            slots = replay(tape, [pa, pb, ta, tb])
+                            pid[out], pc[out] = slots[ps], pcode
+                            if is_float(types[out]):
+                                tid[out], tc[out] = (slots[ts] if ts >= 0 else -1), tcode
+                            else:
+                                tid[out], tc[out] = -1, -1 - self.code(types[out])
+                            continue
+                elif n == 1:
+                    (a,) = ins
+                    ta = tid[a]
+                    if ta == -1:
+                        pa = pid[a]
+                        if pa >= 0:
+                            t = types[out]
+                            pid[out], pc[out] = emit_primal(name, params, (pa,), t), self.code(t)
+                            tid[out], tc[out] = -1, -1 - self.code(t)
+                            continue
+                    else:
+                        sig = (name, params, pc[a], tc[a])
+                        try:
+                            entry = entries.get(sig)
+                        except TypeError:  # an unhashable parameter
+                            entry = None
+                        if entry is not None:
+                            tape, ps, pcode, ts, tcode = entry
+                            slots = replay(tape, [pid[a], ta])
+                            pid[out], pc[out] = slots[ps], pcode
+                            if is_float(types[out]):
+                                tid[out], tc[out] = (slots[ts] if ts >= 0 else -1), tcode
+                            else:
+                                tid[out], tc[out] = -1, -1 - self.code(types[out])
+                            continue
+            self.equation(i, prim, name, params, ins, out)
+
+    def signature(self, name: str, params: tuple, ins) -> tuple:
+        """The operands' state: the primitive, its parameters, the primal and tangent codes,
+        and which operands repeat a primal or a tangent; equal signatures have equal
+        ``RuleMemo`` keys (``run`` builds the same tuples for one and two operands)."""
+        pid, pc, tid, tc = self.pid, self.pc, self.tid, self.tc
+        if len(ins) == 2:
+            a, b = ins
+            return (name, params, pc[a], pc[b], tc[a], tc[b], pid[a] == pid[b], tid[a] == tid[b])
+        if len(ins) == 1:
+            return (name, params, pc[ins[0]], tc[ins[0]])
+        ps, ts = [pid[v] for v in ins], [tid[v] for v in ins]
+        return (
+            name,
+            params,
+            len(ins),
+            *[pc[v] for v in ins],
+            *[tc[v] for v in ins],
+            *map(ps.index, ps),
+            *map(ts.index, ts),
+        )
+
+    def entry(self, tape) -> tuple | None:
+        """What ``run`` needs of a tape whose rule returns (primal tracer, tangent tracer or
+        zero): their slots and type codes; None for any other result."""
+        cls, leaves = tape[1]
+        if cls is None or len(leaves) != 2:
+            return None
+        (pk, pb, ps, pt), (tk, tb, ts, tt) = leaves
+        if pk != 0 or pb != 0:
+            return None
+        if tk == 0 and tb == 1:
+            return (tape, ps, self.code(pt), ts, self.code(tt))
+        if tk == 2:  # a zero tangent: its type is the leaf's second field
+            return (tape, ps, self.code(pt), -1, -1 - self.code(tb))
+        return None
+
+    def equation(self, i: int, prim, name: str, params: tuple, ins, out: int) -> None:
+        """An equation as the rule is written: on tracers and zeros (through the memo)."""
+        source, types = self.source, self.source.types
+        pairs = [self.values(v) for v in ins]
+        xs = [x for x, _ in pairs]
+        ts = [t for _, t in pairs]
         zero_tangents = True
         for t in ts:
             if t.__class__ is not Zero:
@@ -172,10 +373,10 @@ def _jvp_and_partial_eval(program: Program, wrt: tuple[int, ...]) -> tuple[Progr
                 break
         if prim.no_tangent or zero_tangents:
             if prim.multiple_results:
-                ans = bind_at(primal_b, name, *xs, **prim.kwargs(params))
+                ans = bind_at(self.primal_b, name, *xs, **prim.kwargs(params))
                 t_out = tuple(Zero(types[v]) for v in source.eqn_outs(i))
             else:  # the equation as it is: its type is known (the program is typed)
-                ans = primal_b.emit(name, params, [x.id for x in xs], types[out])
+                ans = self.primal_b.emit(name, params, [x.id for x in xs], types[out])
                 t_out = Zero(types[out])
         else:
             if prim.linearize is None:
@@ -185,34 +386,27 @@ def _jvp_and_partial_eval(program: Program, wrt: tuple[int, ...]) -> tuple[Progr
             if prim.multiple_results or (params and has_subprograms(params)):
                 ans, t_out = prim.linearize(xs, ts, **prim.kwargs(params))
             else:  # the same rule on operands of the same types: its tape replayed
+                memo = self.memo
                 operands = xs + ts
                 key = memo.key((name, params), operands)
-                tape = memo.recorded(key)
-                if tape is not None:
-                    ans, t_out = memo.replay(tape, operands)
-                else:
-                    kwargs = prim.kwargs(params)
-                    ans, t_out = memo.apply(key, operands, prim.linearize, xs, ts, **kwargs)
+                kwargs = prim.kwargs(params)
+                (ans, t_out), tape = memo.applied(key, operands, prim.linearize, xs, ts, **kwargs)
+                if tape is not None and 1 <= len(ins) <= 2:  # (run looks such ones up)
+                    sig = self.signature(name, params, ins)
+                    if None not in sig:  # (an operand kept as it is has no signature)
+                        entry = self.entry(tape)
+                        if entry is not None:
+                            self.entries[sig] = entry
         if prim.multiple_results:  # one primal and one tangent per result
             for v, a, t in zip(source.eqn_outs(i), ans, t_out, strict=True):
-                primal[v] = a
-                tangent[v] = t if types[v].is_float else Zero(types[v])
-            continue
+                self.set_primal(v, a)
+                self.set_tangent(v, t if types[v].is_float else Zero(types[v]))
+            return
         if not types[out].is_float:
             t_out = Zero(types[out])
-        primal[out] = ans
-        tangent[out] = t_out
-
-    linear_outs = [
-        (zeros(linear_b, t.type) if t.__class__ is Zero else t).id
-        for t in (tangent[v] for v in source.outs)
-    ]
-    residual_ids = list(linear_b.residuals)  # primal ids, in the order they were lifted
-    primal_prog = primal_b.program(
-        program.name, [primal[v].id for v in source.outs] + residual_ids, checked=False
-    )
-    linear_prog = linear_b.program("d" + program.name, linear_outs, checked=False)
-    return primal_prog, linear_prog
+        self.set_primal(out, ans)
+        self.set_tangent(out, t_out)
+        self._values[out] = (ans, t_out)
 
 
 TRANSFORMS["linearize"] = linearize_typed

@@ -39,15 +39,14 @@ every time.
 
 from __future__ import annotations
 
-from operator import itemgetter
-
 import numpy as np
 
 from shax_core.core import Builder, Tracer
 from shax_core.registry import Linear, Zero
 
-_EMIT, _MULTI, _CONST, _LIFT, _EMIT_1, _EMIT_N = range(6)
+_EMIT, _MULTI, _CONST, _LIFT, _EMIT_1, _EMIT_2, _RESIDUAL = range(7)
 _ONCE = ("applied once",)  # a key seen once: its second application is recorded
+_ABSENT = ("not applied",)
 
 
 class _Recorder:
@@ -209,18 +208,24 @@ class RuleMemo:
     def apply(self, key: tuple | None, inputs, rule, *args, **params):
         """``rule(*args, **params)`` (the rule applied to ``inputs``, which are ``args``
         flattened), or the tape of its first application with this key replayed on them."""
+        return self.applied(key, inputs, rule, *args, **params)[0]
+
+    def applied(self, key: tuple | None, inputs, rule, *args, **params):
+        """``(apply(...), the replayable tape of key after it, or None)``."""
         if key is None:
-            return rule(*args, **params)
+            return rule(*args, **params), None
+        tapes = self.tapes
         try:
-            tape = self.tapes.get(key)
+            tape = tapes.get(key, _ABSENT)
         except TypeError:  # an unhashable parameter
-            return rule(*args, **params)
-        if tape is not None and tape is not _ONCE:
-            return self.replay(tape, inputs)
-        if tape is None:
-            if key not in self.tapes:  # a first application: recording pays from the second
-                self.tapes[key] = _ONCE
-            return rule(*args, **params)  # (or a rule its tape cannot replay)
+            return rule(*args, **params), None
+        if tape is _ABSENT:  # a first application: recording pays from the second
+            tapes[key] = _ONCE
+            return rule(*args, **params), None
+        if tape is None:  # a rule its tape cannot replay
+            return rule(*args, **params), None
+        if tape is not _ONCE:
+            return self.replay(tape, inputs), tape
         builders = self.builders
         input_vars = [
             (builders.index(x.builder), x.id) if x.__class__ is Tracer else None for x in inputs
@@ -232,65 +237,106 @@ class RuleMemo:
         finally:
             rec.remove()
         out = _flatten(result, rec) if rec.valid else None
-        self.tapes[key] = (_compiled(rec.tape), out) if out is not None else None
-        return result
+        tape = (tuple(rec.tape), out, _compiled(rec.tape, builders)) if out is not None else None
+        tapes[key] = tape
+        return result, tape
 
     def replay(self, tape, inputs):
         """What the rule of ``tape``'s key returns on ``inputs``: the tape's calls on the
-        builders made again, with ``Builder.emit`` inlined: an equation is its columns
-        appended to its builder, binding a new variable ``prefix + count`` of ``out_type``."""
-        ops, out = tape
-        builders = self.builders
+        builders made again, with operands substituted (``replay_slots``)."""
         slots = [x.id if x.__class__ is Tracer else None for x in inputs]
+        return _unflatten(tape[1], self.replay_slots(tape, slots), self.builders)
+
+    @staticmethod
+    def replay_slots(tape, slots: list) -> list:
+        """``tape`` replayed on the variable ids ``slots`` of its key's inputs (None for an
+        input that is no tracer), which it extends with the id of each value the rule made,
+        in the order it made them. An equation is ``Builder.emit`` inlined: its columns
+        appended to its builder, binding a new variable ``prefix + count`` of its out type."""
         append = slots.append
-        for kind, i, prim, params, ins, out_type in ops:
-            if kind is _EMIT_N or kind is _EMIT_1:
-                b = builders[i]
-                types = b.types
+        for op in tape[2]:
+            kind = op[0]
+            if kind is _EMIT_2:
+                # (kind, builder, its types, names, prims, params, operands and outs columns,
+                #  prim, params, first and second operand slot, out type)
+                _, b, types, names, prims, params_col, ins_col, outs, prim, params, s, r, t = op
                 v = len(types)
-                types.append(out_type)
+                types.append(t)
                 n = b._count
-                b.names.append(f"{b.prefix}{n}")
                 b._count = n + 1
-                b.eqn_prim.append(prim)
-                b.eqn_params.append(params)
-                b.eqn_ins.append(ins(slots) if kind is _EMIT_N else (slots[ins],))
-                b.eqn_out.append(v)
+                cache = b._name_cache
+                names.append(cache[n] if n < len(cache) else b._generated_name(n))
+                prims.append(prim)
+                params_col.append(params)
+                ins_col.append((slots[s], slots[r]))
+                outs.append(v)
                 append(v)
-            elif kind is _LIFT:  # (kind, builder, level of the lifted value, its slot)
-                append(builders[i].lift_variable(builders[prim], slots[params]))
+            elif kind is _EMIT_1:  # (the same, with one operand slot)
+                _, b, types, names, prims, params_col, ins_col, outs, prim, params, s, t = op
+                v = len(types)
+                types.append(t)
+                n = b._count
+                b._count = n + 1
+                cache = b._name_cache
+                names.append(cache[n] if n < len(cache) else b._generated_name(n))
+                prims.append(prim)
+                params_col.append(params)
+                ins_col.append((slots[s],))
+                outs.append(v)
+                append(v)
+            elif kind is _RESIDUAL:
+                # (kind, builder, its lifted, types, names, param ids, source types, slot)
+                _, b, lifted, types, names, param_ids, source_types, s = op
+                v = slots[s]
+                param = lifted.get(v)
+                if param is None:  # Builder.lift_variable of a builder with ``lifted``, inlined
+                    param = lifted[v] = len(types)
+                    types.append(source_types[v])
+                    k = len(param_ids)
+                    cache = b._param_names
+                    names.append(cache[k] if k < len(cache) else b._param_name(k))
+                    param_ids.append(param)
+                append(param)
+            elif kind is _LIFT:  # (kind, builder's lift_variable, source builder, slot)
+                append(op[1](op[2], slots[op[3]]))
             elif kind is _CONST:  # (kind, builder, value, dtype)
-                append(builders[i].constant(prim, params).id)
-            elif kind is _EMIT:
-                ins = [slots[s] for s in ins]
-                append(builders[i].emit_id(prim, params, ins, out_type))
-            else:
-                for t in builders[i].emit_multi(prim, params, [slots[s] for s in ins], out_type):
+                append(op[1].constant(op[2], op[3]).id)
+            elif kind is _EMIT:  # (kind, builder, prim, params, operand slots, out type)
+                _, b, prim, params, ins, out_type = op
+                append(b.emit_id(prim, params, tuple([slots[s] for s in ins]), out_type))
+            else:  # (kind, builder, prim, params, operand slots, out types)
+                _, b, prim, params, ins, out_types = op
+                for t in b.emit_multi(prim, params, [slots[s] for s in ins], out_types):
                     append(t.id)
-        return _unflatten(out, slots, builders)
+        return slots
 
 
-def _compiled(tape: list[tuple]) -> tuple[tuple, ...]:
-    """The tape as ``replay`` reads it: six fields per call, and an equation's operands as
-    one slot (``_EMIT_1``) or an ``itemgetter`` of its slots (``_EMIT_N``, two or more)."""
-    ops = []
+def _compiled(tape: list[tuple], builders: tuple[Builder, ...]) -> tuple[tuple, ...]:
+    """The tape as ``replay_slots`` reads it: builders by object, and an equation of one or
+    two operands (``_EMIT_1``, ``_EMIT_2``) with its builder's columns bound in."""
+    ops: list[tuple] = []
     for op in tape:
-        kind = op[0]
-        if kind is _EMIT and len(op[4]) == 1:
-            ops.append((_EMIT_1, op[1], op[2], op[3], op[4][0], op[5]))
-        elif kind is _EMIT and len(op[4]) > 1:
-            ops.append((_EMIT_N, op[1], op[2], op[3], itemgetter(*op[4]), op[5]))
-        elif kind is _EMIT or kind is _MULTI:
-            ops.append(op)
+        kind, i = op[0], op[1]
+        b = builders[i]
+        if kind is _EMIT and 1 <= len(op[4]) <= 2:
+            columns = (b.types, b.names, b.eqn_prim, b.eqn_params, b.eqn_ins, b.eqn_out)
+            kind = _EMIT_2 if len(op[4]) == 2 else _EMIT_1
+            ops.append((kind, b, *columns, op[2], op[3], *op[4], op[5]))
+        elif kind is _LIFT and b.lifted is not None:  # one parameter per lifted id
+            columns = (b.lifted, b.types, b.names, b.param_ids, builders[op[2]].types)
+            ops.append((_RESIDUAL, b, *columns, op[3]))
+        elif kind is _LIFT:  # (kind, builder, level of the lifted value, its slot)
+            ops.append((_LIFT, b.lift_variable, builders[op[2]], op[3]))
         else:
-            ops.append((*op, None, None))
+            ops.append((kind, b, *op[2:]))
     return tuple(ops)
 
 
 def _flatten(result, rec: _Recorder):
-    """The result as ``(container, leaves)``, each leaf ``(0, builder index, slot)`` for a
-    tracer, ``(1, None, None)`` for None or ``(2, type, None)`` for a zero; or a lone leaf
-    as ``(None, leaf)``. None if not replayable (anything else, or deeper nesting)."""
+    """The result as ``(container, leaves)``, each leaf ``(0, builder index, slot, type)``
+    for a tracer, ``(1, None, None, None)`` for None or ``(2, type, None, None)`` for a
+    zero; or a lone leaf as ``(None, leaf)``. None if not replayable (anything else, or
+    deeper nesting)."""
     cls = result.__class__
     if cls is tuple or cls is list:
         leaves = tuple(_leaf(r, rec) for r in result)
@@ -308,11 +354,11 @@ def _leaf(x, rec: _Recorder):
         s = rec.slot.get((b, x.id))
         if s is None:
             return None
-        return (0, b, s)
+        return (0, b, s, x.type)
     if x is None:
-        return (1, None, None)
+        return (1, None, None, None)
     if cls is Zero:
-        return (2, x.type, None)
+        return (2, x.type, None, None)
     return None
 
 
@@ -321,7 +367,7 @@ def _unflatten(spec, slots, builders):
     if cls is None:
         leaves = (leaves,)
     out = [
-        Tracer(builders[b], slots[s]) if k == 0 else (None if k == 1 else Zero(b))
-        for k, b, s in leaves
+        Tracer(builders[b], slots[s], t) if k == 0 else (None if k == 1 else Zero(b))
+        for k, b, s, t in leaves
     ]
     return out[0] if cls is None else (out if cls is list else tuple(out))

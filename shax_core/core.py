@@ -47,6 +47,45 @@ class TracerBoolError(ShaxError, TypeError):
     pass
 
 
+# the generated names ``prefix + str(i)`` of the first variables, shared by every builder of
+# the pipeline's prefixes (a builder names thousands of variables; a name from here is one list
+# read instead of a format). A shared list is replaced, never extended in place, so threads only
+# ever read complete lists; a builder past the shared names (or with a prefix of its own)
+# continues on a private copy (``_OwnNames``), extended in place. Every such list holds
+# ``prefix + str(i)`` at index i.
+_NAME_LIMIT = 1 << 17
+_NAMES: dict[str, list[str]] = {"x": [], "d": [], "t": [], "arg": []}
+
+
+class _OwnNames(list):
+    """A builder's own continuation of the names of its prefix."""
+
+
+def _name_cache(prefix: str, end: int) -> list[str] | tuple:
+    """The shared names of ``prefix``: at least ``min(end, _NAME_LIMIT)`` of them, or ``()``
+    for a prefix that is not cached."""
+    names = _NAMES.get(prefix)
+    if names is None:
+        return ()
+    n = len(names)
+    if n < end and n < _NAME_LIMIT:
+        want = min(max(end, 2 * n, 256), _NAME_LIMIT)
+        names = _NAMES[prefix] = names + [f"{prefix}{i}" for i in range(n, want)]
+    return names
+
+
+def _names_through(prefix: str, names, n: int) -> list[str]:
+    """A list of ``prefix`` names that reaches index ``n``, from ``names`` (one such list):
+    the shared one while it can, else the builder's own."""
+    if n < _NAME_LIMIT and prefix in _NAMES:
+        return _name_cache(prefix, n + 1)
+    if names.__class__ is not _OwnNames:
+        names = _OwnNames(names)
+    m = len(names)
+    names.extend([f"{prefix}{i}" for i in range(m, max(n + 1, m + max(16, m >> 2)))])
+    return names
+
+
 class Builder:
     """Collects the equations of one program being built, as ``Lean`` columns.
 
@@ -66,12 +105,17 @@ class Builder:
         self.eqn_ins: list[tuple[int, ...]] = []
         self.eqn_out: list[int] = []
         self.eqn_extra: dict[int, tuple[int, ...]] = {}
-        self._count = 0
+        self._count = 0  # generated names so far: the next is prefix + str(_count)
+        self._name_cache: list[str] | tuple = _NAMES.get(prefix, ())  # see _NAMES
+        self._param_names: list[str] = _NAMES["arg"]
         self._constants: dict = {}
         self._vars: list = []  # the public Var of each id, once asked for
         self._var_ids: dict[int, int] = {}  # id() of such a Var -> its id
         # every type recorded so far came from a shape rule or a checked program
         self.checked = True
+        # primal id -> parameter id, in a builder that lifts a foreign variable as one
+        # parameter per id (``lift_variable``); the rule memo replays such lifts inline
+        self.lifted: dict[int, int] | None = None
 
     # the public view of the columns: ``Var`` and ``Eqn`` objects, for error messages and
     # callers that build programs by hand (the pipeline's passes use ids)
@@ -157,15 +201,17 @@ class Builder:
         v = len(self.types)
         self.types.append(type_)
         if name is None:
-            name = f"{self.prefix}{self._count}"
-            self._count += 1
+            n = self._count
+            self._count = n + 1
+            cache = self._name_cache
+            name = cache[n] if n < len(cache) else self._generated_name(n)
         self.names.append(name)
         return v
 
     def add_param(self, type_: Type, name: str | None = None) -> Tracer:
         v = len(self.types)
         self.types.append(type_)
-        self.names.append(name or f"arg{len(self.param_ids)}")
+        self.names.append(name or self._param_name(len(self.param_ids)))
         self.param_ids.append(v)
         return Tracer(self, v, type_)
 
@@ -174,11 +220,13 @@ class Builder:
         types = self.types
         v = len(types)
         types.append(out_type)
-        self.names.append(f"{self.prefix}{self._count}")
-        self._count += 1
+        n = self._count
+        self._count = n + 1
+        cache = self._name_cache
+        self.names.append(cache[n] if n < len(cache) else self._generated_name(n))
         self.eqn_prim.append(prim)
         self.eqn_params.append(params)
-        self.eqn_ins.append(tuple(ins))
+        self.eqn_ins.append(ins if ins.__class__ is tuple else tuple(ins))
         self.eqn_out.append(v)
         return Tracer(self, v, out_type)
 
@@ -187,13 +235,27 @@ class Builder:
         types = self.types
         v = len(types)
         types.append(out_type)
-        self.names.append(f"{self.prefix}{self._count}")
-        self._count += 1
+        n = self._count
+        self._count = n + 1
+        cache = self._name_cache
+        self.names.append(cache[n] if n < len(cache) else self._generated_name(n))
         self.eqn_prim.append(prim)
         self.eqn_params.append(params)
-        self.eqn_ins.append(tuple(ins))
+        self.eqn_ins.append(ins if ins.__class__ is tuple else tuple(ins))
         self.eqn_out.append(v)
         return v
+
+    def _generated_name(self, n: int) -> str:
+        """``prefix + str(n)`` (past the end of the builder's names list)."""
+        names = self._name_cache = _names_through(self.prefix, self._name_cache, n)
+        return names[n]
+
+    def _param_name(self, k: int) -> str:
+        """``arg + str(k)``, the default name of the k-th parameter."""
+        names = self._param_names
+        if k >= len(names):
+            names = self._param_names = _names_through("arg", names, k)
+        return names[k]
 
     def emit_multi(
         self, prim: str, params: tuple, ins: Sequence[int], out_types: Sequence[Type]
@@ -379,9 +441,39 @@ def _freeze(v):
     return v
 
 
+# shape rules of parameterless primitives by (rule, operand types), by identity: a rule is a
+# pure function of its operands' types, and the chain a program is traced from meets the same
+# few Type objects again and again. An entry holds its rule and types, so their ids are not
+# reused while it lives; the table is bounded (cleared when full).
+_SHAPES: dict[tuple, tuple] = {}
+_SHAPES_LIMIT = 4096
+
+
+def _remember_shape(key: tuple, out, rule, types: tuple):
+    """Remember ``out = rule(*types)`` under ``key`` (see _SHAPES); returns ``out``."""
+    if len(_SHAPES) >= _SHAPES_LIMIT:
+        _SHAPES.clear()
+    _SHAPES[key] = (out, rule, types)
+    return out
+
+
 def bind(name: str, *args, **params):
     """Apply primitive ``name``: NumPy evaluation on arrays, an equation on tracers."""
     prim = _REGISTRY.get(name) or lookup(name)
+    if not params and len(args) == 1:  # the common case: one tracer, no parameters
+        x = args[0]
+        if x.__class__ is Tracer and prim.arity == 1 and not prim.multiple_results:
+            t, rule = x.type, prim.shape_rule
+            key = (id(rule), id(t))
+            hit = _SHAPES.get(key)
+            if hit is not None:
+                return x.builder.emit(name, (), (x.id,), hit[0])
+            try:
+                out_type = rule(t)
+            except Exception:  # noqa: BLE001  (_record raises it with the equation named)
+                return _record(x.builder, prim, (), args)
+            _remember_shape(key, out_type, rule, (t,))
+            return x.builder.emit(name, (), (x.id,), out_type)
     values = tuple(_freeze(params[p.name]) for p in prim.params) if params else ()
     builder = top_builder(args)
     if builder is None:
@@ -582,16 +674,23 @@ def _broadcast_shapes(a, b) -> tuple[int, ...]:
 
 
 def _binary(name, x, y):
-    if type(x) is Tracer and type(y) is Tracer and x.type == y.type:
-        # the common case: nothing to promote or broadcast
-        if x.builder is y.builder:  # = bind(name, x, y) without its dispatch
-            prim = _REGISTRY[name]
+    if x.__class__ is Tracer and y.__class__ is Tracer:
+        tx, ty = x.type, y.type
+        if (tx is ty or tx == ty) and x.builder is y.builder:
+            # the common case (nothing to promote or broadcast): bind without its dispatch
+            rule = _REGISTRY[name].shape_rule
+            key = (id(rule), id(tx), id(ty))
+            hit = _SHAPES.get(key)
+            if hit is not None:
+                return x.builder.emit(name, (), (x.id, y.id), hit[0])
             try:
-                out_type = prim.shape_rule(x.type, y.type)
+                out_type = rule(tx, ty)
             except Exception:  # noqa: BLE001  (bind raises it with the equation named)
                 return bind(name, x, y)
+            _remember_shape(key, out_type, rule, (tx, ty))
             return x.builder.emit(name, (), (x.id, y.id), out_type)
-        return bind(name, x, y)
+        if tx == ty:
+            return bind(name, x, y)
     x, y = _promote(x, y)
     shape = _broadcast_shapes(shape_of(x), shape_of(y))
     return bind(name, broadcast_to(x, shape), broadcast_to(y, shape))

@@ -2285,7 +2285,8 @@ def _fast_operator(core_fn, reflected: bool, slow):
     def op(self, other):
         t = self.type
         if t.is_float and (
-            (type(other) is Tracer and other.type == t) or type(other) in _PY_NUMBER
+            (type(other) is Tracer and (other.type is t or other.type == t))
+            or type(other) in _PY_NUMBER
         ):
             return core_fn(other, self) if reflected else core_fn(self, other)
         return slow(self, other)
