@@ -31,7 +31,7 @@ from operator import itemgetter
 from shax_core._infer import infer
 from shax_core._linearize import Linearized
 from shax_core.core import Builder, Tracer, add, bind_at, zeros
-from shax_core.ir import Program, ShaxError, has_subprograms, lean_of
+from shax_core.ir import Lean, Program, ShaxError, from_lean, has_subprograms, lean_of
 from shax_core.passes._dce import dce
 from shax_core.registry import SUBPROGRAM_KINDS, TRANSFORMS, Linear, RuleError, Zero, lookup
 from shax_core.text import short_eqn as format_eqn
@@ -366,7 +366,9 @@ def _transpose(linear: Program, num_linear: int, dead_code_removed: bool) -> Pro
         if c is None:
             c = zeros(b, types[p])
         outs.append(c if c.__class__ is int else c.id)
-    return b.program(lean.name + "t", outs, checked=False)
+    # = b.program(...) without copying the columns: b records nothing more
+    columns = (bt, bn, tuple(b.param_ids), tuple(outs), b_prim, b_params, b_ins, b_out)
+    return from_lean(Lean(lean.name + "t", *columns, b.eqn_extra), checked=False)
 
 
 def _linear(linear_of: dict, t) -> Linear:
