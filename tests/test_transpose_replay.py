@@ -117,3 +117,26 @@ def test_parameters_equal_but_printed_differently_are_not_one_key(monkeypatch):
     assert "-0.0" in str(replayed)
     _, g = sx.evaluate(replayed, np.float64(0.5), np.float64(1.0))
     assert g == 2.0
+
+
+def _long_linear_text(last: str) -> str:
+    """A linear program of 100 steps ``d = mul d r`` (r a residual), then ``last``."""
+    lines = ["d0 = mul arg0 arg2"] + [f"d{k} = mul d{k - 1} arg2" for k in range(1, 100)]
+    return (
+        "def df(arg0 :: f64[3], arg1 :: f64[3], arg2 :: f64[3]) = let "
+        + "  ".join([*lines, last])
+        + " in [d100]"
+    )
+
+
+def test_a_long_program_replays_and_still_names_a_non_linear_equation():
+    from shax_core.text import parse
+
+    fine = sx.transpose_program(parse(_long_linear_text("d100 = add d99 arg1")), 2)
+    r = np.array([0.5, -2.0, 1.5])
+    ct = np.array([1.0, 2.0, 3.0])
+    d_arg0, d_arg1 = sx.evaluate(fine, ct, r)
+    np.testing.assert_allclose(d_arg0, ct * r**100)  # the transpose of t -> t r^100
+    np.testing.assert_allclose(d_arg1, ct)
+    with pytest.raises(sx.TransposeError, match=r"`d100 :: f64\[3\] = mul d99 arg1`: mul of two"):
+        sx.transpose_program(parse(_long_linear_text("d100 = mul d99 arg1")), 2)
