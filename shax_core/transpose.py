@@ -4,8 +4,13 @@ The linear program takes ``(tangents..., residuals...)``. Its transpose takes
 ``(output cotangents..., residuals...)`` and returns the cotangent of each tangent input.
 Equations that read no tangent (residual-only work, constants) run forward, each emitted just
 before the first backward step that reads it; the others run backwards through their
-primitive's transpose rule, cotangents of a value used several
-times are summed, and a cotangent that never arrives is a zero of the right type.
+primitive's transpose rule, cotangents of a value used several times are summed, and a
+cotangent that never arrives is a zero of the right type.
+
+A transpose rule is a pure function of its primitive's parameters, which operands are
+tangents and the operands' types: in a long program the equations one such key emits are
+recorded once and replayed for its later equations, with their own operands (a chain of
+10,000 steps has a handful of keys). The result is the program the rules would build.
 
 >>> from shax_core.text import parse
 >>> df = parse(
@@ -26,7 +31,7 @@ from operator import itemgetter
 from shax_core._infer import infer
 from shax_core._linearize import Linearized
 from shax_core.core import Builder, Tracer, add, bind_at, zeros
-from shax_core.ir import Program, ShaxError, has_subprograms, lean_of
+from shax_core.ir import Lean, Program, ShaxError, from_lean, has_subprograms, lean_of
 from shax_core.passes._dce import dce
 from shax_core.registry import SUBPROGRAM_KINDS, TRANSFORMS, Linear, RuleError, Zero, lookup
 from shax_core.text import short_eqn as format_eqn
@@ -67,10 +72,9 @@ def _transpose(linear: Program, num_linear: int, dead_code_removed: bool) -> Pro
     sub-program (DCE prunes it) or an equation without a transpose rule (an error only if it
     is live) makes the walk start again on ``dce(linear)``.
 
-    Values and cotangents are ids in the builder ``b``; a rule runs on tracers of them. A rule
-    is a pure function of its primitive's parameters and its operands' types (and which are
-    tangents), so the equations it emits for one such key are recorded once (``_Tape``) and
-    replayed for every later application of the key, with the operands substituted."""
+    Values and cotangents are ids in the builder ``b``; a rule runs on tracers of them. Its
+    application is recorded (``_recorded``) at the second equation of its key and replayed
+    for the equations after: the same columns appended to ``b``, operands substituted."""
     lean = lean_of(linear)
     types, names = lean.types, lean.names
     eqn_prim, eqn_params, eqn_ins, eqn_out = (
@@ -85,9 +89,8 @@ def _transpose(linear: Program, num_linear: int, dead_code_removed: bool) -> Pro
     # the parameters of b: one cotangent per output, then the residuals (ids 0, 1, ...)
     residuals = lean.params[num_linear:]
     n_cts = len(lean.outs)
-    for v in (*lean.outs, *residuals):  # = b.add_param(types[v]), the ids 0, 1, ...
-        bn.append(f"arg{len(bt)}")
-        bt.append(types[v])
+    bt.extend([types[v] for v in (*lean.outs, *residuals)])  # = b.add_param(types[v]) each
+    bn.extend([f"arg{k}" for k in range(len(bt))])
     b.param_ids.extend(range(len(bt)))
     n = len(types)
     value: list = [None] * n  # by id: the non-linear values, as ids in b
@@ -102,9 +105,13 @@ def _transpose(linear: Program, num_linear: int, dead_code_removed: bool) -> Pro
     replayable: dict = {}  # by name: whether its rule applications are recorded
     multiple_results: set = set()  # the names of those with multiple results
     forward: dict[int, int] = {}  # id -> its residual-only equation, emitted when first needed
-    for i, (name, params, ins) in enumerate(zip(eqn_prim, eqn_params, eqn_ins)):
-        if not dead_code_removed and params and has_subprograms(params):
-            return _transpose(dce(linear), num_linear, dead_code_removed=True)
+    if (
+        not dead_code_removed
+        and any(eqn_params)  # (most equations have no parameters)
+        and any(p and has_subprograms(p) for p in eqn_params)
+    ):
+        return _transpose(dce(linear), num_linear, dead_code_removed=True)
+    for i, ins in enumerate(eqn_ins):
         for v in ins:
             if is_linear[v]:
                 break
@@ -115,6 +122,7 @@ def _transpose(linear: Program, num_linear: int, dead_code_removed: bool) -> Pro
             else:
                 forward[eqn_out[i]] = i
             continue
+        name = eqn_prim[i]
         if name not in prims:  # (checked once per primitive)
             prim = prims[name] = lookup(name)
             replayable[name] = not prim.multiple_results and not any(
@@ -256,10 +264,10 @@ def _transpose(linear: Program, num_linear: int, dead_code_removed: bool) -> Pro
                         key.append(1 if x is None else 0)
                         key.append(types[v])
                     key = tuple(key)
-                try:
-                    tape = tapes.get(key)
-                except TypeError:  # an unhashable parameter
+                if params and not _plain(params):  # (0.0 == -0.0 and 1 == True: no key)
                     key = None
+                else:
+                    tape = tapes.get(key)
                 if (
                     tape is not None
                     and tape is not _ONCE
@@ -358,12 +366,27 @@ def _transpose(linear: Program, num_linear: int, dead_code_removed: bool) -> Pro
         if c is None:
             c = zeros(b, types[p])
         outs.append(c if c.__class__ is int else c.id)
-    return b.program(lean.name + "t", outs, checked=False)
+    # = b.program(...) without copying the columns: b records nothing more
+    columns = (bt, bn, tuple(b.param_ids), tuple(outs), b_prim, b_params, b_ins, b_out)
+    return from_lean(Lean(lean.name + "t", *columns, b.eqn_extra), checked=False)
 
 
 def _linear(linear_of: dict, t) -> Linear:
     linear_of[t] = Linear(t)
     return linear_of[t]
+
+
+def _plain(params) -> bool:
+    """Whether ``params`` holds only ints, strings and tuples of them: values equal only when
+    they print the same, so a key (no floats: 0.0 == -0.0; no bools: True == 1)."""
+    for x in params:
+        cls = x.__class__
+        if cls is tuple:
+            if not _plain(x):
+                return False
+        elif cls is not int and cls is not str:
+            return False
+    return True
 
 
 def _distinct(c: int, xs: list) -> bool:

@@ -83,3 +83,60 @@ def test_a_chain_of_repeated_steps_is_replayed_exactly_and_its_gradient_is_right
         fd = (sx.evaluate(p, *hi)[0] - sx.evaluate(p, *lo)[0]) / (2 * eps)
         np.testing.assert_allclose(g, fd, rtol=1e-6, atol=1e-9)
     assert np.asarray(gm).shape == (2, 3)
+
+
+def test_parameters_equal_but_printed_differently_are_not_one_key(monkeypatch):
+    """``0.0 == -0.0`` (and ``1 == True``) in Python, but a rule given one or the other emits
+    different equations: each application of a scaling by a parameter keeps its own sign."""
+    from shax_core import core
+    from shax_core.primitives.base import deflinear
+    from shax_core.registry import REGISTRY, Param, Primitive
+
+    scale = Primitive(
+        "test_scale",
+        params=(Param("factor", "scalar"),),
+        arity=1,
+        shape_rule=lambda x, factor: x,
+        impl=lambda x, factor: x * factor,
+    )
+    deflinear(scale, lambda ct, x, factor: [ct * factor])  # the transpose of x -> x * factor
+    monkeypatch.setitem(REGISTRY, "test_scale", scale)
+
+    def f(x):  # (distinct operands: -0.0 and 0.0 scaling one value would be one equation)
+        operands = [x * 2.0, x * 3.0, x * 5.0, x * 7.0, x]
+        factors = (-0.0, 0.0, 0.0, 0.0, 2.0)  # walked backwards: 2.0, then 0.0 three times
+        terms = [core.bind("test_scale", y, factor=c) for y, c in zip(operands, factors)]
+        return terms[0] + terms[1] + terms[2] + terms[3] + terms[4]
+
+    p = sx.trace(f, np.float64(0.5))
+    monkeypatch.setattr(transpose, "REPLAY_FROM", None)
+    plain = sx.vjp_program(p)
+    monkeypatch.setattr(transpose, "REPLAY_FROM", 0)
+    replayed = sx.vjp_program(p)
+    assert str(replayed) == str(plain)
+    assert "-0.0" in str(replayed)
+    _, g = sx.evaluate(replayed, np.float64(0.5), np.float64(1.0))
+    assert g == 2.0
+
+
+def _long_linear_text(last: str) -> str:
+    """A linear program of 100 steps ``d = mul d r`` (r a residual), then ``last``."""
+    lines = ["d0 = mul arg0 arg2"] + [f"d{k} = mul d{k - 1} arg2" for k in range(1, 100)]
+    return (
+        "def df(arg0 :: f64[3], arg1 :: f64[3], arg2 :: f64[3]) = let "
+        + "  ".join([*lines, last])
+        + " in [d100]"
+    )
+
+
+def test_a_long_program_replays_and_still_names_a_non_linear_equation():
+    from shax_core.text import parse
+
+    fine = sx.transpose_program(parse(_long_linear_text("d100 = add d99 arg1")), 2)
+    r = np.array([0.5, -2.0, 1.5])
+    ct = np.array([1.0, 2.0, 3.0])
+    d_arg0, d_arg1 = sx.evaluate(fine, ct, r)
+    np.testing.assert_allclose(d_arg0, ct * r**100)  # the transpose of t -> t r^100
+    np.testing.assert_allclose(d_arg1, ct)
+    with pytest.raises(sx.TransposeError, match=r"`d100 :: f64\[3\] = mul d99 arg1`: mul of two"):
+        sx.transpose_program(parse(_long_linear_text("d100 = mul d99 arg1")), 2)

@@ -142,11 +142,12 @@ def defbilinear(prim: Primitive, lhs_transpose: Callable, rhs_transpose: Callabl
         return ans, terms[0] if len(terms) == 1 else core.add(terms[0], terms[1])
 
     def transpose(ct, x, y, **params):
-        if is_linear(x) and is_linear(y):
+        x_linear, y_linear = isinstance(x, Linear), isinstance(y, Linear)  # = is_linear
+        if x_linear and y_linear:
             raise RuleError(f"{prim.name} of two tangents is not linear")
-        if is_linear(x):
+        if x_linear:
             return [lhs_transpose(ct, y, x_type=x.type, **params), None]
-        if is_linear(y):
+        if y_linear:
             return [None, rhs_transpose(ct, x, y_type=y.type, **params)]
         return [None, None]
 
