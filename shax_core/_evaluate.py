@@ -44,7 +44,7 @@ import numpy as np
 
 from shax_core import _codegen
 from shax_core._infer import infer
-from shax_core.ir import Lean, Program, ShaxError, Type, from_lean, lean_of
+from shax_core.ir import Lean, Program, ShaxError, Type, exact_key, from_lean, lean_of
 from shax_core.passes._dce import dce
 from shax_core.registry import SUBPROGRAM_KINDS, TRANSFORMS, lookup
 
@@ -399,12 +399,14 @@ def _plan(lean: Lean, threads) -> tuple[list, int, _Plan]:
         e_prim, e_params, o = eqn_prim[i], eqn_params[i], eqn_out[i]
         # one lookup per step: its kernel and what its primitive's traits say, shared by
         # every step of one signature (primitive, params, type objects)
+        # (parameters exactly: a kernel for `pad 0.0` is not one for `pad -0.0`)
+        p_key = exact_key(e_params) if e_params else e_params
         if len(e_ins) == 2:
-            key = (e_prim, e_params, type_id[o], type_id[e_ins[0]], type_id[e_ins[1]])
+            key = (e_prim, p_key, type_id[o], type_id[e_ins[0]], type_id[e_ins[1]])
         elif len(e_ins) == 1:
-            key = (e_prim, e_params, type_id[o], type_id[e_ins[0]])
+            key = (e_prim, p_key, type_id[o], type_id[e_ins[0]])
         else:
-            key = (e_prim, e_params, type_id[o], *[type_id[v] for v in e_ins])
+            key = (e_prim, p_key, type_id[o], *[type_id[v] for v in e_ins])
         if e_params:  # a body is a Program: never hashed (its hash would build its view)
             nested = nested_of.get(e_prim)
             if nested is None:

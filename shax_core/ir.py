@@ -272,6 +272,52 @@ def _map_programs(value, fn):
     return value
 
 
+def plain_params(params: tuple) -> bool:
+    """Whether ``params`` holds only ints, strings and tuples of them: values that are equal
+    only when they print the same (no floats: ``0.0 == -0.0``; no bools: ``True == 1``)."""
+    for x in params:
+        cls = x.__class__
+        if cls is tuple:
+            if not plain_params(x):
+                return False
+        elif cls is not int and cls is not str:
+            return False
+    return True
+
+
+def exact_key(params: tuple):
+    """``params`` as a dictionary key equal only to identical parameters.
+
+    Python's equality takes ``0.0 == -0.0`` and ``True == 1``, so two equations that compute
+    different values (``pad -0.0 x`` and ``pad 0.0 x``, ``fromList [-0.0]`` and
+    ``fromList [0.0]``) would share a CSE entry, a rule tape or a kernel. Plain parameters are
+    their own key; otherwise floats are keyed by their exact spelling (``float.hex``) and bools
+    by their type. Sub-programs compare by value (their parameters are not re-keyed).
+
+    >>> exact_key((0.0,)) == exact_key((-0.0,)), exact_key((1,)) == exact_key((True,))
+    (False, False)
+    >>> exact_key(((2, 3), "f32")) == ((2, 3), "f32")
+    True
+    """
+    if plain_params(params):
+        return params
+    return (_EXACT, _exact(params))
+
+
+_EXACT = object()  # marks a re-keyed tuple (no parameter tuple starts with it)
+
+
+def _exact(value):
+    cls = value.__class__
+    if cls is tuple:
+        return tuple([_exact(v) for v in value])
+    if cls is float:
+        return (float, value.hex())
+    if cls is bool:
+        return (bool, value)
+    return value
+
+
 def has_subprograms(params: tuple) -> bool:
     """Whether an equation with parameters ``params`` has sub-programs (``Eqn.subprograms``)."""
     for v in params:

@@ -31,7 +31,15 @@ from operator import itemgetter
 from shax_core._infer import infer
 from shax_core._linearize import Linearized
 from shax_core.core import Builder, Tracer, add, bind_at, zeros
-from shax_core.ir import Lean, Program, ShaxError, from_lean, has_subprograms, lean_of
+from shax_core.ir import (
+    Lean,
+    Program,
+    ShaxError,
+    from_lean,
+    has_subprograms,
+    lean_of,
+    plain_params,
+)
 from shax_core.passes._dce import dce
 from shax_core.registry import SUBPROGRAM_KINDS, TRANSFORMS, Linear, RuleError, Zero, lookup
 from shax_core.text import short_eqn as format_eqn
@@ -264,7 +272,7 @@ def _transpose(linear: Program, num_linear: int, dead_code_removed: bool) -> Pro
                         key.append(1 if x is None else 0)
                         key.append(types[v])
                     key = tuple(key)
-                if params and not _plain(params):  # (0.0 == -0.0 and 1 == True: no key)
+                if params and not plain_params(params):  # (0.0 == -0.0 and 1 == True: no key)
                     key = None
                 else:
                     tape = tapes.get(key)
@@ -374,19 +382,6 @@ def _transpose(linear: Program, num_linear: int, dead_code_removed: bool) -> Pro
 def _linear(linear_of: dict, t) -> Linear:
     linear_of[t] = Linear(t)
     return linear_of[t]
-
-
-def _plain(params) -> bool:
-    """Whether ``params`` holds only ints, strings and tuples of them: values equal only when
-    they print the same, so a key (no floats: 0.0 == -0.0; no bools: True == 1)."""
-    for x in params:
-        cls = x.__class__
-        if cls is tuple:
-            if not _plain(x):
-                return False
-        elif cls is not int and cls is not str:
-            return False
-    return True
 
 
 def _distinct(c: int, xs: list) -> bool:

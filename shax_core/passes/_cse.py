@@ -19,7 +19,7 @@ from __future__ import annotations
 
 from itertools import compress, islice
 
-from shax_core.ir import Lean, Program, from_lean, has_subprograms, lean_of
+from shax_core.ir import Lean, Program, exact_key, from_lean, has_subprograms, lean_of
 from shax_core.passes.rename import map_subprograms, may_nest, select
 from shax_core.registry import lookup
 
@@ -114,8 +114,8 @@ def cse_lean(
                 if new != params:
                     bodies_changed = True
                     params = new_params[i] = new
-            # commutative operands compared as a set
-            key, seen = (params, *(sorted(ins) if swap else ins)), by_key
+            # commutative operands compared as a set; parameters exactly (-0.0 is not 0.0)
+            key, seen = (exact_key(params), *(sorted(ins) if swap else ins)), by_key
         hit = seen.setdefault(key, i)
         if hit != i:
             if hit < start and live is not None and not live[hit]:  # dead: no match

@@ -46,6 +46,7 @@ from shax_core.ir import (
     Type,
     Var,
     canonical_float,
+    exact_key,
     from_lean,
     has_subprograms,
     lean_of,
@@ -435,7 +436,7 @@ class _Walk:
                 elif n_ins == 1 and not params:
                     key, seen = -1 - ins[0], by_ins
                 else:
-                    key, seen = (params, *(sorted(ins) if swap else ins)), by_key
+                    key, seen = (exact_key(params), *(sorted(ins) if swap else ins)), by_key
                 if seen.setdefault(key, i) != i:
                     keyed = False
                     keys.count = i
