@@ -260,6 +260,7 @@ class _Walk:
         types = source.types
         pid, pc, tid, tc = self.pid, self.pc, self.tid, self.tc
         entries, replay, is_float = self.entries, self.memo.replay_slots, self.is_float
+        float_by_id = self._float_by_id  # is_float by the id of a Type, inlined
         emit_primal = self.primal_b.emit_id
         kinds: dict = {}  # by name: (primitive, whether it is replayed on ids)
         columns = zip(source.eqn_prim, source.eqn_params, source.eqn_ins, source.eqn_out)
@@ -292,7 +293,11 @@ class _Walk:
                             tape, ps, pcode, ts, tcode = entry
                             slots = replay(tape, [pa, pb, ta, tb])
                             pid[out], pc[out] = slots[ps], pcode
-                            if is_float(types[out]):
+                            t = types[out]
+                            f = float_by_id.get(id(t))
+                            if f is None:
+                                f = is_float(t)
+                            if f:
                                 tid[out], tc[out] = (slots[ts] if ts >= 0 else -1), tcode
                             else:
                                 tid[out], tc[out] = -1, -1 - self.code(types[out])
@@ -317,7 +322,11 @@ class _Walk:
                             tape, ps, pcode, ts, tcode = entry
                             slots = replay(tape, [pid[a], ta])
                             pid[out], pc[out] = slots[ps], pcode
-                            if is_float(types[out]):
+                            t = types[out]
+                            f = float_by_id.get(id(t))
+                            if f is None:
+                                f = is_float(t)
+                            if f:
                                 tid[out], tc[out] = (slots[ts] if ts >= 0 else -1), tcode
                             else:
                                 tid[out], tc[out] = -1, -1 - self.code(types[out])
