@@ -176,8 +176,8 @@ class _Walk:
     linear builder (-1 a symbolic zero), ``pc[v]``/``tc[v]`` the codes of their types (a
     zero's code is ``-1 - code``). Anything else a rule returned is kept as it is in
     ``pobj``/``tobj`` (``pid``/``tid`` -2, code None). An equation whose operands were seen
-    in the same state (``_sig``) has its tape replayed on ids; others go through ``RuleMemo``
-    with tracers, as the rule is written."""
+    in the same state (``signature``) has its tape replayed on ids; others go through
+    ``RuleMemo`` with tracers, as the rule is written."""
 
     def __init__(self, source, primal_b: Builder, linear_b: _LinearBuilder):
         self.source = source
