@@ -22,7 +22,9 @@ dies where it is read folds into the sum reading it::
 
 Building the plan is linear: a pass numbering slots and finding each slot's last reader, then
 a pass making the steps, their buffers and the live bytes, with one kernel per distinct
-(primitive, parameters, operand and result types) shared by its steps.
+(primitive, parameters, operand and result types) shared by its steps. Both read the
+program's lean form (``lean_of``: integer variable ids, equation columns), as the plan rules
+do, so compiling a view (``from_lean``) never builds its ``Var``/``Eqn`` objects.
 """
 
 from __future__ import annotations
@@ -36,12 +38,13 @@ from concurrent.futures import ThreadPoolExecutor
 from contextlib import contextmanager
 from dataclasses import dataclass
 from functools import partial
+from typing import NamedTuple
 
 import numpy as np
 
 from shax_core import _codegen
 from shax_core._infer import infer
-from shax_core.ir import Eqn, Program, ShaxError, Type, Var, bound_vars
+from shax_core.ir import Lean, Program, ShaxError, Type, from_lean, lean_of
 from shax_core.passes._dce import dce
 from shax_core.registry import SUBPROGRAM_KINDS, TRANSFORMS, lookup
 
@@ -90,17 +93,17 @@ _SCALAR_OPERATORS = {
 }
 
 
-def _kernel(prim, eqn) -> object:
-    """The function a step calls: the primitive's compiled kernel, or its impl with params."""
-    params = prim.kwargs(eqn.params)
-    if not params and eqn.out.type.rank == 0 and eqn.out.type.is_float:
+def _kernel(prim, params: tuple, in_types: tuple, out_type) -> object:
+    """The function a step calls: the primitive's compiled kernel, or its impl with params.
+    ``out_type`` is the result's Type (a tuple of them for a multi-result primitive)."""
+    kwargs = prim.kwargs(params)
+    if not kwargs and type(out_type) is Type and out_type.rank == 0 and out_type.is_float:
         scalar_op = _SCALAR_OPERATORS.get(prim.impl) if isinstance(prim.impl, np.ufunc) else None
-        if scalar_op is not None and all(v.type == eqn.out.type for v in eqn.ins):
+        if scalar_op is not None and all(t == out_type for t in in_types):
             return scalar_op
     if prim.kernel is not None:
-        out_type = tuple(v.type for v in eqn.outs) if prim.multiple_results else eqn.out.type
-        return prim.kernel(tuple(v.type for v in eqn.ins), out_type, **params)
-    return partial(prim.impl, **params) if params else prim.impl
+        return prim.kernel(in_types, out_type, **kwargs)
+    return partial(prim.impl, **kwargs) if kwargs else prim.impl
 
 
 PARALLEL_MIN_ELEMENTS = 1 << 18
@@ -263,45 +266,70 @@ def _in_place(impl, position: int, arity: int):
 
 
 # ---------------------------------------------------------------------------------------------
-# plan construction: three linear passes over the equations (slots; lifetimes, backwards;
-# steps, buffers and the live bytes, forwards), a few dictionary and list operations per
-# equation. Kernels are built once per distinct (primitive, parameters, operand types, result
-# type): an unrolled program repeats a handful of signatures many times.
+# plan construction: linear passes over the lean form's columns (slots and lifetimes, then
+# steps, buffers and the live bytes), a few list and dictionary operations per equation and no
+# Var or Eqn objects. Kernels are built once per distinct (primitive, parameters, operand
+# types, result type): an unrolled program repeats a handful of signatures many times.
 
 
-def _operands(program: Program) -> tuple[dict[str, int], list[tuple], list]:
-    """``(slot of each value, operand slots of each equation, last reader of each slot)``:
-    the parameters take the first slots, then each equation's results in order; the last
-    reader is an equation index, INF for an output (never freed), -1 for a value nobody
-    reads."""
-    slot_of = {p.name: i for i, p in enumerate(program.params)}
+def _operands(lean: Lean) -> tuple[Sequence, list[tuple], list]:
+    """``(slot of each variable id, operand slots of each equation, last reader of each
+    slot)``: the parameters take the first slots, then each equation's results in order (an
+    id the program does not bind has slot None); the last reader is an equation index, INF
+    for an output (never freed), -1 for a value nobody reads. When the ids are numbered so
+    already (parameters first, then results in order: ``lean_of`` of a Program), the slot of
+    an id is the id and the operands are the equations' own."""
+    n_params, eqn_out, extra = len(lean.params), lean.eqn_out, lean.eqn_extra
+    n_slots = n_params + len(eqn_out) + sum(map(len, extra.values()))
+    if not extra and lean.params == tuple(range(n_params)) and _numbered(eqn_out, n_params):
+        slot: Sequence = range(len(lean.types))
+        operands = lean.eqn_ins
+        last: list = [-1] * n_slots
+        for i, ins in enumerate(operands):
+            for s in ins:
+                last[s] = i
+    else:
+        slot, operands, last = _renumbered(lean)
+    for v in lean.outs:
+        last[slot[v]] = INF
+    return slot, operands, last
+
+
+def _numbered(ids: Sequence[int], start: int) -> bool:
+    """Whether ``ids`` is ``start, start + 1, ...``."""
+    return all(map(operator.eq, ids, range(start, start + len(ids))))
+
+
+def _renumbered(lean: Lean) -> tuple[list, list[tuple], list]:
+    """``_operands`` for ids numbered any other way: each id's slot looked up."""
+    slot: list = [None] * len(lean.types)
+    for i, v in enumerate(lean.params):
+        slot[v] = i
     operands: list[tuple] = []
-    last: list = [-1] * len(slot_of)
-    for i, e in enumerate(program.eqns):
-        ins = e.ins
+    last: list = [-1] * len(lean.params)
+    extra, eqn_out = lean.eqn_extra, lean.eqn_out
+    for i, ins in enumerate(lean.eqn_ins):
         if len(ins) == 1:
-            a = slot_of[ins[0].name]
+            a = slot[ins[0]]
             operands.append((a,))
             last[a] = i
         elif len(ins) == 2:
-            a, b = slot_of[ins[0].name], slot_of[ins[1].name]
+            a, b = slot[ins[0]], slot[ins[1]]
             operands.append((a, b))
             last[a] = last[b] = i
         else:
-            slots = tuple([slot_of[v.name] for v in ins])
+            slots = tuple([slot[v] for v in ins])
             operands.append(slots)
             for s in slots:
                 last[s] = i
-        if e.extra_outs:  # a loop binds several results
-            for v in e.outs:
-                slot_of[v.name] = len(last)
+        if extra and i in extra:  # a loop binds several results
+            for v in lean.eqn_outs(i):
+                slot[v] = len(last)
                 last.append(-1)
         else:
-            slot_of[e.out.name] = len(last)
+            slot[eqn_out[i]] = len(last)
             last.append(-1)
-    for v in program.outs:
-        last[slot_of[v.name]] = INF
-    return slot_of, operands, last
+    return slot, operands, last
 
 
 def _dying(ins: tuple, outs, last: list, i: int) -> tuple:
@@ -323,9 +351,14 @@ class _Plan:
     live_at_end: int  # the bytes still live after the last step
 
 
-def _plan(program: Program, threads) -> tuple[dict[str, int], _Plan]:
+def _has_subprograms(prim) -> bool:
+    return prim.multiple_results or any(p.kind in SUBPROGRAM_KINDS for p in prim.params)
+
+
+def _plan(lean: Lean, threads) -> tuple[list, int, _Plan]:
     """One step per non-constant equation: its kernel, in place into a dying operand and/or
-    split over the cores when the traits allow it, and the slots that die after it.
+    split over the cores when the traits allow it, and the slots that die after it. Returns
+    ``(slot of each variable id, number of slots, plan)``.
 
     Buffers: an out_buffer or fresh step makes a new buffer, named by its slot; any other
     step's result may alias its operands' buffers; parameters and constants are never owned.
@@ -335,63 +368,90 @@ def _plan(program: Program, threads) -> tuple[dict[str, int], _Plan]:
     Live bytes: the arguments (held by the caller throughout), the constants, each step's new
     buffer until its last reader (a view of an argument allocates nothing), and a loop's body
     working set while the loop runs."""
-    slot_of, operands, last = _operands(program)
-    n_slots, n_params = len(last), len(program.params)
+    slot, operands, last = _operands(lean)
+    types = lean.types
+    n_slots, n_params = len(last), len(lean.params)
     refs: list[frozenset] = [EMPTY] * n_slots
     template: list = [None] * n_slots
     size = [0] * n_slots
-    for i, p in enumerate(program.params):
-        size[i] = p.type.nbytes
+    for i, v in enumerate(lean.params):
+        size[i] = types[v].nbytes
     live = sum(size)
     buffer_last: dict[int, float] = {}  # per buffer: the last reader of any value aliasing it
     # per step signature: (kernel or None for a loop, result bytes, primitive, makes a new
     # buffer, elementwise with out=, a view of its operand)
     kernels: dict = {}
+    # per primitive name: whether it has sub-programs (their steps are not shared, and their
+    # parameters are never hashed: a body is a Program, whose hash would build its view)
+    nested_of: dict[str, bool] = {}
     steps = []
     append = steps.append
     work = in_place = parallel = constants = extra_results = 0
     peak = live
-    for i, e in enumerate(program.eqns):
-        e_ins = e.ins
-        out_type = e.out.type
+    eqn_prim, eqn_params, eqn_ins, eqn_out = (
+        lean.eqn_prim,
+        lean.eqn_params,
+        lean.eqn_ins,
+        lean.eqn_out,
+    )
+    type_id = list(map(id, types))  # types are shared objects: one per distinct type, mostly
+    for i, e_ins in enumerate(eqn_ins):
+        e_prim, e_params, o = eqn_prim[i], eqn_params[i], eqn_out[i]
         # one lookup per step: its kernel and what its primitive's traits say, shared by
         # every step of one signature (primitive, params, type objects)
         if len(e_ins) == 2:
-            key = (e.prim, e.params, id(out_type), id(e_ins[0].type), id(e_ins[1].type))
+            key = (e_prim, e_params, type_id[o], type_id[e_ins[0]], type_id[e_ins[1]])
         elif len(e_ins) == 1:
-            key = (e.prim, e.params, id(out_type), id(e_ins[0].type))
+            key = (e_prim, e_params, type_id[o], type_id[e_ins[0]])
         else:
-            key = (e.prim, e.params, id(out_type), *[id(v.type) for v in e_ins])
+            key = (e_prim, e_params, type_id[o], *[type_id[v] for v in e_ins])
+        if e_params:  # a body is a Program: never hashed (its hash would build its view)
+            nested = nested_of.get(e_prim)
+            if nested is None:
+                nested = nested_of[e_prim] = _has_subprograms(lookup(e_prim))
+            if nested:
+                key = None
         try:
-            hit = kernels.get(key)
+            hit = kernels.get(key) if key is not None else None
         except TypeError:  # an unhashable parameter: nothing shared
             key, hit = None, None
         if hit is None:
-            prim = lookup(e.prim)
+            out_type = types[o]
+            prim = lookup(e_prim)
             t = prim.traits
             if "constant" in t and not e_ins:
                 out = n_params + i + extra_results
-                template[out] = a = np.asarray(prim.impl(**prim.kwargs(e.params)))
+                template[out] = a = np.asarray(prim.impl(**prim.kwargs(e_params)))
                 constants += a.nbytes  # held by the template for the whole run
                 continue
-            nested = prim.multiple_results or any(p.kind in SUBPROGRAM_KINDS for p in prim.params)
-            shared = None if nested else _kernel(prim, e)  # loops: a plan of their own each
-            ufunc = {"elementwise", "out_buffer"} <= t
-            new_buffer = "out_buffer" in t or "fresh" in t
-            view = bool(prim.extra.get("view"))
-            nbytes = 0 if prim.multiple_results else out_type.nbytes
-            hit = (shared, nbytes, prim, new_buffer, ufunc, view)
+            nested = nested_of.get(e_prim)
+            if nested is None:
+                nested = nested_of[e_prim] = _has_subprograms(prim)
+            in_types = tuple([types[v] for v in e_ins])
+            shared = None if nested else _kernel(prim, e_params, in_types, out_type)
+            shaped = bool(out_type.shape)
+            hit = (
+                shared,
+                0 if prim.multiple_results else out_type.nbytes,
+                prim,
+                ("out_buffer" in t or "fresh" in t) and shaped,  # makes a new buffer
+                {"elementwise", "out_buffer"} <= t and shaped,  # may run in place / split
+                bool(prim.extra.get("view")),
+                prim.multiple_results,
+            )
             if key is not None:
                 kernels[key] = hit
-        fn, nbytes, prim, new_buffer, ufunc, view = hit
+        fn, nbytes, prim, new_buffer, ufunc, view, multi = hit
         transient = 0
         if fn is None:  # a step with sub-programs: its kernel runs plans of its own
-            fn = _kernel(prim, e)
+            outs_types = tuple([types[v] for v in lean.eqn_outs(i)]) if multi else types[o]
+            fn = _kernel(prim, e_params, tuple([types[v] for v in e_ins]), outs_types)
             work += getattr(fn, "work", 1) - 1
             transient = getattr(fn, "transient_bytes", 0)
         ins = operands[i]
-        if prim.multiple_results:  # a loop: one step binding every result (a tuple of slots)
-            outs = tuple(slot_of[v.name] for v in e.outs)
+        if multi:  # a loop: one step binding every result (a tuple of slots)
+            e_outs = lean.eqn_outs(i)
+            outs = tuple([slot[v] for v in e_outs])
             union = EMPTY
             for s in ins:
                 union = union | refs[s]
@@ -402,8 +462,8 @@ def _plan(program: Program, threads) -> tuple[dict[str, int], _Plan]:
             extra_results += len(outs) - 1
             free = _dying(ins, outs, last, i)
             append((fn, None, ins, outs, free))
-            for v, s in zip(e.outs, outs, strict=True):
-                size[s] = v.type.nbytes
+            for v, s in zip(e_outs, outs, strict=True):
+                size[s] = types[v].nbytes
                 live += size[s]
             peak = max(peak, live + transient)
             for s in free:
@@ -412,11 +472,11 @@ def _plan(program: Program, threads) -> tuple[dict[str, int], _Plan]:
                     size[s] = 0
             continue
         out = n_params + i + extra_results  # the slot _operands gave it
-        shaped = out_type.shape
+        lu = last[out]
         # the buffers the result may share
-        if new_buffer and shaped:
+        if new_buffer:
             refs[out] = frozenset((out,))
-            buffer_last[out] = last[out]
+            buffer_last[out] = lu
         else:
             union = EMPTY
             for s in ins:
@@ -425,18 +485,18 @@ def _plan(program: Program, threads) -> tuple[dict[str, int], _Plan]:
                     union = r if not union else union | r
             if union:
                 refs[out] = union
-                lu = last[out]
                 for b in union:
                     if buffer_last[b] < lu:
                         buffer_last[b] = lu
-        if ufunc and shaped:
+        if ufunc:
+            out_type = types[o]
             reuse = None
             if nbytes >= IN_PLACE_MIN_BYTES:
                 for pos, s in enumerate(ins):
                     if (
                         buffer_last.get(s) == i
                         and refs[s] == frozenset((s,))
-                        and e.ins[pos].type == out_type
+                        and types[e_ins[pos]] == out_type
                     ):
                         reuse = pos
                         break
@@ -450,23 +510,26 @@ def _plan(program: Program, threads) -> tuple[dict[str, int], _Plan]:
             if reuse is not None:
                 nbytes = 0
         # the slots dying here: operands read for the last time, a result nobody reads
-        if len(ins) == 1:
-            a = ins[0]
-            free = (a,) if last[a] == i else ()
-            append((fn, a, None, out, free))
-        elif len(ins) == 2:
+        if len(ins) == 2:
             a, b = ins
             if last[a] == i:
                 free = (a, b) if last[b] == i and a != b else (a,)
             else:
                 free = (b,) if last[b] == i else ()
+            if lu == -1:  # nobody reads it: drop it at once
+                free += (out,)
             append((fn, a, b, out, free))
+        elif len(ins) == 1:
+            a = ins[0]
+            free = (a,) if last[a] == i else ()
+            if lu == -1:
+                free += (out,)
+            append((fn, a, None, out, free))
         else:
             free = tuple(dict.fromkeys(s for s in ins if last[s] == i))
+            if lu == -1:
+                free += (out,)
             append((fn, None, ins, out, free))
-        if last[out] == -1:  # nobody reads it: drop it at once
-            free += (out,)
-            steps[-1] = (*steps[-1][:4], free)
         # a view (transpose, reshape, slice, broadcast) of an argument is memory the caller
         # holds anyway: it allocates nothing
         if view and ins[0] < n_params:
@@ -484,7 +547,7 @@ def _plan(program: Program, threads) -> tuple[dict[str, int], _Plan]:
     plan = _Plan(
         tuple(steps), template, refs, in_place, parallel, work, peak + constants, live + constants
     )
-    return slot_of, plan
+    return slot, n_slots, plan
 
 
 # ---------------------------------------------------------------------------------------------
@@ -494,64 +557,106 @@ REWRITE_MAX_EQNS = 5000  # longer programs are planned as they are (the pass cos
 RULE_DEPTH = 4  # how often the result of a rule is offered to the rules again
 
 
+class PlanEqn(NamedTuple):
+    """An equation as plan rules read and write it: variables are the lean form's integer ids
+    (``rw.type(v)`` is a variable's type); ``extra`` are a multi-result equation's other
+    results."""
+
+    out: int
+    prim: str
+    params: tuple
+    ins: tuple[int, ...]
+    extra: tuple[int, ...] = ()
+
+
 class PlanRewriter:
     """What a plan rule may ask: the equation producing a value (None for a parameter), how
-    many equations and outputs read it, and a new variable of a type. A rule
-    ``rule(eqn, rw) -> tuple[Eqn, ...] | None`` returns equations computing ``eqn.out`` (the
-    last binds it), reading only values defined before ``eqn``; what is left without readers
-    is dropped afterwards."""
+    many equations and outputs read it, its type, a new variable of a type, and a new
+    equation. A rule ``rule(eqn, rw) -> tuple[PlanEqn, ...] | None`` returns equations
+    computing ``eqn.out`` (the last binds it), reading only values defined before ``eqn``;
+    what is left without readers is dropped afterwards. Reads the lean form's columns: no
+    Var or Eqn is built."""
 
-    def __init__(self, program: Program):
-        self._program = program
-        self._producer: dict[str, Eqn] = {}
-        self._uses: dict[str, int] = {}
-        self._names: set[str] | None = None  # every name bound, once a new one is needed
+    def __init__(self, lean: Lean):
+        self._lean = lean
+        self._types, self._names = lean.types, lean.names  # copied before a variable is added
+        self._producer: dict[int, PlanEqn] = {}
+        uses = [0] * len(lean.types)
+        for v in lean.outs:
+            uses[v] += 1
+        for ins in lean.eqn_ins:
+            for v in ins:
+                uses[v] += 1
+        self._uses = uses
+        self._bound: set[str] | None = None  # every name bound, once a new one is needed
         self._count = 0
         self._rules: dict[str, tuple] = {}
-        for v in program.outs:
-            self._uses[v.name] = self._uses.get(v.name, 0) + 1
-        for e in program.eqns:
-            for v in e.ins:
-                self._uses[v.name] = self._uses.get(v.name, 0) + 1
 
-    def producer(self, v: Var) -> Eqn | None:
-        return self._producer.get(v.name)
+    def producer(self, v: int) -> PlanEqn | None:
+        return self._producer.get(v)
 
-    def uses(self, v: Var) -> int:
-        return self._uses.get(v.name, 0)
+    def uses(self, v: int) -> int:
+        return self._uses[v]
 
-    def fresh(self, t: Type) -> Var:
-        if self._names is None:
-            self._names = {v.name for v in bound_vars(self._program)}
+    def type(self, v: int) -> Type:
+        return self._types[v]
+
+    @staticmethod
+    def eqn(out: int, prim: str, params: tuple, ins: tuple[int, ...]) -> PlanEqn:
+        return PlanEqn(out, prim, params, ins)
+
+    def fresh(self, t: Type) -> int:
+        lean = self._lean
+        if self._bound is None:
+            name_of = lean.names.__getitem__
+            bound = set(map(name_of, lean.params))
+            bound.update(map(name_of, lean.eqn_out))
+            for extra in lean.eqn_extra.values():
+                bound.update(map(name_of, extra))
+            self._bound = bound
+            self._types, self._names = list(self._types), list(self._names)  # never shared
         while True:
             self._count += 1
             name = f"p{self._count}"
-            if name not in self._names:
-                self._names.add(name)
-                return Var(name, t)
+            if name not in self._bound:
+                self._bound.add(name)
+                self._types.append(t)
+                self._names.append(name)
+                self._uses.append(0)
+                return len(self._types) - 1
 
-    def apply(self, program: Program) -> Program:
-        eqns: list[Eqn] = []
-        for e in program.eqns:
-            self._emit(e, eqns, RULE_DEPTH)
-        if len(eqns) == len(program.eqns) and all(map(operator.is_, eqns, program.eqns)):
-            return program
-        return dce(Program(program.name, program.params, tuple(eqns), program.outs, checked=True))
+    def apply(self) -> Lean | None:
+        """The rewritten lean form (dead equations not yet dropped), or None when no rule
+        applies."""
+        lean, eqns = self._lean, []
+        self._changed = False
+        extra = lean.eqn_extra
+        for i, (prim, params, ins, out) in enumerate(
+            zip(lean.eqn_prim, lean.eqn_params, lean.eqn_ins, lean.eqn_out, strict=True)
+        ):
+            self._emit(PlanEqn(out, prim, params, ins, extra.get(i, ())), eqns, RULE_DEPTH)
+        if not self._changed:
+            return None
+        return Lean(
+            lean.name, self._types, self._names, lean.params, lean.outs,
+            [e.prim for e in eqns], [e.params for e in eqns], [e.ins for e in eqns],
+            [e.out for e in eqns], {i: e.extra for i, e in enumerate(eqns) if e.extra},
+        )  # fmt: skip
 
-    def _release(self, e: Eqn) -> None:
+    def _release(self, e: PlanEqn) -> None:
         """``e`` is not computed: its operands lose a reader, and an operand left without any
         is not computed either (DCE drops them all afterwards). A worklist, not recursion:
         a long chain read once may go at once."""
-        pending = [e]
+        uses, pending = self._uses, [e]
         while pending:
             for v in pending.pop().ins:
-                self._uses[v.name] -= 1
-                if not self._uses[v.name]:
-                    dead = self._producer.get(v.name)
-                    if dead is not None and not dead.extra_outs:
+                uses[v] -= 1
+                if not uses[v]:
+                    dead = self._producer.get(v)
+                    if dead is not None and not dead.extra:
                         pending.append(dead)
 
-    def _emit(self, e: Eqn, eqns: list, depth: int) -> None:
+    def _emit(self, e: PlanEqn, eqns: list, depth: int) -> None:
         """Append ``e``, or what a rule rewrites it to (itself offered to the rules again, up
         to ``depth`` times)."""
         rules = self._rules.get(e.prim)
@@ -561,15 +666,17 @@ class PlanRewriter:
             for rule in rules:
                 new = rule(e, self)
                 if new:
+                    self._changed = True
                     for n in new:  # the new reads first, so what they keep never reaches 0
                         for v in n.ins:
-                            self._uses[v.name] = self._uses.get(v.name, 0) + 1
+                            self._uses[v] += 1
                     self._release(e)  # e is replaced: its reads go
                     for n in new:
                         self._emit(n, eqns, depth - 1)
                     return
-        for v in e.outs:
-            self._producer[v.name] = e
+        self._producer[e.out] = e
+        for v in e.extra:
+            self._producer[v] = e
         eqns.append(e)
 
 
@@ -589,9 +696,13 @@ def rewrite_plan(program: Program) -> Program:
           s :: f32[2] = sub w p1
       in [s]
     """
-    if len(program.eqns) > REWRITE_MAX_EQNS:
+    lean = lean_of(program)
+    if len(lean) > REWRITE_MAX_EQNS:
         return program
-    return PlanRewriter(program).apply(program)
+    rewritten = PlanRewriter(lean).apply()
+    if rewritten is None:
+        return program
+    return dce(from_lean(rewritten, checked=True))
 
 
 class Steps(Sequence):
@@ -644,19 +755,21 @@ class Executable:
         if not program.checked:  # annotations are checked by inference, never trusted
             program = infer(program)
         self.program = program
-        self.in_types: tuple[Type, ...] = program.in_types
-        self.out_types: tuple[Type, ...] = program.out_types
+        lean = lean_of(program)  # a view's own columns: its equations are never built
+        types = lean.types
+        self.in_types: tuple[Type, ...] = tuple([types[v] for v in lean.params])
+        self.out_types: tuple[Type, ...] = tuple([types[v] for v in lean.outs])
         planned = rewrite_plan(program) if rewrite else program
         self.planned = planned  # the program the steps compute (equal values)
-        slot_of, plan = _plan(planned, plan_threads())
+        planned_lean = lean_of(planned)
+        slot, self.n_slots, plan = _plan(planned_lean, plan_threads())
         self._loop = plan.steps
-        self.n_slots = len(slot_of)
-        self.n_params = len(program.params)
+        self.n_params = len(lean.params)
         self.work = plan.work
         self.template = plan.template
         self.in_place_steps = plan.in_place
         self.parallel_steps = plan.parallel
-        self.out_slots = tuple(slot_of[v.name] for v in program.outs)
+        self.out_slots = tuple([slot[v] for v in planned_lean.outs])
         self.out_copy = _out_copies(self.out_slots, plan.refs)
         # outputs the plan does not own alone (views such as a transpose) are copied at the
         # end, while everything still live is held
@@ -686,22 +799,22 @@ class Executable:
                 f"{self.program.name} takes {len(self.in_types)} argument(s), got {len(args)}"
             )
         arrays = []
-        for p, t, a in zip(self.program.params, self.in_types, args, strict=True):
+        lean = lean_of(self.program)
+        for v, t, a in zip(lean.params, self.in_types, args, strict=True):
+            name = lean.names[v]
             if isinstance(a, np.ndarray | np.generic):
                 if a.dtype != t.np_dtype:
                     raise EvaluationError(
-                        f"argument {p.name} of {self.program.name} must be {t}, got dtype {a.dtype}"
+                        f"argument {name} of {self.program.name} must be {t}, got dtype {a.dtype}"
                     )
             else:
                 try:
                     a = np.asarray(a, dtype=t.np_dtype)
                 except (TypeError, ValueError) as e:
-                    raise EvaluationError(f"argument {p.name} must be {t}: {e}") from None
+                    raise EvaluationError(f"argument {name} must be {t}: {e}") from None
             if tuple(a.shape) != t.shape:
                 got = f"got shape {list(a.shape)}"
-                raise EvaluationError(
-                    f"argument {p.name} of {self.program.name} must be {t}, {got}"
-                )
+                raise EvaluationError(f"argument {name} of {self.program.name} must be {t}, {got}")
             arrays.append(a)
         return arrays
 
@@ -759,7 +872,12 @@ class Executable:
     @property
     def all_slot_bytes(self) -> int:
         """Bytes of every slot at once: what a body run by ``body_parts`` may hold."""
-        return sum(v.type.nbytes for v in bound_vars(self.planned)) + sum(
+        lean = lean_of(self.planned)
+        bound = list(lean.params)  # every variable the plan binds: parameters, then results
+        for i in range(len(lean)):
+            bound.extend(lean.eqn_outs(i))
+        types = lean.types
+        return sum(types[v].nbytes for v in bound) + sum(
             a.nbytes for a in self.template if a is not None
         )
 

@@ -333,8 +333,9 @@ def call(program: Program, inputs: Sequence) -> list:
     the inputs (the program's equations inlined there)."""
     builder = ops.top_builder(inputs)
     if builder is None:
-        arrays = [np.asarray(x, dtype=p.type.np_dtype) for x, p in zip(inputs, program.params)]
-        return _executable(program)(*arrays)
+        exe = _executable(program)  # its types from the lean form: a view stays unbuilt
+        arrays = [np.asarray(x, dtype=t.np_dtype) for x, t in zip(inputs, exe.in_types)]
+        return exe(*arrays)
     args = [Tracer(builder, builder.lift(_cast(x, p.type))) for x, p in zip(inputs, program.params)]
     return inline(builder, program, args)
 

@@ -28,23 +28,29 @@ def f_dft(a :: f32[],
       x2 :: f32[] = cos x0
       t0 :: f32[] = mul arg2 x2
   in [x1, t0, t0]
+
+Every stage reads and builds ``Lean`` columns (``shax_core.ir``). The zip appends the two
+halves' columns: the transposed half's variable ids move up past the primal's (or stay, when
+one half's columns extend the other's), its parameters are bound to the new cotangent
+parameters and the residuals, and the simplifier walks both halves without building either
+appended program first.
 """
 
 from __future__ import annotations
 
 from collections.abc import Sequence
 from dataclasses import dataclass
-from operator import attrgetter
 
 from shax_core._evaluate import no_gc
 from shax_core._infer import infer
 from shax_core._linearize import Linearized, linearize_typed
 from shax_core._trace import trace
 from shax_core.core import Builder
-from shax_core.ir import Program, Var
-from shax_core.passes import cleanup, cse, cse_dce_free, dce, simplify, simplify_appended
+from shax_core.ir import Lean, Program, from_lean, lean_of
+from shax_core.passes import cleanup, cse, dce, tidy
+from shax_core.passes._dce import dce_lean
+from shax_core.passes._simplify import appended_lean, simplified_lean
 from shax_core.passes.inline import inline
-from shax_core.passes.rename import rewrite_ins
 from shax_core.transpose import transpose_typed
 
 PIPELINE_VERSION = "1"
@@ -66,28 +72,34 @@ def zip_vjp(lin: Linearized, transposed: Program) -> Program:
     value with the primal value it equals would undo the residual policy (it would be saved
     after all)."""
     primal = lin.primal
-    ct_types = [v.type for v in primal.outs[: lin.n_outputs]]
+    lean = lean_of(primal)
+    ct_types = [lean.types[v] for v in lean.outs[: lin.n_outputs]]
     name = f"{primal.name}_d{primal.name}t"
-    if not lin.recomputed:  # = cleanup(_append(...)); simplify ends with DCE
-        return cse_dce_free(_simplify_append(name, primal, transposed, ct_types, lin.n_outputs))
+    if not lin.recomputed:  # = cleanup(_append(...))
+        return from_lean(tidy(_simplify_append(name, primal, transposed, ct_types, lin.n_outputs)))
     halves = dce(cse(primal)), dce(cse(transposed))
-    return dce(_simplify_append(name, *halves, ct_types, lin.n_outputs))
+    return from_lean(dce_lean(_simplify_append(name, *halves, ct_types, lin.n_outputs)))
 
 
 def _simplify_append(name: str, first: Program, second: Program, new_types, n_outputs: int):
-    """``simplify(_append(name, first, second, new_types, n_outputs))``, without rewriting
-    ``second``'s equations before simplifying them when the names allow it."""
-    new_params = tuple(Var(f"arg{len(first.params) + i}", t) for i, t in enumerate(new_types))
-    if _names_clash(first, second, new_params):
-        return simplify(_append(name, first, second, new_types, n_outputs))
-    args = new_params + first.outs[n_outputs:]
-    params = first.params + new_params
-    return simplify_appended(name, params, first, first.outs[:n_outputs], second, args)
+    """The simplifier's walk over ``_append(name, first, second, new_types, n_outputs)`` (its
+    DCE gives their ``simplify``), without rewriting ``second``'s equations before
+    simplifying them when the names allow it."""
+    lean1, lean2 = lean_of(first), lean_of(second)
+    new_names = [f"arg{len(lean1.params) + i}" for i in range(len(new_types))]
+    if _names_clash(lean1, lean2, new_names):
+        return simplified_lean(lean_of(_append(name, first, second, new_types, n_outputs)))
+    types, names, new_ids, offset = _columns(lean1, lean2, new_names, new_types)
+    args = new_ids + lean1.outs[n_outputs:]
+    params = lean1.params + new_ids
+    first_outs = lean1.outs[:n_outputs]
+    return appended_lean(name, types, names, params, lean1, first_outs, lean2, offset, args)
 
 
 def zip_jvp(lin: Linearized) -> Program:
     """``f_jvp(inputs..., tangents of wrt...) = [outputs..., output tangents...]``."""
-    t_types = [lin.primal.params[i].type for i in lin.wrt]
+    lean = lean_of(lin.primal)
+    t_types = [lean.types[lean.params[i]] for i in lin.wrt]
     name = f"{lin.primal.name}_jvp"
     return cleanup(_append(name, lin.primal, lin.linear, t_types, lin.n_outputs))
 
@@ -99,8 +111,9 @@ def _append(name: str, first: Program, second: Program, new_types, n_outputs: in
     Parameters: ``first``'s, then the new ones; outputs: ``first``'s first ``n_outputs``, then
     ``second``'s. Equations are reused as they are (the pipeline's builders name variables
     with distinct prefixes); only if names clash are both inlined under fresh names."""
-    new_params = tuple(Var(f"arg{len(first.params) + i}", t) for i, t in enumerate(new_types))
-    if _names_clash(first, second, new_params):
+    lean1, lean2 = lean_of(first), lean_of(second)
+    new_names = [f"arg{len(lean1.params) + i}" for i in range(len(new_types))]
+    if _names_clash(lean1, lean2, new_names):
         b = Builder()
         args = [b.add_param(p.type) for p in first.params]
         new = [b.add_param(t) for t in new_types]
@@ -108,43 +121,82 @@ def _append(name: str, first: Program, second: Program, new_types, n_outputs: in
         second_outs = inline(b, second, new + first_outs[n_outputs:])
         outs = [t.id for t in first_outs[:n_outputs] + second_outs]
         return b.program(name, outs, checked=False)
-    args = new_params + first.outs[n_outputs:]
-    subst = {p.name: a for p, a in zip(second.params, args, strict=True)}
-    eqns = first.eqns + tuple([rewrite_ins(e, subst) for e in second.eqns])
-    outs = first.outs[:n_outputs] + tuple(subst.get(v.name, v) for v in second.outs)
-    return Program(name, first.params + new_params, eqns, outs)
+    types, names, new_ids, offset = _columns(lean1, lean2, new_names, new_types)
+    # second's variable v is first's or new variable rep[v] (its parameters), else v + offset
+    rep = list(range(offset, offset + len(lean2.types)))
+    for p, a in zip(lean2.params, new_ids + lean1.outs[n_outputs:], strict=True):
+        rep[p] = a
+    n1 = len(lean1)
+    extra = dict(lean1.eqn_extra)
+    extra.update((n1 + i, tuple([v + offset for v in e])) for i, e in lean2.eqn_extra.items())
+    return from_lean(
+        Lean(
+            name,
+            types,
+            names,
+            lean1.params + new_ids,
+            lean1.outs[:n_outputs] + tuple([rep[v] for v in lean2.outs]),
+            lean1.eqn_prim + lean2.eqn_prim,
+            lean1.eqn_params + lean2.eqn_params,
+            lean1.eqn_ins + [tuple([rep[v] for v in ins]) for ins in lean2.eqn_ins],
+            lean1.eqn_out + [v + offset for v in lean2.eqn_out],
+            extra,
+        )
+    )
 
 
-def _names_clash(first: Program, second: Program, new_params) -> bool:
+def _columns(first: Lean, second: Lean, new_names: list, new_types) -> tuple:
+    """The variable columns of ``first`` and ``second`` appended, with the new parameters:
+    ``(types, names, new parameter ids, offset of second's ids)``. When one's columns extend
+    the other's (one builder made both), both keep their ids; else second's are offset."""
+    longer, shorter = (first, second) if len(first.types) >= len(second.types) else (second, first)
+    if _extends(longer, shorter):
+        types, names, offset = list(longer.types), list(longer.names), 0
+    else:
+        types, names, offset = (
+            first.types + second.types,
+            first.names + second.names,
+            len(first.types),
+        )
+    new_ids = tuple(range(len(types), len(types) + len(new_names)))
+    types.extend(new_types)
+    names.extend(new_names)
+    return types, names, new_ids, offset
+
+
+def _extends(longer: Lean, shorter: Lean) -> bool:
+    """Whether ``shorter``'s variables are the first ones of ``longer``'s columns."""
+    if longer.types is shorter.types and longer.names is shorter.names:
+        return True
+    n = len(shorter.types)
+    return longer.names[:n] == shorter.names and longer.types[:n] == shorter.types
+
+
+def _names_clash(first: Lean, second: Lean, new_names: list) -> bool:
     """Whether ``second``'s equations bind a name ``first`` or the new parameters bind, or
     the new parameters a name of ``first``: with F, S, N those names, whether
     ``(F | N) & S or F & N``, i.e. ``N & S or F & (S | N)`` (one set built, not three)."""
-    new_names = {p.name for p in new_params}
-    taken = _bound_names(second.eqns)
-    if not new_names.isdisjoint(taken):
+    taken = _bound_names(second)
+    if not taken.isdisjoint(new_names):
         return True
     taken.update(new_names)
-    if not taken.isdisjoint(map(_NAME, first.params)):
+    names = first.names
+    extra = first.eqn_extra.values()
+    if len(first.params) + len(first.eqn_out) + sum(map(len, extra)) == len(names):
+        return not taken.isdisjoint(names)  # first binds every variable of its columns
+    name = names.__getitem__
+    if not taken.isdisjoint(map(name, first.params)):
         return True
-    if not taken.isdisjoint(map(_OUT_NAME, first.eqns)):
-        return True
-    return any(not taken.isdisjoint(map(_NAME, extra)) for extra in _extra_outs(first.eqns))
+    return not taken.isdisjoint(_bound_names(first))
 
 
-_NAME, _OUT_NAME, _EXTRA_OUTS = attrgetter("name"), attrgetter("out.name"), attrgetter("extra_outs")
-
-
-def _extra_outs(eqns):
-    """The ``extra_outs`` of the equations that have some (loops)."""
-    return filter(None, map(_EXTRA_OUTS, eqns))
-
-
-def _bound_names(eqns) -> set[str]:
-    """The names the equations bind (``map`` with attrgetter: this runs on every equation of
-    both halves of a VJP)."""
-    names = set(map(_OUT_NAME, eqns))
-    for extra in _extra_outs(eqns):
-        names.update(v.name for v in extra)
+def _bound_names(lean: Lean) -> set[str]:
+    """The names the equations of ``lean`` bind (``map`` over the columns: this runs on every
+    equation of both halves of a VJP)."""
+    name = lean.names.__getitem__
+    names = set(map(name, lean.eqn_out))
+    for extra in lean.eqn_extra.values():
+        names.update(map(name, extra))
     return names
 
 

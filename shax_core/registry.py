@@ -337,6 +337,8 @@ class Primitive:
     transpose: Callable | None = None
     no_tangent: bool = False
     # (eqn, known) -> an equal existing Var, a cheaper Eqn, or None (see passes/_simplify.py)
+    # (a rule with ``needs_splat_operand = True`` is only asked when an operand may be a splat;
+    # with ``needs_same_primitive_operand = True``, when an operand is made by this primitive)
     simplify: Callable | None = None
     # (in_types, out_type, **params) -> fn(*arrays): impl specialized once at plan time
     kernel: Callable | None = None
@@ -347,7 +349,8 @@ class Primitive:
     # "prune" (eqn, used, dce) -> eqn for primitives with sub-programs (see passes/_dce.py);
     # "trips" (params) -> int, the static bound on how often a loop runs its body (the
     # service's max_trip_count check); "plan": rules (eqn, rewriter) -> equal equations or
-    # None, applied before planning (see _evaluate.rewrite_plan); "view": the kernel returns
+    # None over the lean form's variable ids, applied before planning (see
+    # _evaluate.rewrite_plan, PlanRewriter); "view": the kernel returns
     # a view of its operand (the plan counts no new bytes for it on an argument)
     extra: dict = field(default_factory=dict)
     # the shape rule returns a tuple of Types and the equation binds one variable per result

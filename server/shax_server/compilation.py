@@ -27,7 +27,7 @@ from typing import Any
 import shax_core
 from shax_core import Executable, Program, TransposeError, infer
 from shax_core.graph import canonical_text, canonicalize, content_hash, from_graph
-from shax_core.ir import Type, Var, bound_vars
+from shax_core.ir import Type, Var, bound_vars, lean_of
 from shax_core.passes.rename import rewrite_ins
 from shax_core.registry import RuleError, lookup
 from shax_core.wire import DATATYPE_OF_IR
@@ -358,7 +358,7 @@ BYTES_PER_CONSTANT = 48  # an element of a literal: Python floats in the program
 def entry_bytes(source: Source, vjp: Program | None, *exes: Executable) -> int:
     """What a compiled entry holds in memory: its programs and plans (per equation), the IR
     text, and every constant array its plans evaluated at compile time."""
-    vjp_eqns = 0 if vjp is None else len(vjp.eqns)
+    vjp_eqns = 0 if vjp is None else len(lean_of(vjp))  # (its view's equations unbuilt)
     eqns = len(source.program.eqns) + vjp_eqns + sum(len(e.steps) for e in exes)
     constants = sum(a.size for e in exes for a in e.template if a is not None)
     return (

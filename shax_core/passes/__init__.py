@@ -5,17 +5,28 @@ before linearizing and after zipping. ``rewrite`` is the seed's rewrites (canoni
 ``cleanup``) and ``lower_reduce_sum`` the seed's lowering; both are opt-in.
 """
 
-from shax_core.ir import Program
-from shax_core.passes._cse import cse, cse_bodies
-from shax_core.passes._dce import dce
+from shax_core.ir import Lean, Program, from_lean, lean_of
+from shax_core.passes._cse import cse, cse_bodies, cse_lean
+from shax_core.passes._dce import dce, dce_lean, live_equations
 from shax_core.passes._lower import canonicalize_dot, lower, lower_reduce_sum
-from shax_core.passes._simplify import simplify, simplify_appended
-from shax_core.passes.rename import canonical_names
+from shax_core.passes._simplify import simplified_lean, simplify, simplify_appended
+from shax_core.passes.rename import canonical_names, select
 
 
 def cleanup(program: Program) -> Program:
     """Simplify, fold constants, CSE and DCE (run after every pipeline stage)."""
-    return cse_dce_free(simplify(program))  # simplify ends with DCE
+    return from_lean(tidy(simplified_lean(lean_of(program))))
+
+
+def tidy(walked: Lean) -> Lean:
+    """``cse_dce_free(dce(walked))`` on columns (``walked``: the simplifier's walk, whose DCE
+    ends ``simplify``): CSE reads the live equations in place, and the kept ones are taken
+    once, at the end."""
+    keep, pruned = live_equations(walked)
+    if pruned:  # a loop changed: CSE reads the pruned equations
+        walked, keep = select(walked, keep, pruned), None
+    merged, bodies_changed = cse_lean(walked, keep)
+    return dce_lean(merged) if bodies_changed else merged
 
 
 def cse_dce_free(program: Program) -> Program:
@@ -42,4 +53,5 @@ __all__ = [
     "rewrite",
     "simplify",
     "simplify_appended",
+    "tidy",
 ]

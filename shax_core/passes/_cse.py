@@ -11,17 +11,17 @@ def f(x1 :: f32[2, 6]) =
 
 Equal means same primitive, same parameters, same (substituted) operands; operands of a
 commutative primitive are compared as a set. Every primitive is pure, so this is always sound.
+The walk reads the program's ``Lean`` columns: an equation's key holds its operands' variable
+ids, and the result shares the program's variable columns.
 """
 
 from __future__ import annotations
 
-from operator import attrgetter
+from itertools import compress
 
-from shax_core.ir import Eqn, Program, Var
-from shax_core.passes.rename import substitute
+from shax_core.ir import Lean, Program, from_lean, has_subprograms, lean_of
+from shax_core.passes.rename import map_subprograms, may_nest, select
 from shax_core.registry import lookup
-
-_NAME = attrgetter("name")
 
 
 def cse(program: Program) -> Program:
@@ -35,54 +35,85 @@ def cse_bodies(program: Program) -> tuple[Program, bool]:
     Without a changed sub-program, CSE of a program free of dead code is free of dead code:
     a dropped equation read the same operands as the one it reuses, so everything that was
     live stays live."""
-    seen: dict[tuple, Eqn] = {}  # by key: the first equation with it
-    subst: dict[str, Var] = {}
-    eqns = []
+    lean = lean_of(program)
+    merged, bodies_changed = cse_lean(lean)
+    return (program if merged is lean else from_lean(merged)), bodies_changed
+
+
+def cse_lean(lean: Lean, live: bytearray | None = None) -> tuple[Lean, bool]:
+    """``cse_bodies`` on the columns: ``lean`` itself if nothing merged. With ``live``, the
+    CSE of the equations ``i`` where ``live[i]`` (of ``dce_lean(lean)``, without building it).
+
+    The key of an equation is its primitive, parameters and operand ids; it is looked up in
+    a table per primitive, and without parameters an equation's one or two operand ids make
+    an integer key (no tuple is built for most equations)."""
+    subst: dict[int, int] = {}  # variable id -> the id it equals
+    n = len(lean)
+    keep = bytearray(b"\x01") * n if live is None else bytearray(live)
+    new_ins: dict[int, tuple] = {}  # equation index -> its operands after substitution
+    new_params: dict[int, tuple] = {}  # equation index -> its parameters after CSE of bodies
     bodies_changed = False
-    commutative: dict[str, bool] = {}  # by primitive name
-    for eqn in program.eqns:
-        if subst:  # = rewrite_ins(eqn, subst), inlined: it runs for nearly every equation
-            for v in eqn.ins:
-                if v.name in subst:
-                    eqn = Eqn(
-                        eqn.out,
-                        eqn.prim,
-                        eqn.params,
-                        tuple([subst.get(v.name, v) for v in eqn.ins]),
-                        eqn.extra_outs,
-                    )
-                    break
-        prim, params, ins = eqn.prim, eqn.params, eqn.ins
-        if params and eqn.subprograms:
-            new = eqn.with_subprograms(cse)
-            bodies_changed |= new.params != params
-            eqn = new
-            params = eqn.params
-        swap = commutative.get(prim)
-        if swap is None:
-            swap = commutative[prim] = "commutative" in lookup(prim).traits
-        # the key: primitive, parameters, operand names (flat: one tuple per equation)
+    # by primitive name: (commutative, may have sub-programs, {integer key: index of the
+    # first equation with it}, {tuple key: index})
+    tables: dict[str, tuple] = {}
+    types, eqn_extra = lean.types, lean.eqn_extra
+    eqn_prim, eqn_params, eqn_ins, eqn_out = (
+        lean.eqn_prim,
+        lean.eqn_params,
+        lean.eqn_ins,
+        lean.eqn_out,
+    )
+    width = len(types)  # operand pair (a, b) -> a * width + b; one operand a -> -1 - a
+    rows = zip(range(n), eqn_prim, eqn_params, eqn_ins)
+    for i, prim, params, ins in rows if live is None else compress(rows, live):
+        table = tables.get(prim)
+        if table is None:
+            table = tables[prim] = _table(prim)
+        swap, nests, by_ins, by_key = table
         n_ins = len(ins)
-        if swap and n_ins == 2:  # two operands, compared as a set
-            a, b = ins[0].name, ins[1].name
-            key = (prim, params, a, b) if a <= b else (prim, params, b, a)
-        elif swap:
-            key = (prim, params, *sorted([v.name for v in ins]))
-        elif n_ins == 1:
-            key = (prim, params, ins[0].name)
-        elif n_ins == 2:
-            key = (prim, params, ins[0].name, ins[1].name)
+        if n_ins == 2 and not params:  # most equations: the key is an integer
+            a, b = ins
+            if subst and (a in subst or b in subst):  # operands replaced by their equals
+                a, b = ins = new_ins[i] = (subst.get(a, a), subst.get(b, b))
+            key, seen = (b * width + a if swap and b < a else a * width + b), by_ins
+        elif n_ins == 1 and not params:
+            a = ins[0]
+            if subst and a in subst:
+                a = subst[a]
+                ins = new_ins[i] = (a,)
+            key, seen = -1 - a, by_ins
         else:
-            key = (prim, params, *map(_NAME, ins))
-        hit = seen.get(key)
-        if hit is not None:
-            outs, hit_outs = eqn.outs, hit.outs
-            if all(h.type == v.type for h, v in zip(hit_outs, outs, strict=True)):
+            if subst and not subst.keys().isdisjoint(ins):
+                ins = new_ins[i] = tuple([subst.get(v, v) for v in ins])
+            if params and nests and has_subprograms(params):
+                new = map_subprograms(params, cse)
+                if new != params:
+                    bodies_changed = True
+                    params = new_params[i] = new
+            # commutative operands compared as a set
+            key, seen = (params, *(sorted(ins) if swap else ins)), by_key
+        hit = seen.setdefault(key, i)
+        if hit != i:
+            extra = eqn_extra.get(i) if eqn_extra else None
+            outs = (eqn_out[i], *extra) if extra else (eqn_out[i],)
+            hit_outs = lean.eqn_outs(hit)
+            if all(types[h] == types[v] for h, v in zip(hit_outs, outs, strict=True)):
                 for h, v in zip(hit_outs, outs, strict=True):
-                    subst[v.name] = h
+                    subst[v] = h
+                keep[i] = 0
                 continue
-        seen[key] = eqn
-        eqns.append(eqn)
+            seen[key] = i  # a later equal equation reuses this one
     if not subst and not bodies_changed:
-        return program, False
-    return substitute(program, eqns, subst), bodies_changed
+        if live is None:
+            return lean, False
+        return select(lean, live), False
+    pruned = {i: (p, new_ins.get(i, eqn_ins[i]), eqn_out[i], eqn_extra.get(i))
+              for i, p in new_params.items()}  # fmt: skip
+    merged = select(lean, keep, pruned, new_ins)
+    if subst:
+        merged.outs = tuple([subst.get(v, v) for v in merged.outs])
+    return merged, bodies_changed
+
+
+def _table(prim: str) -> tuple:
+    return ("commutative" in lookup(prim).traits, may_nest(prim), {}, {})

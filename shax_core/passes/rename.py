@@ -1,16 +1,94 @@
-"""Substitution and renaming helpers shared by the passes (not a pass themselves)."""
+"""Substitution and renaming helpers shared by the passes (not a pass themselves).
+
+The passes read and build ``Lean`` columns (``shax_core.ir``): ``Rows`` collects the
+equations a pass makes; a pass that only drops equations takes the kept ones with
+``select``.
+"""
 
 from __future__ import annotations
 
 from collections.abc import Mapping
+from itertools import compress
 
-from shax_core.ir import Eqn, Program, Var
+from shax_core.ir import Eqn, Lean, Program, Var, _map_programs
+from shax_core.registry import SUBPROGRAM_KINDS, lookup
 
 
-def substitute(program: Program, eqns, subst: Mapping[str, Var]) -> Program:
-    """``program`` with ``eqns`` as its body and every use of a name in ``subst`` replaced."""
-    outs = tuple(subst.get(v.name, v) for v in program.outs)
-    return program.replace(eqns=tuple(eqns), outs=outs)
+class Rows:
+    """Equation columns being built: equation ``i`` binds ``out[i]`` (then ``extra[i]``) to
+    ``prim[i][params[i]] ins[i]``, every variable an id into the columns of its ``Lean``."""
+
+    __slots__ = ("prim", "params", "ins", "out", "extra")
+
+    def __init__(self):
+        self.prim: list[str] = []
+        self.params: list[tuple] = []
+        self.ins: list[tuple[int, ...]] = []
+        self.out: list[int] = []
+        self.extra: dict[int, tuple[int, ...]] = {}
+
+    def __len__(self) -> int:
+        return len(self.prim)
+
+    def add(self, prim: str, params: tuple, ins: tuple, out: int, extra=None) -> None:
+        if extra:
+            self.extra[len(self.prim)] = extra
+        self.prim.append(prim)
+        self.params.append(params)
+        self.ins.append(ins)
+        self.out.append(out)
+
+    def lean(self, name: str, types: list, names: list, params: tuple, outs: tuple) -> Lean:
+        return Lean(
+            name, types, names, params, outs, self.prim, self.params, self.ins, self.out,
+            self.extra,
+        )  # fmt: skip
+
+
+def select(lean: Lean, keep: bytearray, pruned=None, ins=None) -> Lean:
+    """``lean`` with the equations ``i`` where ``keep[i]`` (in order), ``pruned[i]`` the new
+    ``(params, ins, out, extra)`` of equation ``i``, ``ins[i]`` its new operands; same
+    variable columns (the kept columns are taken in C: ``itertools.compress``)."""
+    eqn_ins = lean.eqn_ins
+    if ins or pruned:
+        eqn_ins = list(eqn_ins)
+        for i, new in (ins or {}).items():
+            eqn_ins[i] = new
+    eqn_params, eqn_out = lean.eqn_params, lean.eqn_out
+    extra = {}
+    if pruned:
+        eqn_params, eqn_out = list(eqn_params), list(eqn_out)
+        for i, (params, new_ins, out, new_extra) in pruned.items():
+            eqn_params[i], eqn_ins[i], eqn_out[i] = params, new_ins, out
+            if new_extra:
+                extra[i] = new_extra
+    for i, e in lean.eqn_extra.items():
+        if keep[i] and not (pruned and i in pruned):
+            extra[i] = e
+    if extra:  # re-indexed: the number of kept equations before each
+        extra = {keep[:i].count(1): e for i, e in sorted(extra.items())}
+    return Lean(
+        lean.name,
+        lean.types,
+        lean.names,
+        lean.params,
+        lean.outs,
+        list(compress(lean.eqn_prim, keep)),
+        list(compress(eqn_params, keep)),
+        list(compress(eqn_ins, keep)),
+        list(compress(eqn_out, keep)),
+        extra,
+    )
+
+
+def may_nest(prim: str) -> bool:
+    """Whether equations of ``prim`` may hold sub-programs (a parameter of a program kind)."""
+    return any(p.kind in SUBPROGRAM_KINDS for p in lookup(prim).params)
+
+
+def map_subprograms(params: tuple, fn) -> tuple:
+    """``params`` with every sub-program ``p`` replaced by ``fn(p)``."""
+    return tuple([_map_programs(v, fn) for v in params])
 
 
 def rewrite_ins(eqn: Eqn, subst: Mapping[str, Var]) -> Eqn:

@@ -67,6 +67,9 @@ def identity_operand(value: float, side: str = "both") -> Callable:
             return y
         return None
 
+    # the rule answers None unless ``known.scalar`` of an operand is known (the simplifier
+    # skips it for equations without a possibly constant operand)
+    rule.needs_splat_operand = True
     return rule
 
 
@@ -74,6 +77,11 @@ def involution(eqn, known):
     """``f (f x) == x`` (``negate``)."""
     inner = known.eqn(eqn.ins[0])
     return inner.ins[0] if inner is not None and inner.prim == eqn.prim else None
+
+
+# the rule answers None unless an operand is made by the same primitive (the simplifier skips
+# it otherwise)
+involution.needs_same_primitive_operand = True
 
 
 # ---------------------------------------------------------------------------------------------

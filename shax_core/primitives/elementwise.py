@@ -10,7 +10,7 @@ from __future__ import annotations
 import numpy as np
 
 from shax_core import core
-from shax_core.ir import DTYPES, Eqn, ShaxTypeError, Type
+from shax_core.ir import DTYPES, ShaxTypeError, Type
 from shax_core.primitives.base import (
     Zero,
     defbilinear,
@@ -93,7 +93,7 @@ add.simplify = identity_operand(0.0)  # x + 0 = x
 def _negated(v, eqn, rw):
     """x when ``v = negate x`` and every reader of v is ``eqn`` (so v dies with it), else None."""
     e = rw.producer(v)
-    if e is None or e.prim != "negate" or rw.uses(v) != sum(u == v for u in eqn.ins):
+    if e is None or e.prim != "negate" or rw.uses(v) != eqn.ins.count(v):
         return None
     return e.ins[0]
 
@@ -103,12 +103,12 @@ def _add_negated(eqn, rw):
     here (exact: IEEE rounding is symmetric in sign; integers wrap the same)."""
     (a, b), (na, nb) = eqn.ins, (_negated(v, eqn, rw) for v in eqn.ins)
     if na is not None and nb is not None:
-        total = rw.fresh(eqn.out.type)
-        return (Eqn(total, "add", (), (na, nb)), Eqn(eqn.out, "negate", (), (total,)))
+        total = rw.fresh(rw.type(eqn.out))
+        return (rw.eqn(total, "add", (), (na, nb)), rw.eqn(eqn.out, "negate", (), (total,)))
     if nb is not None:
-        return (Eqn(eqn.out, "sub", (), (a, nb)),)
+        return (rw.eqn(eqn.out, "sub", (), (a, nb)),)
     if na is not None:
-        return (Eqn(eqn.out, "sub", (), (b, na)),)
+        return (rw.eqn(eqn.out, "sub", (), (b, na)),)
     return None
 
 
@@ -128,9 +128,9 @@ def _sub_negated(eqn, rw):
     (exact)."""
     (a, _), (na, nb) = eqn.ins, (_negated(v, eqn, rw) for v in eqn.ins)
     if na is not None and nb is not None:
-        return (Eqn(eqn.out, "sub", (), (nb, na)),)
+        return (rw.eqn(eqn.out, "sub", (), (nb, na)),)
     if nb is not None:
-        return (Eqn(eqn.out, "add", (), (a, nb)),)
+        return (rw.eqn(eqn.out, "add", (), (a, nb)),)
     return None
 
 
@@ -168,12 +168,12 @@ def _mul_negated(eqn, rw):
     as a sub) and ``(-a) * (-b) = a * b``, when the negations die here (exact)."""
     (a, b), (na, nb) = eqn.ins, (_negated(v, eqn, rw) for v in eqn.ins)
     if na is not None and nb is not None:
-        return (Eqn(eqn.out, "mul", (), (na, nb)),)
+        return (rw.eqn(eqn.out, "mul", (), (na, nb)),)
     if na is None and nb is None:
         return None
-    product = rw.fresh(eqn.out.type)
+    product = rw.fresh(rw.type(eqn.out))
     ins = (a, nb) if nb is not None else (na, b)
-    return (Eqn(product, "mul", (), ins), Eqn(eqn.out, "negate", (), (product,)))
+    return (rw.eqn(product, "mul", (), ins), rw.eqn(eqn.out, "negate", (), (product,)))
 
 
 mul.extra["plan"] = (_mul_negated,)

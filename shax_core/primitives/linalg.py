@@ -19,7 +19,7 @@ import math
 import numpy as np
 
 from shax_core import core
-from shax_core.ir import Eqn, ShaxTypeError, Type
+from shax_core.ir import ShaxTypeError, Type
 from shax_core.primitives.base import defbilinear, define
 from shax_core.primitives.structural import transpose as transpose_p
 
@@ -212,10 +212,10 @@ dot.extra["canonicalize"] = _canonical_dot
 # of transpose declared here, beside the contraction's parameters)
 
 
-def _contraction_dims(eqn) -> tuple | None:
+def _contraction_dims(eqn, rw) -> tuple | None:
     """``(lhs_contract, rhs_contract)`` of a dot or a batch-free dot_general, else None."""
     if eqn.prim == "dot":
-        d = _dot_dims(eqn.ins[0].type.rank)
+        d = _dot_dims(rw.type(eqn.ins[0]).rank)
         return d["lhs_contract"], d["rhs_contract"]
     if eqn.prim == "dot_general" and not eqn.params[2] and not eqn.params[3]:
         return eqn.params[0], eqn.params[1]
@@ -238,7 +238,7 @@ def _through_transpose(v, contract, rw):
 def _read_transposed_operands(eqn, rw):
     """Plan rule: ``dot_general x (transpose p z) = dot_general x z`` contracting the axes p
     maps to (a transpose is a view: BLAS reads z's memory with swapped strides)."""
-    dims = _contraction_dims(eqn)
+    dims = _contraction_dims(eqn, rw)
     if dims is None:
         return None
     (x, y), (lc, rc) = eqn.ins, dims
@@ -247,7 +247,7 @@ def _read_transposed_operands(eqn, rw):
         return None
     x, lc = new_x or (x, lc)
     y, rc = new_y or (y, rc)
-    return (Eqn(eqn.out, "dot_general", (tuple(lc), tuple(rc), (), ()), (x, y)),)
+    return (rw.eqn(eqn.out, "dot_general", (tuple(lc), tuple(rc), (), ()), (x, y)),)
 
 
 def swapped_contraction(eqn, rw):
@@ -256,15 +256,15 @@ def swapped_contraction(eqn, rw):
     transposed view (which makes the elementwise steps reading it slower)."""
     (perm,) = eqn.params
     c = rw.producer(eqn.ins[0])
-    dims = _contraction_dims(c) if c is not None else None
+    dims = _contraction_dims(c, rw) if c is not None else None
     if dims is None or rw.uses(eqn.ins[0]) != 1:
         return None
     (x, y), (lc, rc) = c.ins, dims
-    nx = x.type.rank - len(lc)
-    ny = y.type.rank - len(rc)
+    nx = rw.type(x).rank - len(lc)
+    ny = rw.type(y).rank - len(rc)
     if tuple(perm) != tuple(range(nx, nx + ny)) + tuple(range(nx)):
         return None
-    return (Eqn(eqn.out, "dot_general", (tuple(rc), tuple(lc), (), ()), (y, x)),)
+    return (rw.eqn(eqn.out, "dot_general", (tuple(rc), tuple(lc), (), ()), (y, x)),)
 
 
 dot_general.extra["plan"] = (_read_transposed_operands,)
