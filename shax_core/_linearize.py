@@ -372,7 +372,8 @@ class _Walk:
     def equation(self, i: int, prim, name: str, params: tuple, ins, out: int) -> None:
         """An equation as the rule is written: on tracers and zeros (through the memo)."""
         source, types = self.source, self.source.types
-        pairs = [self.values(v) for v in ins]
+        made = self._values
+        pairs = [made.get(v) or self.values(v) for v in ins]
         xs = [x for x, _ in pairs]
         ts = [t for _, t in pairs]
         zero_tangents = True
@@ -413,9 +414,18 @@ class _Walk:
             return
         if not types[out].is_float:
             t_out = Zero(types[out])
-        self.set_primal(out, ans)
-        self.set_tangent(out, t_out)
-        self._values[out] = (ans, t_out)
+        made[out] = (ans, t_out)
+        codes = self._code_by_id
+        if ans.__class__ is Tracer and ans.builder is self.primal_b:  # set_primal, inlined
+            c = codes.get(id(ans.type))
+            self.pid[out], self.pc[out] = ans.id, self.code(ans.type) if c is None else c
+        else:
+            self.set_primal(out, ans)
+        if t_out.__class__ is Tracer and t_out.builder is self.linear_b:  # set_tangent
+            c = codes.get(id(t_out.type))
+            self.tid[out], self.tc[out] = t_out.id, self.code(t_out.type) if c is None else c
+        else:
+            self.set_tangent(out, t_out)
 
 
 TRANSFORMS["linearize"] = linearize_typed
