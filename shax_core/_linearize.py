@@ -176,8 +176,8 @@ class _Walk:
     linear builder (-1 a symbolic zero), ``pc[v]``/``tc[v]`` the codes of their types (a
     zero's code is ``-1 - code``). Anything else a rule returned is kept as it is in
     ``pobj``/``tobj`` (``pid``/``tid`` -2, code None). An equation whose operands were seen
-    in the same state (``_sig``) has its tape replayed on ids; others go through ``RuleMemo``
-    with tracers, as the rule is written."""
+    in the same state (``signature``) has its tape replayed on ids; others go through
+    ``RuleMemo`` with tracers, as the rule is written."""
 
     def __init__(self, source, primal_b: Builder, linear_b: _LinearBuilder):
         self.source = source
@@ -260,6 +260,7 @@ class _Walk:
         types = source.types
         pid, pc, tid, tc = self.pid, self.pc, self.tid, self.tc
         entries, replay, is_float = self.entries, self.memo.replay_slots, self.is_float
+        float_by_id = self._float_by_id  # is_float by the id of a Type, inlined
         emit_primal = self.primal_b.emit_id
         kinds: dict = {}  # by name: (primitive, whether it is replayed on ids)
         columns = zip(source.eqn_prim, source.eqn_params, source.eqn_ins, source.eqn_out)
@@ -292,7 +293,11 @@ class _Walk:
                             tape, ps, pcode, ts, tcode = entry
                             slots = replay(tape, [pa, pb, ta, tb])
                             pid[out], pc[out] = slots[ps], pcode
-                            if is_float(types[out]):
+                            t = types[out]
+                            f = float_by_id.get(id(t))
+                            if f is None:
+                                f = is_float(t)
+                            if f:
                                 tid[out], tc[out] = (slots[ts] if ts >= 0 else -1), tcode
                             else:
                                 tid[out], tc[out] = -1, -1 - self.code(types[out])
@@ -317,7 +322,11 @@ class _Walk:
                             tape, ps, pcode, ts, tcode = entry
                             slots = replay(tape, [pid[a], ta])
                             pid[out], pc[out] = slots[ps], pcode
-                            if is_float(types[out]):
+                            t = types[out]
+                            f = float_by_id.get(id(t))
+                            if f is None:
+                                f = is_float(t)
+                            if f:
                                 tid[out], tc[out] = (slots[ts] if ts >= 0 else -1), tcode
                             else:
                                 tid[out], tc[out] = -1, -1 - self.code(types[out])
@@ -363,7 +372,8 @@ class _Walk:
     def equation(self, i: int, prim, name: str, params: tuple, ins, out: int) -> None:
         """An equation as the rule is written: on tracers and zeros (through the memo)."""
         source, types = self.source, self.source.types
-        pairs = [self.values(v) for v in ins]
+        made = self._values
+        pairs = [made.get(v) or self.values(v) for v in ins]
         xs = [x for x, _ in pairs]
         ts = [t for _, t in pairs]
         zero_tangents = True
@@ -404,9 +414,18 @@ class _Walk:
             return
         if not types[out].is_float:
             t_out = Zero(types[out])
-        self.set_primal(out, ans)
-        self.set_tangent(out, t_out)
-        self._values[out] = (ans, t_out)
+        made[out] = (ans, t_out)
+        codes = self._code_by_id
+        if ans.__class__ is Tracer and ans.builder is self.primal_b:  # set_primal, inlined
+            c = codes.get(id(ans.type))
+            self.pid[out], self.pc[out] = ans.id, self.code(ans.type) if c is None else c
+        else:
+            self.set_primal(out, ans)
+        if t_out.__class__ is Tracer and t_out.builder is self.linear_b:  # set_tangent
+            c = codes.get(id(t_out.type))
+            self.tid[out], self.tc[out] = t_out.id, self.code(t_out.type) if c is None else c
+        else:
+            self.set_tangent(out, t_out)
 
 
 TRANSFORMS["linearize"] = linearize_typed

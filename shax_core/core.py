@@ -228,7 +228,9 @@ class Builder:
         self.eqn_params.append(params)
         self.eqn_ins.append(ins if ins.__class__ is tuple else tuple(ins))
         self.eqn_out.append(v)
-        return Tracer(self, v, out_type)
+        t = _new_tracer(Tracer)  # Tracer(self, v, out_type), without the call of __init__
+        t.builder, t.id, t.type = self, v, out_type
+        return t
 
     def emit_id(self, prim: str, params: tuple, ins: Sequence[int], out_type: Type) -> int:
         """``emit``, returning the bound variable's id (no tracer)."""
@@ -405,6 +407,9 @@ class Tracer:
 
     def __getitem__(self, index):
         return getitem(self, index)
+
+
+_new_tracer = object.__new__
 
 
 def _is_int(x) -> bool:
