@@ -9,7 +9,8 @@ Every (implementation, n) runs in its own subprocess (``python w4_deep.py --chil
 so a size that would take too long is cut by a timeout instead of stalling the suite, and each
 starts with a fresh heap. A child times one run; if that took under a second it runs 5 more and
 quotes their median, otherwise as many more as fit in MAX_S (maybe none: then the single run is
-quoted and the table says ``runs 1``). Sizes whose projected time (from the previous size and
+quoted and the table says ``runs 1``); the previous run's results are dropped, untimed, before
+each run (so no run pays for freeing them or shares memory with them). Sizes whose projected time (from the previous size and
 the measured exponent) exceeds the remaining budget are not started and are reported as
 projections.
 """
@@ -43,8 +44,10 @@ def make_deep(m, n: int):
 # children
 
 
-def _repeat(fn, max_s: float) -> tuple[float, int]:
-    """(quoted seconds, runs) by the rule in the module docstring."""
+def _repeat(fn, max_s: float, reset=None) -> tuple[float, int]:
+    """(quoted seconds, runs) by the rule in the module docstring. ``reset`` (untimed, before
+    each run) drops the previous run's results, so a run neither frees them nor competes with
+    them for memory (at 100k they are millions of objects)."""
     t0 = time.perf_counter()
     fn()
     first = time.perf_counter() - t0
@@ -56,6 +59,8 @@ def _repeat(fn, max_s: float) -> tuple[float, int]:
         return first, 1
     samples = []
     for _ in range(more):
+        if reset is not None:
+            reset()
         t0 = time.perf_counter()
         fn()
         samples.append(time.perf_counter() - t0)
@@ -80,7 +85,11 @@ def child_shax(n: int, max_s: float) -> dict:
         state.setdefault("stages", []).append((t1 - t0, t2 - t1, t3 - t2))
         state.update(p=p, v=v, exe=exe)
 
-    total, runs = _repeat(pipeline, max_s)
+    def reset():
+        for k in ("p", "v", "exe"):
+            state.pop(k, None)
+
+    total, runs = _repeat(pipeline, max_s, reset)
     stages = state["stages"][-runs:] if runs > 1 else state["stages"]
     trace_s, vjp_s, compile_s = (statistics.median(s[i] for s in stages) for i in range(3))
     exe = state["exe"]
@@ -125,7 +134,7 @@ def child_jax_jaxpr(n: int, max_s: float) -> dict:
         _, vjp_all = _jax_deep(n)
         state["jaxpr"] = jax.make_jaxpr(vjp_all)(X0, Y0, np.float32(1.0))
 
-    total, runs = _repeat(run, max_s)
+    total, runs = _repeat(run, max_s, lambda: state.pop("jaxpr", None))
     return {"total": total, "runs": runs, "eqns": len(state["jaxpr"].jaxpr.eqns)}
 
 

@@ -42,7 +42,7 @@ from dataclasses import dataclass
 from shax_core._infer import infer
 from shax_core._memo import RuleMemo
 from shax_core.core import Builder, Tracer, bind_at, zeros
-from shax_core.ir import Program, ShaxError, Var, has_subprograms, lean_of
+from shax_core.ir import Program, ShaxError, Var, exact_key, has_subprograms, lean_of
 from shax_core.passes import dce
 from shax_core.registry import TRANSFORMS, Zero, lookup
 from shax_core.remat import POLICIES, rematerialize
@@ -271,6 +271,8 @@ class _Walk:
                 kind = kinds[name] = (prim, not (prim.multiple_results or prim.no_tangent))
             prim, plain = kind
             if plain:
+                # the parameters in a key exactly (0.0 == -0.0 and True == 1 in Python)
+                pk = exact_key(params) if params else params
                 n = len(ins)
                 if n == 2:
                     a, b = ins
@@ -284,7 +286,7 @@ class _Walk:
                             continue
                     else:
                         pa, pb = pid[a], pid[b]
-                        sig = (name, params, pc[a], pc[b], tc[a], tc[b], pa == pb, ta == tb)
+                        sig = (name, pk, pc[a], pc[b], tc[a], tc[b], pa == pb, ta == tb)
                         try:
                             entry = entries.get(sig)
                         except TypeError:  # an unhashable parameter
@@ -313,7 +315,7 @@ class _Walk:
                             tid[out], tc[out] = -1, -1 - self.code(t)
                             continue
                     else:
-                        sig = (name, params, pc[a], tc[a])
+                        sig = (name, pk, pc[a], tc[a])
                         try:
                             entry = entries.get(sig)
                         except TypeError:  # an unhashable parameter
@@ -338,6 +340,7 @@ class _Walk:
         and which operands repeat a primal or a tangent; equal signatures have equal
         ``RuleMemo`` keys (``run`` builds the same tuples for one and two operands)."""
         pid, pc, tid, tc = self.pid, self.pc, self.tid, self.tc
+        params = exact_key(params) if params else params
         if len(ins) == 2:
             a, b = ins
             return (name, params, pc[a], pc[b], tc[a], tc[b], pid[a] == pid[b], tid[a] == tid[b])

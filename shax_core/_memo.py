@@ -42,6 +42,7 @@ from __future__ import annotations
 import numpy as np
 
 from shax_core.core import Builder, Tracer
+from shax_core.ir import exact_key
 from shax_core.registry import Linear, Zero
 
 _EMIT, _MULTI, _CONST, _LIFT, _EMIT_1, _EMIT_2, _RESIDUAL = range(7)
@@ -193,7 +194,8 @@ class RuleMemo:
                 parts.append(None)
             else:
                 return None
-        return (*head, *parts)
+        # the parameters exactly: 0.0 == -0.0 and True == 1 in Python, not in a rule's output
+        return (head[0], *map(exact_key, head[1:]), *parts)
 
     def recorded(self, key: tuple | None):
         """The replayable tape of ``key``, or None (then ``apply`` runs or records the rule)."""

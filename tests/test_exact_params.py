@@ -65,3 +65,27 @@ def test_exact_keys_tell_apart_what_python_equality_does_not():
     assert exact_key(((), (1,), "i32")) != exact_key(((), (True,), "i32"))
     assert exact_key(((2, 3), (0, 1))) == ((2, 3), (0, 1))  # plain parameters are their key
     assert exact_key((float("nan"),)) == exact_key((float("nan"),))
+
+
+def test_linearize_tapes_keep_parameters_that_only_compare_equal_apart():
+    """The rule memo replays a tape per (primitive, parameters, operand state): an application
+    with ``-0.0`` must not replay the tape recorded for ``0.0`` (a primitive with a float
+    parameter: ``pad``'s padding value, applied to many operands of one type)."""
+
+    def f(x):
+        total = 0.0
+        for k, value in enumerate((0.0, 0.0, 0.0, -0.0, 0.0, -0.0, -0.0)):
+            total = total + 1.0 / snp.pad(x * (k + 2.0), 1, constant_values=value)
+        return total
+
+    x = np.linspace(0.5, 1.5, 3)
+    p = sx.trace(f, x)
+    st = sx.stages(p, policy="save")
+    pads = [e.params for e in st["linearized"].eqns if e.prim == "pad"]
+    traced = [e.params for e in p.eqns if e.prim == "pad"]
+    assert [str(v) for v in pads] == [str(v) for v in traced]
+    want = sx.evaluate(p, x)[0]
+    got = sx.evaluate(st["linearized"], x)[0]
+    assert np.array_equal(np.signbit(got), np.signbit(want)) and np.array_equal(
+        got, want, equal_nan=True
+    )
