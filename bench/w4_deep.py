@@ -10,9 +10,9 @@ so a size that would take too long is cut by a timeout instead of stalling the s
 starts with a fresh heap. A child times one run; if that took under a second it runs 5 more and
 quotes their median, otherwise as many more as fit in MAX_S (maybe none: then the single run is
 quoted and the table says ``runs 1``); the previous run's results are dropped, untimed, before
-each run (so no run pays for freeing them or shares memory with them). Sizes whose projected time (from the previous size and
-the measured exponent) exceeds the remaining budget are not started and are reported as
-projections.
+each run (so no run pays for freeing them or shares memory with them). Sizes whose projected
+time (from the previous size and the measured exponent) exceeds the remaining budget are not
+started and are reported as projections.
 """
 
 from __future__ import annotations

@@ -254,11 +254,12 @@ def _chain(n: int) -> str:
 
 @pytest.mark.anyio
 async def test_a_compile_over_the_time_limit_is_kept_for_the_retry():
-    # parsing and compiling 3000 equations take about 0.2 s each (a few times the limit)
+    # parsing and compiling 10,000 equations (the default limit) take about 0.25 s, five
+    # times the time limit (3000 took ~0.07 s once the pipeline got lean: too close to it)
     app = create_app(Settings(eval_timeout=0.05, retry_after=1))
     state = app.state.shax
     async with app.router.lifespan_context(app), _client(app) as c:
-        body = {"program": _chain(3000)}
+        body = {"program": _chain(10_000)}
         r = await c.post("/v1/programs", json=body)
         assert r.status_code == 503, r.text  # the compile takes longer than 0.05 s ...
         assert "goes on" in r.json()["detail"] and r.headers["Retry-After"] == "1"
