@@ -233,7 +233,8 @@ class Builder:
         return t
 
     def emit_id(self, prim: str, params: tuple, ins: Sequence[int], out_type: Type) -> int:
-        """``emit``, returning the bound variable's id (no tracer)."""
+        """``emit``, returning the bound variable's id (no tracer). The same body, not a call:
+        the rule memo wraps ``emit`` and ``emit_id`` separately, and this runs per equation."""
         types = self.types
         v = len(types)
         types.append(out_type)
