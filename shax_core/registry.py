@@ -472,6 +472,25 @@ def lookup(name: str) -> Primitive:
         raise ShaxError(f"unknown primitive {name!r}") from None
 
 
+def derived(derive: Callable[[Primitive], Any]) -> Callable[[str], Any]:
+    """``derive(lookup(name))`` by primitive name, computed once per primitive: the static
+    facts passes read for every equation (traits, parameter kinds, the simplify rule).
+    Computed again if ``name`` now names another primitive (a test's temporary one) or the
+    primitive's simplify rule changed."""
+    memo: dict[str, tuple] = {}
+
+    def of(name: str):
+        prim = lookup(name)
+        hit = memo.get(name)
+        if hit is not None and hit[0] is prim and hit[1] is prim.simplify:
+            return hit[2]
+        value = derive(prim)
+        memo[name] = (prim, prim.simplify, value)
+        return value
+
+    return of
+
+
 def define(
     name: str,
     *,

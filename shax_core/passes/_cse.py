@@ -21,7 +21,7 @@ from itertools import compress, islice
 
 from shax_core.ir import Lean, Program, exact_key, from_lean, has_subprograms, lean_of
 from shax_core.passes.rename import map_subprograms, may_nest, select
-from shax_core.registry import lookup
+from shax_core.registry import Primitive, derived
 
 
 def cse(program: Program) -> Program:
@@ -145,4 +145,10 @@ def cse_lean(
 def key_table(prim: str) -> tuple:
     """The key tables of ``prim``: (commutative, may have sub-programs, {integer key: first
     equation}, {tuple key: first equation})."""
-    return ("commutative" in lookup(prim).traits, may_nest(prim), {}, {})
+    return (*_kind(prim), {}, {})
+
+
+@derived
+def _kind(prim: Primitive) -> tuple[bool, bool]:
+    """(commutative, may have sub-programs)."""
+    return "commutative" in prim.traits, may_nest(prim.name)

@@ -54,7 +54,7 @@ from shax_core.ir import (
 from shax_core.passes._cse import WIDTH, Keys, key_table
 from shax_core.passes._dce import dce_lean
 from shax_core.passes.rename import Rows, map_subprograms
-from shax_core.registry import SUBPROGRAM_KINDS, lookup
+from shax_core.registry import SUBPROGRAM_KINDS, Primitive, derived, lookup
 
 FOLD_LIMIT = 64  # fold constant expressions whose result has at most this many elements
 
@@ -491,12 +491,12 @@ class _Walk:
         return len(rows)
 
 
-def _facts(name: str) -> tuple:
-    """``(plain, primitive, its rule, elementwise, constant, preserves_splat, what the rule
-    needs to fire, may have sub-programs)``; plain: an equation without a possible splat
+@derived
+def _facts(prim: Primitive) -> tuple:
+    """By name: ``(plain, primitive, its rule, elementwise, constant, preserves_splat, what
+    the rule needs to fire, may have sub-programs)``; plain: an equation without a possible splat
     operand is kept as it is (no rule, or one that needs a splat operand; not a constant,
     not a splat; no sub-programs)."""
-    prim = lookup(name)
     traits = prim.traits
     rule = prim.simplify
     needs = (

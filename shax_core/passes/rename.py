@@ -11,7 +11,7 @@ from collections.abc import Mapping
 from itertools import compress
 
 from shax_core.ir import Eqn, Lean, Program, Var, _map_programs
-from shax_core.registry import SUBPROGRAM_KINDS, lookup
+from shax_core.registry import SUBPROGRAM_KINDS, Primitive, derived
 
 
 class Rows:
@@ -81,9 +81,11 @@ def select(lean: Lean, keep: bytearray, pruned=None, ins=None) -> Lean:
     )
 
 
-def may_nest(prim: str) -> bool:
-    """Whether equations of ``prim`` may hold sub-programs (a parameter of a program kind)."""
-    return any(p.kind in SUBPROGRAM_KINDS for p in lookup(prim).params)
+@derived
+def may_nest(prim: Primitive) -> bool:
+    """Whether equations of ``prim`` (by name) may hold sub-programs (a parameter of a program
+    kind)."""
+    return any(p.kind in SUBPROGRAM_KINDS for p in prim.params)
 
 
 def map_subprograms(params: tuple, fn) -> tuple:
