@@ -46,7 +46,7 @@ from shax_core import _codegen
 from shax_core._infer import infer
 from shax_core.ir import Lean, Program, ShaxError, Type, exact_key, from_lean, lean_of
 from shax_core.passes._dce import dce
-from shax_core.registry import SUBPROGRAM_KINDS, TRANSFORMS, lookup
+from shax_core.registry import SUBPROGRAM_KINDS, TRANSFORMS, Primitive, derived, lookup
 
 
 class EvaluationError(ShaxError):
@@ -351,7 +351,9 @@ class _Plan:
     live_at_end: int  # the bytes still live after the last step
 
 
-def _has_subprograms(prim) -> bool:
+@derived
+def _has_subprograms(prim: Primitive) -> bool:
+    """Whether steps of ``prim`` (by name) run plans of their own (sub-programs)."""
     return prim.multiple_results or any(p.kind in SUBPROGRAM_KINDS for p in prim.params)
 
 
@@ -410,7 +412,7 @@ def _plan(lean: Lean, threads) -> tuple[list, int, _Plan]:
         if e_params:  # a body is a Program: never hashed (its hash would build its view)
             nested = nested_of.get(e_prim)
             if nested is None:
-                nested = nested_of[e_prim] = _has_subprograms(lookup(e_prim))
+                nested = nested_of[e_prim] = _has_subprograms(e_prim)
             if nested:
                 key = None
         try:
@@ -428,7 +430,7 @@ def _plan(lean: Lean, threads) -> tuple[list, int, _Plan]:
                 continue
             nested = nested_of.get(e_prim)
             if nested is None:
-                nested = nested_of[e_prim] = _has_subprograms(prim)
+                nested = nested_of[e_prim] = _has_subprograms(e_prim)
             in_types = tuple([types[v] for v in e_ins])
             shared = None if nested else _kernel(prim, e_params, in_types, out_type)
             shaped = bool(out_type.shape)

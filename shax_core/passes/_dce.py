@@ -41,7 +41,8 @@ def live_equations(lean: Lean) -> tuple[bytearray | None, dict[int, tuple]]:
     and none was pruned); ``pruned[i]`` is the new ``(params, ins, out, extra)`` of a live
     equation whose ``prune`` rule (or DCE inside its sub-programs) changed it."""
     n = len(lean.eqn_out)
-    if not lean.eqn_extra and not any(map(may_nest, set(lean.eqn_prim))):
+    nesting = any(map(may_nest, set(lean.eqn_prim)))  # whether any equation may hold bodies
+    if not lean.eqn_extra and not nesting:
         # every result read by an equation or an output: nothing is dead (of dead equations,
         # the last one's result is read by none), and that is a check in C
         read = set(chain.from_iterable(lean.eqn_ins))
@@ -66,7 +67,7 @@ def live_equations(lean: Lean) -> tuple[bytearray | None, dict[int, tuple]]:
             continue
         else:
             used = None
-        params = eqn_params[i]
+        params = eqn_params[i] if nesting else None
         if params:
             prim = eqn_prim[i]
             nested = nests.get(prim)
