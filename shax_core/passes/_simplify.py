@@ -371,9 +371,10 @@ class _Walk:
                         out = eqn.out.id
                         extra = tuple([v.id for v in eqn.extra_outs]) or None
             if constant or (candidates and ins and ins[0] in candidates):  # (values too)
-                n_rows = self._fold(prim, prim_, elementwise, constant, params, ins, out, extra)
-                types = self.types
-                continue
+                folded = self._fold(prim, prim_, elementwise, constant, params, ins, out, extra)
+                if folded is not None:
+                    n_rows, types = folded, self.types
+                    continue
             producer[out] = n_rows  # = record(...), inlined: it runs for nearly every equation
             if preserves:
                 candidates.add(out)
@@ -454,15 +455,21 @@ class _Walk:
     def _fold(self, prim, prim_, elementwise, constant, params, ins, out, extra) -> int:
         """Add equation ``out = prim[params] ins`` to the rows, folded if its operands are
         constants (or broadcast scalars: then a broadcast of the folded scalar): the number
-        of rows after it."""
+        of rows after it; None (nothing added) when there is nothing to fold."""
         known, rows = self.known, self.rows
         values, record = known.value, known.record
         types = self.types
         ins_values = [values.get(v) for v in ins] if ins and ins[0] in values else None
         out_type = types[out]
+        rewritten = False
         if elementwise and ins and out_type.size > FOLD_LIMIT:
-            scalars = [known.scalar_of(v) for v in ins]
-            if all(s is not None for s in scalars):
+            scalars = []
+            for v in ins:  # (the first operand that is no splat ends the search)
+                s = known.scalar_of(v)
+                if s is None:
+                    break
+                scalars.append(s)
+            else:
                 # an elementwise op of broadcast scalars is a broadcast of the scalar result
                 arrays = [np.asarray(s, dtype=types[v].np_dtype) for s, v in zip(scalars, ins)]
                 value = prim_.impl(*arrays, **prim_.kwargs(params))
@@ -473,7 +480,7 @@ class _Walk:
                 record(len(rows), scalar, "fromList", np.asarray(scalar_params[1][0]))
                 rows.add("fromList", scalar_params, (), scalar)
                 prim, params, ins = "broadcast", ((), out_type.shape), (scalar,)
-                ins_values = None
+                ins_values, rewritten = None, True
         if constant:
             record(len(rows), out, prim, prim_.impl(**prim_.kwargs(params)))
         elif (
@@ -485,6 +492,8 @@ class _Walk:
             folded = folded.astype(out_type.np_dtype, copy=False)
             prim, params, ins, extra = "fromList", _constant_params(out_type, folded), (), None
             record(len(rows), out, prim, folded)
+        elif not rewritten:  # unchanged: the caller adds it
+            return None
         else:
             record(len(rows), out, prim)
         rows.add(prim, params, ins, out, extra)
