@@ -38,6 +38,7 @@ from concurrent.futures import ThreadPoolExecutor
 from contextlib import contextmanager
 from dataclasses import dataclass
 from functools import partial
+from itertools import repeat
 from typing import NamedTuple
 
 import numpy as np
@@ -634,17 +635,18 @@ class PlanRewriter:
         applies."""
         lean, eqns = self._lean, []
         self._changed = False
-        extra = lean.eqn_extra
-        for i, (prim, params, ins, out) in enumerate(
-            zip(lean.eqn_prim, lean.eqn_params, lean.eqn_ins, lean.eqn_out, strict=True)
-        ):
-            self._emit(PlanEqn(out, prim, params, ins, extra.get(i, ())), eqns, RULE_DEPTH)
+        extra, n = lean.eqn_extra, len(lean.eqn_out)
+        extras = [extra.get(i, ()) for i in range(n)] if extra else repeat((), n)
+        rows = zip(lean.eqn_out, lean.eqn_prim, lean.eqn_params, lean.eqn_ins, extras, strict=True)
+        new, emit = tuple.__new__, self._emit  # a PlanEqn of a row, without its __new__ call
+        for row in rows:
+            emit(new(PlanEqn, row), eqns, RULE_DEPTH)
         if not self._changed:
             return None
+        outs, prims, params, ins, extras = map(list, zip(*eqns))  # the columns
         return Lean(
-            lean.name, self._types, self._names, lean.params, lean.outs,
-            [e.prim for e in eqns], [e.params for e in eqns], [e.ins for e in eqns],
-            [e.out for e in eqns], {i: e.extra for i, e in enumerate(eqns) if e.extra},
+            lean.name, self._types, self._names, lean.params, lean.outs, prims, params, ins,
+            outs, {i: e for i, e in enumerate(extras) if e},
         )  # fmt: skip
 
     def _release(self, e: PlanEqn) -> None:

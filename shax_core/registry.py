@@ -480,10 +480,12 @@ def derived(derive: Callable[[Primitive], Any]) -> Callable[[str], Any]:
     memo: dict[str, tuple] = {}
 
     def of(name: str):
-        prim = lookup(name)
         hit = memo.get(name)
-        if hit is not None and hit[0] is prim and hit[1] is prim.simplify:
-            return hit[2]
+        if hit is not None:
+            prim = hit[0]
+            if REGISTRY.get(name) is prim and hit[1] is prim.simplify:
+                return hit[2]
+        prim = lookup(name)
         value = derive(prim)
         memo[name] = (prim, prim.simplify, value)
         return value
