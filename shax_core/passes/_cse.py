@@ -121,14 +121,21 @@ def cse_lean(
             if hit < start and live is not None and not live[hit]:  # dead: no match
                 seen[key] = i
                 continue
-            extra = eqn_extra.get(i) if eqn_extra else None
-            outs = (eqn_out[i], *extra) if extra else (eqn_out[i],)
-            hit_outs = lean.eqn_outs(hit)
-            if all(types[h] == types[v] for h, v in zip(hit_outs, outs, strict=True)):
-                for h, v in zip(hit_outs, outs, strict=True):
+            if not eqn_extra or (i not in eqn_extra and hit not in eqn_extra):  # one result
+                h, v = eqn_out[hit], eqn_out[i]
+                if types[h] == types[v]:
                     subst[v] = h
-                keep[i] = 0
-                continue
+                    keep[i] = 0
+                    continue
+            else:
+                extra = eqn_extra.get(i)
+                outs = (eqn_out[i], *extra) if extra else (eqn_out[i],)
+                hit_outs = lean.eqn_outs(hit)
+                if all(types[h] == types[v] for h, v in zip(hit_outs, outs, strict=True)):
+                    for h, v in zip(hit_outs, outs, strict=True):
+                        subst[v] = h
+                    keep[i] = 0
+                    continue
             seen[key] = i  # a later equal equation reuses this one
     if not subst and not bodies_changed:
         if live is None:
