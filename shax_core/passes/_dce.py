@@ -56,33 +56,28 @@ def live_equations(lean: Lean) -> tuple[bytearray | None, dict[int, tuple]]:
     pruned: dict[int, tuple] = {}
     eqn_params, eqn_extra, eqn_prim = lean.eqn_params, lean.eqn_extra, lean.eqn_prim
     nests: dict[str, bool] = {}  # by primitive name: whether it may have sub-programs
-    n_kept = 0
     for i, out, ins in zip(range(n - 1, -1, -1), reversed(lean.eqn_out), reversed(lean.eqn_ins)):
-        extra = eqn_extra.get(i) if eqn_extra else None
-        if extra:
-            used = [bool(live[out]), *(bool(live[v]) for v in extra)]
+        used = None
+        if eqn_extra and i in eqn_extra:
+            used = [bool(live[out]), *(bool(live[v]) for v in eqn_extra[i])]
             if not any(used):
                 continue
         elif not live[out]:
             continue
-        else:
-            used = None
-        params = eqn_params[i] if nesting else None
-        if params:
+        if nesting and eqn_params[i]:
             prim = eqn_prim[i]
             nested = nests.get(prim)
             if nested is None:
                 nested = nests[prim] = may_nest(prim)
-            if nested and has_subprograms(params):
+            if nested and has_subprograms(eqn_params[i]):
                 new = _prune(lean, i, used or [True])
                 if new is not None:
                     pruned[i] = new
                     ins = new[1]
         keep[i] = 1
-        n_kept += 1
         for v in ins:
             live[v] = 1
-    if n_kept == n and not pruned:
+    if not pruned and keep.count(1) == n:
         return None, pruned
     return keep, pruned
 
