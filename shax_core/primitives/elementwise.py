@@ -101,7 +101,8 @@ def _negated(v, eqn, rw):
 def _add_negated(eqn, rw):
     """Plan rule: ``a + (-b) = a - b``, ``(-a) + (-b) = -(a + b)`` when the negations die
     here (exact: IEEE rounding is symmetric in sign; integers wrap the same)."""
-    (a, b), (na, nb) = eqn.ins, (_negated(v, eqn, rw) for v in eqn.ins)
+    a, b = eqn.ins
+    na, nb = _negated(a, eqn, rw), _negated(b, eqn, rw)
     if na is not None and nb is not None:
         total = rw.fresh(rw.type(eqn.out))
         return (rw.eqn(total, "add", (), (na, nb)), rw.eqn(eqn.out, "negate", (), (total,)))
@@ -126,7 +127,8 @@ sub.simplify = identity_operand(0.0, "right")  # x - 0 = x
 def _sub_negated(eqn, rw):
     """Plan rule: ``a - (-b) = a + b``, ``(-a) - (-b) = b - a`` when the negations die here
     (exact)."""
-    (a, _), (na, nb) = eqn.ins, (_negated(v, eqn, rw) for v in eqn.ins)
+    a, b = eqn.ins
+    na, nb = _negated(a, eqn, rw), _negated(b, eqn, rw)
     if na is not None and nb is not None:
         return (rw.eqn(eqn.out, "sub", (), (nb, na)),)
     if nb is not None:
@@ -166,7 +168,8 @@ mul.simplify = identity_operand(1.0)  # x * 1 = x
 def _mul_negated(eqn, rw):
     """Plan rule: ``a * (-b) = -(a * b)`` (the negation moves on toward an add, which takes it
     as a sub) and ``(-a) * (-b) = a * b``, when the negations die here (exact)."""
-    (a, b), (na, nb) = eqn.ins, (_negated(v, eqn, rw) for v in eqn.ins)
+    a, b = eqn.ins
+    na, nb = _negated(a, eqn, rw), _negated(b, eqn, rw)
     if na is not None and nb is not None:
         return (rw.eqn(eqn.out, "mul", (), (na, nb)),)
     if na is None and nb is None:
