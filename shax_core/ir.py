@@ -277,9 +277,11 @@ def plain_params(params: tuple) -> bool:
     only when they print the same (no floats: ``0.0 == -0.0``; no bools: ``True == 1``)."""
     for x in params:
         cls = x.__class__
-        if cls is tuple:
-            if not plain_params(x):
-                return False
+        if cls is tuple:  # (a shape, axes: the first level is looked at here, without a call)
+            for y in x:
+                cls = y.__class__
+                if cls is not int and cls is not str and not (cls is tuple and plain_params(y)):
+                    return False
         elif cls is not int and cls is not str:
             return False
     return True
