@@ -311,8 +311,17 @@ _EXACT = object()  # marks a re-keyed tuple (no parameter tuple starts with it)
 
 def _exact(value):
     cls = value.__class__
-    if cls is tuple:
-        return tuple([_exact(v) for v in value])
+    if cls is tuple:  # (a constant's data: its floats keyed here, without a call each)
+        keyed = []
+        for v in value:
+            cls = v.__class__
+            if cls is float:
+                keyed.append((float, v.hex()))
+            elif cls is tuple or cls is bool:
+                keyed.append(_exact(v))
+            else:
+                keyed.append(v)
+        return tuple(keyed)
     if cls is float:
         return (float, value.hex())
     if cls is bool:
