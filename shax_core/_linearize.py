@@ -164,9 +164,12 @@ def _jvp_and_partial_eval(program: Program, wrt: tuple[int, ...]) -> tuple[Progr
     linear_outs = [walk.tangent_out(v) for v in source.outs]
     residual_ids = list(linear_b.residuals)  # primal ids, in the order they were lifted
     primal_prog = primal_b.program(
-        program.name, [walk.primal_out(v) for v in source.outs] + residual_ids, checked=False
+        program.name,
+        [walk.primal_out(v) for v in source.outs] + residual_ids,
+        checked=False,
+        final=True,
     )
-    linear_prog = linear_b.program("d" + program.name, linear_outs, checked=False)
+    linear_prog = linear_b.program("d" + program.name, linear_outs, checked=False, final=True)
     return primal_prog, linear_prog
 
 

@@ -167,21 +167,31 @@ class Builder:
         """``emit`` on operands given as ``Var``s (or ids), returning the bound ``Var``."""
         return self.var(self.emit_id(prim, params, [self.id_of(v) for v in ins], out_type))
 
-    def lean(self, name: str, outs: Sequence[int], params: Sequence[int] | None = None) -> Lean:
+    def lean(
+        self,
+        name: str,
+        outs: Sequence[int],
+        params: Sequence[int] | None = None,
+        final: bool = False,
+    ) -> Lean:
         """The program recorded so far, with outputs ``outs`` (ids) and parameters ``params``
-        (default: in the order they were added)."""
+        (default: in the order they were added). ``final``: the builder records nothing
+        more, so the ``Lean`` takes its columns as they are instead of copies (a published
+        ``Lean``'s columns never change). Only for a pass's own builders, whose tracers never
+        reach user code: a user's trace copies, so a leaked tracer cannot grow its program."""
+        take = (lambda column: column) if final else list.copy
         vars_ = self._vars
         return Lean(
             name,
-            self.types[:],
-            self.names[:],
+            take(self.types),
+            take(self.names),
             tuple(self.param_ids if params is None else params),
             tuple(outs),
-            self.eqn_prim[:],
-            self.eqn_params[:],
-            self.eqn_ins[:],
-            self.eqn_out[:],
-            dict(self.eqn_extra),
+            take(self.eqn_prim),
+            take(self.eqn_params),
+            take(self.eqn_ins),
+            take(self.eqn_out),
+            self.eqn_extra if final else dict(self.eqn_extra),
             vars_[:] + [None] * (len(self.types) - len(vars_)) if vars_ else None,
         )
 
@@ -191,9 +201,10 @@ class Builder:
         outs: Sequence[int],
         params: Sequence[int] | None = None,
         checked: bool | None = None,
+        final: bool = False,
     ) -> Program:
         """``lean(...)``'s ``Program`` view; ``checked`` defaults to the builder's own."""
-        lean = self.lean(name, outs, params)
+        lean = self.lean(name, outs, params, final)
         return from_lean(lean, checked=self.checked if checked is None else checked)
 
     def new_var(self, type_: Type, name: str | None = None) -> int:

@@ -32,10 +32,8 @@ from shax_core._infer import infer
 from shax_core._linearize import Linearized
 from shax_core.core import Builder, Tracer, add, bind_at, zeros
 from shax_core.ir import (
-    Lean,
     Program,
     ShaxError,
-    from_lean,
     has_subprograms,
     lean_of,
     plain_params,
@@ -374,9 +372,7 @@ def _transpose(linear: Program, num_linear: int, dead_code_removed: bool) -> Pro
         if c is None:
             c = zeros(b, types[p])
         outs.append(c if c.__class__ is int else c.id)
-    # = b.program(...) without copying the columns: b records nothing more
-    columns = (bt, bn, tuple(b.param_ids), tuple(outs), b_prim, b_params, b_ins, b_out)
-    return from_lean(Lean(lean.name + "t", *columns, b.eqn_extra), checked=False)
+    return b.program(lean.name + "t", outs, checked=False, final=True)
 
 
 def _linear(linear_of: dict, t) -> Linear:
