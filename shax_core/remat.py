@@ -47,7 +47,7 @@ from __future__ import annotations
 
 from shax_core.core import Builder, Tracer
 from shax_core.ir import Lean, Program, from_lean, lean_of
-from shax_core.passes.inline import inline
+from shax_core.passes.inline import emit_on_first_use, inline
 from shax_core.registry import lookup
 
 POLICIES = ("recompute", "save")
@@ -111,32 +111,23 @@ def rematerialize(
     b = Builder(level=0, prefix="d")
     tangents = [b.add_param(types[p]) for p in lean_of(linear).params[:n_tangents]]
     saved: list[int] = []  # primal ids that the new linear program takes as residuals
-    value: dict[int, Tracer] = {}
+    value: list = [None] * len(types)  # by primal id: its tracer in b
+
+    def saved_input(u: int) -> Tracer | None:
+        """A saved value becomes an input of the new linear program (a residual)."""
+        if u not in kept and u not in params:
+            return None
+        saved.append(u)
+        return b.add_param(types[u])
+
+    def emit(i: int, xs: list[Tracer]) -> Tracer:
+        out = lean.eqn_out[i]
+        return b.emit(lean.eqn_prim[i], lean.eqn_params[i], [x.id for x in xs], types[out])
 
     def residual(v: int) -> Tracer:
-        """The value of primal ``v`` in ``b``: a saved value becomes an input of the new
-        linear program (a residual); a recomputed one is emitted, operands first, when first
-        needed (an explicit stack: a chain of any length works)."""
-        stack = [v]
-        while stack:
-            u = stack[-1]
-            if u in value:
-                stack.pop()
-                continue
-            if u in kept or u in params:
-                saved.append(u)
-                value[u] = b.add_param(types[u])
-                stack.pop()
-                continue
-            i = producer[u]
-            missing = [w for w in eqn_ins[i] if w not in value]
-            if missing:
-                stack.extend(missing)
-                continue
-            ins = [value[w].id for w in eqn_ins[i]]
-            value[u] = b.emit(lean.eqn_prim[i], lean.eqn_params[i], ins, types[u])
-            stack.pop()
-        return value[v]
+        """The value of primal ``v`` in ``b``: saved values are read, recomputed ones emitted
+        (operands first) when first needed."""
+        return emit_on_first_use(v, value, lean, producer, emit, saved_input)
 
     args = tangents + [residual(v) for v in residuals]
     outs = inline(b, linear, args)

@@ -39,6 +39,7 @@ from shax_core.ir import (
     plain_params,
 )
 from shax_core.passes._dce import dce
+from shax_core.passes.inline import emit_on_first_use
 from shax_core.registry import SUBPROGRAM_KINDS, TRANSFORMS, Linear, RuleError, Zero, lookup
 from shax_core.text import short_eqn as format_eqn
 
@@ -170,28 +171,9 @@ def _transpose(linear: Program, num_linear: int, dead_code_removed: bool) -> Pro
 
     def residual(v: int):
         """The value of the non-linear variable ``v``, emitting its forward equations on
-        first use, operands before their users (so recomputed residuals are computed right
-        before the backward step that reads them, and are not all live at once). An explicit
-        stack, not recursion: a chain of any length works."""
-        stack = [v]
-        while stack:
-            u = stack[-1]
-            if value[u] is not None:
-                stack.pop()
-                continue
-            i = forward[u]
-            missing = [w for w in eqn_ins[i] if value[w] is None]
-            if missing:
-                stack.extend(missing)
-                continue
-            result = forward_eqn(i, [value[w] for w in eqn_ins[i]])
-            if isinstance(result, tuple):  # a multi-result equation: all of its results
-                for w, r in zip(lean.eqn_outs(i), result, strict=True):
-                    value[w] = r
-            else:
-                value[u] = result
-            stack.pop()
-        return value[v]
+        first use (so recomputed residuals are computed right before the backward step that
+        reads them, and are not all live at once)."""
+        return emit_on_first_use(v, value, lean, forward, forward_eqn)
 
     ct: list = [None] * n  # by id: the cotangent summed so far (an id in b)
     linear_of: dict = {}  # one Linear marker per type (they are immutable)

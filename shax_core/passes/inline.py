@@ -6,42 +6,46 @@ from __future__ import annotations
 from collections.abc import Callable, Mapping
 
 from shax_core.core import inline  # multi-result aware; below the registry, so rules use it too
-from shax_core.ir import Eqn
+from shax_core.ir import Lean
 
 __all__ = ["emit_on_first_use", "inline"]
 
 
 def emit_on_first_use(
-    name: str,
-    value: dict,
-    producer: Mapping[str, Eqn],
-    emit: Callable[[Eqn, list], object],
-    leaf: Callable[[str], object | None] | None = None,
+    v: int,
+    value: list,
+    lean: Lean,
+    producer: Mapping[int, int],
+    emit: Callable[[int, list], object],
+    leaf: Callable[[int], object | None] | None = None,
 ):
-    """``value[name]``, first emitting (``emit(eqn, operand values)``) each equation of
-    ``producer`` that it needs and that has no value yet, operands before their users.
-    ``leaf(n)`` gives the value of a name that is read, not recomputed (or None). An explicit
-    stack, not recursion: a chain of any length works."""
-    stack = [name]
+    """``value[v]`` (None where a variable of ``lean`` has no value yet), first emitting
+    (``emit(i, operand values)``) each equation ``i = producer[u]`` that it needs and that
+    has no value yet, operands before their users. ``leaf(u)`` gives the value of a
+    variable that is read, not recomputed (or None). An explicit stack, not recursion: a
+    chain of any length works."""
+    eqn_ins = lean.eqn_ins
+    stack = [v]
     while stack:
-        n = stack[-1]
-        if n in value:
+        u = stack[-1]
+        if value[u] is not None:
             stack.pop()
             continue
-        known = leaf(n) if leaf is not None else None
+        known = leaf(u) if leaf is not None else None
         if known is not None:
-            value[n] = known
+            value[u] = known
             stack.pop()
             continue
-        eqn = producer[n]
-        missing = [v.name for v in eqn.ins if v.name not in value]
+        i = producer[u]
+        missing = [w for w in eqn_ins[i] if value[w] is None]
         if missing:
             stack.extend(missing)
             continue
-        result = emit(eqn, [value[v.name] for v in eqn.ins])
+        result = emit(i, [value[w] for w in eqn_ins[i]])
         if isinstance(result, tuple):  # a multi-result equation (a loop): all of its results
-            value.update((v.name, r) for v, r in zip(eqn.outs, result, strict=True))
+            for w, r in zip(lean.eqn_outs(i), result, strict=True):
+                value[w] = r
         else:
-            value[n] = result
+            value[u] = result
         stack.pop()
-    return value[name]
+    return value[v]
