@@ -277,6 +277,7 @@ class _Walk:
                 # the parameters in a key exactly (0.0 == -0.0 and True == 1 in Python)
                 pk = exact_key(params) if params else params
                 n = len(ins)
+                sig = None
                 if n == 2:
                     a, b = ins
                     ta, tb = tid[a], tid[b]
@@ -290,23 +291,7 @@ class _Walk:
                     else:
                         pa, pb = pid[a], pid[b]
                         sig = (name, pk, pc[a], pc[b], tc[a], tc[b], pa == pb, ta == tb)
-                        try:
-                            entry = entries.get(sig)
-                        except TypeError:  # an unhashable parameter
-                            entry = None
-                        if entry is not None:
-                            tape, ps, pcode, ts, tcode = entry
-                            slots = replay(tape, [pa, pb, ta, tb])
-                            pid[out], pc[out] = slots[ps], pcode
-                            t = types[out]
-                            f = float_by_id.get(id(t))
-                            if f is None:
-                                f = is_float(t)
-                            if f:
-                                tid[out], tc[out] = (slots[ts] if ts >= 0 else -1), tcode
-                            else:
-                                tid[out], tc[out] = -1, -1 - self.code(types[out])
-                            continue
+                        operands = [pa, pb, ta, tb]
                 elif n == 1:
                     (a,) = ins
                     ta = tid[a]
@@ -319,23 +304,25 @@ class _Walk:
                             continue
                     else:
                         sig = (name, pk, pc[a], tc[a])
-                        try:
-                            entry = entries.get(sig)
-                        except TypeError:  # an unhashable parameter
-                            entry = None
-                        if entry is not None:
-                            tape, ps, pcode, ts, tcode = entry
-                            slots = replay(tape, [pid[a], ta])
-                            pid[out], pc[out] = slots[ps], pcode
-                            t = types[out]
-                            f = float_by_id.get(id(t))
-                            if f is None:
-                                f = is_float(t)
-                            if f:
-                                tid[out], tc[out] = (slots[ts] if ts >= 0 else -1), tcode
-                            else:
-                                tid[out], tc[out] = -1, -1 - self.code(types[out])
-                            continue
+                        operands = [pid[a], ta]
+                if sig is not None:  # a tangent operand: the tape of this signature, if any
+                    try:
+                        entry = entries.get(sig)
+                    except TypeError:  # an unhashable parameter
+                        entry = None
+                    if entry is not None:
+                        tape, ps, pcode, ts, tcode = entry
+                        slots = replay(tape, operands)
+                        pid[out], pc[out] = slots[ps], pcode
+                        t = types[out]
+                        f = float_by_id.get(id(t))
+                        if f is None:
+                            f = is_float(t)
+                        if f:
+                            tid[out], tc[out] = (slots[ts] if ts >= 0 else -1), tcode
+                        else:
+                            tid[out], tc[out] = -1, -1 - self.code(t)
+                        continue
             self.equation(i, prim, name, params, ins, out)
 
     def signature(self, name: str, params: tuple, ins) -> tuple:
